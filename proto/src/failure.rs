@@ -1,0 +1,63 @@
+//! Batch's failure categories and the task failure codes berth reports (spec §3.3, §3.4).
+
+use crate::common::batch_enum;
+
+batch_enum!(
+    /// Spec wire casing (lower case); clients compare case-insensitively.
+    FailureCategory {
+        UserError => "usererror",
+        ServerError => "servererror",
+    }
+);
+
+batch_enum!(
+    /// The `failureInfo.code` values berth produces.
+    FailureCode {
+        FailureExitCode => "FailureExitCode",
+        TaskEnded => "TaskEnded",
+        ContainerInvalidImage => "ContainerInvalidImage",
+        ContainerInvalidRegistry => "ContainerInvalidRegistry",
+        ContainerInvalidSettings => "ContainerInvalidSettings",
+        ContainerMiscError => "ContainerMiscError",
+        ContainerTaskSettingsNotFound => "ContainerTaskSettingsNotFound",
+        ResourceDirectoryCreateFailed => "ResourceDirectoryCreateFailed",
+        DiskFull => "DiskFull",
+        Unknown => "Unknown",
+    }
+);
+
+impl FailureCode {
+    /// The category and the message Batch shows for each code.
+    pub fn category_and_message(self) -> (FailureCategory, &'static str) {
+        use FailureCategory::*;
+        match self {
+            FailureCode::FailureExitCode => {
+                (UserError, "The task exited with an exit code representing a failure")
+            }
+            FailureCode::TaskEnded => (UserError, "Task was ended by user request."),
+            FailureCode::ContainerInvalidImage => {
+                (UserError, "One or more container images specified are invalid")
+            }
+            FailureCode::ContainerInvalidRegistry => {
+                (UserError, "One or more container registries specified are invalid")
+            }
+            FailureCode::ContainerInvalidSettings => {
+                (UserError, "At least one value of specified task container settings is invalid")
+            }
+            FailureCode::ContainerMiscError => {
+                (ServerError, "An error occurred while running the task's container")
+            }
+            FailureCode::ContainerTaskSettingsNotFound => {
+                (UserError, "Container-enabled compute node requires task container settings")
+            }
+            FailureCode::ResourceDirectoryCreateFailed => {
+                (ServerError, "Failure encountered creating resource directory for the task.")
+            }
+            FailureCode::DiskFull => (
+                ServerError,
+                "There is not enough disk space on the node that was selected to run the task.",
+            ),
+            FailureCode::Unknown => (ServerError, "An unknown scheduling error has occurred."),
+        }
+    }
+}

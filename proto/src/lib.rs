@@ -1,0 +1,32 @@
+//! Azure Batch REST JSON (camelCase) as berth accepts and reports it.
+//!
+//! This crate is data plus validation: no I/O beyond parsing bytes, no async, no engine.
+//! Flow: bytes --[`load`]--> typed specs (+ unknown-field warnings) --[`validate`]--> checked specs.
+//! What berth reports back lives in [`status`]; failure codes in [`failure`].
+#![forbid(unsafe_code)]
+
+pub mod common;
+pub mod duration;
+pub mod failure;
+pub mod id;
+pub mod image_ref;
+pub mod job;
+pub mod load;
+pub mod pool;
+pub mod status;
+pub mod task;
+pub mod validate;
+
+pub use common::{
+    AutoUserScope, AutoUserSpecification, BindMountEntry, ContainerHostDataPath,
+    ContainerRegistry, ContainerWorkingDirectory, ElevationLevel, EnvironmentSetting, Secret,
+    TaskContainerSettings, UserIdentity,
+};
+pub use duration::IsoDuration;
+pub use failure::{FailureCategory, FailureCode};
+pub use image_ref::ImageRef;
+pub use job::JobSpec;
+pub use load::{LoadError, Loaded};
+pub use pool::{ContainerConfiguration, LinuxUserConfiguration, PoolSpec, StartTask, UserAccount};
+pub use status::{ContainerInfo, ExecutionInfo, FailureInfo, NameValuePair, TaskResult, TaskState, TaskView};
+pub use task::{TaskConstraints, TaskDependencies, TaskIdRange, TaskSpec};

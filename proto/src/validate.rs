@@ -1,0 +1,294 @@
+//! Checks that types alone cannot express: Batch's id rules, value ranges, and the rules
+//! that tie tasks to their job and pool. Every problem names its JSON path and says what
+//! is accepted; all problems are reported, not just the first.
+
+use crate::common::{ContainerHostDataPath, ContainerWorkingDirectory, EnvironmentSetting, TaskContainerSettings, UserIdentity};
+use crate::id::check_id;
+use crate::image_ref::ImageRef;
+use crate::job::JobSpec;
+use crate::pool::{PoolSpec, StartTask};
+use crate::task::TaskSpec;
+use std::collections::HashMap;
+
+/// One validation problem at a JSON path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem { path: path.into(), message: message.into() });
+    }
+}
+
+/// Batch's limit on the combined length of `dependsOn.taskIds`.
+const MAX_DEPENDENCY_CHARS: usize = 64_000;
+
+fn env(p: &mut Problems, path: &str, list: &[EnvironmentSetting]) {
+    for (i, e) in list.iter().enumerate() {
+        if e.name.is_empty() || e.name.contains('=') || e.name.contains('\0') {
+            p.add(
+                format!("{path}[{i}].name"),
+                format!("{:?} is not a valid variable name (non-empty, no '=')", e.name),
+            );
+        }
+        if e.value.as_deref().is_some_and(|v| v.contains('\0')) {
+            p.add(format!("{path}[{i}].value"), "must not contain NUL characters");
+        }
+    }
+}
+
+fn container(p: &mut Problems, path: &str, c: &TaskContainerSettings) {
+    if let Err(e) = ImageRef::parse(&c.image_name) {
+        p.add(format!("{path}.imageName"), e);
+    }
+    if let Some(mounts) = &c.container_host_batch_bind_mounts {
+        let has_task = mounts.iter().any(|m| m.source == ContainerHostDataPath::Task);
+        if !has_task && c.working_directory != Some(ContainerWorkingDirectory::ContainerImageDefault) {
+            p.add(
+                format!("{path}.workingDirectory"),
+                "must be \"containerImageDefault\" when containerHostBatchBindMounts does not mount \"Task\"",
+            );
+        }
+    }
+}
+
+fn identity(p: &mut Problems, path: &str, u: &UserIdentity, pool: &PoolSpec) {
+    match (&u.username, &u.auto_user) {
+        (Some(_), Some(_)) => p.add(path, "give either username or autoUser, not both"),
+        (Some(name), None) if pool.user(name).is_none() => p.add(
+            format!("{path}.username"),
+            format!("{name:?} is not one of the pool's userAccounts"),
+        ),
+        _ => {}
+    }
+}
+
+fn retry_count(p: &mut Problems, path: &str, n: Option<i32>) {
+    if let Some(n) = n {
+        if n < -1 {
+            p.add(path, format!("{n} is not accepted; use -1 (unlimited) or a count >= 0"));
+        }
+    }
+}
+
+fn unsupported<T>(p: &mut Problems, path: &str, v: &Option<Vec<T>>, field: &str) {
+    if v.as_ref().is_some_and(|l| !l.is_empty()) {
+        p.add(format!("{path}.{field}"), "is not supported by this version of berth yet");
+    }
+}
+
+/// Validates a pool on its own.
+pub fn pool(pool: &PoolSpec) -> Vec<Problem> {
+    let mut p = Problems::default();
+    if let Err(e) = check_id(&pool.id) {
+        p.add("$.id", e);
+    }
+    if let Some(n) = pool.task_slots_per_node {
+        if !(1..=256).contains(&n) {
+            p.add("$.taskSlotsPerNode", format!("{n} is out of range; accepted: 1 to 256"));
+        }
+    }
+    if let Some(cc) = pool.container_configuration() {
+        for (i, name) in cc.container_image_names.iter().enumerate() {
+            if let Err(e) = ImageRef::parse(name) {
+                p.add(format!("$.virtualMachineConfiguration.containerConfiguration.containerImageNames[{i}]"), e);
+            }
+        }
+    }
+    let mut seen = HashMap::new();
+    for (i, u) in pool.user_accounts.iter().enumerate() {
+        let path = format!("$.userAccounts[{i}]");
+        let valid = !u.name.is_empty()
+            && u.name.chars().count() <= 20
+            && u.name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            && !u.name.starts_with('-');
+        if !valid {
+            p.add(
+                format!("{path}.name"),
+                format!("{:?} is not accepted: 1-20 letters, digits, '_', '-' or '.', not starting with '-'", u.name),
+            );
+        }
+        if seen.insert(u.name.to_ascii_lowercase(), i).is_some() {
+            p.add(format!("{path}.name"), format!("{:?} appears twice", u.name));
+        }
+        if let Some(l) = &u.linux_user_configuration {
+            if l.uid.is_some() != l.gid.is_some() {
+                p.add(format!("{path}.linuxUserConfiguration"), "give both uid and gid, or neither");
+            }
+            if l.uid == Some(0) || l.gid == Some(0) {
+                p.add(format!("{path}.linuxUserConfiguration"), "uid and gid 0 are root's; use elevationLevel \"admin\" instead");
+            }
+        }
+    }
+    if let Some(st) = &pool.start_task {
+        start_task(&mut p, "$.startTask", st, pool);
+    }
+    p.0
+}
+
+fn start_task(p: &mut Problems, path: &str, st: &StartTask, pool: &PoolSpec) {
+    if let Some(c) = &st.container_settings {
+        container(p, &format!("{path}.containerSettings"), c);
+    } else if st.command_line.trim().is_empty() {
+        p.add(format!("{path}.commandLine"), "must not be empty for a start task that runs on the host");
+    }
+    env(p, &format!("{path}.environmentSettings"), &st.environment_settings);
+    if let Some(u) = &st.user_identity {
+        identity(p, &format!("{path}.userIdentity"), u, pool);
+    }
+    retry_count(p, &format!("{path}.maxTaskRetryCount"), st.max_task_retry_count);
+    unsupported(p, path, &st.resource_files, "resourceFiles");
+}
+
+/// Validates a job on its own.
+pub fn job(job: &JobSpec) -> Vec<Problem> {
+    let mut p = Problems::default();
+    if let Err(e) = check_id(&job.id) {
+        p.add("$.id", e);
+    }
+    env(&mut p, "$.commonEnvironmentSettings", &job.common_environment_settings);
+    if let Some(c) = &job.constraints {
+        retry_count(&mut p, "$.constraints.maxTaskRetryCount", c.max_task_retry_count);
+    }
+    for (field, v) in [
+        ("jobPreparationTask", &job.job_preparation_task),
+        ("jobReleaseTask", &job.job_release_task),
+        ("jobManagerTask", &job.job_manager_task),
+    ] {
+        if v.is_some() {
+            p.add(format!("$.{field}"), "is not supported by this version of berth yet");
+        }
+    }
+    p.0
+}
+
+/// Validates one task against its job and pool. `path` is where the task sits in its file.
+pub fn task(path: &str, t: &TaskSpec, job: &JobSpec, pool: &PoolSpec) -> Vec<Problem> {
+    let mut p = Problems::default();
+    if let Err(e) = check_id(&t.id) {
+        p.add(format!("{path}.id"), e);
+    }
+    if let Some(d) = &t.display_name {
+        if d.chars().count() > 1024 {
+            p.add(format!("{path}.displayName"), "is longer than 1024 characters");
+        }
+    }
+    match &t.container_settings {
+        Some(c) => container(&mut p, &format!("{path}.containerSettings"), c),
+        None if t.command_line.trim().is_empty() => {
+            p.add(format!("{path}.commandLine"), "must not be empty for a task without containerSettings")
+        }
+        None => {}
+    }
+    env(&mut p, &format!("{path}.environmentSettings"), &t.environment_settings);
+    if let Some(c) = &t.constraints {
+        retry_count(&mut p, &format!("{path}.constraints.maxTaskRetryCount"), c.max_task_retry_count);
+    }
+    if let Some(n) = t.required_slots {
+        if n < 1 {
+            p.add(format!("{path}.requiredSlots"), format!("{n} is not accepted; use 1 or more"));
+        } else if n as u32 > pool.task_slots() {
+            // Batch accepts this and the task never runs; berth says so up front.
+            p.add(
+                format!("{path}.requiredSlots"),
+                format!("{n} is more than the pool's taskSlotsPerNode ({}), so the task could never run", pool.task_slots()),
+            );
+        }
+    }
+    if let Some(u) = &t.user_identity {
+        identity(&mut p, &format!("{path}.userIdentity"), u, pool);
+    }
+    if let Some(d) = &t.depends_on {
+        if !job.uses_task_dependencies {
+            p.add(
+                format!("{path}.dependsOn"),
+                format!("TaskDependenciesNotSpecifiedOnJob: job {:?} does not set usesTaskDependencies", job.id),
+            );
+        }
+        let total: usize = d.task_ids.iter().map(|s| s.len()).sum();
+        if total > MAX_DEPENDENCY_CHARS {
+            p.add(format!("{path}.dependsOn.taskIds"), format!("TaskDependencyListTooLong: {total} characters, at most {MAX_DEPENDENCY_CHARS}"));
+        }
+        for (i, id) in d.task_ids.iter().enumerate() {
+            if let Err(e) = check_id(id) {
+                p.add(format!("{path}.dependsOn.taskIds[{i}]"), e);
+            } else if id.eq_ignore_ascii_case(&t.id) {
+                p.add(format!("{path}.dependsOn.taskIds[{i}]"), "a task cannot depend on itself");
+            }
+        }
+        for (i, r) in d.task_id_ranges.iter().enumerate() {
+            if r.start < 0 || r.end < r.start {
+                p.add(format!("{path}.dependsOn.taskIdRanges[{i}]"), format!("start {} and end {} must satisfy 0 <= start <= end", r.start, r.end));
+            } else if r.end - r.start >= 10_000 {
+                p.add(format!("{path}.dependsOn.taskIdRanges[{i}]"), "spans more than 10000 ids");
+            }
+        }
+    }
+    unsupported(&mut p, path, &t.resource_files, "resourceFiles");
+    unsupported(&mut p, path, &t.output_files, "outputFiles");
+    unsupported(&mut p, path, &t.application_package_references, "applicationPackageReferences");
+    if t.multi_instance_settings.is_some() {
+        p.add(format!("{path}.multiInstanceSettings"), "is not supported by this version of berth yet");
+    }
+    p.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load;
+
+    fn t(json: &str) -> TaskSpec {
+        load::tasks("f", json).unwrap().items.remove(0).1
+    }
+
+    fn msgs(v: Vec<Problem>) -> Vec<String> {
+        v.into_iter().map(|p| format!("{}: {}", p.path, p.message)).collect()
+    }
+
+    #[test]
+    fn good_task_passes() {
+        let task = t(r#"{"id":"a","commandLine":"","containerSettings":{"imageName":"busybox"}}"#);
+        assert!(super::task("$", &task, &JobSpec::default_for_run(), &PoolSpec::default_for_run()).is_empty());
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let task = t(r#"{"id":"a b","commandLine":"x","requiredSlots":4,
+            "constraints":{"maxTaskRetryCount":-2},
+            "environmentSettings":[{"name":"A=B","value":"1"}],
+            "userIdentity":{"username":"nobody"},
+            "dependsOn":{"taskIds":["a b"]},
+            "containerSettings":{"imageName":"Bad/Name"}}"#);
+        let m = msgs(super::task("$", &task, &JobSpec::default_for_run(), &PoolSpec::default_for_run()));
+        let joined = m.join("\n");
+        for want in [
+            "$.id:",
+            "$.requiredSlots: 4 is more than the pool's taskSlotsPerNode (1)",
+            "$.constraints.maxTaskRetryCount: -2",
+            "$.environmentSettings[0].name",
+            "$.userIdentity.username: \"nobody\"",
+            "$.dependsOn: TaskDependenciesNotSpecifiedOnJob",
+            "$.dependsOn.taskIds[0]",
+            "$.containerSettings.imageName",
+        ] {
+            assert!(joined.contains(want), "missing {want:?} in\n{joined}");
+        }
+    }
+
+    #[test]
+    fn pool_rules() {
+        let p: PoolSpec = load::pool("p", r#"{"id":"p","taskSlotsPerNode":0,
+            "userAccounts":[{"name":"u","password":"x","linuxUserConfiguration":{"uid":5}}]}"#)
+            .unwrap().items.remove(0).1;
+        let m = msgs(pool(&p)).join("\n");
+        assert!(m.contains("$.taskSlotsPerNode: 0 is out of range"), "{m}");
+        assert!(m.contains("$.userAccounts[0].linuxUserConfiguration: give both"), "{m}");
+    }
+}
