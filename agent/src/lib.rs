@@ -1,1 +1,26 @@
-pub fn x(){}
+//! berth: runs Azure Batch container tasks on a Docker engine.
+//!
+//! The modules follow the data:
+//!
+//! ```text
+//! pool start:  PoolSpec ──pool::images──> images present ──pool (start task)──> node idle
+//! task:        TaskSpec (+JobSpec, PoolSpec, node facts)
+//!                ──task::plan──>        TaskPlan            (env, mounts, user, workdir, image, command)
+//!                ──task::run_options──> RunOptions          (the user's docker flags, parsed)
+//!                ──task::create──>      ContainerCreateBody (the `docker create` request, pure)
+//!                ──task::run──>         Finished            (exited | timed out | cancelled | not started)
+//!                                       + stdout.txt/stderr.txt via task::logs
+//!                ──task::exit──>        Outcome             (exit code, failureInfo, retry or not)
+//!                ──task (retries)──>    ExecutionInfo       (berth_proto::status)
+//! schedule:    decides when each task runs (slots, FIFO, dependsOn, retention)
+//! engine:      the only module that talks to Docker
+//! ```
+
+pub mod cli;
+pub mod engine;
+pub mod node;
+pub mod pool;
+pub mod render;
+pub mod schedule;
+pub mod shutdown;
+pub mod task;

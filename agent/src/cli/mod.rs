@@ -1,0 +1,3 @@
+//! The `berth` command line: one module per subcommand.
+
+pub mod run;

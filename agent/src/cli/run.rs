@@ -1,0 +1,283 @@
+//! `berth run`: pool start, then the given tasks, then a report. The one-shot mode.
+
+use crate::engine::Engine;
+use crate::node::NodeLayout;
+use crate::pool::{self, images::ImageStore, NodeState};
+use crate::schedule::{self, retention};
+use crate::task::{plan::NodeFacts, Runtime};
+use crate::{render, shutdown};
+use berth_proto::{load, validate, JobSpec, PoolSpec, TaskSpec};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Pool JSON (PoolAddParameter): container images, registries, start task, users, slots.
+    #[arg(long, value_name = "POOL.json")]
+    pub pool: Option<PathBuf>,
+    /// Job JSON: id, commonEnvironmentSettings, usesTaskDependencies, constraints.
+    #[arg(long, value_name = "JOB.json")]
+    pub job: Option<PathBuf>,
+    /// AZ_BATCH_NODE_ROOT_DIR: where task directories live.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/berth")]
+    pub node_root: PathBuf,
+    /// This node's id (default: the host name).
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Override the pool's taskSlotsPerNode.
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// Print the final task objects as a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Docker engine address (unix:///path or tcp://host:port); default DOCKER_HOST or the local socket.
+    #[arg(long, value_name = "ADDR")]
+    pub engine: Option<String>,
+    /// Seconds between SIGTERM and SIGKILL when a task is stopped.
+    #[arg(long, default_value_t = 10)]
+    pub stop_grace: u64,
+    /// Task JSON files: a task, an array of tasks, or {"value": [...]}.
+    #[arg(required = true, value_name = "TASKS.json")]
+    pub tasks: Vec<PathBuf>,
+}
+
+/// Exit codes of `berth run`.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_TASK_FAILED: u8 = 1;
+pub const EXIT_INVALID_INPUT: u8 = 2;
+
+struct Inputs {
+    pool: PoolSpec,
+    job: JobSpec,
+    tasks: Vec<TaskSpec>,
+}
+
+fn read(path: &PathBuf) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+}
+
+/// Loads and validates every input; returns all problems found, not just the first.
+fn inputs(args: &RunArgs) -> Result<Inputs, Vec<String>> {
+    let mut errors = Vec::new();
+    let warn = |w: Vec<String>| w.into_iter().for_each(|w| tracing::warn!("{w}"));
+    let mut pool = PoolSpec::default_for_run();
+    if let Some(p) = &args.pool {
+        let name = p.display().to_string();
+        match read(p).and_then(|t| load::pool(&name, &t).map_err(|e| e.to_string())) {
+            Ok(mut l) => {
+                warn(std::mem::take(&mut l.warnings));
+                pool = l.items.remove(0).1;
+                errors.extend(validate::pool(&pool).into_iter().map(|p| format!("{name}: {}: {}", p.path, p.message)));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Some(n) = args.slots {
+        pool.task_slots_per_node = Some(i32::try_from(n).unwrap_or(i32::MAX));
+    }
+    let mut job = JobSpec::default_for_run();
+    if let Some(p) = &args.job {
+        let name = p.display().to_string();
+        match read(p).and_then(|t| load::job(&name, &t).map_err(|e| e.to_string())) {
+            Ok(mut l) => {
+                warn(std::mem::take(&mut l.warnings));
+                job = l.items.remove(0).1;
+                errors.extend(validate::job(&job).into_iter().map(|p| format!("{name}: {}: {}", p.path, p.message)));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut tasks: Vec<(String, String, TaskSpec)> = Vec::new();
+    for p in &args.tasks {
+        let name = p.display().to_string();
+        match read(p).and_then(|t| load::tasks(&name, &t).map_err(|e| e.to_string())) {
+            Ok(mut l) => {
+                warn(std::mem::take(&mut l.warnings));
+                for (path, t) in l.items {
+                    errors.extend(validate::task(&path, &t, &job, &pool).into_iter().map(|p| format!("{name}: {}: {}", p.path, p.message)));
+                    tasks.push((name.clone(), path, t));
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    // Cross-task rules: unique ids (case-insensitive) and dependencies that exist, without cycles.
+    let mut seen: HashMap<String, (String, String)> = HashMap::new();
+    for (file, path, t) in &tasks {
+        if let Some((f0, p0)) = seen.insert(t.id.to_ascii_lowercase(), (file.clone(), path.clone())) {
+            errors.push(format!("{file}: {path}.id: TaskExists: {:?} is already used at {f0}: {p0} (task ids are case-insensitive)", t.id));
+        }
+    }
+    for (file, path, t) in &tasks {
+        if let Some(d) = &t.depends_on {
+            for id in d.all_ids() {
+                if !seen.contains_key(&id.to_ascii_lowercase()) {
+                    errors.push(format!("{file}: {path}.dependsOn: task {id:?} is not among the tasks given"));
+                }
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(&tasks.iter().map(|(_, _, t)| t).collect::<Vec<_>>()) {
+        errors.push(format!("dependsOn forms a cycle: {}", cycle.join(" -> ")));
+    }
+    if errors.is_empty() {
+        Ok(Inputs { pool, job, tasks: tasks.into_iter().map(|(_, _, t)| t).collect() })
+    } else {
+        Err(errors)
+    }
+}
+
+fn find_cycle(tasks: &[&TaskSpec]) -> Option<Vec<String>> {
+    let idx: HashMap<String, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.to_ascii_lowercase(), i)).collect();
+    let edges: Vec<Vec<usize>> = tasks
+        .iter()
+        .map(|t| t.depends_on.as_ref().map(|d| d.all_ids().iter().filter_map(|i| idx.get(&i.to_ascii_lowercase()).copied()).collect()).unwrap_or_default())
+        .collect();
+    // 0 = unvisited, 1 = on the stack, 2 = done.
+    let mut mark = vec![0u8; tasks.len()];
+    fn dfs(n: usize, edges: &[Vec<usize>], mark: &mut [u8], stack: &mut Vec<usize>) -> Option<Vec<usize>> {
+        mark[n] = 1;
+        stack.push(n);
+        for &m in &edges[n] {
+            if mark[m] == 1 {
+                let start = stack.iter().position(|x| *x == m).unwrap_or(0);
+                let mut c = stack[start..].to_vec();
+                c.push(m);
+                return Some(c);
+            }
+            if mark[m] == 0 {
+                if let Some(c) = dfs(m, edges, mark, stack) {
+                    return Some(c);
+                }
+            }
+        }
+        stack.pop();
+        mark[n] = 2;
+        None
+    }
+    for n in 0..tasks.len() {
+        if mark[n] == 0 {
+            if let Some(c) = dfs(n, &edges, &mut mark, &mut Vec::new()) {
+                return Some(c.into_iter().map(|i| tasks[i].id.clone()).collect());
+            }
+        }
+    }
+    None
+}
+
+fn default_node_id() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).filter(|h| !h.is_empty()).unwrap_or_else(|| "node".into())
+}
+
+pub async fn run(args: RunArgs) -> ExitCode {
+    let inputs = match inputs(&args) {
+        Ok(i) => i,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!("berth: {} problem(s) in the input; nothing was run", errors.len());
+            return ExitCode::from(EXIT_INVALID_INPUT);
+        }
+    };
+    let engine = match Engine::connect(args.engine.as_deref()).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            eprintln!("berth: start Docker (e.g. `systemctl start docker`) or point --engine / DOCKER_HOST at a running engine");
+            return ExitCode::from(EXIT_TASK_FAILED);
+        }
+    };
+    let node_root = if args.node_root.is_absolute() {
+        args.node_root.clone()
+    } else {
+        std::env::current_dir().map(|d| d.join(&args.node_root)).unwrap_or(args.node_root.clone())
+    };
+    let node = NodeFacts {
+        node_id: args.node_id.clone().unwrap_or_else(default_node_id),
+        pool_id: inputs.pool.id.clone(),
+        account_name: "berth".into(),
+        layout: NodeLayout::new(node_root),
+    };
+    let registries = inputs.pool.container_configuration().map(|c| c.container_registries.clone()).unwrap_or_default();
+    let rt = Arc::new(Runtime {
+        images: Arc::new(ImageStore::new(engine.clone(), registries)),
+        engine,
+        node,
+        pool: inputs.pool,
+        stop_grace: Duration::from_secs(args.stop_grace),
+    });
+    let cancel = CancellationToken::new();
+    shutdown::cancel_on_signals(cancel.clone());
+
+    let started = match pool::start(rt.clone(), cancel.child_token(), 4).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("berth: cannot prepare the node root {}: {e}", rt.node.layout.root().display());
+            return ExitCode::from(EXIT_TASK_FAILED);
+        }
+    };
+    if let Some(info) = &started.start_task_info {
+        let f = info.failure_info.as_ref().map(|f| format!(" ({} {})", f.code, f.detail("Message").unwrap_or(""))).unwrap_or_default();
+        eprintln!("start task: {} exit code {}{f}", info.result.map(|r| r.to_string()).unwrap_or_default(), info.exit_code.map(|c| c.to_string()).unwrap_or("-".into()));
+    }
+    let reports = if started.state == NodeState::Idle {
+        schedule::run_job(rt.clone(), &inputs.job, inputs.tasks, cancel.child_token()).await
+    } else {
+        eprintln!("berth: node state {}: no task was run", started.state.as_str());
+        for e in &started.errors {
+            let d: Vec<String> = e.details.iter().map(|d| format!("{}={}", d.name, d.value)).collect();
+            eprintln!("  {}: {} [{}]", e.code, e.message, d.join(", "));
+        }
+        not_run(&rt, &inputs.job, inputs.tasks, started.state)
+    };
+    let mut start_task_failed = false;
+    if let Some(h) = started.background_start_task {
+        match h.await {
+            Ok(info) => {
+                start_task_failed = info.result != Some(berth_proto::TaskResult::Success);
+                eprintln!("start task: {:?} exit code {:?}", info.result, info.exit_code);
+            }
+            Err(e) => tracing::error!(error = %e, "start task runner failed"),
+        }
+    }
+    if let Err(e) = retention::sweep(&rt.node.layout) {
+        tracing::warn!(error = %e, "retention sweep failed");
+    }
+    if args.json {
+        println!("{}", render::json(&reports));
+    } else {
+        print!("{}", render::table(&reports));
+    }
+    let all_ok = started.state == NodeState::Idle
+        && !start_task_failed
+        && reports.iter().all(|r| r.view.execution_info.as_ref().and_then(|e| e.result) == Some(berth_proto::TaskResult::Success));
+    ExitCode::from(if all_ok { EXIT_OK } else { EXIT_TASK_FAILED })
+}
+
+fn not_run(rt: &Runtime, job: &JobSpec, tasks: Vec<TaskSpec>, state: NodeState) -> Vec<schedule::TaskReport> {
+    let now = chrono::Utc::now();
+    tasks
+        .into_iter()
+        .map(|t| schedule::TaskReport {
+            view: berth_proto::TaskView {
+                node_info: Some(berth_proto::status::NodeInfo {
+                    pool_id: rt.node.pool_id.clone(),
+                    node_id: rt.node.node_id.clone(),
+                    task_root_directory: rt.node.layout.task_dir(&job.id, &t.id).to_string_lossy().into_owned(),
+                }),
+                spec: t,
+                job_id: job.id.clone(),
+                state: berth_proto::TaskState::Active,
+                state_transition_time: now,
+                creation_time: now,
+                execution_info: None,
+            },
+            note: Some(format!("not started: node is {}", state.as_str())),
+        })
+        .collect()
+}

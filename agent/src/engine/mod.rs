@@ -1,0 +1,309 @@
+//! THE seam to Docker. Only this module holds a `bollard::Docker`; everything else speaks
+//! in the small vocabulary below.
+//!
+//! Every call has a deadline sized for a busy engine (Batch's own agent failed under a burst
+//! of 120 tasks with a 60 s client timeout), and create is retried on transient errors.
+//! Streams (attach, wait, pull) have no overall deadline: they last as long as the work.
+
+mod error;
+
+pub use error::EngineError;
+
+use bollard::auth::DockerCredentials;
+use bollard::models::{ContainerCreateBody, ContainerSummary};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::{Stream, StreamExt};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// Default deadline for one engine request (response headers). Batch raised its own to
+/// 5 minutes after bursts of container creates timed out at 60 s (Azure/Batch#4).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A chunk of container output.
+#[derive(Debug, Clone)]
+pub enum Output {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+/// What `inspect` tells berth about a container.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerState {
+    pub id: String,
+    pub status: Option<String>,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub error: Option<String>,
+    pub pid: Option<i64>,
+}
+
+/// One pull progress event.
+#[derive(Debug, Clone, Default)]
+pub struct PullEvent {
+    pub layer: Option<String>,
+    pub status: Option<String>,
+    pub current: Option<i64>,
+    pub total: Option<i64>,
+}
+
+/// Registry credentials for one pull. The password is never logged.
+#[derive(Clone)]
+pub struct Credentials {
+    pub server: String,
+    pub username: String,
+    pub password: berth_proto::Secret,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials {{ server: {:?}, username: {:?}, password: <redacted> }}", self.server, self.username)
+    }
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+    timeout: Duration,
+    /// Where the engine was reached, for messages.
+    pub host: String,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Engine({})", self.host)
+    }
+}
+
+/// bollard encodes X-Registry-Auth with standard base64; the engine decodes URL-safe base64
+/// and silently drops what it cannot read (fussybeaver/bollard#169), which breaks
+/// passwords whose encoding holds `+` or `/`. Rewrite the header to URL-safe.
+fn fix_registry_auth(mut req: bollard::BollardRequest) -> bollard::BollardRequest {
+    if let Some(v) = req.headers().get("X-Registry-Auth").and_then(|v| v.to_str().ok()) {
+        let fixed = v.replace('+', "-").replace('/', "_");
+        if let Ok(h) = http::HeaderValue::from_str(&fixed) {
+            req.headers_mut().insert("X-Registry-Auth", h);
+        }
+    }
+    req
+}
+
+impl Engine {
+    /// Connects to `host` (`unix:///path`, `tcp://h:p`, `http://h:p`), else `DOCKER_HOST`,
+    /// else `/var/run/docker.sock`, and negotiates the API version.
+    pub async fn connect(host: Option<&str>) -> Result<Engine, EngineError> {
+        Self::connect_with_timeout(host, DEFAULT_CALL_TIMEOUT).await
+    }
+
+    pub async fn connect_with_timeout(host: Option<&str>, timeout: Duration) -> Result<Engine, EngineError> {
+        let env_host = std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty());
+        let host = host.map(str::to_string).or(env_host).unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+        let secs = timeout.as_secs();
+        let docker = if let Some(path) = host.strip_prefix("unix://") {
+            Docker::connect_with_socket(path, secs, bollard::API_DEFAULT_VERSION)
+        } else if host.starts_with("tcp://") || host.starts_with("http://") {
+            Docker::connect_with_http(&host.replacen("tcp://", "http://", 1), secs, bollard::API_DEFAULT_VERSION)
+        } else if host.starts_with('/') {
+            Docker::connect_with_socket(&host, secs, bollard::API_DEFAULT_VERSION)
+        } else {
+            return Err(EngineError::Other(format!("engine address {host:?} is not unix:///path or tcp://host:port")));
+        }
+        .map_err(|e| EngineError::Unavailable(format!("{host}: {e}")))?
+        .with_request_modifier(fix_registry_auth);
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("{host}: {}", EngineError::from_bollard("version", secs, e))))?;
+        Ok(Engine { docker, timeout, host })
+    }
+
+    fn err(&self, op: &'static str, e: bollard::errors::Error) -> EngineError {
+        EngineError::from_bollard(op, self.timeout.as_secs(), e)
+    }
+
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        self.docker.ping().await.map(|_| ()).map_err(|e| self.err("ping", e))
+    }
+
+    /// Whether the image is present locally.
+    pub async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) => match self.err("inspect image", e) {
+                EngineError::NotFound(_) => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Pulls `repository:tag_or_digest`, calling `progress` for each event.
+    pub async fn pull(
+        &self,
+        repository: &str,
+        tag_or_digest: &str,
+        platform: Option<&str>,
+        creds: Option<&Credentials>,
+        mut progress: impl FnMut(PullEvent),
+    ) -> Result<(), EngineError> {
+        let mut b = CreateImageOptionsBuilder::default().from_image(repository).tag(tag_or_digest);
+        if let Some(p) = platform {
+            b = b.platform(p);
+        }
+        let creds = creds.map(|c| DockerCredentials {
+            username: Some(c.username.clone()),
+            password: Some(c.password.expose().to_string()),
+            serveraddress: Some(c.server.clone()),
+            ..Default::default()
+        });
+        let mut s = self.docker.create_image(Some(b.build()), None, creds);
+        while let Some(ev) = s.next().await {
+            let ev = ev.map_err(|e| self.err("pull", e))?;
+            if let Some(e) = ev.error_detail.and_then(|d| d.message) {
+                return Err(EngineError::Stream(e));
+            }
+            progress(PullEvent {
+                layer: ev.id,
+                status: ev.status,
+                current: ev.progress_detail.as_ref().and_then(|p| p.current),
+                total: ev.progress_detail.as_ref().and_then(|p| p.total),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates a container with a fixed name. Transient failures are retried with backoff;
+    /// a leftover container holding the name is removed first (it can only be ours: the
+    /// name carries the node id and attempt).
+    pub async fn create(&self, name: &str, body: ContainerCreateBody, platform: Option<&str>) -> Result<String, EngineError> {
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut b = CreateContainerOptionsBuilder::default().name(name);
+            if let Some(p) = platform {
+                b = b.platform(p);
+            }
+            match self.docker.create_container(Some(b.build()), body.clone()).await.map_err(|e| self.err("create", e)) {
+                Ok(r) => return Ok(r.id),
+                Err(EngineError::Conflict(m)) if attempt <= 3 && m.contains("already in use") => {
+                    tracing::warn!(container = name, "removing a leftover container that holds this task's name");
+                    self.remove(name).await?;
+                }
+                Err(e) if e.is_transient() && attempt < 5 => {
+                    tracing::warn!(container = name, attempt, error = %e, "create failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Attaches to stdout/stderr from the very start (call before `start`).
+    pub async fn attach(&self, id: &str) -> Result<Pin<Box<dyn Stream<Item = Result<Output, EngineError>> + Send>>, EngineError> {
+        let opts = AttachContainerOptionsBuilder::default().stream(true).logs(true).stdout(true).stderr(true).build();
+        let r = self.docker.attach_container(id, Some(opts)).await.map_err(|e| self.err("attach", e))?;
+        let timeout = self.timeout.as_secs();
+        Ok(Box::pin(r.output.filter_map(move |item| async move {
+            use bollard::container::LogOutput;
+            match item {
+                Ok(LogOutput::StdOut { message }) => Some(Ok(Output::Stdout(message.to_vec()))),
+                Ok(LogOutput::StdErr { message }) => Some(Ok(Output::Stderr(message.to_vec()))),
+                Ok(LogOutput::Console { message }) => Some(Ok(Output::Stdout(message.to_vec()))),
+                Ok(LogOutput::StdIn { .. }) => None,
+                Err(e) => Some(Err(EngineError::from_bollard("attach", timeout, e))),
+            }
+        })))
+    }
+
+    /// A future that resolves with the exit code once the container stops. Subscribe
+    /// before `start` so a fast exit cannot be missed.
+    pub fn wait(&self, id: &str) -> impl std::future::Future<Output = Result<i64, EngineError>> + Send + 'static {
+        let opts = WaitContainerOptionsBuilder::default().condition("next-exit").build();
+        let s = self.docker.wait_container(id, Some(opts));
+        let timeout = self.timeout.as_secs();
+        async move {
+            futures_util::pin_mut!(s);
+            match s.next().await {
+                Some(Ok(r)) => Ok(r.status_code),
+                // bollard turns a non-zero exit into an error; it is not one for berth.
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+                Some(Err(e)) => Err(EngineError::from_bollard("wait", timeout, e)),
+                None => Err(EngineError::Stream("the wait stream ended without an exit code".into())),
+            }
+        }
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+        self.docker.start_container(id, None).await.map_err(|e| self.err("start", e))
+    }
+
+    pub async fn inspect(&self, id: &str) -> Result<ContainerState, EngineError> {
+        let r = self.docker.inspect_container(id, None).await.map_err(|e| self.err("inspect", e))?;
+        let s = r.state.unwrap_or_default();
+        Ok(ContainerState {
+            id: r.id.unwrap_or_else(|| id.to_string()),
+            status: s.status.map(|st| st.to_string()),
+            exit_code: s.exit_code,
+            oom_killed: s.oom_killed.unwrap_or(false),
+            error: s.error.filter(|e| !e.is_empty()),
+            pid: s.pid.filter(|p| *p > 0),
+        })
+    }
+
+    /// Sends SIGTERM (or the container's stop signal), then SIGKILL after `grace`.
+    pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        match self.docker.stop_container(id, Some(StopContainerOptionsBuilder::default().t(t).build())).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(e) => Err(self.err("stop", e)),
+        }
+    }
+
+    pub async fn kill(&self, id: &str, signal: &str) -> Result<(), EngineError> {
+        self.docker
+            .kill_container(id, Some(KillContainerOptionsBuilder::default().signal(signal).build()))
+            .await
+            .map_err(|e| self.err("kill", e))
+    }
+
+    /// Removes a container (forced, with its anonymous volumes). Gone already is success.
+    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1.. {
+            match self.docker.remove_container(id, Some(opts.clone())).await.map_err(|e| self.err("remove", e)) {
+                Ok(()) | Err(EngineError::NotFound(_)) => return Ok(()),
+                // "removal already in progress" is a 409; wait for it to finish.
+                Err(e) if (e.is_transient() || matches!(e, EngineError::Conflict(_))) && attempt < 6 => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!()
+    }
+
+    /// Containers (running or not) carrying every `key=value` label given.
+    pub async fn list_labelled(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerSummary>, EngineError> {
+        let filters: HashMap<String, Vec<String>> =
+            HashMap::from([("label".to_string(), labels.iter().map(|(k, v)| format!("{k}={v}")).collect())]);
+        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        self.docker.list_containers(Some(opts)).await.map_err(|e| self.err("list", e))
+    }
+
+    /// The raw client, for the integration tests' baseline measurements only.
+    #[doc(hidden)]
+    pub fn raw(&self) -> &Docker {
+        &self.docker
+    }
+}

@@ -1,0 +1,75 @@
+//! The directory tree under `AZ_BATCH_NODE_ROOT_DIR`, exactly as the spec lays it out (§5.2).
+
+use std::path::{Path, PathBuf};
+
+/// Paths of one node. Pure: creating the directories is `prepare`'s job.
+#[derive(Debug, Clone)]
+pub struct NodeLayout {
+    root: PathBuf,
+}
+
+impl NodeLayout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        NodeLayout { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn shared(&self) -> PathBuf {
+        self.root.join("shared")
+    }
+    pub fn startup(&self) -> PathBuf {
+        self.root.join("startup")
+    }
+    pub fn startup_wd(&self) -> PathBuf {
+        self.startup().join("wd")
+    }
+    pub fn applications(&self) -> PathBuf {
+        self.root.join("applications")
+    }
+    pub fn fsmounts(&self) -> PathBuf {
+        self.root.join("fsmounts")
+    }
+    /// Internal state with no guarantees (the spec's `volatile/`).
+    pub fn volatile(&self) -> PathBuf {
+        self.root.join("volatile")
+    }
+    /// `workitems/<job>/job-1`: a plain job's directory.
+    pub fn job_dir(&self, job: &str) -> PathBuf {
+        self.root.join("workitems").join(job).join("job-1")
+    }
+    pub fn task_dir(&self, job: &str, task: &str) -> PathBuf {
+        self.job_dir(job).join(task)
+    }
+    /// Where retention deadlines of finished tasks are recorded.
+    pub fn retention_dir(&self) -> PathBuf {
+        self.volatile().join("retention")
+    }
+
+    /// Creates the node-level directories. Everyone may traverse the tree; `shared/` is
+    /// writable by every task user, as Batch's is.
+    pub fn prepare(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        for d in [self.root.clone(), self.applications(), self.fsmounts(), self.startup(), self.volatile(), self.root.join("workitems")] {
+            std::fs::create_dir_all(&d)?;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))?;
+        }
+        std::fs::create_dir_all(self.shared())?;
+        std::fs::set_permissions(self.shared(), std::fs::Permissions::from_mode(0o1777))?;
+        std::fs::create_dir_all(self.retention_dir())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_paths() {
+        let l = NodeLayout::new("/mnt/batch/tasks");
+        assert_eq!(l.task_dir("myjob", "t1"), Path::new("/mnt/batch/tasks/workitems/myjob/job-1/t1"));
+        assert_eq!(l.startup_wd(), Path::new("/mnt/batch/tasks/startup/wd"));
+        assert_eq!(l.shared(), Path::new("/mnt/batch/tasks/shared"));
+    }
+}

@@ -1,0 +1,7 @@
+//! Where things live on this machine: the Batch directory tree and the task users.
+
+pub mod layout;
+pub mod users;
+
+pub use layout::NodeLayout;
+pub use users::{ResolvedUser, UserError};

@@ -1,0 +1,150 @@
+//! WHEN tasks run: FIFO within the job, as task slots free up (`taskSlotsPerNode`,
+//! `requiredSlots`), after their dependencies (`dependsOn`) succeeded. `task` decides HOW.
+//! `berth run` uses this; the daemon will feed the same scheduler.
+
+pub mod retention;
+
+use crate::node::users;
+use crate::task::{self, plan, Runtime};
+use berth_proto::{ExecutionInfo, FailureCode, FailureInfo, JobSpec, NameValuePair, TaskResult, TaskSpec, TaskState, TaskView};
+use chrono::Utc;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// A task's final view plus, when it never ran, why.
+#[derive(Debug, Clone)]
+pub struct TaskReport {
+    pub view: TaskView,
+    pub note: Option<String>,
+}
+
+fn failed_before_start(code: FailureCode, message: String) -> ExecutionInfo {
+    let now = Utc::now();
+    ExecutionInfo {
+        start_time: Some(now),
+        end_time: Some(now),
+        failure_info: Some(FailureInfo::new(code, vec![NameValuePair { name: "Message".into(), value: message }])),
+        result: Some(TaskResult::Failure),
+        ..Default::default()
+    }
+}
+
+/// Runs one task from spec to final execution info: user, plan, directories, attempts.
+async fn run_one(rt: Arc<Runtime>, job: JobSpec, spec: TaskSpec, cancel: CancellationToken) -> ExecutionInfo {
+    use tracing::Instrument;
+    let span = tracing::info_span!("task", job = %job.id, task = %spec.id);
+    async move {
+        if plan::needs_container_settings(&spec, &rt.pool) {
+            return failed_before_start(FailureCode::ContainerTaskSettingsNotFound, "the pool runs containers and the task has no containerSettings".into());
+        }
+        let ident = spec.user_identity.clone();
+        let pool = rt.pool.clone();
+        let user = match tokio::task::spawn_blocking(move || users::resolve(ident.as_ref(), &pool)).await {
+            Ok(Ok(u)) => u,
+            Ok(Err(e)) => return failed_before_start(FailureCode::Unknown, e.to_string()),
+            Err(e) => return failed_before_start(FailureCode::Unknown, e.to_string()),
+        };
+        let plan = match plan::task(&spec, &job, &rt.node, user) {
+            Ok(p) => p,
+            Err(e) => return failed_before_start(FailureCode::ContainerInvalidSettings, e.to_string()),
+        };
+        if let Err(e) = task::prepare_dirs(&plan, true) {
+            let code = if e.raw_os_error() == Some(libc::ENOSPC) { FailureCode::DiskFull } else { FailureCode::ResourceDirectoryCreateFailed };
+            return failed_before_start(code, format!("{}: {e}", plan.task_dir.display()));
+        }
+        tracing::info!("task started");
+        let info = task::run_task(&rt, &plan, &cancel, |_| {}).await;
+        tracing::info!(exit_code = ?info.exit_code, result = ?info.result, failure = ?info.failure_info.as_ref().map(|f| &f.code), "task completed");
+        if let Some(keep) = plan.retention {
+            if let Err(e) = retention::record(&rt.node.layout, &plan.task_dir, keep) {
+                tracing::warn!(error = %e, "could not record the retention deadline");
+            }
+        }
+        info
+    }
+    .instrument(span)
+    .await
+}
+
+/// Runs the tasks of `job` and returns their final reports, in input order.
+/// Tasks whose dependencies failed stay `active` (as in Batch) with a note saying why.
+pub async fn run_job(rt: Arc<Runtime>, job: &JobSpec, tasks: Vec<TaskSpec>, cancel: CancellationToken) -> Vec<TaskReport> {
+    let now = Utc::now();
+    let mut reports: Vec<TaskReport> = tasks
+        .iter()
+        .map(|t| TaskReport {
+            view: TaskView {
+                spec: t.clone(),
+                job_id: job.id.clone(),
+                state: TaskState::Active,
+                state_transition_time: now,
+                creation_time: now,
+                execution_info: None,
+                node_info: Some(berth_proto::status::NodeInfo {
+                    pool_id: rt.node.pool_id.clone(),
+                    node_id: rt.node.node_id.clone(),
+                    task_root_directory: rt.node.layout.task_dir(&job.id, &t.id).to_string_lossy().into_owned(),
+                }),
+            },
+            note: None,
+        })
+        .collect();
+    let index: HashMap<String, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.to_ascii_lowercase(), i)).collect();
+    let deps: Vec<Vec<usize>> = tasks
+        .iter()
+        .map(|t| t.depends_on.as_ref().map(|d| d.all_ids().iter().filter_map(|id| index.get(&id.to_ascii_lowercase()).copied()).collect()).unwrap_or_default())
+        .collect();
+    let total_slots = rt.pool.task_slots();
+    let mut free = total_slots;
+    let mut pending: Vec<usize> = (0..tasks.len()).collect();
+    let mut running: JoinSet<(usize, ExecutionInfo)> = JoinSet::new();
+
+    loop {
+        if !cancel.is_cancelled() {
+            let mut i = 0;
+            while i < pending.len() {
+                let idx = pending[i];
+                let done_ok = |d: &usize| reports[*d].view.state == TaskState::Completed && reports[*d].view.execution_info.as_ref().and_then(|e| e.result) == Some(TaskResult::Success);
+                let blocked_by = deps[idx].iter().find(|d| reports[**d].view.state == TaskState::Completed && !done_ok(d)).copied();
+                if let Some(d) = blocked_by {
+                    reports[idx].note = Some(format!("blocked: dependency {:?} failed", tasks[d].id));
+                    pending.remove(i);
+                    continue;
+                }
+                let slots = tasks[idx].required_slots();
+                if deps[idx].iter().all(done_ok) && slots <= free {
+                    free -= slots;
+                    pending.remove(i);
+                    let r = &mut reports[idx].view;
+                    r.state = TaskState::Running;
+                    r.state_transition_time = Utc::now();
+                    running.spawn({
+                        let (rt, job, spec, cancel) = (rt.clone(), job.clone(), tasks[idx].clone(), cancel.clone());
+                        async move { (idx, run_one(rt, job, spec, cancel).await) }
+                    });
+                    continue;
+                }
+                i += 1;
+            }
+        }
+        let Some(joined) = running.join_next().await else { break };
+        match joined {
+            Ok((idx, info)) => {
+                free += tasks[idx].required_slots();
+                let r = &mut reports[idx].view;
+                r.state = TaskState::Completed;
+                r.state_transition_time = Utc::now();
+                r.execution_info = Some(info);
+            }
+            Err(e) => tracing::error!(error = %e, "a task runner panicked"),
+        }
+    }
+    for idx in pending {
+        if reports[idx].note.is_none() {
+            reports[idx].note = Some(if cancel.is_cancelled() { "not started: berth was stopped".into() } else { "not started".into() });
+        }
+    }
+    reports
+}

@@ -1,0 +1,161 @@
+//! One container attempt: pull -> create -> attach -> start -> wait (under the wall clock
+//! and cancellation) -> output saved -> inspect -> remove. Removal always happens once the
+//! container exists, whatever went wrong.
+
+use super::create::{self, ContainerIdentity};
+use super::exit::Finished;
+use super::oom::OomProbe;
+use super::plan::TaskPlan;
+use super::run_options::{self, PullPolicy};
+use super::{logs, Runtime};
+use crate::engine::EngineError;
+use berth_proto::{ContainerInfo, FailureCode, NameValuePair};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+fn not_started(code: FailureCode, message: impl Into<String>, details: Vec<NameValuePair>, container: Option<ContainerInfo>) -> Finished {
+    Finished::NotStarted { code, message: message.into(), details, container }
+}
+
+fn nv(name: &str, value: impl Into<String>) -> NameValuePair {
+    NameValuePair { name: name.into(), value: value.into() }
+}
+
+/// Engine failures at create/start: invalid settings, unless the engine itself is at fault.
+fn engine_failure(stage: &str, e: &EngineError, image: &str) -> (FailureCode, String) {
+    let msg = format!("{stage}: {}", e.message());
+    let code = match e {
+        EngineError::NotFound(m) if m.to_ascii_lowercase().contains("image") => {
+            return (FailureCode::ContainerInvalidImage, format!("{stage}: {m} ({image})"));
+        }
+        EngineError::Unavailable(_) | EngineError::Timeout { .. } => FailureCode::ContainerMiscError,
+        _ => FailureCode::ContainerInvalidSettings,
+    };
+    (code, msg)
+}
+
+/// Runs one attempt of a container task. `deadline` is the wall-clock limit.
+pub async fn attempt(rt: &Runtime, plan: &TaskPlan, who: &ContainerIdentity, deadline: Option<Instant>, cancel: &CancellationToken) -> Finished {
+    let Some(c) = plan.container.as_ref() else {
+        return not_started(FailureCode::ContainerTaskSettingsNotFound, "the task has no containerSettings", vec![], None);
+    };
+    let opts = match run_options::parse(&c.run_options) {
+        Ok(o) => o,
+        Err(e) => return not_started(FailureCode::ContainerInvalidSettings, e.to_string(), vec![], None),
+    };
+    let (body, notes) = match create::body(plan, &opts, who) {
+        Ok(b) => b,
+        Err(e) => return not_started(FailureCode::ContainerInvalidSettings, e.to_string(), vec![], None),
+    };
+    for n in notes {
+        tracing::info!("{n}");
+    }
+
+    let pull = rt.images.ensure(&c.image, c.registry.as_ref(), opts.pull.unwrap_or(PullPolicy::Missing), opts.platform.as_deref());
+    let pulled = tokio::select! {
+        r = pull => r,
+        _ = cancel.cancelled() => return Finished::Cancelled { code: None, container: None },
+        _ = sleep_until(deadline) => return Finished::TimedOut { code: None, container: None },
+    };
+    if let Err(e) = pulled {
+        return not_started(FailureCode::ContainerInvalidImage, e.message, vec![nv("ContainerImage", &c.image)], None);
+    }
+
+    let name = create::container_name(&plan.kind, who);
+    let id = match rt.engine.create(&name, body, opts.platform.as_deref()).await {
+        Ok(id) => id,
+        Err(e) => {
+            let (code, msg) = engine_failure("create", &e, &c.image);
+            return not_started(code, msg, vec![nv("ContainerImage", &c.image)], None);
+        }
+    };
+    let finished = run_created(rt, plan, &id, deadline, cancel, opts.stop_timeout).await;
+    if let Err(e) = rt.engine.remove(&id).await {
+        tracing::error!(container = %id, error = %e, "could not remove the container");
+    }
+    finished
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run_created(rt: &Runtime, plan: &TaskPlan, id: &str, deadline: Option<Instant>, cancel: &CancellationToken, stop_timeout: Option<i64>) -> Finished {
+    let info = |state: Option<String>, error: Option<String>| Some(ContainerInfo { container_id: Some(id.to_string()), state, error });
+    let owner = (!plan.user.admin && nix::unistd::Uid::effective().is_root()).then_some((plan.user.uid, plan.user.gid));
+    let (out, err) = match logs::open(&plan.task_dir, owner).await {
+        Ok(f) => f,
+        Err(e) => return not_started(FailureCode::ResourceDirectoryCreateFailed, format!("cannot create stdout.txt/stderr.txt: {e}"), vec![], info(Some("created".into()), None)),
+    };
+    // Subscribe to output and exit before start, so a fast exit loses nothing.
+    let stream = match rt.engine.attach(id).await {
+        Ok(s) => s,
+        Err(e) => {
+            let (code, msg) = engine_failure("attach", &e, "");
+            return not_started(code, msg, vec![], info(Some("created".into()), None));
+        }
+    };
+    let writer = tokio::spawn(logs::copy(stream, out, err));
+    let wait = rt.engine.wait(id);
+    let wait = tokio::spawn(wait);
+    if let Err(e) = rt.engine.start(id).await {
+        writer.abort();
+        wait.abort();
+        let (code, msg) = engine_failure("start", &e, "");
+        return not_started(code, msg, vec![], info(Some("created".into()), Some(e.message())));
+    }
+    let pid = rt.engine.inspect(id).await.ok().and_then(|s| s.pid);
+    let probe = OomProbe::start(pid);
+
+    enum End {
+        Exited(Result<i64, EngineError>),
+        TimedOut,
+        Cancelled,
+    }
+    let mut wait = wait;
+    let end = tokio::select! {
+        r = &mut wait => End::Exited(r.unwrap_or_else(|e| Err(EngineError::Other(e.to_string())))),
+        _ = sleep_until(deadline) => End::TimedOut,
+        _ = cancel.cancelled() => End::Cancelled,
+    };
+    let grace = stop_timeout.map(|s| std::time::Duration::from_secs(s.max(0) as u64)).unwrap_or(rt.stop_grace);
+    let (kind, code) = match end {
+        End::Exited(r) => (0, r),
+        End::TimedOut | End::Cancelled => {
+            let kind = if matches!(end, End::TimedOut) { 1 } else { 2 };
+            if let Err(e) = rt.engine.stop(id, grace).await {
+                tracing::warn!(container = id, error = %e, "stop failed; killing");
+                if let Err(e) = rt.engine.kill(id, "SIGKILL").await {
+                    tracing::error!(container = id, error = %e, "kill failed");
+                }
+            }
+            (kind, wait.await.unwrap_or_else(|e| Err(EngineError::Other(e.to_string()))))
+        }
+    };
+    let oom = probe.finish().await;
+    // Output is complete once the attach stream closes after exit; don't hang on a stuck one.
+    match tokio::time::timeout(std::time::Duration::from_secs(30), writer).await {
+        Ok(Ok(Ok((o, e)))) => tracing::debug!(stdout = o, stderr = e, "output saved"),
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "writing task output failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "output writer failed"),
+        Err(_) => tracing::error!("output stream did not close 30 s after exit"),
+    }
+    let state = rt.engine.inspect(id).await.ok();
+    let code = match (code, &state) {
+        (Ok(c), _) => Some(c),
+        (Err(_), Some(s)) => s.exit_code,
+        (Err(_), None) => None,
+    };
+    let container = info(state.as_ref().and_then(|s| s.status.clone()), state.as_ref().and_then(|s| s.error.clone()));
+    match kind {
+        1 => Finished::TimedOut { code, container },
+        2 => Finished::Cancelled { code, container },
+        _ => match code {
+            Some(code) => Finished::Exited { code, oom_kills: oom.kills, engine_oom: state.map(|s| s.oom_killed).unwrap_or(false), container },
+            None => not_started(FailureCode::ContainerMiscError, "the container's exit code could not be read", vec![], container),
+        },
+    }
+}
