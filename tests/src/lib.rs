@@ -1,1 +1,253 @@
+//! Harness for berth's engine tests: a REAL Docker engine, a real registry, the real
+//! filesystem and the real `berth` binary.
+//!
+//! The engine is the one at `BERTH_TEST_DOCKER_HOST`, `DOCKER_HOST` or the default socket
+//! when it answers; otherwise (as root with Debian's docker.io installed) the harness starts
+//! a private dockerd with its own data root, exec root, pid file, socket and bridge, and a
+//! watcher that stops it when the test process exits. Test containers use `--network none`.
+//! No engine is a test failure with a clear message, never a silent skip.
+#![allow(clippy::disallowed_types)]
 
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The `berth` binary built by `cargo test --workspace` (the agent's own CLI tests make
+/// cargo build it).
+pub fn berth_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("berth");
+    assert!(bin.exists(), "{} is missing: run `cargo test --workspace` (or `cargo build -p berth-agent`) first", bin.display());
+    bin
+}
+
+fn answers(sock: &str) -> bool {
+    let Ok(mut s) = UnixStream::connect(sock) else { return false };
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    if s.write_all(b"GET /_ping HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(n) if n > 12 && buf[..n].starts_with(b"HTTP/1.0 200") || buf[..n].starts_with(b"HTTP/1.1 200"))
+}
+
+fn start_private_dockerd() -> String {
+    let dockerd = which("dockerd").unwrap_or_else(|| panic!("no Docker engine answers and dockerd is not installed: run scripts/install-deps.sh (installs Debian's docker.io) or set BERTH_TEST_DOCKER_HOST"));
+    assert!(nix::unistd::Uid::effective().is_root(), "no Docker engine answers, and starting a private dockerd needs root");
+    let pid = std::process::id();
+    let dir = PathBuf::from(format!("/tmp/berth-test-engine-{pid}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("docker.sock");
+    // Its own bridge: `--bridge=none` would delete the host's docker0 if another dockerd runs.
+    let bridge = format!("berthtb{}", pid % 100000);
+    let subnet = format!("172.31.{}.1/24", 200 + pid % 50);
+    let ip = |args: &[&str]| Command::new("ip").args(args).status().map(|s| s.success()).unwrap_or(false);
+    ip(&["link", "add", "name", &bridge, "type", "bridge"]);
+    ip(&["addr", "add", &subnet, "dev", &bridge]);
+    ip(&["link", "set", &bridge, "up"]);
+    let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+    let child = Command::new("setsid")
+        .arg(dockerd)
+        .arg(format!("--data-root={}", dir.join("root").display()))
+        .arg(format!("--exec-root={}", dir.join("exec").display()))
+        .arg(format!("--pidfile={}", dir.join("docker.pid").display()))
+        .arg(format!("--host=unix://{}", sock.display()))
+        .arg(format!("--bridge={bridge}"))
+        .args(["--iptables=false", "--ip-masq=false"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start dockerd");
+    let dpid = child.id();
+    // Stops the engine (by its PID) once this test process is gone, then removes its bridge.
+    let watcher = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill {dpid} 2>/dev/null; \
+         for i in $(seq 30); do kill -0 {dpid} 2>/dev/null || break; sleep 1; done; \
+         ip link del {bridge} 2>/dev/null; umount -R {root} 2>/dev/null; rm -rf {dir}",
+        root = dir.join("root").display(),
+        dir = dir.display()
+    );
+    Command::new("setsid").args(["sh", "-c", &watcher]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start watcher");
+    let s = sock.to_string_lossy().into_owned();
+    for _ in 0..120 {
+        if answers(&s) {
+            eprintln!("berth-tests: started a private dockerd (pid {dpid}) at {s}");
+            return format!("unix://{s}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("the private dockerd did not answer within 30 s; see {}/dockerd.log", dir.display());
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.exists())
+}
+
+/// The engine every test uses, as a `unix://` address; started on first use if needed.
+pub fn engine_host() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        for var in ["BERTH_TEST_DOCKER_HOST", "DOCKER_HOST"] {
+            if let Ok(h) = std::env::var(var) {
+                if let Some(p) = h.strip_prefix("unix://") {
+                    assert!(answers(p), "{var}={h} does not answer");
+                }
+                return h;
+            }
+        }
+        if answers("/var/run/docker.sock") {
+            return "unix:///var/run/docker.sock".into();
+        }
+        start_private_dockerd()
+    })
+}
+
+/// Runs the docker CLI against the test engine.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker").arg("-H").arg(engine_host()).args(args).output().expect("docker CLI")
+}
+
+/// Builds the example images offline (once per test process).
+pub fn images() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let out = Command::new(workspace().join("examples/build-images.sh")).args(["-H", engine_host()]).output().unwrap();
+        assert!(out.status.success(), "build-images.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    });
+}
+
+/// A node: its own root directory and node id, so tests run side by side on one engine.
+pub struct TestNode {
+    pub dir: tempfile::TempDir,
+    pub node_id: String,
+}
+
+/// What one `berth run` did.
+#[derive(Debug)]
+pub struct RunResult {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl RunResult {
+    /// The `--json` output, parsed.
+    pub fn tasks(&self) -> Vec<Value> {
+        serde_json::from_str::<Value>(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", self.stdout, self.stderr)).as_array().unwrap().clone()
+    }
+    pub fn task(&self, id: &str) -> Value {
+        self.tasks().into_iter().find(|t| t["id"] == id).unwrap_or_else(|| panic!("no task {id} in\n{}", self.stdout))
+    }
+}
+
+impl TestNode {
+    pub fn new(name: &str) -> TestNode {
+        images();
+        let dir = tempfile::Builder::new().prefix(&format!("berth-{name}-")).tempdir().unwrap();
+        // The node root must be traversable by the task users.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        TestNode { dir, node_id: format!("t-{name}-{}", std::process::id()) }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn task_dir(&self, job: &str, task: &str) -> PathBuf {
+        self.root().join("workitems").join(job).join("job-1").join(task)
+    }
+
+    /// Writes a JSON input file and returns its path.
+    pub fn file(&self, name: &str, v: &Value) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, serde_json::to_string_pretty(v).unwrap()).unwrap();
+        p
+    }
+
+    /// The `berth run` command for this node, without the task files.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(berth_bin());
+        c.args(["run", "--engine", engine_host(), "--node-id", &self.node_id, "--stop-grace", "2", "--node-root"]).arg(self.root());
+        c
+    }
+
+    /// `berth run --json [extra...] tasks.json`.
+    pub fn run(&self, extra: &[&str], tasks: &Value) -> RunResult {
+        let f = self.file("tasks.json", tasks);
+        let out = self.command().arg("--json").args(extra).arg(&f).output().unwrap();
+        RunResult { code: out.status.code(), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+    }
+
+    /// Containers of this node still known to the engine.
+    pub fn containers(&self) -> Vec<String> {
+        let out = docker(&["ps", "-a", "-q", "--filter", &format!("label=berth.node={}", self.node_id)]);
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+
+    pub fn read(&self, job: &str, task: &str, file: &str) -> String {
+        let p = self.task_dir(job, task).join(file);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        // Never leave containers behind, even when a test fails.
+        for id in self.containers() {
+            docker(&["rm", "-f", &id]);
+        }
+    }
+}
+
+/// A container task with the given command and run options, on the busybox image.
+pub fn task(id: &str, command: &str, options: &str) -> Value {
+    serde_json::json!({
+        "id": id,
+        "commandLine": command,
+        "containerSettings": {"imageName": "myimage", "containerRunOptions": format!("--network none {options}")}
+    })
+}
+
+/// A private, anonymous registry on loopback (Debian's docker-registry), stopped on drop.
+pub struct TestRegistry {
+    pub addr: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    pub fn start() -> TestRegistry {
+        let bin = which("docker-registry").expect("docker-registry is not installed: run scripts/install-deps.sh");
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(&cfg, format!("version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n", dir.path().join("data").display())).unwrap();
+        let child = Command::new(bin).arg("serve").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                return TestRegistry { addr, child, _dir: dir };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("docker-registry did not start on {addr}");
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -43,6 +43,19 @@ pub async fn attempt(rt: &Runtime, plan: &TaskPlan, who: &ContainerIdentity, dea
         Ok(o) => o,
         Err(e) => return not_started(FailureCode::ContainerInvalidSettings, e.to_string(), vec![], None),
     };
+    // The task's files belong to whoever the container runs as: a numeric `--user`
+    // takes the task directory over, so the task can write its wd (Batch pitfall #6).
+    let owner = match opts.user.as_deref().and_then(numeric_user) {
+        Some(ids) => Some(ids),
+        None => (!plan.user.admin).then_some((plan.user.uid, plan.user.gid)),
+    };
+    if let Some((uid, gid)) = owner.filter(|_| opts.user.is_some() && nix::unistd::Uid::effective().is_root()) {
+        for d in [plan.task_dir.clone(), plan.wd.clone(), plan.task_dir.join("certs")] {
+            if let Err(e) = std::os::unix::fs::chown(&d, Some(uid), Some(gid)) {
+                return not_started(FailureCode::ResourceDirectoryCreateFailed, format!("{}: {e}", d.display()), vec![], None);
+            }
+        }
+    }
     let (body, notes) = match create::body(plan, &opts, who) {
         Ok(b) => b,
         Err(e) => return not_started(FailureCode::ContainerInvalidSettings, e.to_string(), vec![], None),
@@ -69,7 +82,7 @@ pub async fn attempt(rt: &Runtime, plan: &TaskPlan, who: &ContainerIdentity, dea
             return not_started(code, msg, vec![nv("ContainerImage", &c.image)], None);
         }
     };
-    let finished = run_created(rt, plan, &id, deadline, cancel, opts.stop_timeout).await;
+    let finished = run_created(rt, plan, &id, deadline, cancel, opts.stop_timeout, owner).await;
     if let Err(e) = rt.engine.remove(&id).await {
         tracing::error!(container = %id, error = %e, "could not remove the container");
     }
@@ -83,9 +96,16 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn run_created(rt: &Runtime, plan: &TaskPlan, id: &str, deadline: Option<Instant>, cancel: &CancellationToken, stop_timeout: Option<i64>) -> Finished {
+/// `uid[:gid]` when both are numbers (a lone uid means gid 0, as docker does when the image does not know the uid).
+fn numeric_user(u: &str) -> Option<(u32, u32)> {
+    let (uid, gid) = u.split_once(':').unwrap_or((u, "0"));
+    Some((uid.parse().ok()?, gid.parse().ok()?))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_created(rt: &Runtime, plan: &TaskPlan, id: &str, deadline: Option<Instant>, cancel: &CancellationToken, stop_timeout: Option<i64>, owner: Option<(u32, u32)>) -> Finished {
     let info = |state: Option<String>, error: Option<String>| Some(ContainerInfo { container_id: Some(id.to_string()), state, error });
-    let owner = (!plan.user.admin && nix::unistd::Uid::effective().is_root()).then_some((plan.user.uid, plan.user.gid));
+    let owner = owner.filter(|_| nix::unistd::Uid::effective().is_root());
     let (out, err) = match logs::open(&plan.task_dir, owner).await {
         Ok(f) => f,
         Err(e) => return not_started(FailureCode::ResourceDirectoryCreateFailed, format!("cannot create stdout.txt/stderr.txt: {e}"), vec![], info(Some("created".into()), None)),

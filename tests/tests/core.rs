@@ -1,0 +1,363 @@
+//! berth core on a real engine: each test is a scenario a Batch user would run.
+
+use berth_tests::*;
+use serde_json::{json, Value};
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+fn detail<'a>(t: &'a Value, name: &str) -> Option<&'a str> {
+    t["executionInfo"]["failureInfo"]["details"].as_array()?.iter().find(|d| d["name"] == name)?["value"].as_str()
+}
+
+fn host_uid(name: &str) -> (u32, u32) {
+    let u = nix::unistd::User::from_name(name).unwrap().unwrap_or_else(|| panic!("no user {name}"));
+    (u.uid.as_raw(), u.gid.as_raw())
+}
+
+/// The README's seed sample: `output.txt` holds `hello world`; the table says success;
+/// no container is left, although `--rm` is only a hint to berth.
+#[test]
+fn seed_sample_writes_hello_world() {
+    let n = TestNode::new("seed");
+    let out = n.command().arg(workspace().join("examples/sampletask.json")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(n.read("berthjob", "sampletask", "wd/output.txt"), "hello world\n");
+    assert!(stdout.contains("sampletask") && stdout.contains("completed") && stdout.contains("success"), "{stdout}");
+    assert!(n.containers().is_empty());
+}
+
+/// Every AZ_BATCH_* variable reaches the container; job < task < `-e` < berth's own.
+#[test]
+fn environment_and_precedence() {
+    let n = TestNode::new("env");
+    let job = n.file("job.json", &json!({"id": "envjob", "commonEnvironmentSettings": [{"name": "A", "value": "job"}, {"name": "B", "value": "job"}]}));
+    let mut t = task("envtask", "env", "-e C=flag -e AZ_BATCH_TASK_ID=spoof");
+    t["environmentSettings"] = json!([{"name": "B", "value": "task"}, {"name": "C", "value": "task"}, {"name": "SPACED", "value": "a b  c"}]);
+    let r = n.run(&["--job", job.to_str().unwrap()], &t);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let env = n.read("envjob", "envtask", "stdout.txt");
+    let root = n.root().display().to_string();
+    let td = n.task_dir("envjob", "envtask").display().to_string();
+    for want in [
+        "A=job".to_string(), "B=task".into(), "C=flag".into(), "SPACED=a b  c".into(),
+        "AZ_BATCH_TASK_ID=envtask".into(), "AZ_BATCH_JOB_ID=envjob".into(), "AZ_BATCH_POOL_ID=berthpool".into(),
+        format!("AZ_BATCH_NODE_ID={}", n.node_id), format!("AZ_BATCH_NODE_ROOT_DIR={root}"),
+        format!("AZ_BATCH_NODE_SHARED_DIR={root}/shared"), format!("AZ_BATCH_NODE_STARTUP_DIR={root}/startup"),
+        format!("AZ_BATCH_TASK_DIR={td}"), format!("AZ_BATCH_TASK_WORKING_DIR={td}/wd"),
+        "AZ_BATCH_TASK_USER=_azbatch".into(), "AZ_BATCH_TASK_USER_IDENTITY=PoolNonAdmin".into(),
+    ] {
+        assert!(env.lines().any(|l| l == want), "missing {want:?} in\n{env}");
+    }
+}
+
+/// Default wd, `containerImageDefault` (image WORKDIR), and `--workdir` winning.
+#[test]
+fn working_directory_modes() {
+    let n = TestNode::new("wd");
+    let mut image_default = json!({"id": "imgdefault", "commandLine": "-c pwd", "containerSettings": {
+        "imageName": "berth/entrypoint", "containerRunOptions": "--network none --entrypoint /bin/sh", "workingDirectory": "containerImageDefault"}});
+    image_default["containerSettings"]["workingDirectory"] = json!("containerImageDefault");
+    let r = n.run(&["--slots", "3"], &json!([task("default", "pwd", ""), image_default, task("flag", "pwd", "--workdir /tmp")]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(n.read("berthjob", "default", "stdout.txt").trim(), n.task_dir("berthjob", "default").join("wd").display().to_string());
+    assert_eq!(n.read("berthjob", "imgdefault", "stdout.txt").trim(), "/app");
+    assert_eq!(n.read("berthjob", "flag", "stdout.txt").trim(), "/tmp");
+}
+
+/// Non-admin runs as the `_azbatch` uid and owns its files on the host; admin runs as
+/// root; named pool users get their uid:gid; `--user` wins.
+#[test]
+fn user_mapping_and_file_ownership() {
+    let n = TestNode::new("users");
+    let pool = n.file("pool.json", &json!({"id": "userpool", "taskSlotsPerNode": 4,
+        "virtualMachineConfiguration": {"containerConfiguration": {"type": "dockerCompatible"}},
+        "userAccounts": [{"name": "berthtestuser", "password": "unused-secret", "linuxUserConfiguration": {"uid": 4242, "gid": 4343}}]}));
+    let cmd = "/bin/sh -c 'id -u; id -g; touch $AZ_BATCH_TASK_WORKING_DIR/made'";
+    let mut admin = task("admin", cmd, "");
+    admin["userIdentity"] = json!({"autoUser": {"scope": "pool", "elevationLevel": "admin"}});
+    let mut named = task("named", cmd, "");
+    named["userIdentity"] = json!({"username": "berthtestuser"});
+    let r = n.run(&["--pool", pool.to_str().unwrap()], &json!([task("nonadmin", cmd, ""), admin, named, task("flag", cmd, "--user 1234:1235")]));
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("unused-secret") && !r.stderr.contains("unused-secret"), "passwords never reach output");
+    let (uid, gid) = host_uid("_azbatch");
+    let check = |t: &str, want: (u32, u32)| {
+        assert_eq!(n.read("berthjob", t, "stdout.txt"), format!("{}\n{}\n", want.0, want.1), "{t}");
+        let m = std::fs::metadata(n.task_dir("berthjob", t).join("wd/made")).unwrap();
+        assert_eq!((m.uid(), m.gid()), want, "{t}: owner of the file on the host");
+    };
+    check("nonadmin", (uid, gid));
+    check("admin", (0, 0));
+    check("named", (4242, 4343));
+    check("flag", (1234, 1235));
+    let m = std::fs::metadata(n.task_dir("berthjob", "nonadmin").join("wd")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (uid, gid), "the task's wd belongs to its user");
+    assert_eq!(r.task("admin")["userIdentity"]["autoUser"]["elevationLevel"], "admin");
+}
+
+/// The command line is the COMMAND (arguments to the image's ENTRYPOINT); "" runs the
+/// image default; `--entrypoint` replaces the ENTRYPOINT, `--entrypoint ""` resets it.
+#[test]
+fn entrypoint_cases() {
+    let n = TestNode::new("entry");
+    let t = |id: &str, cmd: &str, opts: &str| json!({"id": id, "commandLine": cmd, "containerSettings": {"imageName": "berth/entrypoint", "containerRunOptions": format!("--network none {opts}")}});
+    let r = n.run(&["--slots", "4"], &json!([
+        t("imagedefault", "", ""),
+        t("args", "a 'b  c' \"d\"", ""),
+        t("replaced", "replaced ep", "--entrypoint /bin/echo"),
+        t("reset", "/bin/echo reset", "--entrypoint ''"),
+    ]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(n.read("berthjob", "imagedefault", "stdout.txt"), "entrypoint: default-cmd\n");
+    assert_eq!(n.read("berthjob", "args", "stdout.txt"), "entrypoint: a b  c d\n");
+    assert_eq!(n.read("berthjob", "replaced", "stdout.txt"), "replaced ep\n");
+    assert_eq!(n.read("berthjob", "reset", "stdout.txt"), "reset\n");
+}
+
+/// stdout and stderr land in their files, whole, including output of a fast exit.
+#[test]
+fn stdout_and_stderr_are_captured() {
+    let n = TestNode::new("logs");
+    let r = n.run(&[], &task("out", "/bin/sh -c 'seq 1 20000; echo oops >&2; exit 0'", ""));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let out = n.read("berthjob", "out", "stdout.txt");
+    assert_eq!(out.lines().count(), 20000);
+    assert!(out.ends_with("19999\n20000\n"));
+    assert_eq!(n.read("berthjob", "out", "stderr.txt"), "oops\n");
+}
+
+/// maxWallClockTime stops the container and reports TaskEnded with the spec's detail.
+#[test]
+fn wall_clock_kill() {
+    let n = TestNode::new("wallclock");
+    let mut t = task("slow", "sleep 300", "");
+    t["constraints"] = json!({"maxWallClockTime": "PT2S", "maxTaskRetryCount": 3});
+    let start = Instant::now();
+    let r = n.run(&[], &t);
+    assert!(start.elapsed() < Duration::from_secs(60), "took {:?}", start.elapsed());
+    assert_eq!(r.code, Some(1));
+    let t = r.task("slow");
+    assert_eq!(t["state"], "completed");
+    assert_eq!(t["executionInfo"]["result"], "failure");
+    assert_eq!(t["executionInfo"]["failureInfo"]["code"], "TaskEnded");
+    assert_eq!(t["executionInfo"]["failureInfo"]["category"], "usererror");
+    assert_eq!(detail(&t, "Message"), Some("The maximum execution time configured on the task was exceeded"));
+    assert_eq!(t["executionInfo"]["retryCount"], 0, "a timeout is not retried");
+    assert!(n.containers().is_empty());
+}
+
+/// A non-zero exit is retried up to maxTaskRetryCount; the last failure is reported.
+#[test]
+fn retries() {
+    let n = TestNode::new("retries");
+    let flaky = "/bin/sh -c 'f=$AZ_BATCH_NODE_SHARED_DIR/count; n=$(cat $f 2>/dev/null || echo 0); n=$((n+1)); echo $n > $f; echo attempt $n; [ $n -ge 3 ]'";
+    let mut a = task("flaky", flaky, "");
+    a["constraints"] = json!({"maxTaskRetryCount": 5});
+    let mut b = task("fails", "/bin/sh -c 'exit 3'", "");
+    b["constraints"] = json!({"maxTaskRetryCount": 2});
+    let r = n.run(&["--slots", "2"], &json!([a, b]));
+    assert_eq!(r.code, Some(1));
+    let a = r.task("flaky");
+    assert_eq!(a["executionInfo"]["result"], "success");
+    assert_eq!(a["executionInfo"]["retryCount"], 2);
+    assert!(a["executionInfo"]["lastRetryTime"].is_string());
+    assert_eq!(n.read("berthjob", "flaky", "stdout.txt"), "attempt 3\n", "output is the last attempt's");
+    let b = r.task("fails");
+    assert_eq!(b["executionInfo"]["retryCount"], 2);
+    assert_eq!(b["executionInfo"]["exitCode"], 3);
+    assert_eq!(b["executionInfo"]["failureInfo"]["code"], "FailureExitCode");
+    assert!(n.containers().is_empty(), "every attempt's container is removed");
+}
+
+/// dependsOn waits for success; a failed dependency blocks its dependents (they stay active).
+#[test]
+fn dependencies() {
+    let n = TestNode::new("deps");
+    let job = n.file("job.json", &json!({"id": "depjob", "usesTaskDependencies": true}));
+    let mut b = task("b", "/bin/sh -c 'cat $AZ_BATCH_NODE_SHARED_DIR/from-a'", "");
+    b["dependsOn"] = json!({"taskIds": ["a"]});
+    let mut d = task("d", "true", "");
+    d["dependsOn"] = json!({"taskIds": ["c"]});
+    let mut r1 = task("1", "true", "");
+    r1["dependsOn"] = json!({"taskIdRanges": [{"start": 2, "end": 3}]});
+    // b and d come first in the file: order in the file does not beat dependencies.
+    let r = n.run(&["--job", job.to_str().unwrap(), "--slots", "4"], &json!([b, d, r1,
+        task("a", "/bin/sh -c 'sleep 1; echo from a > $AZ_BATCH_NODE_SHARED_DIR/from-a'", ""),
+        task("c", "/bin/sh -c 'exit 1'", ""), task("2", "true", ""), task("3", "true", "")]));
+    assert_eq!(r.code, Some(1));
+    assert_eq!(n.read("depjob", "b", "stdout.txt"), "from a\n");
+    assert_eq!(r.task("b")["executionInfo"]["result"], "success");
+    assert_eq!(r.task("1")["executionInfo"]["result"], "success");
+    assert_eq!(r.task("d")["state"], "active", "blocked by failed c");
+    assert!(r.task("d")["executionInfo"].is_null());
+}
+
+/// taskSlotsPerNode bounds concurrency, and requiredSlots takes that many slots.
+#[test]
+fn slots_bound_concurrency() {
+    let n = TestNode::new("slots");
+    let cmd = "/bin/sh -c 'S=$AZ_BATCH_NODE_SHARED_DIR; touch $S/run.$AZ_BATCH_TASK_ID; sleep 2; ls $S | grep -c run. ; rm $S/run.$AZ_BATCH_TASK_ID'";
+    let mut big = task("big", cmd, "");
+    big["requiredSlots"] = json!(3);
+    let tasks: Vec<Value> = (0..5).map(|i| task(&format!("t{i}"), cmd, "")).chain([big]).collect();
+    let r = n.run(&["--slots", "3"], &Value::Array(tasks));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let seen: Vec<u32> = (0..5).map(|i| n.read("berthjob", &format!("t{i}"), "stdout.txt").trim().parse().unwrap()).collect();
+    assert!(seen.iter().all(|s| *s <= 3), "never more than 3 at once: {seen:?}");
+    assert!(seen.iter().any(|s| *s >= 2), "tasks do run side by side: {seen:?}");
+    assert_eq!(n.read("berthjob", "big", "stdout.txt").trim(), "1", "a 3-slot task runs alone");
+}
+
+/// Bad run options and engine refusals are ContainerInvalidSettings naming the problem;
+/// a task without containerSettings on a container pool is ContainerTaskSettingsNotFound.
+#[test]
+fn invalid_settings_are_reported() {
+    let n = TestNode::new("invalid");
+    let root = n.root().display().to_string();
+    let no_settings = json!({"id": "nosettings", "commandLine": "true"});
+    let r = n.run(&["--slots", "5"], &json!([
+        task("bogus", "true", "--bogus-flag 1"),
+        task("named", "true", "--name mine"),
+        task("conflict", "true", &format!("-v /tmp:{root}")),
+        task("notfound", "/no/such/program", ""),
+        no_settings,
+    ]));
+    assert_eq!(r.code, Some(1));
+    let code = |id: &str| r.task(id)["executionInfo"]["failureInfo"]["code"].as_str().unwrap().to_string();
+    for id in ["bogus", "named", "conflict", "notfound"] {
+        assert_eq!(code(id), "ContainerInvalidSettings", "{id}");
+        assert!(r.task(id)["executionInfo"]["exitCode"].is_null(), "{id}: no process ran");
+    }
+    assert!(detail(&r.task("bogus"), "Message").unwrap().contains("--bogus-flag"));
+    assert!(detail(&r.task("named"), "Message").unwrap().contains("--name"));
+    assert!(detail(&r.task("conflict"), "Message").unwrap().contains("--volume"));
+    assert!(detail(&r.task("notfound"), "Message").unwrap().contains("/no/such/program"));
+    assert_eq!(code("nosettings"), "ContainerTaskSettingsNotFound");
+    assert!(n.containers().is_empty());
+}
+
+/// An image the registry does not have fails at once with ContainerInvalidImage.
+#[test]
+fn missing_image_is_container_invalid_image() {
+    let reg = TestRegistry::start();
+    let n = TestNode::new("image");
+    let image = format!("{}/nobody/missing:1", reg.addr);
+    let t = json!({"id": "img", "commandLine": "true", "containerSettings": {"imageName": image, "containerRunOptions": "--network none"}});
+    let start = Instant::now();
+    let r = n.run(&[], &t);
+    assert_eq!(r.code, Some(1));
+    let t = r.task("img");
+    assert_eq!(t["executionInfo"]["failureInfo"]["code"], "ContainerInvalidImage");
+    assert_eq!(detail(&t, "ContainerImage"), Some(image.as_str()));
+    assert!(start.elapsed() < Duration::from_secs(20), "a permanent error is not retried: {:?}", start.elapsed());
+}
+
+/// OOM kills are reported from the kernel's count; a plain SIGKILL (exit 137) is not OOM.
+#[test]
+fn oom_detected_sigkill_not() {
+    let n = TestNode::new("oom");
+    let r = n.run(&["--slots", "2"], &json!([
+        // busybox tail buffers a line-less input whole: the container's own process grows until killed.
+        task("oom", "tail /dev/zero", "--memory 32m --memory-swap 32m"),
+        // With --init the shell is not PID 1, which a namespace's own SIGKILL cannot kill.
+        task("sigkill", "/bin/sh -c 'kill -9 $$'", "--memory 32m --init"),
+    ]));
+    assert_eq!(r.code, Some(1));
+    let o = r.task("oom");
+    assert_eq!(o["executionInfo"]["exitCode"], 137);
+    assert_eq!(o["executionInfo"]["failureInfo"]["code"], "FailureExitCode");
+    assert_eq!(detail(&o, "OutOfMemory"), Some("true"), "{o}");
+    let k = r.task("sigkill");
+    assert_eq!(k["executionInfo"]["exitCode"], 137);
+    assert_eq!(detail(&k, "OutOfMemory"), None, "{k}");
+}
+
+/// Ctrl-C stops the running container, removes it, and reports the task as ended.
+#[test]
+fn ctrl_c_stops_and_removes() {
+    let n = TestNode::new("ctrlc");
+    let f = n.file("t.json", &task("long", "sleep 300", ""));
+    let child = n.command().arg("--json").arg(&f).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while n.containers().is_empty() {
+        assert!(Instant::now() < deadline, "the container never appeared");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let start = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["executionInfo"]["failureInfo"]["code"], "TaskEnded");
+    assert!(n.containers().is_empty(), "the container was removed");
+}
+
+/// Containers left by a crashed berth on this node are removed at the next start.
+#[test]
+fn leftovers_are_cleaned_at_start() {
+    let n = TestNode::new("leftover");
+    let out = docker(&["create", "--network", "none", "--label", "berth.managed=true", "--label", &format!("berth.node={}", n.node_id), "myimage", "sleep", "300"]);
+    assert!(out.status.success());
+    assert_eq!(n.containers().len(), 1);
+    let r = n.run(&[], &task("t", "true", ""));
+    assert_eq!(r.code, Some(0));
+    assert!(n.containers().is_empty());
+}
+
+/// retentionTime: the task directory is removed once it passes; the default keeps it.
+#[test]
+fn retention_removes_task_directories() {
+    let n = TestNode::new("retention");
+    let mut gone = task("gone", "true", "");
+    gone["constraints"] = json!({"retentionTime": "PT0S"});
+    let r = n.run(&["--slots", "2"], &json!([gone, task("kept", "true", "")]));
+    assert_eq!(r.code, Some(0));
+    assert!(!n.task_dir("berthjob", "gone").exists());
+    assert!(n.task_dir("berthjob", "kept").join("stdout.txt").exists());
+}
+
+/// A start task on the host runs first and gates the tasks; a failing one leaves the node
+/// in starttaskfailed and runs nothing.
+#[test]
+fn start_task_on_host_gates_tasks() {
+    let n = TestNode::new("starttask");
+    let pool = |cmd: &str| json!({"id": "stpool", "taskSlotsPerNode": 1,
+        "virtualMachineConfiguration": {"containerConfiguration": {"type": "dockerCompatible"}},
+        "startTask": {"commandLine": cmd, "waitForSuccess": true, "userIdentity": {"autoUser": {"elevationLevel": "admin"}}}});
+    let ok = n.file("pool.json", &pool("/bin/sh -c 'echo ready > $AZ_BATCH_NODE_SHARED_DIR/marker; echo $AZ_BATCH_TASK_WORKING_DIR'"));
+    let r = n.run(&["--pool", ok.to_str().unwrap()], &task("after", "/bin/sh -c 'cat $AZ_BATCH_NODE_SHARED_DIR/marker'", ""));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(n.root().join("startup/stdout.txt")).unwrap().trim(), n.root().join("startup/wd").display().to_string());
+    let bad = n.file("pool.json", &pool("/bin/sh -c 'exit 7'"));
+    let r = n.run(&["--pool", bad.to_str().unwrap()], &task("never", "true", ""));
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("starttaskfailed"), "{}", r.stderr);
+    assert_eq!(r.task("never")["state"], "active");
+}
+
+/// The JSON report has Batch's shape.
+#[test]
+fn json_report_shape() {
+    let n = TestNode::new("shape");
+    let r = n.run(&[], &task("shape", "/bin/sh -c 'exit 0'", ""));
+    let t = r.task("shape");
+    assert_eq!(t["state"], "completed");
+    let e = &t["executionInfo"];
+    for k in ["startTime", "endTime"] {
+        assert!(chrono_like(&e[k]), "{k}: {e}");
+    }
+    assert_eq!(e["exitCode"], 0);
+    assert_eq!(e["result"], "success");
+    assert_eq!((e["retryCount"].as_i64(), e["requeueCount"].as_i64()), (Some(0), Some(0)));
+    assert_eq!(e["containerInfo"]["state"], "exited");
+    assert_eq!(e["containerInfo"]["containerId"].as_str().map(str::len), Some(64));
+    assert_eq!(t["containerSettings"]["imageName"], "myimage");
+    assert_eq!(t["nodeInfo"]["nodeId"], n.node_id);
+}
+
+fn chrono_like(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| s.len() >= 20 && s.contains('T'))
+}
