@@ -11,21 +11,36 @@ pub fn json(reports: &[TaskReport]) -> String {
 
 /// A table: task, state, exit code, time, and the failure (or why it did not run).
 pub fn table(reports: &[TaskReport]) -> String {
-    let mut rows = vec![["TASK".to_string(), "STATE".into(), "EXIT".into(), "TIME".into(), "RESULT".into()]];
+    let mut rows = vec![[
+        "TASK".to_string(),
+        "STATE".into(),
+        "EXIT".into(),
+        "TIME".into(),
+        "RESULT".into(),
+    ]];
     for r in reports {
         let v = &r.view;
         let e = v.execution_info.as_ref();
-        let exit = e.and_then(|e| e.exit_code).map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+        let exit = e
+            .and_then(|e| e.exit_code)
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into());
         let time = e
             .and_then(|e| Some((e.end_time? - e.start_time?).num_milliseconds()))
             .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
             .unwrap_or_else(|| "-".into());
         let mut result = match e.and_then(|e| e.failure_info.as_ref()) {
             Some(f) => {
-                let detail = f.detail("Message").map(|m| format!(": {m}")).unwrap_or_default();
+                let detail = f
+                    .detail("Message")
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default();
                 format!("{} {}{detail}", f.category, f.code)
             }
-            None => e.and_then(|e| e.result).map(|r| r.to_string()).unwrap_or_default(),
+            None => e
+                .and_then(|e| e.result)
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
         };
         if let Some(n) = &r.note {
             result = n.clone();
@@ -35,7 +50,9 @@ pub fn table(reports: &[TaskReport]) -> String {
         }
         rows.push([v.spec.id.clone(), v.state.to_string(), exit, time, result]);
     }
-    let widths: Vec<usize> = (0..4).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..4)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for r in rows {
         for (c, w) in widths.iter().enumerate() {

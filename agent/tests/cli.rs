@@ -21,11 +21,19 @@ fn invalid_input_exits_2_and_names_file_and_path() {
     let f = dir.path().join("bad.json");
     std::fs::write(&f, r#"[{"id":"ok","commandLine":"x","containerSettings":{"imageName":"i"}},
         {"id":"bad id!","commandLine":"x","containerSettings":{"imageName":"i"},"constraints":{"maxTaskRetryCount":-5}}]"#).unwrap();
-    let out = berth().args(["run", "--engine", "unix:///nonexistent.sock", "--node-root"]).arg(dir.path()).arg(&f).output().unwrap();
+    let out = berth()
+        .args(["run", "--engine", "unix:///nonexistent.sock", "--node-root"])
+        .arg(dir.path())
+        .arg(&f)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.json: $[1].id:"), "{err}");
-    assert!(err.contains("$[1].constraints.maxTaskRetryCount: -5"), "{err}");
+    assert!(
+        err.contains("$[1].constraints.maxTaskRetryCount: -5"),
+        "{err}"
+    );
     assert!(err.contains("nothing was run"), "{err}");
 }
 
@@ -34,7 +42,13 @@ fn missing_file_and_bad_json_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("t.json");
     std::fs::write(&f, "{not json").unwrap();
-    let out = berth().args(["run", "--node-root"]).arg(dir.path()).arg(&f).arg(dir.path().join("missing.json")).output().unwrap();
+    let out = berth()
+        .args(["run", "--node-root"])
+        .arg(dir.path())
+        .arg(&f)
+        .arg(dir.path().join("missing.json"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not valid JSON"), "{err}");
@@ -49,10 +63,20 @@ fn dependency_cycles_and_unknown_ids_are_input_errors() {
     std::fs::write(&t, r#"[{"id":"a","commandLine":"x","containerSettings":{"imageName":"i"},"dependsOn":{"taskIds":["b"]}},
         {"id":"b","commandLine":"x","containerSettings":{"imageName":"i"},"dependsOn":{"taskIds":["a","zz"]}},
         {"id":"A","commandLine":"x","containerSettings":{"imageName":"i"}}]"#).unwrap();
-    let out = berth().args(["run", "--node-root"]).arg(dir.path()).arg("--job").arg(&j).arg(&t).output().unwrap();
+    let out = berth()
+        .args(["run", "--node-root"])
+        .arg(dir.path())
+        .arg("--job")
+        .arg(&j)
+        .arg(&t)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cycle: a -> b -> a"), "{err}");
-    assert!(err.contains("task \"zz\" is not among the tasks given"), "{err}");
+    assert!(
+        err.contains("task \"zz\" is not among the tasks given"),
+        "{err}"
+    );
     assert!(err.contains("TaskExists"), "{err}");
 }

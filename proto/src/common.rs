@@ -195,17 +195,24 @@ mod tests {
 
     #[test]
     fn enums_are_case_insensitive_and_name_accepted_values() {
-        let w: ContainerWorkingDirectory = serde_json::from_str("\"CONTAINERIMAGEDEFAULT\"").unwrap();
+        let w: ContainerWorkingDirectory =
+            serde_json::from_str("\"CONTAINERIMAGEDEFAULT\"").unwrap();
         assert_eq!(w, ContainerWorkingDirectory::ContainerImageDefault);
-        assert_eq!(serde_json::to_string(&w).unwrap(), "\"containerImageDefault\"");
-        let e = serde_json::from_str::<ElevationLevel>("\"root\"").unwrap_err().to_string();
+        assert_eq!(
+            serde_json::to_string(&w).unwrap(),
+            "\"containerImageDefault\""
+        );
+        let e = serde_json::from_str::<ElevationLevel>("\"root\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nonadmin, admin"), "{e}");
     }
 
     #[test]
     fn secrets_never_print() {
         let r: ContainerRegistry =
-            serde_json::from_str(r#"{"registryServer":"r","username":"u","password":"hunter2"}"#).unwrap();
+            serde_json::from_str(r#"{"registryServer":"r","username":"u","password":"hunter2"}"#)
+                .unwrap();
         assert!(!format!("{r:?}").contains("hunter2"));
         assert!(!serde_json::to_string(&r).unwrap().contains("hunter2"));
         assert_eq!(r.password.unwrap().expose(), "hunter2");

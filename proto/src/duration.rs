@@ -96,7 +96,11 @@ mod tests {
             (UNLIMITED, None),
         ];
         for (s, want) in cases {
-            assert_eq!(IsoDuration::parse(s).unwrap().0.map(|d| d.as_secs()), *want, "{s}");
+            assert_eq!(
+                IsoDuration::parse(s).unwrap().0.map(|d| d.as_secs()),
+                *want,
+                "{s}"
+            );
         }
         assert!(IsoDuration::parse("30m").is_err());
         assert!(IsoDuration::parse("").is_err());
@@ -106,7 +110,12 @@ mod tests {
     fn round_trips() {
         for s in ["PT30M", "P7D", "PT1H0M5S", "PT0S", "PT1.5S", UNLIMITED] {
             let d = IsoDuration::parse(s).unwrap();
-            assert_eq!(IsoDuration::parse(&d.to_iso()).unwrap(), d, "{s} -> {}", d.to_iso());
+            assert_eq!(
+                IsoDuration::parse(&d.to_iso()).unwrap(),
+                d,
+                "{s} -> {}",
+                d.to_iso()
+            );
         }
         assert_eq!(IsoDuration::parse("PT90S").unwrap().to_iso(), "PT1M30S");
     }

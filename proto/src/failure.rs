@@ -31,28 +31,35 @@ impl FailureCode {
     pub fn category_and_message(self) -> (FailureCategory, &'static str) {
         use FailureCategory::*;
         match self {
-            FailureCode::FailureExitCode => {
-                (UserError, "The task exited with an exit code representing a failure")
-            }
+            FailureCode::FailureExitCode => (
+                UserError,
+                "The task exited with an exit code representing a failure",
+            ),
             FailureCode::TaskEnded => (UserError, "Task was ended by user request."),
-            FailureCode::ContainerInvalidImage => {
-                (UserError, "One or more container images specified are invalid")
-            }
-            FailureCode::ContainerInvalidRegistry => {
-                (UserError, "One or more container registries specified are invalid")
-            }
-            FailureCode::ContainerInvalidSettings => {
-                (UserError, "At least one value of specified task container settings is invalid")
-            }
-            FailureCode::ContainerMiscError => {
-                (ServerError, "An error occurred while running the task's container")
-            }
-            FailureCode::ContainerTaskSettingsNotFound => {
-                (UserError, "Container-enabled compute node requires task container settings")
-            }
-            FailureCode::ResourceDirectoryCreateFailed => {
-                (ServerError, "Failure encountered creating resource directory for the task.")
-            }
+            FailureCode::ContainerInvalidImage => (
+                UserError,
+                "One or more container images specified are invalid",
+            ),
+            FailureCode::ContainerInvalidRegistry => (
+                UserError,
+                "One or more container registries specified are invalid",
+            ),
+            FailureCode::ContainerInvalidSettings => (
+                UserError,
+                "At least one value of specified task container settings is invalid",
+            ),
+            FailureCode::ContainerMiscError => (
+                ServerError,
+                "An error occurred while running the task's container",
+            ),
+            FailureCode::ContainerTaskSettingsNotFound => (
+                UserError,
+                "Container-enabled compute node requires task container settings",
+            ),
+            FailureCode::ResourceDirectoryCreateFailed => (
+                ServerError,
+                "Failure encountered creating resource directory for the task.",
+            ),
             FailureCode::DiskFull => (
                 ServerError,
                 "There is not enough disk space on the node that was selected to run the task.",

@@ -14,7 +14,10 @@ pub fn check_id(id: &str) -> Result<(), String> {
             id.chars().count()
         ));
     }
-    if let Some(bad) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
         return Err(format!(
             "{id:?} contains {bad:?}; only letters, digits, '-' and '_' are accepted"
         ));

@@ -28,7 +28,8 @@ impl ImageRef {
                 let Some((algo, hex)) = d.split_once(':') else {
                     return bad("a digest looks like sha256:<64 hex digits>");
                 };
-                if algo.is_empty() || hex.len() < 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                if algo.is_empty() || hex.len() < 32 || !hex.chars().all(|c| c.is_ascii_hexdigit())
+                {
                     return bad("a digest looks like sha256:<64 hex digits>");
                 }
                 (r, Some(d.to_string()))
@@ -42,7 +43,8 @@ impl ImageRef {
                 let t = &rest[last_slash + i + 1..];
                 let ok = !t.is_empty()
                     && t.len() <= 128
-                    && t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
                     && !t.starts_with(['.', '-']);
                 if !ok {
                     return bad("a tag is 1-128 of letters, digits, '_', '.', '-'");
@@ -53,7 +55,9 @@ impl ImageRef {
         };
         let (domain, path) = match name.split_once('/') {
             Some((first, p))
-                if first.contains('.') || first.contains(':') || first == "localhost"
+                if first.contains('.')
+                    || first.contains(':')
+                    || first == "localhost"
                     || first.chars().any(|c| c.is_ascii_uppercase()) =>
             {
                 (first.to_string(), p.to_string())
@@ -71,7 +75,9 @@ impl ImageRef {
         }
         for comp in path.split('/') {
             let ok = !comp.is_empty()
-                && comp.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+                && comp
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
                 && comp.starts_with(|c: char| c.is_ascii_alphanumeric())
                 && comp.ends_with(|c: char| c.is_ascii_alphanumeric());
             if !ok {
@@ -85,7 +91,12 @@ impl ImageRef {
         } else {
             path
         };
-        Ok(ImageRef { domain, path, tag, digest })
+        Ok(ImageRef {
+            domain,
+            path,
+            tag,
+            digest,
+        })
     }
 
     /// `fromImage` for the Engine API's pull.
@@ -95,7 +106,10 @@ impl ImageRef {
 
     /// `tag` for the Engine API's pull: the digest, the tag, or `latest`.
     pub fn tag_or_digest(&self) -> String {
-        self.digest.clone().or_else(|| self.tag.clone()).unwrap_or_else(|| "latest".into())
+        self.digest
+            .clone()
+            .or_else(|| self.tag.clone())
+            .unwrap_or_else(|| "latest".into())
     }
 }
 
@@ -119,9 +133,15 @@ mod tests {
     #[test]
     fn references() {
         let r = ImageRef::parse("busybox").unwrap();
-        assert_eq!((r.repository().as_str(), r.tag_or_digest().as_str()), ("docker.io/library/busybox", "latest"));
+        assert_eq!(
+            (r.repository().as_str(), r.tag_or_digest().as_str()),
+            ("docker.io/library/busybox", "latest")
+        );
         let r = ImageRef::parse("127.0.0.1:5000/team/app:1.2").unwrap();
-        assert_eq!((r.domain.as_str(), r.path.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", "team/app", Some("1.2")));
+        assert_eq!(
+            (r.domain.as_str(), r.path.as_str(), r.tag.as_deref()),
+            ("127.0.0.1:5000", "team/app", Some("1.2"))
+        );
         let r = ImageRef::parse("localhost/app").unwrap();
         assert_eq!(r.domain, "localhost");
         let d = format!("sha256:{}", "a".repeat(64));
@@ -133,10 +153,16 @@ mod tests {
 
     #[test]
     fn bad_references_say_why() {
-        assert!(ImageRef::parse("mcr.Microsoft.com/x").unwrap_err().contains("\"mcr.microsoft.com\""));
-        assert!(ImageRef::parse("MyImage").unwrap_err().contains("lower-case"));
+        assert!(ImageRef::parse("mcr.Microsoft.com/x")
+            .unwrap_err()
+            .contains("\"mcr.microsoft.com\""));
+        assert!(ImageRef::parse("MyImage")
+            .unwrap_err()
+            .contains("lower-case"));
         assert!(ImageRef::parse("a:").unwrap_err().contains("tag"));
-        assert!(ImageRef::parse("a@sha256:zz").unwrap_err().contains("digest"));
+        assert!(ImageRef::parse("a@sha256:zz")
+            .unwrap_err()
+            .contains("digest"));
         assert!(ImageRef::parse("").is_err());
         assert!(ImageRef::parse("a b").is_err());
     }

@@ -44,11 +44,17 @@ pub struct JobSpec {
 impl JobSpec {
     /// The job `berth run` uses when no `--job` file is given.
     pub fn default_for_run() -> Self {
-        JobSpec { id: "berthjob".into(), ..Default::default() }
+        JobSpec {
+            id: "berthjob".into(),
+            ..Default::default()
+        }
     }
 
     /// The job's default `maxTaskRetryCount` (Batch: 0).
     pub fn max_task_retry_count(&self) -> i32 {
-        self.constraints.as_ref().and_then(|c| c.max_task_retry_count).unwrap_or(0)
+        self.constraints
+            .as_ref()
+            .and_then(|c| c.max_task_retry_count)
+            .unwrap_or(0)
     }
 }

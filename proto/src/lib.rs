@@ -18,9 +18,9 @@ pub mod task;
 pub mod validate;
 
 pub use common::{
-    AutoUserScope, AutoUserSpecification, BindMountEntry, ContainerHostDataPath,
-    ContainerRegistry, ContainerWorkingDirectory, ElevationLevel, EnvironmentSetting, Secret,
-    TaskContainerSettings, UserIdentity,
+    AutoUserScope, AutoUserSpecification, BindMountEntry, ContainerHostDataPath, ContainerRegistry,
+    ContainerWorkingDirectory, ElevationLevel, EnvironmentSetting, Secret, TaskContainerSettings,
+    UserIdentity,
 };
 pub use duration::IsoDuration;
 pub use failure::{FailureCategory, FailureCode};
@@ -28,5 +28,7 @@ pub use image_ref::ImageRef;
 pub use job::JobSpec;
 pub use load::{LoadError, Loaded};
 pub use pool::{ContainerConfiguration, LinuxUserConfiguration, PoolSpec, StartTask, UserAccount};
-pub use status::{ContainerInfo, ExecutionInfo, FailureInfo, NameValuePair, TaskResult, TaskState, TaskView};
+pub use status::{
+    ContainerInfo, ExecutionInfo, FailureInfo, NameValuePair, TaskResult, TaskState, TaskView,
+};
 pub use task::{TaskConstraints, TaskDependencies, TaskIdRange, TaskSpec};

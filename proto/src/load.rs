@@ -121,7 +121,10 @@ pub fn tasks(file: &str, text: &str) -> Result<Loaded<TaskSpec>, LoadError> {
         Value::Object(m) => {
             let mut warnings = Vec::new();
             let t = typed(file, "$", Value::Object(m), &mut warnings)?;
-            return Ok(Loaded { items: vec![("$".into(), t)], warnings });
+            return Ok(Loaded {
+                items: vec![("$".into(), t)],
+                warnings,
+            });
         }
         other => {
             return Err(LoadError {
@@ -162,7 +165,10 @@ fn single<T: DeserializeOwned>(file: &str, text: &str, what: &str) -> Result<Loa
     }
     let mut warnings = Vec::new();
     let t = typed(file, "$", doc, &mut warnings)?;
-    Ok(Loaded { items: vec![("$".into(), t)], warnings })
+    Ok(Loaded {
+        items: vec![("$".into(), t)],
+        warnings,
+    })
 }
 
 /// Loads a pool (`PoolAddParameter` subset).
@@ -196,7 +202,13 @@ mod tests {
     #[test]
     fn three_shapes() {
         assert_eq!(tasks("f", ONE).unwrap().items.len(), 1);
-        assert_eq!(tasks("f", &format!("[{ONE},{}]", ONE.replace("t1", "t2"))).unwrap().items.len(), 2);
+        assert_eq!(
+            tasks("f", &format!("[{ONE},{}]", ONE.replace("t1", "t2")))
+                .unwrap()
+                .items
+                .len(),
+            2
+        );
         let l = tasks("f", &format!(r#"{{"value":[{ONE}]}}"#)).unwrap();
         assert_eq!(l.items[0].0, "$.value[0]");
         assert_eq!(l.items[0].1.id, "t1");
@@ -236,15 +248,25 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.path, "$.containerSettings.workingDirectory");
-        assert!(e.problem.contains("taskWorkingDirectory, containerImageDefault"), "{e}");
-        let e = tasks("f", r#"{"id":"a","commandLine":"","constraints":{"maxWallClockTime":"10m"}}"#)
-            .unwrap_err();
+        assert!(
+            e.problem
+                .contains("taskWorkingDirectory, containerImageDefault"),
+            "{e}"
+        );
+        let e = tasks(
+            "f",
+            r#"{"id":"a","commandLine":"","constraints":{"maxWallClockTime":"10m"}}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.path, "$.constraints.maxWallClockTime");
     }
 
     #[test]
     fn not_json_and_wrong_shapes() {
-        assert!(tasks("f", "{").unwrap_err().problem.contains("not valid JSON"));
+        assert!(tasks("f", "{")
+            .unwrap_err()
+            .problem
+            .contains("not valid JSON"));
         assert!(tasks("f", "3").unwrap_err().problem.contains("a number"));
         assert!(tasks("f", "[]").unwrap_err().problem.contains("no tasks"));
         assert!(pool("p", "[]").unwrap_err().problem.contains("pool object"));

@@ -114,7 +114,10 @@ impl PoolSpec {
     }
 
     pub fn container_configuration(&self) -> Option<&ContainerConfiguration> {
-        self.virtual_machine_configuration.as_ref()?.container_configuration.as_ref()
+        self.virtual_machine_configuration
+            .as_ref()?
+            .container_configuration
+            .as_ref()
     }
 
     pub fn task_slots(&self) -> u32 {

@@ -42,11 +42,19 @@ impl FailureInfo {
     /// A failure with the code's standard category and message, plus details.
     pub fn new(code: FailureCode, details: Vec<NameValuePair>) -> Self {
         let (category, message) = code.category_and_message();
-        FailureInfo { category, code: code.as_str().to_string(), message: message.into(), details }
+        FailureInfo {
+            category,
+            code: code.as_str().to_string(),
+            message: message.into(),
+            details,
+        }
     }
 
     pub fn detail(&self, name: &str) -> Option<&str> {
-        self.details.iter().find(|d| d.name == name).map(|d| d.value.as_str())
+        self.details
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.value.as_str())
     }
 }
 

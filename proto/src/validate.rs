@@ -2,7 +2,10 @@
 //! that tie tasks to their job and pool. Every problem names its JSON path and says what
 //! is accepted; all problems are reported, not just the first.
 
-use crate::common::{ContainerHostDataPath, ContainerWorkingDirectory, EnvironmentSetting, TaskContainerSettings, UserIdentity};
+use crate::common::{
+    ContainerHostDataPath, ContainerWorkingDirectory, EnvironmentSetting, TaskContainerSettings,
+    UserIdentity,
+};
 use crate::id::check_id;
 use crate::image_ref::ImageRef;
 use crate::job::JobSpec;
@@ -22,7 +25,10 @@ struct Problems(Vec<Problem>);
 
 impl Problems {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { path: path.into(), message: message.into() });
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 }
 
@@ -34,11 +40,17 @@ fn env(p: &mut Problems, path: &str, list: &[EnvironmentSetting]) {
         if e.name.is_empty() || e.name.contains('=') || e.name.contains('\0') {
             p.add(
                 format!("{path}[{i}].name"),
-                format!("{:?} is not a valid variable name (non-empty, no '=')", e.name),
+                format!(
+                    "{:?} is not a valid variable name (non-empty, no '=')",
+                    e.name
+                ),
             );
         }
         if e.value.as_deref().is_some_and(|v| v.contains('\0')) {
-            p.add(format!("{path}[{i}].value"), "must not contain NUL characters");
+            p.add(
+                format!("{path}[{i}].value"),
+                "must not contain NUL characters",
+            );
         }
     }
 }
@@ -48,8 +60,12 @@ fn container(p: &mut Problems, path: &str, c: &TaskContainerSettings) {
         p.add(format!("{path}.imageName"), e);
     }
     if let Some(mounts) = &c.container_host_batch_bind_mounts {
-        let has_task = mounts.iter().any(|m| m.source == ContainerHostDataPath::Task);
-        if !has_task && c.working_directory != Some(ContainerWorkingDirectory::ContainerImageDefault) {
+        let has_task = mounts
+            .iter()
+            .any(|m| m.source == ContainerHostDataPath::Task);
+        if !has_task
+            && c.working_directory != Some(ContainerWorkingDirectory::ContainerImageDefault)
+        {
             p.add(
                 format!("{path}.workingDirectory"),
                 "must be \"containerImageDefault\" when containerHostBatchBindMounts does not mount \"Task\"",
@@ -72,14 +88,20 @@ fn identity(p: &mut Problems, path: &str, u: &UserIdentity, pool: &PoolSpec) {
 fn retry_count(p: &mut Problems, path: &str, n: Option<i32>) {
     if let Some(n) = n {
         if n < -1 {
-            p.add(path, format!("{n} is not accepted; use -1 (unlimited) or a count >= 0"));
+            p.add(
+                path,
+                format!("{n} is not accepted; use -1 (unlimited) or a count >= 0"),
+            );
         }
     }
 }
 
 fn unsupported<T>(p: &mut Problems, path: &str, v: &Option<Vec<T>>, field: &str) {
     if v.as_ref().is_some_and(|l| !l.is_empty()) {
-        p.add(format!("{path}.{field}"), "is not supported by this version of berth yet");
+        p.add(
+            format!("{path}.{field}"),
+            "is not supported by this version of berth yet",
+        );
     }
 }
 
@@ -91,7 +113,10 @@ pub fn pool(pool: &PoolSpec) -> Vec<Problem> {
     }
     if let Some(n) = pool.task_slots_per_node {
         if !(1..=256).contains(&n) {
-            p.add("$.taskSlotsPerNode", format!("{n} is out of range; accepted: 1 to 256"));
+            p.add(
+                "$.taskSlotsPerNode",
+                format!("{n} is out of range; accepted: 1 to 256"),
+            );
         }
     }
     if let Some(cc) = pool.container_configuration() {
@@ -106,7 +131,9 @@ pub fn pool(pool: &PoolSpec) -> Vec<Problem> {
         let path = format!("$.userAccounts[{i}]");
         let valid = !u.name.is_empty()
             && u.name.chars().count() <= 20
-            && u.name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            && u.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
             && !u.name.starts_with('-');
         if !valid {
             p.add(
@@ -115,14 +142,23 @@ pub fn pool(pool: &PoolSpec) -> Vec<Problem> {
             );
         }
         if seen.insert(u.name.to_ascii_lowercase(), i).is_some() {
-            p.add(format!("{path}.name"), format!("{:?} appears twice", u.name));
+            p.add(
+                format!("{path}.name"),
+                format!("{:?} appears twice", u.name),
+            );
         }
         if let Some(l) = &u.linux_user_configuration {
             if l.uid.is_some() != l.gid.is_some() {
-                p.add(format!("{path}.linuxUserConfiguration"), "give both uid and gid, or neither");
+                p.add(
+                    format!("{path}.linuxUserConfiguration"),
+                    "give both uid and gid, or neither",
+                );
             }
             if l.uid == Some(0) || l.gid == Some(0) {
-                p.add(format!("{path}.linuxUserConfiguration"), "uid and gid 0 are root's; use elevationLevel \"admin\" instead");
+                p.add(
+                    format!("{path}.linuxUserConfiguration"),
+                    "uid and gid 0 are root's; use elevationLevel \"admin\" instead",
+                );
             }
         }
     }
@@ -136,13 +172,24 @@ fn start_task(p: &mut Problems, path: &str, st: &StartTask, pool: &PoolSpec) {
     if let Some(c) = &st.container_settings {
         container(p, &format!("{path}.containerSettings"), c);
     } else if st.command_line.trim().is_empty() {
-        p.add(format!("{path}.commandLine"), "must not be empty for a start task that runs on the host");
+        p.add(
+            format!("{path}.commandLine"),
+            "must not be empty for a start task that runs on the host",
+        );
     }
-    env(p, &format!("{path}.environmentSettings"), &st.environment_settings);
+    env(
+        p,
+        &format!("{path}.environmentSettings"),
+        &st.environment_settings,
+    );
     if let Some(u) = &st.user_identity {
         identity(p, &format!("{path}.userIdentity"), u, pool);
     }
-    retry_count(p, &format!("{path}.maxTaskRetryCount"), st.max_task_retry_count);
+    retry_count(
+        p,
+        &format!("{path}.maxTaskRetryCount"),
+        st.max_task_retry_count,
+    );
     unsupported(p, path, &st.resource_files, "resourceFiles");
 }
 
@@ -152,9 +199,17 @@ pub fn job(job: &JobSpec) -> Vec<Problem> {
     if let Err(e) = check_id(&job.id) {
         p.add("$.id", e);
     }
-    env(&mut p, "$.commonEnvironmentSettings", &job.common_environment_settings);
+    env(
+        &mut p,
+        "$.commonEnvironmentSettings",
+        &job.common_environment_settings,
+    );
     if let Some(c) = &job.constraints {
-        retry_count(&mut p, "$.constraints.maxTaskRetryCount", c.max_task_retry_count);
+        retry_count(
+            &mut p,
+            "$.constraints.maxTaskRetryCount",
+            c.max_task_retry_count,
+        );
     }
     for (field, v) in [
         ("jobPreparationTask", &job.job_preparation_task),
@@ -162,7 +217,10 @@ pub fn job(job: &JobSpec) -> Vec<Problem> {
         ("jobManagerTask", &job.job_manager_task),
     ] {
         if v.is_some() {
-            p.add(format!("$.{field}"), "is not supported by this version of berth yet");
+            p.add(
+                format!("$.{field}"),
+                "is not supported by this version of berth yet",
+            );
         }
     }
     p.0
@@ -176,23 +234,38 @@ pub fn task(path: &str, t: &TaskSpec, job: &JobSpec, pool: &PoolSpec) -> Vec<Pro
     }
     if let Some(d) = &t.display_name {
         if d.chars().count() > 1024 {
-            p.add(format!("{path}.displayName"), "is longer than 1024 characters");
+            p.add(
+                format!("{path}.displayName"),
+                "is longer than 1024 characters",
+            );
         }
     }
     match &t.container_settings {
         Some(c) => container(&mut p, &format!("{path}.containerSettings"), c),
-        None if t.command_line.trim().is_empty() => {
-            p.add(format!("{path}.commandLine"), "must not be empty for a task without containerSettings")
-        }
+        None if t.command_line.trim().is_empty() => p.add(
+            format!("{path}.commandLine"),
+            "must not be empty for a task without containerSettings",
+        ),
         None => {}
     }
-    env(&mut p, &format!("{path}.environmentSettings"), &t.environment_settings);
+    env(
+        &mut p,
+        &format!("{path}.environmentSettings"),
+        &t.environment_settings,
+    );
     if let Some(c) = &t.constraints {
-        retry_count(&mut p, &format!("{path}.constraints.maxTaskRetryCount"), c.max_task_retry_count);
+        retry_count(
+            &mut p,
+            &format!("{path}.constraints.maxTaskRetryCount"),
+            c.max_task_retry_count,
+        );
     }
     if let Some(n) = t.required_slots {
         if n < 1 {
-            p.add(format!("{path}.requiredSlots"), format!("{n} is not accepted; use 1 or more"));
+            p.add(
+                format!("{path}.requiredSlots"),
+                format!("{n} is not accepted; use 1 or more"),
+            );
         } else if n as u32 > pool.task_slots() {
             // Batch accepts this and the task never runs; berth says so up front.
             p.add(
@@ -208,33 +281,61 @@ pub fn task(path: &str, t: &TaskSpec, job: &JobSpec, pool: &PoolSpec) -> Vec<Pro
         if !job.uses_task_dependencies {
             p.add(
                 format!("{path}.dependsOn"),
-                format!("TaskDependenciesNotSpecifiedOnJob: job {:?} does not set usesTaskDependencies", job.id),
+                format!(
+                    "TaskDependenciesNotSpecifiedOnJob: job {:?} does not set usesTaskDependencies",
+                    job.id
+                ),
             );
         }
         let total: usize = d.task_ids.iter().map(|s| s.len()).sum();
         if total > MAX_DEPENDENCY_CHARS {
-            p.add(format!("{path}.dependsOn.taskIds"), format!("TaskDependencyListTooLong: {total} characters, at most {MAX_DEPENDENCY_CHARS}"));
+            p.add(
+                format!("{path}.dependsOn.taskIds"),
+                format!(
+                    "TaskDependencyListTooLong: {total} characters, at most {MAX_DEPENDENCY_CHARS}"
+                ),
+            );
         }
         for (i, id) in d.task_ids.iter().enumerate() {
             if let Err(e) = check_id(id) {
                 p.add(format!("{path}.dependsOn.taskIds[{i}]"), e);
             } else if id.eq_ignore_ascii_case(&t.id) {
-                p.add(format!("{path}.dependsOn.taskIds[{i}]"), "a task cannot depend on itself");
+                p.add(
+                    format!("{path}.dependsOn.taskIds[{i}]"),
+                    "a task cannot depend on itself",
+                );
             }
         }
         for (i, r) in d.task_id_ranges.iter().enumerate() {
             if r.start < 0 || r.end < r.start {
-                p.add(format!("{path}.dependsOn.taskIdRanges[{i}]"), format!("start {} and end {} must satisfy 0 <= start <= end", r.start, r.end));
+                p.add(
+                    format!("{path}.dependsOn.taskIdRanges[{i}]"),
+                    format!(
+                        "start {} and end {} must satisfy 0 <= start <= end",
+                        r.start, r.end
+                    ),
+                );
             } else if r.end - r.start >= 10_000 {
-                p.add(format!("{path}.dependsOn.taskIdRanges[{i}]"), "spans more than 10000 ids");
+                p.add(
+                    format!("{path}.dependsOn.taskIdRanges[{i}]"),
+                    "spans more than 10000 ids",
+                );
             }
         }
     }
     unsupported(&mut p, path, &t.resource_files, "resourceFiles");
     unsupported(&mut p, path, &t.output_files, "outputFiles");
-    unsupported(&mut p, path, &t.application_package_references, "applicationPackageReferences");
+    unsupported(
+        &mut p,
+        path,
+        &t.application_package_references,
+        "applicationPackageReferences",
+    );
     if t.multi_instance_settings.is_some() {
-        p.add(format!("{path}.multiInstanceSettings"), "is not supported by this version of berth yet");
+        p.add(
+            format!("{path}.multiInstanceSettings"),
+            "is not supported by this version of berth yet",
+        );
     }
     p.0
 }
@@ -249,13 +350,21 @@ mod tests {
     }
 
     fn msgs(v: Vec<Problem>) -> Vec<String> {
-        v.into_iter().map(|p| format!("{}: {}", p.path, p.message)).collect()
+        v.into_iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect()
     }
 
     #[test]
     fn good_task_passes() {
         let task = t(r#"{"id":"a","commandLine":"","containerSettings":{"imageName":"busybox"}}"#);
-        assert!(super::task("$", &task, &JobSpec::default_for_run(), &PoolSpec::default_for_run()).is_empty());
+        assert!(super::task(
+            "$",
+            &task,
+            &JobSpec::default_for_run(),
+            &PoolSpec::default_for_run()
+        )
+        .is_empty());
     }
 
     #[test]
@@ -266,7 +375,12 @@ mod tests {
             "userIdentity":{"username":"nobody"},
             "dependsOn":{"taskIds":["a b"]},
             "containerSettings":{"imageName":"Bad/Name"}}"#);
-        let m = msgs(super::task("$", &task, &JobSpec::default_for_run(), &PoolSpec::default_for_run()));
+        let m = msgs(super::task(
+            "$",
+            &task,
+            &JobSpec::default_for_run(),
+            &PoolSpec::default_for_run(),
+        ));
         let joined = m.join("\n");
         for want in [
             "$.id:",
@@ -284,11 +398,20 @@ mod tests {
 
     #[test]
     fn pool_rules() {
-        let p: PoolSpec = load::pool("p", r#"{"id":"p","taskSlotsPerNode":0,
-            "userAccounts":[{"name":"u","password":"x","linuxUserConfiguration":{"uid":5}}]}"#)
-            .unwrap().items.remove(0).1;
+        let p: PoolSpec = load::pool(
+            "p",
+            r#"{"id":"p","taskSlotsPerNode":0,
+            "userAccounts":[{"name":"u","password":"x","linuxUserConfiguration":{"uid":5}}]}"#,
+        )
+        .unwrap()
+        .items
+        .remove(0)
+        .1;
         let m = msgs(pool(&p)).join("\n");
         assert!(m.contains("$.taskSlotsPerNode: 0 is out of range"), "{m}");
-        assert!(m.contains("$.userAccounts[0].linuxUserConfiguration: give both"), "{m}");
+        assert!(
+            m.contains("$.userAccounts[0].linuxUserConfiguration: give both"),
+            "{m}"
+        );
     }
 }

@@ -1,1 +1,120 @@
-fn main(){}
+//! Per-task overhead of berth against raw Engine API calls, measured in the same run:
+//!
+//! * raw:        bollard create -> start -> wait -> remove of a `true` container
+//! * berth task: berth's whole task path (plan, run options, create body, create, attach,
+//!   start, wait, output files, inspect, remove, report) for the same container
+//! * berth run:  the `berth run` process with N such tasks on one slot, per task
+//!
+//! Prints medians and ratios against raw. Run: `cargo bench -p berth-tests`.
+#![allow(clippy::disallowed_types)]
+
+use berth_agent::engine::Engine;
+use berth_agent::node::{users, NodeLayout};
+use berth_agent::pool::images::ImageStore;
+use berth_agent::task::{self, plan, Runtime};
+use berth_proto::{load, JobSpec, PoolSpec};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const N: usize = 15;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn raw_once(engine: &Engine, i: usize) -> Duration {
+    let d = engine.raw();
+    let start = Instant::now();
+    let body = ContainerCreateBody {
+        image: Some("myimage".into()),
+        cmd: Some(vec!["true".into()]),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let name = format!("berth-bench-raw-{}-{i}", std::process::id());
+    let id = d
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            body,
+        )
+        .await
+        .unwrap()
+        .id;
+    let wait = d.wait_container(
+        &id,
+        Some(
+            WaitContainerOptionsBuilder::default()
+                .condition("next-exit")
+                .build(),
+        ),
+    );
+    d.start_container(&id, None).await.unwrap();
+    futures_util::pin_mut!(wait);
+    let _ = wait.next().await;
+    d.remove_container(
+        &id,
+        Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+    )
+    .await
+    .unwrap();
+    start.elapsed()
+}
+
+fn main() {
+    let host = berth_tests::engine_host();
+    berth_tests::images();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let engine = Engine::connect(Some(host)).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let node = plan::NodeFacts { node_id: format!("bench-{}", std::process::id()), pool_id: "benchpool".into(), account_name: "berth".into(), layout: NodeLayout::new(dir.path().join("root")) };
+        node.layout.prepare().unwrap();
+        let pool = PoolSpec::default_for_run();
+        let runtime = Runtime { images: Arc::new(ImageStore::new(engine.clone(), vec![])), engine: engine.clone(), node, pool: pool.clone(), stop_grace: Duration::from_secs(2) };
+        let job = JobSpec::default_for_run();
+        let user = users::resolve(None, &pool).unwrap();
+        // Warm up both paths once.
+        raw_once(&engine, 999).await;
+        let mut raw = Vec::new();
+        let mut berth = Vec::new();
+        for i in 0..N {
+            raw.push(raw_once(&engine, i).await);
+            let json = format!(r#"{{"id":"b{i}","commandLine":"true","containerSettings":{{"imageName":"myimage","containerRunOptions":"--network none"}}}}"#);
+            let spec = load::tasks("bench", &json).unwrap().items.remove(0).1;
+            let start = Instant::now();
+            let p = plan::task(&spec, &job, &runtime.node, user.clone()).unwrap();
+            task::prepare_dirs(&p, true).unwrap();
+            let info = task::run_task(&runtime, &p, &CancellationToken::new(), |_| {}).await;
+            berth.push(start.elapsed());
+            assert_eq!(info.exit_code, Some(0));
+        }
+        let (r, b) = (median(raw), median(berth));
+        println!("raw Engine API create/start/wait/remove: median {:>7.1} ms", r.as_secs_f64() * 1e3);
+        println!("berth task path (same container):        median {:>7.1} ms  ratio {:.2}x  overhead {:+.1} ms", b.as_secs_f64() * 1e3, b.as_secs_f64() / r.as_secs_f64(), (b.as_secs_f64() - r.as_secs_f64()) * 1e3);
+
+        // The whole `berth run` process, N tasks on one slot.
+        let tasks: Vec<String> = (0..N).map(|i| format!(r#"{{"id":"p{i}","commandLine":"true","containerSettings":{{"imageName":"myimage","containerRunOptions":"--network none"}}}}"#)).collect();
+        let f = dir.path().join("tasks.json");
+        std::fs::write(&f, format!("[{}]", tasks.join(","))).unwrap();
+        let start = Instant::now();
+        let out = std::process::Command::new(berth_tests::berth_bin())
+            .args(["run", "--engine", host, "--node-id", &format!("benchrun-{}", std::process::id()), "--node-root"])
+            .arg(dir.path().join("root2")).arg(&f).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let per = start.elapsed() / N as u32;
+        println!("berth run process, {N} tasks on 1 slot:   per task {:>7.1} ms  ratio {:.2}x", per.as_secs_f64() * 1e3, per.as_secs_f64() / r.as_secs_f64());
+    });
+}

@@ -18,7 +18,10 @@ use std::time::Duration;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The `berth` binary built by `cargo test --workspace` (the agent's own CLI tests make
@@ -27,12 +30,18 @@ pub fn berth_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join("berth");
-    assert!(bin.exists(), "{} is missing: run `cargo test --workspace` (or `cargo build -p berth-agent`) first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --workspace` (or `cargo build -p berth-agent`) first",
+        bin.display()
+    );
     bin
 }
 
 fn answers(sock: &str) -> bool {
-    let Ok(mut s) = UnixStream::connect(sock) else { return false };
+    let Ok(mut s) = UnixStream::connect(sock) else {
+        return false;
+    };
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
     if s.write_all(b"GET /_ping HTTP/1.0\r\n\r\n").is_err() {
         return false;
@@ -43,7 +52,10 @@ fn answers(sock: &str) -> bool {
 
 fn start_private_dockerd() -> String {
     let dockerd = which("dockerd").unwrap_or_else(|| panic!("no Docker engine answers and dockerd is not installed: run scripts/install-deps.sh (installs Debian's docker.io) or set BERTH_TEST_DOCKER_HOST"));
-    assert!(nix::unistd::Uid::effective().is_root(), "no Docker engine answers, and starting a private dockerd needs root");
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "no Docker engine answers, and starting a private dockerd needs root"
+    );
     let pid = std::process::id();
     let dir = PathBuf::from(format!("/tmp/berth-test-engine-{pid}"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -51,7 +63,13 @@ fn start_private_dockerd() -> String {
     // Its own bridge: `--bridge=none` would delete the host's docker0 if another dockerd runs.
     let bridge = format!("berthtb{}", pid % 100000);
     let subnet = format!("172.31.{}.1/24", 200 + pid % 50);
-    let ip = |args: &[&str]| Command::new("ip").args(args).status().map(|s| s.success()).unwrap_or(false);
+    let ip = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
     ip(&["link", "add", "name", &bridge, "type", "bridge"]);
     ip(&["addr", "add", &subnet, "dev", &bridge]);
     ip(&["link", "set", &bridge, "up"]);
@@ -78,7 +96,13 @@ fn start_private_dockerd() -> String {
         root = dir.join("root").display(),
         dir = dir.display()
     );
-    Command::new("setsid").args(["sh", "-c", &watcher]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start watcher");
+    Command::new("setsid")
+        .args(["sh", "-c", &watcher])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start watcher");
     let s = sock.to_string_lossy().into_owned();
     for _ in 0..120 {
         if answers(&s) {
@@ -87,11 +111,18 @@ fn start_private_dockerd() -> String {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    panic!("the private dockerd did not answer within 30 s; see {}/dockerd.log", dir.display());
+    panic!(
+        "the private dockerd did not answer within 30 s; see {}/dockerd.log",
+        dir.display()
+    );
 }
 
 fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.exists())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
 }
 
 /// The engine every test uses, as a `unix://` address; started on first use if needed.
@@ -115,15 +146,27 @@ pub fn engine_host() -> &'static str {
 
 /// Runs the docker CLI against the test engine.
 pub fn docker(args: &[&str]) -> Output {
-    Command::new("docker").arg("-H").arg(engine_host()).args(args).output().expect("docker CLI")
+    Command::new("docker")
+        .arg("-H")
+        .arg(engine_host())
+        .args(args)
+        .output()
+        .expect("docker CLI")
 }
 
 /// Builds the example images offline (once per test process).
 pub fn images() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let out = Command::new(workspace().join("examples/build-images.sh")).args(["-H", engine_host()]).output().unwrap();
-        assert!(out.status.success(), "build-images.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(workspace().join("examples/build-images.sh"))
+            .args(["-H", engine_host()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "build-images.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     });
 }
 
@@ -144,20 +187,37 @@ pub struct RunResult {
 impl RunResult {
     /// The `--json` output, parsed.
     pub fn tasks(&self) -> Vec<Value> {
-        serde_json::from_str::<Value>(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", self.stdout, self.stderr)).as_array().unwrap().clone()
+        serde_json::from_str::<Value>(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", self.stdout, self.stderr))
+            .as_array()
+            .unwrap()
+            .clone()
     }
     pub fn task(&self, id: &str) -> Value {
-        self.tasks().into_iter().find(|t| t["id"] == id).unwrap_or_else(|| panic!("no task {id} in\n{}", self.stdout))
+        self.tasks()
+            .into_iter()
+            .find(|t| t["id"] == id)
+            .unwrap_or_else(|| panic!("no task {id} in\n{}", self.stdout))
     }
 }
 
 impl TestNode {
     pub fn new(name: &str) -> TestNode {
         images();
-        let dir = tempfile::Builder::new().prefix(&format!("berth-{name}-")).tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("berth-{name}-"))
+            .tempdir()
+            .unwrap();
         // The node root must be traversable by the task users.
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        TestNode { dir, node_id: format!("t-{name}-{}", std::process::id()) }
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        TestNode {
+            dir,
+            node_id: format!("t-{name}-{}", std::process::id()),
+        }
     }
 
     pub fn root(&self) -> PathBuf {
@@ -165,7 +225,11 @@ impl TestNode {
     }
 
     pub fn task_dir(&self, job: &str, task: &str) -> PathBuf {
-        self.root().join("workitems").join(job).join("job-1").join(task)
+        self.root()
+            .join("workitems")
+            .join(job)
+            .join("job-1")
+            .join(task)
     }
 
     /// Writes a JSON input file and returns its path.
@@ -178,21 +242,50 @@ impl TestNode {
     /// The `berth run` command for this node, without the task files.
     pub fn command(&self) -> Command {
         let mut c = Command::new(berth_bin());
-        c.args(["run", "--engine", engine_host(), "--node-id", &self.node_id, "--stop-grace", "2", "--node-root"]).arg(self.root());
+        c.args([
+            "run",
+            "--engine",
+            engine_host(),
+            "--node-id",
+            &self.node_id,
+            "--stop-grace",
+            "2",
+            "--node-root",
+        ])
+        .arg(self.root());
         c
     }
 
     /// `berth run --json [extra...] tasks.json`.
     pub fn run(&self, extra: &[&str], tasks: &Value) -> RunResult {
         let f = self.file("tasks.json", tasks);
-        let out = self.command().arg("--json").args(extra).arg(&f).output().unwrap();
-        RunResult { code: out.status.code(), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+        let out = self
+            .command()
+            .arg("--json")
+            .args(extra)
+            .arg(&f)
+            .output()
+            .unwrap();
+        RunResult {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        }
     }
 
     /// Containers of this node still known to the engine.
     pub fn containers(&self) -> Vec<String> {
-        let out = docker(&["ps", "-a", "-q", "--filter", &format!("label=berth.node={}", self.node_id)]);
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+        let out = docker(&[
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            &format!("label=berth.node={}", self.node_id),
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn read(&self, job: &str, task: &str, file: &str) -> String {
@@ -228,16 +321,31 @@ pub struct TestRegistry {
 
 impl TestRegistry {
     pub fn start() -> TestRegistry {
-        let bin = which("docker-registry").expect("docker-registry is not installed: run scripts/install-deps.sh");
+        let bin = which("docker-registry")
+            .expect("docker-registry is not installed: run scripts/install-deps.sh");
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, format!("version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n", dir.path().join("data").display())).unwrap();
-        let child = Command::new(bin).arg("serve").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         for _ in 0..100 {
             if std::net::TcpStream::connect(&addr).is_ok() {
-                return TestRegistry { addr, child, _dir: dir };
+                return TestRegistry {
+                    addr,
+                    child,
+                    _dir: dir,
+                };
             }
             std::thread::sleep(Duration::from_millis(100));
         }

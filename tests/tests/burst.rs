@@ -8,11 +8,15 @@ use serde_json::Value;
 #[test]
 fn burst_of_120_tasks() {
     let n = TestNode::new("burst");
-    let tasks: Vec<Value> = (0..120).map(|i| task(&format!("b{i}"), "true", "")).collect();
+    let tasks: Vec<Value> = (0..120)
+        .map(|i| task(&format!("b{i}"), "true", ""))
+        .collect();
     let r = n.run(&["--slots", "120"], &Value::Array(tasks));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let done = r.tasks();
     assert_eq!(done.len(), 120);
-    assert!(done.iter().all(|t| t["executionInfo"]["result"] == "success"));
+    assert!(done
+        .iter()
+        .all(|t| t["executionInfo"]["result"] == "success"));
     assert!(n.containers().is_empty());
 }

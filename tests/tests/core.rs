@@ -6,11 +6,17 @@ use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 fn detail<'a>(t: &'a Value, name: &str) -> Option<&'a str> {
-    t["executionInfo"]["failureInfo"]["details"].as_array()?.iter().find(|d| d["name"] == name)?["value"].as_str()
+    t["executionInfo"]["failureInfo"]["details"]
+        .as_array()?
+        .iter()
+        .find(|d| d["name"] == name)?["value"]
+        .as_str()
 }
 
 fn host_uid(name: &str) -> (u32, u32) {
-    let u = nix::unistd::User::from_name(name).unwrap().unwrap_or_else(|| panic!("no user {name}"));
+    let u = nix::unistd::User::from_name(name)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no user {name}"));
     (u.uid.as_raw(), u.gid.as_raw())
 }
 
@@ -19,11 +25,26 @@ fn host_uid(name: &str) -> (u32, u32) {
 #[test]
 fn seed_sample_writes_hello_world() {
     let n = TestNode::new("seed");
-    let out = n.command().arg(workspace().join("examples/sampletask.json")).output().unwrap();
+    let out = n
+        .command()
+        .arg(workspace().join("examples/sampletask.json"))
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(n.read("berthjob", "sampletask", "wd/output.txt"), "hello world\n");
-    assert!(stdout.contains("sampletask") && stdout.contains("completed") && stdout.contains("success"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        n.read("berthjob", "sampletask", "wd/output.txt"),
+        "hello world\n"
+    );
+    assert!(
+        stdout.contains("sampletask") && stdout.contains("completed") && stdout.contains("success"),
+        "{stdout}"
+    );
     assert!(n.containers().is_empty());
 }
 
@@ -40,12 +61,21 @@ fn environment_and_precedence() {
     let root = n.root().display().to_string();
     let td = n.task_dir("envjob", "envtask").display().to_string();
     for want in [
-        "A=job".to_string(), "B=task".into(), "C=flag".into(), "SPACED=a b  c".into(),
-        "AZ_BATCH_TASK_ID=envtask".into(), "AZ_BATCH_JOB_ID=envjob".into(), "AZ_BATCH_POOL_ID=berthpool".into(),
-        format!("AZ_BATCH_NODE_ID={}", n.node_id), format!("AZ_BATCH_NODE_ROOT_DIR={root}"),
-        format!("AZ_BATCH_NODE_SHARED_DIR={root}/shared"), format!("AZ_BATCH_NODE_STARTUP_DIR={root}/startup"),
-        format!("AZ_BATCH_TASK_DIR={td}"), format!("AZ_BATCH_TASK_WORKING_DIR={td}/wd"),
-        "AZ_BATCH_TASK_USER=_azbatch".into(), "AZ_BATCH_TASK_USER_IDENTITY=PoolNonAdmin".into(),
+        "A=job".to_string(),
+        "B=task".into(),
+        "C=flag".into(),
+        "SPACED=a b  c".into(),
+        "AZ_BATCH_TASK_ID=envtask".into(),
+        "AZ_BATCH_JOB_ID=envjob".into(),
+        "AZ_BATCH_POOL_ID=berthpool".into(),
+        format!("AZ_BATCH_NODE_ID={}", n.node_id),
+        format!("AZ_BATCH_NODE_ROOT_DIR={root}"),
+        format!("AZ_BATCH_NODE_SHARED_DIR={root}/shared"),
+        format!("AZ_BATCH_NODE_STARTUP_DIR={root}/startup"),
+        format!("AZ_BATCH_TASK_DIR={td}"),
+        format!("AZ_BATCH_TASK_WORKING_DIR={td}/wd"),
+        "AZ_BATCH_TASK_USER=_azbatch".into(),
+        "AZ_BATCH_TASK_USER_IDENTITY=PoolNonAdmin".into(),
     ] {
         assert!(env.lines().any(|l| l == want), "missing {want:?} in\n{env}");
     }
@@ -58,10 +88,26 @@ fn working_directory_modes() {
     let mut image_default = json!({"id": "imgdefault", "commandLine": "-c pwd", "containerSettings": {
         "imageName": "berth/entrypoint", "containerRunOptions": "--network none --entrypoint /bin/sh", "workingDirectory": "containerImageDefault"}});
     image_default["containerSettings"]["workingDirectory"] = json!("containerImageDefault");
-    let r = n.run(&["--slots", "3"], &json!([task("default", "pwd", ""), image_default, task("flag", "pwd", "--workdir /tmp")]));
+    let r = n.run(
+        &["--slots", "3"],
+        &json!([
+            task("default", "pwd", ""),
+            image_default,
+            task("flag", "pwd", "--workdir /tmp")
+        ]),
+    );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert_eq!(n.read("berthjob", "default", "stdout.txt").trim(), n.task_dir("berthjob", "default").join("wd").display().to_string());
-    assert_eq!(n.read("berthjob", "imgdefault", "stdout.txt").trim(), "/app");
+    assert_eq!(
+        n.read("berthjob", "default", "stdout.txt").trim(),
+        n.task_dir("berthjob", "default")
+            .join("wd")
+            .display()
+            .to_string()
+    );
+    assert_eq!(
+        n.read("berthjob", "imgdefault", "stdout.txt").trim(),
+        "/app"
+    );
     assert_eq!(n.read("berthjob", "flag", "stdout.txt").trim(), "/tmp");
 }
 
@@ -78,22 +124,48 @@ fn user_mapping_and_file_ownership() {
     admin["userIdentity"] = json!({"autoUser": {"scope": "pool", "elevationLevel": "admin"}});
     let mut named = task("named", cmd, "");
     named["userIdentity"] = json!({"username": "berthtestuser"});
-    let r = n.run(&["--pool", pool.to_str().unwrap()], &json!([task("nonadmin", cmd, ""), admin, named, task("flag", cmd, "--user 1234:1235")]));
+    let r = n.run(
+        &["--pool", pool.to_str().unwrap()],
+        &json!([
+            task("nonadmin", cmd, ""),
+            admin,
+            named,
+            task("flag", cmd, "--user 1234:1235")
+        ]),
+    );
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
-    assert!(!r.stdout.contains("unused-secret") && !r.stderr.contains("unused-secret"), "passwords never reach output");
+    assert!(
+        !r.stdout.contains("unused-secret") && !r.stderr.contains("unused-secret"),
+        "passwords never reach output"
+    );
     let (uid, gid) = host_uid("_azbatch");
     let check = |t: &str, want: (u32, u32)| {
-        assert_eq!(n.read("berthjob", t, "stdout.txt"), format!("{}\n{}\n", want.0, want.1), "{t}");
+        assert_eq!(
+            n.read("berthjob", t, "stdout.txt"),
+            format!("{}\n{}\n", want.0, want.1),
+            "{t}"
+        );
         let m = std::fs::metadata(n.task_dir("berthjob", t).join("wd/made")).unwrap();
-        assert_eq!((m.uid(), m.gid()), want, "{t}: owner of the file on the host");
+        assert_eq!(
+            (m.uid(), m.gid()),
+            want,
+            "{t}: owner of the file on the host"
+        );
     };
     check("nonadmin", (uid, gid));
     check("admin", (0, 0));
     check("named", (4242, 4343));
     check("flag", (1234, 1235));
     let m = std::fs::metadata(n.task_dir("berthjob", "nonadmin").join("wd")).unwrap();
-    assert_eq!((m.uid(), m.gid()), (uid, gid), "the task's wd belongs to its user");
-    assert_eq!(r.task("admin")["userIdentity"]["autoUser"]["elevationLevel"], "admin");
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (uid, gid),
+        "the task's wd belongs to its user"
+    );
+    assert_eq!(
+        r.task("admin")["userIdentity"]["autoUser"]["elevationLevel"],
+        "admin"
+    );
 }
 
 /// The command line is the COMMAND (arguments to the image's ENTRYPOINT); "" runs the
@@ -102,16 +174,28 @@ fn user_mapping_and_file_ownership() {
 fn entrypoint_cases() {
     let n = TestNode::new("entry");
     let t = |id: &str, cmd: &str, opts: &str| json!({"id": id, "commandLine": cmd, "containerSettings": {"imageName": "berth/entrypoint", "containerRunOptions": format!("--network none {opts}")}});
-    let r = n.run(&["--slots", "4"], &json!([
-        t("imagedefault", "", ""),
-        t("args", "a 'b  c' \"d\"", ""),
-        t("replaced", "replaced ep", "--entrypoint /bin/echo"),
-        t("reset", "/bin/echo reset", "--entrypoint ''"),
-    ]));
+    let r = n.run(
+        &["--slots", "4"],
+        &json!([
+            t("imagedefault", "", ""),
+            t("args", "a 'b  c' \"d\"", ""),
+            t("replaced", "replaced ep", "--entrypoint /bin/echo"),
+            t("reset", "/bin/echo reset", "--entrypoint ''"),
+        ]),
+    );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert_eq!(n.read("berthjob", "imagedefault", "stdout.txt"), "entrypoint: default-cmd\n");
-    assert_eq!(n.read("berthjob", "args", "stdout.txt"), "entrypoint: a b  c d\n");
-    assert_eq!(n.read("berthjob", "replaced", "stdout.txt"), "replaced ep\n");
+    assert_eq!(
+        n.read("berthjob", "imagedefault", "stdout.txt"),
+        "entrypoint: default-cmd\n"
+    );
+    assert_eq!(
+        n.read("berthjob", "args", "stdout.txt"),
+        "entrypoint: a b  c d\n"
+    );
+    assert_eq!(
+        n.read("berthjob", "replaced", "stdout.txt"),
+        "replaced ep\n"
+    );
     assert_eq!(n.read("berthjob", "reset", "stdout.txt"), "reset\n");
 }
 
@@ -119,7 +203,10 @@ fn entrypoint_cases() {
 #[test]
 fn stdout_and_stderr_are_captured() {
     let n = TestNode::new("logs");
-    let r = n.run(&[], &task("out", "/bin/sh -c 'seq 1 20000; echo oops >&2; exit 0'", ""));
+    let r = n.run(
+        &[],
+        &task("out", "/bin/sh -c 'seq 1 20000; echo oops >&2; exit 0'", ""),
+    );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let out = n.read("berthjob", "out", "stdout.txt");
     assert_eq!(out.lines().count(), 20000);
@@ -135,15 +222,25 @@ fn wall_clock_kill() {
     t["constraints"] = json!({"maxWallClockTime": "PT2S", "maxTaskRetryCount": 3});
     let start = Instant::now();
     let r = n.run(&[], &t);
-    assert!(start.elapsed() < Duration::from_secs(60), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        start.elapsed()
+    );
     assert_eq!(r.code, Some(1));
     let t = r.task("slow");
     assert_eq!(t["state"], "completed");
     assert_eq!(t["executionInfo"]["result"], "failure");
     assert_eq!(t["executionInfo"]["failureInfo"]["code"], "TaskEnded");
     assert_eq!(t["executionInfo"]["failureInfo"]["category"], "usererror");
-    assert_eq!(detail(&t, "Message"), Some("The maximum execution time configured on the task was exceeded"));
-    assert_eq!(t["executionInfo"]["retryCount"], 0, "a timeout is not retried");
+    assert_eq!(
+        detail(&t, "Message"),
+        Some("The maximum execution time configured on the task was exceeded")
+    );
+    assert_eq!(
+        t["executionInfo"]["retryCount"], 0,
+        "a timeout is not retried"
+    );
     assert!(n.containers().is_empty());
 }
 
@@ -162,19 +259,29 @@ fn retries() {
     assert_eq!(a["executionInfo"]["result"], "success");
     assert_eq!(a["executionInfo"]["retryCount"], 2);
     assert!(a["executionInfo"]["lastRetryTime"].is_string());
-    assert_eq!(n.read("berthjob", "flaky", "stdout.txt"), "attempt 3\n", "output is the last attempt's");
+    assert_eq!(
+        n.read("berthjob", "flaky", "stdout.txt"),
+        "attempt 3\n",
+        "output is the last attempt's"
+    );
     let b = r.task("fails");
     assert_eq!(b["executionInfo"]["retryCount"], 2);
     assert_eq!(b["executionInfo"]["exitCode"], 3);
     assert_eq!(b["executionInfo"]["failureInfo"]["code"], "FailureExitCode");
-    assert!(n.containers().is_empty(), "every attempt's container is removed");
+    assert!(
+        n.containers().is_empty(),
+        "every attempt's container is removed"
+    );
 }
 
 /// dependsOn waits for success; a failed dependency blocks its dependents (they stay active).
 #[test]
 fn dependencies() {
     let n = TestNode::new("deps");
-    let job = n.file("job.json", &json!({"id": "depjob", "usesTaskDependencies": true}));
+    let job = n.file(
+        "job.json",
+        &json!({"id": "depjob", "usesTaskDependencies": true}),
+    );
     let mut b = task("b", "/bin/sh -c 'cat $AZ_BATCH_NODE_SHARED_DIR/from-a'", "");
     b["dependsOn"] = json!({"taskIds": ["a"]});
     let mut d = task("d", "true", "");
@@ -182,9 +289,22 @@ fn dependencies() {
     let mut r1 = task("1", "true", "");
     r1["dependsOn"] = json!({"taskIdRanges": [{"start": 2, "end": 3}]});
     // b and d come first in the file: order in the file does not beat dependencies.
-    let r = n.run(&["--job", job.to_str().unwrap(), "--slots", "4"], &json!([b, d, r1,
-        task("a", "/bin/sh -c 'sleep 1; echo from a > $AZ_BATCH_NODE_SHARED_DIR/from-a'", ""),
-        task("c", "/bin/sh -c 'exit 1'", ""), task("2", "true", ""), task("3", "true", "")]));
+    let r = n.run(
+        &["--job", job.to_str().unwrap(), "--slots", "4"],
+        &json!([
+            b,
+            d,
+            r1,
+            task(
+                "a",
+                "/bin/sh -c 'sleep 1; echo from a > $AZ_BATCH_NODE_SHARED_DIR/from-a'",
+                ""
+            ),
+            task("c", "/bin/sh -c 'exit 1'", ""),
+            task("2", "true", ""),
+            task("3", "true", "")
+        ]),
+    );
     assert_eq!(r.code, Some(1));
     assert_eq!(n.read("depjob", "b", "stdout.txt"), "from a\n");
     assert_eq!(r.task("b")["executionInfo"]["result"], "success");
@@ -200,13 +320,33 @@ fn slots_bound_concurrency() {
     let cmd = "/bin/sh -c 'S=$AZ_BATCH_NODE_SHARED_DIR; touch $S/run.$AZ_BATCH_TASK_ID; sleep 2; ls $S | grep -c run. ; rm $S/run.$AZ_BATCH_TASK_ID'";
     let mut big = task("big", cmd, "");
     big["requiredSlots"] = json!(3);
-    let tasks: Vec<Value> = (0..5).map(|i| task(&format!("t{i}"), cmd, "")).chain([big]).collect();
+    let tasks: Vec<Value> = (0..5)
+        .map(|i| task(&format!("t{i}"), cmd, ""))
+        .chain([big])
+        .collect();
     let r = n.run(&["--slots", "3"], &Value::Array(tasks));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let seen: Vec<u32> = (0..5).map(|i| n.read("berthjob", &format!("t{i}"), "stdout.txt").trim().parse().unwrap()).collect();
-    assert!(seen.iter().all(|s| *s <= 3), "never more than 3 at once: {seen:?}");
-    assert!(seen.iter().any(|s| *s >= 2), "tasks do run side by side: {seen:?}");
-    assert_eq!(n.read("berthjob", "big", "stdout.txt").trim(), "1", "a 3-slot task runs alone");
+    let seen: Vec<u32> = (0..5)
+        .map(|i| {
+            n.read("berthjob", &format!("t{i}"), "stdout.txt")
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        seen.iter().all(|s| *s <= 3),
+        "never more than 3 at once: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|s| *s >= 2),
+        "tasks do run side by side: {seen:?}"
+    );
+    assert_eq!(
+        n.read("berthjob", "big", "stdout.txt").trim(),
+        "1",
+        "a 3-slot task runs alone"
+    );
 }
 
 /// Bad run options and engine refusals are ContainerInvalidSettings naming the problem;
@@ -216,23 +356,42 @@ fn invalid_settings_are_reported() {
     let n = TestNode::new("invalid");
     let root = n.root().display().to_string();
     let no_settings = json!({"id": "nosettings", "commandLine": "true"});
-    let r = n.run(&["--slots", "5"], &json!([
-        task("bogus", "true", "--bogus-flag 1"),
-        task("named", "true", "--name mine"),
-        task("conflict", "true", &format!("-v /tmp:{root}")),
-        task("notfound", "/no/such/program", ""),
-        no_settings,
-    ]));
+    let r = n.run(
+        &["--slots", "5"],
+        &json!([
+            task("bogus", "true", "--bogus-flag 1"),
+            task("named", "true", "--name mine"),
+            task("conflict", "true", &format!("-v /tmp:{root}")),
+            task("notfound", "/no/such/program", ""),
+            no_settings,
+        ]),
+    );
     assert_eq!(r.code, Some(1));
-    let code = |id: &str| r.task(id)["executionInfo"]["failureInfo"]["code"].as_str().unwrap().to_string();
+    let code = |id: &str| {
+        r.task(id)["executionInfo"]["failureInfo"]["code"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     for id in ["bogus", "named", "conflict", "notfound"] {
         assert_eq!(code(id), "ContainerInvalidSettings", "{id}");
-        assert!(r.task(id)["executionInfo"]["exitCode"].is_null(), "{id}: no process ran");
+        assert!(
+            r.task(id)["executionInfo"]["exitCode"].is_null(),
+            "{id}: no process ran"
+        );
     }
-    assert!(detail(&r.task("bogus"), "Message").unwrap().contains("--bogus-flag"));
-    assert!(detail(&r.task("named"), "Message").unwrap().contains("--name"));
-    assert!(detail(&r.task("conflict"), "Message").unwrap().contains("--volume"));
-    assert!(detail(&r.task("notfound"), "Message").unwrap().contains("/no/such/program"));
+    assert!(detail(&r.task("bogus"), "Message")
+        .unwrap()
+        .contains("--bogus-flag"));
+    assert!(detail(&r.task("named"), "Message")
+        .unwrap()
+        .contains("--name"));
+    assert!(detail(&r.task("conflict"), "Message")
+        .unwrap()
+        .contains("--volume"));
+    assert!(detail(&r.task("notfound"), "Message")
+        .unwrap()
+        .contains("/no/such/program"));
     assert_eq!(code("nosettings"), "ContainerTaskSettingsNotFound");
     assert!(n.containers().is_empty());
 }
@@ -248,21 +407,31 @@ fn missing_image_is_container_invalid_image() {
     let r = n.run(&[], &t);
     assert_eq!(r.code, Some(1));
     let t = r.task("img");
-    assert_eq!(t["executionInfo"]["failureInfo"]["code"], "ContainerInvalidImage");
+    assert_eq!(
+        t["executionInfo"]["failureInfo"]["code"],
+        "ContainerInvalidImage"
+    );
     assert_eq!(detail(&t, "ContainerImage"), Some(image.as_str()));
-    assert!(start.elapsed() < Duration::from_secs(20), "a permanent error is not retried: {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "a permanent error is not retried: {:?}",
+        start.elapsed()
+    );
 }
 
 /// OOM kills are reported from the kernel's count; a plain SIGKILL (exit 137) is not OOM.
 #[test]
 fn oom_detected_sigkill_not() {
     let n = TestNode::new("oom");
-    let r = n.run(&["--slots", "2"], &json!([
-        // busybox tail buffers a line-less input whole: the container's own process grows until killed.
-        task("oom", "tail /dev/zero", "--memory 32m --memory-swap 32m"),
-        // With --init the shell is not PID 1, which a namespace's own SIGKILL cannot kill.
-        task("sigkill", "/bin/sh -c 'kill -9 $$'", "--memory 32m --init"),
-    ]));
+    let r = n.run(
+        &["--slots", "2"],
+        &json!([
+            // busybox tail buffers a line-less input whole: the container's own process grows until killed.
+            task("oom", "tail /dev/zero", "--memory 32m --memory-swap 32m"),
+            // With --init the shell is not PID 1, which a namespace's own SIGKILL cannot kill.
+            task("sigkill", "/bin/sh -c 'kill -9 $$'", "--memory 32m --init"),
+        ]),
+    );
     assert_eq!(r.code, Some(1));
     let o = r.task("oom");
     assert_eq!(o["executionInfo"]["exitCode"], 137);
@@ -278,14 +447,25 @@ fn oom_detected_sigkill_not() {
 fn ctrl_c_stops_and_removes() {
     let n = TestNode::new("ctrlc");
     let f = n.file("t.json", &task("long", "sleep 300", ""));
-    let child = n.command().arg("--json").arg(&f).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = n
+        .command()
+        .arg("--json")
+        .arg(&f)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while n.containers().is_empty() {
         assert!(Instant::now() < deadline, "the container never appeared");
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_millis(500));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let start = Instant::now();
     let out = child.wait_with_output().unwrap();
     assert!(start.elapsed() < Duration::from_secs(30));
@@ -299,7 +479,18 @@ fn ctrl_c_stops_and_removes() {
 #[test]
 fn leftovers_are_cleaned_at_start() {
     let n = TestNode::new("leftover");
-    let out = docker(&["create", "--network", "none", "--label", "berth.managed=true", "--label", &format!("berth.node={}", n.node_id), "myimage", "sleep", "300"]);
+    let out = docker(&[
+        "create",
+        "--network",
+        "none",
+        "--label",
+        "berth.managed=true",
+        "--label",
+        &format!("berth.node={}", n.node_id),
+        "myimage",
+        "sleep",
+        "300",
+    ]);
     assert!(out.status.success());
     assert_eq!(n.containers().len(), 1);
     let r = n.run(&[], &task("t", "true", ""));
@@ -324,15 +515,32 @@ fn retention_removes_task_directories() {
 #[test]
 fn start_task_on_host_gates_tasks() {
     let n = TestNode::new("starttask");
-    let pool = |cmd: &str| json!({"id": "stpool", "taskSlotsPerNode": 1,
+    let pool = |cmd: &str| {
+        json!({"id": "stpool", "taskSlotsPerNode": 1,
         "virtualMachineConfiguration": {"containerConfiguration": {"type": "dockerCompatible"}},
-        "startTask": {"commandLine": cmd, "waitForSuccess": true, "userIdentity": {"autoUser": {"elevationLevel": "admin"}}}});
+        "startTask": {"commandLine": cmd, "waitForSuccess": true, "userIdentity": {"autoUser": {"elevationLevel": "admin"}}}})
+    };
     let ok = n.file("pool.json", &pool("/bin/sh -c 'echo ready > $AZ_BATCH_NODE_SHARED_DIR/marker; echo $AZ_BATCH_TASK_WORKING_DIR'"));
-    let r = n.run(&["--pool", ok.to_str().unwrap()], &task("after", "/bin/sh -c 'cat $AZ_BATCH_NODE_SHARED_DIR/marker'", ""));
+    let r = n.run(
+        &["--pool", ok.to_str().unwrap()],
+        &task(
+            "after",
+            "/bin/sh -c 'cat $AZ_BATCH_NODE_SHARED_DIR/marker'",
+            "",
+        ),
+    );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert_eq!(std::fs::read_to_string(n.root().join("startup/stdout.txt")).unwrap().trim(), n.root().join("startup/wd").display().to_string());
+    assert_eq!(
+        std::fs::read_to_string(n.root().join("startup/stdout.txt"))
+            .unwrap()
+            .trim(),
+        n.root().join("startup/wd").display().to_string()
+    );
     let bad = n.file("pool.json", &pool("/bin/sh -c 'exit 7'"));
-    let r = n.run(&["--pool", bad.to_str().unwrap()], &task("never", "true", ""));
+    let r = n.run(
+        &["--pool", bad.to_str().unwrap()],
+        &task("never", "true", ""),
+    );
     assert_eq!(r.code, Some(1));
     assert!(r.stderr.contains("starttaskfailed"), "{}", r.stderr);
     assert_eq!(r.task("never")["state"], "active");
@@ -351,9 +559,15 @@ fn json_report_shape() {
     }
     assert_eq!(e["exitCode"], 0);
     assert_eq!(e["result"], "success");
-    assert_eq!((e["retryCount"].as_i64(), e["requeueCount"].as_i64()), (Some(0), Some(0)));
+    assert_eq!(
+        (e["retryCount"].as_i64(), e["requeueCount"].as_i64()),
+        (Some(0), Some(0))
+    );
     assert_eq!(e["containerInfo"]["state"], "exited");
-    assert_eq!(e["containerInfo"]["containerId"].as_str().map(str::len), Some(64));
+    assert_eq!(
+        e["containerInfo"]["containerId"].as_str().map(str::len),
+        Some(64)
+    );
     assert_eq!(t["containerSettings"]["imageName"], "myimage");
     assert_eq!(t["nodeInfo"]["nodeId"], n.node_id);
 }

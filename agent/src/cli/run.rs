@@ -71,7 +71,11 @@ fn inputs(args: &RunArgs) -> Result<Inputs, Vec<String>> {
             Ok(mut l) => {
                 warn(std::mem::take(&mut l.warnings));
                 pool = l.items.remove(0).1;
-                errors.extend(validate::pool(&pool).into_iter().map(|p| format!("{name}: {}: {}", p.path, p.message)));
+                errors.extend(
+                    validate::pool(&pool)
+                        .into_iter()
+                        .map(|p| format!("{name}: {}: {}", p.path, p.message)),
+                );
             }
             Err(e) => errors.push(e),
         }
@@ -86,7 +90,11 @@ fn inputs(args: &RunArgs) -> Result<Inputs, Vec<String>> {
             Ok(mut l) => {
                 warn(std::mem::take(&mut l.warnings));
                 job = l.items.remove(0).1;
-                errors.extend(validate::job(&job).into_iter().map(|p| format!("{name}: {}: {}", p.path, p.message)));
+                errors.extend(
+                    validate::job(&job)
+                        .into_iter()
+                        .map(|p| format!("{name}: {}: {}", p.path, p.message)),
+                );
             }
             Err(e) => errors.push(e),
         }
@@ -98,7 +106,11 @@ fn inputs(args: &RunArgs) -> Result<Inputs, Vec<String>> {
             Ok(mut l) => {
                 warn(std::mem::take(&mut l.warnings));
                 for (path, t) in l.items {
-                    errors.extend(validate::task(&path, &t, &job, &pool).into_iter().map(|p| format!("{name}: {}: {}", p.path, p.message)));
+                    errors.extend(
+                        validate::task(&path, &t, &job, &pool)
+                            .into_iter()
+                            .map(|p| format!("{name}: {}: {}", p.path, p.message)),
+                    );
                     tasks.push((name.clone(), path, t));
                 }
             }
@@ -108,7 +120,8 @@ fn inputs(args: &RunArgs) -> Result<Inputs, Vec<String>> {
     // Cross-task rules: unique ids (case-insensitive) and dependencies that exist, without cycles.
     let mut seen: HashMap<String, (String, String)> = HashMap::new();
     for (file, path, t) in &tasks {
-        if let Some((f0, p0)) = seen.insert(t.id.to_ascii_lowercase(), (file.clone(), path.clone())) {
+        if let Some((f0, p0)) = seen.insert(t.id.to_ascii_lowercase(), (file.clone(), path.clone()))
+        {
             errors.push(format!("{file}: {path}.id: TaskExists: {:?} is already used at {f0}: {p0} (task ids are case-insensitive)", t.id));
         }
     }
@@ -116,7 +129,9 @@ fn inputs(args: &RunArgs) -> Result<Inputs, Vec<String>> {
         if let Some(d) = &t.depends_on {
             for id in d.all_ids() {
                 if !seen.contains_key(&id.to_ascii_lowercase()) {
-                    errors.push(format!("{file}: {path}.dependsOn: task {id:?} is not among the tasks given"));
+                    errors.push(format!(
+                        "{file}: {path}.dependsOn: task {id:?} is not among the tasks given"
+                    ));
                 }
             }
         }
@@ -125,21 +140,43 @@ fn inputs(args: &RunArgs) -> Result<Inputs, Vec<String>> {
         errors.push(format!("dependsOn forms a cycle: {}", cycle.join(" -> ")));
     }
     if errors.is_empty() {
-        Ok(Inputs { pool, job, tasks: tasks.into_iter().map(|(_, _, t)| t).collect() })
+        Ok(Inputs {
+            pool,
+            job,
+            tasks: tasks.into_iter().map(|(_, _, t)| t).collect(),
+        })
     } else {
         Err(errors)
     }
 }
 
 fn find_cycle(tasks: &[&TaskSpec]) -> Option<Vec<String>> {
-    let idx: HashMap<String, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.to_ascii_lowercase(), i)).collect();
+    let mut idx: HashMap<String, usize> = HashMap::new();
+    for (i, t) in tasks.iter().enumerate() {
+        idx.entry(t.id.to_ascii_lowercase()).or_insert(i);
+    }
     let edges: Vec<Vec<usize>> = tasks
         .iter()
-        .map(|t| t.depends_on.as_ref().map(|d| d.all_ids().iter().filter_map(|i| idx.get(&i.to_ascii_lowercase()).copied()).collect()).unwrap_or_default())
+        .map(|t| {
+            t.depends_on
+                .as_ref()
+                .map(|d| {
+                    d.all_ids()
+                        .iter()
+                        .filter_map(|i| idx.get(&i.to_ascii_lowercase()).copied())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
         .collect();
     // 0 = unvisited, 1 = on the stack, 2 = done.
     let mut mark = vec![0u8; tasks.len()];
-    fn dfs(n: usize, edges: &[Vec<usize>], mark: &mut [u8], stack: &mut Vec<usize>) -> Option<Vec<usize>> {
+    fn dfs(
+        n: usize,
+        edges: &[Vec<usize>],
+        mark: &mut [u8],
+        stack: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
         mark[n] = 1;
         stack.push(n);
         for &m in &edges[n] {
@@ -170,7 +207,11 @@ fn find_cycle(tasks: &[&TaskSpec]) -> Option<Vec<String>> {
 }
 
 fn default_node_id() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).filter(|h| !h.is_empty()).unwrap_or_else(|| "node".into())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into())
 }
 
 pub async fn run(args: RunArgs) -> ExitCode {
@@ -180,7 +221,10 @@ pub async fn run(args: RunArgs) -> ExitCode {
             for e in &errors {
                 eprintln!("error: {e}");
             }
-            eprintln!("berth: {} problem(s) in the input; nothing was run", errors.len());
+            eprintln!(
+                "berth: {} problem(s) in the input; nothing was run",
+                errors.len()
+            );
             return ExitCode::from(EXIT_INVALID_INPUT);
         }
     };
@@ -195,7 +239,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
     let node_root = if args.node_root.is_absolute() {
         args.node_root.clone()
     } else {
-        std::env::current_dir().map(|d| d.join(&args.node_root)).unwrap_or(args.node_root.clone())
+        std::env::current_dir()
+            .map(|d| d.join(&args.node_root))
+            .unwrap_or(args.node_root.clone())
     };
     let node = NodeFacts {
         node_id: args.node_id.clone().unwrap_or_else(default_node_id),
@@ -203,7 +249,11 @@ pub async fn run(args: RunArgs) -> ExitCode {
         account_name: "berth".into(),
         layout: NodeLayout::new(node_root),
     };
-    let registries = inputs.pool.container_configuration().map(|c| c.container_registries.clone()).unwrap_or_default();
+    let registries = inputs
+        .pool
+        .container_configuration()
+        .map(|c| c.container_registries.clone())
+        .unwrap_or_default();
     let rt = Arc::new(Runtime {
         images: Arc::new(ImageStore::new(engine.clone(), registries)),
         engine,
@@ -217,20 +267,38 @@ pub async fn run(args: RunArgs) -> ExitCode {
     let started = match pool::start(rt.clone(), cancel.child_token(), 4).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("berth: cannot prepare the node root {}: {e}", rt.node.layout.root().display());
+            eprintln!(
+                "berth: cannot prepare the node root {}: {e}",
+                rt.node.layout.root().display()
+            );
             return ExitCode::from(EXIT_TASK_FAILED);
         }
     };
     if let Some(info) = &started.start_task_info {
-        let f = info.failure_info.as_ref().map(|f| format!(" ({} {})", f.code, f.detail("Message").unwrap_or(""))).unwrap_or_default();
-        eprintln!("start task: {} exit code {}{f}", info.result.map(|r| r.to_string()).unwrap_or_default(), info.exit_code.map(|c| c.to_string()).unwrap_or("-".into()));
+        let f = info
+            .failure_info
+            .as_ref()
+            .map(|f| format!(" ({} {})", f.code, f.detail("Message").unwrap_or("")))
+            .unwrap_or_default();
+        eprintln!(
+            "start task: {} exit code {}{f}",
+            info.result.map(|r| r.to_string()).unwrap_or_default(),
+            info.exit_code.map(|c| c.to_string()).unwrap_or("-".into())
+        );
     }
     let reports = if started.state == NodeState::Idle {
         schedule::run_job(rt.clone(), &inputs.job, inputs.tasks, cancel.child_token()).await
     } else {
-        eprintln!("berth: node state {}: no task was run", started.state.as_str());
+        eprintln!(
+            "berth: node state {}: no task was run",
+            started.state.as_str()
+        );
         for e in &started.errors {
-            let d: Vec<String> = e.details.iter().map(|d| format!("{}={}", d.name, d.value)).collect();
+            let d: Vec<String> = e
+                .details
+                .iter()
+                .map(|d| format!("{}={}", d.name, d.value))
+                .collect();
             eprintln!("  {}: {} [{}]", e.code, e.message, d.join(", "));
         }
         not_run(&rt, &inputs.job, inputs.tasks, started.state)
@@ -240,7 +308,10 @@ pub async fn run(args: RunArgs) -> ExitCode {
         match h.await {
             Ok(info) => {
                 start_task_failed = info.result != Some(berth_proto::TaskResult::Success);
-                eprintln!("start task: {:?} exit code {:?}", info.result, info.exit_code);
+                eprintln!(
+                    "start task: {:?} exit code {:?}",
+                    info.result, info.exit_code
+                );
             }
             Err(e) => tracing::error!(error = %e, "start task runner failed"),
         }
@@ -255,11 +326,19 @@ pub async fn run(args: RunArgs) -> ExitCode {
     }
     let all_ok = started.state == NodeState::Idle
         && !start_task_failed
-        && reports.iter().all(|r| r.view.execution_info.as_ref().and_then(|e| e.result) == Some(berth_proto::TaskResult::Success));
+        && reports.iter().all(|r| {
+            r.view.execution_info.as_ref().and_then(|e| e.result)
+                == Some(berth_proto::TaskResult::Success)
+        });
     ExitCode::from(if all_ok { EXIT_OK } else { EXIT_TASK_FAILED })
 }
 
-fn not_run(rt: &Runtime, job: &JobSpec, tasks: Vec<TaskSpec>, state: NodeState) -> Vec<schedule::TaskReport> {
+fn not_run(
+    rt: &Runtime,
+    job: &JobSpec,
+    tasks: Vec<TaskSpec>,
+    state: NodeState,
+) -> Vec<schedule::TaskReport> {
     let now = chrono::Utc::now();
     tasks
         .into_iter()
@@ -268,7 +347,12 @@ fn not_run(rt: &Runtime, job: &JobSpec, tasks: Vec<TaskSpec>, state: NodeState) 
                 node_info: Some(berth_proto::status::NodeInfo {
                     pool_id: rt.node.pool_id.clone(),
                     node_id: rt.node.node_id.clone(),
-                    task_root_directory: rt.node.layout.task_dir(&job.id, &t.id).to_string_lossy().into_owned(),
+                    task_root_directory: rt
+                        .node
+                        .layout
+                        .task_dir(&job.id, &t.id)
+                        .to_string_lossy()
+                        .into_owned(),
                 }),
                 spec: t,
                 job_id: job.id.clone(),

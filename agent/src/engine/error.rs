@@ -40,13 +40,32 @@ impl EngineError {
         }
     }
 
-    pub(crate) fn from_bollard(op: &'static str, timeout_secs: u64, e: bollard::errors::Error) -> Self {
+    pub(crate) fn from_bollard(
+        op: &'static str,
+        timeout_secs: u64,
+        e: bollard::errors::Error,
+    ) -> Self {
         use bollard::errors::Error as B;
         match e {
-            B::DockerResponseServerError { status_code: 404, message } => EngineError::NotFound(message),
-            B::DockerResponseServerError { status_code: 409, message } => EngineError::Conflict(message),
-            B::DockerResponseServerError { status_code, message } => EngineError::Refused { status: status_code, message },
-            B::RequestTimeoutError => EngineError::Timeout { op, secs: timeout_secs },
+            B::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => EngineError::NotFound(message),
+            B::DockerResponseServerError {
+                status_code: 409,
+                message,
+            } => EngineError::Conflict(message),
+            B::DockerResponseServerError {
+                status_code,
+                message,
+            } => EngineError::Refused {
+                status: status_code,
+                message,
+            },
+            B::RequestTimeoutError => EngineError::Timeout {
+                op,
+                secs: timeout_secs,
+            },
             B::DockerStreamError { error } => EngineError::Stream(error),
             B::IOError { err } => EngineError::Unavailable(err.to_string()),
             B::HyperResponseError { err } => EngineError::Unavailable(err.to_string()),

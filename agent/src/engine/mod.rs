@@ -13,8 +13,8 @@ use bollard::auth::DockerCredentials;
 use bollard::models::{ContainerCreateBody, ContainerSummary};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::{Stream, StreamExt};
@@ -63,7 +63,11 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials {{ server: {:?}, username: {:?}, password: <redacted> }}", self.server, self.username)
+        write!(
+            f,
+            "Credentials {{ server: {:?}, username: {:?}, password: <redacted> }}",
+            self.server, self.username
+        )
     }
 }
 
@@ -85,13 +89,32 @@ impl std::fmt::Debug for Engine {
 /// and silently drops what it cannot read (fussybeaver/bollard#169), which breaks
 /// passwords whose encoding holds `+` or `/`. Rewrite the header to URL-safe.
 fn fix_registry_auth(mut req: bollard::BollardRequest) -> bollard::BollardRequest {
-    if let Some(v) = req.headers().get("X-Registry-Auth").and_then(|v| v.to_str().ok()) {
+    if let Some(v) = req
+        .headers()
+        .get("X-Registry-Auth")
+        .and_then(|v| v.to_str().ok())
+    {
         let fixed = v.replace('+', "-").replace('/', "_");
         if let Ok(h) = http::HeaderValue::from_str(&fixed) {
             req.headers_mut().insert("X-Registry-Auth", h);
         }
     }
     req
+}
+
+fn map_output(
+    item: Result<bollard::container::LogOutput, bollard::errors::Error>,
+    timeout: u64,
+) -> Option<Result<Output, EngineError>> {
+    use bollard::container::LogOutput;
+    match item {
+        Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+            Some(Ok(Output::Stdout(message.to_vec())))
+        }
+        Ok(LogOutput::StdErr { message }) => Some(Ok(Output::Stderr(message.to_vec()))),
+        Ok(LogOutput::StdIn { .. }) => None,
+        Err(e) => Some(Err(EngineError::from_bollard("output", timeout, e))),
+    }
 }
 
 impl Engine {
@@ -101,26 +124,44 @@ impl Engine {
         Self::connect_with_timeout(host, DEFAULT_CALL_TIMEOUT).await
     }
 
-    pub async fn connect_with_timeout(host: Option<&str>, timeout: Duration) -> Result<Engine, EngineError> {
+    pub async fn connect_with_timeout(
+        host: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Engine, EngineError> {
         let env_host = std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty());
-        let host = host.map(str::to_string).or(env_host).unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+        let host = host
+            .map(str::to_string)
+            .or(env_host)
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
         let secs = timeout.as_secs();
         let docker = if let Some(path) = host.strip_prefix("unix://") {
             Docker::connect_with_socket(path, secs, bollard::API_DEFAULT_VERSION)
         } else if host.starts_with("tcp://") || host.starts_with("http://") {
-            Docker::connect_with_http(&host.replacen("tcp://", "http://", 1), secs, bollard::API_DEFAULT_VERSION)
+            Docker::connect_with_http(
+                &host.replacen("tcp://", "http://", 1),
+                secs,
+                bollard::API_DEFAULT_VERSION,
+            )
         } else if host.starts_with('/') {
             Docker::connect_with_socket(&host, secs, bollard::API_DEFAULT_VERSION)
         } else {
-            return Err(EngineError::Other(format!("engine address {host:?} is not unix:///path or tcp://host:port")));
+            return Err(EngineError::Other(format!(
+                "engine address {host:?} is not unix:///path or tcp://host:port"
+            )));
         }
         .map_err(|e| EngineError::Unavailable(format!("{host}: {e}")))?
         .with_request_modifier(fix_registry_auth);
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| EngineError::Unavailable(format!("{host}: {}", EngineError::from_bollard("version", secs, e))))?;
-        Ok(Engine { docker, timeout, host })
+        let docker = docker.negotiate_version().await.map_err(|e| {
+            EngineError::Unavailable(format!(
+                "{host}: {}",
+                EngineError::from_bollard("version", secs, e)
+            ))
+        })?;
+        Ok(Engine {
+            docker,
+            timeout,
+            host,
+        })
     }
 
     fn err(&self, op: &'static str, e: bollard::errors::Error) -> EngineError {
@@ -128,7 +169,11 @@ impl Engine {
     }
 
     pub async fn ping(&self) -> Result<(), EngineError> {
-        self.docker.ping().await.map(|_| ()).map_err(|e| self.err("ping", e))
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("ping", e))
     }
 
     /// Whether the image is present locally.
@@ -151,7 +196,9 @@ impl Engine {
         creds: Option<&Credentials>,
         mut progress: impl FnMut(PullEvent),
     ) -> Result<(), EngineError> {
-        let mut b = CreateImageOptionsBuilder::default().from_image(repository).tag(tag_or_digest);
+        let mut b = CreateImageOptionsBuilder::default()
+            .from_image(repository)
+            .tag(tag_or_digest);
         if let Some(p) = platform {
             b = b.platform(p);
         }
@@ -180,7 +227,12 @@ impl Engine {
     /// Creates a container with a fixed name. Transient failures are retried with backoff;
     /// a leftover container holding the name is removed first (it can only be ours: the
     /// name carries the node id and attempt).
-    pub async fn create(&self, name: &str, body: ContainerCreateBody, platform: Option<&str>) -> Result<String, EngineError> {
+    pub async fn create(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+        platform: Option<&str>,
+    ) -> Result<String, EngineError> {
         let mut delay = Duration::from_millis(250);
         let mut attempt = 0;
         loop {
@@ -189,10 +241,18 @@ impl Engine {
             if let Some(p) = platform {
                 b = b.platform(p);
             }
-            match self.docker.create_container(Some(b.build()), body.clone()).await.map_err(|e| self.err("create", e)) {
+            match self
+                .docker
+                .create_container(Some(b.build()), body.clone())
+                .await
+                .map_err(|e| self.err("create", e))
+            {
                 Ok(r) => return Ok(r.id),
                 Err(EngineError::Conflict(m)) if attempt <= 3 && m.contains("already in use") => {
-                    tracing::warn!(container = name, "removing a leftover container that holds this task's name");
+                    tracing::warn!(
+                        container = name,
+                        "removing a leftover container that holds this task's name"
+                    );
                     self.remove(name).await?;
                 }
                 Err(e) if e.is_transient() && attempt < 5 => {
@@ -205,27 +265,57 @@ impl Engine {
         }
     }
 
-    /// Attaches to stdout/stderr from the very start (call before `start`).
-    pub async fn attach(&self, id: &str) -> Result<Pin<Box<dyn Stream<Item = Result<Output, EngineError>> + Send>>, EngineError> {
-        let opts = AttachContainerOptionsBuilder::default().stream(true).logs(true).stdout(true).stderr(true).build();
-        let r = self.docker.attach_container(id, Some(opts)).await.map_err(|e| self.err("attach", e))?;
+    /// The container's output from its first byte, following until it stops. Read from the
+    /// engine's log store, so it can be opened after start without losing or repeating bytes.
+    pub fn logs(
+        &self,
+        id: &str,
+    ) -> Pin<Box<dyn Stream<Item = Result<Output, EngineError>> + Send>> {
+        let opts = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let timeout = self.timeout.as_secs();
+        Box::pin(
+            self.docker
+                .logs(id, Some(opts))
+                .filter_map(move |item| async move { map_output(item, timeout) }),
+        )
+    }
+
+    /// Attaches to stdout/stderr (call before `start`). Used only when the container has no
+    /// readable log store (`--log-driver none`); bytes written before the attach is wired
+    /// can be missed, which is why `logs` is preferred.
+    pub async fn attach(
+        &self,
+        id: &str,
+    ) -> Result<Pin<Box<dyn Stream<Item = Result<Output, EngineError>> + Send>>, EngineError> {
+        let opts = AttachContainerOptionsBuilder::default()
+            .stream(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let r = self
+            .docker
+            .attach_container(id, Some(opts))
+            .await
+            .map_err(|e| self.err("attach", e))?;
         let timeout = self.timeout.as_secs();
         Ok(Box::pin(r.output.filter_map(move |item| async move {
-            use bollard::container::LogOutput;
-            match item {
-                Ok(LogOutput::StdOut { message }) => Some(Ok(Output::Stdout(message.to_vec()))),
-                Ok(LogOutput::StdErr { message }) => Some(Ok(Output::Stderr(message.to_vec()))),
-                Ok(LogOutput::Console { message }) => Some(Ok(Output::Stdout(message.to_vec()))),
-                Ok(LogOutput::StdIn { .. }) => None,
-                Err(e) => Some(Err(EngineError::from_bollard("attach", timeout, e))),
-            }
+            map_output(item, timeout)
         })))
     }
 
     /// A future that resolves with the exit code once the container stops. Subscribe
     /// before `start` so a fast exit cannot be missed.
-    pub fn wait(&self, id: &str) -> impl std::future::Future<Output = Result<i64, EngineError>> + Send + 'static {
-        let opts = WaitContainerOptionsBuilder::default().condition("next-exit").build();
+    pub fn wait(
+        &self,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<i64, EngineError>> + Send + 'static {
+        let opts = WaitContainerOptionsBuilder::default()
+            .condition("next-exit")
+            .build();
         let s = self.docker.wait_container(id, Some(opts));
         let timeout = self.timeout.as_secs();
         async move {
@@ -233,19 +323,30 @@ impl Engine {
             match s.next().await {
                 Some(Ok(r)) => Ok(r.status_code),
                 // bollard turns a non-zero exit into an error; it is not one for berth.
-                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                    Ok(code)
+                }
                 Some(Err(e)) => Err(EngineError::from_bollard("wait", timeout, e)),
-                None => Err(EngineError::Stream("the wait stream ended without an exit code".into())),
+                None => Err(EngineError::Stream(
+                    "the wait stream ended without an exit code".into(),
+                )),
             }
         }
     }
 
     pub async fn start(&self, id: &str) -> Result<(), EngineError> {
-        self.docker.start_container(id, None).await.map_err(|e| self.err("start", e))
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| self.err("start", e))
     }
 
     pub async fn inspect(&self, id: &str) -> Result<ContainerState, EngineError> {
-        let r = self.docker.inspect_container(id, None).await.map_err(|e| self.err("inspect", e))?;
+        let r = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| self.err("inspect", e))?;
         let s = r.state.unwrap_or_default();
         Ok(ContainerState {
             id: r.id.unwrap_or_else(|| id.to_string()),
@@ -260,30 +361,57 @@ impl Engine {
     /// Sends SIGTERM (or the container's stop signal), then SIGKILL after `grace`.
     pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
         let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
-        match self.docker.stop_container(id, Some(StopContainerOptionsBuilder::default().t(t).build())).await {
+        match self
+            .docker
+            .stop_container(
+                id,
+                Some(StopContainerOptionsBuilder::default().t(t).build()),
+            )
+            .await
+        {
             Ok(()) => Ok(()),
             // 304: already stopped.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
             Err(e) => Err(self.err("stop", e)),
         }
     }
 
     pub async fn kill(&self, id: &str, signal: &str) -> Result<(), EngineError> {
         self.docker
-            .kill_container(id, Some(KillContainerOptionsBuilder::default().signal(signal).build()))
+            .kill_container(
+                id,
+                Some(
+                    KillContainerOptionsBuilder::default()
+                        .signal(signal)
+                        .build(),
+                ),
+            )
             .await
             .map_err(|e| self.err("kill", e))
     }
 
     /// Removes a container (forced, with its anonymous volumes). Gone already is success.
     pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
-        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
         let mut delay = Duration::from_millis(200);
         for attempt in 1.. {
-            match self.docker.remove_container(id, Some(opts.clone())).await.map_err(|e| self.err("remove", e)) {
+            match self
+                .docker
+                .remove_container(id, Some(opts.clone()))
+                .await
+                .map_err(|e| self.err("remove", e))
+            {
                 Ok(()) | Err(EngineError::NotFound(_)) => return Ok(()),
                 // "removal already in progress" is a 409; wait for it to finish.
-                Err(e) if (e.is_transient() || matches!(e, EngineError::Conflict(_))) && attempt < 6 => {
+                Err(e)
+                    if (e.is_transient() || matches!(e, EngineError::Conflict(_)))
+                        && attempt < 6 =>
+                {
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
@@ -294,11 +422,22 @@ impl Engine {
     }
 
     /// Containers (running or not) carrying every `key=value` label given.
-    pub async fn list_labelled(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerSummary>, EngineError> {
-        let filters: HashMap<String, Vec<String>> =
-            HashMap::from([("label".to_string(), labels.iter().map(|(k, v)| format!("{k}={v}")).collect())]);
-        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        self.docker.list_containers(Some(opts)).await.map_err(|e| self.err("list", e))
+    pub async fn list_labelled(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<ContainerSummary>, EngineError> {
+        let filters: HashMap<String, Vec<String>> = HashMap::from([(
+            "label".to_string(),
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        )]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| self.err("list", e))
     }
 
     /// The raw client, for the integration tests' baseline measurements only.

@@ -50,7 +50,14 @@ impl NodeLayout {
     /// writable by every task user, as Batch's is.
     pub fn prepare(&self) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        for d in [self.root.clone(), self.applications(), self.fsmounts(), self.startup(), self.volatile(), self.root.join("workitems")] {
+        for d in [
+            self.root.clone(),
+            self.applications(),
+            self.fsmounts(),
+            self.startup(),
+            self.volatile(),
+            self.root.join("workitems"),
+        ] {
             std::fs::create_dir_all(&d)?;
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))?;
         }
@@ -68,7 +75,10 @@ mod tests {
     #[test]
     fn spec_paths() {
         let l = NodeLayout::new("/mnt/batch/tasks");
-        assert_eq!(l.task_dir("myjob", "t1"), Path::new("/mnt/batch/tasks/workitems/myjob/job-1/t1"));
+        assert_eq!(
+            l.task_dir("myjob", "t1"),
+            Path::new("/mnt/batch/tasks/workitems/myjob/job-1/t1")
+        );
         assert_eq!(l.startup_wd(), Path::new("/mnt/batch/tasks/startup/wd"));
         assert_eq!(l.shared(), Path::new("/mnt/batch/tasks/shared"));
     }

@@ -47,10 +47,15 @@ pub enum UserError {
 /// Resolves (and, as root, creates) the user a task runs as.
 /// When berth does not run as root it cannot switch users: every task then runs as berth's
 /// own uid:gid, which is stated in the README.
-pub fn resolve(identity: Option<&UserIdentity>, pool: &PoolSpec) -> Result<ResolvedUser, UserError> {
+pub fn resolve(
+    identity: Option<&UserIdentity>,
+    pool: &PoolSpec,
+) -> Result<ResolvedUser, UserError> {
     let is_root = Uid::effective().is_root();
     if let Some(name) = identity.and_then(|i| i.username.as_deref()) {
-        let acct = pool.user(name).ok_or_else(|| UserError::UnknownPoolUser { name: name.into() })?;
+        let acct = pool
+            .user(name)
+            .ok_or_else(|| UserError::UnknownPoolUser { name: name.into() })?;
         let admin = acct.elevation_level == Some(ElevationLevel::Admin);
         let cfg = acct.linux_user_configuration.clone().unwrap_or_default();
         let (uid, gid) = if is_root {
@@ -58,9 +63,17 @@ pub fn resolve(identity: Option<&UserIdentity>, pool: &PoolSpec) -> Result<Resol
         } else {
             own_ids()
         };
-        return Ok(ResolvedUser { name: name.into(), uid, gid, admin, identity: name.into() });
+        return Ok(ResolvedUser {
+            name: name.into(),
+            uid,
+            gid,
+            admin,
+            identity: name.into(),
+        });
     }
-    let auto = identity.and_then(|i| i.auto_user.clone()).unwrap_or_default();
+    let auto = identity
+        .and_then(|i| i.auto_user.clone())
+        .unwrap_or_default();
     let admin = auto.elevation_level == Some(ElevationLevel::Admin);
     let task_scope = auto.scope == Some(AutoUserScope::Task);
     let identity = format!(
@@ -69,10 +82,26 @@ pub fn resolve(identity: Option<&UserIdentity>, pool: &PoolSpec) -> Result<Resol
         if admin { "Admin" } else { "NonAdmin" }
     );
     if admin {
-        return Ok(ResolvedUser { name: "root".into(), uid: 0, gid: 0, admin: true, identity });
+        return Ok(ResolvedUser {
+            name: "root".into(),
+            uid: 0,
+            gid: 0,
+            admin: true,
+            identity,
+        });
     }
-    let (uid, gid) = if is_root { ensure_user(AUTO_USER, AUTO_GROUP, None, None)? } else { own_ids() };
-    Ok(ResolvedUser { name: AUTO_USER.into(), uid, gid, admin: false, identity })
+    let (uid, gid) = if is_root {
+        ensure_user(AUTO_USER, AUTO_GROUP, None, None)?
+    } else {
+        own_ids()
+    };
+    Ok(ResolvedUser {
+        name: AUTO_USER.into(),
+        uid,
+        gid,
+        admin: false,
+        identity,
+    })
 }
 
 fn own_ids() -> (u32, u32) {
@@ -80,11 +109,19 @@ fn own_ids() -> (u32, u32) {
 }
 
 fn lookup_err(name: &str, e: nix::Error) -> UserError {
-    UserError::Lookup { name: name.into(), message: e.to_string() }
+    UserError::Lookup {
+        name: name.into(),
+        message: e.to_string(),
+    }
 }
 
 /// Finds or creates a system user (and its group) on the host.
-fn ensure_user(name: &str, group: &str, uid: Option<u32>, gid: Option<u32>) -> Result<(u32, u32), UserError> {
+fn ensure_user(
+    name: &str,
+    group: &str,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> Result<(u32, u32), UserError> {
     // Serialise creation: useradd takes a lock on /etc/passwd and fails if raced.
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
@@ -97,34 +134,56 @@ fn ensure_user(name: &str, group: &str, uid: Option<u32>, gid: Option<u32>) -> R
             let mut c = Command::new("groupadd");
             c.arg("--system");
             if let Some(gid) = gid {
-                if Group::from_gid(Gid::from_raw(gid)).map_err(|e| lookup_err(group, e))?.is_none() {
+                if Group::from_gid(Gid::from_raw(gid))
+                    .map_err(|e| lookup_err(group, e))?
+                    .is_none()
+                {
                     c.args(["--gid", &gid.to_string()]);
                 }
             }
             run(c.arg(group), group)?;
             Group::from_name(group)
                 .map_err(|e| lookup_err(group, e))?
-                .ok_or_else(|| UserError::Create { name: group.into(), message: "group missing after groupadd".into() })?
+                .ok_or_else(|| UserError::Create {
+                    name: group.into(),
+                    message: "group missing after groupadd".into(),
+                })?
                 .gid
                 .as_raw()
         }
     };
     let mut c = Command::new("useradd");
-    c.args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--gid", &gid.to_string()]);
+    c.args([
+        "--system",
+        "--no-create-home",
+        "--shell",
+        "/usr/sbin/nologin",
+        "--gid",
+        &gid.to_string(),
+    ]);
     if let Some(uid) = uid {
         c.args(["--uid", &uid.to_string()]);
     }
     run(c.arg(name), name)?;
     let u = User::from_name(name)
         .map_err(|e| lookup_err(name, e))?
-        .ok_or_else(|| UserError::Create { name: name.into(), message: "user missing after useradd".into() })?;
+        .ok_or_else(|| UserError::Create {
+            name: name.into(),
+            message: "user missing after useradd".into(),
+        })?;
     Ok((u.uid.as_raw(), u.gid.as_raw()))
 }
 
 fn run(c: &mut Command, name: &str) -> Result<(), UserError> {
-    let out = c.output().map_err(|e| UserError::Create { name: name.into(), message: e.to_string() })?;
+    let out = c.output().map_err(|e| UserError::Create {
+        name: name.into(),
+        message: e.to_string(),
+    })?;
     if !out.status.success() {
-        return Err(UserError::Create { name: name.into(), message: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        return Err(UserError::Create {
+            name: name.into(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }

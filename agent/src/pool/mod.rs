@@ -4,10 +4,10 @@
 
 pub mod images;
 
-use crate::task::create::labels;
-use crate::task::{self, plan, Runtime};
 use crate::node::users;
 use crate::schedule::retention;
+use crate::task::create::labels;
+use crate::task::{self, plan, Runtime};
 use berth_proto::{ExecutionInfo, FailureCode, NameValuePair, TaskResult};
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -50,7 +50,11 @@ pub struct PoolStart {
 
 /// Removes containers a previous berth process on this node left behind.
 pub async fn clean_leftovers(rt: &Runtime) -> usize {
-    let list = match rt.engine.list_labelled(&[(labels::MANAGED, "true"), (labels::NODE, &rt.node.node_id)]).await {
+    let list = match rt
+        .engine
+        .list_labelled(&[(labels::MANAGED, "true"), (labels::NODE, &rt.node.node_id)])
+        .await
+    {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "could not list leftover containers");
@@ -63,7 +67,9 @@ pub async fn clean_leftovers(rt: &Runtime) -> usize {
             tracing::info!(container = %id, names = ?c.names, "removing a container left by an earlier berth run");
             match rt.engine.remove(&id).await {
                 Ok(()) => n += 1,
-                Err(e) => tracing::warn!(container = %id, error = %e, "could not remove leftover container"),
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "could not remove leftover container")
+                }
             }
         }
     }
@@ -72,10 +78,17 @@ pub async fn clean_leftovers(rt: &Runtime) -> usize {
 
 /// Pulls every `containerImageNames` entry, a few at a time.
 async fn prefetch(rt: &Runtime, concurrency: usize) -> Vec<NodeError> {
-    let names = rt.pool.container_configuration().map(|c| c.container_image_names.clone()).unwrap_or_default();
+    let names = rt
+        .pool
+        .container_configuration()
+        .map(|c| c.container_image_names.clone())
+        .unwrap_or_default();
     let results: Vec<_> = futures_util::stream::iter(names)
         .map(|image| async move {
-            let r = rt.images.ensure(&image, None, task::run_options::PullPolicy::Missing, None).await;
+            let r = rt
+                .images
+                .ensure(&image, None, task::run_options::PullPolicy::Missing, None)
+                .await;
             (image, r)
         })
         .buffer_unordered(concurrency.max(1))
@@ -88,8 +101,14 @@ async fn prefetch(rt: &Runtime, concurrency: usize) -> Vec<NodeError> {
             code: FailureCode::ContainerInvalidImage.as_str().into(),
             message: "One or more container images specified are invalid".into(),
             details: vec![
-                NameValuePair { name: "ContainerImage".into(), value: image },
-                NameValuePair { name: "Message".into(), value: e.message },
+                NameValuePair {
+                    name: "ContainerImage".into(),
+                    value: image,
+                },
+                NameValuePair {
+                    name: "Message".into(),
+                    value: e.message,
+                },
             ],
         })
         .collect()
@@ -98,17 +117,24 @@ async fn prefetch(rt: &Runtime, concurrency: usize) -> Vec<NodeError> {
 async fn run_start_task(rt: Arc<Runtime>, cancel: CancellationToken) -> ExecutionInfo {
     let st = rt.pool.start_task.clone().unwrap_or_default();
     let fail = |m: String| ExecutionInfo {
-        failure_info: Some(berth_proto::FailureInfo::new(FailureCode::Unknown, vec![NameValuePair { name: "Message".into(), value: m }])),
+        failure_info: Some(berth_proto::FailureInfo::new(
+            FailureCode::Unknown,
+            vec![NameValuePair {
+                name: "Message".into(),
+                value: m,
+            }],
+        )),
         result: Some(TaskResult::Failure),
         ..Default::default()
     };
     let ident = st.user_identity.clone();
     let pool = rt.pool.clone();
-    let user = match tokio::task::spawn_blocking(move || users::resolve(ident.as_ref(), &pool)).await {
-        Ok(Ok(u)) => u,
-        Ok(Err(e)) => return fail(e.to_string()),
-        Err(e) => return fail(e.to_string()),
-    };
+    let user =
+        match tokio::task::spawn_blocking(move || users::resolve(ident.as_ref(), &pool)).await {
+            Ok(Ok(u)) => u,
+            Ok(Err(e)) => return fail(e.to_string()),
+            Err(e) => return fail(e.to_string()),
+        };
     let plan = match plan::start_task(&st, &rt.node, user) {
         Ok(p) => p,
         Err(e) => return fail(e.to_string()),
@@ -124,27 +150,58 @@ async fn run_start_task(rt: Arc<Runtime>, cancel: CancellationToken) -> Executio
 }
 
 /// Brings the node up for `rt.pool`.
-pub async fn start(rt: Arc<Runtime>, cancel: CancellationToken, prefetch_concurrency: usize) -> std::io::Result<PoolStart> {
+pub async fn start(
+    rt: Arc<Runtime>,
+    cancel: CancellationToken,
+    prefetch_concurrency: usize,
+) -> std::io::Result<PoolStart> {
     rt.node.layout.prepare()?;
     match retention::sweep(&rt.node.layout) {
         Ok(0) => {}
-        Ok(n) => tracing::info!(removed = n, "removed task directories past their retention time"),
+        Ok(n) => tracing::info!(
+            removed = n,
+            "removed task directories past their retention time"
+        ),
         Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
     }
     clean_leftovers(&rt).await;
     let errors = prefetch(&rt, prefetch_concurrency).await;
     if !errors.is_empty() {
-        return Ok(PoolStart { state: NodeState::Unusable, errors, start_task_info: None, background_start_task: None });
+        return Ok(PoolStart {
+            state: NodeState::Unusable,
+            errors,
+            start_task_info: None,
+            background_start_task: None,
+        });
     }
     let Some(st) = rt.pool.start_task.clone() else {
-        return Ok(PoolStart { state: NodeState::Idle, errors, start_task_info: None, background_start_task: None });
+        return Ok(PoolStart {
+            state: NodeState::Idle,
+            errors,
+            start_task_info: None,
+            background_start_task: None,
+        });
     };
     if st.wait_for_success.unwrap_or(true) {
         let info = run_start_task(rt.clone(), cancel).await;
-        let state = if info.result == Some(TaskResult::Success) { NodeState::Idle } else { NodeState::StartTaskFailed };
-        Ok(PoolStart { state, errors, start_task_info: Some(info), background_start_task: None })
+        let state = if info.result == Some(TaskResult::Success) {
+            NodeState::Idle
+        } else {
+            NodeState::StartTaskFailed
+        };
+        Ok(PoolStart {
+            state,
+            errors,
+            start_task_info: Some(info),
+            background_start_task: None,
+        })
     } else {
         let h = tokio::spawn(run_start_task(rt.clone(), cancel));
-        Ok(PoolStart { state: NodeState::Idle, errors, start_task_info: None, background_start_task: Some(h) })
+        Ok(PoolStart {
+            state: NodeState::Idle,
+            errors,
+            start_task_info: None,
+            background_start_task: Some(h),
+        })
     }
 }

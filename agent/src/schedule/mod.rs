@@ -6,7 +6,10 @@ pub mod retention;
 
 use crate::node::users;
 use crate::task::{self, plan, Runtime};
-use berth_proto::{ExecutionInfo, FailureCode, FailureInfo, JobSpec, NameValuePair, TaskResult, TaskSpec, TaskState, TaskView};
+use berth_proto::{
+    ExecutionInfo, FailureCode, FailureInfo, JobSpec, NameValuePair, TaskResult, TaskSpec,
+    TaskState, TaskView,
+};
 use chrono::Utc;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,14 +28,25 @@ fn failed_before_start(code: FailureCode, message: String) -> ExecutionInfo {
     ExecutionInfo {
         start_time: Some(now),
         end_time: Some(now),
-        failure_info: Some(FailureInfo::new(code, vec![NameValuePair { name: "Message".into(), value: message }])),
+        failure_info: Some(FailureInfo::new(
+            code,
+            vec![NameValuePair {
+                name: "Message".into(),
+                value: message,
+            }],
+        )),
         result: Some(TaskResult::Failure),
         ..Default::default()
     }
 }
 
 /// Runs one task from spec to final execution info: user, plan, directories, attempts.
-async fn run_one(rt: Arc<Runtime>, job: JobSpec, spec: TaskSpec, cancel: CancellationToken) -> ExecutionInfo {
+async fn run_one(
+    rt: Arc<Runtime>,
+    job: JobSpec,
+    spec: TaskSpec,
+    cancel: CancellationToken,
+) -> ExecutionInfo {
     use tracing::Instrument;
     let span = tracing::info_span!("task", job = %job.id, task = %spec.id);
     async move {
@@ -70,7 +84,12 @@ async fn run_one(rt: Arc<Runtime>, job: JobSpec, spec: TaskSpec, cancel: Cancell
 
 /// Runs the tasks of `job` and returns their final reports, in input order.
 /// Tasks whose dependencies failed stay `active` (as in Batch) with a note saying why.
-pub async fn run_job(rt: Arc<Runtime>, job: &JobSpec, tasks: Vec<TaskSpec>, cancel: CancellationToken) -> Vec<TaskReport> {
+pub async fn run_job(
+    rt: Arc<Runtime>,
+    job: &JobSpec,
+    tasks: Vec<TaskSpec>,
+    cancel: CancellationToken,
+) -> Vec<TaskReport> {
     let now = Utc::now();
     let mut reports: Vec<TaskReport> = tasks
         .iter()
@@ -85,16 +104,35 @@ pub async fn run_job(rt: Arc<Runtime>, job: &JobSpec, tasks: Vec<TaskSpec>, canc
                 node_info: Some(berth_proto::status::NodeInfo {
                     pool_id: rt.node.pool_id.clone(),
                     node_id: rt.node.node_id.clone(),
-                    task_root_directory: rt.node.layout.task_dir(&job.id, &t.id).to_string_lossy().into_owned(),
+                    task_root_directory: rt
+                        .node
+                        .layout
+                        .task_dir(&job.id, &t.id)
+                        .to_string_lossy()
+                        .into_owned(),
                 }),
             },
             note: None,
         })
         .collect();
-    let index: HashMap<String, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.to_ascii_lowercase(), i)).collect();
+    let index: HashMap<String, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.to_ascii_lowercase(), i))
+        .collect();
     let deps: Vec<Vec<usize>> = tasks
         .iter()
-        .map(|t| t.depends_on.as_ref().map(|d| d.all_ids().iter().filter_map(|id| index.get(&id.to_ascii_lowercase()).copied()).collect()).unwrap_or_default())
+        .map(|t| {
+            t.depends_on
+                .as_ref()
+                .map(|d| {
+                    d.all_ids()
+                        .iter()
+                        .filter_map(|id| index.get(&id.to_ascii_lowercase()).copied())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
         .collect();
     let total_slots = rt.pool.task_slots();
     let mut free = total_slots;
@@ -106,10 +144,22 @@ pub async fn run_job(rt: Arc<Runtime>, job: &JobSpec, tasks: Vec<TaskSpec>, canc
             let mut i = 0;
             while i < pending.len() {
                 let idx = pending[i];
-                let done_ok = |d: &usize| reports[*d].view.state == TaskState::Completed && reports[*d].view.execution_info.as_ref().and_then(|e| e.result) == Some(TaskResult::Success);
-                let blocked_by = deps[idx].iter().find(|d| reports[**d].view.state == TaskState::Completed && !done_ok(d)).copied();
+                let done_ok = |d: &usize| {
+                    reports[*d].view.state == TaskState::Completed
+                        && reports[*d]
+                            .view
+                            .execution_info
+                            .as_ref()
+                            .and_then(|e| e.result)
+                            == Some(TaskResult::Success)
+                };
+                let blocked_by = deps[idx]
+                    .iter()
+                    .find(|d| reports[**d].view.state == TaskState::Completed && !done_ok(d))
+                    .copied();
                 if let Some(d) = blocked_by {
-                    reports[idx].note = Some(format!("blocked: dependency {:?} failed", tasks[d].id));
+                    reports[idx].note =
+                        Some(format!("blocked: dependency {:?} failed", tasks[d].id));
                     pending.remove(i);
                     continue;
                 }
@@ -121,7 +171,8 @@ pub async fn run_job(rt: Arc<Runtime>, job: &JobSpec, tasks: Vec<TaskSpec>, canc
                     r.state = TaskState::Running;
                     r.state_transition_time = Utc::now();
                     running.spawn({
-                        let (rt, job, spec, cancel) = (rt.clone(), job.clone(), tasks[idx].clone(), cancel.clone());
+                        let (rt, job, spec, cancel) =
+                            (rt.clone(), job.clone(), tasks[idx].clone(), cancel.clone());
                         async move { (idx, run_one(rt, job, spec, cancel).await) }
                     });
                     continue;
@@ -129,7 +180,9 @@ pub async fn run_job(rt: Arc<Runtime>, job: &JobSpec, tasks: Vec<TaskSpec>, canc
                 i += 1;
             }
         }
-        let Some(joined) = running.join_next().await else { break };
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
         match joined {
             Ok((idx, info)) => {
                 free += tasks[idx].required_slots();
@@ -143,7 +196,11 @@ pub async fn run_job(rt: Arc<Runtime>, job: &JobSpec, tasks: Vec<TaskSpec>, canc
     }
     for idx in pending {
         if reports[idx].note.is_none() {
-            reports[idx].note = Some(if cancel.is_cancelled() { "not started: berth was stopped".into() } else { "not started".into() });
+            reports[idx].note = Some(if cancel.is_cancelled() {
+                "not started: berth was stopped".into()
+            } else {
+                "not started".into()
+            });
         }
     }
     reports

@@ -8,20 +8,35 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn record_path(layout: &NodeLayout, task_dir: &Path) -> PathBuf {
     let rel = task_dir.strip_prefix(layout.root()).unwrap_or(task_dir);
-    let key: String = rel.to_string_lossy().chars().map(|c| if c == '/' { '%' } else { c }).collect();
+    let key: String = rel
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c == '/' { '%' } else { c })
+        .collect();
     layout.retention_dir().join(key)
 }
 
 /// Records that `task_dir` may be removed `keep` from now.
 pub fn record(layout: &NodeLayout, task_dir: &Path, keep: Duration) -> std::io::Result<()> {
-    let due = SystemTime::now().checked_add(keep).unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_secs(u32::MAX as u64 * 64));
-    let secs = due.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(u64::MAX);
-    std::fs::write(record_path(layout, task_dir), format!("{secs}\n{}\n", task_dir.display()))
+    let due = SystemTime::now()
+        .checked_add(keep)
+        .unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_secs(u32::MAX as u64 * 64));
+    let secs = due
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(u64::MAX);
+    std::fs::write(
+        record_path(layout, task_dir),
+        format!("{secs}\n{}\n", task_dir.display()),
+    )
 }
 
 /// Removes every task directory whose retention has passed; returns how many.
 pub fn sweep(layout: &NodeLayout) -> std::io::Result<usize> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let mut removed = 0;
     let dir = match std::fs::read_dir(layout.retention_dir()) {
         Ok(d) => d,
@@ -29,9 +44,16 @@ pub fn sweep(layout: &NodeLayout) -> std::io::Result<usize> {
         Err(e) => return Err(e),
     };
     for entry in dir.flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
         let mut lines = text.lines();
-        let (Some(due), Some(path)) = (lines.next().and_then(|s| s.parse::<u64>().ok()), lines.next()) else { continue };
+        let (Some(due), Some(path)) = (
+            lines.next().and_then(|s| s.parse::<u64>().ok()),
+            lines.next(),
+        ) else {
+            continue;
+        };
         if due > now {
             continue;
         }

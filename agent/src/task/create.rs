@@ -48,14 +48,28 @@ pub enum CreateError {
 
 /// Docker names allow `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; ids already fit, node ids may not.
 fn name_part(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || "_-".contains(c) { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The fixed container name of one attempt: `berth.<node>.<job>.<task>.<attempt>`.
 pub fn container_name(kind: &TaskKind, who: &ContainerIdentity) -> String {
     match kind {
         TaskKind::Task { job_id, task_id } => {
-            format!("berth.{}.{}.{}.{}", name_part(&who.node_id), job_id, task_id, who.attempt)
+            format!(
+                "berth.{}.{}.{}.{}",
+                name_part(&who.node_id),
+                job_id,
+                task_id,
+                who.attempt
+            )
         }
         TaskKind::StartTask => format!("berth.{}.startup.{}", name_part(&who.node_id), who.attempt),
     }
@@ -82,8 +96,15 @@ pub fn container_labels(kind: &TaskKind, who: &ContainerIdentity) -> HashMap<Str
 }
 
 /// The create body, plus notes worth logging (ignored flags, overridden variables).
-pub fn body(plan: &TaskPlan, opts: &RunOptions, who: &ContainerIdentity) -> Result<(ContainerCreateBody, Vec<String>), CreateError> {
-    let c = plan.container.as_ref().ok_or(CreateError::NotAContainerTask)?;
+pub fn body(
+    plan: &TaskPlan,
+    opts: &RunOptions,
+    who: &ContainerIdentity,
+) -> Result<(ContainerCreateBody, Vec<String>), CreateError> {
+    let c = plan
+        .container
+        .as_ref()
+        .ok_or(CreateError::NotAContainerTask)?;
     let mut notes = opts.notes.clone();
 
     let (env, env_notes) = super::plan::final_env(plan, &opts.env);
@@ -93,8 +114,16 @@ pub fn body(plan: &TaskPlan, opts: &RunOptions, who: &ContainerIdentity) -> Resu
     // The agent removes containers itself after saving the exit code and the output.
     host.auto_remove = Some(false);
 
-    let batch_targets: Vec<String> = c.mounts.iter().map(|m| m.path.to_string_lossy().into_owned()).collect();
-    let same = |t: &str| batch_targets.iter().any(|b| b.trim_end_matches('/') == t.trim_end_matches('/'));
+    let batch_targets: Vec<String> = c
+        .mounts
+        .iter()
+        .map(|m| m.path.to_string_lossy().into_owned())
+        .collect();
+    let same = |t: &str| {
+        batch_targets
+            .iter()
+            .any(|b| b.trim_end_matches('/') == t.trim_end_matches('/'))
+    };
     let mut binds: Vec<String> = c
         .mounts
         .iter()
@@ -108,13 +137,19 @@ pub fn body(plan: &TaskPlan, opts: &RunOptions, who: &ContainerIdentity) -> Resu
         match v {
             Volume::Bind { spec, target } => {
                 if same(target) {
-                    return Err(CreateError::MountConflict { flag: "--volume".into(), target: target.clone() });
+                    return Err(CreateError::MountConflict {
+                        flag: "--volume".into(),
+                        target: target.clone(),
+                    });
                 }
                 binds.push(spec.clone());
             }
             Volume::Anonymous { target } => {
                 if same(target) {
-                    return Err(CreateError::MountConflict { flag: "--volume".into(), target: target.clone() });
+                    return Err(CreateError::MountConflict {
+                        flag: "--volume".into(),
+                        target: target.clone(),
+                    });
                 }
                 anonymous.push(target.clone());
             }
@@ -123,7 +158,10 @@ pub fn body(plan: &TaskPlan, opts: &RunOptions, who: &ContainerIdentity) -> Resu
     for m in &opts.mounts {
         if let Some(t) = &m.target {
             if same(t) {
-                return Err(CreateError::MountConflict { flag: "--mount".into(), target: t.clone() });
+                return Err(CreateError::MountConflict {
+                    flag: "--mount".into(),
+                    target: t.clone(),
+                });
             }
         }
     }
@@ -148,18 +186,30 @@ pub fn body(plan: &TaskPlan, opts: &RunOptions, who: &ContainerIdentity) -> Resu
 
     let body = ContainerCreateBody {
         image: Some(c.image.clone()),
-        cmd: if plan.command.is_empty() { None } else { Some(plan.command.clone()) },
+        cmd: if plan.command.is_empty() {
+            None
+        } else {
+            Some(plan.command.clone())
+        },
         // As `docker create --entrypoint X`: one element, not split; "" resets the image's.
         entrypoint: opts.entrypoint.as_ref().map(|e| vec![e.clone()]),
         env: Some(env),
-        user: Some(opts.user.clone().unwrap_or_else(|| plan.user.container_user())),
+        user: Some(
+            opts.user
+                .clone()
+                .unwrap_or_else(|| plan.user.container_user()),
+        ),
         working_dir,
         labels: Some(labels),
         hostname: opts.hostname.clone(),
         domainname: opts.domainname.clone(),
         stop_signal: opts.stop_signal.clone(),
         stop_timeout: opts.stop_timeout,
-        volumes: if anonymous.is_empty() { None } else { Some(anonymous) },
+        volumes: if anonymous.is_empty() {
+            None
+        } else {
+            Some(anonymous)
+        },
         attach_stdin: Some(false),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
@@ -180,15 +230,33 @@ mod tests {
     use berth_proto::{load, JobSpec};
 
     fn node() -> NodeFacts {
-        NodeFacts { node_id: "node-1".into(), pool_id: "p".into(), account_name: "berth".into(), layout: NodeLayout::new("/nr") }
+        NodeFacts {
+            node_id: "node-1".into(),
+            pool_id: "p".into(),
+            account_name: "berth".into(),
+            layout: NodeLayout::new("/nr"),
+        }
     }
     fn who() -> ContainerIdentity {
-        ContainerIdentity { node_id: "node-1".into(), pool_id: "p".into(), attempt: 2 }
+        ContainerIdentity {
+            node_id: "node-1".into(),
+            pool_id: "p".into(),
+            attempt: 2,
+        }
     }
     fn user(admin: bool) -> ResolvedUser {
-        ResolvedUser { name: "_azbatch".into(), uid: 999, gid: 998, admin, identity: "PoolNonAdmin".into() }
+        ResolvedUser {
+            name: "_azbatch".into(),
+            uid: 999,
+            gid: 998,
+            admin,
+            identity: "PoolNonAdmin".into(),
+        }
     }
-    fn make(task_json: &str, admin: bool) -> Result<(ContainerCreateBody, Vec<String>), CreateError> {
+    fn make(
+        task_json: &str,
+        admin: bool,
+    ) -> Result<(ContainerCreateBody, Vec<String>), CreateError> {
         let t = load::tasks("f", task_json).unwrap().items.remove(0).1;
         let p = plan::task(&t, &JobSpec::default_for_run(), &node(), user(admin)).unwrap();
         let o = run_options::parse(&p.container.as_ref().unwrap().run_options).unwrap();
@@ -202,47 +270,104 @@ mod tests {
             "containerSettings":{"imageName":"myimage","containerRunOptions":"--rm --workdir /"}}"#, false).unwrap();
         let v = serde_json::to_value(&b).unwrap();
         assert_eq!(v["Image"], "myimage");
-        assert_eq!(v["Cmd"], serde_json::json!(["/bin/sh", "-c", "echo 'hello world' > $AZ_BATCH_TASK_WORKING_DIR/output.txt"]));
-        assert!(v.get("Entrypoint").is_none(), "the image's ENTRYPOINT is kept");
-        assert_eq!(v["WorkingDir"], "/", "--workdir wins over taskWorkingDirectory");
+        assert_eq!(
+            v["Cmd"],
+            serde_json::json!([
+                "/bin/sh",
+                "-c",
+                "echo 'hello world' > $AZ_BATCH_TASK_WORKING_DIR/output.txt"
+            ])
+        );
+        assert!(
+            v.get("Entrypoint").is_none(),
+            "the image's ENTRYPOINT is kept"
+        );
+        assert_eq!(
+            v["WorkingDir"], "/",
+            "--workdir wins over taskWorkingDirectory"
+        );
         assert_eq!(v["User"], "999:998");
         assert_eq!(v["HostConfig"]["Binds"], serde_json::json!(["/nr:/nr:rw"]));
         assert_eq!(v["HostConfig"]["AutoRemove"], false);
         assert_eq!(v["Labels"]["berth.task"], "sampletask");
         assert_eq!(v["Labels"]["berth.attempt"], "2");
-        assert!(v["Env"].as_array().unwrap().contains(&serde_json::json!("AZ_BATCH_TASK_WORKING_DIR=/nr/workitems/berthjob/job-1/sampletask/wd")));
+        assert!(v["Env"].as_array().unwrap().contains(&serde_json::json!(
+            "AZ_BATCH_TASK_WORKING_DIR=/nr/workitems/berthjob/job-1/sampletask/wd"
+        )));
         assert!(notes.iter().any(|n| n.contains("--rm")));
-        assert_eq!(container_name(&TaskKind::Task { job_id: "j".into(), task_id: "t".into() }, &who()), "berth.node-1.j.t.2");
+        assert_eq!(
+            container_name(
+                &TaskKind::Task {
+                    job_id: "j".into(),
+                    task_id: "t".into()
+                },
+                &who()
+            ),
+            "berth.node-1.j.t.2"
+        );
     }
 
     #[test]
     fn defaults_user_admin_and_entrypoint() {
-        let (b, _) = make(r#"{"id":"t","commandLine":"","containerSettings":{"imageName":"i"}}"#, true).unwrap();
-        assert_eq!(b.user.as_deref(), Some("0:0"), "admin elevation runs as root");
+        let (b, _) = make(
+            r#"{"id":"t","commandLine":"","containerSettings":{"imageName":"i"}}"#,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            b.user.as_deref(),
+            Some("0:0"),
+            "admin elevation runs as root"
+        );
         assert_eq!(b.cmd, None, "empty commandLine keeps the image's CMD");
-        assert_eq!(b.working_dir.as_deref(), Some("/nr/workitems/berthjob/job-1/t/wd"));
-        let (b, _) = make(r#"{"id":"t","commandLine":"-c 'echo hi'","containerSettings":{"imageName":"i",
-            "containerRunOptions":"--entrypoint /bin/sh -u 5:5 -w /tmp"}}"#, false).unwrap();
+        assert_eq!(
+            b.working_dir.as_deref(),
+            Some("/nr/workitems/berthjob/job-1/t/wd")
+        );
+        let (b, _) = make(
+            r#"{"id":"t","commandLine":"-c 'echo hi'","containerSettings":{"imageName":"i",
+            "containerRunOptions":"--entrypoint /bin/sh -u 5:5 -w /tmp"}}"#,
+            false,
+        )
+        .unwrap();
         assert_eq!(b.entrypoint, Some(vec!["/bin/sh".to_string()]));
         assert_eq!(b.cmd, Some(vec!["-c".to_string(), "echo hi".to_string()]));
-        assert_eq!(b.user.as_deref(), Some("5:5"), "--user wins over the identity");
+        assert_eq!(
+            b.user.as_deref(),
+            Some("5:5"),
+            "--user wins over the identity"
+        );
         assert_eq!(b.working_dir.as_deref(), Some("/tmp"));
         let (b, _) = make(r#"{"id":"t","commandLine":"","containerSettings":{"imageName":"i","containerRunOptions":"--entrypoint=''",
             "workingDirectory":"containerImageDefault"}}"#, false).unwrap();
         assert_eq!(b.entrypoint, Some(vec![String::new()]));
-        assert_eq!(b.working_dir, None, "containerImageDefault keeps the image WORKDIR");
+        assert_eq!(
+            b.working_dir, None,
+            "containerImageDefault keeps the image WORKDIR"
+        );
     }
 
     #[test]
     fn mount_conflicts_and_reserved_labels() {
         let e = make(r#"{"id":"t","commandLine":"","containerSettings":{"imageName":"i","containerRunOptions":"-v /x:/nr"}}"#, false).unwrap_err();
-        assert!(matches!(e, CreateError::MountConflict { ref flag, .. } if flag == "--volume"), "{e}");
+        assert!(
+            matches!(e, CreateError::MountConflict { ref flag, .. } if flag == "--volume"),
+            "{e}"
+        );
         let e = make(r#"{"id":"t","commandLine":"","containerSettings":{"imageName":"i","containerRunOptions":"--mount type=tmpfs,dst=/nr/"}}"#, false).unwrap_err();
         assert!(matches!(e, CreateError::MountConflict { .. }));
         let (b, _) = make(r#"{"id":"t","commandLine":"","containerSettings":{"imageName":"i","containerRunOptions":"-v /data:/nr/shared/data:ro -l team=x"}}"#, false).unwrap();
-        assert_eq!(b.host_config.unwrap().binds.unwrap(), vec!["/nr:/nr:rw", "/data:/nr/shared/data:ro"]);
+        assert_eq!(
+            b.host_config.unwrap().binds.unwrap(),
+            vec!["/nr:/nr:rw", "/data:/nr/shared/data:ro"]
+        );
         assert_eq!(b.labels.unwrap()["team"], "x");
         let e = make(r#"{"id":"t","commandLine":"","containerSettings":{"imageName":"i","containerRunOptions":"-l berth.task=spoof"}}"#, false).unwrap_err();
-        assert_eq!(e, CreateError::ReservedLabel { key: "berth.task".into() });
+        assert_eq!(
+            e,
+            CreateError::ReservedLabel {
+                key: "berth.task".into()
+            }
+        );
     }
 }

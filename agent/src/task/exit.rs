@@ -7,13 +7,29 @@ use berth_proto::{ContainerInfo, FailureCode, FailureInfo, NameValuePair};
 #[derive(Debug, Clone)]
 pub enum Finished {
     /// The process ran and exited.
-    Exited { code: i64, oom_kills: u64, engine_oom: bool, container: Option<ContainerInfo> },
+    Exited {
+        code: i64,
+        oom_kills: u64,
+        engine_oom: bool,
+        container: Option<ContainerInfo>,
+    },
     /// `maxWallClockTime` passed and berth stopped the task.
-    TimedOut { code: Option<i64>, container: Option<ContainerInfo> },
+    TimedOut {
+        code: Option<i64>,
+        container: Option<ContainerInfo>,
+    },
     /// berth was told to stop (Ctrl-C, SIGTERM, terminate).
-    Cancelled { code: Option<i64>, container: Option<ContainerInfo> },
+    Cancelled {
+        code: Option<i64>,
+        container: Option<ContainerInfo>,
+    },
     /// The process never ran.
-    NotStarted { code: FailureCode, message: String, details: Vec<NameValuePair>, container: Option<ContainerInfo> },
+    NotStarted {
+        code: FailureCode,
+        message: String,
+        details: Vec<NameValuePair>,
+        container: Option<ContainerInfo>,
+    },
 }
 
 /// The Batch-shaped outcome of one attempt.
@@ -27,23 +43,46 @@ pub struct Outcome {
 }
 
 fn nv(name: &str, value: impl Into<String>) -> NameValuePair {
-    NameValuePair { name: name.into(), value: value.into() }
+    NameValuePair {
+        name: name.into(),
+        value: value.into(),
+    }
 }
 
 pub fn outcome(f: Finished) -> Outcome {
     match f {
-        Finished::Exited { code: 0, oom_kills, container, .. } => {
+        Finished::Exited {
+            code: 0,
+            oom_kills,
+            container,
+            ..
+        } => {
             // A child killed by the OOM killer need not fail the task; say so in containerInfo.
             let container = container.map(|mut c| {
                 if oom_kills > 0 && c.error.is_none() {
-                    c.error = Some(format!("the kernel's OOM killer killed {oom_kills} process(es) in the container"));
+                    c.error = Some(format!(
+                        "the kernel's OOM killer killed {oom_kills} process(es) in the container"
+                    ));
                 }
                 c
             });
-            Outcome { exit_code: Some(0), failure: None, container, retryable: false }
+            Outcome {
+                exit_code: Some(0),
+                failure: None,
+                container,
+                retryable: false,
+            }
         }
-        Finished::Exited { code, oom_kills, engine_oom, container } => {
-            let mut details = vec![nv("Message", format!("The task process exited with code {code}"))];
+        Finished::Exited {
+            code,
+            oom_kills,
+            engine_oom,
+            container,
+        } => {
+            let mut details = vec![nv(
+                "Message",
+                format!("The task process exited with code {code}"),
+            )];
             if oom_kills > 0 || engine_oom {
                 let source = match (oom_kills > 0, engine_oom) {
                     (true, true) => "kernel oom_kill counter and engine",
@@ -58,28 +97,52 @@ pub fn outcome(f: Finished) -> Outcome {
             }
             let mut failure = FailureInfo::new(FailureCode::FailureExitCode, details);
             if oom_kills > 0 || engine_oom {
-                failure.message = format!("{} (the container ran out of memory and was killed by the kernel)", failure.message);
+                failure.message = format!(
+                    "{} (the container ran out of memory and was killed by the kernel)",
+                    failure.message
+                );
             }
-            Outcome { exit_code: Some(code), failure: Some(failure), container, retryable: true }
+            Outcome {
+                exit_code: Some(code),
+                failure: Some(failure),
+                container,
+                retryable: true,
+            }
         }
         Finished::TimedOut { code, container } => Outcome {
             exit_code: code,
             failure: Some(FailureInfo::new(
                 FailureCode::TaskEnded,
-                vec![nv("Message", "The maximum execution time configured on the task was exceeded")],
+                vec![nv(
+                    "Message",
+                    "The maximum execution time configured on the task was exceeded",
+                )],
             )),
             container,
             retryable: false,
         },
         Finished::Cancelled { code, container } => Outcome {
             exit_code: code,
-            failure: Some(FailureInfo::new(FailureCode::TaskEnded, vec![nv("Message", "berth was stopped while the task ran")])),
+            failure: Some(FailureInfo::new(
+                FailureCode::TaskEnded,
+                vec![nv("Message", "berth was stopped while the task ran")],
+            )),
             container,
             retryable: false,
         },
-        Finished::NotStarted { code, message, mut details, container } => {
+        Finished::NotStarted {
+            code,
+            message,
+            mut details,
+            container,
+        } => {
             details.insert(0, nv("Message", message));
-            Outcome { exit_code: None, failure: Some(FailureInfo::new(code, details)), container, retryable: false }
+            Outcome {
+                exit_code: None,
+                failure: Some(FailureInfo::new(code, details)),
+                container,
+                retryable: false,
+            }
         }
     }
 }
@@ -90,29 +153,81 @@ mod tests {
 
     #[test]
     fn table() {
-        let o = outcome(Finished::Exited { code: 0, oom_kills: 0, engine_oom: false, container: None });
+        let o = outcome(Finished::Exited {
+            code: 0,
+            oom_kills: 0,
+            engine_oom: false,
+            container: None,
+        });
         assert!(o.failure.is_none() && o.exit_code == Some(0));
-        let o = outcome(Finished::Exited { code: 3, oom_kills: 0, engine_oom: false, container: None });
+        let o = outcome(Finished::Exited {
+            code: 3,
+            oom_kills: 0,
+            engine_oom: false,
+            container: None,
+        });
         let f = o.failure.unwrap();
         assert_eq!((f.code.as_str(), o.retryable), ("FailureExitCode", true));
-        assert_eq!(f.detail("OutOfMemory"), None, "a plain non-zero exit is not OOM");
-        let o = outcome(Finished::Exited { code: 137, oom_kills: 0, engine_oom: false, container: None });
-        assert_eq!(o.failure.unwrap().detail("OutOfMemory"), None, "137 alone (SIGKILL) is not OOM");
-        let o = outcome(Finished::Exited { code: 137, oom_kills: 1, engine_oom: false, container: None });
+        assert_eq!(
+            f.detail("OutOfMemory"),
+            None,
+            "a plain non-zero exit is not OOM"
+        );
+        let o = outcome(Finished::Exited {
+            code: 137,
+            oom_kills: 0,
+            engine_oom: false,
+            container: None,
+        });
+        assert_eq!(
+            o.failure.unwrap().detail("OutOfMemory"),
+            None,
+            "137 alone (SIGKILL) is not OOM"
+        );
+        let o = outcome(Finished::Exited {
+            code: 137,
+            oom_kills: 1,
+            engine_oom: false,
+            container: None,
+        });
         let f = o.failure.unwrap();
         assert_eq!(f.detail("OutOfMemory"), Some("true"));
-        assert_eq!(f.detail("OutOfMemorySource"), Some("kernel oom_kill counter"));
-        let o = outcome(Finished::TimedOut { code: Some(137), container: None });
+        assert_eq!(
+            f.detail("OutOfMemorySource"),
+            Some("kernel oom_kill counter")
+        );
+        let o = outcome(Finished::TimedOut {
+            code: Some(137),
+            container: None,
+        });
         let f = o.failure.unwrap();
-        assert_eq!((f.code.as_str(), f.category.as_str(), o.retryable), ("TaskEnded", "usererror", false));
-        assert_eq!(f.detail("Message"), Some("The maximum execution time configured on the task was exceeded"));
-        let o = outcome(Finished::NotStarted { code: FailureCode::ContainerInvalidImage, message: "pull access denied".into(),
-            details: vec![nv("ContainerImage", "x")], container: None });
+        assert_eq!(
+            (f.code.as_str(), f.category.as_str(), o.retryable),
+            ("TaskEnded", "usererror", false)
+        );
+        assert_eq!(
+            f.detail("Message"),
+            Some("The maximum execution time configured on the task was exceeded")
+        );
+        let o = outcome(Finished::NotStarted {
+            code: FailureCode::ContainerInvalidImage,
+            message: "pull access denied".into(),
+            details: vec![nv("ContainerImage", "x")],
+            container: None,
+        });
         assert_eq!(o.exit_code, None);
         let f = o.failure.unwrap();
         assert_eq!(f.detail("ContainerImage"), Some("x"));
-        assert_eq!(f.message, "One or more container images specified are invalid");
-        let o = outcome(Finished::Exited { code: 0, oom_kills: 2, engine_oom: false, container: Some(Default::default()) });
+        assert_eq!(
+            f.message,
+            "One or more container images specified are invalid"
+        );
+        let o = outcome(Finished::Exited {
+            code: 0,
+            oom_kills: 2,
+            engine_oom: false,
+            container: Some(Default::default()),
+        });
         assert!(o.container.unwrap().error.unwrap().contains("OOM killer"));
     }
 }

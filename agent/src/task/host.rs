@@ -14,8 +14,18 @@ use tokio_util::sync::CancellationToken;
 
 const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-pub async fn attempt(rt: &Runtime, plan: &TaskPlan, deadline: Option<Instant>, cancel: &CancellationToken) -> Finished {
-    let fail = |code, message: String| Finished::NotStarted { code, message, details: vec![], container: None };
+pub async fn attempt(
+    rt: &Runtime,
+    plan: &TaskPlan,
+    deadline: Option<Instant>,
+    cancel: &CancellationToken,
+) -> Finished {
+    let fail = |code, message: String| Finished::NotStarted {
+        code,
+        message,
+        details: vec![],
+        container: None,
+    };
     if plan.command.is_empty() {
         return fail(FailureCode::Unknown, "commandLine is empty".into());
     }
@@ -23,11 +33,20 @@ pub async fn attempt(rt: &Runtime, plan: &TaskPlan, deadline: Option<Instant>, c
     let owner = (is_root && !plan.user.admin).then_some((plan.user.uid, plan.user.gid));
     let (out, err) = match logs::open(&plan.task_dir, owner).await {
         Ok(f) => f,
-        Err(e) => return fail(FailureCode::ResourceDirectoryCreateFailed, format!("cannot create stdout.txt/stderr.txt: {e}")),
+        Err(e) => {
+            return fail(
+                FailureCode::ResourceDirectoryCreateFailed,
+                format!("cannot create stdout.txt/stderr.txt: {e}"),
+            )
+        }
     };
     // Relative program paths resolve against the working directory, as in Batch.
     let program = &plan.command[0];
-    let program = if program.contains('/') && !program.starts_with('/') { plan.wd.join(program).to_string_lossy().into_owned() } else { program.clone() };
+    let program = if program.contains('/') && !program.starts_with('/') {
+        plan.wd.join(program).to_string_lossy().into_owned()
+    } else {
+        program.clone()
+    };
     let mut cmd = tokio::process::Command::new(&program);
     cmd.args(&plan.command[1..])
         .current_dir(&plan.wd)
@@ -39,7 +58,10 @@ pub async fn attempt(rt: &Runtime, plan: &TaskPlan, deadline: Option<Instant>, c
         .kill_on_drop(true);
     let wd = plan.wd.to_string_lossy().into_owned();
     let shared = rt.node.layout.shared().to_string_lossy().into_owned();
-    cmd.env("PATH", format!("{HOST_PATH}:{shared}:{wd}")).env("HOME", &wd).env("PWD", &wd).env("USER", &plan.user.name);
+    cmd.env("PATH", format!("{HOST_PATH}:{shared}:{wd}"))
+        .env("HOME", &wd)
+        .env("PWD", &wd)
+        .env("USER", &plan.user.name);
     let (env, _) = super::plan::final_env(plan, &[]);
     for e in env {
         if let Some((k, v)) = e.split_once('=') {
@@ -51,7 +73,12 @@ pub async fn attempt(rt: &Runtime, plan: &TaskPlan, deadline: Option<Instant>, c
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return fail(FailureCode::Unknown, format!("cannot start {program:?}: {e}")),
+        Err(e) => {
+            return fail(
+                FailureCode::Unknown,
+                format!("cannot start {program:?}: {e}"),
+            )
+        }
     };
     let pgid = child.id().map(|p| Pid::from_raw(p as i32));
     enum End {
@@ -68,9 +95,16 @@ pub async fn attempt(rt: &Runtime, plan: &TaskPlan, deadline: Option<Instant>, c
         End::Exited(r) => r,
         _ => {
             if let Some(pg) = pgid {
-                if let Err(e) = killpg(pg, Signal::SIGTERM) { tracing::debug!(error = %e, "SIGTERM"); }
-                if tokio::time::timeout(rt.stop_grace, child.wait()).await.is_err() {
-                    if let Err(e) = killpg(pg, Signal::SIGKILL) { tracing::debug!(error = %e, "SIGKILL"); }
+                if let Err(e) = killpg(pg, Signal::SIGTERM) {
+                    tracing::debug!(error = %e, "SIGTERM");
+                }
+                if tokio::time::timeout(rt.stop_grace, child.wait())
+                    .await
+                    .is_err()
+                {
+                    if let Err(e) = killpg(pg, Signal::SIGKILL) {
+                        tracing::debug!(error = %e, "SIGKILL");
+                    }
                 }
             }
             child.wait().await
@@ -78,12 +112,25 @@ pub async fn attempt(rt: &Runtime, plan: &TaskPlan, deadline: Option<Instant>, c
     };
     let code = status.ok().map(|s| {
         use std::os::unix::process::ExitStatusExt;
-        s.code().map(i64::from).unwrap_or_else(|| 128 + i64::from(s.signal().unwrap_or(0)))
+        s.code()
+            .map(i64::from)
+            .unwrap_or_else(|| 128 + i64::from(s.signal().unwrap_or(0)))
     });
     match end_kind(deadline, cancel) {
-        Some(false) => Finished::Cancelled { code, container: None },
-        Some(true) => Finished::TimedOut { code, container: None },
-        None => Finished::Exited { code: code.unwrap_or(-1), oom_kills: 0, engine_oom: false, container: None },
+        Some(false) => Finished::Cancelled {
+            code,
+            container: None,
+        },
+        Some(true) => Finished::TimedOut {
+            code,
+            container: None,
+        },
+        None => Finished::Exited {
+            code: code.unwrap_or(-1),
+            oom_kills: 0,
+            engine_oom: false,
+            container: None,
+        },
     }
 }
 

@@ -11,7 +11,10 @@ pub const STDOUT: &str = "stdout.txt";
 pub const STDERR: &str = "stderr.txt";
 
 /// Creates (truncates) the two output files of an attempt.
-pub async fn open(task_dir: &Path, uid_gid: Option<(u32, u32)>) -> std::io::Result<(tokio::fs::File, tokio::fs::File)> {
+pub async fn open(
+    task_dir: &Path,
+    uid_gid: Option<(u32, u32)>,
+) -> std::io::Result<(tokio::fs::File, tokio::fs::File)> {
     let mk = |name: &str| -> PathBuf { task_dir.join(name) };
     let out = tokio::fs::File::create(mk(STDOUT)).await?;
     let err = tokio::fs::File::create(mk(STDERR)).await?;

@@ -39,13 +39,21 @@ pub fn prepare_dirs(plan: &TaskPlan, fresh: bool) -> std::io::Result<()> {
         // A task id reused in a later `berth run` starts from a clean directory.
         std::fs::remove_dir_all(&plan.task_dir)?;
     }
-    for d in [plan.task_dir.as_path(), plan.wd.as_path(), plan.task_dir.join("certs").as_path()] {
+    for d in [
+        plan.task_dir.as_path(),
+        plan.wd.as_path(),
+        plan.task_dir.join("certs").as_path(),
+    ] {
         std::fs::create_dir_all(d)?;
     }
     std::fs::set_permissions(&plan.task_dir, std::fs::Permissions::from_mode(0o755))?;
     std::fs::set_permissions(&plan.wd, std::fs::Permissions::from_mode(0o775))?;
     if nix::unistd::Uid::effective().is_root() && !plan.user.admin {
-        for d in [plan.task_dir.as_path(), plan.wd.as_path(), plan.task_dir.join("certs").as_path()] {
+        for d in [
+            plan.task_dir.as_path(),
+            plan.wd.as_path(),
+            plan.task_dir.join("certs").as_path(),
+        ] {
             chown(d, plan.user.uid, plan.user.gid)?;
         }
     }
@@ -58,7 +66,12 @@ fn chown(p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 
 /// Runs a planned task through all its attempts and returns its final execution info.
 /// `on_start` is told when each attempt starts (the task is `running`).
-pub async fn run_task(rt: &Runtime, plan: &TaskPlan, cancel: &CancellationToken, mut on_attempt: impl FnMut(&ExecutionInfo)) -> ExecutionInfo {
+pub async fn run_task(
+    rt: &Runtime,
+    plan: &TaskPlan,
+    cancel: &CancellationToken,
+    mut on_attempt: impl FnMut(&ExecutionInfo),
+) -> ExecutionInfo {
     let mut info = ExecutionInfo::default();
     let mut attempt: u32 = 0;
     loop {
@@ -73,7 +86,11 @@ pub async fn run_task(rt: &Runtime, plan: &TaskPlan, cancel: &CancellationToken,
         let deadline = plan.max_wall_clock.and_then(|d| start.checked_add(d));
         let finished = match &plan.container {
             Some(_) => {
-                let who = ContainerIdentity { node_id: rt.node.node_id.clone(), pool_id: rt.node.pool_id.clone(), attempt };
+                let who = ContainerIdentity {
+                    node_id: rt.node.node_id.clone(),
+                    pool_id: rt.node.pool_id.clone(),
+                    attempt,
+                };
                 run::attempt(rt, plan, &who, deadline, cancel).await
             }
             None => host::attempt(rt, plan, deadline, cancel).await,
@@ -82,15 +99,21 @@ pub async fn run_task(rt: &Runtime, plan: &TaskPlan, cancel: &CancellationToken,
         info.end_time = Some(Utc::now());
         info.exit_code = outcome.exit_code;
         info.container_info = outcome.container;
-        let retries_left = plan.max_retries == -1 || i64::from(info.retry_count) < i64::from(plan.max_retries);
-        if outcome.failure.is_some() && outcome.retryable && retries_left && !cancel.is_cancelled() {
+        let retries_left =
+            plan.max_retries == -1 || i64::from(info.retry_count) < i64::from(plan.max_retries);
+        if outcome.failure.is_some() && outcome.retryable && retries_left && !cancel.is_cancelled()
+        {
             tracing::info!(retry = info.retry_count + 1, exit_code = ?info.exit_code, "task failed; retrying");
             info.retry_count += 1;
             info.last_retry_time = Some(Utc::now());
             attempt += 1;
             continue;
         }
-        info.result = Some(if outcome.failure.is_some() { TaskResult::Failure } else { TaskResult::Success });
+        info.result = Some(if outcome.failure.is_some() {
+            TaskResult::Failure
+        } else {
+            TaskResult::Success
+        });
         info.failure_info = outcome.failure;
         return info;
     }

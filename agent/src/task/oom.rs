@@ -59,7 +59,9 @@ fn counter_file(pid: i64) -> Option<PathBuf> {
 
 fn read_kills(f: &PathBuf) -> Option<u64> {
     let text = std::fs::read_to_string(f).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 impl OomProbe {
@@ -87,7 +89,12 @@ impl OomProbe {
                 std::thread::sleep(POLL);
             })
         });
-        OomProbe { kills, probed, stop, handle }
+        OomProbe {
+            kills,
+            probed,
+            stop,
+            handle,
+        }
     }
 
     pub async fn finish(mut self) -> OomReading {
@@ -97,6 +104,9 @@ impl OomProbe {
                 tracing::debug!(error = %e, "OOM probe ended abnormally");
             }
         }
-        OomReading { kills: self.kills.load(Ordering::Relaxed), probed: self.probed.load(Ordering::Relaxed) }
+        OomReading {
+            kills: self.kills.load(Ordering::Relaxed),
+            probed: self.probed.load(Ordering::Relaxed),
+        }
     }
 }

@@ -98,22 +98,40 @@ fn s(p: &std::path::Path) -> String {
 }
 
 /// The `AZ_BATCH_*` set (spec §5.1) for a task in `task_dir`.
-fn batch_env(node: &NodeFacts, kind: &TaskKind, task_dir: &std::path::Path, wd: &std::path::Path, user: &ResolvedUser) -> Vec<(String, String)> {
+fn batch_env(
+    node: &NodeFacts,
+    kind: &TaskKind,
+    task_dir: &std::path::Path,
+    wd: &std::path::Path,
+    user: &ResolvedUser,
+) -> Vec<(String, String)> {
     let l = &node.layout;
     let mut env = vec![
-        ("AZ_BATCH_ACCOUNT_NAME".to_string(), node.account_name.clone()),
+        (
+            "AZ_BATCH_ACCOUNT_NAME".to_string(),
+            node.account_name.clone(),
+        ),
         ("AZ_BATCH_POOL_ID".into(), node.pool_id.clone()),
         ("AZ_BATCH_NODE_ID".into(), node.node_id.clone()),
         ("AZ_BATCH_NODE_IS_DEDICATED".into(), "true".into()),
         ("AZ_BATCH_NODE_ROOT_DIR".into(), s(l.root())),
         ("AZ_BATCH_NODE_SHARED_DIR".into(), s(&l.shared())),
         ("AZ_BATCH_NODE_STARTUP_DIR".into(), s(&l.startup())),
-        ("AZ_BATCH_NODE_STARTUP_WORKING_DIR".into(), s(&l.startup_wd())),
+        (
+            "AZ_BATCH_NODE_STARTUP_WORKING_DIR".into(),
+            s(&l.startup_wd()),
+        ),
         ("AZ_BATCH_NODE_MOUNTS_DIR".into(), s(&l.fsmounts())),
         ("AZ_BATCH_TASK_DIR".into(), s(task_dir)),
         ("AZ_BATCH_TASK_WORKING_DIR".into(), s(wd)),
-        ("AZ_BATCH_CERTIFICATES_DIR".into(), s(&task_dir.join("certs"))),
-        ("AZ_BATCH_TASK_RESERVED_EPHEMERAL_DISK_SPACE_BYTES".into(), "1000000".into()),
+        (
+            "AZ_BATCH_CERTIFICATES_DIR".into(),
+            s(&task_dir.join("certs")),
+        ),
+        (
+            "AZ_BATCH_TASK_RESERVED_EPHEMERAL_DISK_SPACE_BYTES".into(),
+            "1000000".into(),
+        ),
         ("AZ_BATCH_TASK_USER".into(), user.name.clone()),
         ("AZ_BATCH_TASK_USER_IDENTITY".into(), user.identity.clone()),
     ];
@@ -126,10 +144,20 @@ fn batch_env(node: &NodeFacts, kind: &TaskKind, task_dir: &std::path::Path, wd: 
 
 /// Mounts for `containerHostBatchBindMounts`, and the env vars whose paths are not mounted
 /// (which Batch removes from the task's environment).
-fn batch_mounts(c: &TaskContainerSettings, node: &NodeFacts, task_dir: &std::path::Path) -> (Vec<BatchMount>, Vec<&'static str>) {
+fn batch_mounts(
+    c: &TaskContainerSettings,
+    node: &NodeFacts,
+    task_dir: &std::path::Path,
+) -> (Vec<BatchMount>, Vec<&'static str>) {
     let l = &node.layout;
     let Some(list) = &c.container_host_batch_bind_mounts else {
-        return (vec![BatchMount { path: l.root().to_path_buf(), read_only: false }], Vec::new());
+        return (
+            vec![BatchMount {
+                path: l.root().to_path_buf(),
+                read_only: false,
+            }],
+            Vec::new(),
+        );
     };
     let mut mounts = Vec::new();
     let mut chosen = Vec::new();
@@ -144,14 +172,29 @@ fn batch_mounts(c: &TaskContainerSettings, node: &NodeFacts, task_dir: &std::pat
             ContainerHostDataPath::JobPrep => vec![],
             ContainerHostDataPath::Applications => vec![l.applications()],
         };
-        mounts.extend(paths.into_iter().map(|path| BatchMount { path, read_only: m.is_read_only }));
+        mounts.extend(paths.into_iter().map(|path| BatchMount {
+            path,
+            read_only: m.is_read_only,
+        }));
     }
     let mut dropped = Vec::new();
     let vars: &[(ContainerHostDataPath, &[&'static str])] = &[
         (ContainerHostDataPath::Shared, &["AZ_BATCH_NODE_SHARED_DIR"]),
-        (ContainerHostDataPath::Startup, &["AZ_BATCH_NODE_STARTUP_DIR", "AZ_BATCH_NODE_STARTUP_WORKING_DIR"]),
-        (ContainerHostDataPath::VfsMounts, &["AZ_BATCH_NODE_MOUNTS_DIR"]),
-        (ContainerHostDataPath::Task, &["AZ_BATCH_TASK_DIR", "AZ_BATCH_TASK_WORKING_DIR"]),
+        (
+            ContainerHostDataPath::Startup,
+            &[
+                "AZ_BATCH_NODE_STARTUP_DIR",
+                "AZ_BATCH_NODE_STARTUP_WORKING_DIR",
+            ],
+        ),
+        (
+            ContainerHostDataPath::VfsMounts,
+            &["AZ_BATCH_NODE_MOUNTS_DIR"],
+        ),
+        (
+            ContainerHostDataPath::Task,
+            &["AZ_BATCH_TASK_DIR", "AZ_BATCH_TASK_WORKING_DIR"],
+        ),
     ];
     for (src, names) in vars {
         if !chosen.contains(src) {
@@ -183,7 +226,10 @@ fn build(
             image: c.image_name.clone(),
             registry: c.registry.clone(),
             run_options: c.container_run_options.clone().unwrap_or_default(),
-            working_dir: match c.working_directory.unwrap_or(ContainerWorkingDirectory::TaskWorkingDirectory) {
+            working_dir: match c
+                .working_directory
+                .unwrap_or(ContainerWorkingDirectory::TaskWorkingDirectory)
+            {
                 ContainerWorkingDirectory::TaskWorkingDirectory => Some(wd.clone()),
                 ContainerWorkingDirectory::ContainerImageDefault => None,
             },
@@ -206,11 +252,19 @@ fn build(
 }
 
 /// Plans a regular task of `job`.
-pub fn task(t: &TaskSpec, job: &JobSpec, node: &NodeFacts, user: ResolvedUser) -> Result<TaskPlan, PlanError> {
+pub fn task(
+    t: &TaskSpec,
+    job: &JobSpec,
+    node: &NodeFacts,
+    user: ResolvedUser,
+) -> Result<TaskPlan, PlanError> {
     let task_dir = node.layout.task_dir(&job.id, &t.id);
     let c = t.constraints.clone().unwrap_or_default();
     build(
-        TaskKind::Task { job_id: job.id.clone(), task_id: t.id.clone() },
+        TaskKind::Task {
+            job_id: job.id.clone(),
+            task_id: t.id.clone(),
+        },
         task_dir.clone(),
         task_dir.join("wd"),
         &t.command_line,
@@ -219,13 +273,20 @@ pub fn task(t: &TaskSpec, job: &JobSpec, node: &NodeFacts, user: ResolvedUser) -
         user,
         node,
         c.max_wall_clock_time.and_then(|d| d.limit()),
-        c.max_task_retry_count.unwrap_or_else(|| job.max_task_retry_count()),
-        c.retention_time.map(|d| d.limit()).unwrap_or(Some(DEFAULT_RETENTION)),
+        c.max_task_retry_count
+            .unwrap_or_else(|| job.max_task_retry_count()),
+        c.retention_time
+            .map(|d| d.limit())
+            .unwrap_or(Some(DEFAULT_RETENTION)),
     )
 }
 
 /// Plans the pool's start task: it runs in `startup/`, without job or task ids.
-pub fn start_task(st: &StartTask, node: &NodeFacts, user: ResolvedUser) -> Result<TaskPlan, PlanError> {
+pub fn start_task(
+    st: &StartTask,
+    node: &NodeFacts,
+    user: ResolvedUser,
+) -> Result<TaskPlan, PlanError> {
     build(
         TaskKind::StartTask,
         node.layout.startup(),
@@ -261,7 +322,12 @@ pub fn final_env(plan: &TaskPlan, option_env: &[String]) -> (Vec<String>, Vec<St
     for (k, v) in &plan.user_env {
         set(k, v.clone(), &mut map);
     }
-    let known: BTreeMap<String, String> = plan.user_env.iter().chain(plan.batch_env.iter()).cloned().collect();
+    let known: BTreeMap<String, String> = plan
+        .user_env
+        .iter()
+        .chain(plan.batch_env.iter())
+        .cloned()
+        .collect();
     let mut unset = Vec::new();
     for e in option_env {
         match e.split_once('=') {
@@ -274,7 +340,9 @@ pub fn final_env(plan: &TaskPlan, option_env: &[String]) -> (Vec<String>, Vec<St
     }
     for (k, v) in &plan.batch_env {
         if map.get(k).is_some_and(|old| old != v) {
-            notes.push(format!("{k} is set by berth; the task's own value was replaced"));
+            notes.push(format!(
+                "{k} is set by berth; the task's own value was replaced"
+            ));
         }
         set(k, v.clone(), &mut map);
     }
@@ -290,10 +358,21 @@ mod tests {
     use berth_proto::load;
 
     pub(crate) fn node() -> NodeFacts {
-        NodeFacts { node_id: "n1".into(), pool_id: "p1".into(), account_name: "berth".into(), layout: NodeLayout::new("/nr") }
+        NodeFacts {
+            node_id: "n1".into(),
+            pool_id: "p1".into(),
+            account_name: "berth".into(),
+            layout: NodeLayout::new("/nr"),
+        }
     }
     pub(crate) fn user() -> ResolvedUser {
-        ResolvedUser { name: "_azbatch".into(), uid: 999, gid: 998, admin: false, identity: "PoolNonAdmin".into() }
+        ResolvedUser {
+            name: "_azbatch".into(),
+            uid: 999,
+            gid: 998,
+            admin: false,
+            identity: "PoolNonAdmin".into(),
+        }
     }
     fn t(json: &str) -> TaskSpec {
         load::tasks("f", json).unwrap().items.remove(0).1
@@ -304,23 +383,48 @@ mod tests {
         let job = JobSpec {
             id: "j".into(),
             common_environment_settings: vec![
-                EnvironmentSetting { name: "A".into(), value: Some("job".into()) },
-                EnvironmentSetting { name: "B".into(), value: Some("job".into()) },
-                EnvironmentSetting { name: "AZ_BATCH_TASK_ID".into(), value: Some("spoof".into()) },
+                EnvironmentSetting {
+                    name: "A".into(),
+                    value: Some("job".into()),
+                },
+                EnvironmentSetting {
+                    name: "B".into(),
+                    value: Some("job".into()),
+                },
+                EnvironmentSetting {
+                    name: "AZ_BATCH_TASK_ID".into(),
+                    value: Some("spoof".into()),
+                },
             ],
             ..Default::default()
         };
-        let task = t(r#"{"id":"t","commandLine":"x","containerSettings":{"imageName":"i"},
-            "environmentSettings":[{"name":"B","value":"task"},{"name":"C","value":"task"},{"name":"E"}]}"#);
+        let task = t(
+            r#"{"id":"t","commandLine":"x","containerSettings":{"imageName":"i"},
+            "environmentSettings":[{"name":"B","value":"task"},{"name":"C","value":"task"},{"name":"E"}]}"#,
+        );
         let plan = super::task(&task, &job, &node(), user()).unwrap();
         let (env, notes) = final_env(&plan, &["C=flag".into(), "A".into(), "NOPE".into()]);
-        let get = |k: &str| env.iter().find_map(|e| e.strip_prefix(&format!("{k}=")).map(str::to_string));
-        assert_eq!(get("A").as_deref(), Some("job"), "-e A copies the task env value");
+        let get = |k: &str| {
+            env.iter()
+                .find_map(|e| e.strip_prefix(&format!("{k}=")).map(str::to_string))
+        };
+        assert_eq!(
+            get("A").as_deref(),
+            Some("job"),
+            "-e A copies the task env value"
+        );
         assert_eq!(get("B").as_deref(), Some("task"), "task overrides job");
         assert_eq!(get("C").as_deref(), Some("flag"), "-e overrides task");
         assert_eq!(get("E").as_deref(), Some(""), "missing value is empty");
-        assert_eq!(get("AZ_BATCH_TASK_ID").as_deref(), Some("t"), "berth's vars win");
-        assert_eq!(get("AZ_BATCH_TASK_WORKING_DIR").as_deref(), Some("/nr/workitems/j/job-1/t/wd"));
+        assert_eq!(
+            get("AZ_BATCH_TASK_ID").as_deref(),
+            Some("t"),
+            "berth's vars win"
+        );
+        assert_eq!(
+            get("AZ_BATCH_TASK_WORKING_DIR").as_deref(),
+            Some("/nr/workitems/j/job-1/t/wd")
+        );
         assert_eq!(get("AZ_BATCH_JOB_ID").as_deref(), Some("j"));
         assert!(env.contains(&"NOPE".to_string()));
         assert_eq!(notes.len(), 1);
@@ -329,38 +433,86 @@ mod tests {
     #[test]
     fn working_directory_modes_and_mounts() {
         let job = JobSpec::default_for_run();
-        let p = super::task(&t(r#"{"id":"t","commandLine":"","containerSettings":{"imageName":"i"}}"#), &job, &node(), user()).unwrap();
+        let p = super::task(
+            &t(r#"{"id":"t","commandLine":"","containerSettings":{"imageName":"i"}}"#),
+            &job,
+            &node(),
+            user(),
+        )
+        .unwrap();
         let c = p.container.unwrap();
-        assert_eq!(c.working_dir, Some(PathBuf::from("/nr/workitems/berthjob/job-1/t/wd")));
-        assert_eq!(c.mounts, vec![BatchMount { path: "/nr".into(), read_only: false }]);
-        assert!(p.command.is_empty(), "empty commandLine runs the image default");
+        assert_eq!(
+            c.working_dir,
+            Some(PathBuf::from("/nr/workitems/berthjob/job-1/t/wd"))
+        );
+        assert_eq!(
+            c.mounts,
+            vec![BatchMount {
+                path: "/nr".into(),
+                read_only: false
+            }]
+        );
+        assert!(
+            p.command.is_empty(),
+            "empty commandLine runs the image default"
+        );
 
         let p = super::task(&t(r#"{"id":"t","commandLine":"/bin/sh -c 'echo a  b'","containerSettings":{"imageName":"i",
             "workingDirectory":"containerImageDefault","containerHostBatchBindMounts":[{"source":"Shared","isReadOnly":true}]}}"#), &job, &node(), user()).unwrap();
         assert_eq!(p.command, vec!["/bin/sh", "-c", "echo a  b"]);
         let c = p.container.unwrap();
         assert_eq!(c.working_dir, None);
-        assert_eq!(c.mounts, vec![BatchMount { path: "/nr/shared".into(), read_only: true }]);
-        assert!(!p.batch_env.iter().any(|(k, _)| k == "AZ_BATCH_TASK_WORKING_DIR"), "unmounted paths lose their vars");
-        assert!(p.batch_env.iter().any(|(k, _)| k == "AZ_BATCH_NODE_SHARED_DIR"));
+        assert_eq!(
+            c.mounts,
+            vec![BatchMount {
+                path: "/nr/shared".into(),
+                read_only: true
+            }]
+        );
+        assert!(
+            !p.batch_env
+                .iter()
+                .any(|(k, _)| k == "AZ_BATCH_TASK_WORKING_DIR"),
+            "unmounted paths lose their vars"
+        );
+        assert!(p
+            .batch_env
+            .iter()
+            .any(|(k, _)| k == "AZ_BATCH_NODE_SHARED_DIR"));
     }
 
     #[test]
     fn start_task_has_no_job_or_task_id() {
-        let st = StartTask { command_line: "echo hi".into(), ..Default::default() };
+        let st = StartTask {
+            command_line: "echo hi".into(),
+            ..Default::default()
+        };
         let p = start_task(&st, &node(), user()).unwrap();
         assert_eq!(p.wd, PathBuf::from("/nr/startup/wd"));
-        assert!(!p.batch_env.iter().any(|(k, _)| k == "AZ_BATCH_JOB_ID" || k == "AZ_BATCH_TASK_ID"));
+        assert!(!p
+            .batch_env
+            .iter()
+            .any(|(k, _)| k == "AZ_BATCH_JOB_ID" || k == "AZ_BATCH_TASK_ID"));
     }
 
     #[test]
     fn retries_and_retention_defaults() {
         let mut job = JobSpec::default_for_run();
-        job.constraints = Some(berth_proto::job::JobConstraints { max_task_retry_count: Some(3), ..Default::default() });
+        job.constraints = Some(berth_proto::job::JobConstraints {
+            max_task_retry_count: Some(3),
+            ..Default::default()
+        });
         let p = super::task(&t(r#"{"id":"t","commandLine":"x"}"#), &job, &node(), user()).unwrap();
         assert_eq!(p.max_retries, 3);
         assert_eq!(p.retention, Some(DEFAULT_RETENTION));
         let p = super::task(&t(r#"{"id":"t","commandLine":"x","constraints":{"maxTaskRetryCount":-1,"retentionTime":"PT1S","maxWallClockTime":"PT2S"}}"#), &job, &node(), user()).unwrap();
-        assert_eq!((p.max_retries, p.retention, p.max_wall_clock), (-1, Some(Duration::from_secs(1)), Some(Duration::from_secs(2))));
+        assert_eq!(
+            (p.max_retries, p.retention, p.max_wall_clock),
+            (
+                -1,
+                Some(Duration::from_secs(1)),
+                Some(Duration::from_secs(2))
+            )
+        );
     }
 }

@@ -13,12 +13,25 @@ use berth_proto::{ContainerInfo, FailureCode, NameValuePair};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-fn not_started(code: FailureCode, message: impl Into<String>, details: Vec<NameValuePair>, container: Option<ContainerInfo>) -> Finished {
-    Finished::NotStarted { code, message: message.into(), details, container }
+fn not_started(
+    code: FailureCode,
+    message: impl Into<String>,
+    details: Vec<NameValuePair>,
+    container: Option<ContainerInfo>,
+) -> Finished {
+    Finished::NotStarted {
+        code,
+        message: message.into(),
+        details,
+        container,
+    }
 }
 
 fn nv(name: &str, value: impl Into<String>) -> NameValuePair {
-    NameValuePair { name: name.into(), value: value.into() }
+    NameValuePair {
+        name: name.into(),
+        value: value.into(),
+    }
 }
 
 /// Engine failures at create/start: invalid settings, unless the engine itself is at fault.
@@ -26,22 +39,45 @@ fn engine_failure(stage: &str, e: &EngineError, image: &str) -> (FailureCode, St
     let msg = format!("{stage}: {}", e.message());
     let code = match e {
         EngineError::NotFound(m) if m.to_ascii_lowercase().contains("image") => {
-            return (FailureCode::ContainerInvalidImage, format!("{stage}: {m} ({image})"));
+            return (
+                FailureCode::ContainerInvalidImage,
+                format!("{stage}: {m} ({image})"),
+            );
         }
-        EngineError::Unavailable(_) | EngineError::Timeout { .. } => FailureCode::ContainerMiscError,
+        EngineError::Unavailable(_) | EngineError::Timeout { .. } => {
+            FailureCode::ContainerMiscError
+        }
         _ => FailureCode::ContainerInvalidSettings,
     };
     (code, msg)
 }
 
 /// Runs one attempt of a container task. `deadline` is the wall-clock limit.
-pub async fn attempt(rt: &Runtime, plan: &TaskPlan, who: &ContainerIdentity, deadline: Option<Instant>, cancel: &CancellationToken) -> Finished {
+pub async fn attempt(
+    rt: &Runtime,
+    plan: &TaskPlan,
+    who: &ContainerIdentity,
+    deadline: Option<Instant>,
+    cancel: &CancellationToken,
+) -> Finished {
     let Some(c) = plan.container.as_ref() else {
-        return not_started(FailureCode::ContainerTaskSettingsNotFound, "the task has no containerSettings", vec![], None);
+        return not_started(
+            FailureCode::ContainerTaskSettingsNotFound,
+            "the task has no containerSettings",
+            vec![],
+            None,
+        );
     };
     let opts = match run_options::parse(&c.run_options) {
         Ok(o) => o,
-        Err(e) => return not_started(FailureCode::ContainerInvalidSettings, e.to_string(), vec![], None),
+        Err(e) => {
+            return not_started(
+                FailureCode::ContainerInvalidSettings,
+                e.to_string(),
+                vec![],
+                None,
+            )
+        }
     };
     // The task's files belong to whoever the container runs as: a numeric `--user`
     // takes the task directory over, so the task can write its wd (Batch pitfall #6).
@@ -49,40 +85,83 @@ pub async fn attempt(rt: &Runtime, plan: &TaskPlan, who: &ContainerIdentity, dea
         Some(ids) => Some(ids),
         None => (!plan.user.admin).then_some((plan.user.uid, plan.user.gid)),
     };
-    if let Some((uid, gid)) = owner.filter(|_| opts.user.is_some() && nix::unistd::Uid::effective().is_root()) {
-        for d in [plan.task_dir.clone(), plan.wd.clone(), plan.task_dir.join("certs")] {
+    if let Some((uid, gid)) =
+        owner.filter(|_| opts.user.is_some() && nix::unistd::Uid::effective().is_root())
+    {
+        for d in [
+            plan.task_dir.clone(),
+            plan.wd.clone(),
+            plan.task_dir.join("certs"),
+        ] {
             if let Err(e) = std::os::unix::fs::chown(&d, Some(uid), Some(gid)) {
-                return not_started(FailureCode::ResourceDirectoryCreateFailed, format!("{}: {e}", d.display()), vec![], None);
+                return not_started(
+                    FailureCode::ResourceDirectoryCreateFailed,
+                    format!("{}: {e}", d.display()),
+                    vec![],
+                    None,
+                );
             }
         }
     }
     let (body, notes) = match create::body(plan, &opts, who) {
         Ok(b) => b,
-        Err(e) => return not_started(FailureCode::ContainerInvalidSettings, e.to_string(), vec![], None),
+        Err(e) => {
+            return not_started(
+                FailureCode::ContainerInvalidSettings,
+                e.to_string(),
+                vec![],
+                None,
+            )
+        }
     };
     for n in notes {
         tracing::info!("{n}");
     }
 
-    let pull = rt.images.ensure(&c.image, c.registry.as_ref(), opts.pull.unwrap_or(PullPolicy::Missing), opts.platform.as_deref());
+    let pull = rt.images.ensure(
+        &c.image,
+        c.registry.as_ref(),
+        opts.pull.unwrap_or(PullPolicy::Missing),
+        opts.platform.as_deref(),
+    );
     let pulled = tokio::select! {
         r = pull => r,
         _ = cancel.cancelled() => return Finished::Cancelled { code: None, container: None },
         _ = sleep_until(deadline) => return Finished::TimedOut { code: None, container: None },
     };
     if let Err(e) = pulled {
-        return not_started(FailureCode::ContainerInvalidImage, e.message, vec![nv("ContainerImage", &c.image)], None);
+        return not_started(
+            FailureCode::ContainerInvalidImage,
+            e.message,
+            vec![nv("ContainerImage", &c.image)],
+            None,
+        );
     }
 
     let name = create::container_name(&plan.kind, who);
-    let id = match rt.engine.create(&name, body, opts.platform.as_deref()).await {
+    let id = match rt
+        .engine
+        .create(&name, body, opts.platform.as_deref())
+        .await
+    {
         Ok(id) => id,
         Err(e) => {
             let (code, msg) = engine_failure("create", &e, &c.image);
             return not_started(code, msg, vec![nv("ContainerImage", &c.image)], None);
         }
     };
-    let finished = run_created(rt, plan, &id, deadline, cancel, opts.stop_timeout, owner).await;
+    let no_log_store = opts.host.log_config.as_ref().and_then(|l| l.typ.as_deref()) == Some("none");
+    let finished = run_created(
+        rt,
+        plan,
+        &id,
+        deadline,
+        cancel,
+        opts.stop_timeout,
+        owner,
+        no_log_store,
+    )
+    .await;
     if let Err(e) = rt.engine.remove(&id).await {
         tracing::error!(container = %id, error = %e, "could not remove the container");
     }
@@ -103,30 +182,62 @@ fn numeric_user(u: &str) -> Option<(u32, u32)> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run_created(rt: &Runtime, plan: &TaskPlan, id: &str, deadline: Option<Instant>, cancel: &CancellationToken, stop_timeout: Option<i64>, owner: Option<(u32, u32)>) -> Finished {
-    let info = |state: Option<String>, error: Option<String>| Some(ContainerInfo { container_id: Some(id.to_string()), state, error });
+async fn run_created(
+    rt: &Runtime,
+    plan: &TaskPlan,
+    id: &str,
+    deadline: Option<Instant>,
+    cancel: &CancellationToken,
+    stop_timeout: Option<i64>,
+    owner: Option<(u32, u32)>,
+    no_log_store: bool,
+) -> Finished {
+    let info = |state: Option<String>, error: Option<String>| {
+        Some(ContainerInfo {
+            container_id: Some(id.to_string()),
+            state,
+            error,
+        })
+    };
     let owner = owner.filter(|_| nix::unistd::Uid::effective().is_root());
     let (out, err) = match logs::open(&plan.task_dir, owner).await {
         Ok(f) => f,
-        Err(e) => return not_started(FailureCode::ResourceDirectoryCreateFailed, format!("cannot create stdout.txt/stderr.txt: {e}"), vec![], info(Some("created".into()), None)),
-    };
-    // Subscribe to output and exit before start, so a fast exit loses nothing.
-    let stream = match rt.engine.attach(id).await {
-        Ok(s) => s,
         Err(e) => {
-            let (code, msg) = engine_failure("attach", &e, "");
-            return not_started(code, msg, vec![], info(Some("created".into()), None));
+            return not_started(
+                FailureCode::ResourceDirectoryCreateFailed,
+                format!("cannot create stdout.txt/stderr.txt: {e}"),
+                vec![],
+                info(Some("created".into()), None),
+            )
         }
     };
-    let writer = tokio::spawn(logs::copy(stream, out, err));
+    // Subscribe to the exit before start, so a fast exit cannot be missed. Output comes from
+    // the engine's log store (complete from the first byte); attach only without one.
+    let attached = if no_log_store {
+        match rt.engine.attach(id).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let (code, msg) = engine_failure("attach", &e, "");
+                return not_started(code, msg, vec![], info(Some("created".into()), None));
+            }
+        }
+    } else {
+        None
+    };
     let wait = rt.engine.wait(id);
     let wait = tokio::spawn(wait);
     if let Err(e) = rt.engine.start(id).await {
-        writer.abort();
         wait.abort();
         let (code, msg) = engine_failure("start", &e, "");
-        return not_started(code, msg, vec![], info(Some("created".into()), Some(e.message())));
+        return not_started(
+            code,
+            msg,
+            vec![],
+            info(Some("created".into()), Some(e.message())),
+        );
     }
+    let stream = attached.unwrap_or_else(|| rt.engine.logs(id));
+    let writer = tokio::spawn(logs::copy(stream, out, err));
     let pid = rt.engine.inspect(id).await.ok().and_then(|s| s.pid);
     let probe = OomProbe::start(pid);
 
@@ -141,7 +252,9 @@ async fn run_created(rt: &Runtime, plan: &TaskPlan, id: &str, deadline: Option<I
         _ = sleep_until(deadline) => End::TimedOut,
         _ = cancel.cancelled() => End::Cancelled,
     };
-    let grace = stop_timeout.map(|s| std::time::Duration::from_secs(s.max(0) as u64)).unwrap_or(rt.stop_grace);
+    let grace = stop_timeout
+        .map(|s| std::time::Duration::from_secs(s.max(0) as u64))
+        .unwrap_or(rt.stop_grace);
     let (kind, code) = match end {
         End::Exited(r) => (0, r),
         End::TimedOut | End::Cancelled => {
@@ -152,7 +265,11 @@ async fn run_created(rt: &Runtime, plan: &TaskPlan, id: &str, deadline: Option<I
                     tracing::error!(container = id, error = %e, "kill failed");
                 }
             }
-            (kind, wait.await.unwrap_or_else(|e| Err(EngineError::Other(e.to_string()))))
+            (
+                kind,
+                wait.await
+                    .unwrap_or_else(|e| Err(EngineError::Other(e.to_string()))),
+            )
         }
     };
     let oom = probe.finish().await;
@@ -169,13 +286,26 @@ async fn run_created(rt: &Runtime, plan: &TaskPlan, id: &str, deadline: Option<I
         (Err(_), Some(s)) => s.exit_code,
         (Err(_), None) => None,
     };
-    let container = info(state.as_ref().and_then(|s| s.status.clone()), state.as_ref().and_then(|s| s.error.clone()));
+    let container = info(
+        state.as_ref().and_then(|s| s.status.clone()),
+        state.as_ref().and_then(|s| s.error.clone()),
+    );
     match kind {
         1 => Finished::TimedOut { code, container },
         2 => Finished::Cancelled { code, container },
         _ => match code {
-            Some(code) => Finished::Exited { code, oom_kills: oom.kills, engine_oom: state.map(|s| s.oom_killed).unwrap_or(false), container },
-            None => not_started(FailureCode::ContainerMiscError, "the container's exit code could not be read", vec![], container),
+            Some(code) => Finished::Exited {
+                code,
+                oom_kills: oom.kills,
+                engine_oom: state.map(|s| s.oom_killed).unwrap_or(false),
+                container,
+            },
+            None => not_started(
+                FailureCode::ContainerMiscError,
+                "the container's exit code could not be read",
+                vec![],
+                container,
+            ),
         },
     }
 }

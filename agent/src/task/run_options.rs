@@ -32,7 +32,10 @@ impl fmt::Display for RunOptionsError {
 impl std::error::Error for RunOptionsError {}
 
 fn err(flag: &str, message: impl Into<String>) -> RunOptionsError {
-    RunOptionsError { flag: flag.to_string(), message: message.into() }
+    RunOptionsError {
+        flag: flag.to_string(),
+        message: message.into(),
+    }
 }
 
 /// A `-v` bind or volume: `[src:]dst[:opts]`.
@@ -182,29 +185,68 @@ const FLAGS: &[(&str, Option<char>, Kind)] = &[
     ("device-write-iops", None, Kind::Many),
 ];
 
-const ALIASES: &[(&str, &str)] =
-    &[("net", "network"), ("dns-opt", "dns-option"), ("net-alias", "network-alias")];
+const ALIASES: &[(&str, &str)] = &[
+    ("net", "network"),
+    ("dns-opt", "dns-option"),
+    ("net-alias", "network-alias"),
+];
 
 /// Flags the agent owns: accepting them would break supervision, naming or log capture.
 const AGENT_OWNED: &[(&str, &str)] = &[
-    ("name", "berth names containers itself so that it can find them after a restart"),
-    ("detach", "berth always runs the container detached and waits for it"),
+    (
+        "name",
+        "berth names containers itself so that it can find them after a restart",
+    ),
+    (
+        "detach",
+        "berth always runs the container detached and waits for it",
+    ),
     ("interactive", "batch tasks have no standard input"),
-    ("tty", "a terminal would change how stdout and stderr are captured"),
+    (
+        "tty",
+        "a terminal would change how stdout and stderr are captured",
+    ),
     ("attach", "berth attaches to stdout and stderr itself"),
-    ("cidfile", "berth records the container id in the task's containerInfo"),
+    (
+        "cidfile",
+        "berth records the container id in the task's containerInfo",
+    ),
     ("detach-keys", "batch tasks have no standard input"),
     ("sig-proxy", "berth delivers signals itself"),
 ];
 
 /// Docker flags berth recognises but does not implement (yet).
 const UNSUPPORTED: &[&str] = &[
-    "env-file", "label-file", "publish", "publish-all", "expose", "link", "link-local-ip",
-    "volumes-from", "network-alias", "mac-address", "ip", "ip6", "volume-driver", "isolation",
-    "kernel-memory", "disable-content-trust", "cgroupns", "blkio-weight-device",
-    "device-read-bps", "device-write-bps", "device-read-iops", "device-write-iops",
-    "health-cmd", "health-interval", "health-timeout", "health-retries", "health-start-period",
-    "no-healthcheck", "cpu-rt-period", "cpu-rt-runtime",
+    "env-file",
+    "label-file",
+    "publish",
+    "publish-all",
+    "expose",
+    "link",
+    "link-local-ip",
+    "volumes-from",
+    "network-alias",
+    "mac-address",
+    "ip",
+    "ip6",
+    "volume-driver",
+    "isolation",
+    "kernel-memory",
+    "disable-content-trust",
+    "cgroupns",
+    "blkio-weight-device",
+    "device-read-bps",
+    "device-write-bps",
+    "device-read-iops",
+    "device-write-iops",
+    "health-cmd",
+    "health-interval",
+    "health-timeout",
+    "health-retries",
+    "health-start-period",
+    "no-healthcheck",
+    "cpu-rt-period",
+    "cpu-rt-runtime",
 ];
 
 fn command() -> Command {
@@ -229,18 +271,33 @@ fn command() -> Command {
                 .require_equals(true)
                 .default_missing_value("true")
                 .action(ArgAction::Set),
-            Kind::One => a.num_args(1).allow_hyphen_values(true).action(ArgAction::Set),
-            Kind::Many => a.num_args(1).allow_hyphen_values(true).action(ArgAction::Append),
+            Kind::One => a
+                .num_args(1)
+                .allow_hyphen_values(true)
+                .action(ArgAction::Set),
+            Kind::Many => a
+                .num_args(1)
+                .allow_hyphen_values(true)
+                .action(ArgAction::Append),
         };
         cmd = cmd.arg(a);
     }
-    cmd.arg(Arg::new("positional").num_args(0..).action(ArgAction::Append).hide(true))
+    cmd.arg(
+        Arg::new("positional")
+            .num_args(0..)
+            .action(ArgAction::Append)
+            .hide(true),
+    )
 }
 
 /// Parses a `containerRunOptions` string.
 pub fn parse(options: &str) -> Result<RunOptions, RunOptionsError> {
-    let words = shell_words::split(options)
-        .map_err(|e| err(options, format!("cannot be split into words like a shell would: {e}")))?;
+    let words = shell_words::split(options).map_err(|e| {
+        err(
+            options,
+            format!("cannot be split into words like a shell would: {e}"),
+        )
+    })?;
     parse_words(&words)
 }
 
@@ -259,11 +316,19 @@ fn clap_error(e: clap::Error) -> RunOptionsError {
             err(&flag, format!("unknown flag; berth accepts the `docker create` flags listed in the README{tip}"))
         }
         ErrorKind::InvalidValue if flag.starts_with("--") && e.to_string().contains("equal") => {
-            err(&flag, "takes no separate value; write it as --flag=true or --flag=false")
+            err(
+                &flag,
+                "takes no separate value; write it as --flag=true or --flag=false",
+            )
         }
         _ => {
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("").trim_start_matches("error: ").to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ")
+                .to_string();
             let flag = if flag.is_empty() { first.clone() } else { flag };
             err(&flag, first)
         }
@@ -298,7 +363,10 @@ fn parse_words(words: &[String]) -> Result<RunOptions, RunOptionsError> {
                 apply_one(&mut o, long, &flag, v)?;
             }
             Kind::Many => {
-                let vs: Vec<String> = m.get_many::<String>(long).map(|i| i.cloned().collect()).unwrap_or_default();
+                let vs: Vec<String> = m
+                    .get_many::<String>(long)
+                    .map(|i| i.cloned().collect())
+                    .unwrap_or_default();
                 apply_many(&mut o, long, &flag, vs)?;
             }
         }
@@ -310,16 +378,30 @@ fn bool_value(flag: &str, v: &str) -> Result<bool, RunOptionsError> {
     match v {
         "true" | "1" | "t" | "T" | "TRUE" | "True" => Ok(true),
         "false" | "0" | "f" | "F" | "FALSE" | "False" => Ok(false),
-        _ => Err(err(flag, format!("{v:?} is not a boolean; use true or false"))),
+        _ => Err(err(
+            flag,
+            format!("{v:?} is not a boolean; use true or false"),
+        )),
     }
 }
 
-fn apply_bool(o: &mut RunOptions, long: &str, flag: &str, m: &ArgMatches) -> Result<(), RunOptionsError> {
-    let v = bool_value(flag, m.get_one::<String>(long).map(String::as_str).unwrap_or("true"))?;
+fn apply_bool(
+    o: &mut RunOptions,
+    long: &str,
+    flag: &str,
+    m: &ArgMatches,
+) -> Result<(), RunOptionsError> {
+    let v = bool_value(
+        flag,
+        m.get_one::<String>(long)
+            .map(String::as_str)
+            .unwrap_or("true"),
+    )?;
     let h = &mut o.host;
     match long {
         "rm" => o.notes.push(if v {
-            "--rm: berth always removes the container once its exit code and output are saved".into()
+            "--rm: berth always removes the container once its exit code and output are saved"
+                .into()
         } else {
             "--rm=false: ignored; berth always removes finished containers".into()
         }),
@@ -334,17 +416,26 @@ fn apply_bool(o: &mut RunOptions, long: &str, flag: &str, m: &ArgMatches) -> Res
 }
 
 fn int(flag: &str, v: &str) -> Result<i64, RunOptionsError> {
-    v.trim().parse::<i64>().map_err(|_| err(flag, format!("{v:?} is not an integer")))
+    v.trim()
+        .parse::<i64>()
+        .map_err(|_| err(flag, format!("{v:?} is not an integer")))
 }
 
 /// go-units `RAMInBytes`: a number with an optional b/k/m/g/t/p suffix, binary multiples.
 pub fn ram_in_bytes(v: &str) -> Result<i64, String> {
     let s = v.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("{v:?} is not a size such as 512m or 2g"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{v:?} is not a size such as 512m or 2g"))?;
     let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit.strip_suffix("ib").or_else(|| unit.strip_suffix('b').filter(|u| !u.is_empty())).unwrap_or(&unit);
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b').filter(|u| !u.is_empty()))
+        .unwrap_or(&unit);
     let mult: f64 = match unit {
         "" | "b" => 1.0,
         "k" => 1024.0,
@@ -371,7 +462,10 @@ fn apply_one(o: &mut RunOptions, long: &str, flag: &str, v: String) -> Result<()
     match long {
         "workdir" => {
             if !v.starts_with('/') {
-                return Err(err(flag, format!("{v:?} must be an absolute path inside the container")));
+                return Err(err(
+                    flag,
+                    format!("{v:?} must be an absolute path inside the container"),
+                ));
             }
             o.workdir = Some(v);
         }
@@ -387,12 +481,21 @@ fn apply_one(o: &mut RunOptions, long: &str, flag: &str, v: String) -> Result<()
         "network" => h.network_mode = Some(v),
         "runtime" => h.runtime = Some(v),
         "memory" => h.memory = Some(size(flag, &v)?),
-        "memory-swap" => h.memory_swap = Some(if v.trim() == "-1" { -1 } else { size(flag, &v)? }),
+        "memory-swap" => {
+            h.memory_swap = Some(if v.trim() == "-1" {
+                -1
+            } else {
+                size(flag, &v)?
+            })
+        }
         "memory-reservation" => h.memory_reservation = Some(size(flag, &v)?),
         "memory-swappiness" => {
             let n = int(flag, &v)?;
             if !(-1..=100).contains(&n) {
-                return Err(err(flag, format!("{n} is out of range; accepted: 0 to 100")));
+                return Err(err(
+                    flag,
+                    format!("{n} is out of range; accepted: 0 to 100"),
+                ));
             }
             h.memory_swappiness = Some(n);
         }
@@ -405,7 +508,10 @@ fn apply_one(o: &mut RunOptions, long: &str, flag: &str, v: String) -> Result<()
         "blkio-weight" => {
             let n = int(flag, &v)?;
             if !(10..=1000).contains(&n) && n != 0 {
-                return Err(err(flag, format!("{n} is out of range; accepted: 10 to 1000")));
+                return Err(err(
+                    flag,
+                    format!("{n} is out of range; accepted: 10 to 1000"),
+                ));
             }
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let w = n as u16;
@@ -424,7 +530,10 @@ fn apply_one(o: &mut RunOptions, long: &str, flag: &str, v: String) -> Result<()
         "oom-score-adj" => {
             let n = int(flag, &v)?;
             if !(-1000..=1000).contains(&n) {
-                return Err(err(flag, format!("{n} is out of range; accepted: -1000 to 1000")));
+                return Err(err(
+                    flag,
+                    format!("{n} is out of range; accepted: -1000 to 1000"),
+                ));
             }
             h.oom_score_adj = Some(n);
         }
@@ -439,7 +548,12 @@ fn apply_one(o: &mut RunOptions, long: &str, flag: &str, v: String) -> Result<()
                 "missing" => PullPolicy::Missing,
                 "always" => PullPolicy::Always,
                 "never" => PullPolicy::Never,
-                _ => return Err(err(flag, format!("{v:?} is not accepted; use missing, always or never"))),
+                _ => {
+                    return Err(err(
+                        flag,
+                        format!("{v:?} is not accepted; use missing, always or never"),
+                    ))
+                }
             })
         }
         _ => return Err(err(flag, "is not supported")),
@@ -451,14 +565,27 @@ fn nano_cpus(flag: &str, v: &str) -> Result<i64, RunOptionsError> {
     let bad = || err(flag, format!("{v:?} is not a number of CPUs such as 1.5"));
     let (whole, frac) = v.trim().split_once('.').unwrap_or((v.trim(), ""));
     if frac.len() > 9 {
-        return Err(err(flag, format!("{v:?} is too precise (at most 9 decimals)")));
+        return Err(err(
+            flag,
+            format!("{v:?} is too precise (at most 9 decimals)"),
+        ));
     }
-    let w: i64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
-    let f: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().map_err(|_| bad())? };
+    let w: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let f: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().map_err(|_| bad())?
+    };
     if w < 0 {
         return Err(bad());
     }
-    w.checked_mul(1_000_000_000).and_then(|x| x.checked_add(f)).ok_or_else(bad)
+    w.checked_mul(1_000_000_000)
+        .and_then(|x| x.checked_add(f))
+        .ok_or_else(bad)
 }
 
 fn key_value(flag: &str, v: &str, what: &str) -> Result<(String, String), RunOptionsError> {
@@ -468,7 +595,12 @@ fn key_value(flag: &str, v: &str, what: &str) -> Result<(String, String), RunOpt
     }
 }
 
-fn apply_many(o: &mut RunOptions, long: &str, flag: &str, vs: Vec<String>) -> Result<(), RunOptionsError> {
+fn apply_many(
+    o: &mut RunOptions,
+    long: &str,
+    flag: &str,
+    vs: Vec<String>,
+) -> Result<(), RunOptionsError> {
     for v in vs {
         let h = &mut o.host;
         match long {
@@ -480,12 +612,21 @@ fn apply_many(o: &mut RunOptions, long: &str, flag: &str, vs: Vec<String>) -> Re
             }
             "volume" => o.volumes.push(volume(flag, &v)?),
             "mount" => o.mounts.push(mount(flag, &v)?),
-            "gpus" => h.device_requests.get_or_insert_with(Vec::new).push(gpus(flag, &v)?),
-            "device" => h.devices.get_or_insert_with(Vec::new).push(device(flag, &v)?),
+            "gpus" => h
+                .device_requests
+                .get_or_insert_with(Vec::new)
+                .push(gpus(flag, &v)?),
+            "device" => h
+                .devices
+                .get_or_insert_with(Vec::new)
+                .push(device(flag, &v)?),
             "device-cgroup-rule" => h.device_cgroup_rules.get_or_insert_with(Vec::new).push(v),
             "cap-add" => h.cap_add.get_or_insert_with(Vec::new).push(v),
             "cap-drop" => h.cap_drop.get_or_insert_with(Vec::new).push(v),
-            "security-opt" => h.security_opt.get_or_insert_with(Vec::new).push(security_opt(flag, &v)?),
+            "security-opt" => h
+                .security_opt
+                .get_or_insert_with(Vec::new)
+                .push(security_opt(flag, &v)?),
             "ulimit" => {
                 let u = ulimit(flag, &v)?;
                 let list = h.ulimits.get_or_insert_with(Vec::new);
@@ -494,12 +635,19 @@ fn apply_many(o: &mut RunOptions, long: &str, flag: &str, vs: Vec<String>) -> Re
                 list.push(u);
             }
             "add-host" => {
-                let ok = v.split_once(':').or_else(|| v.split_once('=')).is_some_and(|(a, b)| !a.is_empty() && !b.is_empty());
+                let ok = v
+                    .split_once(':')
+                    .or_else(|| v.split_once('='))
+                    .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty());
                 if !ok {
                     return Err(err(flag, format!("{v:?} must be host:ip")));
                 }
                 // The engine wants host:ip; newer CLIs also accept host=ip.
-                let v = if v.contains('=') { v.replacen('=', ":", 1) } else { v };
+                let v = if v.contains('=') {
+                    v.replacen('=', ":", 1)
+                } else {
+                    v
+                };
                 h.extra_hosts.get_or_insert_with(Vec::new).push(v);
             }
             "dns" => h.dns.get_or_insert_with(Vec::new).push(v),
@@ -510,14 +658,19 @@ fn apply_many(o: &mut RunOptions, long: &str, flag: &str, vs: Vec<String>) -> Re
                 if !path.starts_with('/') {
                     return Err(err(flag, format!("{v:?} must start with an absolute path")));
                 }
-                h.tmpfs.get_or_insert_with(HashMap::new).insert(path.to_string(), opts.to_string());
+                h.tmpfs
+                    .get_or_insert_with(HashMap::new)
+                    .insert(path.to_string(), opts.to_string());
             }
             "sysctl" => {
                 let (k, val) = key_value(flag, &v, "name=value")?;
                 h.sysctls.get_or_insert_with(HashMap::new).insert(k, val);
             }
             "label" => {
-                let (k, val) = v.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).unwrap_or((v.clone(), String::new()));
+                let (k, val) = v
+                    .split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .unwrap_or((v.clone(), String::new()));
                 if k.is_empty() {
                     return Err(err(flag, format!("{v:?} must be key[=value]")));
                 }
@@ -526,11 +679,17 @@ fn apply_many(o: &mut RunOptions, long: &str, flag: &str, vs: Vec<String>) -> Re
             "group-add" => h.group_add.get_or_insert_with(Vec::new).push(v),
             "log-opt" => {
                 let (k, val) = key_value(flag, &v, "key=value")?;
-                h.log_config.get_or_insert_with(HostConfigLogConfig::default).config.get_or_insert_with(HashMap::new).insert(k, val);
+                h.log_config
+                    .get_or_insert_with(HostConfigLogConfig::default)
+                    .config
+                    .get_or_insert_with(HashMap::new)
+                    .insert(k, val);
             }
             "storage-opt" => {
                 let (k, val) = key_value(flag, &v, "key=value")?;
-                h.storage_opt.get_or_insert_with(HashMap::new).insert(k, val);
+                h.storage_opt
+                    .get_or_insert_with(HashMap::new)
+                    .insert(k, val);
             }
             _ => return Err(err(flag, "is not supported")),
         }
@@ -544,26 +703,63 @@ fn volume(flag: &str, v: &str) -> Result<Volume, RunOptionsError> {
         if t.starts_with('/') {
             Ok(t.to_string())
         } else {
-            Err(err(flag, format!("{v:?}: the container path {t:?} must be absolute")))
+            Err(err(
+                flag,
+                format!("{v:?}: the container path {t:?} must be absolute"),
+            ))
         }
     };
     match parts.as_slice() {
-        [t] => Ok(Volume::Anonymous { target: check_target(t)? }),
+        [t] => Ok(Volume::Anonymous {
+            target: check_target(t)?,
+        }),
         [src, t] | [src, t, _] => {
             if src.is_empty() || src.starts_with('.') {
-                return Err(err(flag, format!("{v:?}: the source {src:?} must be an absolute host path or a volume name")));
+                return Err(err(
+                    flag,
+                    format!(
+                        "{v:?}: the source {src:?} must be an absolute host path or a volume name"
+                    ),
+                ));
             }
             if let [_, _, opts] = parts.as_slice() {
                 for o in opts.split(',') {
-                    let known = ["ro", "rw", "z", "Z", "nocopy", "shared", "rshared", "slave", "rslave", "private", "rprivate", "consistent", "cached", "delegated"];
+                    let known = [
+                        "ro",
+                        "rw",
+                        "z",
+                        "Z",
+                        "nocopy",
+                        "shared",
+                        "rshared",
+                        "slave",
+                        "rslave",
+                        "private",
+                        "rprivate",
+                        "consistent",
+                        "cached",
+                        "delegated",
+                    ];
                     if !known.contains(&o) {
-                        return Err(err(flag, format!("{v:?}: unknown option {o:?}; accepted: {}", known.join(", "))));
+                        return Err(err(
+                            flag,
+                            format!(
+                                "{v:?}: unknown option {o:?}; accepted: {}",
+                                known.join(", ")
+                            ),
+                        ));
                     }
                 }
             }
-            Ok(Volume::Bind { spec: v.to_string(), target: check_target(t)? })
+            Ok(Volume::Bind {
+                spec: v.to_string(),
+                target: check_target(t)?,
+            })
         }
-        _ => Err(err(flag, format!("{v:?} must be [source:]target[:options]"))),
+        _ => Err(err(
+            flag,
+            format!("{v:?} must be [source:]target[:options]"),
+        )),
     }
 }
 
@@ -576,40 +772,80 @@ fn mount(flag: &str, v: &str) -> Result<Mount, RunOptionsError> {
             Some((k, val)) => (k.trim().to_ascii_lowercase(), Some(val.to_string())),
             None => (field.trim().to_ascii_lowercase(), None),
         };
-        let need = |val: Option<String>| val.ok_or_else(|| err(flag, format!("{v:?}: {k} needs a value")));
+        let need =
+            |val: Option<String>| val.ok_or_else(|| err(flag, format!("{v:?}: {k} needs a value")));
         match k.as_str() {
             "type" => {
                 typ_given = true;
-                typ = match need(val)?.as_str() {
-                    "bind" => MountType::BIND,
-                    "volume" => MountType::VOLUME,
-                    "tmpfs" => MountType::TMPFS,
-                    other => return Err(err(flag, format!("{v:?}: type {other:?} is not accepted; use bind, volume or tmpfs"))),
-                }
+                typ =
+                    match need(val)?.as_str() {
+                        "bind" => MountType::BIND,
+                        "volume" => MountType::VOLUME,
+                        "tmpfs" => MountType::TMPFS,
+                        other => return Err(err(
+                            flag,
+                            format!(
+                                "{v:?}: type {other:?} is not accepted; use bind, volume or tmpfs"
+                            ),
+                        )),
+                    }
             }
             "source" | "src" => m.source = Some(need(val)?),
             "target" | "dst" | "destination" => m.target = Some(need(val)?),
-            "readonly" | "ro" => m.read_only = Some(match val { None => true, Some(b) => bool_value(flag, &b)? }),
+            "readonly" | "ro" => {
+                m.read_only = Some(match val {
+                    None => true,
+                    Some(b) => bool_value(flag, &b)?,
+                })
+            }
             "bind-propagation" => {
                 use MountBindOptionsPropagationEnum as P;
                 let p = match need(val)?.as_str() {
-                    "private" => P::PRIVATE, "rprivate" => P::RPRIVATE, "shared" => P::SHARED,
-                    "rshared" => P::RSHARED, "slave" => P::SLAVE, "rslave" => P::RSLAVE,
-                    other => return Err(err(flag, format!("{v:?}: bind-propagation {other:?} is not accepted"))),
+                    "private" => P::PRIVATE,
+                    "rprivate" => P::RPRIVATE,
+                    "shared" => P::SHARED,
+                    "rshared" => P::RSHARED,
+                    "slave" => P::SLAVE,
+                    "rslave" => P::RSLAVE,
+                    other => {
+                        return Err(err(
+                            flag,
+                            format!("{v:?}: bind-propagation {other:?} is not accepted"),
+                        ))
+                    }
                 };
-                m.bind_options.get_or_insert_with(MountBindOptions::default).propagation = Some(p);
+                m.bind_options
+                    .get_or_insert_with(MountBindOptions::default)
+                    .propagation = Some(p);
             }
             "bind-nonrecursive" => {
-                m.bind_options.get_or_insert_with(MountBindOptions::default).non_recursive = Some(match val { None => true, Some(b) => bool_value(flag, &b)? })
+                m.bind_options
+                    .get_or_insert_with(MountBindOptions::default)
+                    .non_recursive = Some(match val {
+                    None => true,
+                    Some(b) => bool_value(flag, &b)?,
+                })
             }
             "volume-nocopy" => {
-                m.volume_options.get_or_insert_with(MountVolumeOptions::default).no_copy = Some(match val { None => true, Some(b) => bool_value(flag, &b)? })
+                m.volume_options
+                    .get_or_insert_with(MountVolumeOptions::default)
+                    .no_copy = Some(match val {
+                    None => true,
+                    Some(b) => bool_value(flag, &b)?,
+                })
             }
-            "tmpfs-size" => m.tmpfs_options.get_or_insert_with(MountTmpfsOptions::default).size_bytes = Some(size(flag, &need(val)?)?),
+            "tmpfs-size" => {
+                m.tmpfs_options
+                    .get_or_insert_with(MountTmpfsOptions::default)
+                    .size_bytes = Some(size(flag, &need(val)?)?)
+            }
             "tmpfs-mode" => {
                 let s = need(val)?;
-                let mode = i64::from_str_radix(&s, 8).map_err(|_| err(flag, format!("{v:?}: tmpfs-mode {s:?} is not octal")))?;
-                m.tmpfs_options.get_or_insert_with(MountTmpfsOptions::default).mode = Some(mode);
+                let mode = i64::from_str_radix(&s, 8)
+                    .map_err(|_| err(flag, format!("{v:?}: tmpfs-mode {s:?} is not octal")))?;
+                m.tmpfs_options
+                    .get_or_insert_with(MountTmpfsOptions::default)
+                    .mode = Some(mode);
             }
             "consistency" => m.consistency = Some(need(val)?),
             other => return Err(err(flag, format!("{v:?}: unknown field {other:?}"))),
@@ -621,7 +857,10 @@ fn mount(flag: &str, v: &str) -> Result<Mount, RunOptionsError> {
         _ => return Err(err(flag, format!("{v:?} needs an absolute target=..."))),
     }
     if typ == MountType::BIND && !m.source.as_deref().is_some_and(|s| s.starts_with('/')) {
-        return Err(err(flag, format!("{v:?}: a bind mount needs an absolute source=...")));
+        return Err(err(
+            flag,
+            format!("{v:?}: a bind mount needs an absolute source=..."),
+        ));
     }
     m.typ = Some(typ);
     Ok(m)
@@ -644,7 +883,10 @@ fn csv(v: &str) -> Vec<String> {
 }
 
 fn gpus(flag: &str, v: &str) -> Result<DeviceRequest, RunOptionsError> {
-    let mut r = DeviceRequest { driver: Some(String::new()), ..Default::default() };
+    let mut r = DeviceRequest {
+        driver: Some(String::new()),
+        ..Default::default()
+    };
     let mut caps: Vec<String> = Vec::new();
     let mut count_given = false;
     for f in csv(v) {
@@ -672,7 +914,10 @@ fn gpus(flag: &str, v: &str) -> Result<DeviceRequest, RunOptionsError> {
         }
     }
     if count_given && r.device_ids.is_some() {
-        return Err(err(flag, format!("{v:?}: give a count or a device list, not both")));
+        return Err(err(
+            flag,
+            format!("{v:?}: give a count or a device list, not both"),
+        ));
     }
     if !count_given && r.device_ids.is_none() {
         r.count = Some(1);
@@ -692,7 +937,12 @@ fn device(flag: &str, v: &str) -> Result<DeviceMapping, RunOptionsError> {
         [h, p] if is_perm(p) => (*h, *h, *p),
         [h, c] => (*h, *c, "rwm"),
         [h, c, p] if is_perm(p) => (*h, *c, *p),
-        _ => return Err(err(flag, format!("{v:?} must be host-path[:container-path][:permissions]"))),
+        _ => {
+            return Err(err(
+                flag,
+                format!("{v:?} must be host-path[:container-path][:permissions]"),
+            ))
+        }
     };
     if !host.starts_with('/') || !ctr.starts_with('/') {
         return Err(err(flag, format!("{v:?}: device paths must be absolute")));
@@ -705,7 +955,10 @@ fn device(flag: &str, v: &str) -> Result<DeviceMapping, RunOptionsError> {
 }
 
 fn security_opt(flag: &str, v: &str) -> Result<String, RunOptionsError> {
-    let (k, val) = v.split_once('=').or_else(|| v.split_once(':')).unwrap_or((v, ""));
+    let (k, val) = v
+        .split_once('=')
+        .or_else(|| v.split_once(':'))
+        .unwrap_or((v, ""));
     match k {
         "seccomp" if val != "unconfined" => Err(err(
             flag,
@@ -719,18 +972,47 @@ fn security_opt(flag: &str, v: &str) -> Result<String, RunOptionsError> {
 }
 
 fn ulimit(flag: &str, v: &str) -> Result<ResourcesUlimits, RunOptionsError> {
-    const NAMES: &[&str] = &["core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack"];
+    const NAMES: &[&str] = &[
+        "core",
+        "cpu",
+        "data",
+        "fsize",
+        "locks",
+        "memlock",
+        "msgqueue",
+        "nice",
+        "nofile",
+        "nproc",
+        "rss",
+        "rtprio",
+        "rttime",
+        "sigpending",
+        "stack",
+    ];
     let (name, limits) = key_value(flag, v, "name=soft[:hard]")?;
     if !NAMES.contains(&name.as_str()) {
-        return Err(err(flag, format!("{v:?}: unknown limit {name:?}; accepted: {}", NAMES.join(", "))));
+        return Err(err(
+            flag,
+            format!(
+                "{v:?}: unknown limit {name:?}; accepted: {}",
+                NAMES.join(", ")
+            ),
+        ));
     }
     let (soft, hard) = limits.split_once(':').unwrap_or((&limits, &limits));
     let soft = int(flag, soft)?;
     let hard = int(flag, hard)?;
     if soft != -1 && hard != -1 && soft > hard || soft == -1 && hard != -1 {
-        return Err(err(flag, format!("{v:?}: the soft limit must not exceed the hard limit")));
+        return Err(err(
+            flag,
+            format!("{v:?}: the soft limit must not exceed the hard limit"),
+        ));
     }
-    Ok(ResourcesUlimits { name: Some(name), soft: Some(soft), hard: Some(hard) })
+    Ok(ResourcesUlimits {
+        name: Some(name),
+        soft: Some(soft),
+        hard: Some(hard),
+    })
 }
 
 #[cfg(test)]
@@ -757,12 +1039,24 @@ mod tests {
     #[test]
     fn env_forms() {
         let o = ok(r#"-e A=1 --env B=2 --env=C=3 -eD=4 -e=E=5 -e F -e 'G=a b' -eH="x y""#);
-        assert_eq!(o.env, ["A=1", "B=2", "C=3", "D=4", "E=5", "F", "G=a b", "H=x y"]);
+        assert_eq!(
+            o.env,
+            ["A=1", "B=2", "C=3", "D=4", "E=5", "F", "G=a b", "H=x y"]
+        );
     }
 
     #[test]
     fn sizes() {
-        let cases = [("512m", 512 << 20), ("2g", 2 << 30), ("2GB", 2 << 30), ("2GiB", 2 << 30), ("1.5g", 3 << 29), ("100", 100), ("1k", 1024), ("2 g", 2 << 30)];
+        let cases = [
+            ("512m", 512 << 20),
+            ("2g", 2 << 30),
+            ("2GB", 2 << 30),
+            ("2GiB", 2 << 30),
+            ("1.5g", 3 << 29),
+            ("100", 100),
+            ("1k", 1024),
+            ("2 g", 2 << 30),
+        ];
         for (s, want) in cases {
             assert_eq!(ram_in_bytes(s).unwrap(), want, "{s}");
         }
@@ -779,7 +1073,10 @@ mod tests {
     #[test]
     fn bools_take_values_only_with_equals() {
         let o = ok("--init --privileged=false --read-only=true");
-        assert_eq!((o.host.init, o.host.privileged, o.host.readonly_rootfs), (Some(true), Some(false), Some(true)));
+        assert_eq!(
+            (o.host.init, o.host.privileged, o.host.readonly_rootfs),
+            (Some(true), Some(false), Some(true))
+        );
         assert_eq!(ok("--init=false").host.init, Some(false));
         let e = bad("--init false");
         assert_eq!(e.flag, "false");
@@ -792,7 +1089,10 @@ mod tests {
         let o = ok("-w /a --workdir /b -u 1:1 --user=2:2 --cap-add SYS_ADMIN --cap-add NET_ADMIN --ulimit nofile=10:20 --ulimit nofile=30");
         assert_eq!(o.workdir.as_deref(), Some("/b"));
         assert_eq!(o.user.as_deref(), Some("2:2"));
-        assert_eq!(o.host.cap_add, Some(vec!["SYS_ADMIN".into(), "NET_ADMIN".into()]));
+        assert_eq!(
+            o.host.cap_add,
+            Some(vec!["SYS_ADMIN".into(), "NET_ADMIN".into()])
+        );
         let u = o.host.ulimits.unwrap();
         assert_eq!(u.len(), 1);
         assert_eq!((u[0].soft, u[0].hard), (Some(30), Some(30)));
@@ -809,18 +1109,34 @@ mod tests {
             --restart no --pull never --platform linux/amd64 --userns host --cgroup-parent /batch --entrypoint ''");
         let h = &o.host;
         assert_eq!(h.ipc_mode.as_deref(), Some("host"));
-        assert_eq!(h.network_mode.as_deref(), Some("host"), "--net is an alias and last wins");
+        assert_eq!(
+            h.network_mode.as_deref(),
+            Some("host"),
+            "--net is an alias and last wins"
+        );
         assert_eq!(h.nano_cpus, Some(1_500_000_000));
         assert_eq!(h.pids_limit, Some(-1));
         assert_eq!(h.cpu_shares, Some(512));
         assert_eq!(o.hostname.as_deref(), Some("node1"));
         assert_eq!(h.dns_options, Some(vec!["ndots:2".into()]));
         assert_eq!(h.tmpfs.as_ref().unwrap()["/scratch"], "size=64m");
-        assert_eq!(o.labels, vec![("a".into(), "b".into()), ("flag".into(), String::new())]);
-        assert_eq!(h.log_config.as_ref().unwrap().config.as_ref().unwrap()["max-size"], "10m");
+        assert_eq!(
+            o.labels,
+            vec![("a".into(), "b".into()), ("flag".into(), String::new())]
+        );
+        assert_eq!(
+            h.log_config.as_ref().unwrap().config.as_ref().unwrap()["max-size"],
+            "10m"
+        );
         assert_eq!(o.stop_timeout, Some(5));
         assert_eq!(h.oom_score_adj, Some(-500));
-        assert_eq!(h.security_opt, Some(vec!["no-new-privileges".into(), "seccomp=unconfined".into()]));
+        assert_eq!(
+            h.security_opt,
+            Some(vec![
+                "no-new-privileges".into(),
+                "seccomp=unconfined".into()
+            ])
+        );
         let d = h.devices.as_ref().unwrap();
         assert_eq!(d[0].path_in_container.as_deref(), Some("/dev/mynull"));
         assert_eq!(d[0].cgroup_permissions.as_deref(), Some("rw"));
@@ -831,35 +1147,68 @@ mod tests {
 
     #[test]
     fn gpus_forms() {
-        let g = |s: &str| ok(&format!("--gpus {s}")).host.device_requests.unwrap().remove(0);
+        let g = |s: &str| {
+            ok(&format!("--gpus {s}"))
+                .host
+                .device_requests
+                .unwrap()
+                .remove(0)
+        };
         assert_eq!(g("all").count, Some(-1));
         assert_eq!(g("2").count, Some(2));
         let r = g(r#"'"device=0,2"'"#);
         assert_eq!(r.device_ids, Some(vec!["0".into(), "2".into()]));
         assert_eq!(r.count, None);
         let r = g("count=1,capabilities=utility,driver=nvidia");
-        assert_eq!(r.capabilities, Some(vec![vec!["utility".into(), "gpu".into()]]));
+        assert_eq!(
+            r.capabilities,
+            Some(vec![vec!["utility".into(), "gpu".into()]])
+        );
         assert_eq!(r.driver.as_deref(), Some("nvidia"));
-        assert!(bad("--gpus 'count=1,device=0'").message.contains("not both"));
+        assert!(bad("--gpus 'count=1,device=0'")
+            .message
+            .contains("not both"));
     }
 
     #[test]
     fn volumes_and_mounts() {
         let o = ok("-v /data:/data:ro -v cache:/cache -v /anon --mount type=bind,src=/opt,dst=/opt,readonly --mount type=tmpfs,dst=/t,tmpfs-size=1m,tmpfs-mode=1777");
-        assert_eq!(o.volumes[0], Volume::Bind { spec: "/data:/data:ro".into(), target: "/data".into() });
-        assert_eq!(o.volumes[2], Volume::Anonymous { target: "/anon".into() });
+        assert_eq!(
+            o.volumes[0],
+            Volume::Bind {
+                spec: "/data:/data:ro".into(),
+                target: "/data".into()
+            }
+        );
+        assert_eq!(
+            o.volumes[2],
+            Volume::Anonymous {
+                target: "/anon".into()
+            }
+        );
         assert_eq!(o.mounts[0].read_only, Some(true));
-        assert_eq!(o.mounts[1].tmpfs_options.as_ref().unwrap().mode, Some(0o1777));
+        assert_eq!(
+            o.mounts[1].tmpfs_options.as_ref().unwrap().mode,
+            Some(0o1777)
+        );
         assert!(bad("-v ./rel:/x").message.contains("absolute host path"));
         assert!(bad("-v /a:rel").message.contains("must be absolute"));
         assert!(bad("-v /a:/b:bogus").message.contains("unknown option"));
-        assert!(bad("--mount type=bind,dst=/x").message.contains("absolute source"));
+        assert!(bad("--mount type=bind,dst=/x")
+            .message
+            .contains("absolute source"));
         assert!(bad("--mount type=nfs,dst=/x").message.contains("nfs"));
     }
 
     #[test]
     fn agent_owned_and_unknown_flags_are_named() {
-        for (s, flag) in [("--name x", "--name"), ("-d", "--detach"), ("-it", "--interactive"), ("-t", "--tty"), ("--restart always", "--restart")] {
+        for (s, flag) in [
+            ("--name x", "--name"),
+            ("-d", "--detach"),
+            ("-it", "--interactive"),
+            ("-t", "--tty"),
+            ("--restart always", "--restart"),
+        ] {
             assert_eq!(bad(s).flag, flag, "{s}");
         }
         let e = bad("--rm --bogus 1");
@@ -868,7 +1217,9 @@ mod tests {
         let e = bad("--enn A=1");
         assert!(e.message.contains("--env"), "suggests the near flag: {e}");
         assert_eq!(bad("-p 80:80").flag, "--publish");
-        assert!(bad("--security-opt seccomp=/p.json").message.contains("seccomp"));
+        assert!(bad("--security-opt seccomp=/p.json")
+            .message
+            .contains("seccomp"));
         assert!(bad("--ulimit nofile=20:10").message.contains("soft"));
         assert!(bad("--ulimit bogus=1").message.contains("unknown limit"));
         assert!(bad("--cpus 1.0000000001").message.contains("precise"));

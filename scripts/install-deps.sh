@@ -1,0 +1,25 @@
+#!/bin/sh
+# Installs what berth's demo and tests need on Debian/Ubuntu: Docker's engine (docker.io),
+# a registry (docker-registry), busybox-static (offline test images), iproute2, and a Rust
+# toolchain if none is present. Idempotent; needs root (or sudo).
+set -eu
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+need=""
+for pair in dockerd:docker.io docker-registry:docker-registry ip:iproute2 file:file; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || need="$need $pkg"
+done
+[ -x /bin/busybox ] && ! file /bin/busybox | grep -q 'dynamically linked' || need="$need busybox-static"
+if [ -n "$need" ]; then
+  echo "install-deps: installing$need"
+  $SUDO apt-get update -qq
+  # Don't let the package start services where there is no init to run them.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+  echo "install-deps: installing Rust with rustup"
+  command -v curl >/dev/null 2>&1 || { $SUDO apt-get install -y -qq curl ca-certificates >/dev/null; }
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+fi
+echo "install-deps: ok"
