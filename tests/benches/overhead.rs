@@ -50,15 +50,15 @@ async fn raw_once(engine: &Engine, i: usize) -> Duration {
         .await
         .unwrap()
         .id;
+    d.start_container(&id, None).await.unwrap();
     let wait = d.wait_container(
         &id,
         Some(
             WaitContainerOptionsBuilder::default()
-                .condition("next-exit")
+                .condition("not-running")
                 .build(),
         ),
     );
-    d.start_container(&id, None).await.unwrap();
     futures_util::pin_mut!(wait);
     let _ = wait.next().await;
     d.remove_container(

@@ -307,14 +307,16 @@ impl Engine {
         })))
     }
 
-    /// A future that resolves with the exit code once the container stops. Subscribe
-    /// before `start` so a fast exit cannot be missed.
+    /// A future that resolves with the exit code once the container is not running. Call it
+    /// after `start`: `not-running` answers at once for a container that already exited, so
+    /// a fast exit cannot be missed. (bollard sends the request only when the stream is
+    /// first polled, so a `next-exit` wait "subscribed" before start can miss the exit.)
     pub fn wait(
         &self,
         id: &str,
     ) -> impl std::future::Future<Output = Result<i64, EngineError>> + Send + 'static {
         let opts = WaitContainerOptionsBuilder::default()
-            .condition("next-exit")
+            .condition("not-running")
             .build();
         let s = self.docker.wait_container(id, Some(opts));
         let timeout = self.timeout.as_secs();

@@ -211,8 +211,8 @@ async fn run_created(
             )
         }
     };
-    // Subscribe to the exit before start, so a fast exit cannot be missed. Output comes from
-    // the engine's log store (complete from the first byte); attach only without one.
+    // Output comes from the engine's log store (complete from the first byte); attach,
+    // before start, only without one. The wait starts after start (see Engine::wait).
     let attached = if no_log_store {
         match rt.engine.attach(id).await {
             Ok(s) => Some(s),
@@ -224,10 +224,7 @@ async fn run_created(
     } else {
         None
     };
-    let wait = rt.engine.wait(id);
-    let wait = tokio::spawn(wait);
     if let Err(e) = rt.engine.start(id).await {
-        wait.abort();
         let (code, msg) = engine_failure("start", &e, "");
         return not_started(
             code,
@@ -236,6 +233,7 @@ async fn run_created(
             info(Some("created".into()), Some(e.message())),
         );
     }
+    let wait = tokio::spawn(rt.engine.wait(id));
     let stream = attached.unwrap_or_else(|| rt.engine.logs(id));
     let writer = tokio::spawn(logs::copy(stream, out, err));
     let pid = rt.engine.inspect(id).await.ok().and_then(|s| s.pid);
