@@ -575,3 +575,15 @@ fn json_report_shape() {
 fn chrono_like(v: &Value) -> bool {
     v.as_str().is_some_and(|s| s.len() >= 20 && s.contains('T'))
 }
+
+/// The examples in `examples/` run as the README says.
+#[test]
+fn examples_run() {
+    let n = TestNode::new("examples");
+    let ex = workspace().join("examples");
+    let out = n.command().arg("--json").arg("--pool").arg(ex.join("pool.json")).arg("--job").arg(ex.join("job.json")).arg(ex.join("tasks.json")).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(n.read("examplejob", "consume", "stdout.txt"), "hello from the job\n");
+    assert_eq!(n.read("examplejob", "entrypoint", "stdout.txt"), "entrypoint: arguments to the image entrypoint\n");
+    assert_eq!(n.read("examplejob", "asroot", "stdout.txt"), "0\n");
+}
