@@ -581,9 +581,29 @@ fn chrono_like(v: &Value) -> bool {
 fn examples_run() {
     let n = TestNode::new("examples");
     let ex = workspace().join("examples");
-    let out = n.command().arg("--json").arg("--pool").arg(ex.join("pool.json")).arg("--job").arg(ex.join("job.json")).arg(ex.join("tasks.json")).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(n.read("examplejob", "consume", "stdout.txt"), "hello from the job\n");
-    assert_eq!(n.read("examplejob", "entrypoint", "stdout.txt"), "entrypoint: arguments to the image entrypoint\n");
+    let out = n
+        .command()
+        .arg("--json")
+        .arg("--pool")
+        .arg(ex.join("pool.json"))
+        .arg("--job")
+        .arg(ex.join("job.json"))
+        .arg(ex.join("tasks.json"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        n.read("examplejob", "consume", "stdout.txt"),
+        "hello from the job\n"
+    );
+    assert_eq!(
+        n.read("examplejob", "entrypoint", "stdout.txt"),
+        "entrypoint: arguments to the image entrypoint\n"
+    );
     assert_eq!(n.read("examplejob", "asroot", "stdout.txt"), "0\n");
 }

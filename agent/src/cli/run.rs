@@ -60,45 +60,46 @@ fn read(path: &PathBuf) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
 }
 
+type Loader<T> = fn(&str, &str) -> Result<load::Loaded<T>, load::LoadError>;
+
+/// Loads and validates an optional single-object file (pool or job); problems go to `errors`.
+fn one_file<T>(
+    path: &Option<PathBuf>,
+    load: Loader<T>,
+    check: fn(&T) -> Vec<validate::Problem>,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    let p = path.as_ref()?;
+    let name = p.display().to_string();
+    match read(p).and_then(|t| load(&name, &t).map_err(|e| e.to_string())) {
+        Ok(mut l) => {
+            l.warnings.iter().for_each(|w| tracing::warn!("{w}"));
+            let item = l.items.remove(0).1;
+            errors.extend(
+                check(&item)
+                    .into_iter()
+                    .map(|p| format!("{name}: {}: {}", p.path, p.message)),
+            );
+            Some(item)
+        }
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
+}
+
 /// Loads and validates every input; returns all problems found, not just the first.
 fn inputs(args: &RunArgs) -> Result<Inputs, Vec<String>> {
     let mut errors = Vec::new();
     let warn = |w: Vec<String>| w.into_iter().for_each(|w| tracing::warn!("{w}"));
-    let mut pool = PoolSpec::default_for_run();
-    if let Some(p) = &args.pool {
-        let name = p.display().to_string();
-        match read(p).and_then(|t| load::pool(&name, &t).map_err(|e| e.to_string())) {
-            Ok(mut l) => {
-                warn(std::mem::take(&mut l.warnings));
-                pool = l.items.remove(0).1;
-                errors.extend(
-                    validate::pool(&pool)
-                        .into_iter()
-                        .map(|p| format!("{name}: {}: {}", p.path, p.message)),
-                );
-            }
-            Err(e) => errors.push(e),
-        }
-    }
+    let mut pool = one_file(&args.pool, load::pool, validate::pool, &mut errors)
+        .unwrap_or_else(PoolSpec::default_for_run);
     if let Some(n) = args.slots {
         pool.task_slots_per_node = Some(i32::try_from(n).unwrap_or(i32::MAX));
     }
-    let mut job = JobSpec::default_for_run();
-    if let Some(p) = &args.job {
-        let name = p.display().to_string();
-        match read(p).and_then(|t| load::job(&name, &t).map_err(|e| e.to_string())) {
-            Ok(mut l) => {
-                warn(std::mem::take(&mut l.warnings));
-                job = l.items.remove(0).1;
-                errors.extend(
-                    validate::job(&job)
-                        .into_iter()
-                        .map(|p| format!("{name}: {}: {}", p.path, p.message)),
-                );
-            }
-            Err(e) => errors.push(e),
-        }
-    }
+    let job = one_file(&args.job, load::job, validate::job, &mut errors)
+        .unwrap_or_else(JobSpec::default_for_run);
     let mut tasks: Vec<(String, String, TaskSpec)> = Vec::new();
     for p in &args.tasks {
         let name = p.display().to_string();
@@ -339,29 +340,9 @@ fn not_run(
     tasks: Vec<TaskSpec>,
     state: NodeState,
 ) -> Vec<schedule::TaskReport> {
-    let now = chrono::Utc::now();
+    let note = format!("not started: node is {}", state.as_str());
     tasks
         .into_iter()
-        .map(|t| schedule::TaskReport {
-            view: berth_proto::TaskView {
-                node_info: Some(berth_proto::status::NodeInfo {
-                    pool_id: rt.node.pool_id.clone(),
-                    node_id: rt.node.node_id.clone(),
-                    task_root_directory: rt
-                        .node
-                        .layout
-                        .task_dir(&job.id, &t.id)
-                        .to_string_lossy()
-                        .into_owned(),
-                }),
-                spec: t,
-                job_id: job.id.clone(),
-                state: berth_proto::TaskState::Active,
-                state_transition_time: now,
-                creation_time: now,
-                execution_info: None,
-            },
-            note: Some(format!("not started: node is {}", state.as_str())),
-        })
+        .map(|t| schedule::TaskReport::active(rt, job, t, Some(note.clone())))
         .collect()
 }

@@ -116,17 +116,7 @@ async fn prefetch(rt: &Runtime, concurrency: usize) -> Vec<NodeError> {
 
 async fn run_start_task(rt: Arc<Runtime>, cancel: CancellationToken) -> ExecutionInfo {
     let st = rt.pool.start_task.clone().unwrap_or_default();
-    let fail = |m: String| ExecutionInfo {
-        failure_info: Some(berth_proto::FailureInfo::new(
-            FailureCode::Unknown,
-            vec![NameValuePair {
-                name: "Message".into(),
-                value: m,
-            }],
-        )),
-        result: Some(TaskResult::Failure),
-        ..Default::default()
-    };
+    let fail = |m: String| task::failed_before_start(FailureCode::Unknown, m);
     let ident = st.user_identity.clone();
     let pool = rt.pool.clone();
     let user =
@@ -144,7 +134,7 @@ async fn run_start_task(rt: Arc<Runtime>, cancel: CancellationToken) -> Executio
         return fail(format!("{}: {e}", plan.task_dir.display()));
     }
     tracing::info!("start task started");
-    let info = task::run_task(&rt, &plan, &cancel, |_| {}).await;
+    let info = task::run_task(&rt, &plan, &cancel).await;
     tracing::info!(exit_code = ?info.exit_code, result = ?info.result, "start task completed");
     info
 }

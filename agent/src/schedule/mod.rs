@@ -6,10 +6,7 @@ pub mod retention;
 
 use crate::node::users;
 use crate::task::{self, plan, Runtime};
-use berth_proto::{
-    ExecutionInfo, FailureCode, FailureInfo, JobSpec, NameValuePair, TaskResult, TaskSpec,
-    TaskState, TaskView,
-};
+use berth_proto::{ExecutionInfo, FailureCode, JobSpec, TaskResult, TaskSpec, TaskState, TaskView};
 use chrono::Utc;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,20 +20,32 @@ pub struct TaskReport {
     pub note: Option<String>,
 }
 
-fn failed_before_start(code: FailureCode, message: String) -> ExecutionInfo {
-    let now = Utc::now();
-    ExecutionInfo {
-        start_time: Some(now),
-        end_time: Some(now),
-        failure_info: Some(FailureInfo::new(
-            code,
-            vec![NameValuePair {
-                name: "Message".into(),
-                value: message,
-            }],
-        )),
-        result: Some(TaskResult::Failure),
-        ..Default::default()
+impl TaskReport {
+    /// A task that is queued (`active`) and has not run.
+    pub fn active(rt: &Runtime, job: &JobSpec, spec: TaskSpec, note: Option<String>) -> Self {
+        let now = Utc::now();
+        let task_root_directory = rt
+            .node
+            .layout
+            .task_dir(&job.id, &spec.id)
+            .to_string_lossy()
+            .into_owned();
+        TaskReport {
+            view: TaskView {
+                spec,
+                job_id: job.id.clone(),
+                state: TaskState::Active,
+                state_transition_time: now,
+                creation_time: now,
+                execution_info: None,
+                node_info: Some(berth_proto::status::NodeInfo {
+                    pool_id: rt.node.pool_id.clone(),
+                    node_id: rt.node.node_id.clone(),
+                    task_root_directory,
+                }),
+            },
+            note,
+        }
     }
 }
 
@@ -51,25 +60,25 @@ async fn run_one(
     let span = tracing::info_span!("task", job = %job.id, task = %spec.id);
     async move {
         if plan::needs_container_settings(&spec, &rt.pool) {
-            return failed_before_start(FailureCode::ContainerTaskSettingsNotFound, "the pool runs containers and the task has no containerSettings".into());
+            return task::failed_before_start(FailureCode::ContainerTaskSettingsNotFound, "the pool runs containers and the task has no containerSettings".into());
         }
         let ident = spec.user_identity.clone();
         let pool = rt.pool.clone();
         let user = match tokio::task::spawn_blocking(move || users::resolve(ident.as_ref(), &pool)).await {
             Ok(Ok(u)) => u,
-            Ok(Err(e)) => return failed_before_start(FailureCode::Unknown, e.to_string()),
-            Err(e) => return failed_before_start(FailureCode::Unknown, e.to_string()),
+            Ok(Err(e)) => return task::failed_before_start(FailureCode::Unknown, e.to_string()),
+            Err(e) => return task::failed_before_start(FailureCode::Unknown, e.to_string()),
         };
         let plan = match plan::task(&spec, &job, &rt.node, user) {
             Ok(p) => p,
-            Err(e) => return failed_before_start(FailureCode::ContainerInvalidSettings, e.to_string()),
+            Err(e) => return task::failed_before_start(FailureCode::ContainerInvalidSettings, e.to_string()),
         };
         if let Err(e) = task::prepare_dirs(&plan, true) {
             let code = if e.raw_os_error() == Some(libc::ENOSPC) { FailureCode::DiskFull } else { FailureCode::ResourceDirectoryCreateFailed };
-            return failed_before_start(code, format!("{}: {e}", plan.task_dir.display()));
+            return task::failed_before_start(code, format!("{}: {e}", plan.task_dir.display()));
         }
         tracing::info!("task started");
-        let info = task::run_task(&rt, &plan, &cancel, |_| {}).await;
+        let info = task::run_task(&rt, &plan, &cancel).await;
         tracing::info!(exit_code = ?info.exit_code, result = ?info.result, failure = ?info.failure_info.as_ref().map(|f| &f.code), "task completed");
         if let Some(keep) = plan.retention {
             if let Err(e) = retention::record(&rt.node.layout, &plan.task_dir, keep) {
@@ -90,30 +99,9 @@ pub async fn run_job(
     tasks: Vec<TaskSpec>,
     cancel: CancellationToken,
 ) -> Vec<TaskReport> {
-    let now = Utc::now();
     let mut reports: Vec<TaskReport> = tasks
         .iter()
-        .map(|t| TaskReport {
-            view: TaskView {
-                spec: t.clone(),
-                job_id: job.id.clone(),
-                state: TaskState::Active,
-                state_transition_time: now,
-                creation_time: now,
-                execution_info: None,
-                node_info: Some(berth_proto::status::NodeInfo {
-                    pool_id: rt.node.pool_id.clone(),
-                    node_id: rt.node.node_id.clone(),
-                    task_root_directory: rt
-                        .node
-                        .layout
-                        .task_dir(&job.id, &t.id)
-                        .to_string_lossy()
-                        .into_owned(),
-                }),
-            },
-            note: None,
-        })
+        .map(|t| TaskReport::active(&rt, job, t.clone(), None))
         .collect();
     let index: HashMap<String, usize> = tasks
         .iter()

@@ -4,7 +4,7 @@
 
 use super::exit::Finished;
 use super::plan::TaskPlan;
-use super::{logs, Runtime};
+use super::{logs, stop_requested, Runtime};
 use berth_proto::FailureCode;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -81,19 +81,13 @@ pub async fn attempt(
         }
     };
     let pgid = child.id().map(|p| Pid::from_raw(p as i32));
-    enum End {
-        Exited(std::io::Result<std::process::ExitStatus>),
-        TimedOut,
-        Cancelled,
-    }
-    let end = tokio::select! {
-        r = child.wait() => End::Exited(r),
-        _ = sleep_until(deadline) => End::TimedOut,
-        _ = cancel.cancelled() => End::Cancelled,
+    let (stopped, exited) = tokio::select! {
+        r = child.wait() => (None, Some(r)),
+        stop = stop_requested(deadline, cancel) => (Some(stop), None),
     };
-    let status = match end {
-        End::Exited(r) => r,
-        _ => {
+    let status = match exited {
+        Some(r) => r,
+        None => {
             if let Some(pg) = pgid {
                 if let Err(e) = killpg(pg, Signal::SIGTERM) {
                     tracing::debug!(error = %e, "SIGTERM");
@@ -116,38 +110,13 @@ pub async fn attempt(
             .map(i64::from)
             .unwrap_or_else(|| 128 + i64::from(s.signal().unwrap_or(0)))
     });
-    match end_kind(deadline, cancel) {
-        Some(false) => Finished::Cancelled {
-            code,
-            container: None,
-        },
-        Some(true) => Finished::TimedOut {
-            code,
-            container: None,
-        },
+    match stopped {
+        Some(stop) => stop.finished(code, None),
         None => Finished::Exited {
             code: code.unwrap_or(-1),
             oom_kills: 0,
             engine_oom: false,
             container: None,
         },
-    }
-}
-
-/// Whether the attempt ended by cancellation (`Some(false)`) or by the wall clock (`Some(true)`).
-fn end_kind(deadline: Option<Instant>, cancel: &CancellationToken) -> Option<bool> {
-    if cancel.is_cancelled() {
-        Some(false)
-    } else if deadline.is_some_and(|d| Instant::now() >= d) {
-        Some(true)
-    } else {
-        None
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

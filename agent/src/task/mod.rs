@@ -14,6 +14,7 @@ pub mod run_options;
 use crate::engine::Engine;
 use crate::pool::images::ImageStore;
 use berth_proto::{ExecutionInfo, PoolSpec, TaskResult};
+use berth_proto::{FailureCode, FailureInfo, NameValuePair};
 use chrono::Utc;
 use create::ContainerIdentity;
 use plan::{NodeFacts, TaskPlan};
@@ -30,6 +31,64 @@ pub struct Runtime {
     pub images: Arc<ImageStore>,
     /// How long a stopped task gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+}
+
+/// Why an attempt was stopped before its process ended by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// `maxWallClockTime` passed.
+    TimedOut,
+    /// berth was told to stop.
+    Cancelled,
+}
+
+/// Resolves when the attempt must stop: at the wall-clock deadline or on cancellation.
+pub(crate) async fn stop_requested(
+    deadline: Option<tokio::time::Instant>,
+    cancel: &CancellationToken,
+) -> Stop {
+    let wall_clock = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = wall_clock => Stop::TimedOut,
+        _ = cancel.cancelled() => Stop::Cancelled,
+    }
+}
+
+impl Stop {
+    /// How the attempt ended, once the stopped process's exit code is known.
+    pub(crate) fn finished(
+        self,
+        code: Option<i64>,
+        container: Option<berth_proto::ContainerInfo>,
+    ) -> exit::Finished {
+        match self {
+            Stop::TimedOut => exit::Finished::TimedOut { code, container },
+            Stop::Cancelled => exit::Finished::Cancelled { code, container },
+        }
+    }
+}
+
+/// The execution info of a task that failed before any process ran.
+pub fn failed_before_start(code: FailureCode, message: String) -> ExecutionInfo {
+    let now = chrono::Utc::now();
+    ExecutionInfo {
+        start_time: Some(now),
+        end_time: Some(now),
+        failure_info: Some(FailureInfo::new(
+            code,
+            vec![NameValuePair {
+                name: "Message".into(),
+                value: message,
+            }],
+        )),
+        result: Some(TaskResult::Failure),
+        ..Default::default()
+    }
 }
 
 /// Creates the task directory and `wd`, owned by the task's user.
@@ -66,12 +125,7 @@ fn chown(p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 
 /// Runs a planned task through all its attempts and returns its final execution info.
 /// `on_start` is told when each attempt starts (the task is `running`).
-pub async fn run_task(
-    rt: &Runtime,
-    plan: &TaskPlan,
-    cancel: &CancellationToken,
-    mut on_attempt: impl FnMut(&ExecutionInfo),
-) -> ExecutionInfo {
+pub async fn run_task(rt: &Runtime, plan: &TaskPlan, cancel: &CancellationToken) -> ExecutionInfo {
     let mut info = ExecutionInfo::default();
     let mut attempt: u32 = 0;
     loop {
@@ -82,7 +136,6 @@ pub async fn run_task(
         info.failure_info = None;
         info.container_info = None;
         info.result = None;
-        on_attempt(&info);
         let deadline = plan.max_wall_clock.and_then(|d| start.checked_add(d));
         let finished = match &plan.container {
             Some(_) => {

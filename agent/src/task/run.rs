@@ -7,7 +7,7 @@ use super::exit::Finished;
 use super::oom::OomProbe;
 use super::plan::TaskPlan;
 use super::run_options::{self, PullPolicy};
-use super::{logs, Runtime};
+use super::{logs, stop_requested, Runtime};
 use crate::engine::EngineError;
 use berth_proto::{ContainerInfo, FailureCode, NameValuePair};
 use tokio::time::Instant;
@@ -81,13 +81,8 @@ pub async fn attempt(
     };
     // The task's files belong to whoever the container runs as: a numeric `--user`
     // takes the task directory over, so the task can write its wd (Batch pitfall #6).
-    let owner = match opts.user.as_deref().and_then(numeric_user) {
-        Some(ids) => Some(ids),
-        None => (!plan.user.admin).then_some((plan.user.uid, plan.user.gid)),
-    };
-    if let Some((uid, gid)) =
-        owner.filter(|_| opts.user.is_some() && nix::unistd::Uid::effective().is_root())
-    {
+    let user_override = opts.user.as_deref().and_then(numeric_user);
+    if let Some((uid, gid)) = user_override.filter(|_| nix::unistd::Uid::effective().is_root()) {
         for d in [
             plan.task_dir.clone(),
             plan.wd.clone(),
@@ -103,6 +98,7 @@ pub async fn attempt(
             }
         }
     }
+    let owner = user_override.or((!plan.user.admin).then_some((plan.user.uid, plan.user.gid)));
     let (body, notes) = match create::body(plan, &opts, who) {
         Ok(b) => b,
         Err(e) => {
@@ -126,8 +122,7 @@ pub async fn attempt(
     );
     let pulled = tokio::select! {
         r = pull => r,
-        _ = cancel.cancelled() => return Finished::Cancelled { code: None, container: None },
-        _ = sleep_until(deadline) => return Finished::TimedOut { code: None, container: None },
+        stop = stop_requested(deadline, cancel) => return stop.finished(None, None),
     };
     if let Err(e) = pulled {
         return not_started(
@@ -166,13 +161,6 @@ pub async fn attempt(
         tracing::error!(container = %id, error = %e, "could not remove the container");
     }
     finished
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// `uid[:gid]` when both are numbers (a lone uid means gid 0, as docker does when the image does not know the uid).
@@ -239,35 +227,25 @@ async fn run_created(
     let pid = rt.engine.inspect(id).await.ok().and_then(|s| s.pid);
     let probe = OomProbe::start(pid);
 
-    enum End {
-        Exited(Result<i64, EngineError>),
-        TimedOut,
-        Cancelled,
-    }
     let mut wait = wait;
-    let end = tokio::select! {
-        r = &mut wait => End::Exited(r.unwrap_or_else(|e| Err(EngineError::Other(e.to_string())))),
-        _ = sleep_until(deadline) => End::TimedOut,
-        _ = cancel.cancelled() => End::Cancelled,
+    let (stopped, exited) = tokio::select! {
+        r = &mut wait => (None, Some(r.unwrap_or_else(|e| Err(EngineError::Other(e.to_string()))))),
+        stop = stop_requested(deadline, cancel) => (Some(stop), None),
     };
     let grace = stop_timeout
         .map(|s| std::time::Duration::from_secs(s.max(0) as u64))
         .unwrap_or(rt.stop_grace);
-    let (kind, code) = match end {
-        End::Exited(r) => (0, r),
-        End::TimedOut | End::Cancelled => {
-            let kind = if matches!(end, End::TimedOut) { 1 } else { 2 };
+    let code = match exited {
+        Some(r) => r,
+        None => {
             if let Err(e) = rt.engine.stop(id, grace).await {
                 tracing::warn!(container = id, error = %e, "stop failed; killing");
                 if let Err(e) = rt.engine.kill(id, "SIGKILL").await {
                     tracing::error!(container = id, error = %e, "kill failed");
                 }
             }
-            (
-                kind,
-                wait.await
-                    .unwrap_or_else(|e| Err(EngineError::Other(e.to_string()))),
-            )
+            wait.await
+                .unwrap_or_else(|e| Err(EngineError::Other(e.to_string())))
         }
     };
     let oom = probe.finish().await;
@@ -288,10 +266,9 @@ async fn run_created(
         state.as_ref().and_then(|s| s.status.clone()),
         state.as_ref().and_then(|s| s.error.clone()),
     );
-    match kind {
-        1 => Finished::TimedOut { code, container },
-        2 => Finished::Cancelled { code, container },
-        _ => match code {
+    match stopped {
+        Some(stop) => stop.finished(code, container),
+        None => match code {
             Some(code) => Finished::Exited {
                 code,
                 oom_kills: oom.kills,

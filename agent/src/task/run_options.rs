@@ -777,18 +777,19 @@ fn mount(flag: &str, v: &str) -> Result<Mount, RunOptionsError> {
         match k.as_str() {
             "type" => {
                 typ_given = true;
-                typ =
-                    match need(val)?.as_str() {
-                        "bind" => MountType::BIND,
-                        "volume" => MountType::VOLUME,
-                        "tmpfs" => MountType::TMPFS,
-                        other => return Err(err(
+                typ = match need(val)?.as_str() {
+                    "bind" => MountType::BIND,
+                    "volume" => MountType::VOLUME,
+                    "tmpfs" => MountType::TMPFS,
+                    other => {
+                        return Err(err(
                             flag,
                             format!(
                                 "{v:?}: type {other:?} is not accepted; use bind, volume or tmpfs"
                             ),
-                        )),
+                        ))
                     }
+                }
             }
             "source" | "src" => m.source = Some(need(val)?),
             "target" | "dst" | "destination" => m.target = Some(need(val)?),
