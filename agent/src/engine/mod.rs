@@ -265,14 +265,17 @@ impl Engine {
         }
     }
 
-    /// The container's output from its first byte, following until it stops. Read from the
-    /// engine's log store, so it can be opened after start without losing or repeating bytes.
+    /// The container's output from its first byte, read from the engine's log store (so it
+    /// can be opened after start), following until the container stops when `follow`.
+    /// A follow stream can end before the last bytes (seen on 20.10 with fast exits):
+    /// read once more without `follow` after exit to complete it (`task::logs::complete`).
     pub fn logs(
         &self,
         id: &str,
+        follow: bool,
     ) -> Pin<Box<dyn Stream<Item = Result<Output, EngineError>> + Send>> {
         let opts = LogsOptionsBuilder::default()
-            .follow(true)
+            .follow(follow)
             .stdout(true)
             .stderr(true)
             .build();

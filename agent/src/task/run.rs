@@ -222,7 +222,7 @@ async fn run_created(
         );
     }
     let wait = tokio::spawn(rt.engine.wait(id));
-    let stream = attached.unwrap_or_else(|| rt.engine.logs(id));
+    let stream = attached.unwrap_or_else(|| rt.engine.logs(id, true));
     let writer = tokio::spawn(logs::copy(stream, out, err));
     let pid = rt.engine.inspect(id).await.ok().and_then(|s| s.pid);
     let probe = OomProbe::start(pid);
@@ -249,12 +249,20 @@ async fn run_created(
         }
     };
     let oom = probe.finish().await;
-    // Output is complete once the attach stream closes after exit; don't hang on a stuck one.
+    // The live stream closes after exit; don't hang on a stuck one.
     match tokio::time::timeout(std::time::Duration::from_secs(30), writer).await {
-        Ok(Ok(Ok((o, e)))) => tracing::debug!(stdout = o, stderr = e, "output saved"),
+        Ok(Ok(Ok((o, e)))) => tracing::debug!(stdout = o, stderr = e, "output streamed"),
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "writing task output failed"),
         Ok(Err(e)) => tracing::error!(error = %e, "output writer failed"),
         Err(_) => tracing::error!("output stream did not close 30 s after exit"),
+    }
+    // The follow stream may have ended early: complete the files from the log store.
+    if !no_log_store {
+        match logs::complete(rt.engine.logs(id, false), &plan.task_dir).await {
+            Ok((0, 0)) => {}
+            Ok((o, e)) => tracing::debug!(stdout = o, stderr = e, "output completed after exit"),
+            Err(e) => tracing::error!(error = %e, "completing task output failed"),
+        }
     }
     let state = rt.engine.inspect(id).await.ok();
     let code = match (code, &state) {
