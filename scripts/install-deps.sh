@@ -1,12 +1,13 @@
 #!/bin/sh
 # Installs what berth's demo and tests need on Debian/Ubuntu: Docker's engine (docker.io),
-# a registry (docker-registry), busybox-static (offline test images), iproute2, and a Rust
+# a registry (docker-registry) and htpasswd (apache2-utils) for its auth tests,
+# busybox-static (offline test images), iproute2, and a Rust
 # toolchain if none is present. Idempotent; needs root (or sudo).
 set -eu
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=""
-for pair in dockerd:docker.io docker-registry:docker-registry ip:iproute2 file:file; do
+for pair in dockerd:docker.io docker-registry:docker-registry htpasswd:apache2-utils ip:iproute2 file:file; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need="$need $pkg"
 done

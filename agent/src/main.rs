@@ -21,6 +21,9 @@ struct Cli {
 enum Cmd {
     /// Run task files once on this node: pool start (images, start task), tasks, report.
     Run(berth_agent::cli::run::RunArgs),
+    /// Pool start alone: prefetch the pool's images, run its start task, report the node.
+    #[command(subcommand)]
+    Pool(berth_agent::cli::pool::PoolCmd),
 }
 
 fn main() -> ExitCode {
@@ -35,7 +38,7 @@ fn main() -> ExitCode {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| berth_agent::pool::progress::ProgressWriter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
@@ -51,5 +54,6 @@ fn main() -> ExitCode {
     };
     match cli.cmd {
         Cmd::Run(args) => rt.block_on(berth_agent::cli::run::run(args)),
+        Cmd::Pool(cmd) => rt.block_on(berth_agent::cli::pool::run(cmd)),
     }
 }

@@ -63,3 +63,47 @@ pub fn table(reports: &[TaskReport]) -> String {
     }
     out
 }
+
+/// The node's state, start task and errors, for people.
+pub fn node(n: &berth_proto::ComputeNode) -> String {
+    let mut out = format!("node {} (pool {}): {}\n", n.id, n.pool_id, n.state);
+    if let Some(st) = &n.start_task_info {
+        let exit = st
+            .exit_code
+            .map(|c| format!(", exit code {c}"))
+            .unwrap_or_default();
+        let result = st.result.map(|r| format!(": {r}")).unwrap_or_default();
+        out.push_str(&format!(
+            "  start task: {}{result}{exit}, retries {}\n",
+            st.state, st.retry_count
+        ));
+        if let Some(f) = &st.failure_info {
+            out.push_str(&format!(
+                "    {} {}: {}\n",
+                f.category,
+                f.code,
+                f.detail("Message").unwrap_or(&f.message)
+            ));
+        }
+    }
+    for i in &n.images {
+        let why = i
+            .message
+            .as_ref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        out.push_str(&format!("  image {} {}{why}\n", i.image, i.state));
+    }
+    for e in &n.errors {
+        out.push_str(&format!("  error {}: {}\n", e.code, e.message));
+        for d in &e.error_details {
+            out.push_str(&format!("    {}: {}\n", d.name, d.value));
+        }
+    }
+    out
+}
+
+/// The node as Batch's GET node JSON.
+pub fn node_json(n: &berth_proto::ComputeNode) -> String {
+    serde_json::to_string_pretty(n).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}

@@ -50,7 +50,7 @@ pub(crate) use batch_enum;
 
 /// A string that must never reach a log, an error or `--json` output.
 /// `Debug` and `Display` print `<redacted>`; serializing writes `<redacted>` too.
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Secret(String);
 
 impl Secret {

@@ -12,6 +12,7 @@ pub mod id;
 pub mod image_ref;
 pub mod job;
 pub mod load;
+pub mod node;
 pub mod pool;
 pub mod status;
 pub mod task;
@@ -27,6 +28,7 @@ pub use failure::{FailureCategory, FailureCode};
 pub use image_ref::ImageRef;
 pub use job::JobSpec;
 pub use load::{LoadError, Loaded};
+pub use node::{ComputeNode, NodeAgentInfo, NodeError, NodeImage, NodeState, StartTaskInfo};
 pub use pool::{ContainerConfiguration, LinuxUserConfiguration, PoolSpec, StartTask, UserAccount};
 pub use status::{
     ContainerInfo, ExecutionInfo, FailureInfo, NameValuePair, TaskResult, TaskState, TaskView,

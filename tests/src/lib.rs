@@ -185,6 +185,12 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// The `--json` output of `pool start` (one node object), parsed.
+    pub fn node(&self) -> Value {
+        serde_json::from_str::<Value>(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", self.stdout, self.stderr))
+    }
+
     /// The `--json` output, parsed.
     pub fn tasks(&self) -> Vec<Value> {
         serde_json::from_str::<Value>(&self.stdout)
@@ -256,6 +262,61 @@ impl TestNode {
         c
     }
 
+    /// The `berth pool start --json` command for this node and pool file.
+    pub fn pool_start_command(&self, pool: &Path) -> Command {
+        let mut c = Command::new(berth_bin());
+        c.args([
+            "pool",
+            "start",
+            "--json",
+            "--engine",
+            engine_host(),
+            "--node-id",
+            &self.node_id,
+            "--node-root",
+        ])
+        .arg(self.root())
+        .arg("--pool")
+        .arg(pool);
+        c
+    }
+
+    /// `berth pool start --json --pool pool.json [extra...]`.
+    pub fn pool_start(&self, pool: &Value, extra: &[&str]) -> RunResult {
+        let f = self.file("pool.json", pool);
+        let out = self.pool_start_command(&f).args(extra).output().unwrap();
+        RunResult {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        }
+    }
+
+    /// Every file under the node root whose content holds `needle`.
+    pub fn files_containing(&self, needle: &str) -> Vec<PathBuf> {
+        fn walk(d: &Path, needle: &[u8], hits: &mut Vec<PathBuf>) {
+            let Ok(rd) = std::fs::read_dir(d) else { return };
+            for e in rd.flatten() {
+                let p = e.path();
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => walk(&p, needle, hits),
+                    Ok(t) if t.is_file() => {
+                        if std::fs::read(&p)
+                            .map(|b| b.windows(needle.len()).any(|w| w == needle))
+                            .unwrap_or(false)
+                        {
+                            hits.push(p);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut hits = vec![];
+        walk(&self.root(), needle.as_bytes(), &mut hits);
+        hits
+    }
+
     /// `berth run --json [extra...] tasks.json`.
     pub fn run(&self, extra: &[&str], tasks: &Value) -> RunResult {
         let f = self.file("tasks.json", tasks);
@@ -312,50 +373,208 @@ pub fn task(id: &str, command: &str, options: &str) -> Value {
     })
 }
 
-/// A private, anonymous registry on loopback (Debian's docker-registry), stopped on drop.
+/// A registry on loopback (Debian's docker-registry), anonymous or with htpasswd (bcrypt)
+/// users; it logs every request (for counting pulls) and is stopped on drop.
 pub struct TestRegistry {
     pub addr: String,
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    users: Vec<(String, String)>,
+}
+
+/// A free loopback port (nothing listens on it once this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl TestRegistry {
+    /// An anonymous registry.
     pub fn start() -> TestRegistry {
+        Self::with_users(&[])
+    }
+
+    /// A registry that requires one of `users` (name, password).
+    pub fn with_users(users: &[(&str, &str)]) -> TestRegistry {
+        let mut r = Self::configured(users, free_port());
+        r.restart();
+        r
+    }
+
+    /// A registry that is configured on `port` but not started (see `restart`).
+    pub fn configured(users: &[(&str, &str)], port: u16) -> TestRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let mut auth = String::new();
+        if !users.is_empty() {
+            let htpasswd = dir.path().join("htpasswd");
+            let mut lines = String::new();
+            for (u, pw) in users {
+                let out = Command::new("htpasswd")
+                    .args(["-nbB", u, pw])
+                    .output()
+                    .expect(
+                        "htpasswd (apache2-utils) is not installed: run scripts/install-deps.sh",
+                    );
+                assert!(out.status.success());
+                lines.push_str(String::from_utf8_lossy(&out.stdout).trim());
+                lines.push('\n');
+            }
+            std::fs::write(&htpasswd, lines).unwrap();
+            auth = format!(
+                "auth: {{htpasswd: {{realm: berth-test, path: {}}}}}\n",
+                htpasswd.display()
+            );
+        }
+        std::fs::write(
+            dir.path().join("config.yml"),
+            format!(
+                "version: 0.1\nlog: {{level: info, accesslog: {{disabled: true}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: {addr}}}\n{auth}",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        TestRegistry {
+            addr,
+            dir,
+            child: None,
+            users: users
+                .iter()
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .collect(),
+        }
+    }
+
+    /// Starts (again) on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
         let bin = which("docker-registry")
             .expect("docker-registry is not installed: run scripts/install-deps.sh");
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(&cfg, format!("version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n", dir.path().join("data").display())).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .unwrap();
         let child = Command::new(bin)
             .arg("serve")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .arg(self.dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .unwrap();
+        self.child = Some(child);
         for _ in 0..100 {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                return TestRegistry {
-                    addr,
-                    child,
-                    _dir: dir,
-                };
+            if std::net::TcpStream::connect(&self.addr).is_ok() {
+                return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("docker-registry did not start on {addr}");
+        panic!("docker-registry did not start on {}", self.addr);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Everything the registry logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Manifest reads for `repo` (GET or HEAD) that the registry answered, any status.
+    /// (The registry logs a request after answering it, so a just-finished push's writes
+    /// could still be missing; they are not counted.)
+    pub fn manifest_requests(&self, repo: &str) -> usize {
+        std::thread::sleep(Duration::from_millis(300));
+        let needle = format!("/v2/{repo}/manifests/");
+        self.log()
+            .lines()
+            .filter(|l| l.contains("response completed") && l.contains(&needle))
+            .filter(|l| {
+                l.contains("http.request.method=GET") || l.contains("http.request.method=HEAD")
+            })
+            .count()
+    }
+
+    /// Builds an image from `myimage` plus a layer no other image has, pushes it as `repo`
+    /// and removes it locally, so that a pull must download that layer.
+    pub fn push_unique(&self, repo: &str) -> String {
+        images();
+        let ctx = tempfile::tempdir().unwrap();
+        let nonce = format!(
+            "{repo} {:?} {}",
+            std::time::SystemTime::now(),
+            std::process::id()
+        );
+        std::fs::write(ctx.path().join("nonce"), nonce).unwrap();
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            "FROM myimage\nCOPY nonce /nonce\n",
+        )
+        .unwrap();
+        let tag = format!("berth-test-unique-{}", std::process::id());
+        let out = Command::new("docker")
+            .arg("-H")
+            .arg(engine_host())
+            .args(["build", "-q", "-t", &tag])
+            .arg(ctx.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let full = self.push(&tag, repo);
+        docker(&["rmi", &tag]);
+        full
+    }
+
+    /// Tags a local image as `<addr>/<repo>` and pushes it (logging in first when the
+    /// registry has users, with a throwaway client config). Returns the full reference.
+    pub fn push(&self, local: &str, repo: &str) -> String {
+        let full = format!("{}/{repo}", self.addr);
+        let cfg = tempfile::tempdir().unwrap();
+        let cli = |args: &[&str], stdin: Option<&str>| {
+            let mut c = Command::new("docker");
+            c.arg("--config")
+                .arg(cfg.path())
+                .arg("-H")
+                .arg(engine_host())
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut ch = c.spawn().unwrap();
+            if let Some(s) = stdin {
+                ch.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+            }
+            let out = ch.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "docker {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        if let Some((u, p)) = self.users.first() {
+            cli(&["login", "-u", u, "--password-stdin", &self.addr], Some(p));
+        }
+        cli(&["tag", local, &full], None);
+        cli(&["push", &full], None);
+        cli(&["rmi", &full], None);
+        full
     }
 }
 
 impl Drop for TestRegistry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -1,3 +1,5 @@
-//! The `berth` command line: one module per subcommand.
+//! The `berth` command line: one module per subcommand, plus what they share.
 
+pub mod common;
+pub mod pool;
 pub mod run;

@@ -1,17 +1,14 @@
 //! `berth run`: pool start, then the given tasks, then a report. The one-shot mode.
 
-use crate::engine::Engine;
-use crate::node::NodeLayout;
-use crate::pool::{self, images::ImageStore, NodeState};
+use super::common::{self, NodeArgs};
+use crate::pool;
 use crate::schedule::{self, retention};
-use crate::task::{plan::NodeFacts, Runtime};
+use crate::task::Runtime;
 use crate::{render, shutdown};
-use berth_proto::{load, validate, JobSpec, PoolSpec, TaskSpec};
+use berth_proto::{load, validate, JobSpec, NodeState, PoolSpec, TaskSpec};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
@@ -22,24 +19,14 @@ pub struct RunArgs {
     /// Job JSON: id, commonEnvironmentSettings, usesTaskDependencies, constraints.
     #[arg(long, value_name = "JOB.json")]
     pub job: Option<PathBuf>,
-    /// AZ_BATCH_NODE_ROOT_DIR: where task directories live.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/berth")]
-    pub node_root: PathBuf,
-    /// This node's id (default: the host name).
-    #[arg(long)]
-    pub node_id: Option<String>,
     /// Override the pool's taskSlotsPerNode.
     #[arg(long)]
     pub slots: Option<u32>,
     /// Print the final task objects as a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Docker engine address (unix:///path or tcp://host:port); default DOCKER_HOST or the local socket.
-    #[arg(long, value_name = "ADDR")]
-    pub engine: Option<String>,
-    /// Seconds between SIGTERM and SIGKILL when a task is stopped.
-    #[arg(long, default_value_t = 10)]
-    pub stop_grace: u64,
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// Task JSON files: a task, an array of tasks, or {"value": [...]}.
     #[arg(required = true, value_name = "TASKS.json")]
     pub tasks: Vec<PathBuf>,
@@ -56,14 +43,14 @@ struct Inputs {
     tasks: Vec<TaskSpec>,
 }
 
-fn read(path: &PathBuf) -> Result<String, String> {
+pub(crate) fn read(path: &PathBuf) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
 }
 
-type Loader<T> = fn(&str, &str) -> Result<load::Loaded<T>, load::LoadError>;
+pub(crate) type Loader<T> = fn(&str, &str) -> Result<load::Loaded<T>, load::LoadError>;
 
 /// Loads and validates an optional single-object file (pool or job); problems go to `errors`.
-fn one_file<T>(
+pub(crate) fn one_file<T>(
     path: &Option<PathBuf>,
     load: Loader<T>,
     check: fn(&T) -> Vec<validate::Problem>,
@@ -207,14 +194,6 @@ fn find_cycle(tasks: &[&TaskSpec]) -> Option<Vec<String>> {
     None
 }
 
-fn default_node_id() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "node".into())
-}
-
 pub async fn run(args: RunArgs) -> ExitCode {
     let inputs = match inputs(&args) {
         Ok(i) => i,
@@ -229,43 +208,23 @@ pub async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_INPUT);
         }
     };
-    let engine = match Engine::connect(args.engine.as_deref()).await {
-        Ok(e) => e,
+    let rt = match common::runtime(&args.node, inputs.pool).await {
+        Ok(rt) => rt,
         Err(e) => {
             eprintln!("berth: {e}");
-            eprintln!("berth: start Docker (e.g. `systemctl start docker`) or point --engine / DOCKER_HOST at a running engine");
             return ExitCode::from(EXIT_TASK_FAILED);
         }
     };
-    let node_root = if args.node_root.is_absolute() {
-        args.node_root.clone()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(&args.node_root))
-            .unwrap_or(args.node_root.clone())
-    };
-    let node = NodeFacts {
-        node_id: args.node_id.clone().unwrap_or_else(default_node_id),
-        pool_id: inputs.pool.id.clone(),
-        account_name: "berth".into(),
-        layout: NodeLayout::new(node_root),
-    };
-    let registries = inputs
-        .pool
-        .container_configuration()
-        .map(|c| c.container_registries.clone())
-        .unwrap_or_default();
-    let rt = Arc::new(Runtime {
-        images: Arc::new(ImageStore::new(engine.clone(), registries)),
-        engine,
-        node,
-        pool: inputs.pool,
-        stop_grace: Duration::from_secs(args.stop_grace),
-    });
     let cancel = CancellationToken::new();
     shutdown::cancel_on_signals(cancel.clone());
 
-    let started = match pool::start(rt.clone(), cancel.child_token(), 4).await {
+    let started = match pool::start(
+        rt.clone(),
+        cancel.child_token(),
+        args.node.pull.prefetch_concurrency,
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!(
@@ -275,34 +234,16 @@ pub async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_TASK_FAILED);
         }
     };
-    if let Some(info) = &started.start_task_info {
-        let f = info
-            .failure_info
-            .as_ref()
-            .map(|f| format!(" ({} {})", f.code, f.detail("Message").unwrap_or("")))
-            .unwrap_or_default();
-        eprintln!(
-            "start task: {} exit code {}{f}",
-            info.result.map(|r| r.to_string()).unwrap_or_default(),
-            info.exit_code.map(|c| c.to_string()).unwrap_or("-".into())
-        );
+    let node = rt.status.get();
+    if node.start_task_info.is_some() || !node.errors.is_empty() {
+        eprint!("{}", render::node(&node));
     }
-    let reports = if started.state == NodeState::Idle {
+    let ready = node.state.schedulable();
+    let reports = if ready {
         schedule::run_job(rt.clone(), &inputs.job, inputs.tasks, cancel.child_token()).await
     } else {
-        eprintln!(
-            "berth: node state {}: no task was run",
-            started.state.as_str()
-        );
-        for e in &started.errors {
-            let d: Vec<String> = e
-                .details
-                .iter()
-                .map(|d| format!("{}={}", d.name, d.value))
-                .collect();
-            eprintln!("  {}: {} [{}]", e.code, e.message, d.join(", "));
-        }
-        not_run(&rt, &inputs.job, inputs.tasks, started.state)
+        eprintln!("berth: node state {}: no task was run", node.state);
+        not_run(&rt, &inputs.job, inputs.tasks, node.state)
     };
     let mut start_task_failed = false;
     if let Some(h) = started.background_start_task {
@@ -325,7 +266,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     } else {
         print!("{}", render::table(&reports));
     }
-    let all_ok = started.state == NodeState::Idle
+    let all_ok = ready
         && !start_task_failed
         && reports.iter().all(|r| {
             r.view.execution_info.as_ref().and_then(|e| e.result)
@@ -340,7 +281,7 @@ fn not_run(
     tasks: Vec<TaskSpec>,
     state: NodeState,
 ) -> Vec<schedule::TaskReport> {
-    let note = format!("not started: node is {}", state.as_str());
+    let note = format!("not started: node is {state}");
     tasks
         .into_iter()
         .map(|t| schedule::TaskReport::active(rt, job, t, Some(note.clone())))

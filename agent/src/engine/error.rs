@@ -1,6 +1,6 @@
 //! Engine failures, classified so callers can decide: retry, report, or give up.
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EngineError {
     /// The engine could not be reached (socket missing, connection refused or reset).
     #[error("the Docker engine is unavailable: {0}")]
@@ -15,6 +15,9 @@ pub enum EngineError {
     /// No answer within the deadline.
     #[error("the engine did not answer {op} within {secs} s")]
     Timeout { op: &'static str, secs: u64 },
+    /// A pull showed no progress within one of its limits.
+    #[error("the pull showed no progress within its {limit} limit ({secs} s)")]
+    PullStalled { limit: &'static str, secs: f64 },
     /// An error reported inside a stream (pull progress, attach).
     #[error("{0}")]
     Stream(String),
@@ -26,7 +29,9 @@ impl EngineError {
     /// Worth another try: the engine was busy, slow or briefly away.
     pub fn is_transient(&self) -> bool {
         match self {
-            EngineError::Unavailable(_) | EngineError::Timeout { .. } => true,
+            EngineError::Unavailable(_)
+            | EngineError::Timeout { .. }
+            | EngineError::PullStalled { .. } => true,
             EngineError::Refused { status, .. } => *status >= 500,
             _ => false,
         }

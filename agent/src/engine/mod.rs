@@ -26,6 +26,9 @@ use std::time::Duration;
 /// 5 minutes after bursts of container creates timed out at 60 s (Azure/Batch#4).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// "No deadline" for a request: ten years (tokio saturates far larger values anyway).
+const UNBOUNDED: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// A chunk of container output.
 #[derive(Debug, Clone)]
 pub enum Output {
@@ -53,27 +56,59 @@ pub struct PullEvent {
     pub total: Option<i64>,
 }
 
-/// Registry credentials for one pull. The password is never logged.
-#[derive(Clone)]
+/// Registry credentials for one pull: a user name and password, or an identity token
+/// (from a Docker credential helper). Never logged.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Credentials {
     pub server: String,
     pub username: String,
     pub password: berth_proto::Secret,
+    pub identity_token: Option<berth_proto::Secret>,
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Credentials {{ server: {:?}, username: {:?}, password: <redacted> }}",
+            "Credentials {{ server: {:?}, username: {:?}, secret: <redacted> }}",
             self.server, self.username
         )
     }
 }
 
+impl Credentials {
+    fn to_bollard(&self) -> DockerCredentials {
+        match &self.identity_token {
+            Some(t) => DockerCredentials {
+                identitytoken: Some(t.expose().to_string()),
+                serveraddress: Some(self.server.clone()),
+                ..Default::default()
+            },
+            None => DockerCredentials {
+                username: Some(self.username.clone()),
+                password: Some(self.password.expose().to_string()),
+                serveraddress: Some(self.server.clone()),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Limits of one pull attempt (the total limit is the caller's). A pull that shows no
+/// progress event at all within `first_progress`, or none for `inactivity` once started,
+/// is abandoned; the engine cancels its pull when berth hangs up.
+#[derive(Debug, Clone, Copy)]
+pub struct PullLimits {
+    pub first_progress: Duration,
+    pub inactivity: Duration,
+}
+
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
+    /// The same connection without a request deadline: a pull's response headers may come
+    /// late, and its limits are `PullLimits`, never a generic HTTP timeout.
+    docker_unbounded: Docker,
     timeout: Duration,
     /// Where the engine was reached, for messages.
     pub host: String,
@@ -158,6 +193,7 @@ impl Engine {
             ))
         })?;
         Ok(Engine {
+            docker_unbounded: docker.clone().with_timeout(UNBOUNDED),
             docker,
             timeout,
             host,
@@ -187,13 +223,14 @@ impl Engine {
         }
     }
 
-    /// Pulls `repository:tag_or_digest`, calling `progress` for each event.
+    /// Pulls `repository:tag_or_digest`, calling `progress` for each event, within `limits`.
     pub async fn pull(
         &self,
         repository: &str,
         tag_or_digest: &str,
         platform: Option<&str>,
         creds: Option<&Credentials>,
+        limits: PullLimits,
         mut progress: impl FnMut(PullEvent),
     ) -> Result<(), EngineError> {
         let mut b = CreateImageOptionsBuilder::default()
@@ -202,15 +239,28 @@ impl Engine {
         if let Some(p) = platform {
             b = b.platform(p);
         }
-        let creds = creds.map(|c| DockerCredentials {
-            username: Some(c.username.clone()),
-            password: Some(c.password.expose().to_string()),
-            serveraddress: Some(c.server.clone()),
-            ..Default::default()
-        });
-        let mut s = self.docker.create_image(Some(b.build()), None, creds);
-        while let Some(ev) = s.next().await {
-            let ev = ev.map_err(|e| self.err("pull", e))?;
+        let creds = creds.map(Credentials::to_bollard);
+        let mut s = self
+            .docker_unbounded
+            .create_image(Some(b.build()), None, creds);
+        let mut started = false;
+        loop {
+            let (limit, which) = if started {
+                (limits.inactivity, "inactivity")
+            } else {
+                (limits.first_progress, "first progress")
+            };
+            let ev = match tokio::time::timeout(limit, s.next()).await {
+                Err(_) => {
+                    return Err(EngineError::PullStalled {
+                        limit: which,
+                        secs: limit.as_secs_f64(),
+                    })
+                }
+                Ok(None) => return Ok(()),
+                Ok(Some(ev)) => ev.map_err(|e| self.err("pull", e))?,
+            };
+            started = true;
             if let Some(e) = ev.error_detail.and_then(|d| d.message) {
                 return Err(EngineError::Stream(e));
             }
@@ -221,7 +271,20 @@ impl Engine {
                 total: ev.progress_detail.as_ref().and_then(|p| p.total),
             });
         }
-        Ok(())
+    }
+
+    /// Asks the registry, through the engine, whether `image` can be pulled with `creds`
+    /// (the manifest is resolved; nothing is downloaded). Returns the manifest digest.
+    pub async fn registry_check(
+        &self,
+        image: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<String, EngineError> {
+        self.docker
+            .inspect_registry_image(image, creds.map(Credentials::to_bollard))
+            .await
+            .map(|d| d.descriptor.digest.unwrap_or_default())
+            .map_err(|e| self.err("registry check", e))
     }
 
     /// Creates a container with a fixed name. Transient failures are retried with backoff;

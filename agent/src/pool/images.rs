@@ -1,84 +1,210 @@
-//! Making images present: one pull per image at a time (waiters share the result),
-//! credentials from the task's or the pool's registry entries, and retries with backoff for
-//! transient failures only. Pull progress goes to the log.
+//! Making images present. One pull per image at a time, however many tasks want it: the
+//! first caller starts a pull (its own tokio task, so a cancelled caller does not cancel
+//! the others) and everyone else awaits the same shared result. Transient failures are
+//! retried with backoff; permanent ones (unknown image, unauthorized) fail at once with the
+//! registry's words. Each attempt has a first-progress and an inactivity limit, and all
+//! attempts together a total limit; no generic HTTP timeout applies to pulls.
+//!
+//! A private image (one berth pulled with credentials) that is already on the node is
+//! reused for a task only once the registry has accepted that task's credentials for it.
 
-use crate::engine::{Credentials, Engine, EngineError};
+use super::credentials::{self, fingerprint};
+use super::progress::{LogObserver, PullObserver, PullUpdate};
+use crate::engine::{Credentials, Engine, EngineError, PullLimits};
 use crate::task::run_options::PullPolicy;
-use berth_proto::{ContainerRegistry, ImageRef};
-use std::collections::HashMap;
+use berth_proto::{ContainerRegistry, FailureCode, ImageRef};
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Retry and time limits of pulls (defaults after amazon-ecs-agent and Nomad, see README).
+#[derive(Debug, Clone, Copy)]
+pub struct PullSettings {
+    /// Transient failures are retried this many times.
+    pub retries: u32,
+    /// The first retry waits this long; each next one twice as long (at most a minute).
+    pub backoff: Duration,
+    pub first_progress: Duration,
+    pub inactivity: Duration,
+    /// All attempts of one pull together.
+    pub total: Duration,
+}
+
+impl Default for PullSettings {
+    fn default() -> Self {
+        PullSettings {
+            retries: 4,
+            backoff: Duration::from_secs(1),
+            first_progress: Duration::from_secs(300),
+            inactivity: Duration::from_secs(120),
+            total: Duration::from_secs(2 * 3600),
+        }
+    }
+}
+
+/// Why an image could not be made present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullFailure {
+    /// The reference does not parse.
+    Reference,
+    /// The registry refused the credentials (or their absence).
+    Auth,
+    /// The registry or engine does not know the image.
+    NotFound,
+    /// A pull limit ran out.
+    Timeout,
+    /// `--pull never` and the image is absent.
+    Absent,
+    /// The Docker config could not be read.
+    Config,
+    Other,
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct PullError {
     pub image: String,
+    pub kind: PullFailure,
     pub message: String,
 }
 
-/// Docker Hub answers to several names.
-fn same_registry(a: &str, b: &str) -> bool {
-    let norm = |s: &str| {
-        let s = s
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .trim_end_matches('/');
-        let s = s
-            .strip_suffix("/v1")
-            .or_else(|| s.strip_suffix("/v2"))
-            .unwrap_or(s);
-        match s {
-            "docker.io"
-            | "index.docker.io"
-            | "registry-1.docker.io"
-            | "registry.hub.docker.com" => "docker.io".to_string(),
-            other => other.to_ascii_lowercase(),
+impl PullError {
+    /// The Batch failure code: registry (credential) problems are `ContainerInvalidRegistry`,
+    /// everything else `ContainerInvalidImage`.
+    pub fn code(&self) -> FailureCode {
+        match self.kind {
+            PullFailure::Auth | PullFailure::Config => FailureCode::ContainerInvalidRegistry,
+            _ => FailureCode::ContainerInvalidImage,
         }
-    };
-    norm(a) == norm(b)
+    }
 }
 
-/// The credentials for `image`: the task's registry if it serves the image, else the
-/// pool's entry for that server, else none (anonymous).
-pub fn credentials_for(
-    image: &ImageRef,
-    task: Option<&ContainerRegistry>,
-    pool: &[ContainerRegistry],
-) -> Option<Credentials> {
-    task.into_iter()
-        .chain(pool.iter())
-        .find(|r| same_registry(r.server(), &image.domain) && r.username.is_some())
-        .map(|r| Credentials {
-            server: r.server().to_string(),
-            username: r.username.clone().unwrap_or_default(),
-            password: r.password.clone().unwrap_or_default(),
-        })
-}
-
-fn is_permanent(e: &EngineError) -> bool {
+/// Sorts an engine error into a failure kind, and whether retrying could help.
+fn classify(e: &EngineError) -> (PullFailure, bool) {
     let m = e.message().to_ascii_lowercase();
-    let permanent_words = [
+    let has = |words: &[&str]| words.iter().any(|w| m.contains(w));
+    if has(&[
         "unauthorized",
-        "denied",
-        "not found",
-        "manifest unknown",
-        "no such",
-        "invalid reference",
         "authentication required",
-        "does not exist",
-        "invalid",
+        "denied",
+        "incorrect username or password",
+        "no basic auth credentials",
+    ]) {
+        return (PullFailure::Auth, false);
+    }
+    if matches!(e, EngineError::NotFound(_))
+        || has(&[
+            "manifest unknown",
+            "not found",
+            "does not exist",
+            "no such image",
+            "name unknown",
+        ])
+    {
+        return (PullFailure::NotFound, false);
+    }
+    if matches!(e, EngineError::PullStalled { .. }) {
+        return (PullFailure::Timeout, true);
+    }
+    // Throttling, 5xx, refused or reset connections, timeouts: worth another try.
+    let transient_words = [
+        "connection refused",
+        "connection reset",
+        "timeout",
+        "timed out",
+        "i/o timeout",
+        "toomanyrequests",
+        "too many requests",
+        "server is busy",
+        "service unavailable",
+        "bad gateway",
+        "eof",
+        "no route to host",
+        "temporary failure",
     ];
-    matches!(e, EngineError::NotFound(_))
-        || permanent_words.iter().any(|w| m.contains(w))
-        || !e.is_transient() && !matches!(e, EngineError::Stream(_))
+    if e.is_transient() || has(&transient_words) {
+        return (PullFailure::Other, true);
+    }
+    (PullFailure::Other, false)
+}
+
+/// The pull's identity: image, platform and credentials (different credentials may see
+/// different outcomes, so they do not share).
+type PullKey = (String, Option<String>, u64);
+type SharedPull = Shared<BoxFuture<'static, Result<(), PullError>>>;
+
+/// `repo:tag` or `repo@digest`, with the registry host spelled out.
+pub fn canonical(r: &ImageRef) -> String {
+    match &r.digest {
+        Some(d) => format!("{}@{d}", r.repository()),
+        None => format!("{}:{}", r.repository(), r.tag_or_digest()),
+    }
+}
+
+/// Images berth pulled with credentials, kept in a file (no secrets: names only) so that a
+/// later `berth run` on the same node still knows them.
+struct PrivateImages {
+    file: Option<PathBuf>,
+    set: Mutex<BTreeSet<String>>,
+}
+
+impl PrivateImages {
+    fn load(file: Option<PathBuf>) -> Self {
+        let set = file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|s| {
+                s.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        PrivateImages {
+            file,
+            set: Mutex::new(set),
+        }
+    }
+
+    fn contains(&self, image: &str) -> bool {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(image)
+    }
+
+    fn insert(&self, image: &str) {
+        let mut set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(image.to_string()) {
+            return;
+        }
+        let Some(f) = &self.file else { return };
+        let body: String = set.iter().map(|s| format!("{s}\n")).collect();
+        let tmp = f.with_extension("tmp");
+        let r = f
+            .parent()
+            .map(std::fs::create_dir_all)
+            .unwrap_or(Ok(()))
+            .and_then(|_| std::fs::write(&tmp, body))
+            .and_then(|_| std::fs::rename(&tmp, f));
+        if let Err(e) = r {
+            tracing::warn!(file = %f.display(), error = %e, "could not record a private image");
+        }
+    }
 }
 
 pub struct ImageStore {
     engine: Engine,
     registries: Vec<ContainerRegistry>,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Transient failures are retried this many times.
-    pub retries: u32,
+    docker_config: Option<PathBuf>,
+    settings: PullSettings,
+    observer: Arc<dyn PullObserver>,
+    pulls: Mutex<HashMap<PullKey, SharedPull>>,
+    private: PrivateImages,
+    /// (image, credentials) pairs the registry accepted in this process.
+    verified: Mutex<HashSet<(String, u64)>>,
 }
 
 impl ImageStore {
@@ -86,141 +212,393 @@ impl ImageStore {
         ImageStore {
             engine,
             registries,
-            locks: Mutex::new(HashMap::new()),
-            retries: 3,
+            docker_config: credentials::default_config_path(),
+            settings: PullSettings::default(),
+            observer: Arc::new(LogObserver::default()),
+            pulls: Mutex::new(HashMap::new()),
+            private: PrivateImages::load(None),
+            verified: Mutex::new(HashSet::new()),
         }
     }
 
-    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut m = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(key.to_string()).or_default().clone()
+    pub fn with_settings(mut self, s: PullSettings) -> Self {
+        self.settings = s;
+        self
     }
 
-    /// Makes `image` present according to `policy`.
+    pub fn with_observer(mut self, o: Arc<dyn PullObserver>) -> Self {
+        self.observer = o;
+        self
+    }
+
+    /// Where the names of private images are kept across runs.
+    pub fn with_state_file(mut self, f: PathBuf) -> Self {
+        self.private = PrivateImages::load(Some(f));
+        self
+    }
+
+    pub fn with_docker_config(mut self, f: Option<PathBuf>) -> Self {
+        self.docker_config = f;
+        self
+    }
+
+    pub fn settings(&self) -> &PullSettings {
+        &self.settings
+    }
+
+    /// Makes `image` present according to `policy`, with the credentials the task (or the
+    /// pool, or the Docker config) gives for its registry.
     pub async fn ensure(
-        &self,
+        self: &Arc<Self>,
         image: &str,
         task_registry: Option<&ContainerRegistry>,
         policy: PullPolicy,
         platform: Option<&str>,
     ) -> Result<(), PullError> {
-        let fail = |message: String| PullError {
+        let fail = |kind, message: String| PullError {
             image: image.to_string(),
+            kind,
             message,
         };
-        let r = ImageRef::parse(image).map_err(fail)?;
-        let present = |e: EngineError| fail(format!("cannot inspect image: {e}"));
-        if policy == PullPolicy::Never {
-            return if self.engine.image_present(image).await.map_err(present)? {
-                Ok(())
-            } else {
-                Err(fail(format!(
-                    "No such image: {image} (and --pull never forbids pulling it)"
-                )))
-            };
+        let r = ImageRef::parse(image).map_err(|m| fail(PullFailure::Reference, m))?;
+        let name = canonical(&r);
+        let creds = credentials::resolve(
+            &r,
+            task_registry,
+            &self.registries,
+            self.docker_config.as_deref(),
+        )
+        .await
+        .map_err(|e| fail(PullFailure::Config, e.to_string()))?;
+        let fp = fingerprint(creds.as_ref());
+        let key: PullKey = (name.clone(), platform.map(str::to_string), fp);
+        if policy != PullPolicy::Always {
+            if let Some(p) = self.joinable(&key) {
+                return p.await;
+            }
+            let present = self
+                .engine
+                .image_present(&name)
+                .await
+                .map_err(|e| fail(PullFailure::Other, format!("cannot inspect image: {e}")))?;
+            if present {
+                return self.check_access(image, &name, creds.as_ref(), fp).await;
+            }
+            if policy == PullPolicy::Never {
+                return Err(fail(
+                    PullFailure::Absent,
+                    format!("No such image: {image} (and --pull never forbids pulling it)"),
+                ));
+            }
         }
-        let lock = self.lock_for(&r.to_string());
-        let _held = lock.lock().await;
-        if policy == PullPolicy::Missing
-            && self.engine.image_present(image).await.map_err(present)?
-        {
-            return Ok(());
+        self.shared_pull(key, r, creds).await
+    }
+
+    /// A pull of `key` that is running, or finished well (the image is then present).
+    fn joinable(&self, key: &PullKey) -> Option<SharedPull> {
+        let pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        pulls
+            .get(key)
+            .filter(|p| !matches!(p.peek(), Some(Err(_))))
+            .cloned()
+    }
+
+    fn shared_pull(
+        self: &Arc<Self>,
+        key: PullKey,
+        r: ImageRef,
+        creds: Option<Credentials>,
+    ) -> SharedPull {
+        let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = pulls.get(&key).filter(|p| p.peek().is_none()) {
+            return p.clone();
         }
-        let creds = credentials_for(&r, task_registry, &self.registries);
-        let mut delay = Duration::from_secs(1);
+        let me = self.clone();
+        let k = key.clone();
+        let job = tokio::spawn(async move { me.pull(&k, &r, creds.as_ref()).await });
+        let image = key.0.clone();
+        let fut = async move {
+            job.await.unwrap_or_else(|e| {
+                Err(PullError {
+                    image,
+                    kind: PullFailure::Other,
+                    message: format!("the pull stopped: {e}"),
+                })
+            })
+        }
+        .boxed()
+        .shared();
+        pulls.insert(key, fut.clone());
+        fut
+    }
+
+    /// Pulls with retries and limits; records private images and accepted credentials.
+    async fn pull(
+        &self,
+        key: &PullKey,
+        r: &ImageRef,
+        creds: Option<&Credentials>,
+    ) -> Result<(), PullError> {
+        let (name, platform, fp) = (key.0.as_str(), key.1.as_deref(), key.2);
+        let s = self.settings;
+        let limits = PullLimits {
+            first_progress: s.first_progress,
+            inactivity: s.inactivity,
+        };
+        let fail = |kind, message: String| {
+            self.observer.update(&PullUpdate::Failed {
+                image: name,
+                error: &message,
+            });
+            Err(PullError {
+                image: name.to_string(),
+                kind,
+                message,
+            })
+        };
+        let started = tokio::time::Instant::now();
+        let deadline = started + s.total;
+        let mut delay = s.backoff;
+        let (repo, tag) = (r.repository(), r.tag_or_digest());
         let mut attempt = 0;
         loop {
             attempt += 1;
-            tracing::info!(image, attempt, "pulling image");
-            let started = tokio::time::Instant::now();
-            let mut layers: HashMap<String, String> = HashMap::new();
-            let res = self
+            self.observer.update(&PullUpdate::Started {
+                image: name,
+                attempt,
+            });
+            let pull = self
                 .engine
-                .pull(
-                    &r.repository(),
-                    &r.tag_or_digest(),
-                    platform,
-                    creds.as_ref(),
-                    |ev| {
-                        if let (Some(layer), Some(status)) = (ev.layer, ev.status) {
-                            if layers.get(&layer) != Some(&status) {
-                                tracing::debug!(
-                                    image,
-                                    layer,
-                                    status,
-                                    current = ev.current,
-                                    total = ev.total,
-                                    "pull progress"
-                                );
-                                layers.insert(layer, status);
-                            }
-                        }
-                    },
-                )
-                .await;
-            match res {
-                Ok(()) => {
-                    tracing::info!(
-                        image,
-                        secs = started.elapsed().as_secs_f64(),
-                        "pulled image"
-                    );
+                .pull(&repo, &tag, platform, creds, limits, |ev| {
+                    if let Some(status) = ev.status.as_deref() {
+                        self.observer.update(&PullUpdate::Layer {
+                            image: name,
+                            layer: ev.layer.as_deref().unwrap_or(""),
+                            status,
+                            current: ev.current,
+                            total: ev.total,
+                        });
+                    }
+                });
+            let e = match tokio::time::timeout_at(deadline, pull).await {
+                Err(_) => {
+                    return fail(
+                        PullFailure::Timeout,
+                        format!(
+                            "the pull did not finish within its total limit of {} s",
+                            s.total.as_secs()
+                        ),
+                    )
+                }
+                Ok(Ok(())) => {
+                    self.observer.update(&PullUpdate::Done {
+                        image: name,
+                        secs: started.elapsed().as_secs_f64(),
+                    });
+                    if creds.is_some() {
+                        self.private.insert(name);
+                    }
+                    self.verified
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((name.to_string(), fp));
                     return Ok(());
                 }
-                Err(e) if attempt <= self.retries && !is_permanent(&e) => {
-                    tracing::warn!(image, attempt, error = %e.message(), "pull failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                Err(e) => return Err(fail(e.message())),
+                Ok(Err(e)) => e,
+            };
+            let (kind, transient) = classify(&e);
+            let wait = jitter(delay);
+            if !transient || attempt > s.retries || tokio::time::Instant::now() + wait >= deadline {
+                let tries = if attempt > 1 {
+                    format!(" (after {attempt} attempts)")
+                } else {
+                    String::new()
+                };
+                return fail(kind, format!("{}{tries}", e.message()));
+            }
+            self.observer.update(&PullUpdate::Retrying {
+                image: name,
+                attempt,
+                error: &e.message(),
+                delay: wait,
+            });
+            tokio::time::sleep(wait).await;
+            delay = (delay * 2).min(Duration::from_secs(60));
+        }
+    }
+
+    /// A present image may be used: public ones always, private ones once the registry has
+    /// accepted these credentials for it.
+    async fn check_access(
+        &self,
+        image: &str,
+        name: &str,
+        creds: Option<&Credentials>,
+        fp: u64,
+    ) -> Result<(), PullError> {
+        if !self.private.contains(name) {
+            return Ok(());
+        }
+        let key = (name.to_string(), fp);
+        if self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+        {
+            return Ok(());
+        }
+        match self.engine.registry_check(name, creds).await {
+            Ok(digest) => {
+                tracing::debug!(
+                    image,
+                    digest,
+                    "registry accepted the task's credentials for a private image on the node"
+                );
+                self.verified
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key);
+                Ok(())
+            }
+            Err(e) => {
+                let (kind, _) = classify(&e);
+                Err(PullError {
+                    image: image.to_string(),
+                    kind: if kind == PullFailure::NotFound { kind } else { PullFailure::Auth },
+                    message: format!(
+                        "{image} is on this node from a private registry, and the registry did not accept this task's credentials for it: {}",
+                        e.message()
+                    ),
+                })
             }
         }
     }
+}
+
+/// ±20% so that many nodes retrying the same registry spread out.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let f = 0.8 + 0.4 * (nanos % 1000) as f64 / 1000.0;
+    d.mul_f64(f)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn reg(server: &str) -> ContainerRegistry {
-        serde_json::from_value(
-            serde_json::json!({"registryServer": server, "username": "u", "password": "p"}),
-        )
-        .unwrap()
-    }
-
     #[test]
-    fn credentials_follow_the_image_host() {
-        let pool = vec![reg("127.0.0.1:5000"), reg("index.docker.io")];
-        let c =
-            credentials_for(&ImageRef::parse("127.0.0.1:5000/a:1").unwrap(), None, &pool).unwrap();
-        assert_eq!(c.server, "127.0.0.1:5000");
-        let c = credentials_for(&ImageRef::parse("org/private").unwrap(), None, &pool).unwrap();
-        assert_eq!(c.server, "index.docker.io", "Docker Hub's aliases match");
-        assert!(credentials_for(&ImageRef::parse("other.io/x").unwrap(), None, &pool).is_none());
-        let task = reg("other.io");
+    fn failures_are_sorted() {
+        let refused = |status, m: &str| EngineError::Refused {
+            status,
+            message: m.into(),
+        };
         assert_eq!(
-            credentials_for(&ImageRef::parse("other.io/x").unwrap(), Some(&task), &pool)
-                .unwrap()
-                .server,
-            "other.io"
+            classify(&EngineError::NotFound("x".into())),
+            (PullFailure::NotFound, false)
         );
-        assert!(!format!("{c:?}").contains("\"p\""));
+        assert_eq!(
+            classify(&refused(
+                500,
+                "Head \"http://r/v2/a/manifests/1\": unauthorized: authentication required"
+            )),
+            (PullFailure::Auth, false)
+        );
+        assert_eq!(
+            classify(&refused(
+                404,
+                "manifest for r/a:1 not found: manifest unknown"
+            ))
+            .0,
+            PullFailure::NotFound
+        );
+        assert_eq!(
+            classify(&refused(
+                500,
+                "Get \"http://127.0.0.1:9/v2/\": dial tcp 127.0.0.1:9: connect: connection refused"
+            )),
+            (PullFailure::Other, true)
+        );
+        assert_eq!(
+            classify(&refused(503, "server busy")),
+            (PullFailure::Other, true)
+        );
+        assert_eq!(
+            classify(&EngineError::Stream("toomanyrequests: slow down".into())),
+            (PullFailure::Other, true)
+        );
+        assert_eq!(
+            classify(&EngineError::PullStalled {
+                limit: "inactivity",
+                secs: 1.0
+            }),
+            (PullFailure::Timeout, true)
+        );
+        assert_eq!(
+            classify(&refused(400, "invalid reference format")),
+            (PullFailure::Other, false)
+        );
     }
 
     #[test]
-    fn permanence() {
-        assert!(is_permanent(&EngineError::NotFound("x".into())));
-        assert!(is_permanent(&EngineError::Refused {
-            status: 500,
-            message: "unauthorized: authentication required".into()
-        }));
-        assert!(!is_permanent(&EngineError::Refused {
-            status: 503,
-            message: "server busy".into()
-        }));
-        assert!(!is_permanent(&EngineError::Unavailable(
-            "connection refused".into()
-        )));
+    fn names_are_canonical() {
+        assert_eq!(
+            canonical(&ImageRef::parse("busybox").unwrap()),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(
+            canonical(&ImageRef::parse("127.0.0.1:5000/a/b:2").unwrap()),
+            "127.0.0.1:5000/a/b:2"
+        );
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            canonical(&ImageRef::parse(&format!("x.io/a:1@{d}")).unwrap()),
+            format!("x.io/a@{d}")
+        );
+    }
+
+    #[test]
+    fn codes() {
+        let e = |kind| PullError {
+            image: "i".into(),
+            kind,
+            message: "m".into(),
+        };
+        assert_eq!(
+            e(PullFailure::Auth).code(),
+            FailureCode::ContainerInvalidRegistry
+        );
+        assert_eq!(
+            e(PullFailure::NotFound).code(),
+            FailureCode::ContainerInvalidImage
+        );
+        assert_eq!(
+            e(PullFailure::Timeout).code(),
+            FailureCode::ContainerInvalidImage
+        );
+    }
+
+    #[test]
+    fn jitter_stays_in_bounds() {
+        let j = jitter(Duration::from_secs(10));
+        assert!(
+            j >= Duration::from_secs(8) && j <= Duration::from_secs(12),
+            "{j:?}"
+        );
+    }
+
+    #[test]
+    fn private_images_survive_in_their_file() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("state").join("private-images");
+        let p = PrivateImages::load(Some(f.clone()));
+        p.insert("r/a:1");
+        p.insert("r/a:1");
+        let again = PrivateImages::load(Some(f.clone()));
+        assert!(again.contains("r/a:1") && !again.contains("r/b:1"));
+        assert_eq!(std::fs::read_to_string(f).unwrap(), "r/a:1\n");
     }
 }

@@ -1,49 +1,31 @@
 //! POOL START: node directories -> leftovers cleaned -> images prefetched -> start task ->
-//! node ready. A failure leaves the node in the spec's state (§4): `unusable` when an image
-//! cannot be prefetched, `starttaskfailed` when a `waitForSuccess` start task fails.
+//! node ready. The node moves `starting` -> (`waitingforstarttask`) -> `idle`; a failure
+//! leaves it in the spec's state (§4): `unusable` with a node error per image that could not
+//! be prefetched, `starttaskfailed` (with `startTaskInfo`) when a `waitForSuccess` start
+//! task fails.
 
+pub mod credentials;
 pub mod images;
+pub mod progress;
+pub mod state;
+
+pub use state::NodeStatus;
 
 use crate::node::users;
 use crate::schedule::retention;
 use crate::task::create::labels;
 use crate::task::{self, plan, Runtime};
-use berth_proto::{ExecutionInfo, FailureCode, NameValuePair, TaskResult};
+use berth_proto::{
+    ExecutionInfo, FailureCode, NameValuePair, NodeError, NodeImage, NodeState, StartTaskInfo,
+    TaskResult,
+};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Node states berth reports (spec §4.1 wire values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeState {
-    Idle,
-    Unusable,
-    StartTaskFailed,
-}
-
-impl NodeState {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            NodeState::Idle => "idle",
-            NodeState::Unusable => "unusable",
-            NodeState::StartTaskFailed => "starttaskfailed",
-        }
-    }
-}
-
-/// A node error (spec §4.4).
-#[derive(Debug, Clone)]
-pub struct NodeError {
-    pub code: String,
-    pub message: String,
-    pub details: Vec<NameValuePair>,
-}
-
+/// What pool start leaves besides the node's state (which is in `Runtime::status`).
 #[derive(Debug)]
 pub struct PoolStart {
-    pub state: NodeState,
-    pub errors: Vec<NodeError>,
-    pub start_task_info: Option<ExecutionInfo>,
     /// A start task without `waitForSuccess` runs beside the tasks.
     pub background_start_task: Option<tokio::task::JoinHandle<ExecutionInfo>>,
 }
@@ -76,7 +58,8 @@ pub async fn clean_leftovers(rt: &Runtime) -> usize {
     n
 }
 
-/// Pulls every `containerImageNames` entry, a few at a time.
+/// Pulls every `containerImageNames` entry, `concurrency` at a time; returns a node error
+/// for each image that could not be made present (and lists every image on the node).
 async fn prefetch(rt: &Runtime, concurrency: usize) -> Vec<NodeError> {
     let names = rt
         .pool
@@ -91,27 +74,44 @@ async fn prefetch(rt: &Runtime, concurrency: usize) -> Vec<NodeError> {
                 .await;
             (image, r)
         })
-        .buffer_unordered(concurrency.max(1))
+        .buffered(concurrency.max(1))
         .collect()
         .await;
-    results
-        .into_iter()
-        .filter_map(|(image, r)| r.err().map(|e| (image, e)))
-        .map(|(image, e)| NodeError {
-            code: FailureCode::ContainerInvalidImage.as_str().into(),
-            message: "One or more container images specified are invalid".into(),
-            details: vec![
-                NameValuePair {
-                    name: "ContainerImage".into(),
-                    value: image,
-                },
-                NameValuePair {
-                    name: "Message".into(),
-                    value: e.message,
-                },
-            ],
-        })
-        .collect()
+    let mut errors = vec![];
+    let mut images = vec![];
+    for (image, r) in results {
+        match r {
+            Ok(()) => images.push(NodeImage {
+                image,
+                state: "ready".into(),
+                message: None,
+            }),
+            Err(e) => {
+                let (_, message) = e.code().category_and_message();
+                errors.push(NodeError {
+                    code: e.code().as_str().into(),
+                    message: message.into(),
+                    error_details: vec![
+                        NameValuePair {
+                            name: "ContainerImage".into(),
+                            value: image.clone(),
+                        },
+                        NameValuePair {
+                            name: "Message".into(),
+                            value: e.message.clone(),
+                        },
+                    ],
+                });
+                images.push(NodeImage {
+                    image,
+                    state: "failed".into(),
+                    message: Some(e.message),
+                });
+            }
+        }
+    }
+    rt.status.update(|n| n.images = images);
+    errors
 }
 
 async fn run_start_task(rt: Arc<Runtime>, cancel: CancellationToken) -> ExecutionInfo {
@@ -139,12 +139,13 @@ async fn run_start_task(rt: Arc<Runtime>, cancel: CancellationToken) -> Executio
     info
 }
 
-/// Brings the node up for `rt.pool`.
+/// Brings the node up for `rt.pool`; the outcome is `rt.status`.
 pub async fn start(
     rt: Arc<Runtime>,
     cancel: CancellationToken,
     prefetch_concurrency: usize,
 ) -> std::io::Result<PoolStart> {
+    rt.status.set_state(NodeState::Starting);
     rt.node.layout.prepare()?;
     match retention::sweep(&rt.node.layout) {
         Ok(0) => {}
@@ -157,40 +158,46 @@ pub async fn start(
     clean_leftovers(&rt).await;
     let errors = prefetch(&rt, prefetch_concurrency).await;
     if !errors.is_empty() {
+        errors.into_iter().for_each(|e| rt.status.add_error(e));
+        rt.status.set_state(NodeState::Unusable);
         return Ok(PoolStart {
-            state: NodeState::Unusable,
-            errors,
-            start_task_info: None,
             background_start_task: None,
         });
     }
     let Some(st) = rt.pool.start_task.clone() else {
+        rt.status.set_state(NodeState::Idle);
         return Ok(PoolStart {
-            state: NodeState::Idle,
-            errors,
-            start_task_info: None,
             background_start_task: None,
         });
     };
+    rt.status
+        .update(|n| n.start_task_info = Some(StartTaskInfo::running(chrono::Utc::now())));
+    let record = |rt: &Runtime, info: &ExecutionInfo| {
+        rt.status
+            .update(|n| n.start_task_info = Some(StartTaskInfo::completed(info)));
+    };
     if st.wait_for_success.unwrap_or(true) {
+        rt.status.set_state(NodeState::WaitingForStartTask);
         let info = run_start_task(rt.clone(), cancel).await;
-        let state = if info.result == Some(TaskResult::Success) {
-            NodeState::Idle
-        } else {
-            NodeState::StartTaskFailed
-        };
+        record(&rt, &info);
+        rt.status
+            .set_state(if info.result == Some(TaskResult::Success) {
+                NodeState::Idle
+            } else {
+                NodeState::StartTaskFailed
+            });
         Ok(PoolStart {
-            state,
-            errors,
-            start_task_info: Some(info),
             background_start_task: None,
         })
     } else {
-        let h = tokio::spawn(run_start_task(rt.clone(), cancel));
+        rt.status.set_state(NodeState::Idle);
+        let bg = rt.clone();
+        let h = tokio::spawn(async move {
+            let info = run_start_task(bg.clone(), cancel).await;
+            record(&bg, &info);
+            info
+        });
         Ok(PoolStart {
-            state: NodeState::Idle,
-            errors,
-            start_task_info: None,
             background_start_task: Some(h),
         })
     }

@@ -168,6 +168,7 @@ pub async fn run_job(
                 i += 1;
             }
         }
+        rt.status.set_busy(!running.is_empty());
         let Some(joined) = running.join_next().await else {
             break;
         };
@@ -182,6 +183,7 @@ pub async fn run_job(
             Err(e) => tracing::error!(error = %e, "a task runner panicked"),
         }
     }
+    rt.status.set_busy(false);
     for idx in pending {
         if reports[idx].note.is_none() {
             reports[idx].note = Some(if cancel.is_cancelled() {

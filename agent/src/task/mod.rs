@@ -29,6 +29,8 @@ pub struct Runtime {
     pub node: NodeFacts,
     pub pool: PoolSpec,
     pub images: Arc<ImageStore>,
+    /// The node's reported state.
+    pub status: crate::pool::NodeStatus,
     /// How long a stopped task gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
 }

@@ -126,7 +126,7 @@ pub async fn attempt(
     };
     if let Err(e) = pulled {
         return not_started(
-            FailureCode::ContainerInvalidImage,
+            e.code(),
             e.message,
             vec![nv("ContainerImage", &c.image)],
             None,

@@ -1,0 +1,171 @@
+//! What `berth run` and `berth pool start` share: the node's options, the pull limits, and
+//! building the runtime (engine, image store, node status) from them.
+
+use crate::engine::Engine;
+use crate::node::NodeLayout;
+use crate::pool::images::{ImageStore, PullSettings};
+use crate::pool::progress::{BarObserver, LogObserver, PullObserver};
+use crate::pool::NodeStatus;
+use crate::task::{plan::NodeFacts, Runtime};
+use berth_proto::PoolSpec;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
+    /// AZ_BATCH_NODE_ROOT_DIR: where task directories live.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/berth")]
+    pub node_root: PathBuf,
+    /// This node's id (default: the host name).
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Docker engine address (unix:///path or tcp://host:port); default DOCKER_HOST or the local socket.
+    #[arg(long, value_name = "ADDR")]
+    pub engine: Option<String>,
+    /// Seconds between SIGTERM and SIGKILL when a task is stopped.
+    #[arg(long, default_value_t = 10)]
+    pub stop_grace: u64,
+    #[command(flatten)]
+    pub pull: PullArgs,
+}
+
+/// Pull limits. Durations take a unit: `90s`, `5m`, `2h` (a bare number is seconds).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PullArgs {
+    /// How many images pool start pulls at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub prefetch_concurrency: usize,
+    /// Retries of a pull after a transient failure (connection refused, 5xx, throttling, stall).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub pull_retries: u32,
+    /// Give up an attempt when the engine reports nothing at all for this long.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub pull_first_progress_timeout: Duration,
+    /// Give up an attempt when a started pull reports nothing for this long.
+    #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
+    pub pull_inactivity_timeout: Duration,
+    /// Give up a pull (all attempts) after this long.
+    #[arg(long, default_value = "2h", value_parser = parse_duration, value_name = "DURATION")]
+    pub pull_timeout: Duration,
+    /// Docker config file for registries no pool or task entry covers
+    /// (default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json).
+    #[arg(long, value_name = "FILE")]
+    pub docker_config: Option<PathBuf>,
+}
+
+impl PullArgs {
+    pub fn settings(&self) -> PullSettings {
+        PullSettings {
+            retries: self.pull_retries,
+            first_progress: self.pull_first_progress_timeout,
+            inactivity: self.pull_inactivity_timeout,
+            total: self.pull_timeout,
+            ..PullSettings::default()
+        }
+    }
+}
+
+/// `90`, `90s`, `1500ms`, `5m`, `2h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; use e.g. 90s, 5m or 2h"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s, m or h")),
+    };
+    if d.is_zero() {
+        return Err(format!("{s:?}: a limit must be more than zero"));
+    }
+    Ok(d)
+}
+
+fn default_node_id() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into())
+}
+
+/// Whether progress goes to bars (a terminal) or to the log.
+pub fn progress_bars() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("BERTH_NO_PROGRESS").is_none()
+}
+
+/// Connects to the engine and assembles the runtime for `pool`. Errors are printed.
+pub async fn runtime(args: &NodeArgs, pool: PoolSpec) -> Result<Arc<Runtime>, String> {
+    let engine = Engine::connect(args.engine.as_deref()).await.map_err(|e| {
+        format!("{e}\nberth: start Docker (e.g. `systemctl start docker`) or point --engine / DOCKER_HOST at a running engine")
+    })?;
+    let node_root = if args.node_root.is_absolute() {
+        args.node_root.clone()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(&args.node_root))
+            .unwrap_or(args.node_root.clone())
+    };
+    let node = NodeFacts {
+        node_id: args.node_id.clone().unwrap_or_else(default_node_id),
+        pool_id: pool.id.clone(),
+        account_name: "berth".into(),
+        layout: NodeLayout::new(node_root),
+    };
+    let registries = pool
+        .container_configuration()
+        .map(|c| c.container_registries.clone())
+        .unwrap_or_default();
+    let observer: Arc<dyn PullObserver> = if progress_bars() {
+        Arc::new(BarObserver::default())
+    } else {
+        Arc::new(LogObserver::default())
+    };
+    let docker_config = args
+        .pull
+        .docker_config
+        .clone()
+        .or_else(crate::pool::credentials::default_config_path);
+    let images = ImageStore::new(engine.clone(), registries)
+        .with_settings(args.pull.settings())
+        .with_observer(observer)
+        .with_docker_config(docker_config)
+        .with_state_file(node.layout.volatile().join("berth").join("private-images"));
+    Ok(Arc::new(Runtime {
+        images: Arc::new(images),
+        status: NodeStatus::new(&node.node_id, &pool.id),
+        engine,
+        node,
+        pool,
+        stop_grace: Duration::from_secs(args.stop_grace),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("5x").unwrap_err().contains("unit"));
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+}

@@ -1,0 +1,99 @@
+//! `berth pool start`: the pool-start phase alone (directories, leftovers, image prefetch,
+//! start task), e.g. in a VM image build or a Batch start task. Exit 0 only when the node
+//! ends ready (`idle`).
+
+use super::common::{self, NodeArgs};
+use super::run::{one_file, EXIT_INVALID_INPUT, EXIT_OK, EXIT_TASK_FAILED};
+use crate::{pool, render, shutdown};
+use berth_proto::{load, validate, PoolSpec};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PoolCmd {
+    /// Prefetch the pool's images and run its start task, then report the node's state.
+    Start(PoolStartArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PoolStartArgs {
+    /// Pool JSON (PoolAddParameter): container images, registries, start task, users.
+    #[arg(long, value_name = "POOL.json")]
+    pub pool: PathBuf,
+    /// Print the node as JSON (Batch's node shape) instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+pub async fn run(cmd: PoolCmd) -> ExitCode {
+    match cmd {
+        PoolCmd::Start(a) => start(a).await,
+    }
+}
+
+async fn start(args: PoolStartArgs) -> ExitCode {
+    let mut errors = vec![];
+    let pool = one_file(
+        &Some(args.pool.clone()),
+        load::pool,
+        validate::pool,
+        &mut errors,
+    );
+    let pool: PoolSpec = match pool {
+        Some(p) if errors.is_empty() => p,
+        _ => {
+            errors.iter().for_each(|e| eprintln!("error: {e}"));
+            eprintln!(
+                "berth: {} problem(s) in the pool; nothing was done",
+                errors.len()
+            );
+            return ExitCode::from(EXIT_INVALID_INPUT);
+        }
+    };
+    let rt = match common::runtime(&args.node, pool).await {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return ExitCode::from(EXIT_TASK_FAILED);
+        }
+    };
+    let cancel = CancellationToken::new();
+    shutdown::cancel_on_signals(cancel.clone());
+    let started = match pool::start(
+        rt.clone(),
+        cancel.child_token(),
+        args.node.pull.prefetch_concurrency,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "berth: cannot prepare the node root {}: {e}",
+                rt.node.layout.root().display()
+            );
+            return ExitCode::from(EXIT_TASK_FAILED);
+        }
+    };
+    // A start task that does not gate the node still runs to its end here: this process is
+    // its only owner.
+    if let Some(h) = started.background_start_task {
+        if let Err(e) = h.await {
+            tracing::error!(error = %e, "start task runner failed");
+        }
+    }
+    let node = rt.status.get();
+    if args.json {
+        println!("{}", render::node_json(&node));
+    } else {
+        print!("{}", render::node(&node));
+    }
+    ExitCode::from(if node.state.schedulable() {
+        EXIT_OK
+    } else {
+        EXIT_TASK_FAILED
+    })
+}
