@@ -80,3 +80,33 @@ fn dependency_cycles_and_unknown_ids_are_input_errors() {
     );
     assert!(err.contains("TaskExists"), "{err}");
 }
+
+#[test]
+fn pool_start_bad_pool_exits_2_and_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("pool.json");
+    std::fs::write(&f, r#"{"id":"p","virtualMachineConfiguration":{"containerConfiguration":{"type":"dockerCompatible","containerImageNames":["Bad.Host/x"]}}}"#).unwrap();
+    let out = berth()
+        .args([
+            "pool",
+            "start",
+            "--engine",
+            "unix:///nonexistent.sock",
+            "--node-root",
+        ])
+        .arg(dir.path())
+        .arg("--pool")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("containerImageNames[0]"), "{err}");
+    let out = berth()
+        .args(["pool", "start", "--pull-timeout", "5x", "--pool"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown unit"));
+}
