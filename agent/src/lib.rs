@@ -23,4 +23,5 @@ pub mod pool;
 pub mod render;
 pub mod schedule;
 pub mod shutdown;
+pub mod store;
 pub mod task;

@@ -58,3 +58,27 @@ impl JobSpec {
             .unwrap_or(0)
     }
 }
+
+crate::common::batch_enum!(
+    /// Job states berth uses (spec §3: `active`, `terminating`, `completed`, `deleting`).
+    JobState {
+        Active => "active",
+        Disabling => "disabling",
+        Disabled => "disabled",
+        Enabling => "enabling",
+        Terminating => "terminating",
+        Completed => "completed",
+        Deleting => "deleting",
+    }
+);
+
+/// A job as berth reports it (Batch's `BatchJob` GET shape, the fields a node knows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    #[serde(flatten)]
+    pub spec: JobSpec,
+    pub state: JobState,
+    pub state_transition_time: chrono::DateTime<chrono::Utc>,
+    pub creation_time: chrono::DateTime<chrono::Utc>,
+}

@@ -26,7 +26,7 @@ pub use common::{
 pub use duration::IsoDuration;
 pub use failure::{FailureCategory, FailureCode};
 pub use image_ref::ImageRef;
-pub use job::JobSpec;
+pub use job::{JobSpec, JobState, JobView};
 pub use load::{LoadError, Loaded};
 pub use node::{ComputeNode, NodeAgentInfo, NodeError, NodeImage, NodeState, StartTaskInfo};
 pub use pool::{ContainerConfiguration, LinuxUserConfiguration, PoolSpec, StartTask, UserAccount};

@@ -1,0 +1,43 @@
+//! Durable state of the daemon, behind one narrow interface (a later issue adds PostgreSQL
+//! for pool-wide mode). Callers write before they act: a task is `running` in the store
+//! before its container starts, so a restarted agent knows what it may have left behind.
+
+pub mod sqlite;
+
+use berth_proto::{JobView, TaskState, TaskView};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("state store: {0}")]
+    Backend(String),
+}
+
+/// A task in the store: its view and its place in the queue (insertion order).
+#[derive(Debug, Clone)]
+pub struct StoredTask {
+    pub seq: i64,
+    pub view: TaskView,
+}
+
+pub trait Store: Send + Sync {
+    fn add_job(&self, job: &JobView) -> Result<(), StoreError>;
+    fn put_job(&self, job: &JobView) -> Result<(), StoreError>;
+    fn job(&self, id: &str) -> Result<Option<JobView>, StoreError>;
+    fn jobs(&self) -> Result<Vec<JobView>, StoreError>;
+    /// Deletes the job and its tasks.
+    fn delete_job(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Adds tasks to a job, all or none; fails on an id already used (case-insensitive).
+    fn add_tasks(&self, tasks: &[TaskView]) -> Result<Vec<i64>, StoreError>;
+    fn put_task(&self, task: &TaskView) -> Result<(), StoreError>;
+    fn task(&self, job: &str, id: &str) -> Result<Option<StoredTask>, StoreError>;
+    /// A job's tasks in queue order, optionally only those in `state`.
+    fn tasks(&self, job: &str, state: Option<TaskState>) -> Result<Vec<StoredTask>, StoreError>;
+    /// Every task in these states, across jobs, in queue order.
+    fn tasks_in(&self, states: &[TaskState]) -> Result<Vec<StoredTask>, StoreError>;
+    fn delete_task(&self, job: &str, id: &str) -> Result<(), StoreError>;
+}

@@ -1,0 +1,343 @@
+//! The embedded store: one SQLite file under the node root, WAL journal. Rows keep the
+//! Batch JSON of each object plus the columns queries need. Ids are keyed lower-case
+//! (Batch ids are case-insensitive) and kept as given inside the JSON.
+//!
+//! `synchronous = NORMAL` with WAL: a committed write survives the agent being killed
+//! (`kill -9`); a power loss can drop the last commits (documented in the README).
+
+use super::{Store, StoreError, StoredTask};
+use berth_proto::{JobView, TaskState, TaskView};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::Mutex;
+
+pub struct SqliteStore {
+    db: Mutex<Connection>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(backend)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(backend)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    key TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_key TEXT NOT NULL,
+    key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    body TEXT NOT NULL,
+    UNIQUE (job_key, key)
+);
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state, seq);
+";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, readable by its owner only.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(backend)?;
+        }
+        let db = Connection::open(path).map_err(backend)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(backend)?;
+        }
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(backend)?;
+        db.execute_batch(SCHEMA).map_err(backend)?;
+        Ok(SqliteStore { db: Mutex::new(db) })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn key(id: &str) -> String {
+    id.to_ascii_lowercase()
+}
+
+fn rows_to_tasks(
+    stmt: &mut rusqlite::Statement<'_>,
+    p: impl rusqlite::Params,
+) -> Result<Vec<StoredTask>, StoreError> {
+    let rows = stmt
+        .query_map(p, |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .map_err(backend)?;
+    let mut out = vec![];
+    for row in rows {
+        let (seq, body) = row.map_err(backend)?;
+        out.push(StoredTask {
+            seq,
+            view: parse(&body)?,
+        });
+    }
+    Ok(out)
+}
+
+impl Store for SqliteStore {
+    fn add_job(&self, job: &JobView) -> Result<(), StoreError> {
+        let n = self
+            .db()
+            .execute(
+                "INSERT OR IGNORE INTO jobs (key, body) VALUES (?1, ?2)",
+                params![key(&job.spec.id), json(job)?],
+            )
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::Exists(format!("job {:?}", job.spec.id)));
+        }
+        Ok(())
+    }
+
+    fn put_job(&self, job: &JobView) -> Result<(), StoreError> {
+        let n = self
+            .db()
+            .execute(
+                "UPDATE jobs SET body = ?2 WHERE key = ?1",
+                params![key(&job.spec.id), json(job)?],
+            )
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("job {:?}", job.spec.id)));
+        }
+        Ok(())
+    }
+
+    fn job(&self, id: &str) -> Result<Option<JobView>, StoreError> {
+        let body: Option<String> = self
+            .db()
+            .query_row(
+                "SELECT body FROM jobs WHERE key = ?1",
+                params![key(id)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        body.map(|b| parse(&b)).transpose()
+    }
+
+    fn jobs(&self) -> Result<Vec<JobView>, StoreError> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare("SELECT body FROM jobs ORDER BY rowid")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(backend)?;
+        rows.map(|r| r.map_err(backend).and_then(|b| parse(&b)))
+            .collect()
+    }
+
+    fn delete_job(&self, id: &str) -> Result<(), StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(backend)?;
+        tx.execute("DELETE FROM tasks WHERE job_key = ?1", params![key(id)])
+            .map_err(backend)?;
+        let n = tx
+            .execute("DELETE FROM jobs WHERE key = ?1", params![key(id)])
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("job {id:?}")));
+        }
+        Ok(())
+    }
+
+    fn add_tasks(&self, tasks: &[TaskView]) -> Result<Vec<i64>, StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(backend)?;
+        let mut seqs = vec![];
+        for t in tasks {
+            let n = tx
+                .execute(
+                    "INSERT OR IGNORE INTO tasks (job_key, key, state, body) VALUES (?1, ?2, ?3, ?4)",
+                    params![key(&t.job_id), key(&t.spec.id), t.state.as_str(), json(t)?],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::Exists(format!("task {:?}", t.spec.id)));
+            }
+            seqs.push(tx.last_insert_rowid());
+        }
+        tx.commit().map_err(backend)?;
+        Ok(seqs)
+    }
+
+    fn put_task(&self, t: &TaskView) -> Result<(), StoreError> {
+        let n = self
+            .db()
+            .execute(
+                "UPDATE tasks SET state = ?3, body = ?4 WHERE job_key = ?1 AND key = ?2",
+                params![key(&t.job_id), key(&t.spec.id), t.state.as_str(), json(t)?],
+            )
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("task {:?}", t.spec.id)));
+        }
+        Ok(())
+    }
+
+    fn task(&self, job: &str, id: &str) -> Result<Option<StoredTask>, StoreError> {
+        let row: Option<(i64, String)> = self
+            .db()
+            .query_row(
+                "SELECT seq, body FROM tasks WHERE job_key = ?1 AND key = ?2",
+                params![key(job), key(id)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(backend)?;
+        row.map(|(seq, b)| {
+            Ok(StoredTask {
+                seq,
+                view: parse(&b)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn tasks(&self, job: &str, state: Option<TaskState>) -> Result<Vec<StoredTask>, StoreError> {
+        let db = self.db();
+        match state {
+            Some(s) => {
+                let mut stmt = db
+                    .prepare("SELECT seq, body FROM tasks WHERE job_key = ?1 AND state = ?2 ORDER BY seq")
+                    .map_err(backend)?;
+                rows_to_tasks(&mut stmt, params![key(job), s.as_str()])
+            }
+            None => {
+                let mut stmt = db
+                    .prepare("SELECT seq, body FROM tasks WHERE job_key = ?1 ORDER BY seq")
+                    .map_err(backend)?;
+                rows_to_tasks(&mut stmt, params![key(job)])
+            }
+        }
+    }
+
+    fn tasks_in(&self, states: &[TaskState]) -> Result<Vec<StoredTask>, StoreError> {
+        let db = self.db();
+        let mut out = vec![];
+        for s in states {
+            let mut stmt = db
+                .prepare("SELECT seq, body FROM tasks WHERE state = ?1 ORDER BY seq")
+                .map_err(backend)?;
+            out.extend(rows_to_tasks(&mut stmt, params![s.as_str()])?);
+        }
+        out.sort_by_key(|t| t.seq);
+        Ok(out)
+    }
+
+    fn delete_task(&self, job: &str, id: &str) -> Result<(), StoreError> {
+        let n = self
+            .db()
+            .execute(
+                "DELETE FROM tasks WHERE job_key = ?1 AND key = ?2",
+                params![key(job), key(id)],
+            )
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("task {id:?}")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_proto::{JobSpec, JobState, TaskSpec};
+
+    fn job(id: &str) -> JobView {
+        JobView {
+            spec: JobSpec {
+                id: id.into(),
+                ..Default::default()
+            },
+            state: JobState::Active,
+            state_transition_time: chrono::Utc::now(),
+            creation_time: chrono::Utc::now(),
+        }
+    }
+
+    fn task(job: &str, id: &str) -> TaskView {
+        let spec: TaskSpec =
+            serde_json::from_value(serde_json::json!({"id": id, "commandLine": "true"})).unwrap();
+        TaskView {
+            spec,
+            job_id: job.into(),
+            state: TaskState::Active,
+            state_transition_time: chrono::Utc::now(),
+            creation_time: chrono::Utc::now(),
+            execution_info: None,
+            node_info: None,
+        }
+    }
+
+    #[test]
+    fn jobs_and_tasks_survive_reopening() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state").join("berth.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.add_job(&job("J1")).unwrap();
+            assert!(
+                matches!(s.add_job(&job("j1")), Err(StoreError::Exists(_))),
+                "ids are case-insensitive"
+            );
+            let seqs = s.add_tasks(&[task("J1", "a"), task("J1", "b")]).unwrap();
+            assert!(seqs[0] < seqs[1]);
+            assert!(matches!(
+                s.add_tasks(&[task("j1", "c"), task("J1", "A")]),
+                Err(StoreError::Exists(_))
+            ));
+            assert!(
+                s.task("j1", "c").unwrap().is_none(),
+                "a failed batch adds nothing"
+            );
+            let mut b = s.task("J1", "B").unwrap().unwrap().view;
+            b.state = TaskState::Running;
+            s.put_task(&b).unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.jobs().unwrap()[0].spec.id, "J1");
+        assert_eq!(s.tasks("J1", None).unwrap().len(), 2);
+        let running = s.tasks_in(&[TaskState::Running]).unwrap();
+        assert_eq!(running.len(), 1);
+        assert_eq!(running[0].view.spec.id, "b");
+        assert_eq!(
+            s.tasks("J1", Some(TaskState::Active)).unwrap()[0]
+                .view
+                .spec
+                .id,
+            "a"
+        );
+        s.delete_task("J1", "a").unwrap();
+        assert!(matches!(
+            s.delete_task("J1", "a"),
+            Err(StoreError::NotFound(_))
+        ));
+        s.delete_job("J1").unwrap();
+        assert!(s.tasks("J1", None).unwrap().is_empty());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
