@@ -16,7 +16,9 @@
 //! engine:      the only module that talks to Docker
 //! ```
 
+pub mod api;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod node;
 pub mod pool;

@@ -24,6 +24,8 @@ enum Cmd {
     /// Pool start alone: prefetch the pool's images, run its start task, report the node.
     #[command(subcommand)]
     Pool(berth_agent::cli::pool::PoolCmd),
+    /// The node daemon: a Batch-shaped API on a Unix socket, durable state, the scheduler.
+    Agent(berth_agent::cli::agent::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,5 +57,6 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Run(args) => rt.block_on(berth_agent::cli::run::run(args)),
         Cmd::Pool(cmd) => rt.block_on(berth_agent::cli::pool::run(cmd)),
+        Cmd::Agent(args) => rt.block_on(berth_agent::cli::agent::run(args)),
     }
 }

@@ -54,6 +54,20 @@ pub struct PullArgs {
     pub docker_config: Option<PathBuf>,
 }
 
+impl Default for PullArgs {
+    /// The same defaults as the flags.
+    fn default() -> Self {
+        PullArgs {
+            prefetch_concurrency: 4,
+            pull_retries: 4,
+            pull_first_progress_timeout: Duration::from_secs(300),
+            pull_inactivity_timeout: Duration::from_secs(120),
+            pull_timeout: Duration::from_secs(7200),
+            docker_config: None,
+        }
+    }
+}
+
 impl PullArgs {
     pub fn settings(&self) -> PullSettings {
         PullSettings {
@@ -153,6 +167,18 @@ pub async fn runtime(args: &NodeArgs, pool: PoolSpec) -> Result<Arc<Runtime>, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pull_defaults_match_the_flags() {
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            p: PullArgs,
+        }
+        let parsed = <P as clap::Parser>::parse_from(["x"]).p;
+        let d = PullArgs::default();
+        assert_eq!(format!("{parsed:?}"), format!("{d:?}"));
+    }
 
     #[test]
     fn durations() {

@@ -1,5 +1,6 @@
 //! The `berth` command line: one module per subcommand, plus what they share.
 
+pub mod agent;
 pub mod common;
 pub mod pool;
 pub mod run;

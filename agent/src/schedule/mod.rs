@@ -2,6 +2,7 @@
 //! `requiredSlots`), after their dependencies (`dependsOn`) succeeded. `task` decides HOW.
 //! `berth run` uses this; the daemon will feed the same scheduler.
 
+pub mod queue;
 pub mod retention;
 
 use crate::node::users;
@@ -50,7 +51,7 @@ impl TaskReport {
 }
 
 /// Runs one task from spec to final execution info: user, plan, directories, attempts.
-async fn run_one(
+pub(crate) async fn run_one(
     rt: Arc<Runtime>,
     job: JobSpec,
     spec: TaskSpec,

@@ -46,12 +46,13 @@ CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state, seq);
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, readable by its owner only.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        use std::os::unix::fs::PermissionsExt;
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d).map_err(backend)?;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).map_err(backend)?;
         }
         let db = Connection::open(path).map_err(backend)?;
         {
-            use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                 .map_err(backend)?;
         }

@@ -1,0 +1,110 @@
+//! Jobs: add, get, list, terminate, delete.
+
+use super::{require_json, ApiError, AppState};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use berth_proto::{load, validate, JobState, JobView, TaskState};
+use chrono::Utc;
+
+pub(crate) fn find(s: &AppState, id: &str) -> Result<JobView, ApiError> {
+    s.store.job(id)?.ok_or_else(|| {
+        ApiError::not_found(
+            "JobNotFound",
+            format!("The specified job {id:?} does not exist."),
+        )
+    })
+}
+
+pub async fn add(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    require_json(&h)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad("InvalidRequestBody", "the body is not UTF-8"))?;
+    let mut l = load::job("request body", text)
+        .map_err(|e| ApiError::bad("InvalidRequestBody", e.to_string()))?;
+    l.warnings.iter().for_each(|w| tracing::warn!("{w}"));
+    let spec = l.items.remove(0).1;
+    if let Some(p) = validate::job(&spec).into_iter().next() {
+        return Err(ApiError::bad(
+            "InvalidPropertyValue",
+            format!("{}: {}", p.path, p.message),
+        ));
+    }
+    let now = Utc::now();
+    let job = JobView {
+        spec,
+        state: JobState::Active,
+        state_transition_time: now,
+        creation_time: now,
+    };
+    match s.store.add_job(&job) {
+        Ok(()) => Ok(StatusCode::CREATED),
+        Err(crate::store::StoreError::Exists(_)) => Err(ApiError::conflict(
+            "JobExists",
+            format!("The specified job {:?} already exists.", job.spec.id),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn list(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::json!({"value": s.store.jobs()?})))
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    Path(job): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(find(&s, &job)?))
+}
+
+/// Ends every task of the job that has not completed (running ones are stopped).
+fn end_tasks(s: &AppState, job: &str) -> Result<(), ApiError> {
+    for t in s.store.tasks(job, None)? {
+        if t.view.state != TaskState::Completed {
+            super::tasks::end(s, t.view)?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn terminate(
+    State(s): State<AppState>,
+    Path(job): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let mut j = find(&s, &job)?;
+    if j.state == JobState::Completed {
+        return Err(ApiError::conflict(
+            "JobCompleted",
+            "The specified job is already in a completed state.",
+        ));
+    }
+    j.state = JobState::Completed;
+    j.state_transition_time = Utc::now();
+    s.store.put_job(&j)?;
+    end_tasks(&s, &job)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+pub async fn delete(
+    State(s): State<AppState>,
+    Path(job): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let mut j = find(&s, &job)?;
+    j.state = JobState::Deleting;
+    s.store.put_job(&j)?;
+    end_tasks(&s, &job)?;
+    s.store.delete_job(&job)?;
+    let dir = s.rt.node.layout.root().join("workitems").join(&j.spec.id);
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove the job's files");
+        }
+    }
+    Ok(StatusCode::ACCEPTED)
+}

@@ -1,0 +1,116 @@
+//! The daemon's local API: Batch's REST paths and JSON over a Unix socket (mode 0660).
+//! Handlers validate and write to the store, then wake the scheduler; they never run tasks.
+
+mod error;
+mod files;
+mod jobs;
+mod tasks;
+
+pub use error::ApiError;
+
+use crate::schedule::queue::Scheduler;
+use crate::store::Store;
+use crate::task::Runtime;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderMap};
+use axum::routing::{get, post};
+use axum::Router;
+use std::path::Path;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Batch refuses request bodies of 1 MB or more.
+pub const MAX_BODY: usize = 1 << 20;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub rt: Arc<Runtime>,
+    pub store: Arc<dyn Store>,
+    pub sched: Arc<Scheduler>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/jobs", post(jobs::add).get(jobs::list))
+        .route("/jobs/{job}", get(jobs::get).delete(jobs::delete))
+        .route("/jobs/{job}/terminate", post(jobs::terminate))
+        .route("/jobs/{job}/tasks", post(tasks::add).get(tasks::list))
+        .route("/jobs/{job}/addtaskcollection", post(tasks::add_collection))
+        .route(
+            "/jobs/{job}/tasks/{task}",
+            get(tasks::get).delete(tasks::delete),
+        )
+        .route("/jobs/{job}/tasks/{task}/terminate", post(tasks::terminate))
+        .route(
+            "/jobs/{job}/tasks/{task}/reactivate",
+            post(tasks::reactivate),
+        )
+        .route("/jobs/{job}/tasks/{task}/files", get(files::list))
+        .route("/jobs/{job}/tasks/{task}/files/{*path}", get(files::get))
+        .route("/node", get(node))
+        .fallback(|| async { ApiError::not_found("ResourceNotFound", "no such API path") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn node(
+    axum::extract::State(s): axum::extract::State<AppState>,
+) -> axum::Json<berth_proto::ComputeNode> {
+    axum::Json(s.rt.status.get())
+}
+
+/// Bodies must be JSON (Batch sends `application/json; odata=minimalmetadata`).
+pub(crate) fn require_json(h: &HeaderMap) -> Result<(), ApiError> {
+    let ct = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ct
+        .split(';')
+        .next()
+        .map(str::trim)
+        .map(|m| m.eq_ignore_ascii_case("application/json"))
+        == Some(true)
+    {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "InvalidHeaderValue",
+            format!("Content-Type {ct:?} is not accepted; send application/json"),
+        ))
+    }
+}
+
+/// Serves on a Unix socket at `path` (a stale socket file is replaced) until `cancel`.
+pub async fn serve_unix(
+    path: &Path,
+    app: Router,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(gid) = nix::unistd::Group::from_name("berth")
+        .ok()
+        .flatten()
+        .map(|g| g.gid)
+    {
+        if let Err(e) = nix::unistd::chown(path, None, Some(gid)) {
+            tracing::warn!(error = %e, "cannot give the socket to group berth");
+        }
+    }
+    tracing::info!(socket = %path.display(), "API listening");
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await;
+    std::fs::remove_file(path).ok();
+    r
+}

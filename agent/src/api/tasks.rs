@@ -1,0 +1,306 @@
+//! Tasks: add one, add a collection (at most 100, per-task results), get, list with
+//! `$filter` on `state`, terminate, reactivate, delete.
+
+use super::jobs::find as find_job;
+use super::{require_json, ApiError, AppState};
+use crate::task;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use berth_proto::{load, validate, FailureCode, JobState, JobView, TaskSpec, TaskState, TaskView};
+use chrono::Utc;
+use std::collections::HashMap;
+
+/// Batch's limit for one add-collection call.
+pub const MAX_COLLECTION: usize = 100;
+
+fn find(s: &AppState, job: &str, id: &str) -> Result<TaskView, ApiError> {
+    s.store.task(job, id)?.map(|t| t.view).ok_or_else(|| {
+        ApiError::not_found(
+            "TaskNotFound",
+            format!("The specified task {id:?} does not exist."),
+        )
+    })
+}
+
+fn active_job(s: &AppState, job: &str) -> Result<JobView, ApiError> {
+    let j = find_job(s, job)?;
+    match j.state {
+        JobState::Active => Ok(j),
+        JobState::Completed => Err(ApiError::conflict(
+            "JobCompleted",
+            "The specified job is already in a completed state.",
+        )),
+        _ => Err(ApiError::conflict(
+            "JobNotActive",
+            format!("The specified job is {}.", j.state),
+        )),
+    }
+}
+
+fn parse_tasks(body: &Bytes) -> Result<Vec<(String, TaskSpec)>, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad("InvalidRequestBody", "the body is not UTF-8"))?;
+    let l = load::tasks("request body", text)
+        .map_err(|e| ApiError::bad("InvalidRequestBody", e.to_string()))?;
+    l.warnings.iter().for_each(|w| tracing::warn!("{w}"));
+    Ok(l.items)
+}
+
+fn new_view(s: &AppState, job: &JobView, spec: TaskSpec) -> TaskView {
+    crate::schedule::TaskReport::active(&s.rt, &job.spec, spec, None).view
+}
+
+fn check(s: &AppState, job: &JobView, path: &str, t: &TaskSpec) -> Result<(), ApiError> {
+    match validate::task(path, t, &job.spec, &s.rt.pool)
+        .into_iter()
+        .next()
+    {
+        Some(p) => Err(ApiError::bad(
+            "InvalidPropertyValue",
+            format!("{}: {}", p.path, p.message),
+        )),
+        None => Ok(()),
+    }
+}
+
+pub async fn add(
+    State(s): State<AppState>,
+    Path(job): Path<String>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    require_json(&h)?;
+    let j = active_job(&s, &job)?;
+    let mut items = parse_tasks(&body)?;
+    if items.len() != 1 || body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad(
+            "InvalidRequestBody",
+            "add task takes one task object; use addtaskcollection for several",
+        ));
+    }
+    let (path, spec) = items.remove(0);
+    check(&s, &j, &path, &spec)?;
+    let view = new_view(&s, &j, spec);
+    match s.store.add_tasks(std::slice::from_ref(&view)) {
+        Ok(_) => {
+            s.sched.wake();
+            Ok(StatusCode::CREATED)
+        }
+        Err(crate::store::StoreError::Exists(_)) => Err(ApiError::conflict(
+            "TaskExists",
+            format!("The specified task {:?} already exists.", view.spec.id),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn add_collection(
+    State(s): State<AppState>,
+    Path(job): Path<String>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_json(&h)?;
+    let j = active_job(&s, &job)?;
+    let items = parse_tasks(&body)?;
+    if items.len() > MAX_COLLECTION {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestBodyTooLarge",
+            format!(
+                "{} tasks in one call; at most {MAX_COLLECTION}",
+                items.len()
+            ),
+        ));
+    }
+    let mut results = vec![];
+    for (path, spec) in items {
+        let id = spec.id.clone();
+        let outcome = check(&s, &j, &path, &spec).and_then(|()| {
+            let view = new_view(&s, &j, spec);
+            match s.store.add_tasks(std::slice::from_ref(&view)) {
+                Ok(_) => Ok(()),
+                Err(crate::store::StoreError::Exists(_)) => Err(ApiError::conflict(
+                    "TaskExists",
+                    format!("The specified task {id:?} already exists."),
+                )),
+                Err(e) => Err(e.into()),
+            }
+        });
+        results.push(match outcome {
+            Ok(()) => serde_json::json!({"status": "success", "taskId": id}),
+            Err(e) => serde_json::json!({
+                "status": if e.status.is_server_error() { "servererror" } else { "clienterror" },
+                "taskId": id,
+                "error": super::error::body(e.code, &e.message),
+            }),
+        });
+    }
+    s.sched.wake();
+    Ok(Json(serde_json::json!({"value": results})))
+}
+
+/// `state eq 'running'`, `state ne 'completed'`: the filter berth understands.
+fn state_filter(f: &str) -> Result<(bool, TaskState), ApiError> {
+    let bad = || {
+        ApiError::bad(
+            "InvalidQueryParameterValue",
+            format!("$filter {f:?} is not supported; use state eq '<state>' or state ne '<state>'"),
+        )
+    };
+    let words: Vec<&str> = f.split_whitespace().collect();
+    let [prop, op, value] = words[..] else {
+        return Err(bad());
+    };
+    if prop != "state" {
+        return Err(bad());
+    }
+    let eq = match op {
+        "eq" => true,
+        "ne" => false,
+        _ => return Err(bad()),
+    };
+    let v = value
+        .strip_prefix('\'')
+        .and_then(|v| v.strip_suffix('\''))
+        .ok_or_else(bad)?;
+    let st = v
+        .parse::<TaskState>()
+        .map_err(|e| ApiError::bad("InvalidQueryParameterValue", format!("$filter: {e}")))?;
+    Ok((eq, st))
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    Path(job): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    find_job(&s, &job)?;
+    let filter = q.get("$filter").map(|f| state_filter(f)).transpose()?;
+    let tasks: Vec<TaskView> = s
+        .store
+        .tasks(&job, None)?
+        .into_iter()
+        .map(|t| t.view)
+        .filter(|t| filter.is_none_or(|(eq, st)| (t.state == st) == eq))
+        .collect();
+    Ok(Json(serde_json::json!({"value": tasks})))
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    Path((job, id)): Path<(String, String)>,
+) -> Result<Json<TaskView>, ApiError> {
+    find_job(&s, &job)?;
+    Ok(Json(find(&s, &job, &id)?))
+}
+
+/// Ends a task that has not completed: a running one is stopped (its runner records
+/// `TaskEnded`), an active one completes at once with `TaskEnded`.
+pub(crate) fn end(s: &AppState, mut t: TaskView) -> Result<(), ApiError> {
+    if s.sched.stop(&t.job_id, &t.spec.id) {
+        return Ok(());
+    }
+    if t.state == TaskState::Active {
+        t.state = TaskState::Completed;
+        t.state_transition_time = Utc::now();
+        t.execution_info = Some(task::failed_before_start(
+            FailureCode::TaskEnded,
+            "Task was ended by user request.".into(),
+        ));
+        s.store.put_task(&t)?;
+    }
+    Ok(())
+}
+
+pub async fn terminate(
+    State(s): State<AppState>,
+    Path((job, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    find_job(&s, &job)?;
+    let t = find(&s, &job, &id)?;
+    if t.state == TaskState::Completed {
+        return Err(ApiError::conflict(
+            "TaskCompleted",
+            "The specified task is already in a completed state.",
+        ));
+    }
+    end(&s, t)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn reactivate(
+    State(s): State<AppState>,
+    Path((job, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    active_job(&s, &job)?;
+    let mut t = find(&s, &job, &id)?;
+    if t.state != TaskState::Completed {
+        return Err(ApiError::conflict(
+            "TaskNotCompleted",
+            "The specified task is not in a completed state.",
+        ));
+    }
+    if t.execution_info.as_ref().and_then(|e| e.result) == Some(berth_proto::TaskResult::Success) {
+        return Err(ApiError::conflict(
+            "TaskSucceeded",
+            "The specified task completed successfully and cannot be reactivated.",
+        ));
+    }
+    let requeues = t
+        .execution_info
+        .as_ref()
+        .map(|e| e.requeue_count)
+        .unwrap_or(0);
+    t.state = TaskState::Active;
+    t.state_transition_time = Utc::now();
+    t.execution_info = Some(berth_proto::ExecutionInfo {
+        requeue_count: requeues + 1,
+        ..Default::default()
+    });
+    s.store.put_task(&t)?;
+    s.sched.wake();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn delete(
+    State(s): State<AppState>,
+    Path((job, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    find_job(&s, &job)?;
+    let t = find(&s, &job, &id)?;
+    s.sched.stop(&t.job_id, &t.spec.id);
+    s.store.delete_task(&job, &id)?;
+    let dir = s.rt.node.layout.task_dir(&t.job_id, &t.spec.id);
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove the task's files");
+        }
+    }
+    Ok(StatusCode::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        assert_eq!(
+            state_filter("state eq 'running'").unwrap(),
+            (true, TaskState::Running)
+        );
+        assert_eq!(
+            state_filter("state  ne 'Completed'").unwrap(),
+            (false, TaskState::Completed)
+        );
+        assert_eq!(
+            state_filter("state eq 'done'").unwrap_err().code,
+            "InvalidQueryParameterValue"
+        );
+        assert!(state_filter("id eq 'x'").is_err());
+        assert!(state_filter("state eq running").is_err());
+    }
+}

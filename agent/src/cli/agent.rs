@@ -1,0 +1,183 @@
+//! `berth agent`: the node daemon. API up first (so the node's state can be read during
+//! pool start), then pool start, then readiness (sd_notify) and the scheduler, until
+//! SIGTERM/SIGINT. SIGHUP re-reads the configuration file and reports what changed.
+
+use super::common::{self, NodeArgs, PullArgs};
+use crate::config::{AgentConfig, OnShutdown};
+use crate::schedule::queue::Scheduler;
+use crate::store::{sqlite::SqliteStore, Store};
+use crate::{api, pool};
+use berth_proto::{load, validate, PoolSpec};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Configuration file (default /etc/berth/berth.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Overrides `pool` in the configuration.
+    #[arg(long, value_name = "POOL.json")]
+    pub pool: Option<PathBuf>,
+    /// Overrides `socket`.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Overrides `node_root`.
+    #[arg(long, value_name = "DIR")]
+    pub node_root: Option<PathBuf>,
+    /// Overrides `node_id`.
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Overrides `engine`.
+    #[arg(long, value_name = "ADDR")]
+    pub engine: Option<String>,
+}
+
+fn load_pool(path: &Option<PathBuf>) -> Result<PoolSpec, Vec<String>> {
+    let mut errors = vec![];
+    let p = super::run::one_file(path, load::pool, validate::pool, &mut errors);
+    if errors.is_empty() {
+        Ok(p.unwrap_or_else(PoolSpec::default_for_run))
+    } else {
+        Err(errors)
+    }
+}
+
+pub async fn run(args: AgentArgs) -> ExitCode {
+    let mut cfg = match AgentConfig::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(p) = args.pool {
+        cfg.pool = Some(p);
+    }
+    if let Some(s) = args.socket {
+        cfg.socket = s;
+    }
+    if let Some(r) = args.node_root {
+        cfg.node_root = r;
+    }
+    if args.node_id.is_some() {
+        cfg.node_id = args.node_id;
+    }
+    if args.engine.is_some() {
+        cfg.engine = args.engine;
+    }
+    let pool = match load_pool(&cfg.pool) {
+        Ok(p) => p,
+        Err(errors) => {
+            errors.iter().for_each(|e| eprintln!("error: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    // Pull options keep their command-line defaults; the daemon's only knob here is concurrency.
+    let pull = PullArgs {
+        prefetch_concurrency: cfg.prefetch_concurrency,
+        ..PullArgs::default()
+    };
+    let node_args = NodeArgs {
+        node_root: cfg.node_root.clone(),
+        node_id: cfg.node_id.clone(),
+        engine: cfg.engine.clone(),
+        stop_grace: 10,
+        pull,
+    };
+    let rt = match common::runtime(&node_args, pool).await {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let db = rt.node.layout.root().join("berth").join("state.db");
+    let store: Arc<dyn Store> = match SqliteStore::open(&db) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("berth agent: {}: {e}", db.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let sched = Scheduler::new(rt.clone(), store.clone());
+    let cancel = CancellationToken::new();
+    crate::shutdown::cancel_on_signals(cancel.clone());
+    reload_on_hup(args.config.clone(), cfg.clone());
+
+    let app = api::router(api::AppState {
+        rt: rt.clone(),
+        store,
+        sched: sched.clone(),
+    });
+    let api_stop = CancellationToken::new();
+    let socket = cfg.socket.clone();
+    let api_task = tokio::spawn({
+        let stop = api_stop.clone();
+        async move { api::serve_unix(&socket, app, stop).await }
+    });
+
+    match pool::start(rt.clone(), cancel.child_token(), cfg.prefetch_concurrency).await {
+        Ok(started) => {
+            if let Some(h) = started.background_start_task {
+                drop(h); // runs on; its result lands in the node's startTaskInfo
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "berth agent: cannot prepare the node root {}: {e}",
+                rt.node.layout.root().display()
+            );
+            api_stop.cancel();
+            return ExitCode::FAILURE;
+        }
+    }
+    let node = rt.status.get();
+    tracing::info!(state = %node.state, "pool start finished; ready");
+    if let Err(e) = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("node {}", node.state)),
+    ]) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+
+    sched
+        .run(cancel.clone(), cfg.on_shutdown == OnShutdown::Stop)
+        .await;
+    sd_notify::notify(&[sd_notify::NotifyState::Stopping]).ok();
+    api_stop.cancel();
+    match api_task.await {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("berth agent: API on {}: {e}", cfg.socket.display());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("berth agent: API task: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGHUP: re-read the configuration and log what changed. Settings that shape a running
+/// node (root, socket, pool) take effect at the next start; the log says which.
+fn reload_on_hup(file: Option<PathBuf>, mut current: AgentConfig) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match AgentConfig::load(file.as_deref()) {
+                Ok(new) if new == current => tracing::info!("SIGHUP: configuration unchanged"),
+                Ok(new) => {
+                    tracing::warn!(old = ?current, new = ?new, "SIGHUP: configuration changed; it takes effect when the agent restarts");
+                    current = new;
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded"),
+            }
+        }
+    });
+}

@@ -1,0 +1,133 @@
+//! The daemon's configuration: defaults <- `/etc/berth/berth.toml` (or `--config`) <-
+//! `BERTH_*` environment variables <- command-line flags. Every key is in the README.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_FILE: &str = "/etc/berth/berth.toml";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// AZ_BATCH_NODE_ROOT_DIR.
+    pub node_root: PathBuf,
+    /// The API's Unix socket.
+    pub socket: PathBuf,
+    /// Pool JSON (images, registries, start task, slots); none: a one-slot container pool.
+    pub pool: Option<PathBuf>,
+    pub node_id: Option<String>,
+    /// Docker engine address; none: DOCKER_HOST or the local socket.
+    pub engine: Option<String>,
+    pub prefetch_concurrency: usize,
+    /// On SIGTERM: `stop` running tasks (they end `TaskEnded`) or `continue` waiting for them.
+    pub on_shutdown: OnShutdown,
+    /// Log filter when RUST_LOG is not set (`info`, `debug`, ...).
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnShutdown {
+    Stop,
+    Continue,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            node_root: "/var/lib/berth".into(),
+            socket: "/run/berth/berth.sock".into(),
+            pool: None,
+            node_id: None,
+            engine: None,
+            prefetch_concurrency: 4,
+            on_shutdown: OnShutdown::Stop,
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Reads `file` (a missing default file is fine; a missing given file is not), then
+    /// applies `BERTH_<KEY>` environment overrides.
+    pub fn load(file: Option<&Path>) -> Result<Self, String> {
+        let (path, required) = match file {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_FILE), false),
+        };
+        let mut c = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                AgentConfig::default()
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        c.apply_env(|k| std::env::var(k).ok())?;
+        Ok(c)
+    }
+
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        if let Some(v) = get("BERTH_NODE_ROOT") {
+            self.node_root = v.into();
+        }
+        if let Some(v) = get("BERTH_SOCKET") {
+            self.socket = v.into();
+        }
+        if let Some(v) = get("BERTH_POOL") {
+            self.pool = Some(v.into());
+        }
+        if let Some(v) = get("BERTH_NODE_ID") {
+            self.node_id = Some(v);
+        }
+        if let Some(v) = get("BERTH_ENGINE") {
+            self.engine = Some(v);
+        }
+        if let Some(v) = get("BERTH_PREFETCH_CONCURRENCY") {
+            self.prefetch_concurrency = v
+                .parse()
+                .map_err(|_| format!("BERTH_PREFETCH_CONCURRENCY={v:?} is not a number"))?;
+        }
+        if let Some(v) = get("BERTH_ON_SHUTDOWN") {
+            self.on_shutdown = match v.as_str() {
+                "stop" => OnShutdown::Stop,
+                "continue" => OnShutdown::Continue,
+                _ => return Err(format!("BERTH_ON_SHUTDOWN={v:?}: use stop or continue")),
+            };
+        }
+        if let Some(v) = get("BERTH_LOG_LEVEL") {
+            self.log_level = v;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("berth.toml");
+        std::fs::write(&f, "node_root = \"/srv/b\"\non_shutdown = \"continue\"\n").unwrap();
+        let mut c: AgentConfig = toml::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        assert_eq!(c.node_root, PathBuf::from("/srv/b"));
+        assert_eq!(c.on_shutdown, OnShutdown::Continue);
+        assert_eq!(
+            c.socket,
+            PathBuf::from("/run/berth/berth.sock"),
+            "defaults fill the rest"
+        );
+        c.apply_env(|k| (k == "BERTH_SOCKET").then(|| "/tmp/s.sock".to_string()))
+            .unwrap();
+        assert_eq!(c.socket, PathBuf::from("/tmp/s.sock"));
+        assert!(c
+            .apply_env(|k| (k == "BERTH_ON_SHUTDOWN").then(|| "later".to_string()))
+            .unwrap_err()
+            .contains("stop or continue"));
+        std::fs::write(&f, "nod_root = 1\n").unwrap();
+        let e = AgentConfig::load(Some(&f)).unwrap_err();
+        assert!(e.contains("nod_root"), "{e}");
+        assert!(AgentConfig::load(Some(&d.path().join("missing.toml"))).is_err());
+    }
+}

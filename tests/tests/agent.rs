@@ -1,0 +1,337 @@
+//! `berth agent` through its Unix-socket API, over raw HTTP: jobs, tasks, collections,
+//! filters, files, terminate, reactivate, delete, node; bad requests refused while the
+//! agent keeps serving; SIGTERM exits cleanly and the state survives a restart.
+
+use berth_tests::*;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Agent {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Agent {
+    fn start(n: &TestNode) -> Agent {
+        let sock = n.dir.path().join("berth.sock");
+        let pool = n.file(
+            "agentpool.json",
+            &json!({"id": "agentpool", "taskSlotsPerNode": 4,
+                "virtualMachineConfiguration": {"containerConfiguration": {"type": "dockerCompatible"}}}),
+        );
+        let child = Command::new(berth_bin())
+            .args([
+                "agent",
+                "--config",
+                "/dev/null",
+                "--engine",
+                engine_host(),
+                "--node-id",
+                &n.node_id,
+                "--node-root",
+            ])
+            .arg(n.root())
+            .arg("--socket")
+            .arg(&sock)
+            .arg("--pool")
+            .arg(&pool)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(n.dir.path().join("agent.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let a = Agent { child, sock };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if a.sock.exists() && a.req("GET", "/node", None).0 == 200 {
+                return a;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the agent did not answer on {}", a.sock.display());
+    }
+
+    /// One HTTP/1.0 request; returns (status, body).
+    fn raw(&self, method: &str, path: &str, ctype: &str, body: &[u8]) -> (u16, String) {
+        let mut s = UnixStream::connect(&self.sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let head = format!("{method} {path} HTTP/1.0\r\nHost: berth\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n", body.len());
+        s.write_all(head.as_bytes()).unwrap();
+        let _ = s.write_all(body);
+        let mut out = vec![];
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    fn req(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+        let b = body.map(|v| v.to_string()).unwrap_or_default();
+        self.raw(
+            method,
+            path,
+            "application/json; odata=minimalmetadata",
+            b.as_bytes(),
+        )
+    }
+
+    fn json(&self, path: &str) -> Value {
+        let (st, b) = self.req("GET", path, None);
+        assert_eq!(st, 200, "{path}: {b}");
+        serde_json::from_str(&b).unwrap()
+    }
+
+    fn wait_state(&self, job: &str, task: &str, state: &str) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let t = self.json(&format!("/jobs/{job}/tasks/{task}"));
+            if t["state"] == state {
+                return t;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "{task} never reached {state}: {t}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn term(mut self) -> Option<i32> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        self.child.wait().unwrap().code()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ctask(id: &str, cmd: &str) -> Value {
+    task(id, cmd, "")
+}
+
+#[test]
+fn api_surface_and_bad_requests() {
+    let n = TestNode::new("agentapi");
+    let a = Agent::start(&n);
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "j1"}))).0, 201);
+    assert_eq!(
+        a.req("POST", "/jobs", Some(&json!({"id": "J1"}))).0,
+        409,
+        "job ids are case-insensitive"
+    );
+    let (st, _) = a.req(
+        "POST",
+        "/jobs/j1/tasks",
+        Some(&ctask("hello", "/bin/sh -c 'echo hello; echo oops >&2'")),
+    );
+    assert_eq!(st, 201);
+    let (st, b) = a.req(
+        "POST",
+        "/jobs/j1/addtaskcollection",
+        Some(&json!({"value": [ctask("sleeper", "sleep 60"), ctask("hello", "true"), {"id": "bad/id", "commandLine": "x"}, ctask("fails", "/bin/sh -c 'exit 3'")]})),
+    );
+    assert_eq!(st, 200, "{b}");
+    let results: Value = serde_json::from_str(&b).unwrap();
+    let status = |id: &str| {
+        results["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["taskId"] == id)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("sleeper"), "success");
+    assert_eq!(status("hello"), "clienterror");
+    assert_eq!(status("bad/id"), "clienterror");
+    let hello = a.wait_state("j1", "hello", "completed");
+    assert_eq!(hello["executionInfo"]["exitCode"], 0);
+    let failed = a.wait_state("j1", "fails", "completed");
+    assert_eq!(
+        failed["executionInfo"]["failureInfo"]["code"],
+        "FailureExitCode"
+    );
+    a.wait_state("j1", "sleeper", "running");
+
+    let running = a.json("/jobs/j1/tasks?$filter=state%20eq%20'running'");
+    assert_eq!(running["value"].as_array().unwrap().len(), 1);
+    let done = a.json("/jobs/j1/tasks?$filter=state%20ne%20'running'");
+    assert_eq!(done["value"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        a.req("GET", "/jobs/j1/tasks?$filter=state%20eq%20'done'", None)
+            .0,
+        400
+    );
+
+    let files = a.json("/jobs/j1/tasks/hello/files?recursive=true");
+    let names: Vec<&str> = files["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"stdout.txt") && names.contains(&"wd"),
+        "{names:?}"
+    );
+    assert_eq!(
+        a.req("GET", "/jobs/j1/tasks/hello/files/stdout.txt", None),
+        (200, "hello\n".into())
+    );
+    assert_eq!(
+        a.req("GET", "/jobs/j1/tasks/hello/files/stderr.txt", None)
+            .1,
+        "oops\n"
+    );
+    for escape in [
+        "/jobs/j1/tasks/hello/files/..%2F..%2F..%2Fberth%2Fstate.db",
+        "/jobs/j1/tasks/hello/files/%2Fetc%2Fpasswd",
+        "/jobs/j1/tasks/hello/files/wd%2F..%2F..%2Fx",
+    ] {
+        let (st, b) = a.req("GET", escape, None);
+        assert_eq!(st, 400, "{escape}: {b}");
+    }
+    assert_eq!(
+        a.req("GET", "/jobs/j1/tasks/hello/files/nothere.txt", None)
+            .0,
+        404
+    );
+
+    // Terminate the running task; reactivate the failed one (it runs again).
+    assert_eq!(
+        a.req("POST", "/jobs/j1/tasks/sleeper/terminate", None).0,
+        204
+    );
+    let t = a.wait_state("j1", "sleeper", "completed");
+    assert_eq!(t["executionInfo"]["failureInfo"]["code"], "TaskEnded");
+    assert_eq!(
+        a.req("POST", "/jobs/j1/tasks/sleeper/terminate", None).0,
+        409
+    );
+    assert_eq!(
+        a.req("POST", "/jobs/j1/tasks/hello/reactivate", None).0,
+        409,
+        "succeeded tasks are not reactivated"
+    );
+    assert_eq!(
+        a.req("POST", "/jobs/j1/tasks/fails/reactivate", None).0,
+        204
+    );
+    let again = a.wait_state("j1", "fails", "completed");
+    assert_eq!(again["executionInfo"]["requeueCount"], 1);
+
+    // Bad requests: each refused with Batch's error body, the agent still serving.
+    let (st, b) = a.raw("POST", "/jobs", "text/plain", b"{\"id\":\"x\"}");
+    assert_eq!(st, 415, "{b}");
+    let (st, b) = a.raw("POST", "/jobs", "application/json", b"{\"id\":");
+    assert_eq!(st, 400);
+    assert_eq!(
+        serde_json::from_str::<Value>(&b).unwrap()["code"],
+        "InvalidRequestBody"
+    );
+    let big = vec![b' '; (1 << 20) + 10];
+    assert_eq!(
+        a.raw("POST", "/jobs/j1/tasks", "application/json", &big).0,
+        413
+    );
+    let (st, b) = a.req("POST", "/jobs", Some(&json!({"id": "../etc"})));
+    assert_eq!(st, 400, "{b}");
+    let (st, b) = a.req(
+        "POST",
+        "/jobs/j1/tasks",
+        Some(&json!({"id": "a/b", "commandLine": "x"})),
+    );
+    assert_eq!(st, 400, "{b}");
+    assert!(b.contains("InvalidPropertyValue"), "{b}");
+    let (st, b) = a.req("GET", "/jobs/nojob/tasks/x", None);
+    assert_eq!(
+        (
+            st,
+            serde_json::from_str::<Value>(&b).unwrap()["code"].clone()
+        ),
+        (404, json!("JobNotFound"))
+    );
+    let many: Vec<Value> = (0..101).map(|i| ctask(&format!("m{i}"), "true")).collect();
+    assert_eq!(
+        a.req(
+            "POST",
+            "/jobs/j1/addtaskcollection",
+            Some(&json!({"value": many}))
+        )
+        .0,
+        413
+    );
+
+    // Delete a task (its files go), then the job.
+    assert_eq!(a.req("DELETE", "/jobs/j1/tasks/hello", None).0, 200);
+    assert!(!n.task_dir("j1", "hello").exists());
+    assert_eq!(a.req("GET", "/jobs/j1/tasks/hello", None).0, 404);
+    let node = a.json("/node");
+    assert_eq!(node["id"], n.node_id.as_str());
+    assert_eq!(a.req("DELETE", "/jobs/j1", None).0, 202);
+    assert_eq!(a.req("GET", "/jobs/j1", None).0, 404);
+    assert_eq!(a.term(), Some(0), "SIGTERM exits cleanly");
+    assert!(n.containers().is_empty());
+}
+
+#[test]
+fn state_survives_a_restart() {
+    let n = TestNode::new("agentstate");
+    let a = Agent::start(&n);
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "keep"}))).0, 201);
+    assert_eq!(
+        a.req(
+            "POST",
+            "/jobs/keep/tasks",
+            Some(&ctask("one", "/bin/sh -c 'echo kept'"))
+        )
+        .0,
+        201
+    );
+    a.wait_state("keep", "one", "completed");
+    assert_eq!(a.term(), Some(0));
+    let db = n.root().join("berth/state.db");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().permissions().mode() & 0o077,
+        0,
+        "the store is private"
+    );
+    assert_eq!(
+        std::fs::metadata(Path::new(&db).parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o077,
+        0
+    );
+    let a = Agent::start(&n);
+    let t = a.json("/jobs/keep/tasks/one");
+    assert_eq!(t["executionInfo"]["result"], "success");
+    assert_eq!(
+        a.req("GET", "/jobs/keep/tasks/one/files/stdout.txt", None)
+            .1,
+        "kept\n"
+    );
+    assert_eq!(
+        a.req("POST", "/jobs/keep/tasks", Some(&ctask("one", "true")))
+            .0,
+        409
+    );
+    assert_eq!(a.term(), Some(0));
+}
