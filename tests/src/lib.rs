@@ -491,16 +491,27 @@ impl TestRegistry {
     /// Manifest reads for `repo` (GET or HEAD) that the registry answered, any status.
     /// (The registry logs a request after answering it, so a just-finished push's writes
     /// could still be missing; they are not counted.)
+    /// The registry logs a request after answering it, so the count is read until it has not
+    /// changed for 600 ms.
     pub fn manifest_requests(&self, repo: &str) -> usize {
-        std::thread::sleep(Duration::from_millis(300));
         let needle = format!("/v2/{repo}/manifests/");
-        self.log()
-            .lines()
-            .filter(|l| l.contains("response completed") && l.contains(&needle))
-            .filter(|l| {
-                l.contains("http.request.method=GET") || l.contains("http.request.method=HEAD")
-            })
-            .count()
+        let count = || {
+            self.log()
+                .lines()
+                .filter(|l| l.contains("response completed") && l.contains(&needle))
+                .filter(|l| {
+                    l.contains("http.request.method=GET") || l.contains("http.request.method=HEAD")
+                })
+                .count()
+        };
+        let (mut last, mut same) = (count(), 0);
+        while same < 3 {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = count();
+            same = if now == last { same + 1 } else { 0 };
+            last = now;
+        }
+        last
     }
 
     /// Builds an image from `myimage` plus a layer no other image has, pushes it as `repo`

@@ -256,7 +256,11 @@ fn one_pull_for_many_tasks() {
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let pulls = r.stderr.matches("pulling image").count();
     assert_eq!(pulls, 1, "{}", r.stderr);
-    assert_eq!(reg.manifest_requests("dedup/app") - before, one_pull);
+    let eight = reg.manifest_requests("dedup/app") - before;
+    assert_eq!(
+        eight, one_pull,
+        "manifest requests: 8 tasks {eight}, 1 task {one_pull}"
+    );
     rmi(&image);
 }
 

@@ -11,6 +11,7 @@ use berth_proto::PoolSpec;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct NodeArgs {
@@ -115,6 +116,36 @@ fn default_node_id() -> String {
 pub fn progress_bars() -> bool {
     use std::io::IsTerminal;
     std::io::stderr().is_terminal() && std::env::var_os("BERTH_NO_PROGRESS").is_none()
+}
+
+/// The runtime, a signal-driven cancellation root, and pool start done: what `berth run`
+/// and `berth pool start` both begin with. Errors are printed; the exit code is returned.
+pub async fn start_node(
+    args: &NodeArgs,
+    pool: PoolSpec,
+) -> Result<(Arc<Runtime>, CancellationToken, crate::pool::PoolStart), u8> {
+    let rt = runtime(args, pool).await.map_err(|e| {
+        eprintln!("berth: {e}");
+        super::run::EXIT_TASK_FAILED
+    })?;
+    let cancel = CancellationToken::new();
+    crate::shutdown::cancel_on_signals(cancel.clone());
+    match crate::pool::start(
+        rt.clone(),
+        cancel.child_token(),
+        args.pull.prefetch_concurrency,
+    )
+    .await
+    {
+        Ok(started) => Ok((rt, cancel, started)),
+        Err(e) => {
+            eprintln!(
+                "berth: cannot prepare the node root {}: {e}",
+                rt.node.layout.root().display()
+            );
+            Err(super::run::EXIT_TASK_FAILED)
+        }
+    }
 }
 
 /// Connects to the engine and assembles the runtime for `pool`. Errors are printed.

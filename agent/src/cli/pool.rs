@@ -4,11 +4,10 @@
 
 use super::common::{self, NodeArgs};
 use super::run::{one_file, EXIT_INVALID_INPUT, EXIT_OK, EXIT_TASK_FAILED};
-use crate::{pool, render, shutdown};
+use crate::render;
 use berth_proto::{load, validate, PoolSpec};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PoolCmd {
@@ -53,30 +52,9 @@ async fn start(args: PoolStartArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_INPUT);
         }
     };
-    let rt = match common::runtime(&args.node, pool).await {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("berth: {e}");
-            return ExitCode::from(EXIT_TASK_FAILED);
-        }
-    };
-    let cancel = CancellationToken::new();
-    shutdown::cancel_on_signals(cancel.clone());
-    let started = match pool::start(
-        rt.clone(),
-        cancel.child_token(),
-        args.node.pull.prefetch_concurrency,
-    )
-    .await
-    {
+    let (rt, _cancel, started) = match common::start_node(&args.node, pool).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "berth: cannot prepare the node root {}: {e}",
-                rt.node.layout.root().display()
-            );
-            return ExitCode::from(EXIT_TASK_FAILED);
-        }
+        Err(code) => return ExitCode::from(code),
     };
     // A start task that does not gate the node still runs to its end here: this process is
     // its only owner.

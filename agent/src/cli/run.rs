@@ -1,15 +1,13 @@
 //! `berth run`: pool start, then the given tasks, then a report. The one-shot mode.
 
 use super::common::{self, NodeArgs};
-use crate::pool;
+use crate::render;
 use crate::schedule::{self, retention};
 use crate::task::Runtime;
-use crate::{render, shutdown};
 use berth_proto::{load, validate, JobSpec, NodeState, PoolSpec, TaskSpec};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -208,31 +206,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_INPUT);
         }
     };
-    let rt = match common::runtime(&args.node, inputs.pool).await {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("berth: {e}");
-            return ExitCode::from(EXIT_TASK_FAILED);
-        }
-    };
-    let cancel = CancellationToken::new();
-    shutdown::cancel_on_signals(cancel.clone());
-
-    let started = match pool::start(
-        rt.clone(),
-        cancel.child_token(),
-        args.node.pull.prefetch_concurrency,
-    )
-    .await
-    {
+    let (rt, cancel, started) = match common::start_node(&args.node, inputs.pool).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "berth: cannot prepare the node root {}: {e}",
-                rt.node.layout.root().display()
-            );
-            return ExitCode::from(EXIT_TASK_FAILED);
-        }
+        Err(code) => return ExitCode::from(code),
     };
     let node = rt.status.get();
     if node.start_task_info.is_some() || !node.errors.is_empty() {

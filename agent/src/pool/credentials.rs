@@ -5,8 +5,10 @@
 
 use crate::engine::Credentials;
 use berth_proto::{ContainerRegistry, ImageRef, Secret};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// A credential helper that hangs must not hold a pull forever.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -121,35 +123,79 @@ pub fn from_docker_config(
     }))
 }
 
+/// A Docker config file, with its answers per registry host kept for `CACHE_FOR`, so that
+/// a burst of tasks reads the file (and runs a helper) once, not once per task. Errors are
+/// not kept.
+pub struct DockerConfig {
+    path: PathBuf,
+    cache: Mutex<HashMap<String, (Instant, Option<Credentials>)>>,
+}
+
+/// Long enough for a burst of tasks, short enough for rotated helper tokens.
+const CACHE_FOR: Duration = Duration::from_secs(300);
+
+impl DockerConfig {
+    pub fn new(path: PathBuf) -> Self {
+        DockerConfig {
+            path,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn lookup(&self, image: &ImageRef) -> Result<Option<Credentials>, ConfigError> {
+        let host = canonical_host(&image.domain);
+        if let Some((at, c)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&host)
+        {
+            if at.elapsed() < CACHE_FOR {
+                return Ok(c.clone());
+            }
+        }
+        let (path, img) = (self.path.clone(), image.clone());
+        let shown = path.display().to_string();
+        let job = tokio::task::spawn_blocking(move || from_docker_config(&path, &img));
+        let found = match tokio::time::timeout(HELPER_TIMEOUT, job).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(e)) => {
+                return Err(ConfigError {
+                    path: shown,
+                    message: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(ConfigError {
+                    path: shown,
+                    message: format!(
+                        "the credential helper did not answer within {} s",
+                        HELPER_TIMEOUT.as_secs()
+                    ),
+                })
+            }
+        };
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host, (Instant::now(), found.clone()));
+        Ok(found)
+    }
+}
+
 /// The credentials berth uses for `image`, in the order the module doc gives.
 pub async fn resolve(
     image: &ImageRef,
     task: Option<&ContainerRegistry>,
     pool: &[ContainerRegistry],
-    docker_config: Option<&Path>,
+    docker_config: Option<&DockerConfig>,
 ) -> Result<Option<Credentials>, ConfigError> {
-    if let Some(c) = from_batch(image, task, pool) {
-        return Ok(Some(c));
-    }
-    let Some(path) = docker_config.map(Path::to_path_buf) else {
-        return Ok(None);
-    };
-    let img = image.clone();
-    let shown = path.display().to_string();
-    let job = tokio::task::spawn_blocking(move || from_docker_config(&path, &img));
-    match tokio::time::timeout(HELPER_TIMEOUT, job).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(ConfigError {
-            path: shown,
-            message: e.to_string(),
-        }),
-        Err(_) => Err(ConfigError {
-            path: shown,
-            message: format!(
-                "the credential helper did not answer within {} s",
-                HELPER_TIMEOUT.as_secs()
-            ),
-        }),
+    match from_batch(image, task, pool) {
+        Some(c) => Ok(Some(c)),
+        None => match docker_config {
+            Some(d) => d.lookup(image).await,
+            None => Ok(None),
+        },
     }
 }
 

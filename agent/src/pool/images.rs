@@ -198,7 +198,7 @@ impl PrivateImages {
 pub struct ImageStore {
     engine: Engine,
     registries: Vec<ContainerRegistry>,
-    docker_config: Option<PathBuf>,
+    docker_config: Option<credentials::DockerConfig>,
     settings: PullSettings,
     observer: Arc<dyn PullObserver>,
     pulls: Mutex<HashMap<PullKey, SharedPull>>,
@@ -212,7 +212,7 @@ impl ImageStore {
         ImageStore {
             engine,
             registries,
-            docker_config: credentials::default_config_path(),
+            docker_config: credentials::default_config_path().map(credentials::DockerConfig::new),
             settings: PullSettings::default(),
             observer: Arc::new(LogObserver::default()),
             pulls: Mutex::new(HashMap::new()),
@@ -238,7 +238,7 @@ impl ImageStore {
     }
 
     pub fn with_docker_config(mut self, f: Option<PathBuf>) -> Self {
-        self.docker_config = f;
+        self.docker_config = f.map(credentials::DockerConfig::new);
         self
     }
 
@@ -266,7 +266,7 @@ impl ImageStore {
             &r,
             task_registry,
             &self.registries,
-            self.docker_config.as_deref(),
+            self.docker_config.as_ref(),
         )
         .await
         .map_err(|e| fail(PullFailure::Config, e.to_string()))?;

@@ -222,6 +222,15 @@ struct BarImage {
     layers: HashMap<String, indicatif::ProgressBar>,
 }
 
+impl BarImage {
+    fn clear(&self) {
+        self.layers
+            .values()
+            .for_each(indicatif::ProgressBar::finish_and_clear);
+        self.bar.finish_and_clear();
+    }
+}
+
 impl PullObserver for BarObserver {
     fn update(&self, u: &PullUpdate<'_>) {
         use indicatif::{ProgressBar, ProgressStyle};
@@ -246,8 +255,7 @@ impl PullObserver for BarObserver {
                         layers: HashMap::new(),
                     },
                 ) {
-                    old.layers.values().for_each(ProgressBar::finish_and_clear);
-                    old.bar.finish_and_clear();
+                    old.clear();
                 }
             }
             PullUpdate::Layer {
@@ -305,9 +313,8 @@ impl PullObserver for BarObserver {
             }
             PullUpdate::Done { image, secs } => {
                 if let Some(b) = images.remove(image) {
-                    b.layers.values().for_each(ProgressBar::finish_and_clear);
                     let (_, n, _, tot) = b.progress.summary();
-                    b.bar.finish_and_clear();
+                    b.clear();
                     multi().suspend(|| {
                         eprintln!(
                             "pulled {image}: {n} layers, {} in {secs:.1} s",
@@ -318,8 +325,7 @@ impl PullObserver for BarObserver {
             }
             PullUpdate::Failed { image, error } => {
                 if let Some(b) = images.remove(image) {
-                    b.layers.values().for_each(ProgressBar::finish_and_clear);
-                    b.bar.finish_and_clear();
+                    b.clear();
                 }
                 multi().suspend(|| eprintln!("pull of {image} failed: {error}"));
             }

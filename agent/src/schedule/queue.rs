@@ -165,6 +165,9 @@ impl Scheduler {
                 match self.store.tasks_in(&[TaskState::Active]) {
                     Ok(queue) => {
                         for st in queue {
+                            if used >= total {
+                                break;
+                            }
                             let slots = st.view.spec.required_slots();
                             if used + slots > total {
                                 continue;
