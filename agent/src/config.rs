@@ -1,6 +1,7 @@
 //! The daemon's configuration: defaults <- `/etc/berth/berth.toml` (or `--config`) <-
 //! `BERTH_*` environment variables <- command-line flags. Every key is in the README.
 
+use crate::gpu::ExposureSetting;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,16 @@ pub struct AgentConfig {
     pub on_shutdown: OnShutdown,
     /// Log filter when RUST_LOG is not set (`info`, `debug`, ...).
     pub log_level: String,
+    /// How GPUs reach containers: `auto`, `device-requests`, `runtime`, `manual`, `off`.
+    #[serde(deserialize_with = "exposure")]
+    pub gpu_exposure: ExposureSetting,
+    /// Whole GPUs per task slot; none: an equal share (all GPUs with one slot).
+    pub gpus_per_slot: Option<u32>,
+}
+
+fn exposure<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ExposureSetting, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -43,6 +54,8 @@ impl Default for AgentConfig {
             prefetch_concurrency: 4,
             on_shutdown: OnShutdown::Stop,
             log_level: "info".into(),
+            gpu_exposure: ExposureSetting::Auto,
+            gpus_per_slot: None,
         }
     }
 }
@@ -97,6 +110,15 @@ impl AgentConfig {
         if let Some(v) = get("BERTH_LOG_LEVEL") {
             self.log_level = v;
         }
+        if let Some(v) = get("BERTH_GPU_EXPOSURE") {
+            self.gpu_exposure = v.parse().map_err(|e| format!("BERTH_GPU_EXPOSURE: {e}"))?;
+        }
+        if let Some(v) = get("BERTH_GPUS_PER_SLOT") {
+            self.gpus_per_slot = Some(
+                v.parse()
+                    .map_err(|_| format!("BERTH_GPUS_PER_SLOT={v:?} is not a number"))?,
+            );
+        }
         Ok(())
     }
 }
@@ -129,5 +151,15 @@ mod tests {
         let e = AgentConfig::load(Some(&f)).unwrap_err();
         assert!(e.contains("nod_root"), "{e}");
         assert!(AgentConfig::load(Some(&d.path().join("missing.toml"))).is_err());
+        std::fs::write(&f, "gpu_exposure = \"manual\"\ngpus_per_slot = 2\n").unwrap();
+        let c = AgentConfig::load(Some(&f)).unwrap();
+        assert_eq!(
+            c.gpu_exposure,
+            ExposureSetting::Fixed(crate::gpu::Exposure::Manual)
+        );
+        assert_eq!(c.gpus_per_slot, Some(2));
+        std::fs::write(&f, "gpu_exposure = \"cuda\"\n").unwrap();
+        let e = AgentConfig::load(Some(&f)).unwrap_err();
+        assert!(e.contains("not a GPU exposure"), "{e}");
     }
 }

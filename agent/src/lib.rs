@@ -13,6 +13,7 @@
 //!                ──task::exit──>        Outcome             (exit code, failureInfo, retry or not)
 //!                ──task (retries)──>    ExecutionInfo       (berth_proto::status)
 //! schedule:    decides when each task runs (slots, FIFO, dependsOn, retention)
+//! gpu:         finds the GPUs (NVML), gives each running task its own, adds them to the body
 //! engine:      the only module that talks to Docker
 //! ```
 
@@ -20,6 +21,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod gpu;
 pub mod node;
 pub mod pool;
 pub mod render;

@@ -94,6 +94,25 @@ pub fn node(n: &berth_proto::ComputeNode) -> String {
             .unwrap_or_default();
         out.push_str(&format!("  image {} {}{why}\n", i.image, i.state));
     }
+    if let Some(g) = &n.gpus {
+        out.push_str(&format!(
+            "  GPUs: {} (driver {}, CUDA {}, exposure {})\n",
+            g.devices.len(),
+            g.driver_version,
+            g.cuda_version,
+            g.exposure
+        ));
+        for d in &g.devices {
+            out.push_str(&format!(
+                "    {} {} {} {} GiB{}\n",
+                d.index,
+                d.uuid,
+                d.name,
+                d.memory_bytes >> 30,
+                if d.mig_enabled { " MIG" } else { "" }
+            ));
+        }
+    }
     for e in &n.errors {
         out.push_str(&format!("  error {}: {}\n", e.code, e.message));
         for d in &e.error_details {

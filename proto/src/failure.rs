@@ -22,6 +22,7 @@ batch_enum!(
         ContainerTaskSettingsNotFound => "ContainerTaskSettingsNotFound",
         ResourceDirectoryCreateFailed => "ResourceDirectoryCreateFailed",
         DiskFull => "DiskFull",
+        GpuRequestInvalid => "GpuRequestInvalid",
         Unknown => "Unknown",
     }
 );
@@ -64,6 +65,10 @@ impl FailureCode {
                 ServerError,
                 "There is not enough disk space on the node that was selected to run the task.",
             ),
+            // berth's own: `BERTH_GPUS` asks for more GPUs than the node has, or is not a number.
+            FailureCode::GpuRequestInvalid => {
+                (UserError, "The task asks for GPUs this node cannot give it")
+            }
             FailureCode::Unknown => (ServerError, "An unknown scheduling error has occurred."),
         }
     }

@@ -28,7 +28,9 @@ pub use failure::{FailureCategory, FailureCode};
 pub use image_ref::ImageRef;
 pub use job::{JobSpec, JobState, JobView};
 pub use load::{LoadError, Loaded};
-pub use node::{ComputeNode, NodeAgentInfo, NodeError, NodeImage, NodeState, StartTaskInfo};
+pub use node::{
+    ComputeNode, NodeAgentInfo, NodeError, NodeGpu, NodeGpus, NodeImage, NodeState, StartTaskInfo,
+};
 pub use pool::{ContainerConfiguration, LinuxUserConfiguration, PoolSpec, StartTask, UserAccount};
 pub use status::{
     ContainerInfo, ExecutionInfo, FailureInfo, NameValuePair, TaskResult, TaskState, TaskView,

@@ -138,7 +138,34 @@ pub struct ComputeNode {
     pub errors: Vec<NodeError>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<NodeImage>,
+    /// berth's addition: the node's GPUs, absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<NodeGpus>,
     pub node_agent_info: NodeAgentInfo,
+}
+
+/// The GPUs berth found with NVML at start, and how it gives them to containers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeGpus {
+    pub driver_version: String,
+    /// e.g. `13.0`.
+    pub cuda_version: String,
+    /// `deviceRequests`, `runtime`, `manual` or `off`.
+    pub exposure: String,
+    pub devices: Vec<NodeGpu>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeGpu {
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    pub memory_bytes: u64,
+    /// N in `/dev/nvidiaN`.
+    pub minor_number: u32,
+    pub mig_enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +197,7 @@ mod tests {
                 }],
             }],
             images: vec![],
+            gpus: None,
             node_agent_info: NodeAgentInfo {
                 version: "0".into(),
                 last_update_time: chrono::DateTime::UNIX_EPOCH,

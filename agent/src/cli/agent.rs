@@ -86,6 +86,10 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         engine: cfg.engine.clone(),
         stop_grace: 10,
         pull,
+        gpu: common::GpuArgs {
+            gpu_exposure: cfg.gpu_exposure,
+            gpus_per_slot: cfg.gpus_per_slot,
+        },
     };
     let rt = match common::runtime(&node_args, pool).await {
         Ok(rt) => rt,

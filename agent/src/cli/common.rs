@@ -2,6 +2,7 @@
 //! building the runtime (engine, image store, node status) from them.
 
 use crate::engine::Engine;
+use crate::gpu::{self, ExposureSetting, Gpus};
 use crate::node::NodeLayout;
 use crate::pool::images::{ImageStore, PullSettings};
 use crate::pool::progress::{BarObserver, LogObserver, PullObserver};
@@ -29,6 +30,20 @@ pub struct NodeArgs {
     pub stop_grace: u64,
     #[command(flatten)]
     pub pull: PullArgs,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+}
+
+/// GPUs: how they reach containers and how many each task gets.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GpuArgs {
+    /// How GPUs reach containers: auto (from what the engine offers), device-requests,
+    /// runtime, manual (device nodes and driver files, no toolkit needed) or off.
+    #[arg(long, default_value = "auto", value_parser = str::parse::<ExposureSetting>, value_name = "MODE")]
+    pub gpu_exposure: ExposureSetting,
+    /// Whole GPUs per task slot (default: an equal share; with one slot, all GPUs).
+    #[arg(long, value_name = "N")]
+    pub gpus_per_slot: Option<u32>,
 }
 
 /// Pull limits. Durations take a unit: `90s`, `5m`, `2h` (a bare number is seconds).
@@ -185,14 +200,55 @@ pub async fn runtime(args: &NodeArgs, pool: PoolSpec) -> Result<Arc<Runtime>, St
         .with_observer(observer)
         .with_docker_config(docker_config)
         .with_state_file(node.layout.volatile().join("berth").join("private-images"));
+    let gpus = Arc::new(gpus(&args.gpu, &engine).await);
+    let status = NodeStatus::new(&node.node_id, &pool.id);
+    status.update(|n| n.gpus = gpus.report());
     Ok(Arc::new(Runtime {
         images: Arc::new(images),
-        status: NodeStatus::new(&node.node_id, &pool.id),
+        status,
+        gpus,
         engine,
         node,
         pool,
         stop_grace: Duration::from_secs(args.stop_grace),
     }))
+}
+
+/// Finds the node's GPUs and picks how containers get them.
+async fn gpus(args: &GpuArgs, engine: &Engine) -> Gpus {
+    let inventory = tokio::task::spawn_blocking(|| {
+        gpu::discover::discover(std::path::Path::new("/dev/infiniband"))
+    })
+    .await
+    .unwrap_or_default();
+    let support = if inventory.gpus.is_empty() {
+        gpu::EngineGpuSupport::default()
+    } else {
+        let runtimes = engine.runtimes().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot list the engine's runtimes");
+            vec![]
+        });
+        gpu::EngineGpuSupport {
+            nvidia_runtime: runtimes.iter().any(|r| r == "nvidia"),
+            nvidia_hook: on_path("nvidia-container-runtime-hook"),
+        }
+    };
+    let exposure = gpu::choose(args.gpu_exposure, &support, inventory.gpus.len());
+    if !inventory.gpus.is_empty() {
+        tracing::info!(exposure = exposure.as_str(), "GPU exposure");
+    }
+    Gpus::new(inventory, exposure, args.gpus_per_slot)
+}
+
+/// Whether `name` is an executable in `$PATH` (or /usr/bin, /usr/local/bin: the engine's
+/// PATH usually has them even when ours does not).
+fn on_path(name: &str) -> bool {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/bin", "/usr/local/bin"])
+        .any(|d| std::path::Path::new(d).join(name).is_file());
+    found
 }
 
 #[cfg(test)]

@@ -211,7 +211,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         Err(code) => return ExitCode::from(code),
     };
     let node = rt.status.get();
-    if node.start_task_info.is_some() || !node.errors.is_empty() {
+    if node.start_task_info.is_some() || !node.errors.is_empty() || node.gpus.is_some() {
         eprint!("{}", render::node(&node));
     }
     let ready = node.state.schedulable();

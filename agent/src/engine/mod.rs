@@ -212,6 +212,25 @@ impl Engine {
             .map_err(|e| self.err("ping", e))
     }
 
+    /// The names of the engine's runtimes (`runc`, `nvidia`, ...).
+    pub async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
+        let info = self.docker.info().await.map_err(|e| self.err("info", e))?;
+        Ok(info
+            .runtimes
+            .map(|r| r.into_keys().collect())
+            .unwrap_or_default())
+    }
+
+    /// The image's `Env` (`K=V` entries); empty when the image sets none.
+    pub async fn image_env(&self, image: &str) -> Result<Vec<String>, EngineError> {
+        let i = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| self.err("inspect image", e))?;
+        Ok(i.config.and_then(|c| c.env).unwrap_or_default())
+    }
+
     /// Whether the image is present locally.
     pub async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
         match self.docker.inspect_image(image).await {

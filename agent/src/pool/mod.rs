@@ -125,10 +125,12 @@ async fn run_start_task(rt: Arc<Runtime>, cancel: CancellationToken) -> Executio
             Ok(Err(e)) => return fail(e.to_string()),
             Err(e) => return fail(e.to_string()),
         };
-    let plan = match plan::start_task(&st, &rt.node, user) {
+    let mut plan = match plan::start_task(&st, &rt.node, user) {
         Ok(p) => p,
         Err(e) => return fail(e.to_string()),
     };
+    // The start task sees every GPU; it holds none, so tasks beside it get theirs.
+    plan.gpus = rt.gpus.inventory.gpus.clone();
     // The start task's directory is reused on every run; only its wd is guaranteed.
     if let Err(e) = task::prepare_dirs(&plan, false) {
         return fail(format!("{}: {e}", plan.task_dir.display()));

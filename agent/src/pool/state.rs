@@ -22,6 +22,7 @@ impl NodeStatus {
             start_task_info: None,
             errors: vec![],
             images: vec![],
+            gpus: None,
             node_agent_info: NodeAgentInfo {
                 version: env!("CARGO_PKG_VERSION").into(),
                 last_update_time: now,

@@ -5,6 +5,7 @@
 pub mod queue;
 pub mod retention;
 
+use crate::gpu::{self, Reservation};
 use crate::node::users;
 use crate::task::{self, plan, Runtime};
 use berth_proto::{ExecutionInfo, FailureCode, JobSpec, TaskResult, TaskSpec, TaskState, TaskView};
@@ -50,11 +51,43 @@ impl TaskReport {
     }
 }
 
+/// Whether a task whose slots are free may start: its GPUs, if it needs any, must be free.
+pub(crate) enum GpuGate {
+    Go(Reservation),
+    Wait,
+    /// The task can never get what it asks for; it ends with this.
+    Refuse(ExecutionInfo),
+}
+
+/// Reserves the task's GPUs (`BERTH_GPUS` from the task, else the job; else the node's
+/// default share).
+pub(crate) fn gpu_gate(rt: &Runtime, job: &JobSpec, spec: &TaskSpec) -> GpuGate {
+    let request = spec
+        .environment_settings
+        .iter()
+        .chain(job.common_environment_settings.iter())
+        .find(|e| e.name == gpu::assign::REQUEST_ENV)
+        .map(|e| e.value.clone().unwrap_or_default());
+    match rt.gpus.reserve(
+        request.as_deref(),
+        spec.required_slots(),
+        rt.pool.task_slots(),
+    ) {
+        Ok(Some(r)) => GpuGate::Go(r),
+        Ok(None) => GpuGate::Wait,
+        Err(msg) => GpuGate::Refuse(task::failed_before_start(
+            FailureCode::GpuRequestInvalid,
+            msg,
+        )),
+    }
+}
+
 /// Runs one task from spec to final execution info: user, plan, directories, attempts.
 pub(crate) async fn run_one(
     rt: Arc<Runtime>,
     job: JobSpec,
     spec: TaskSpec,
+    gpus: Reservation,
     cancel: CancellationToken,
 ) -> ExecutionInfo {
     use tracing::Instrument;
@@ -70,10 +103,14 @@ pub(crate) async fn run_one(
             Ok(Err(e)) => return task::failed_before_start(FailureCode::Unknown, e.to_string()),
             Err(e) => return task::failed_before_start(FailureCode::Unknown, e.to_string()),
         };
-        let plan = match plan::task(&spec, &job, &rt.node, user) {
+        let mut plan = match plan::task(&spec, &job, &rt.node, user) {
             Ok(p) => p,
             Err(e) => return task::failed_before_start(FailureCode::ContainerInvalidSettings, e.to_string()),
         };
+        plan.gpus = rt.gpus.devices(&gpus);
+        if !plan.gpus.is_empty() {
+            tracing::info!(gpus = ?plan.gpus.iter().map(|g| g.index).collect::<Vec<_>>(), "GPUs given");
+        }
         if let Err(e) = task::prepare_dirs(&plan, true) {
             let code = if e.raw_os_error() == Some(libc::ENOSPC) { FailureCode::DiskFull } else { FailureCode::ResourceDirectoryCreateFailed };
             return task::failed_before_start(code, format!("{}: {e}", plan.task_dir.display()));
@@ -154,6 +191,21 @@ pub async fn run_job(
                 }
                 let slots = tasks[idx].required_slots();
                 if deps[idx].iter().all(done_ok) && slots <= free {
+                    let gpus = match gpu_gate(&rt, job, &tasks[idx]) {
+                        GpuGate::Go(r) => r,
+                        GpuGate::Wait => {
+                            i += 1;
+                            continue;
+                        }
+                        GpuGate::Refuse(info) => {
+                            pending.remove(i);
+                            let r = &mut reports[idx].view;
+                            r.state = TaskState::Completed;
+                            r.state_transition_time = Utc::now();
+                            r.execution_info = Some(info);
+                            continue;
+                        }
+                    };
                     free -= slots;
                     pending.remove(i);
                     let r = &mut reports[idx].view;
@@ -162,7 +214,11 @@ pub async fn run_job(
                     running.spawn({
                         let (rt, job, spec, cancel) =
                             (rt.clone(), job.clone(), tasks[idx].clone(), cancel.clone());
-                        async move { (idx, run_one(rt, job, spec, cancel).await) }
+                        async move {
+                            let info = run_one(rt.clone(), job, spec, gpus.clone(), cancel).await;
+                            rt.gpus.release(&gpus);
+                            (idx, info)
+                        }
                     });
                     continue;
                 }

@@ -3,7 +3,7 @@
 //! after dependencies succeeded. Every state change is written to the store before the
 //! scheduler acts on it.
 
-use super::run_one;
+use super::{gpu_gate, run_one, GpuGate};
 use crate::store::{Store, StoredTask};
 use crate::task::{self, Runtime};
 use berth_proto::{FailureCode, JobState, TaskResult, TaskState, TaskView};
@@ -84,18 +84,33 @@ impl Scheduler {
         Some(true)
     }
 
-    /// Marks `t` running in the store, then starts it.
-    fn launch(self: &Arc<Self>, st: StoredTask, set: &mut JoinSet<(Key, u32)>) {
+    /// Marks `t` running in the store, then starts it. False when it did not start (it
+    /// waits for GPUs, or its job is no longer active).
+    fn launch(self: &Arc<Self>, st: StoredTask, set: &mut JoinSet<(Key, u32)>) -> bool {
         let mut view = st.view;
         let job = match self.store.job(&view.job_id) {
             Ok(Some(j)) if j.state == JobState::Active => j,
-            _ => return,
+            _ => return false,
+        };
+        let gpus = match gpu_gate(&self.rt, &job.spec, &view.spec) {
+            GpuGate::Go(r) => r,
+            GpuGate::Wait => return false,
+            GpuGate::Refuse(info) => {
+                view.state = TaskState::Completed;
+                view.state_transition_time = Utc::now();
+                view.execution_info = Some(info);
+                if let Err(e) = self.store.put_task(&view) {
+                    tracing::error!(error = %e, "cannot record the task's end");
+                }
+                return false;
+            }
         };
         view.state = TaskState::Running;
         view.state_transition_time = Utc::now();
         if let Err(e) = self.store.put_task(&view) {
             tracing::error!(job = %view.job_id, task = %view.spec.id, error = %e, "cannot record the task as running; not starting it");
-            return;
+            self.rt.gpus.release(&gpus);
+            return false;
         }
         let k = key(&view.job_id, &view.spec.id);
         let token = CancellationToken::new();
@@ -111,7 +126,15 @@ impl Scheduler {
             .unwrap_or(0);
         let me = self.clone();
         set.spawn(async move {
-            let mut info = run_one(me.rt.clone(), job.spec, view.spec.clone(), token).await;
+            let mut info = run_one(
+                me.rt.clone(),
+                job.spec,
+                view.spec.clone(),
+                gpus.clone(),
+                token,
+            )
+            .await;
+            me.rt.gpus.release(&gpus);
             info.requeue_count = requeues;
             // The task may have been deleted meanwhile: then there is nothing to record.
             if let Ok(Some(mut now)) = me.store.task(&view.job_id, &view.spec.id) {
@@ -124,6 +147,7 @@ impl Scheduler {
             }
             (k, slots)
         });
+        true
     }
 
     /// Tasks left `running` by an earlier agent process. Until restart recovery lands,
@@ -175,8 +199,9 @@ impl Scheduler {
                             if self.deps_ready(&st.view) != Some(true) {
                                 continue;
                             }
-                            used += slots;
-                            self.launch(st, &mut set);
+                            if self.launch(st, &mut set) {
+                                used += slots;
+                            }
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "cannot read the task queue"),

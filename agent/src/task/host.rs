@@ -62,7 +62,15 @@ pub async fn attempt(
         .env("HOME", &wd)
         .env("PWD", &wd)
         .env("USER", &plan.user.name);
-    let (env, _) = super::plan::final_env(plan, &[]);
+    let (mut env, _) = super::plan::final_env(plan, &[]);
+    // A host task on a GPU node sees the GPUs it was given, as a container task does.
+    if !rt.gpus.inventory.gpus.is_empty() {
+        env.extend(
+            crate::gpu::expose::visible_env(&plan.gpus)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}")),
+        );
+    }
     for e in env {
         if let Some((k, v)) = e.split_once('=') {
             cmd.env(k, v);

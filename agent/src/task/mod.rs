@@ -33,6 +33,8 @@ pub struct Runtime {
     pub status: crate::pool::NodeStatus,
     /// How long a stopped task gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// The node's GPUs and RDMA devices, and which task holds which GPU.
+    pub gpus: Arc<crate::gpu::Gpus>,
 }
 
 /// Why an attempt was stopped before its process ended by itself.

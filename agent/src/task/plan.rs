@@ -61,6 +61,8 @@ pub struct TaskPlan {
     /// `-1` means unlimited.
     pub max_retries: i32,
     pub retention: Option<Duration>,
+    /// The GPUs this task may use; the scheduler sets them.
+    pub gpus: Vec<berth_proto::NodeGpu>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +250,7 @@ fn build(
         max_wall_clock,
         max_retries,
         retention,
+        gpus: vec![],
     })
 }
 

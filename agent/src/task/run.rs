@@ -9,6 +9,7 @@ use super::plan::TaskPlan;
 use super::run_options::{self, PullPolicy};
 use super::{logs, stop_requested, Runtime};
 use crate::engine::EngineError;
+use crate::gpu::expose;
 use berth_proto::{ContainerInfo, FailureCode, NameValuePair};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -99,7 +100,7 @@ pub async fn attempt(
         }
     }
     let owner = user_override.or((!plan.user.admin).then_some((plan.user.uid, plan.user.gid)));
-    let (body, notes) = match create::body(plan, &opts, who) {
+    let (mut body, notes) = match create::body(plan, &opts, who) {
         Ok(b) => b,
         Err(e) => {
             return not_started(
@@ -131,6 +132,27 @@ pub async fn attempt(
             vec![nv("ContainerImage", &c.image)],
             None,
         );
+    }
+
+    let gpus = expose::additions(
+        &rt.gpus.inventory,
+        rt.gpus.exposure,
+        &plan.gpus,
+        expose::task_chose_gpus(&opts.host),
+    );
+    if gpus != expose::Additions::default() {
+        // The image's own library path is extended, not replaced.
+        let image_env = if gpus.library_dir.is_some() || !gpus.default_env.is_empty() {
+            rt.engine.image_env(&c.image).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the image's environment");
+                vec![]
+            })
+        } else {
+            vec![]
+        };
+        for n in expose::apply(&mut body, &gpus, &image_env) {
+            tracing::info!("{n}");
+        }
     }
 
     let name = create::container_name(&plan.kind, who);
