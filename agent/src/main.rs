@@ -1,5 +1,6 @@
 //! The `berth` binary: parse the command line, set up logging, dispatch.
 
+use berth_agent::cli::control;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -26,6 +27,27 @@ enum Cmd {
     Pool(berth_agent::cli::pool::PoolCmd),
     /// The node daemon: a Batch-shaped API on a Unix socket, durable state, the scheduler.
     Agent(berth_agent::cli::agent::AgentArgs),
+    /// Jobs on the running agent: add, show, list, terminate, delete.
+    Job {
+        #[command(subcommand)]
+        cmd: control::JobCmd,
+        #[command(flatten)]
+        conn: control::Conn,
+    },
+    /// Tasks on the running agent: add, show, list, logs (-f), terminate.
+    Task {
+        #[command(subcommand)]
+        cmd: control::TaskCmd,
+        #[command(flatten)]
+        conn: control::Conn,
+    },
+    /// The node, as the running agent reports it.
+    Node {
+        #[command(subcommand)]
+        cmd: control::NodeCmd,
+        #[command(flatten)]
+        conn: control::Conn,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,5 +80,8 @@ fn main() -> ExitCode {
         Cmd::Run(args) => rt.block_on(berth_agent::cli::run::run(args)),
         Cmd::Pool(cmd) => rt.block_on(berth_agent::cli::pool::run(cmd)),
         Cmd::Agent(args) => rt.block_on(berth_agent::cli::agent::run(args)),
+        Cmd::Job { cmd, conn } => rt.block_on(control::job(cmd, conn)),
+        Cmd::Task { cmd, conn } => rt.block_on(control::task(cmd, conn)),
+        Cmd::Node { cmd, conn } => rt.block_on(control::node(cmd, conn)),
     }
 }

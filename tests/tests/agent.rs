@@ -335,3 +335,108 @@ fn state_survives_a_restart() {
     );
     assert_eq!(a.term(), Some(0));
 }
+
+/// The CLI client against a running agent: jobs, tasks (one and a collection), list with a
+/// state filter, show, logs, `logs -f` following a task to its end, terminate, node show,
+/// delete; and the messages when no agent listens or the socket is not ours.
+#[test]
+fn cli_client() {
+    let n = TestNode::new("agentcli");
+    let a = Agent::start(&n);
+    let cli = |args: &[&str]| {
+        let out = Command::new(berth_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(&a.sock)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let job = n.file("clijob.json", &json!({"id": "clijob"}));
+    let (code, out, err) = cli(&["job", "add", job.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, _, err) = cli(&["job", "add", job.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("JobExists"), "{err}");
+
+    let one = n.file("one.json", &ctask("hello", "echo hello from berth"));
+    let (code, out, err) = cli(&["task", "add", "--job", "clijob", one.to_str().unwrap()]);
+    assert_eq!((code, out.trim()), (Some(0), "task hello added"), "{err}");
+    let many = n.file(
+        "many.json",
+        &json!([
+            ctask("slow", "/bin/sh -c 'for i in 1 2 3 4 5; do echo line $i; sleep 0.4; done'"),
+            ctask("sleeper", "sleep 300"),
+            {"id": "bad id!", "commandLine": "true"},
+        ]),
+    );
+    let (code, out, _) = cli(&["task", "add", "--job", "clijob", many.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "one task was refused: {out}");
+    assert!(out.contains("task slow added") && out.contains("task sleeper added"), "{out}");
+    assert!(out.contains("task bad id! NOT added"), "{out}");
+
+    // `logs -f` follows the slow task from wherever it is to its end, and gets every line.
+    let (code, out, err) = cli(&["task", "logs", "--job", "clijob", "slow", "-f"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "line 1\nline 2\nline 3\nline 4\nline 5\n");
+    a.wait_state("clijob", "hello", "completed");
+    let (_, out, _) = cli(&["task", "logs", "--job", "clijob", "hello"]);
+    assert_eq!(out, "hello from berth\n");
+
+    let (code, out, _) = cli(&["task", "list", "--job", "clijob", "--state", "completed"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("TASK") && out.contains("hello") && out.contains("slow"), "{out}");
+    assert!(!out.contains("sleeper"), "{out}");
+    let (_, out, _) = cli(&["task", "list", "--job", "clijob", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3);
+    let (_, out, _) = cli(&["task", "show", "--job", "clijob", "hello", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["executionInfo"]["exitCode"], 0);
+
+    a.wait_state("clijob", "sleeper", "running");
+    let (code, out, _) = cli(&["node", "show"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(": running"), "{out}");
+    let (code, _, err) = cli(&["task", "terminate", "--job", "clijob", "sleeper"]);
+    assert_eq!(code, Some(0), "{err}");
+    let t = a.wait_state("clijob", "sleeper", "completed");
+    assert_eq!(t["executionInfo"]["failureInfo"]["code"], "TaskEnded");
+
+    let (code, out, _) = cli(&["job", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(out.lines().any(|l| l.starts_with("clijob") && l.contains("active")), "{out}");
+    let (code, _, _) = cli(&["job", "delete", "clijob"]);
+    assert_eq!(code, Some(0));
+    let (code, _, err) = cli(&["job", "show", "clijob"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("JobNotFound"), "{err}");
+
+    // No agent there.
+    let out = Command::new(berth_bin())
+        .args(["node", "show", "--socket"])
+        .arg(n.dir.path().join("absent.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the berth agent is not running"), "{err}");
+    // A user outside the socket's group.
+    if nix::unistd::Uid::effective().is_root() {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(berth_bin())
+            .args(["node", "show", "--socket"])
+            .arg(&a.sock)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(err.contains("permission denied") && err.contains("group berth"), "{err}");
+    }
+    assert_eq!(a.term(), Some(0));
+}

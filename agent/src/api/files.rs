@@ -5,7 +5,7 @@ use super::jobs::find as find_job;
 use super::{ApiError, AppState};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::Json;
 use std::collections::HashMap;
@@ -87,9 +87,39 @@ pub async fn list(
     Ok(Json(serde_json::json!({"value": out})))
 }
 
+/// Batch's `ocp-range: bytes=START-[END]` (END inclusive): where to begin and how much.
+fn range(h: &HeaderMap, len: u64) -> Result<(u64, u64), ApiError> {
+    let Some(v) = h.get("ocp-range") else {
+        return Ok((0, len));
+    };
+    let bad = || {
+        ApiError::bad(
+            "InvalidHeaderValue",
+            format!("ocp-range {v:?}: use bytes=START- or bytes=START-END"),
+        )
+    };
+    let spec = v.to_str().map_err(|_| bad())?.trim();
+    let (a, b) = spec
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .ok_or_else(bad)?;
+    let start: u64 = a.trim().parse().map_err(|_| bad())?;
+    let end: u64 = match b.trim() {
+        "" => len,
+        e => e
+            .parse::<u64>()
+            .map_err(|_| bad())?
+            .saturating_add(1)
+            .min(len),
+    };
+    let start = start.min(len);
+    Ok((start, end.saturating_sub(start)))
+}
+
 pub async fn get(
     State(s): State<AppState>,
     Path((job, task, path)): Path<(String, String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let dir = task_dir(&s, &job, &task)?;
     let full = inside(&dir, &path)?;
@@ -106,10 +136,20 @@ pub async fn get(
             format!("{path:?} is a directory"),
         ));
     }
-    let stream = tokio_util::io::ReaderStream::new(f);
+    let (start, len) = range(&headers, md.len())?;
+    let mut f = f;
+    if start > 0 {
+        use tokio::io::AsyncSeekExt;
+        f.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    use tokio::io::AsyncReadExt;
+    // The length is fixed when asked: a file still being written may grow meanwhile.
+    let stream = tokio_util::io::ReaderStream::new(f.take(len));
     Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CONTENT_LENGTH, md.len())
+        .header(header::CONTENT_LENGTH, len)
         .header("ocp-batch-file-isdirectory", "false")
         .body(Body::from_stream(stream))
         .map_err(ApiError::internal)
@@ -118,6 +158,22 @@ pub async fn get(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert("ocp-range", v.parse().unwrap());
+            m
+        };
+        assert_eq!(range(&HeaderMap::new(), 10).unwrap(), (0, 10));
+        assert_eq!(range(&h("bytes=4-"), 10).unwrap(), (4, 6));
+        assert_eq!(range(&h("bytes=2-5"), 10).unwrap(), (2, 4));
+        assert_eq!(range(&h("bytes=12-"), 10).unwrap(), (10, 0));
+        assert_eq!(range(&h("bytes=0-99"), 10).unwrap(), (0, 10));
+        assert!(range(&h("lines=1-"), 10).is_err());
+        assert!(range(&h("bytes=x-"), 10).is_err());
+    }
 
     #[test]
     fn paths_stay_inside() {

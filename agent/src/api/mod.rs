@@ -7,6 +7,7 @@ mod jobs;
 mod tasks;
 
 pub use error::ApiError;
+pub use tasks::MAX_COLLECTION;
 
 use crate::schedule::queue::Scheduler;
 use crate::store::Store;

@@ -1,0 +1,160 @@
+//! The CLI's side of the daemon's API: HTTP/1.1 over the agent's Unix socket, and errors
+//! that say what to do (start the agent, join the `berth` group) instead of an errno.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the berth agent is not running (nothing listens on {0}); start it with `systemctl start berth` or `berth agent`, or give --socket")]
+    NotRunning(PathBuf),
+    #[error("permission denied on {0}: the socket belongs to group berth; join it (`usermod -aG berth $USER`, then log in again) or use sudo")]
+    Denied(PathBuf),
+    #[error("{path}: {message}")]
+    Transport { path: PathBuf, message: String },
+    /// The agent answered with a Batch error body.
+    #[error("{code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: &Path) -> Self {
+        Client {
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    fn transport(&self, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Transport {
+            path: self.socket.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// One request on a fresh connection; non-2xx answers become `ClientError::Api`.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, ClientError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    ClientError::NotRunning(self.socket.clone())
+                }
+                std::io::ErrorKind::PermissionDenied => ClientError::Denied(self.socket.clone()),
+                _ => self.transport(e),
+            })?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.transport(e))?;
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "berth");
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| self.transport(e))?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| self.transport(e))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.transport(e))?
+            .to_bytes();
+        if !(200..300).contains(&status) {
+            return Err(api_error(status, &body));
+        }
+        Ok(Reply { status, body })
+    }
+
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let r = self.request("GET", path, None, &[]).await?;
+        serde_json::from_slice(&r.body).map_err(|e| {
+            self.transport(format!(
+                "the agent's answer to GET {path} is not what berth expects: {e}"
+            ))
+        })
+    }
+}
+
+/// Batch's error body `{"code", "message": {"value"}}`, or the raw text.
+fn api_error(status: u16, body: &[u8]) -> ClientError {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let code = v["code"].as_str().unwrap_or("Error").to_string();
+    let message = v["message"]["value"]
+        .as_str()
+        .or(v["message"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    ClientError::Api {
+        status,
+        code,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies() {
+        let e = api_error(
+            404,
+            br#"{"code":"JobNotFound","message":{"lang":"en-US","value":"The specified job does not exist."}}"#,
+        );
+        assert_eq!(
+            e.to_string(),
+            "JobNotFound: The specified job does not exist."
+        );
+        let e = api_error(500, b"boom");
+        assert_eq!(e.to_string(), "Error: boom");
+    }
+
+    #[tokio::test]
+    async fn no_agent_says_so() {
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("none.sock");
+        let e = Client::new(&sock)
+            .request("GET", "/node", None, &[])
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, ClientError::NotRunning(_)), "{e}");
+        assert!(e.to_string().contains("berth agent"), "{e}");
+    }
+}

@@ -1,0 +1,391 @@
+//! `berth job`, `berth task`, `berth node`: the daemon's CLI client. Each command is one or
+//! a few API calls over the socket; tables for people, `--json` for scripts.
+
+use super::client::{Client, ClientError};
+use crate::render;
+use crate::schedule::TaskReport;
+use berth_proto::{ComputeNode, JobView, TaskState, TaskView};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Conn {
+    /// The agent's API socket.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_SOCKET",
+        default_value = "/run/berth/berth.sock",
+        value_name = "PATH"
+    )]
+    pub socket: PathBuf,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum JobCmd {
+    /// Add a job from a JSON file (Batch's JobAddParameter).
+    Add { file: PathBuf },
+    /// Show one job.
+    Show { id: String },
+    /// List the jobs.
+    List,
+    /// Terminate a job: its running tasks are stopped.
+    Terminate { id: String },
+    /// Delete a job, its tasks and their files.
+    Delete { id: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TaskCmd {
+    /// Add tasks from JSON files (a task, an array, or {"value": [...]}); more than one
+    /// task goes up as collections of at most 100.
+    Add {
+        #[arg(long)]
+        job: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show one task.
+    Show {
+        #[arg(long)]
+        job: String,
+        id: String,
+    },
+    /// List a job's tasks.
+    List {
+        #[arg(long)]
+        job: String,
+        /// Only tasks in this state (active, preparing, running, completed).
+        #[arg(long)]
+        state: Option<TaskState>,
+    },
+    /// Print a task's stdout.txt (or stderr.txt).
+    Logs {
+        #[arg(long)]
+        job: String,
+        id: String,
+        #[arg(long)]
+        stderr: bool,
+        /// Keep printing as the task writes, until it completes.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Terminate a task: a running one is stopped and its container removed.
+    Terminate {
+        #[arg(long)]
+        job: String,
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeCmd {
+    /// The node: state, start task, images, GPUs, errors.
+    Show,
+}
+
+fn fail(e: ClientError) -> ExitCode {
+    eprintln!("berth: {e}");
+    ExitCode::from(match e {
+        ClientError::Api { .. } => 1,
+        _ => 3,
+    })
+}
+
+fn read(file: &PathBuf) -> Result<Vec<u8>, ExitCode> {
+    std::fs::read(file).map_err(|e| {
+        eprintln!("berth: {}: {e}", file.display());
+        ExitCode::from(2)
+    })
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+pub async fn job(cmd: JobCmd, conn: Conn) -> ExitCode {
+    let c = Client::new(&conn.socket);
+    let r = match cmd {
+        JobCmd::Add { file } => {
+            let body = match read(&file) {
+                Ok(b) => b,
+                Err(code) => return code,
+            };
+            c.request("POST", "/jobs", Some(body), &[]).await.map(|_| {
+                if !conn.json {
+                    println!("job added");
+                }
+            })
+        }
+        JobCmd::Show { id } => c
+            .get_json::<JobView>(&format!("/jobs/{id}"))
+            .await
+            .map(|j| {
+                if conn.json {
+                    print_json(&j)
+                } else {
+                    print!("{}", jobs_table(&[j]))
+                }
+            }),
+        JobCmd::List => c.get_json::<Listing<JobView>>("/jobs").await.map(|l| {
+            if conn.json {
+                print_json(&l.value)
+            } else {
+                print!("{}", jobs_table(&l.value))
+            }
+        }),
+        JobCmd::Terminate { id } => c
+            .request("POST", &format!("/jobs/{id}/terminate"), None, &[])
+            .await
+            .map(|_| println!("job {id} terminated")),
+        JobCmd::Delete { id } => c
+            .request("DELETE", &format!("/jobs/{id}"), None, &[])
+            .await
+            .map(|_| println!("job {id} deleted")),
+    };
+    r.map(|_| ExitCode::SUCCESS).unwrap_or_else(fail)
+}
+
+#[derive(serde::Deserialize)]
+struct Listing<T> {
+    value: Vec<T>,
+}
+
+fn jobs_table(jobs: &[JobView]) -> String {
+    let mut out = String::new();
+    let w = jobs
+        .iter()
+        .map(|j| j.spec.id.len())
+        .max()
+        .unwrap_or(0)
+        .max(3);
+    out.push_str(&format!("{:<w$}  {:<11}  CREATED\n", "JOB", "STATE"));
+    for j in jobs {
+        out.push_str(&format!(
+            "{:<w$}  {:<11}  {}\n",
+            j.spec.id,
+            j.state.to_string(),
+            j.creation_time.format("%Y-%m-%d %H:%M:%S")
+        ));
+    }
+    out
+}
+
+fn tasks_table(tasks: Vec<TaskView>) -> String {
+    let reports: Vec<TaskReport> = tasks
+        .into_iter()
+        .map(|view| TaskReport { view, note: None })
+        .collect();
+    render::table(&reports)
+}
+
+pub async fn task(cmd: TaskCmd, conn: Conn) -> ExitCode {
+    let c = Client::new(&conn.socket);
+    match cmd {
+        TaskCmd::Add { job, files } => add_tasks(&c, &job, &files, conn.json).await,
+        TaskCmd::Show { job, id } => c
+            .get_json::<TaskView>(&format!("/jobs/{job}/tasks/{id}"))
+            .await
+            .map(|t| {
+                if conn.json {
+                    print_json(&t)
+                } else {
+                    print!("{}", tasks_table(vec![t]))
+                }
+                ExitCode::SUCCESS
+            })
+            .unwrap_or_else(fail),
+        TaskCmd::List { job, state } => {
+            let q = state
+                .map(|s| format!("?$filter=state%20eq%20'{s}'"))
+                .unwrap_or_default();
+            c.get_json::<Listing<TaskView>>(&format!("/jobs/{job}/tasks{q}"))
+                .await
+                .map(|l| {
+                    if conn.json {
+                        print_json(&l.value)
+                    } else {
+                        print!("{}", tasks_table(l.value))
+                    }
+                    ExitCode::SUCCESS
+                })
+                .unwrap_or_else(fail)
+        }
+        TaskCmd::Logs {
+            job,
+            id,
+            stderr,
+            follow,
+        } => logs(
+            &c,
+            &job,
+            &id,
+            if stderr { "stderr.txt" } else { "stdout.txt" },
+            follow,
+        )
+        .await
+        .map(|_| ExitCode::SUCCESS)
+        .unwrap_or_else(fail),
+        TaskCmd::Terminate { job, id } => c
+            .request(
+                "POST",
+                &format!("/jobs/{job}/tasks/{id}/terminate"),
+                None,
+                &[],
+            )
+            .await
+            .map(|_| {
+                println!("task {id} terminated");
+                ExitCode::SUCCESS
+            })
+            .unwrap_or_else(fail),
+    }
+}
+
+/// One task: `POST .../tasks`; more: `addtaskcollection` by 100, each task's result printed.
+async fn add_tasks(c: &Client, job: &str, files: &[PathBuf], json: bool) -> ExitCode {
+    let mut tasks: Vec<serde_json::Value> = vec![];
+    for f in files {
+        let text = match read(f) {
+            Ok(b) => b,
+            Err(code) => return code,
+        };
+        let v: serde_json::Value = match serde_json::from_slice(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("berth: {}: not JSON: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        };
+        match v {
+            serde_json::Value::Array(a) => tasks.extend(a),
+            serde_json::Value::Object(ref o) if o.get("value").is_some_and(|x| x.is_array()) => {
+                tasks.extend(o["value"].as_array().cloned().unwrap_or_default())
+            }
+            other => tasks.push(other),
+        }
+    }
+    if tasks.len() == 1 {
+        let body = serde_json::to_vec(&tasks[0]).unwrap_or_default();
+        return match c
+            .request("POST", &format!("/jobs/{job}/tasks"), Some(body), &[])
+            .await
+        {
+            Ok(_) => {
+                if !json {
+                    println!("task {} added", tasks[0]["id"].as_str().unwrap_or("?"));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    let mut failed = false;
+    let mut results = vec![];
+    for chunk in tasks.chunks(crate::api::MAX_COLLECTION) {
+        let body = serde_json::to_vec(&serde_json::json!({ "value": chunk })).unwrap_or_default();
+        let r = match c
+            .request(
+                "POST",
+                &format!("/jobs/{job}/addtaskcollection"),
+                Some(body),
+                &[],
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        for t in v["value"].as_array().cloned().unwrap_or_default() {
+            let ok = t["status"] == "success";
+            failed |= !ok;
+            if !json {
+                let why = t["error"]["message"]["value"].as_str().unwrap_or("");
+                println!(
+                    "task {} {}{}",
+                    t["taskId"].as_str().unwrap_or("?"),
+                    if ok { "added" } else { "NOT added: " },
+                    why
+                );
+            }
+            results.push(t);
+        }
+    }
+    if json {
+        print_json(&results);
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Prints a task file; with `follow`, keeps asking for what was added (Batch's `ocp-range`)
+/// until the task has completed and nothing more came.
+async fn logs(
+    c: &Client,
+    job: &str,
+    id: &str,
+    file: &str,
+    follow: bool,
+) -> Result<(), ClientError> {
+    use std::io::Write;
+    let path = format!("/jobs/{job}/tasks/{id}/files/{file}");
+    let mut offset: u64 = 0;
+    loop {
+        // Read the state first: a task that completed before this read has all its output.
+        let done = if follow {
+            c.get_json::<TaskView>(&format!("/jobs/{job}/tasks/{id}"))
+                .await?
+                .state
+                == TaskState::Completed
+        } else {
+            true
+        };
+        let range = format!("bytes={offset}-");
+        match c
+            .request("GET", &path, None, &[("ocp-range", &range)])
+            .await
+        {
+            Ok(r) => {
+                offset += r.body.len() as u64;
+                let mut out = std::io::stdout().lock();
+                out.write_all(&r.body).ok();
+                out.flush().ok();
+            }
+            // Not there yet: the task has not started.
+            Err(ClientError::Api {
+                status: 404, code, ..
+            }) if code == "FileNotFound" && !done => {}
+            Err(e) => return Err(e),
+        }
+        if done {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub async fn node(cmd: NodeCmd, conn: Conn) -> ExitCode {
+    let c = Client::new(&conn.socket);
+    match cmd {
+        NodeCmd::Show => c
+            .get_json::<ComputeNode>("/node")
+            .await
+            .map(|n| {
+                if conn.json {
+                    println!("{}", render::node_json(&n))
+                } else {
+                    print!("{}", render::node(&n))
+                }
+                ExitCode::SUCCESS
+            })
+            .unwrap_or_else(fail),
+    }
+}
