@@ -9,7 +9,8 @@
 # then
 #   own      --gpus all with no toolkit: berth adds nothing; the engine refuses it
 # and, with two slots, two tasks share the one GPU side by side, but with one GPU per slot
-# the second waits until the first has given the GPU back.
+# the second waits until the first has given the GPU back; then the same through the daemon
+# (`berth agent`, `berth node show`, `berth task add`, `berth task logs -f`).
 #
 # Usage: scripts/gpu-test.sh BERTH [KIT_DIR]
 #   BERTH    the berth binary
@@ -98,4 +99,18 @@ echo "== two slots, one GPU: shared by default, so the two tasks overlap"
 [ "$(pair)" = overlap ] || fail "two tasks sharing the GPU did not run side by side"
 echo "== two slots, --gpus-per-slot 1: the second task waits for the GPU"
 [ "$(pair --gpus-per-slot 1)" = apart ] || fail "two tasks held the one GPU at once"
+echo "== the daemon: berth node show lists the GPU; a task added with the CLI sees it"
+sock=$work/berth.sock
+"$berth" agent --config /dev/null --pool "$work/pool.json" --socket "$sock" --node-root "$work/agentnode" 2>"$work/agent.log" &
+agent=$!
+for _ in $(seq 100); do "$berth" node show --socket "$sock" >/dev/null 2>&1 && break; sleep 0.2; done
+"$berth" node show --socket "$sock" | tee "$work/node.txt"
+grep -q 'GPUs: 1 ' "$work/node.txt" || fail "berth node show does not list the GPU"
+echo '{"id": "gpujob"}' > "$work/job.json"
+task smi "nvidia-smi -L" > "$work/smi.json"
+"$berth" job add "$work/job.json" --socket "$sock"
+"$berth" task add --job gpujob "$work/smi.json" --socket "$sock"
+"$berth" task logs --job gpujob smi -f --socket "$sock" | tee "$work/smi.txt"
+kill "$agent"; wait "$agent" || true
+grep -q '^GPU 0: .*(UUID: GPU-' "$work/smi.txt" || { cat "$work/agent.log"; fail "the daemon's task did not see the GPU"; }
 echo "PASS: GPU tests"
