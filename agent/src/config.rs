@@ -20,7 +20,8 @@ pub struct AgentConfig {
     /// Docker engine address; none: DOCKER_HOST or the local socket.
     pub engine: Option<String>,
     pub prefetch_concurrency: usize,
-    /// On SIGTERM: `stop` running tasks (they end `TaskEnded`) or `continue` waiting for them.
+    /// On SIGTERM: `stop` running tasks (they end `TaskEnded`), `continue` waiting for them,
+    /// or `leave` them running for the next agent process to take over.
     pub on_shutdown: OnShutdown,
     /// Log filter when RUST_LOG is not set (`info`, `debug`, ...).
     pub log_level: String,
@@ -41,6 +42,7 @@ fn exposure<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ExposureSetting, D
 pub enum OnShutdown {
     Stop,
     Continue,
+    Leave,
 }
 
 impl Default for AgentConfig {
@@ -104,7 +106,12 @@ impl AgentConfig {
             self.on_shutdown = match v.as_str() {
                 "stop" => OnShutdown::Stop,
                 "continue" => OnShutdown::Continue,
-                _ => return Err(format!("BERTH_ON_SHUTDOWN={v:?}: use stop or continue")),
+                "leave" => OnShutdown::Leave,
+                _ => {
+                    return Err(format!(
+                        "BERTH_ON_SHUTDOWN={v:?}: use stop, continue or leave"
+                    ))
+                }
             };
         }
         if let Some(v) = get("BERTH_LOG_LEVEL") {
@@ -146,7 +153,7 @@ mod tests {
         assert!(c
             .apply_env(|k| (k == "BERTH_ON_SHUTDOWN").then(|| "later".to_string()))
             .unwrap_err()
-            .contains("stop or continue"));
+            .contains("stop, continue or leave"));
         std::fs::write(&f, "nod_root = 1\n").unwrap();
         let e = AgentConfig::load(Some(&f)).unwrap_err();
         assert!(e.contains("nod_root"), "{e}");

@@ -17,12 +17,21 @@ struct Agent {
 
 impl Agent {
     fn start(n: &TestNode) -> Agent {
+        Agent::start_with(n, &[])
+    }
+
+    fn start_with(n: &TestNode, env: &[(&str, &str)]) -> Agent {
         let sock = n.dir.path().join("berth.sock");
         let pool = n.file(
             "agentpool.json",
             &json!({"id": "agentpool", "taskSlotsPerNode": 4,
                 "virtualMachineConfiguration": {"containerConfiguration": {"type": "dockerCompatible"}}}),
         );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(n.dir.path().join("agent.log"))
+            .unwrap();
         let child = Command::new(berth_bin())
             .args([
                 "agent",
@@ -40,7 +49,8 @@ impl Agent {
             .arg("--pool")
             .arg(&pool)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(n.dir.path().join("agent.log")).unwrap())
+            .envs(env.iter().copied())
+            .stderr(log)
             .spawn()
             .unwrap();
         let a = Agent { child, sock };
@@ -56,7 +66,10 @@ impl Agent {
 
     /// One HTTP/1.0 request; returns (status, body).
     fn raw(&self, method: &str, path: &str, ctype: &str, body: &[u8]) -> (u16, String) {
-        let mut s = UnixStream::connect(&self.sock).unwrap();
+        // Status 0: nothing answers (not started yet, or killed).
+        let Ok(mut s) = UnixStream::connect(&self.sock) else {
+            return (0, String::new());
+        };
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let head = format!("{method} {path} HTTP/1.0\r\nHost: berth\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n", body.len());
         s.write_all(head.as_bytes()).unwrap();
@@ -101,6 +114,11 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// After SIGKILL: the socket file may stay, but nothing answers on it.
+    fn json_after_kill_is_gone(&self) {
+        assert!(UnixStream::connect(&self.sock).is_err());
     }
 
     fn term(mut self) -> Option<i32> {
@@ -376,7 +394,10 @@ fn cli_client() {
     );
     let (code, out, _) = cli(&["task", "add", "--job", "clijob", many.to_str().unwrap()]);
     assert_eq!(code, Some(1), "one task was refused: {out}");
-    assert!(out.contains("task slow added") && out.contains("task sleeper added"), "{out}");
+    assert!(
+        out.contains("task slow added") && out.contains("task sleeper added"),
+        "{out}"
+    );
     assert!(out.contains("task bad id! NOT added"), "{out}");
 
     // `logs -f` follows the slow task from wherever it is to its end, and gets every line.
@@ -389,7 +410,10 @@ fn cli_client() {
 
     let (code, out, _) = cli(&["task", "list", "--job", "clijob", "--state", "completed"]);
     assert_eq!(code, Some(0));
-    assert!(out.starts_with("TASK") && out.contains("hello") && out.contains("slow"), "{out}");
+    assert!(
+        out.starts_with("TASK") && out.contains("hello") && out.contains("slow"),
+        "{out}"
+    );
     assert!(!out.contains("sleeper"), "{out}");
     let (_, out, _) = cli(&["task", "list", "--job", "clijob", "--json"]);
     let v: Value = serde_json::from_str(&out).unwrap();
@@ -409,7 +433,11 @@ fn cli_client() {
 
     let (code, out, _) = cli(&["job", "list"]);
     assert_eq!(code, Some(0));
-    assert!(out.lines().any(|l| l.starts_with("clijob") && l.contains("active")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("clijob") && l.contains("active")),
+        "{out}"
+    );
     let (code, _, _) = cli(&["job", "delete", "clijob"]);
     assert_eq!(code, Some(0));
     let (code, _, err) = cli(&["job", "show", "clijob"]);
@@ -436,7 +464,149 @@ fn cli_client() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(3), "{err}");
-        assert!(err.contains("permission denied") && err.contains("group berth"), "{err}");
+        assert!(
+            err.contains("permission denied") && err.contains("group berth"),
+            "{err}"
+        );
     }
+    assert_eq!(a.term(), Some(0));
+}
+
+/// `kill -9` of the agent while tasks run: the restarted agent takes over the containers
+/// still running, collects the ones that exited while it was down, runs the queued ones,
+/// and no task runs twice or loses a byte of output.
+#[test]
+fn kill_9_and_restart_loses_nothing() {
+    let n = TestNode::new("agentkill");
+    let runs = n.dir.path().join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&runs, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mount = format!("-v {}:/runs", runs.display());
+    // Each task notes its start in /runs/<id>: a task run twice would have two lines.
+    let t = |id: &str, script: &str| {
+        task(
+            id,
+            &format!("/bin/sh -c 'echo start >> /runs/{id}; {script}'"),
+            &mount,
+        )
+    };
+    let tasks = json!([
+        t(
+            "long",
+            "for i in $(seq 1 30); do echo out $i; echo err $i >&2; sleep 0.1; done"
+        ),
+        t("quick", "sleep 1; echo quick done"),
+        t("fails", "sleep 1; echo failing; exit 3"),
+        t("sleeper", "sleep 6; echo slept"),
+        t("queued1", "echo hi 1"),
+        t("queued2", "echo hi 2"),
+    ]);
+    let mut a = Agent::start(&n);
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "kj"}))).0, 201);
+    let (st, body) = a.req(
+        "POST",
+        "/jobs/kj/addtaskcollection",
+        Some(&json!({"value": tasks})),
+    );
+    assert_eq!(st, 200, "{body}");
+    for id in ["long", "quick", "fails", "sleeper"] {
+        a.wait_state("kj", id, "running");
+    }
+    // Let every container start and write something.
+    let t0 = Instant::now();
+    while !["long", "quick", "fails", "sleeper"]
+        .iter()
+        .all(|id| runs.join(id).exists())
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "tasks did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    a.child.kill().unwrap(); // SIGKILL
+    a.child.wait().unwrap();
+    assert_eq!(
+        a.json_after_kill_is_gone(),
+        (),
+        "the socket no longer answers"
+    );
+    // quick and fails end while no agent runs.
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(a);
+    let a = Agent::start(&n);
+    let mut done = std::collections::HashMap::new();
+    for id in ["long", "quick", "fails", "sleeper", "queued1", "queued2"] {
+        done.insert(id, a.wait_state("kj", id, "completed"));
+    }
+    for id in done.keys() {
+        let starts = std::fs::read_to_string(runs.join(id)).unwrap();
+        assert_eq!(starts, "start\n", "{id} ran once");
+    }
+    let file = |id: &str, f: &str| {
+        a.req("GET", &format!("/jobs/kj/tasks/{id}/files/{f}"), None)
+            .1
+    };
+    let want_out: String = (1..=30).map(|i| format!("out {i}\n")).collect();
+    let want_err: String = (1..=30).map(|i| format!("err {i}\n")).collect();
+    assert_eq!(file("long", "stdout.txt"), want_out);
+    assert_eq!(file("long", "stderr.txt"), want_err);
+    assert_eq!(file("quick", "stdout.txt"), "quick done\n");
+    assert_eq!(file("sleeper", "stdout.txt"), "slept\n");
+    assert_eq!(file("queued2", "stdout.txt"), "hi 2\n");
+    for id in ["long", "quick", "sleeper", "queued1", "queued2"] {
+        let e = &done[id]["executionInfo"];
+        assert_eq!(e["result"], "success", "{id}: {e}");
+        assert_eq!(e["exitCode"], 0, "{id}");
+        assert_eq!(e["retryCount"], 0, "{id}");
+    }
+    let f = &done["fails"]["executionInfo"];
+    assert_eq!(f["exitCode"], 3, "{f}");
+    assert_eq!(f["failureInfo"]["code"], "FailureExitCode");
+    assert_eq!(file("fails", "stdout.txt"), "failing\n");
+    // The taken-over tasks keep their real start time, from before the kill.
+    let long_start = done["long"]["executionInfo"]["startTime"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let queued_start = done["queued1"]["executionInfo"]["startTime"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(long_start < queued_start, "{long_start} {queued_start}");
+    assert!(n.containers().is_empty(), "every container removed");
+    assert_eq!(a.term(), Some(0));
+}
+
+/// `on_shutdown = "leave"`: SIGTERM ends the agent at once and leaves the task's container
+/// running; the next agent takes it over, and the task ends once with all its output.
+#[test]
+fn leave_on_shutdown_then_take_over() {
+    let n = TestNode::new("agentleave");
+    let a = Agent::start_with(&n, &[("BERTH_ON_SHUTDOWN", "leave")]);
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "lj"}))).0, 201);
+    let t = ctask(
+        "counter",
+        "/bin/sh -c 'for i in $(seq 1 20); do echo n $i; sleep 0.1; done'",
+    );
+    assert_eq!(a.req("POST", "/jobs/lj/tasks", Some(&t)).0, 201);
+    a.wait_state("lj", "counter", "running");
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    assert_eq!(a.term(), Some(0));
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(n.containers().len(), 1, "the container was left running");
+    let a = Agent::start(&n);
+    let done = a.wait_state("lj", "counter", "completed");
+    assert_eq!(done["executionInfo"]["result"], "success", "{done}");
+    let want: String = (1..=20).map(|i| format!("n {i}\n")).collect();
+    assert_eq!(
+        a.req("GET", "/jobs/lj/tasks/counter/files/stdout.txt", None)
+            .1,
+        want
+    );
+    assert!(n.containers().is_empty());
     assert_eq!(a.term(), Some(0));
 }

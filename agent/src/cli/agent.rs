@@ -3,7 +3,7 @@
 //! SIGTERM/SIGINT. SIGHUP re-reads the configuration file and reports what changed.
 
 use super::common::{self, NodeArgs, PullArgs};
-use crate::config::{AgentConfig, OnShutdown};
+use crate::config::AgentConfig;
 use crate::schedule::queue::Scheduler;
 use crate::store::{sqlite::SqliteStore, Store};
 use crate::{api, pool};
@@ -123,7 +123,14 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         async move { api::serve_unix(&socket, app, stop).await }
     });
 
-    match pool::start(rt.clone(), cancel.child_token(), cfg.prefetch_concurrency).await {
+    match pool::start(
+        rt.clone(),
+        cancel.child_token(),
+        cfg.prefetch_concurrency,
+        true,
+    )
+    .await
+    {
         Ok(started) => {
             if let Some(h) = started.background_start_task {
                 drop(h); // runs on; its result lands in the node's startTaskInfo
@@ -147,9 +154,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         tracing::warn!(error = %e, "cannot notify systemd");
     }
 
-    sched
-        .run(cancel.clone(), cfg.on_shutdown == OnShutdown::Stop)
-        .await;
+    sched.run(cancel.clone(), cfg.on_shutdown).await;
     sd_notify::notify(&[sd_notify::NotifyState::Stopping]).ok();
     api_stop.cancel();
     match api_task.await {

@@ -149,6 +149,7 @@ pub async fn start_node(
         rt.clone(),
         cancel.child_token(),
         args.pull.prefetch_concurrency,
+        false,
     )
     .await
     {

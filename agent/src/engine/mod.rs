@@ -45,6 +45,8 @@ pub struct ContainerState {
     pub oom_killed: bool,
     pub error: Option<String>,
     pub pid: Option<i64>,
+    /// When the container's process started (none if it never did).
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// One pull progress event.
@@ -442,6 +444,12 @@ impl Engine {
             oom_killed: s.oom_killed.unwrap_or(false),
             error: s.error.filter(|e| !e.is_empty()),
             pid: s.pid.filter(|p| *p > 0),
+            started_at: s
+                .started_at
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .filter(|t| t.timestamp() > 0),
         })
     }
 

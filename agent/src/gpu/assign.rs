@@ -107,6 +107,15 @@ impl Holdings {
         }
     }
 
+    /// Marks these GPUs held, whatever they were.
+    pub fn hold(&mut self, gpus: &[usize]) {
+        for i in gpus {
+            if let Some(h) = self.held.get_mut(*i) {
+                *h = true;
+            }
+        }
+    }
+
     pub fn give_back(&mut self, gpus: &[usize]) {
         for i in gpus {
             if let Some(h) = self.held.get_mut(*i) {

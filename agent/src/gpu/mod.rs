@@ -157,6 +157,22 @@ impl Gpus {
             .take(need))
     }
 
+    /// Holds the GPUs with these UUIDs (unknown ones are left out): those of a task an
+    /// earlier agent process started, taken over after a restart.
+    pub fn reserve_uuids<'a>(&self, uuids: impl Iterator<Item = &'a str>) -> Reservation {
+        let gpus: Vec<usize> = uuids
+            .filter_map(|u| self.inventory.gpus.iter().position(|g| g.uuid == u))
+            .collect();
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .hold(&gpus);
+        Reservation {
+            gpus,
+            exclusive: true,
+        }
+    }
+
     pub fn release(&self, r: &Reservation) {
         if r.exclusive {
             self.held

@@ -30,8 +30,9 @@ pub struct PoolStart {
     pub background_start_task: Option<tokio::task::JoinHandle<ExecutionInfo>>,
 }
 
-/// Removes containers a previous berth process on this node left behind.
-pub async fn clean_leftovers(rt: &Runtime) -> usize {
+/// Removes containers a previous berth process on this node left behind; with
+/// `keep_tasks`, task containers stay for the daemon to take over.
+pub async fn clean_leftovers(rt: &Runtime, keep_tasks: bool) -> usize {
     let list = match rt
         .engine
         .list_labelled(&[(labels::MANAGED, "true"), (labels::NODE, &rt.node.node_id)])
@@ -45,6 +46,10 @@ pub async fn clean_leftovers(rt: &Runtime) -> usize {
     };
     let mut n = 0;
     for c in list {
+        let kind = c.labels.as_ref().and_then(|l| l.get(labels::KIND));
+        if keep_tasks && kind.map(String::as_str) == Some("task") {
+            continue;
+        }
         if let Some(id) = c.id {
             tracing::info!(container = %id, names = ?c.names, "removing a container left by an earlier berth run");
             match rt.engine.remove(&id).await {
@@ -136,16 +141,18 @@ async fn run_start_task(rt: Arc<Runtime>, cancel: CancellationToken) -> Executio
         return fail(format!("{}: {e}", plan.task_dir.display()));
     }
     tracing::info!("start task started");
-    let info = task::run_task(&rt, &plan, &cancel).await;
+    let info = task::run_task(&rt, &plan, &cancel, None).await;
     tracing::info!(exit_code = ?info.exit_code, result = ?info.result, "start task completed");
     info
 }
 
-/// Brings the node up for `rt.pool`; the outcome is `rt.status`.
+/// Brings the node up for `rt.pool`; the outcome is `rt.status`. `keep_tasks`: the
+/// daemon takes over task containers an earlier process left, so they are not removed.
 pub async fn start(
     rt: Arc<Runtime>,
     cancel: CancellationToken,
     prefetch_concurrency: usize,
+    keep_tasks: bool,
 ) -> std::io::Result<PoolStart> {
     rt.status.set_state(NodeState::Starting);
     rt.node.layout.prepare()?;
@@ -157,7 +164,7 @@ pub async fn start(
         ),
         Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
     }
-    clean_leftovers(&rt).await;
+    clean_leftovers(&rt, keep_tasks).await;
     let errors = prefetch(&rt, prefetch_concurrency).await;
     if !errors.is_empty() {
         errors.into_iter().for_each(|e| rt.status.add_error(e));

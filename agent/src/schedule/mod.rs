@@ -89,6 +89,7 @@ pub(crate) async fn run_one(
     spec: TaskSpec,
     gpus: Reservation,
     cancel: CancellationToken,
+    resume: Option<task::Resume>,
 ) -> ExecutionInfo {
     use tracing::Instrument;
     let span = tracing::info_span!("task", job = %job.id, task = %spec.id);
@@ -111,12 +112,13 @@ pub(crate) async fn run_one(
         if !plan.gpus.is_empty() {
             tracing::info!(gpus = ?plan.gpus.iter().map(|g| g.index).collect::<Vec<_>>(), "GPUs given");
         }
-        if let Err(e) = task::prepare_dirs(&plan, true) {
+        // A task taken over after an agent restart keeps its directory and output.
+        if let Err(e) = task::prepare_dirs(&plan, resume.is_none()) {
             let code = if e.raw_os_error() == Some(libc::ENOSPC) { FailureCode::DiskFull } else { FailureCode::ResourceDirectoryCreateFailed };
             return task::failed_before_start(code, format!("{}: {e}", plan.task_dir.display()));
         }
         tracing::info!("task started");
-        let info = task::run_task(&rt, &plan, &cancel).await;
+        let info = task::run_task(&rt, &plan, &cancel, resume).await;
         tracing::info!(exit_code = ?info.exit_code, result = ?info.result, failure = ?info.failure_info.as_ref().map(|f| &f.code), "task completed");
         if let Some(keep) = plan.retention {
             if let Err(e) = retention::record(&rt.node.layout, &plan.task_dir, keep) {
@@ -215,7 +217,8 @@ pub async fn run_job(
                         let (rt, job, spec, cancel) =
                             (rt.clone(), job.clone(), tasks[idx].clone(), cancel.clone());
                         async move {
-                            let info = run_one(rt.clone(), job, spec, gpus.clone(), cancel).await;
+                            let info =
+                                run_one(rt.clone(), job, spec, gpus.clone(), cancel, None).await;
                             rt.gpus.release(&gpus);
                             (idx, info)
                         }

@@ -25,6 +25,8 @@ pub mod labels {
     pub const TASK: &str = "berth.task";
     pub const ATTEMPT: &str = "berth.attempt";
     pub const KIND: &str = "berth.kind";
+    /// The UUIDs of the GPUs the task holds, so that a restarted agent gives them back to it.
+    pub const GPUS: &str = "berth.gpus";
 }
 
 /// Who the container belongs to.

@@ -26,6 +26,16 @@ pub async fn open(
     Ok((out, err))
 }
 
+/// Opens the output files to add to them (an adopted container's new output).
+pub async fn open_append(task_dir: &Path) -> std::io::Result<(tokio::fs::File, tokio::fs::File)> {
+    let mut o = tokio::fs::OpenOptions::new();
+    o.append(true).create(true);
+    Ok((
+        o.open(task_dir.join(STDOUT)).await?,
+        o.open(task_dir.join(STDERR)).await?,
+    ))
+}
+
 /// Copies a container's output stream into the files until the stream ends.
 /// Returns the byte counts written.
 pub async fn copy(

@@ -127,14 +127,34 @@ fn chown(p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::os::unix::fs::chown(p, Some(uid), Some(gid))
 }
 
+/// An attempt an earlier agent process started, to be taken over instead of started.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub container_id: String,
+    pub attempt: u32,
+    /// When its container started: the wall clock counts from there.
+    pub started: Option<chrono::DateTime<Utc>>,
+}
+
 /// Runs a planned task through all its attempts and returns its final execution info.
-/// `on_start` is told when each attempt starts (the task is `running`).
-pub async fn run_task(rt: &Runtime, plan: &TaskPlan, cancel: &CancellationToken) -> ExecutionInfo {
+/// With `resume`, the first attempt is that container, taken over.
+pub async fn run_task(
+    rt: &Runtime,
+    plan: &TaskPlan,
+    cancel: &CancellationToken,
+    mut resume: Option<Resume>,
+) -> ExecutionInfo {
     let mut info = ExecutionInfo::default();
-    let mut attempt: u32 = 0;
+    let mut attempt: u32 = resume.as_ref().map(|r| r.attempt).unwrap_or(0);
+    info.retry_count = i32::try_from(attempt).unwrap_or(i32::MAX);
     loop {
-        let start = tokio::time::Instant::now();
+        let mut start = tokio::time::Instant::now();
         info.start_time = Some(Utc::now());
+        if let Some(began) = resume.as_ref().and_then(|r| r.started) {
+            let ran = (Utc::now() - began).to_std().unwrap_or_default();
+            start = start.checked_sub(ran).unwrap_or(start);
+            info.start_time = Some(began);
+        }
         info.end_time = None;
         info.exit_code = None;
         info.failure_info = None;
@@ -142,6 +162,11 @@ pub async fn run_task(rt: &Runtime, plan: &TaskPlan, cancel: &CancellationToken)
         info.result = None;
         let deadline = plan.max_wall_clock.and_then(|d| start.checked_add(d));
         let finished = match &plan.container {
+            Some(_) if resume.is_some() => {
+                let r = resume.take().unwrap_or_else(|| unreachable!());
+                tracing::info!(container = %r.container_id, attempt, "taking over the container an earlier agent started");
+                run::adopt(rt, plan, &r.container_id, deadline, cancel).await
+            }
             Some(_) => {
                 let who = ContainerIdentity {
                     node_id: rt.node.node_id.clone(),

@@ -155,6 +155,13 @@ pub async fn attempt(
         }
     }
 
+    if !plan.gpus.is_empty() {
+        let uuids: Vec<&str> = plan.gpus.iter().map(|g| g.uuid.as_str()).collect();
+        body.labels
+            .get_or_insert_with(Default::default)
+            .insert(create::labels::GPUS.into(), uuids.join(","));
+    }
+
     let name = create::container_name(&plan.kind, who);
     let id = match rt
         .engine
@@ -243,9 +250,94 @@ async fn run_created(
             info(Some("created".into()), Some(e.message())),
         );
     }
-    let wait = tokio::spawn(rt.engine.wait(id));
     let stream = attached.unwrap_or_else(|| rt.engine.logs(id, true));
     let writer = tokio::spawn(logs::copy(stream, out, err));
+    finish(
+        rt,
+        plan,
+        id,
+        writer,
+        deadline,
+        cancel,
+        stop_timeout,
+        no_log_store,
+    )
+    .await
+}
+
+/// Takes over a container an earlier agent process created for this attempt (found by
+/// its labels), running or already exited: the output files get what the engine's log
+/// store holds beyond them, then the attempt ends as any other. The container is removed.
+pub async fn adopt(
+    rt: &Runtime,
+    plan: &TaskPlan,
+    id: &str,
+    deadline: Option<Instant>,
+    cancel: &CancellationToken,
+) -> Finished {
+    let opts = plan
+        .container
+        .as_ref()
+        .and_then(|c| run_options::parse(&c.run_options).ok());
+    let stop_timeout = opts.as_ref().and_then(|o| o.stop_timeout);
+    let no_log_store = opts
+        .as_ref()
+        .and_then(|o| o.host.log_config.as_ref())
+        .and_then(|l| l.typ.as_deref())
+        == Some("none");
+    let dir = plan.task_dir.clone();
+    let writer = if no_log_store {
+        // No log store: only what the container writes from now on can be had.
+        match (rt.engine.attach(id).await, logs::open_append(&dir).await) {
+            (Ok(stream), Ok((out, err))) => tokio::spawn(logs::copy(stream, out, err)),
+            (Err(e), _) => {
+                tracing::warn!(container = id, error = %e, "cannot attach to the adopted container");
+                tokio::spawn(async { Ok((0, 0)) })
+            }
+            (_, Err(e)) => tokio::spawn(async move { Err(e) }),
+        }
+    } else {
+        let stream = rt.engine.logs(id, true);
+        tokio::spawn(async move { logs::complete(stream, &dir).await })
+    };
+    let finished = finish(
+        rt,
+        plan,
+        id,
+        writer,
+        deadline,
+        cancel,
+        stop_timeout,
+        no_log_store,
+    )
+    .await;
+    if let Err(e) = rt.engine.remove(id).await {
+        tracing::error!(container = %id, error = %e, "could not remove the container");
+    }
+    finished
+}
+
+/// A started container to its end: wait under the wall clock and cancellation, stop it if
+/// asked, let `writer` finish the output, complete it from the log store, read the exit.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    rt: &Runtime,
+    plan: &TaskPlan,
+    id: &str,
+    writer: tokio::task::JoinHandle<std::io::Result<(u64, u64)>>,
+    deadline: Option<Instant>,
+    cancel: &CancellationToken,
+    stop_timeout: Option<i64>,
+    no_log_store: bool,
+) -> Finished {
+    let info = |state: Option<String>, error: Option<String>| {
+        Some(ContainerInfo {
+            container_id: Some(id.to_string()),
+            state,
+            error,
+        })
+    };
+    let wait = tokio::spawn(rt.engine.wait(id));
     let pid = rt.engine.inspect(id).await.ok().and_then(|s| s.pid);
     let probe = OomProbe::start(pid);
 
