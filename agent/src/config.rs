@@ -14,6 +14,10 @@ pub struct AgentConfig {
     pub node_root: PathBuf,
     /// The API's Unix socket.
     pub socket: PathBuf,
+    /// Also serve the API on TCP here (`127.0.0.1:8470`); only with `token_file`.
+    pub tcp_address: Option<String>,
+    /// The bearer token TCP clients must send (one line, at least 16 characters).
+    pub token_file: Option<PathBuf>,
     /// Pool JSON (images, registries, start task, slots); none: a one-slot container pool.
     pub pool: Option<PathBuf>,
     pub node_id: Option<String>,
@@ -50,6 +54,8 @@ impl Default for AgentConfig {
         AgentConfig {
             node_root: "/var/lib/berth".into(),
             socket: "/run/berth/berth.sock".into(),
+            tcp_address: None,
+            token_file: None,
             pool: None,
             node_id: None,
             engine: None,
@@ -87,6 +93,12 @@ impl AgentConfig {
         }
         if let Some(v) = get("BERTH_SOCKET") {
             self.socket = v.into();
+        }
+        if let Some(v) = get("BERTH_TCP_ADDRESS") {
+            self.tcp_address = Some(v);
+        }
+        if let Some(v) = get("BERTH_TOKEN_FILE") {
+            self.token_file = Some(v.into());
         }
         if let Some(v) = get("BERTH_POOL") {
             self.pool = Some(v.into());

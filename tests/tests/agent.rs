@@ -431,6 +431,19 @@ fn cli_client() {
     let t = a.wait_state("clijob", "sleeper", "completed");
     assert_eq!(t["executionInfo"]["failureInfo"]["code"], "TaskEnded");
 
+    // Prometheus text on the same API.
+    let (st, m) = a.req("GET", "/metrics", None);
+    assert_eq!(st, 200);
+    for line in [
+        "berth_tasks{state=\"completed\"} 3",
+        "berth_task_duration_seconds_count{result=\"success\"} 2",
+        "berth_task_duration_seconds_count{result=\"failure\"} 1",
+        "berth_slots_total 4",
+        "berth_slots_used 0",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} not in\n{m}");
+    }
+
     let (code, out, _) = cli(&["job", "list"]);
     assert_eq!(code, Some(0));
     assert!(
@@ -609,4 +622,56 @@ fn leave_on_shutdown_then_take_over() {
     );
     assert!(n.containers().is_empty());
     assert_eq!(a.term(), Some(0));
+}
+
+/// TCP only with a token: refused without it and with a wrong one (401), served with the
+/// right one; and an agent asked for TCP with no token file does not start.
+#[test]
+fn tcp_needs_the_bearer_token() {
+    let n = TestNode::new("agenttcp");
+    let token = "s3cret-token-0123456789";
+    let tf = n.dir.path().join("token");
+    std::fs::write(&tf, format!("{token}\n")).unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let a = Agent::start_with(
+        &n,
+        &[
+            ("BERTH_TCP_ADDRESS", addr.as_str()),
+            ("BERTH_TOKEN_FILE", tf.to_str().unwrap()),
+        ],
+    );
+    let get = |auth: Option<&str>| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let h = auth
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        write!(s, "GET /node HTTP/1.0\r\nHost: berth\r\n{h}\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        (out.get(9..12).unwrap_or("").to_string(), out)
+    };
+    let (st, body) = get(None);
+    assert_eq!(st, "401", "{body}");
+    assert!(body.contains("AuthenticationFailed"), "{body}");
+    assert_eq!(get(Some("Bearer wrong-token-0123456789")).0, "401");
+    assert_eq!(get(Some(&format!("Bearer {token}x"))).0, "401");
+    assert_eq!(get(Some(&format!("Basic {token}"))).0, "401");
+    let (st, body) = get(Some(&format!("Bearer {token}")));
+    assert_eq!(st, "200", "{body}");
+    assert!(body.contains("\"poolId\""), "{body}");
+    // The token never reaches the log.
+    let log = std::fs::read_to_string(n.dir.path().join("agent.log")).unwrap();
+    assert!(!log.contains(token));
+    assert_eq!(a.term(), Some(0));
+
+    let out = Command::new(berth_bin())
+        .args(["agent", "--config", "/dev/null", "--socket"])
+        .arg(n.dir.path().join("other.sock"))
+        .env("BERTH_TCP_ADDRESS", &addr)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("token_file is not"), "{err}");
 }

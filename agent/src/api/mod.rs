@@ -1,11 +1,13 @@
 //! The daemon's local API: Batch's REST paths and JSON over a Unix socket (mode 0660).
 //! Handlers validate and write to the store, then wake the scheduler; they never run tasks.
 
+mod auth;
 mod error;
 mod files;
 mod jobs;
 mod tasks;
 
+pub use auth::read_token;
 pub use error::ApiError;
 pub use tasks::MAX_COLLECTION;
 
@@ -49,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{job}/tasks/{task}/files", get(files::list))
         .route("/jobs/{job}/tasks/{task}/files/{*path}", get(files::get))
         .route("/node", get(node))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("ResourceNotFound", "no such API path") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -58,6 +61,20 @@ async fn node(
     axum::extract::State(s): axum::extract::State<AppState>,
 ) -> axum::Json<berth_proto::ComputeNode> {
     axum::Json(s.rt.status.get())
+}
+
+/// Prometheus text: tasks by state, durations, pulls, slots.
+async fn metrics(
+    axum::extract::State(s): axum::extract::State<AppState>,
+) -> Result<axum::response::Response, ApiError> {
+    let tasks = s.store.count_by_state()?;
+    let text =
+        s.rt.metrics
+            .render(&tasks, s.rt.pool.task_slots(), s.rt.status.state().as_str());
+    Ok(axum::response::Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(axum::body::Body::from(text))
+        .map_err(ApiError::internal)?)
 }
 
 /// Bodies must be JSON (Batch sends `application/json; odata=minimalmetadata`).
@@ -81,6 +98,23 @@ pub(crate) fn require_json(h: &HeaderMap) -> Result<(), ApiError> {
             format!("Content-Type {ct:?} is not accepted; send application/json"),
         ))
     }
+}
+
+/// Serves on `listener` (TCP), every request checked against `token`, until `cancel`.
+pub async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    token: Arc<str>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        token,
+        auth::require_token,
+    ));
+    tracing::info!(address = %listener.local_addr()?, "API listening on TCP (bearer token)");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
 }
 
 /// Serves on a Unix socket at `path` (a stale socket file is replaced) until `cancel`.

@@ -68,6 +68,21 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     if args.engine.is_some() {
         cfg.engine = args.engine;
     }
+    // No token, no TCP.
+    let tcp = match (&cfg.tcp_address, &cfg.token_file) {
+        (None, _) => None,
+        (Some(_), None) => {
+            eprintln!("berth agent: tcp_address is set but token_file is not; TCP is only served with a bearer token");
+            return ExitCode::from(2);
+        }
+        (Some(addr), Some(f)) => match api::read_token(f) {
+            Ok(t) => Some((addr.clone(), t)),
+            Err(e) => {
+                eprintln!("berth agent: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let pool = match load_pool(&cfg.pool) {
         Ok(p) => p,
         Err(errors) => {
@@ -118,6 +133,21 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     });
     let api_stop = CancellationToken::new();
     let socket = cfg.socket.clone();
+    if let Some((addr, token)) = tcp {
+        let listener = match tokio::net::TcpListener::bind(&addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("berth agent: tcp_address {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let (app, stop) = (app.clone(), api_stop.clone());
+        tokio::spawn(async move {
+            if let Err(e) = api::serve_tcp(listener, app, token, stop).await {
+                tracing::error!(address = %addr, error = %e, "the TCP API stopped");
+            }
+        });
+    }
     let api_task = tokio::spawn({
         let stop = api_stop.clone();
         async move { api::serve_unix(&socket, app, stop).await }

@@ -186,11 +186,16 @@ pub async fn runtime(args: &NodeArgs, pool: PoolSpec) -> Result<Arc<Runtime>, St
         .container_configuration()
         .map(|c| c.container_registries.clone())
         .unwrap_or_default();
-    let observer: Arc<dyn PullObserver> = if progress_bars() {
+    let shown: Arc<dyn PullObserver> = if progress_bars() {
         Arc::new(BarObserver::default())
     } else {
         Arc::new(LogObserver::default())
     };
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let observer: Arc<dyn PullObserver> = Arc::new(crate::metrics::CountingObserver::new(
+        shown,
+        metrics.clone(),
+    ));
     let docker_config = args
         .pull
         .docker_config
@@ -208,6 +213,7 @@ pub async fn runtime(args: &NodeArgs, pool: PoolSpec) -> Result<Arc<Runtime>, St
         images: Arc::new(images),
         status,
         gpus,
+        metrics,
         engine,
         node,
         pool,

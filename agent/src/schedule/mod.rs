@@ -118,7 +118,9 @@ pub(crate) async fn run_one(
             return task::failed_before_start(code, format!("{}: {e}", plan.task_dir.display()));
         }
         tracing::info!("task started");
+        let began = std::time::Instant::now();
         let info = task::run_task(&rt, &plan, &cancel, resume).await;
+        rt.metrics.task_done(info.result == Some(TaskResult::Success), began.elapsed().as_secs_f64());
         tracing::info!(exit_code = ?info.exit_code, result = ?info.result, failure = ?info.failure_info.as_ref().map(|f| &f.code), "task completed");
         if let Some(keep) = plan.retention {
             if let Err(e) = retention::record(&rt.node.layout, &plan.task_dir, keep) {

@@ -312,6 +312,10 @@ impl Scheduler {
                 }
             }
             self.rt.status.set_busy(!set.is_empty());
+            self.rt
+                .metrics
+                .slots_used
+                .store(used, std::sync::atomic::Ordering::Relaxed);
             tokio::select! {
                 _ = self.wake.notified(), if !cancel.is_cancelled() => {}
                 done = set.join_next(), if !set.is_empty() => {

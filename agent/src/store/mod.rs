@@ -40,4 +40,6 @@ pub trait Store: Send + Sync {
     /// Every task in these states, across jobs, in queue order.
     fn tasks_in(&self, states: &[TaskState]) -> Result<Vec<StoredTask>, StoreError>;
     fn delete_task(&self, job: &str, id: &str) -> Result<(), StoreError>;
+    /// How many tasks are in each state (states with none are left out).
+    fn count_by_state(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }

@@ -244,6 +244,18 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn count_by_state(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare("SELECT state, COUNT(*) FROM tasks GROUP BY state ORDER BY state")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(backend)?;
+        rows.map(|r| r.map(|(s, n)| (s, n.max(0) as u64)).map_err(backend))
+            .collect()
+    }
+
     fn delete_task(&self, job: &str, id: &str) -> Result<(), StoreError> {
         let n = self
             .db()

@@ -35,6 +35,8 @@ pub struct Runtime {
     pub stop_grace: Duration,
     /// The node's GPUs and RDMA devices, and which task holds which GPU.
     pub gpus: Arc<crate::gpu::Gpus>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why an attempt was stopped before its process ended by itself.
