@@ -4,7 +4,6 @@
 
 use crate::pool::progress::{PullObserver, PullUpdate};
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -52,7 +51,7 @@ impl Metrics {
     pub fn render(&self, tasks: &[(String, u64)], slots_total: u32, node_state: &str) -> String {
         let mut o = String::new();
         let head = |o: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            o.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
         };
         head(
             &mut o,
@@ -61,7 +60,7 @@ impl Metrics {
             "Tasks in the store by state.",
         );
         for (state, n) in tasks {
-            let _ = writeln!(o, "berth_tasks{{state=\"{state}\"}} {n}");
+            o.push_str(&format!("berth_tasks{{state=\"{state}\"}} {n}\n"));
         }
         head(
             &mut o,
@@ -76,26 +75,22 @@ impl Metrics {
             let mut acc = 0;
             for (i, b) in DURATION_BUCKETS.iter().enumerate() {
                 acc += h.counts[i];
-                let _ = writeln!(
-                    o,
-                    "berth_task_duration_seconds_bucket{{result=\"{result}\",le=\"{b}\"}} {acc}"
-                );
+                o.push_str(&format!(
+                    "berth_task_duration_seconds_bucket{{result=\"{result}\",le=\"{b}\"}} {acc}\n"
+                ));
             }
-            let _ = writeln!(
-                o,
-                "berth_task_duration_seconds_bucket{{result=\"{result}\",le=\"+Inf\"}} {}",
+            o.push_str(&format!(
+                "berth_task_duration_seconds_bucket{{result=\"{result}\",le=\"+Inf\"}} {}\n",
                 h.count
-            );
-            let _ = writeln!(
-                o,
-                "berth_task_duration_seconds_sum{{result=\"{result}\"}} {}",
+            ));
+            o.push_str(&format!(
+                "berth_task_duration_seconds_sum{{result=\"{result}\"}} {}\n",
                 h.sum
-            );
-            let _ = writeln!(
-                o,
-                "berth_task_duration_seconds_count{{result=\"{result}\"}} {}",
+            ));
+            o.push_str(&format!(
+                "berth_task_duration_seconds_count{{result=\"{result}\"}} {}\n",
                 h.count
-            );
+            ));
         }
         let counters = [
             ("berth_pulls_total", "Image pulls finished.", &self.pulls),
@@ -117,7 +112,7 @@ impl Metrics {
         ];
         for (name, help, v) in counters {
             head(&mut o, name, "counter", help);
-            let _ = writeln!(o, "{name} {}", v.load(Relaxed));
+            o.push_str(&format!("{name} {}\n", v.load(Relaxed)));
         }
         head(
             &mut o,
@@ -125,21 +120,24 @@ impl Metrics {
             "gauge",
             "Task slots held by running tasks.",
         );
-        let _ = writeln!(o, "berth_slots_used {}", self.slots_used.load(Relaxed));
+        o.push_str(&format!(
+            "berth_slots_used {}\n",
+            self.slots_used.load(Relaxed)
+        ));
         head(
             &mut o,
             "berth_slots_total",
             "gauge",
             "The node's task slots (taskSlotsPerNode).",
         );
-        let _ = writeln!(o, "berth_slots_total {slots_total}");
+        o.push_str(&format!("berth_slots_total {slots_total}\n"));
         head(
             &mut o,
             "berth_node_state",
             "gauge",
             "1 for the node's current state.",
         );
-        let _ = writeln!(o, "berth_node_state{{state=\"{node_state}\"}} 1");
+        o.push_str(&format!("berth_node_state{{state=\"{node_state}\"}} 1\n"));
         o
     }
 }

@@ -71,10 +71,10 @@ async fn metrics(
     let text =
         s.rt.metrics
             .render(&tasks, s.rt.pool.task_slots(), s.rt.status.state().as_str());
-    Ok(axum::response::Response::builder()
+    axum::response::Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
         .body(axum::body::Body::from(text))
-        .map_err(ApiError::internal)?)
+        .map_err(ApiError::internal)
 }
 
 /// Bodies must be JSON (Batch sends `application/json; odata=minimalmetadata`).

@@ -1003,7 +1003,7 @@ fn ulimit(flag: &str, v: &str) -> Result<ResourcesUlimits, RunOptionsError> {
     let (soft, hard) = limits.split_once(':').unwrap_or((&limits, &limits));
     let soft = int(flag, soft)?;
     let hard = int(flag, hard)?;
-    if soft != -1 && hard != -1 && soft > hard || soft == -1 && hard != -1 {
+    if hard != -1 && (soft == -1 || soft > hard) {
         return Err(err(
             flag,
             format!("{v:?}: the soft limit must not exceed the hard limit"),
