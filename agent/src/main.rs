@@ -60,12 +60,25 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(|| berth_agent::pool::progress::ProgressWriter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    use tracing_subscriber::prelude::*;
+    // Under systemd (JOURNAL_STREAM set) with journald listening: structured entries, the
+    // job and task ids as fields. Otherwise plain lines on stderr.
+    let journald = (std::env::var_os("JOURNAL_STREAM").is_some()
+        && std::path::Path::new("/run/systemd/journal/socket").exists())
+    .then(|| tracing_journald::layer().ok())
+    .flatten();
+    let registry = tracing_subscriber::registry().with(filter);
+    match journald {
+        Some(j) => registry.with(j.with_syslog_identifier("berth".into())).init(),
+        None => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(|| berth_agent::pool::progress::ProgressWriter)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_target(false),
+            )
+            .init(),
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
