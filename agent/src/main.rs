@@ -69,7 +69,9 @@ fn main() -> ExitCode {
     .flatten();
     let registry = tracing_subscriber::registry().with(filter);
     match journald {
-        Some(j) => registry.with(j.with_syslog_identifier("berth".into())).init(),
+        Some(j) => registry
+            .with(j.with_syslog_identifier("berth".into()))
+            .init(),
         None => registry
             .with(
                 tracing_subscriber::fmt::layer()

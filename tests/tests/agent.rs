@@ -675,3 +675,50 @@ fn tcp_needs_the_bearer_token() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("token_file is not"), "{err}");
 }
+
+/// `dependsOn` in the daemon: a dependent starts only after its dependency succeeded; one
+/// whose dependency failed stays active; many tasks on one dependency do not slow the scan.
+#[test]
+fn dependencies_in_the_daemon() {
+    let n = TestNode::new("agentdeps");
+    let a = Agent::start(&n);
+    let job = json!({"id": "dj", "usesTaskDependencies": true});
+    assert_eq!(a.req("POST", "/jobs", Some(&job)).0, 201);
+    let dep = |mut t: Value, on: &str| {
+        t["dependsOn"] = json!({"taskIds": [on]});
+        t
+    };
+    let mut tasks = vec![
+        ctask("first", "/bin/sh -c 'sleep 1; date +%s > /dev/null'"),
+        dep(ctask("second", "echo after first"), "first"),
+        ctask("broken", "/bin/sh -c 'exit 1'"),
+        dep(ctask("orphan", "echo never"), "broken"),
+    ];
+    tasks.extend((0..50).map(|i| dep(ctask(&format!("w{i}"), "true"), "second")));
+    let (st, body) = a.req(
+        "POST",
+        "/jobs/dj/addtaskcollection",
+        Some(&json!({"value": tasks})),
+    );
+    assert_eq!(st, 200, "{body}");
+    let first = a.wait_state("dj", "first", "completed");
+    let second = a.wait_state("dj", "second", "completed");
+    assert!(
+        second["executionInfo"]["startTime"].as_str() >= first["executionInfo"]["endTime"].as_str(),
+        "{first}\n{second}"
+    );
+    for i in 0..50 {
+        assert_eq!(
+            a.wait_state("dj", &format!("w{i}"), "completed")["executionInfo"]["result"],
+            "success"
+        );
+    }
+    a.wait_state("dj", "broken", "completed");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        a.json("/jobs/dj/tasks/orphan")["state"],
+        "active",
+        "blocked by a failed dependency"
+    );
+    assert_eq!(a.term(), Some(0));
+}

@@ -67,22 +67,36 @@ impl Scheduler {
         }
     }
 
-    /// Whether `t`'s dependencies all completed successfully; `None` when one failed (the
-    /// task then stays active, blocked, as in Batch).
-    fn deps_ready(&self, t: &TaskView) -> Option<bool> {
-        let Some(d) = &t.spec.depends_on else {
+    /// Whether the dependencies all completed successfully; `None` when one failed (the
+    /// task then stays active, blocked, as in Batch). `seen` remembers each dependency's
+    /// answer for one scan: many tasks often wait on the same one.
+    fn deps_ready(
+        &self,
+        job: &str,
+        deps: Option<&berth_proto::TaskDependencies>,
+        seen: &mut HashMap<Key, Option<bool>>,
+    ) -> Option<bool> {
+        let Some(d) = deps else {
             return Some(true);
         };
         for id in d.all_ids() {
-            match self.store.task(&t.job_id, &id) {
-                Ok(Some(dep)) if dep.view.state == TaskState::Completed => {
-                    if dep.view.execution_info.as_ref().and_then(|e| e.result)
-                        != Some(TaskResult::Success)
-                    {
-                        return None;
-                    }
-                }
-                _ => return Some(false),
+            let answer =
+                *seen
+                    .entry(key(job, &id))
+                    .or_insert_with(|| match self.store.task(job, &id) {
+                        Ok(Some(dep)) if dep.view.state == TaskState::Completed => {
+                            if dep.view.execution_info.as_ref().and_then(|e| e.result)
+                                == Some(TaskResult::Success)
+                            {
+                                Some(true)
+                            } else {
+                                None
+                            }
+                        }
+                        _ => Some(false),
+                    });
+            if answer != Some(true) {
+                return answer;
             }
         }
         Some(true)
@@ -290,20 +304,27 @@ impl Scheduler {
         let mut used = self.recover(&mut set).await;
         loop {
             if !cancel.is_cancelled() && self.rt.status.state().schedulable() {
-                match self.store.tasks_in(&[TaskState::Active]) {
+                match self.store.active_queue() {
                     Ok(queue) => {
-                        for st in queue {
+                        let mut seen = HashMap::new();
+                        for head in queue {
                             if used >= total {
                                 break;
                             }
-                            let slots = st.view.spec.required_slots();
+                            let slots = head.required_slots;
                             if used + slots > total {
                                 continue;
                             }
-                            if self.deps_ready(&st.view) != Some(true) {
+                            if self.deps_ready(&head.job_id, head.depends_on.as_ref(), &mut seen)
+                                != Some(true)
+                            {
                                 continue;
                             }
-                            if self.launch(st, &mut set) {
+                            // The whole task is read only for one about to start.
+                            let Ok(Some(st)) = self.store.task(&head.job_id, &head.id) else {
+                                continue;
+                            };
+                            if st.view.state == TaskState::Active && self.launch(st, &mut set) {
                                 used += slots;
                             }
                         }

@@ -23,6 +23,16 @@ pub struct StoredTask {
     pub view: TaskView,
 }
 
+/// What the scheduler needs to know of a queued task to decide whether it may start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueHead {
+    pub seq: i64,
+    pub job_id: String,
+    pub id: String,
+    pub required_slots: u32,
+    pub depends_on: Option<berth_proto::TaskDependencies>,
+}
+
 pub trait Store: Send + Sync {
     fn add_job(&self, job: &JobView) -> Result<(), StoreError>;
     fn put_job(&self, job: &JobView) -> Result<(), StoreError>;
@@ -40,6 +50,9 @@ pub trait Store: Send + Sync {
     /// Every task in these states, across jobs, in queue order.
     fn tasks_in(&self, states: &[TaskState]) -> Result<Vec<StoredTask>, StoreError>;
     fn delete_task(&self, job: &str, id: &str) -> Result<(), StoreError>;
+    /// The active tasks in queue order, only what the scheduler decides on: a scan that
+    /// stays cheap (time and memory) with many thousands queued.
+    fn active_queue(&self) -> Result<Vec<QueueHead>, StoreError>;
     /// How many tasks are in each state (states with none are left out).
     fn count_by_state(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }

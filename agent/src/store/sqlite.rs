@@ -5,7 +5,7 @@
 //! `synchronous = NORMAL` with WAL: a committed write survives the agent being killed
 //! (`kill -9`); a power loss can drop the last commits (documented in the README).
 
-use super::{Store, StoreError, StoredTask};
+use super::{QueueHead, Store, StoreError, StoredTask};
 use berth_proto::{JobView, TaskState, TaskView};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -244,6 +244,41 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn active_queue(&self) -> Result<Vec<QueueHead>, StoreError> {
+        /// The few fields read; serde skips the rest of the body without keeping it.
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Head {
+            id: String,
+            job_id: String,
+            required_slots: Option<i32>,
+            depends_on: Option<berth_proto::TaskDependencies>,
+        }
+        let db = self.db();
+        let mut stmt = db
+            .prepare("SELECT seq, body FROM tasks WHERE state = ?1 ORDER BY seq")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![TaskState::Active.as_str()], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(backend)?;
+        let mut out = vec![];
+        for row in rows {
+            let (seq, body) = row.map_err(backend)?;
+            let h: Head = serde_json::from_str(&body)
+                .map_err(|e| StoreError::Backend(format!("task row {seq}: {e}")))?;
+            out.push(QueueHead {
+                seq,
+                job_id: h.job_id,
+                id: h.id,
+                required_slots: h.required_slots.unwrap_or(1).max(1) as u32,
+                depends_on: h.depends_on,
+            });
+        }
+        Ok(out)
+    }
+
     fn count_by_state(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let db = self.db();
         let mut stmt = db
@@ -340,6 +375,26 @@ mod tests {
                 .id,
             "a"
         );
+        let mut c = task("J1", "c");
+        c.spec.required_slots = Some(2);
+        c.spec.depends_on =
+            Some(serde_json::from_value(serde_json::json!({"taskIds": ["a"]})).unwrap());
+        s.add_tasks(&[c]).unwrap();
+        let q = s.active_queue().unwrap();
+        assert_eq!(
+            q.iter()
+                .map(|h| (h.id.as_str(), h.required_slots))
+                .collect::<Vec<_>>(),
+            vec![("a", 1), ("c", 2)],
+            "active only, in queue order"
+        );
+        assert_eq!(q[1].job_id, "J1");
+        assert_eq!(q[1].depends_on.as_ref().unwrap().all_ids(), vec!["a"]);
+        assert_eq!(
+            s.count_by_state().unwrap(),
+            vec![("active".to_string(), 2), ("running".to_string(), 1)]
+        );
+        s.delete_task("J1", "c").unwrap();
         s.delete_task("J1", "a").unwrap();
         assert!(matches!(
             s.delete_task("J1", "a"),
