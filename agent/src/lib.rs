@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod gpu;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod pool;

@@ -57,8 +57,12 @@ fn main() -> ExitCode {
         1 => "berth_agent=debug,info",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let fixed = from_env.is_some() || cli.verbose > 0;
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
+    // Reloadable: the agent applies its configured log_level, and again on SIGHUP.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    berth_agent::logging::install(handle, fixed);
     use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
     // Under systemd (JOURNAL_STREAM set) with journald listening: structured entries, the

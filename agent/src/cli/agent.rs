@@ -1,6 +1,7 @@
 //! `berth agent`: the node daemon. API up first (so the node's state can be read during
 //! pool start), then pool start, then readiness (sd_notify) and the scheduler, until
-//! SIGTERM/SIGINT. SIGHUP re-reads the configuration file and reports what changed.
+//! SIGTERM/SIGINT. SIGHUP re-reads the configuration file, applies `log_level` at once and
+//! reports what else changed.
 
 use super::common::{self, NodeArgs, PullArgs};
 use crate::config::AgentConfig;
@@ -67,6 +68,10 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     }
     if args.engine.is_some() {
         cfg.engine = args.engine;
+    }
+    if let Err(e) = crate::logging::set_level(&cfg.log_level) {
+        eprintln!("berth agent: {e}");
+        return ExitCode::from(2);
     }
     // No token, no TCP.
     let tcp = match (&cfg.tcp_address, &cfg.token_file) {
@@ -200,8 +205,8 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     }
 }
 
-/// SIGHUP: re-read the configuration and log what changed. Settings that shape a running
-/// node (root, socket, pool) take effect at the next start; the log says which.
+/// SIGHUP: re-read the configuration; `log_level` applies at once, the settings that shape
+/// a running node (root, socket, pool, ...) at the next start, and the log says so.
 fn reload_on_hup(file: Option<PathBuf>, mut current: AgentConfig) {
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -212,7 +217,19 @@ fn reload_on_hup(file: Option<PathBuf>, mut current: AgentConfig) {
             match AgentConfig::load(file.as_deref()) {
                 Ok(new) if new == current => tracing::info!("SIGHUP: configuration unchanged"),
                 Ok(new) => {
-                    tracing::warn!(old = ?current, new = ?new, "SIGHUP: configuration changed; it takes effect when the agent restarts");
+                    if new.log_level != current.log_level {
+                        match crate::logging::set_level(&new.log_level) {
+                            Ok(()) => {
+                                tracing::info!(log_level = %new.log_level, "SIGHUP: log level applied")
+                            }
+                            Err(e) => tracing::error!(error = %e, "SIGHUP: log level not applied"),
+                        }
+                    }
+                    let mut rest = new.clone();
+                    rest.log_level = current.log_level.clone();
+                    if rest != current {
+                        tracing::warn!(old = ?current, new = ?new, "SIGHUP: configuration changed; settings other than log_level take effect when the agent restarts");
+                    }
                     current = new;
                 }
                 Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded"),
