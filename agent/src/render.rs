@@ -64,6 +64,27 @@ pub fn table(reports: &[TaskReport]) -> String {
     out
 }
 
+/// One line on a job preparation or release task's run: result, exit code, failure.
+pub fn job_task(e: &berth_proto::ExecutionInfo) -> String {
+    let mut out = e
+        .result
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "-".into());
+    if let Some(c) = e.exit_code {
+        out.push_str(&format!(", exit code {c}"));
+    }
+    if let Some(f) = &e.failure_info {
+        out.push_str(&format!(", {} {}", f.category, f.code));
+        if let Some(m) = f.detail("Message") {
+            out.push_str(&format!(": {m}"));
+        }
+    }
+    if e.retry_count > 0 {
+        out.push_str(&format!(" (retries: {})", e.retry_count));
+    }
+    out
+}
+
 /// The node's state, start task and errors, for people.
 pub fn node(n: &berth_proto::ComputeNode) -> String {
     let mut out = format!("node {} (pool {}): {}\n", n.id, n.pool_id, n.state);

@@ -1,8 +1,111 @@
 //! The job fields berth uses (`JobAddParameter` subset).
 
-use crate::common::EnvironmentSetting;
+use crate::common::{EnvironmentSetting, TaskContainerSettings, UserIdentity};
 use crate::duration::IsoDuration;
+use crate::node::StartTaskInfo;
+use crate::task::TaskConstraints;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// `jobPreparationTask` (spec §2.9): runs on a node before the first task of the job there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPreparationTask {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub command_line: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_settings: Option<TaskContainerSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_files: Option<Vec<serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environment_settings: Vec<EnvironmentSetting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<TaskConstraints>,
+    /// Batch's default is `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for_success: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_identity: Option<UserIdentity>,
+    /// Batch's default is `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_on_node_reboot_after_success: Option<bool>,
+}
+
+impl JobPreparationTask {
+    pub const DEFAULT_ID: &'static str = "jobpreparation";
+    pub fn id(&self) -> &str {
+        self.id.as_deref().unwrap_or(Self::DEFAULT_ID)
+    }
+    pub fn wait_for_success(&self) -> bool {
+        self.wait_for_success.unwrap_or(true)
+    }
+    pub fn rerun_on_node_reboot_after_success(&self) -> bool {
+        self.rerun_on_node_reboot_after_success.unwrap_or(true)
+    }
+}
+
+/// `jobReleaseTask` (spec §2.9): runs when the job ends, on each node that ran its
+/// preparation task; takes no task slot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobReleaseTask {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub command_line: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_settings: Option<TaskContainerSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_files: Option<Vec<serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environment_settings: Vec<EnvironmentSetting>,
+    /// Default and maximum: 15 minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wall_clock_time: Option<IsoDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_time: Option<IsoDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_identity: Option<UserIdentity>,
+}
+
+impl JobReleaseTask {
+    pub const DEFAULT_ID: &'static str = "jobrelease";
+    /// Batch's default and maximum `maxWallClockTime` for a release task.
+    pub const MAX_WALL_CLOCK: Duration = Duration::from_secs(15 * 60);
+    pub fn id(&self) -> &str {
+        self.id.as_deref().unwrap_or(Self::DEFAULT_ID)
+    }
+    /// The wall-clock limit: the one given, else 15 minutes (never more).
+    pub fn max_wall_clock(&self) -> Duration {
+        self.max_wall_clock_time
+            .as_ref()
+            .and_then(|d| d.limit())
+            .map_or(Self::MAX_WALL_CLOCK, |d| d.min(Self::MAX_WALL_CLOCK))
+    }
+}
+
+/// `jobPreparationTaskExecutionInfo` / `jobReleaseTaskExecutionInfo` (spec §3.6): the start
+/// task's record (state `running` | `completed`, times, exit code, failure, retries,
+/// result) plus where the task's directory is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobTaskExecutionInfo {
+    #[serde(flatten)]
+    pub run: StartTaskInfo,
+    pub task_root_directory: String,
+}
+
+/// One node's entry in `GET /jobs/{job}/jobpreparationandreleasetaskstatus`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPrepReleaseStatus {
+    pub pool_id: String,
+    pub node_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_preparation_task_execution_info: Option<JobTaskExecutionInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_release_task_execution_info: Option<JobTaskExecutionInfo>,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -34,9 +137,9 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_task_failure: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_preparation_task: Option<serde_json::Value>,
+    pub job_preparation_task: Option<JobPreparationTask>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_release_task: Option<serde_json::Value>,
+    pub job_release_task: Option<JobReleaseTask>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_manager_task: Option<serde_json::Value>,
 }

@@ -26,7 +26,10 @@ pub use common::{
 pub use duration::IsoDuration;
 pub use failure::{FailureCategory, FailureCode};
 pub use image_ref::ImageRef;
-pub use job::{JobSpec, JobState, JobView};
+pub use job::{
+    JobPrepReleaseStatus, JobPreparationTask, JobReleaseTask, JobSpec, JobState,
+    JobTaskExecutionInfo, JobView,
+};
 pub use load::{LoadError, Loaded};
 pub use node::{
     ComputeNode, NodeAgentInfo, NodeError, NodeGpu, NodeGpus, NodeImage, NodeState, StartTaskInfo,

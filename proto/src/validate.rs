@@ -8,7 +8,7 @@ use crate::common::{
 };
 use crate::id::check_id;
 use crate::image_ref::ImageRef;
-use crate::job::JobSpec;
+use crate::job::{JobReleaseTask, JobSpec};
 use crate::pool::{PoolSpec, StartTask};
 use crate::task::TaskSpec;
 use std::collections::HashMap;
@@ -193,8 +193,40 @@ fn start_task(p: &mut Problems, path: &str, st: &StartTask, pool: &PoolSpec) {
     unsupported(p, path, &st.resource_files, "resourceFiles");
 }
 
-/// Validates a job on its own.
-pub fn job(job: &JobSpec) -> Vec<Problem> {
+/// A job preparation or release task's shared fields.
+#[allow(clippy::too_many_arguments)]
+fn job_task(
+    p: &mut Problems,
+    path: &str,
+    id: Option<&String>,
+    command_line: &str,
+    c: Option<&TaskContainerSettings>,
+    e: &[EnvironmentSetting],
+    u: Option<&UserIdentity>,
+    pool: &PoolSpec,
+) {
+    if let Some(id) = id {
+        if let Err(e) = check_id(id) {
+            p.add(format!("{path}.id"), e);
+        }
+    }
+    match c {
+        Some(c) => container(p, &format!("{path}.containerSettings"), c),
+        None if command_line.trim().is_empty() => p.add(
+            format!("{path}.commandLine"),
+            "must not be empty for a task without containerSettings",
+        ),
+        None => {}
+    }
+    env(p, &format!("{path}.environmentSettings"), e);
+    if let Some(u) = u {
+        identity(p, &format!("{path}.userIdentity"), u, pool);
+    }
+}
+
+/// Validates a job against the pool it runs on (users named by its preparation and
+/// release tasks must exist there).
+pub fn job(job: &JobSpec, pool: &PoolSpec) -> Vec<Problem> {
     let mut p = Problems::default();
     if let Err(e) = check_id(&job.id) {
         p.add("$.id", e);
@@ -211,19 +243,85 @@ pub fn job(job: &JobSpec) -> Vec<Problem> {
             c.max_task_retry_count,
         );
     }
-    for (field, v) in [
-        ("jobPreparationTask", &job.job_preparation_task),
-        ("jobReleaseTask", &job.job_release_task),
-        ("jobManagerTask", &job.job_manager_task),
-    ] {
-        if v.is_some() {
-            p.add(
-                format!("$.{field}"),
-                "is not supported by this version of berth yet",
+    if let Some(t) = &job.job_preparation_task {
+        let path = "$.jobPreparationTask";
+        job_task(
+            &mut p,
+            path,
+            t.id.as_ref(),
+            &t.command_line,
+            t.container_settings.as_ref(),
+            &t.environment_settings,
+            t.user_identity.as_ref(),
+            pool,
+        );
+        if let Some(c) = &t.constraints {
+            retry_count(
+                &mut p,
+                &format!("{path}.constraints.maxTaskRetryCount"),
+                c.max_task_retry_count,
             );
         }
+        unsupported(&mut p, path, &t.resource_files, "resourceFiles");
+    }
+    if let Some(t) = &job.job_release_task {
+        let path = "$.jobReleaseTask";
+        if job.job_preparation_task.is_none() {
+            p.add(path, "is allowed only together with a jobPreparationTask");
+        }
+        job_task(
+            &mut p,
+            path,
+            t.id.as_ref(),
+            &t.command_line,
+            t.container_settings.as_ref(),
+            &t.environment_settings,
+            t.user_identity.as_ref(),
+            pool,
+        );
+        if let Some(prep) = &job.job_preparation_task {
+            if prep.id().eq_ignore_ascii_case(t.id()) {
+                p.add(
+                    format!("{path}.id"),
+                    format!(
+                        "{:?} is also the jobPreparationTask's id; give them different ids",
+                        t.id()
+                    ),
+                );
+            }
+        }
+        if let Some(d) = t.max_wall_clock_time.as_ref() {
+            if d.limit().is_none_or(|d| d > JobReleaseTask::MAX_WALL_CLOCK) {
+                p.add(
+                    format!("{path}.maxWallClockTime"),
+                    format!("{} is longer than the maximum, PT15M", d.to_iso()),
+                );
+            }
+        }
+        unsupported(&mut p, path, &t.resource_files, "resourceFiles");
+    }
+    if job.job_manager_task.is_some() {
+        p.add(
+            "$.jobManagerTask",
+            "is not supported by this version of berth yet",
+        );
     }
     p.0
+}
+
+/// Batch's error code when a task id is the job's preparation or release task id.
+pub fn id_taken_by_job_task(id: &str, job: &JobSpec) -> Option<&'static str> {
+    if let Some(t) = &job.job_preparation_task {
+        if t.id().eq_ignore_ascii_case(id) {
+            return Some("TaskIdSameAsJobPreparationTask");
+        }
+    }
+    if let Some(t) = &job.job_release_task {
+        if t.id().eq_ignore_ascii_case(id) {
+            return Some("TaskIdSameAsJobReleaseTask");
+        }
+    }
+    None
 }
 
 /// Validates one task against its job and pool. `path` is where the task sits in its file.
@@ -231,6 +329,20 @@ pub fn task(path: &str, t: &TaskSpec, job: &JobSpec, pool: &PoolSpec) -> Vec<Pro
     let mut p = Problems::default();
     if let Err(e) = check_id(&t.id) {
         p.add(format!("{path}.id"), e);
+    }
+    if let Some(code) = id_taken_by_job_task(&t.id, job) {
+        p.add(
+            format!("{path}.id"),
+            format!(
+                "{code}: {:?} is the id of the job's {}",
+                t.id,
+                if code == "TaskIdSameAsJobPreparationTask" {
+                    "jobPreparationTask"
+                } else {
+                    "jobReleaseTask"
+                }
+            ),
+        );
     }
     if let Some(d) = &t.display_name {
         if d.chars().count() > 1024 {
@@ -413,5 +525,54 @@ mod tests {
             m.contains("$.userAccounts[0].linuxUserConfiguration: give both"),
             "{m}"
         );
+    }
+
+    fn j(json: &str) -> JobSpec {
+        load::job("j", json).unwrap().items.remove(0).1
+    }
+
+    #[test]
+    fn job_preparation_and_release_rules() {
+        let pool = PoolSpec::default_for_run();
+        let ok = j(r#"{"id":"j","jobPreparationTask":{"commandLine":"true"},
+            "jobReleaseTask":{"commandLine":"true","maxWallClockTime":"PT15M"}}"#);
+        assert!(job(&ok, &pool).is_empty());
+        assert_eq!(
+            ok.job_preparation_task.as_ref().unwrap().id(),
+            "jobpreparation"
+        );
+        assert_eq!(ok.job_release_task.as_ref().unwrap().id(), "jobrelease");
+        assert!(ok.job_preparation_task.as_ref().unwrap().wait_for_success());
+
+        let bad = j(r#"{"id":"j",
+            "jobPreparationTask":{"id":"same","commandLine":" ",
+                "constraints":{"maxTaskRetryCount":-3},
+                "userIdentity":{"username":"ghost"}},
+            "jobReleaseTask":{"id":"SAME","commandLine":"x","maxWallClockTime":"PT16M"}}"#);
+        let m = msgs(job(&bad, &pool)).join("\n");
+        for want in [
+            "$.jobPreparationTask.commandLine: must not be empty",
+            "$.jobPreparationTask.constraints.maxTaskRetryCount: -3",
+            "$.jobPreparationTask.userIdentity.username: \"ghost\"",
+            "$.jobReleaseTask.id: \"SAME\" is also the jobPreparationTask's id",
+            "$.jobReleaseTask.maxWallClockTime: PT16M is longer than the maximum, PT15M",
+        ] {
+            assert!(m.contains(want), "missing {want:?} in\n{m}");
+        }
+
+        let alone = j(r#"{"id":"j","jobReleaseTask":{"commandLine":"x"}}"#);
+        assert_eq!(
+            msgs(job(&alone, &pool)),
+            ["$.jobReleaseTask: is allowed only together with a jobPreparationTask"]
+        );
+
+        let task = t(r#"{"id":"JobPreparation","commandLine":"x"}"#);
+        let m = msgs(super::task("$", &task, &ok, &pool)).join("\n");
+        assert!(m.contains("$.id: TaskIdSameAsJobPreparationTask"), "{m}");
+        assert_eq!(
+            id_taken_by_job_task("jobrelease", &ok),
+            Some("TaskIdSameAsJobReleaseTask")
+        );
+        assert_eq!(id_taken_by_job_task("t1", &ok), None);
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 struct Agent {
     child: Child,
     sock: PathBuf,
+    log: PathBuf,
 }
 
 impl Agent {
@@ -21,6 +22,10 @@ impl Agent {
     }
 
     fn start_with(n: &TestNode, env: &[(&str, &str)]) -> Agent {
+        Agent::start_full(n, env, Path::new("/dev/null"))
+    }
+
+    fn start_full(n: &TestNode, env: &[(&str, &str)], config: &Path) -> Agent {
         let sock = n.dir.path().join("berth.sock");
         let pool = n.file(
             "agentpool.json",
@@ -33,10 +38,9 @@ impl Agent {
             .open(n.dir.path().join("agent.log"))
             .unwrap();
         let child = Command::new(berth_bin())
+            .args(["agent", "--config"])
+            .arg(config)
             .args([
-                "agent",
-                "--config",
-                "/dev/null",
                 "--engine",
                 engine_host(),
                 "--node-id",
@@ -53,7 +57,11 @@ impl Agent {
             .stderr(log)
             .spawn()
             .unwrap();
-        let a = Agent { child, sock };
+        let a = Agent {
+            child,
+            sock,
+            log: n.dir.path().join("agent.log"),
+        };
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(30) {
             if a.sock.exists() && a.req("GET", "/node", None).0 == 200 {
@@ -135,6 +143,13 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failed test shows what the agent said.
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- agent log (last 40 lines) ---");
+            tail.iter().rev().for_each(|l| eprintln!("{l}"));
+        }
     }
 }
 
@@ -720,5 +735,251 @@ fn dependencies_in_the_daemon() {
         "active",
         "blocked by a failed dependency"
     );
+    assert_eq!(a.term(), Some(0));
+}
+
+/// A job's preparation task runs once, before the job's first task, which is `preparing`
+/// meanwhile while later tasks of the job wait; the tasks see its directory; terminate runs
+/// the release task, then the job completes. A failed preparation keeps the job's tasks
+/// active. An agent killed during preparation reruns it and the task runs once.
+#[test]
+fn job_preparation_and_release_in_the_daemon() {
+    let n = TestNode::new("agentprep");
+    let shared = n.root().join("shared");
+    let lines = |name: &str| -> Vec<String> {
+        std::fs::read_to_string(shared.join(name))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let sh = |cmd: &str| format!("/bin/sh -c '{cmd}'");
+    let container = json!({"imageName": "myimage", "containerRunOptions": "--network none"});
+    let job = |id: &str, prep: &str, release: &str| {
+        json!({"id": id,
+            "jobPreparationTask": {"commandLine": sh(prep), "containerSettings": container},
+            "jobReleaseTask": {"commandLine": sh(release), "containerSettings": container}})
+    };
+    let mut a = Agent::start(&n);
+    let wait_job = |a: &Agent, id: &str, state: &str| {
+        let t0 = Instant::now();
+        loop {
+            let j = a.json(&format!("/jobs/{id}"));
+            if j["state"] == state {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "{id} never {state}: {j}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    let pj = job(
+        "pj",
+        "sleep 2; echo $AZ_BATCH_TASK_ID >> $AZ_BATCH_NODE_SHARED_DIR/pj-prep; echo prepared > $AZ_BATCH_TASK_WORKING_DIR/data",
+        "cat $AZ_BATCH_JOB_PREP_WORKING_DIR/data >> $AZ_BATCH_NODE_SHARED_DIR/pj-release",
+    );
+    assert_eq!(a.req("POST", "/jobs", Some(&pj)).0, 201);
+    let status = a.json("/jobs/pj/jobpreparationandreleasetaskstatus");
+    assert_eq!(status["value"], json!([]), "not run before any task");
+    let (st, body) = a.req(
+        "POST",
+        "/jobs/pj/tasks",
+        Some(&ctask("JobPreparation", "true")),
+    );
+    assert_eq!(st, 409, "{body}");
+    assert!(body.contains("TaskIdSameAsJobPreparationTask"), "{body}");
+
+    let tasks: Vec<Value> = (1..=3)
+        .map(|i| {
+            ctask(
+                &format!("t{i}"),
+                "/bin/sh -c 'cat $AZ_BATCH_JOB_PREP_WORKING_DIR/data'",
+            )
+        })
+        .collect();
+    let (st, body) = a.req(
+        "POST",
+        "/jobs/pj/addtaskcollection",
+        Some(&json!({"value": tasks})),
+    );
+    assert_eq!(st, 200, "{body}");
+    a.wait_state("pj", "t1", "preparing");
+    assert_eq!(
+        a.json("/jobs/pj/tasks/t2")["state"],
+        "active",
+        "the job's other tasks wait for its preparation"
+    );
+    for i in 1..=3 {
+        let t = a.wait_state("pj", &format!("t{i}"), "completed");
+        assert_eq!(t["executionInfo"]["result"], "success", "{t}");
+        assert_eq!(
+            n.read("pj", &format!("t{i}"), "stdout.txt").trim(),
+            "prepared"
+        );
+    }
+    assert_eq!(
+        lines("pj-prep"),
+        ["jobpreparation"],
+        "prepared once, as task jobpreparation"
+    );
+    let status = a.json("/jobs/pj/jobpreparationandreleasetaskstatus");
+    let prep = &status["value"][0]["jobPreparationTaskExecutionInfo"];
+    assert_eq!(prep["state"], "completed", "{status}");
+    assert_eq!(prep["result"], "success", "{status}");
+    assert_eq!(prep["exitCode"], 0, "{status}");
+    assert!(prep["taskRootDirectory"]
+        .as_str()
+        .unwrap()
+        .ends_with("/workitems/pj/job-1/jobpreparation"));
+    assert_eq!(status["value"][0]["nodeId"], n.node_id.as_str());
+    assert!(status["value"][0]["jobReleaseTaskExecutionInfo"].is_null());
+
+    let out = Command::new(berth_bin())
+        .args(["job", "show", "pj", "--socket"])
+        .arg(&a.sock)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("job preparation task: completed, success, exit code 0"),
+        "{text}"
+    );
+
+    assert_eq!(a.req("POST", "/jobs/pj/terminate", None).0, 202);
+    wait_job(&a, "pj", "completed");
+    assert_eq!(lines("pj-release"), ["prepared"]);
+    let status = a.json("/jobs/pj/jobpreparationandreleasetaskstatus");
+    let rel = &status["value"][0]["jobReleaseTaskExecutionInfo"];
+    assert_eq!(rel["result"], "success", "{status}");
+    assert!(rel["taskRootDirectory"]
+        .as_str()
+        .unwrap()
+        .ends_with("/jobrelease"));
+    // Delete after terminate: the release task does not run again.
+    assert_eq!(a.req("DELETE", "/jobs/pj", None).0, 202);
+    assert_eq!(a.req("GET", "/jobs/pj", None).0, 404);
+    assert_eq!(lines("pj-release"), ["prepared"]);
+
+    // A failed preparation: the tasks stay active; release still runs at the end.
+    let fj = job(
+        "fj",
+        "exit 5",
+        "echo released >> $AZ_BATCH_NODE_SHARED_DIR/fj-release",
+    );
+    assert_eq!(a.req("POST", "/jobs", Some(&fj)).0, 201);
+    assert_eq!(
+        a.req("POST", "/jobs/fj/tasks", Some(&ctask("f1", "true")))
+            .0,
+        201
+    );
+    let t0 = Instant::now();
+    let status = loop {
+        let s = a.json("/jobs/fj/jobpreparationandreleasetaskstatus");
+        if s["value"][0]["jobPreparationTaskExecutionInfo"]["state"] == "completed" {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "{s}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let prep = &status["value"][0]["jobPreparationTaskExecutionInfo"];
+    assert_eq!(prep["exitCode"], 5, "{status}");
+    assert_eq!(prep["failureInfo"]["code"], "FailureExitCode", "{status}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        a.wait_state("fj", "f1", "active")["executionInfo"],
+        Value::Null
+    );
+    // Deleting runs the release task first, then the job goes.
+    assert_eq!(a.req("DELETE", "/jobs/fj", None).0, 202);
+    let t0 = Instant::now();
+    while a.req("GET", "/jobs/fj", None).0 != 404 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "fj never deleted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(lines("fj-release"), ["released"]);
+    assert!(!n.root().join("workitems/fj").exists());
+
+    // No preparation task: Batch's 409.
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "plain"}))).0, 201);
+    let (st, body) = a.req(
+        "GET",
+        "/jobs/plain/jobpreparationandreleasetaskstatus",
+        None,
+    );
+    assert_eq!(st, 409);
+    assert!(body.contains("JobPreparationTaskNotSpecified"), "{body}");
+
+    // Killed while preparing: the next agent prepares again and runs the task once.
+    let kj = job(
+        "kj",
+        "sleep 3; echo done >> $AZ_BATCH_NODE_SHARED_DIR/kj-prep",
+        "true",
+    );
+    assert_eq!(a.req("POST", "/jobs", Some(&kj)).0, 201);
+    let once = ctask(
+        "k1",
+        "/bin/sh -c 'echo ran >> $AZ_BATCH_NODE_SHARED_DIR/kj-task'",
+    );
+    assert_eq!(a.req("POST", "/jobs/kj/tasks", Some(&once)).0, 201);
+    a.wait_state("kj", "k1", "preparing");
+    a.child.kill().unwrap(); // SIGKILL
+    a.child.wait().unwrap();
+    drop(a);
+    let a = Agent::start(&n);
+    let t = a.wait_state("kj", "k1", "completed");
+    assert_eq!(t["executionInfo"]["result"], "success", "{t}");
+    assert_eq!(
+        lines("kj-prep"),
+        ["done"],
+        "the cut-off preparation never finished"
+    );
+    assert_eq!(lines("kj-task"), ["ran"]);
+    assert!(n.containers().is_empty(), "{:?}", n.containers());
+    assert_eq!(a.term(), Some(0));
+}
+
+/// `log_level` from the config file applies at start, and again on SIGHUP without a restart.
+#[test]
+fn sighup_applies_the_log_level() {
+    let n = TestNode::new("agenthup");
+    let cfg = n.dir.path().join("berth.toml");
+    std::fs::write(&cfg, "log_level = \"warn\"\n").unwrap();
+    let a = Agent::start_full(&n, &[], &cfg);
+    let log = || std::fs::read_to_string(n.dir.path().join("agent.log")).unwrap();
+    assert!(
+        !log().contains("API listening"),
+        "warn hides info lines:\n{}",
+        log()
+    );
+    std::fs::write(&cfg, "log_level = \"info\"\n").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    while !log().contains("SIGHUP: log level applied") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(&cfg, "log_level = \"loud\"\n").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    while !log().contains("SIGHUP: log level not applied") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        log().contains("is not accepted: error, warn, info"),
+        "{}",
+        log()
+    );
+    assert_eq!(a.req("GET", "/node", None).0, 200, "still serving");
     assert_eq!(a.term(), Some(0));
 }

@@ -546,6 +546,114 @@ fn start_task_on_host_gates_tasks() {
     assert_eq!(r.task("never")["state"], "active");
 }
 
+/// `berth run --job`: the job's preparation task runs before its tasks (which read its
+/// working directory), the release task after them; a failed preparation (on the host
+/// here) leaves the tasks unstarted and the release task still runs.
+#[test]
+fn job_preparation_and_release_in_run() {
+    let n = TestNode::new("jobprep");
+    let container = json!({"imageName": "myimage", "containerRunOptions": "--network none"});
+    let log = "$AZ_BATCH_NODE_SHARED_DIR/order";
+    let job = n.file(
+        "job.json",
+        &json!({"id": "rj",
+            "jobPreparationTask": {"containerSettings": container,
+                "commandLine": format!("/bin/sh -c 'echo prep $AZ_BATCH_TASK_ID >> {log}; echo prepared > $AZ_BATCH_TASK_WORKING_DIR/data; echo ${{AZ_BATCH_JOB_PREP_DIR:-none}}'")},
+            "jobReleaseTask": {"containerSettings": container,
+                "commandLine": format!("/bin/sh -c 'echo release $AZ_BATCH_TASK_ID $(cat $AZ_BATCH_JOB_PREP_WORKING_DIR/data) >> {log}'")}}),
+    );
+    let tasks = json!([
+        task(
+            "a",
+            &format!("/bin/sh -c 'cat $AZ_BATCH_JOB_PREP_WORKING_DIR/data; echo task >> {log}'"),
+            ""
+        ),
+        task("b", &format!("/bin/sh -c 'echo task >> {log}'"), ""),
+    ]);
+    let r = n.run(&["--job", job.to_str().unwrap()], &tasks);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("job preparation task: success, exit code 0"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("job release task: success, exit code 0"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(n.read("rj", "a", "stdout.txt").trim(), "prepared");
+    let order = std::fs::read_to_string(n.root().join("shared/order")).unwrap();
+    assert_eq!(
+        order.lines().collect::<Vec<_>>(),
+        [
+            "prep jobpreparation",
+            "task",
+            "task",
+            "release jobrelease prepared"
+        ]
+    );
+    assert_eq!(
+        n.read("rj", "jobpreparation", "stdout.txt").trim(),
+        "none",
+        "the preparation task does not get AZ_BATCH_JOB_PREP_DIR"
+    );
+    assert!(n.containers().is_empty());
+
+    let failing = n.file(
+        "job.json",
+        &json!({"id": "fj",
+            "jobPreparationTask": {"commandLine": "/bin/sh -c 'exit 4'"},
+            "jobReleaseTask": {"commandLine": "/bin/sh -c 'echo released'"}}),
+    );
+    let r = n.run(
+        &["--job", failing.to_str().unwrap()],
+        &json!([task("never", "true", "")]),
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("job preparation task: failure, exit code 4"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("job release task: success"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.task("never")["state"], "active");
+    assert_eq!(n.read("fj", "jobrelease", "stdout.txt").trim(), "released");
+
+    // A task may not take the preparation task's id; a release task needs a preparation.
+    let bad = n.file(
+        "job.json",
+        &json!({"id": "bj", "jobReleaseTask": {"commandLine": "true"}}),
+    );
+    let r = n.run(
+        &["--job", bad.to_str().unwrap()],
+        &json!([task("t", "true", "")]),
+    );
+    assert_eq!(r.code, Some(2));
+    assert!(
+        r.stderr
+            .contains("$.jobReleaseTask: is allowed only together with a jobPreparationTask"),
+        "{}",
+        r.stderr
+    );
+    let r = n.run(
+        &["--job", job.to_str().unwrap()],
+        &json!([task("JOBRELEASE", "true", "")]),
+    );
+    assert_eq!(r.code, Some(2));
+    assert!(
+        r.stderr.contains("TaskIdSameAsJobReleaseTask"),
+        "{}",
+        r.stderr
+    );
+}
+
 /// The JSON report has Batch's shape.
 #[test]
 fn json_report_shape() {

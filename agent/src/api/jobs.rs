@@ -1,11 +1,12 @@
 //! Jobs: add, get, list, terminate, delete.
 
 use super::{require_json, ApiError, AppState};
+use crate::schedule::job_tasks;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use berth_proto::{load, validate, JobState, JobView, TaskState};
+use berth_proto::{load, validate, JobPrepReleaseStatus, JobState, JobView, TaskState};
 use chrono::Utc;
 
 pub(crate) fn find(s: &AppState, id: &str) -> Result<JobView, ApiError> {
@@ -29,7 +30,7 @@ pub async fn add(
         .map_err(|e| ApiError::bad("InvalidRequestBody", e.to_string()))?;
     l.warnings.iter().for_each(|w| tracing::warn!("{w}"));
     let spec = l.items.remove(0).1;
-    if let Some(p) = validate::job(&spec).into_iter().next() {
+    if let Some(p) = validate::job(&spec, &s.rt.pool).into_iter().next() {
         return Err(ApiError::bad(
             "InvalidPropertyValue",
             format!("{}: {}", p.path, p.message),
@@ -73,21 +74,48 @@ fn end_tasks(s: &AppState, job: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Whether ending the job must wait for its release task (the scheduler runs it once the
+/// job's tasks have stopped, then completes or deletes the job).
+fn release_pending(s: &AppState, j: &JobView) -> Result<bool, ApiError> {
+    let rec = s.store.job_on_node(&j.spec.id)?;
+    Ok(job_tasks::release_pending(&j.spec, rec.as_ref()))
+}
+
 pub async fn terminate(
     State(s): State<AppState>,
     Path(job): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let mut j = find(&s, &job)?;
-    if j.state == JobState::Completed {
-        return Err(ApiError::conflict(
-            "JobCompleted",
-            "The specified job is already in a completed state.",
-        ));
+    match j.state {
+        JobState::Completed => {
+            return Err(ApiError::conflict(
+                "JobCompleted",
+                "The specified job is already in a completed state.",
+            ))
+        }
+        JobState::Terminating => {
+            return Err(ApiError::conflict(
+                "JobBeingTerminated",
+                "The specified job is being terminated.",
+            ))
+        }
+        JobState::Deleting => {
+            return Err(ApiError::conflict(
+                "JobBeingDeleted",
+                "The specified job is being deleted.",
+            ))
+        }
+        _ => {}
     }
-    j.state = JobState::Completed;
+    j.state = if release_pending(&s, &j)? {
+        JobState::Terminating
+    } else {
+        JobState::Completed
+    };
     j.state_transition_time = Utc::now();
     s.store.put_job(&j)?;
     end_tasks(&s, &job)?;
+    s.sched.wake();
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -96,9 +124,22 @@ pub async fn delete(
     Path(job): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let mut j = find(&s, &job)?;
+    if j.state == JobState::Deleting {
+        return Err(ApiError::conflict(
+            "JobBeingDeleted",
+            "The specified job is being deleted.",
+        ));
+    }
+    let waits = j.state == JobState::Terminating || release_pending(&s, &j)?;
     j.state = JobState::Deleting;
+    j.state_transition_time = Utc::now();
     s.store.put_job(&j)?;
     end_tasks(&s, &job)?;
+    if waits {
+        // The release task runs first; the scheduler deletes the job after it.
+        s.sched.wake();
+        return Ok(StatusCode::ACCEPTED);
+    }
     s.store.delete_job(&job)?;
     let dir = s.rt.node.layout.root().join("workitems").join(&j.spec.id);
     if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -107,4 +148,31 @@ pub async fn delete(
         }
     }
     Ok(StatusCode::ACCEPTED)
+}
+
+/// `GET /jobs/{job}/jobpreparationandreleasetaskstatus`: this node's entry, once the
+/// job's preparation task has run here.
+pub async fn prep_release_status(
+    State(s): State<AppState>,
+    Path(job): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let j = find(&s, &job)?;
+    if j.spec.job_preparation_task.is_none() {
+        return Err(ApiError::conflict(
+            "JobPreparationTaskNotSpecified",
+            "The specified job does not have a job preparation task.",
+        ));
+    }
+    let entry = s.store.job_on_node(&j.spec.id)?.and_then(|r| {
+        r.preparation.as_ref()?;
+        Some(JobPrepReleaseStatus {
+            pool_id: s.rt.node.pool_id.clone(),
+            node_id: s.rt.node.node_id.clone(),
+            job_preparation_task_execution_info: r.preparation,
+            job_release_task_execution_info: r.release,
+        })
+    });
+    Ok(Json(
+        serde_json::json!({"value": entry.into_iter().collect::<Vec<_>>()}),
+    ))
 }

@@ -37,6 +37,10 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs", post(jobs::add).get(jobs::list))
         .route("/jobs/{job}", get(jobs::get).delete(jobs::delete))
         .route("/jobs/{job}/terminate", post(jobs::terminate))
+        .route(
+            "/jobs/{job}/jobpreparationandreleasetaskstatus",
+            get(jobs::prep_release_status),
+        )
         .route("/jobs/{job}/tasks", post(tasks::add).get(tasks::list))
         .route("/jobs/{job}/addtaskcollection", post(tasks::add_collection))
         .route(

@@ -53,6 +53,15 @@ fn new_view(s: &AppState, job: &JobView, spec: TaskSpec) -> TaskView {
 }
 
 fn check(s: &AppState, job: &JobView, path: &str, t: &TaskSpec) -> Result<(), ApiError> {
+    if let Some(code) = validate::id_taken_by_job_task(&t.id, &job.spec) {
+        return Err(ApiError::conflict(
+            code,
+            format!(
+                "{path}.id: {:?} is the id of the job's preparation or release task.",
+                t.id
+            ),
+        ));
+    }
     match validate::task(path, t, &job.spec, &s.rt.pool)
         .into_iter()
         .next()

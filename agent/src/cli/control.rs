@@ -121,16 +121,21 @@ pub async fn job(cmd: JobCmd, conn: Conn) -> ExitCode {
                 }
             })
         }
-        JobCmd::Show { id } => c
-            .get_json::<JobView>(&format!("/jobs/{id}"))
-            .await
-            .map(|j| {
-                if conn.json {
-                    print_json(&j)
+        JobCmd::Show { id } => match c.get_json::<JobView>(&format!("/jobs/{id}")).await {
+            Ok(j) if conn.json => {
+                print_json(&j);
+                Ok(())
+            }
+            Ok(j) => {
+                print!("{}", jobs_table(std::slice::from_ref(&j)));
+                if j.spec.job_preparation_task.is_some() {
+                    job_tasks_lines(&c, &id).await
                 } else {
-                    print!("{}", jobs_table(&[j]))
+                    Ok(())
                 }
-            }),
+            }
+            Err(e) => Err(e),
+        },
         JobCmd::List => c.get_json::<Listing<JobView>>("/jobs").await.map(|l| {
             if conn.json {
                 print_json(&l.value)
@@ -148,6 +153,41 @@ pub async fn job(cmd: JobCmd, conn: Conn) -> ExitCode {
             .map(|_| println!("job {id} deleted")),
     };
     r.map(|_| ExitCode::SUCCESS).unwrap_or_else(fail)
+}
+
+/// The job's preparation and release tasks on this node, one line each.
+async fn job_tasks_lines(c: &Client, id: &str) -> Result<(), ClientError> {
+    let l = c
+        .get_json::<Listing<berth_proto::JobPrepReleaseStatus>>(&format!(
+            "/jobs/{id}/jobpreparationandreleasetaskstatus"
+        ))
+        .await?;
+    let Some(st) = l.value.into_iter().next() else {
+        println!("job preparation task: not run on this node yet");
+        return Ok(());
+    };
+    for (name, info) in [
+        (
+            "job preparation task",
+            st.job_preparation_task_execution_info,
+        ),
+        ("job release task", st.job_release_task_execution_info),
+    ] {
+        let Some(i) = info else { continue };
+        let r = &i.run;
+        let mut line = format!("{name}: {}", r.state);
+        if let Some(res) = r.result {
+            line.push_str(&format!(", {res}"));
+        }
+        if let Some(code) = r.exit_code {
+            line.push_str(&format!(", exit code {code}"));
+        }
+        if let Some(f) = &r.failure_info {
+            line.push_str(&format!(", {} {}", f.category, f.code));
+        }
+        println!("{line} ({})", i.task_root_directory);
+    }
+    Ok(())
 }
 
 #[derive(serde::Deserialize)]

@@ -51,7 +51,7 @@ pub(crate) type Loader<T> = fn(&str, &str) -> Result<load::Loaded<T>, load::Load
 pub(crate) fn one_file<T>(
     path: &Option<PathBuf>,
     load: Loader<T>,
-    check: fn(&T) -> Vec<validate::Problem>,
+    check: impl Fn(&T) -> Vec<validate::Problem>,
     errors: &mut Vec<String>,
 ) -> Option<T> {
     let p = path.as_ref()?;
@@ -83,8 +83,13 @@ fn inputs(args: &RunArgs) -> Result<Inputs, Vec<String>> {
     if let Some(n) = args.slots {
         pool.task_slots_per_node = Some(i32::try_from(n).unwrap_or(i32::MAX));
     }
-    let job = one_file(&args.job, load::job, validate::job, &mut errors)
-        .unwrap_or_else(JobSpec::default_for_run);
+    let job = one_file(
+        &args.job,
+        load::job,
+        |j| validate::job(j, &pool),
+        &mut errors,
+    )
+    .unwrap_or_else(JobSpec::default_for_run);
     let mut tasks: Vec<(String, String, TaskSpec)> = Vec::new();
     for p in &args.tasks {
         let name = p.display().to_string();
@@ -215,11 +220,23 @@ pub async fn run(args: RunArgs) -> ExitCode {
         eprint!("{}", render::node(&node));
     }
     let ready = node.state.schedulable();
-    let reports = if ready {
-        schedule::run_job(rt.clone(), &inputs.job, inputs.tasks, cancel.child_token()).await
+    let (reports, job_tasks_ok) = if ready {
+        let r =
+            schedule::run_job(rt.clone(), &inputs.job, inputs.tasks, cancel.child_token()).await;
+        let mut ok = true;
+        for (name, info) in [
+            ("job preparation task", &r.preparation),
+            ("job release task", &r.release),
+        ] {
+            if let Some(info) = info {
+                eprintln!("{name}: {}", render::job_task(info));
+                ok &= info.result == Some(berth_proto::TaskResult::Success);
+            }
+        }
+        (r.tasks, ok)
     } else {
         eprintln!("berth: node state {}: no task was run", node.state);
-        not_run(&rt, &inputs.job, inputs.tasks, node.state)
+        (not_run(&rt, &inputs.job, inputs.tasks, node.state), true)
     };
     let mut start_task_failed = false;
     if let Some(h) = started.background_start_task {
@@ -244,6 +261,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     }
     let all_ok = ready
         && !start_task_failed
+        && job_tasks_ok
         && reports.iter().all(|r| {
             r.view.execution_info.as_ref().and_then(|e| e.result)
                 == Some(berth_proto::TaskResult::Success)

@@ -2,6 +2,7 @@
 //! `requiredSlots`), after their dependencies (`dependsOn`) succeeded. `task` decides HOW.
 //! `berth run` uses this; the daemon will feed the same scheduler.
 
+pub mod job_tasks;
 pub mod queue;
 pub mod retention;
 
@@ -133,18 +134,48 @@ pub(crate) async fn run_one(
     .await
 }
 
-/// Runs the tasks of `job` and returns their final reports, in input order.
-/// Tasks whose dependencies failed stay `active` (as in Batch) with a note saying why.
+/// What `run_job` did: the tasks' final reports in input order, and the job's
+/// preparation and release tasks when they ran.
+#[derive(Debug)]
+pub struct JobReport {
+    pub tasks: Vec<TaskReport>,
+    pub preparation: Option<ExecutionInfo>,
+    pub release: Option<ExecutionInfo>,
+}
+
+/// Runs the tasks of `job`: its preparation task first (before the first task; with
+/// `waitForSuccess`, a failure leaves every task `active`, not started), then the tasks,
+/// then its release task. Tasks whose dependencies failed stay `active` (as in Batch)
+/// with a note saying why.
 pub async fn run_job(
     rt: Arc<Runtime>,
     job: &JobSpec,
     tasks: Vec<TaskSpec>,
     cancel: CancellationToken,
-) -> Vec<TaskReport> {
+) -> JobReport {
+    use job_tasks::Which;
     let mut reports: Vec<TaskReport> = tasks
         .iter()
         .map(|t| TaskReport::active(&rt, job, t.clone(), None))
         .collect();
+    let mut preparation = None;
+    let mut prep_beside = None;
+    let mut prep_failed = false;
+    if let Some(p) = &job.job_preparation_task {
+        if !tasks.is_empty() && !cancel.is_cancelled() {
+            if p.wait_for_success() {
+                let info = job_tasks::run(rt.clone(), job, Which::Preparation, &cancel).await;
+                prep_failed = info.result != Some(TaskResult::Success);
+                preparation = Some(info);
+            } else {
+                let (rt, job, cancel) = (rt.clone(), job.clone(), cancel.clone());
+                prep_beside = Some(tokio::spawn(async move {
+                    job_tasks::run(rt, &job, Which::Preparation, &cancel).await
+                }));
+            }
+        }
+    }
+    let prep_ran = job.job_preparation_task.is_some() && !tasks.is_empty();
     let index: HashMap<String, usize> = tasks
         .iter()
         .enumerate()
@@ -166,7 +197,16 @@ pub async fn run_job(
         .collect();
     let total_slots = rt.pool.task_slots();
     let mut free = total_slots;
-    let mut pending: Vec<usize> = (0..tasks.len()).collect();
+    let mut pending: Vec<usize> = if prep_failed {
+        for r in &mut reports {
+            r.note = Some(
+                "not started: the job preparation task failed (JobPreparationTaskFailed)".into(),
+            );
+        }
+        vec![]
+    } else {
+        (0..tasks.len()).collect()
+    };
     let mut running: JoinSet<(usize, ExecutionInfo)> = JoinSet::new();
 
     loop {
@@ -246,6 +286,20 @@ pub async fn run_job(
         }
     }
     rt.status.set_busy(false);
+    if let Some(h) = prep_beside {
+        match h.await {
+            Ok(info) => preparation = Some(info),
+            Err(e) => tracing::error!(error = %e, "the job preparation task's runner failed"),
+        }
+    }
+    let mut release = None;
+    if prep_ran && job.job_release_task.is_some() {
+        if cancel.is_cancelled() {
+            tracing::warn!("berth was stopped: the job release task is not run");
+        } else {
+            release = Some(job_tasks::run(rt.clone(), job, Which::Release, &cancel).await);
+        }
+    }
     for idx in pending {
         if reports[idx].note.is_none() {
             reports[idx].note = Some(if cancel.is_cancelled() {
@@ -255,5 +309,9 @@ pub async fn run_job(
             });
         }
     }
-    reports
+    JobReport {
+        tasks: reports,
+        preparation,
+        release,
+    }
 }

@@ -2,23 +2,29 @@
 //! store instead of a file. At start it takes over what an earlier agent process left
 //! running (`recover`). FIFO by submission order across jobs, as slots free up,
 //! after dependencies succeeded. Every state change is written to the store before the
-//! scheduler acts on it.
+//! scheduler acts on it. A job's preparation task runs before its first task here (that
+//! task is `preparing` meanwhile, holding its slots); its release task runs once the
+//! job is terminated or deleted and none of its tasks runs any more.
 
+use super::job_tasks::{self, Gate, Which};
 use super::{gpu_gate, run_one, GpuGate};
 use crate::config::OnShutdown;
 use crate::gpu::Reservation;
-use crate::store::{Store, StoredTask};
+use crate::store::{JobOnNode, Store, StoredTask};
 use crate::task::create::labels;
 use crate::task::{self, Runtime};
-use berth_proto::{FailureCode, JobSpec, JobState, TaskResult, TaskState, TaskView};
+use berth_proto::{FailureCode, JobSpec, JobState, JobView, TaskResult, TaskState, TaskView};
 use chrono::Utc;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 type Key = (String, String);
+/// What a runner in the scheduler's set returns: the task it ran (none for preparation
+/// beside the tasks and for release) and the slots it gives back.
+type Done = (Option<Key>, u32);
 
 fn key(job: &str, task: &str) -> Key {
     (job.to_ascii_lowercase(), task.to_ascii_lowercase())
@@ -30,6 +36,17 @@ pub struct Scheduler {
     wake: Notify,
     /// Running tasks and the token that stops each.
     running: Mutex<HashMap<Key, CancellationToken>>,
+    /// Jobs whose release task runs now.
+    releasing: Mutex<HashSet<String>>,
+    /// Jobs whose blocked tasks were already logged.
+    blocked: Mutex<HashSet<String>>,
+    /// Cancelled when the agent shuts down (tells a shutdown from a terminate).
+    shutdown: CancellationToken,
+    boot_id: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Scheduler {
@@ -39,6 +56,10 @@ impl Scheduler {
             store,
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
+            releasing: Mutex::new(HashSet::new()),
+            blocked: Mutex::new(HashSet::new()),
+            shutdown: CancellationToken::new(),
+            boot_id: job_tasks::boot_id(),
         })
     }
 
@@ -102,14 +123,16 @@ impl Scheduler {
         Some(true)
     }
 
-    /// Marks `t` running in the store, then starts it. False when it did not start (it
-    /// waits for GPUs, or its job is no longer active).
-    fn launch(self: &Arc<Self>, st: StoredTask, set: &mut JoinSet<(Key, u32)>) -> bool {
+    /// Marks `t` running (or `preparing`, when the job's preparation task runs first) in
+    /// the store, then starts it. False when it did not start (it waits for GPUs).
+    fn launch(
+        self: &Arc<Self>,
+        st: StoredTask,
+        job: &JobView,
+        prepare: bool,
+        set: &mut JoinSet<Done>,
+    ) -> bool {
         let mut view = st.view;
-        let job = match self.store.job(&view.job_id) {
-            Ok(Some(j)) if j.state == JobState::Active => j,
-            _ => return false,
-        };
         let gpus = match gpu_gate(&self.rt, &job.spec, &view.spec) {
             GpuGate::Go(r) => r,
             GpuGate::Wait => return false,
@@ -123,15 +146,154 @@ impl Scheduler {
                 return false;
             }
         };
-        view.state = TaskState::Running;
+        view.state = if prepare {
+            TaskState::Preparing
+        } else {
+            TaskState::Running
+        };
         view.state_transition_time = Utc::now();
         if let Err(e) = self.store.put_task(&view) {
             tracing::error!(job = %view.job_id, task = %view.spec.id, error = %e, "cannot record the task as running; not starting it");
             self.rt.gpus.release(&gpus);
             return false;
         }
-        self.spawn(view, job.spec, gpus, None, set);
+        self.spawn(view, job.spec.clone(), gpus, None, set);
         true
+    }
+
+    /// Changes the job's `JobOnNode` record in the store; false (logged) if it could not.
+    fn record(&self, job: &str, what: &str, change: impl FnOnce(&mut JobOnNode)) -> bool {
+        let mut rec = match self.store.job_on_node(job) {
+            Ok(r) => r.unwrap_or_default(),
+            Err(e) => {
+                tracing::error!(job = %job, error = %e, "cannot record {what}");
+                return false;
+            }
+        };
+        change(&mut rec);
+        if let Err(e) = self.store.put_job_on_node(job, &rec) {
+            tracing::error!(job = %job, error = %e, "cannot record {what}");
+            return false;
+        }
+        true
+    }
+
+    /// Records that the job's preparation task starts now (before it starts).
+    fn preparation_started(&self, job: &JobSpec) -> bool {
+        self.record(&job.id, "the job preparation task's start", |rec| {
+            rec.preparation = Some(job_tasks::started(&self.rt, job, Which::Preparation));
+            rec.boot_id = Some(self.boot_id.clone());
+        })
+    }
+
+    /// Runs the job's preparation task and records how it ended; `None` when it was
+    /// stopped (it counts as never run, so it runs again).
+    async fn prepare(&self, job: &JobSpec, token: &CancellationToken) -> Option<bool> {
+        let info = job_tasks::run(self.rt.clone(), job, Which::Preparation, token).await;
+        let stopped = token.is_cancelled();
+        self.record(&job.id, "the job preparation task's end", |rec| {
+            rec.preparation =
+                (!stopped).then(|| job_tasks::ended(&self.rt, job, Which::Preparation, &info));
+        });
+        let ok = info.result == Some(TaskResult::Success);
+        if !stopped && !ok {
+            tracing::warn!(job = %job.id, code = "JobPreparationTaskFailed", "the job preparation task failed on this node; the job's tasks do not run here and stay active");
+        }
+        (!stopped).then_some(ok)
+    }
+
+    /// The job's preparation task beside its tasks (`waitForSuccess: false`).
+    fn spawn_preparation(self: &Arc<Self>, job: JobSpec, set: &mut JoinSet<Done>) {
+        let me = self.clone();
+        let token = self.shutdown.child_token();
+        set.spawn(async move {
+            me.prepare(&job, &token).await;
+            (None, 0)
+        });
+    }
+
+    /// Jobs being terminated or deleted: once none of their tasks runs, their release task
+    /// runs (if preparation ran here), then the job completes or is deleted.
+    fn end_jobs(self: &Arc<Self>, set: &mut JoinSet<Done>) {
+        let jobs = match self.store.jobs() {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the jobs");
+                return;
+            }
+        };
+        for job in jobs {
+            if !matches!(job.state, JobState::Terminating | JobState::Deleting) {
+                continue;
+            }
+            let lower = job.spec.id.to_ascii_lowercase();
+            if lock(&self.releasing).contains(&lower)
+                || lock(&self.running).keys().any(|(j, _)| *j == lower)
+            {
+                continue;
+            }
+            let rec = self.store.job_on_node(&job.spec.id).ok().flatten();
+            if !job_tasks::release_pending(&job.spec, rec.as_ref()) {
+                self.finish_job(&job.spec.id);
+                continue;
+            }
+            if !self.record(&job.spec.id, "the job release task's start", |rec| {
+                rec.release = Some(job_tasks::started(&self.rt, &job.spec, Which::Release));
+            }) {
+                continue;
+            }
+            lock(&self.releasing).insert(lower.clone());
+            let me = self.clone();
+            set.spawn(async move {
+                // Only a shutdown (`on_shutdown = stop`) stops it; it then runs again at
+                // the next start.
+                let token = me.shutdown.child_token();
+                let info = job_tasks::run(me.rt.clone(), &job.spec, Which::Release, &token).await;
+                let stopped = me.shutdown.is_cancelled();
+                me.record(&job.spec.id, "the job release task's end", |rec| {
+                    rec.release = (!stopped)
+                        .then(|| job_tasks::ended(&me.rt, &job.spec, Which::Release, &info));
+                });
+                if !stopped {
+                    me.finish_job(&job.spec.id);
+                }
+                lock(&me.releasing).remove(&lower);
+                (None, 0)
+            });
+        }
+    }
+
+    /// A terminating job completes; a deleting one goes, with its files.
+    fn finish_job(&self, id: &str) {
+        let Ok(Some(mut job)) = self.store.job(id) else {
+            return;
+        };
+        let result = match job.state {
+            JobState::Deleting => {
+                let dir = self
+                    .rt
+                    .node
+                    .layout
+                    .root()
+                    .join("workitems")
+                    .join(&job.spec.id);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the job's files");
+                    }
+                }
+                self.store.delete_job(id)
+            }
+            JobState::Terminating => {
+                job.state = JobState::Completed;
+                job.state_transition_time = Utc::now();
+                self.store.put_job(&job)
+            }
+            _ => return,
+        };
+        if let Err(e) = result {
+            tracing::error!(job = %id, error = %e, "cannot record the job's end");
+        }
     }
 
     /// Runs `view` (already `running` in the store) and records its completion.
@@ -141,7 +303,7 @@ impl Scheduler {
         job: JobSpec,
         gpus: Reservation,
         resume: Option<task::Resume>,
-        set: &mut JoinSet<(Key, u32)>,
+        set: &mut JoinSet<Done>,
     ) {
         let k = key(&view.job_id, &view.spec.id);
         let token = CancellationToken::new();
@@ -157,6 +319,38 @@ impl Scheduler {
             .unwrap_or(0);
         let me = self.clone();
         set.spawn(async move {
+            let mut view = view;
+            if view.state == TaskState::Preparing {
+                let outcome = me.prepare(&job, &token).await;
+                if outcome != Some(true) {
+                    me.rt.gpus.release(&gpus);
+                    let now = me.store.task(&view.job_id, &view.spec.id).ok().flatten();
+                    if let Some(mut now) = now {
+                        now.view.state_transition_time = Utc::now();
+                        if outcome.is_none() && !me.shutdown.is_cancelled() {
+                            // Terminated while its job was being prepared.
+                            now.view.state = TaskState::Completed;
+                            now.view.execution_info = Some(task::failed_before_start(
+                                FailureCode::TaskEnded,
+                                "Task was ended by user request.".into(),
+                            ));
+                        } else {
+                            // Preparation failed (Batch: the task may go to another node)
+                            // or the agent stops: the task never started.
+                            now.view.state = TaskState::Active;
+                        }
+                        if let Err(e) = me.store.put_task(&now.view) {
+                            tracing::error!(error = %e, "cannot record the task's state");
+                        }
+                    }
+                    return (Some(k), slots);
+                }
+                view.state = TaskState::Running;
+                view.state_transition_time = Utc::now();
+                if let Err(e) = me.store.put_task(&view) {
+                    tracing::error!(error = %e, "cannot record the task as running");
+                }
+            }
             let mut info = run_one(
                 me.rt.clone(),
                 job,
@@ -177,7 +371,7 @@ impl Scheduler {
                     tracing::error!(error = %e, "cannot record the task's completion");
                 }
             }
-            (k, slots)
+            (Some(k), slots)
         });
     }
 
@@ -187,8 +381,32 @@ impl Scheduler {
     /// started goes back to the queue; one whose container is gone after it started ends
     /// failed, because its exit code is lost. No task runs twice. Task containers that
     /// match no running task are removed. Returns the slots the taken-over tasks use.
-    async fn recover(self: &Arc<Self>, set: &mut JoinSet<(Key, u32)>) -> u32 {
+    async fn recover(self: &Arc<Self>, set: &mut JoinSet<Done>) -> u32 {
         let rt = &self.rt;
+        // A preparation or release task that was running never completed: it runs again
+        // (its container, if any, went with pool start's clean-up).
+        for job in self.store.jobs().unwrap_or_default() {
+            let Ok(Some(mut rec)) = self.store.job_on_node(&job.spec.id) else {
+                continue;
+            };
+            let running = |i: &Option<berth_proto::JobTaskExecutionInfo>| {
+                i.as_ref()
+                    .is_some_and(|i| i.run.state == berth_proto::node::StartTaskState::Running)
+            };
+            let before = rec.clone();
+            if running(&rec.preparation) {
+                rec.preparation = None;
+            }
+            if running(&rec.release) {
+                rec.release = None;
+            }
+            if rec != before {
+                tracing::info!(job = %job.spec.id, "a job preparation or release task was cut off by the agent's stop; it runs again");
+                if let Err(e) = self.store.put_job_on_node(&job.spec.id, &rec) {
+                    tracing::error!(error = %e, "cannot record it");
+                }
+            }
+        }
         let containers = match rt
             .engine
             .list_labelled(&[
@@ -300,13 +518,19 @@ impl Scheduler {
     /// them, or leaves them running for the next agent process to take over.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken, on_shutdown: OnShutdown) {
         let total = self.rt.pool.task_slots();
-        let mut set: JoinSet<(Key, u32)> = JoinSet::new();
+        let mut set: JoinSet<Done> = JoinSet::new();
         let mut used = self.recover(&mut set).await;
         loop {
+            if !cancel.is_cancelled() {
+                self.end_jobs(&mut set);
+            }
             if !cancel.is_cancelled() && self.rt.status.state().schedulable() {
                 match self.store.active_queue() {
                     Ok(queue) => {
                         let mut seen = HashMap::new();
+                        // Each job once per scan: its state and its preparation record.
+                        let mut jobs: HashMap<String, Option<(JobView, Option<JobOnNode>)>> =
+                            HashMap::new();
                         for head in queue {
                             if used >= total {
                                 break;
@@ -320,12 +544,66 @@ impl Scheduler {
                             {
                                 continue;
                             }
+                            let entry = jobs
+                                .entry(head.job_id.to_ascii_lowercase())
+                                .or_insert_with(|| {
+                                    let job = self.store.job(&head.job_id).ok().flatten()?;
+                                    let rec = self.store.job_on_node(&job.spec.id).ok().flatten();
+                                    Some((job, rec))
+                                });
+                            let Some((job, rec)) = entry else { continue };
+                            if job.state != JobState::Active {
+                                continue;
+                            }
+                            let gate = job_tasks::gate(&job.spec, rec.as_ref(), &self.boot_id);
+                            match gate {
+                                Gate::Wait => continue,
+                                Gate::Blocked => {
+                                    if lock(&self.blocked).insert(job.spec.id.to_ascii_lowercase())
+                                    {
+                                        tracing::warn!(job = %job.spec.id, code = "JobPreparationTaskFailed", "the job's tasks stay active: its preparation task failed on this node");
+                                    }
+                                    continue;
+                                }
+                                Gate::Go | Gate::Prepare => {}
+                            }
                             // The whole task is read only for one about to start.
                             let Ok(Some(st)) = self.store.task(&head.job_id, &head.id) else {
                                 continue;
                             };
-                            if st.view.state == TaskState::Active && self.launch(st, &mut set) {
+                            if st.view.state != TaskState::Active {
+                                continue;
+                            }
+                            let waits = job
+                                .spec
+                                .job_preparation_task
+                                .as_ref()
+                                .is_some_and(|p| p.wait_for_success());
+                            if gate == Gate::Prepare {
+                                if !self.preparation_started(&job.spec) {
+                                    continue;
+                                }
+                                *rec = self.store.job_on_node(&job.spec.id).ok().flatten();
+                                if !waits {
+                                    self.spawn_preparation(job.spec.clone(), &mut set);
+                                }
+                            }
+                            let job = job.clone();
+                            if self.launch(st, &job, gate == Gate::Prepare && waits, &mut set) {
                                 used += slots;
+                            } else if gate == Gate::Prepare && waits {
+                                // It waits for GPUs: nobody prepares the job yet.
+                                if let Some(Some((_, rec))) =
+                                    jobs.get_mut(&head.job_id.to_ascii_lowercase())
+                                {
+                                    if let Some(r) = rec.as_mut() {
+                                        r.preparation = None;
+                                        if let Err(e) = self.store.put_job_on_node(&job.spec.id, r)
+                                        {
+                                            tracing::error!(error = %e, "cannot record the job preparation task as not started");
+                                        }
+                                    }
+                                }
                             }
                         }
                     }
@@ -341,13 +619,16 @@ impl Scheduler {
                 _ = self.wake.notified(), if !cancel.is_cancelled() => {}
                 done = set.join_next(), if !set.is_empty() => {
                     if let Some(Ok((k, slots))) = done {
-                        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
+                        if let Some(k) = k {
+                            lock(&self.running).remove(&k);
+                        }
                         used = used.saturating_sub(slots);
                     }
                 }
                 _ = cancel.cancelled(), if !cancel.is_cancelled() => match on_shutdown {
                     OnShutdown::Stop => {
-                        for t in self.running.lock().unwrap_or_else(|p| p.into_inner()).values() {
+                        self.shutdown.cancel();
+                        for t in lock(&self.running).values() {
                             t.cancel();
                         }
                     }

@@ -4,7 +4,7 @@
 
 pub mod sqlite;
 
-use berth_proto::{JobView, TaskState, TaskView};
+use berth_proto::{JobTaskExecutionInfo, JobView, TaskState, TaskView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -33,13 +33,29 @@ pub struct QueueHead {
     pub depends_on: Option<berth_proto::TaskDependencies>,
 }
 
+/// What this node knows of a job's preparation and release tasks.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobOnNode {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preparation: Option<JobTaskExecutionInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<JobTaskExecutionInfo>,
+    /// The boot (`/proc/sys/kernel/random/boot_id`) the preparation task last ran in: a
+    /// reboot reruns it when `rerunOnNodeRebootAfterSuccess` says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+}
+
 pub trait Store: Send + Sync {
     fn add_job(&self, job: &JobView) -> Result<(), StoreError>;
     fn put_job(&self, job: &JobView) -> Result<(), StoreError>;
     fn job(&self, id: &str) -> Result<Option<JobView>, StoreError>;
     fn jobs(&self) -> Result<Vec<JobView>, StoreError>;
-    /// Deletes the job and its tasks.
+    /// Deletes the job, its tasks and its `JobOnNode`.
     fn delete_job(&self, id: &str) -> Result<(), StoreError>;
+    fn job_on_node(&self, job: &str) -> Result<Option<JobOnNode>, StoreError>;
+    fn put_job_on_node(&self, job: &str, v: &JobOnNode) -> Result<(), StoreError>;
 
     /// Adds tasks to a job, all or none; fails on an id already used (case-insensitive).
     fn add_tasks(&self, tasks: &[TaskView]) -> Result<Vec<i64>, StoreError>;

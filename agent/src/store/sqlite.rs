@@ -5,7 +5,7 @@
 //! `synchronous = NORMAL` with WAL: a committed write survives the agent being killed
 //! (`kill -9`); a power loss can drop the last commits (documented in the README).
 
-use super::{QueueHead, Store, StoreError, StoredTask};
+use super::{JobOnNode, QueueHead, Store, StoreError, StoredTask};
 use berth_proto::{JobView, TaskState, TaskView};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     UNIQUE (job_key, key)
 );
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state, seq);
+CREATE TABLE IF NOT EXISTS job_on_node (
+    key TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
 ";
 
 impl SqliteStore {
@@ -150,6 +154,8 @@ impl Store for SqliteStore {
         let tx = db.transaction().map_err(backend)?;
         tx.execute("DELETE FROM tasks WHERE job_key = ?1", params![key(id)])
             .map_err(backend)?;
+        tx.execute("DELETE FROM job_on_node WHERE key = ?1", params![key(id)])
+            .map_err(backend)?;
         let n = tx
             .execute("DELETE FROM jobs WHERE key = ?1", params![key(id)])
             .map_err(backend)?;
@@ -157,6 +163,30 @@ impl Store for SqliteStore {
         if n == 0 {
             return Err(StoreError::NotFound(format!("job {id:?}")));
         }
+        Ok(())
+    }
+
+    fn job_on_node(&self, job: &str) -> Result<Option<JobOnNode>, StoreError> {
+        let body: Option<String> = self
+            .db()
+            .query_row(
+                "SELECT body FROM job_on_node WHERE key = ?1",
+                params![key(job)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        body.as_deref().map(parse).transpose()
+    }
+
+    fn put_job_on_node(&self, job: &str, v: &JobOnNode) -> Result<(), StoreError> {
+        self.db()
+            .execute(
+                "INSERT INTO job_on_node (key, body) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET body = excluded.body",
+                params![key(job), json(v)?],
+            )
+            .map_err(backend)?;
         Ok(())
     }
 
@@ -400,8 +430,17 @@ mod tests {
             s.delete_task("J1", "a"),
             Err(StoreError::NotFound(_))
         ));
+        assert_eq!(s.job_on_node("J1").unwrap(), None);
+        let rec = JobOnNode {
+            boot_id: Some("b1".into()),
+            ..Default::default()
+        };
+        s.put_job_on_node("J1", &rec).unwrap();
+        s.put_job_on_node("j1", &rec).unwrap();
+        assert_eq!(s.job_on_node("j1").unwrap(), Some(rec));
         s.delete_job("J1").unwrap();
         assert!(s.tasks("J1", None).unwrap().is_empty());
+        assert_eq!(s.job_on_node("J1").unwrap(), None, "deleted with its job");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,

@@ -63,8 +63,9 @@ fn name_part(s: &str) -> String {
 
 /// The fixed container name of one attempt: `berth.<node>.<job>.<task>.<attempt>`.
 pub fn container_name(kind: &TaskKind, who: &ContainerIdentity) -> String {
-    match kind {
-        TaskKind::Task { job_id, task_id } => {
+    // Preparation and release ids are task ids no task of the job may use.
+    match kind.job_task() {
+        Some((job_id, task_id)) => {
             format!(
                 "berth.{}.{}.{}.{}",
                 name_part(&who.node_id),
@@ -73,7 +74,7 @@ pub fn container_name(kind: &TaskKind, who: &ContainerIdentity) -> String {
                 who.attempt
             )
         }
-        TaskKind::StartTask => format!("berth.{}.startup.{}", name_part(&who.node_id), who.attempt),
+        None => format!("berth.{}.startup.{}", name_part(&who.node_id), who.attempt),
     }
 }
 
@@ -84,16 +85,18 @@ pub fn container_labels(kind: &TaskKind, who: &ContainerIdentity) -> HashMap<Str
         (labels::POOL.to_string(), who.pool_id.clone()),
         (labels::ATTEMPT.to_string(), who.attempt.to_string()),
     ]);
-    match kind {
-        TaskKind::Task { job_id, task_id } => {
-            l.insert(labels::JOB.into(), job_id.clone());
-            l.insert(labels::TASK.into(), task_id.clone());
-            l.insert(labels::KIND.into(), "task".into());
-        }
-        TaskKind::StartTask => {
-            l.insert(labels::KIND.into(), "starttask".into());
-        }
+    if let Some((job_id, task_id)) = kind.job_task() {
+        l.insert(labels::JOB.into(), job_id.to_string());
+        l.insert(labels::TASK.into(), task_id.to_string());
     }
+    // Only `task` containers are taken over by a restarted agent; the others are rerun.
+    let k = match kind {
+        TaskKind::Task { .. } => "task",
+        TaskKind::JobPreparation { .. } => "jobpreparation",
+        TaskKind::JobRelease { .. } => "jobrelease",
+        TaskKind::StartTask => "starttask",
+    };
+    l.insert(labels::KIND.into(), k.into());
     l
 }
 

@@ -4,7 +4,8 @@
 use crate::node::{NodeLayout, ResolvedUser};
 use berth_proto::{
     ContainerHostDataPath, ContainerRegistry, ContainerWorkingDirectory, EnvironmentSetting,
-    JobSpec, PoolSpec, StartTask, TaskContainerSettings, TaskSpec,
+    JobPreparationTask, JobReleaseTask, JobSpec, PoolSpec, StartTask, TaskContainerSettings,
+    TaskSpec,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,8 +23,33 @@ pub struct NodeFacts {
 /// Which kind of Batch task this is; it decides the directories and the env set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskKind {
-    Task { job_id: String, task_id: String },
+    Task {
+        job_id: String,
+        task_id: String,
+    },
+    /// A job's preparation task; `task_id` is its id (default `jobpreparation`).
+    JobPreparation {
+        job_id: String,
+        task_id: String,
+    },
+    /// A job's release task; `task_id` is its id (default `jobrelease`).
+    JobRelease {
+        job_id: String,
+        task_id: String,
+    },
     StartTask,
+}
+
+impl TaskKind {
+    /// The job and task ids, for every kind but the start task.
+    pub fn job_task(&self) -> Option<(&str, &str)> {
+        match self {
+            TaskKind::Task { job_id, task_id }
+            | TaskKind::JobPreparation { job_id, task_id }
+            | TaskKind::JobRelease { job_id, task_id } => Some((job_id, task_id)),
+            TaskKind::StartTask => None,
+        }
+    }
 }
 
 /// A host directory bind-mounted at the same path inside the container.
@@ -99,13 +125,15 @@ fn s(p: &std::path::Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-/// The `AZ_BATCH_*` set (spec §5.1) for a task in `task_dir`.
+/// The `AZ_BATCH_*` set (spec §5.1) for a task in `task_dir`; `prep_dir` is the job's
+/// preparation task directory, given to every task of a job that has one but itself.
 fn batch_env(
     node: &NodeFacts,
     kind: &TaskKind,
     task_dir: &std::path::Path,
     wd: &std::path::Path,
     user: &ResolvedUser,
+    prep_dir: Option<&std::path::Path>,
 ) -> Vec<(String, String)> {
     let l = &node.layout;
     let mut env = vec![
@@ -137,9 +165,13 @@ fn batch_env(
         ("AZ_BATCH_TASK_USER".into(), user.name.clone()),
         ("AZ_BATCH_TASK_USER_IDENTITY".into(), user.identity.clone()),
     ];
-    if let TaskKind::Task { job_id, task_id } = kind {
-        env.push(("AZ_BATCH_JOB_ID".into(), job_id.clone()));
-        env.push(("AZ_BATCH_TASK_ID".into(), task_id.clone()));
+    if let Some((job_id, task_id)) = kind.job_task() {
+        env.push(("AZ_BATCH_JOB_ID".into(), job_id.to_string()));
+        env.push(("AZ_BATCH_TASK_ID".into(), task_id.to_string()));
+    }
+    if let Some(d) = prep_dir {
+        env.push(("AZ_BATCH_JOB_PREP_DIR".into(), s(d)));
+        env.push(("AZ_BATCH_JOB_PREP_WORKING_DIR".into(), s(&d.join("wd"))));
     }
     env
 }
@@ -150,6 +182,7 @@ fn batch_mounts(
     c: &TaskContainerSettings,
     node: &NodeFacts,
     task_dir: &std::path::Path,
+    prep_dir: Option<&std::path::Path>,
 ) -> (Vec<BatchMount>, Vec<&'static str>) {
     let l = &node.layout;
     let Some(list) = &c.container_host_batch_bind_mounts else {
@@ -170,8 +203,9 @@ fn batch_mounts(
             ContainerHostDataPath::Startup => vec![l.startup()],
             ContainerHostDataPath::VfsMounts => vec![l.fsmounts()],
             ContainerHostDataPath::Task => vec![task_dir.to_path_buf()],
-            // berth has no job preparation tasks yet; nothing to mount.
-            ContainerHostDataPath::JobPrep => vec![],
+            ContainerHostDataPath::JobPrep => {
+                prep_dir.map(|d| d.to_path_buf()).into_iter().collect()
+            }
             ContainerHostDataPath::Applications => vec![l.applications()],
         };
         mounts.extend(paths.into_iter().map(|path| BatchMount {
@@ -197,6 +231,10 @@ fn batch_mounts(
             ContainerHostDataPath::Task,
             &["AZ_BATCH_TASK_DIR", "AZ_BATCH_TASK_WORKING_DIR"],
         ),
+        (
+            ContainerHostDataPath::JobPrep,
+            &["AZ_BATCH_JOB_PREP_DIR", "AZ_BATCH_JOB_PREP_WORKING_DIR"],
+        ),
     ];
     for (src, names) in vars {
         if !chosen.contains(src) {
@@ -219,10 +257,12 @@ fn build(
     max_wall_clock: Option<Duration>,
     max_retries: i32,
     retention: Option<Duration>,
+    prep_dir: Option<PathBuf>,
 ) -> Result<TaskPlan, PlanError> {
-    let mut batch_env = batch_env(node, &kind, &task_dir, &wd, &user);
+    let prep_dir = prep_dir.as_deref();
+    let mut batch_env = batch_env(node, &kind, &task_dir, &wd, &user, prep_dir);
     let container = container.map(|c| {
-        let (mounts, dropped) = batch_mounts(c, node, &task_dir);
+        let (mounts, dropped) = batch_mounts(c, node, &task_dir, prep_dir);
         batch_env.retain(|(k, _)| !dropped.contains(&k.as_str()));
         ContainerPlan {
             image: c.image_name.clone(),
@@ -281,6 +321,73 @@ pub fn task(
         c.retention_time
             .map(|d| d.limit())
             .unwrap_or(Some(DEFAULT_RETENTION)),
+        prep_dir(job, node),
+    )
+}
+
+/// The job's preparation task directory, when it has one.
+fn prep_dir(job: &JobSpec, node: &NodeFacts) -> Option<PathBuf> {
+    job.job_preparation_task
+        .as_ref()
+        .map(|p| node.layout.task_dir(&job.id, p.id()))
+}
+
+/// Plans a job's preparation task: `workitems/<job>/job-1/<id>`. Its directory stays as
+/// long as the job (the job's tasks read it), so it has no retention of its own.
+pub fn job_preparation(
+    t: &JobPreparationTask,
+    job: &JobSpec,
+    node: &NodeFacts,
+    user: ResolvedUser,
+) -> Result<TaskPlan, PlanError> {
+    let task_dir = node.layout.task_dir(&job.id, t.id());
+    let c = t.constraints.clone().unwrap_or_default();
+    build(
+        TaskKind::JobPreparation {
+            job_id: job.id.clone(),
+            task_id: t.id().to_string(),
+        },
+        task_dir.clone(),
+        task_dir.join("wd"),
+        &t.command_line,
+        t.container_settings.as_ref(),
+        &[&job.common_environment_settings, &t.environment_settings],
+        user,
+        node,
+        c.max_wall_clock_time.and_then(|d| d.limit()),
+        c.max_task_retry_count.unwrap_or(0),
+        None,
+        None,
+    )
+}
+
+/// Plans a job's release task: at most 15 minutes, no retries, retention 7 days unless set.
+pub fn job_release(
+    t: &JobReleaseTask,
+    job: &JobSpec,
+    node: &NodeFacts,
+    user: ResolvedUser,
+) -> Result<TaskPlan, PlanError> {
+    let task_dir = node.layout.task_dir(&job.id, t.id());
+    build(
+        TaskKind::JobRelease {
+            job_id: job.id.clone(),
+            task_id: t.id().to_string(),
+        },
+        task_dir.clone(),
+        task_dir.join("wd"),
+        &t.command_line,
+        t.container_settings.as_ref(),
+        &[&job.common_environment_settings, &t.environment_settings],
+        user,
+        node,
+        Some(t.max_wall_clock()),
+        0,
+        t.retention_time
+            .as_ref()
+            .map(|d| d.limit())
+            .unwrap_or(Some(DEFAULT_RETENTION)),
+        prep_dir(job, node),
     )
 }
 
@@ -301,6 +408,7 @@ pub fn start_task(
         node,
         None,
         st.max_task_retry_count.unwrap_or(0),
+        None,
         None,
     )
 }
@@ -496,6 +604,76 @@ mod tests {
             .batch_env
             .iter()
             .any(|(k, _)| k == "AZ_BATCH_JOB_ID" || k == "AZ_BATCH_TASK_ID"));
+    }
+
+    #[test]
+    fn job_preparation_and_release_directories_env_and_mounts() {
+        let job: JobSpec = serde_json::from_value(serde_json::json!({"id": "j",
+            "jobPreparationTask": {"id": "prep", "commandLine": "p",
+                "constraints": {"maxTaskRetryCount": 2}},
+            "jobReleaseTask": {"commandLine": "r", "maxWallClockTime": "PT1H"}}))
+        .unwrap();
+        let env = |p: &TaskPlan, k: &str| {
+            p.batch_env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        let prep = job_preparation(
+            job.job_preparation_task.as_ref().unwrap(),
+            &job,
+            &node(),
+            user(),
+        )
+        .unwrap();
+        assert_eq!(prep.wd, PathBuf::from("/nr/workitems/j/job-1/prep/wd"));
+        assert_eq!(env(&prep, "AZ_BATCH_TASK_ID").as_deref(), Some("prep"));
+        assert_eq!(env(&prep, "AZ_BATCH_JOB_PREP_DIR"), None, "not for itself");
+        assert_eq!((prep.max_retries, prep.retention), (2, None));
+        let rel = job_release(
+            job.job_release_task.as_ref().unwrap(),
+            &job,
+            &node(),
+            user(),
+        )
+        .unwrap();
+        assert_eq!(env(&rel, "AZ_BATCH_TASK_ID").as_deref(), Some("jobrelease"));
+        assert_eq!(
+            env(&rel, "AZ_BATCH_JOB_PREP_WORKING_DIR").as_deref(),
+            Some("/nr/workitems/j/job-1/prep/wd")
+        );
+        assert_eq!(
+            rel.max_wall_clock,
+            Some(Duration::from_secs(900)),
+            "capped at 15 minutes"
+        );
+        assert_eq!(rel.max_retries, 0);
+        let mut t = t(
+            r#"{"id":"a","commandLine":"x","containerSettings":{"imageName":"i",
+            "containerHostBatchBindMounts":[{"source":"Task"},{"source":"JobPrep","isReadOnly":true}]}}"#,
+        );
+        let p = task(&t, &job, &node(), user()).unwrap();
+        assert_eq!(
+            env(&p, "AZ_BATCH_JOB_PREP_DIR").as_deref(),
+            Some("/nr/workitems/j/job-1/prep")
+        );
+        assert_eq!(
+            p.container.unwrap().mounts[1],
+            BatchMount {
+                path: "/nr/workitems/j/job-1/prep".into(),
+                read_only: true
+            }
+        );
+        // Without the JobPrep mount, the variables pointing there are dropped.
+        t.container_settings
+            .as_mut()
+            .unwrap()
+            .container_host_batch_bind_mounts = Some(vec![serde_json::from_value(
+            serde_json::json!({"source": "Task"}),
+        )
+        .unwrap()]);
+        let p = task(&t, &job, &node(), user()).unwrap();
+        assert_eq!(env(&p, "AZ_BATCH_JOB_PREP_DIR"), None);
     }
 
     #[test]
