@@ -13,11 +13,6 @@ use berth_agent::node::{users, NodeLayout};
 use berth_agent::pool::images::ImageStore;
 use berth_agent::task::{self, plan, Runtime};
 use berth_proto::{load, JobSpec, PoolSpec};
-use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
-};
-use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -32,41 +27,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 async fn raw_once(engine: &Engine, i: usize) -> Duration {
     let d = engine.raw();
     let start = Instant::now();
-    let body = ContainerCreateBody {
-        image: Some("myimage".into()),
-        cmd: Some(vec!["true".into()]),
-        host_config: Some(HostConfig {
-            network_mode: Some("none".into()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
     let name = format!("berth-bench-raw-{}-{i}", std::process::id());
-    let id = d
-        .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-            body,
-        )
-        .await
-        .unwrap()
-        .id;
-    d.start_container(&id, None).await.unwrap();
-    let wait = d.wait_container(
-        &id,
-        Some(
-            WaitContainerOptionsBuilder::default()
-                .condition("not-running")
-                .build(),
-        ),
-    );
-    futures_util::pin_mut!(wait);
-    let _ = wait.next().await;
-    d.remove_container(
-        &id,
-        Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-    )
-    .await
-    .unwrap();
+    berth_tests::raw_true_container(d, &name).await;
     start.elapsed()
 }
 

@@ -14,11 +14,6 @@
 #![allow(clippy::disallowed_types)]
 
 use berth_tests::{berth_bin, engine_host, images};
-use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
-};
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -111,43 +106,8 @@ async fn raw(n: usize, slots: usize) -> Duration {
                     if i >= n {
                         return;
                     }
-                    let body = ContainerCreateBody {
-                        image: Some("myimage".into()),
-                        cmd: Some(vec!["true".into()]),
-                        host_config: Some(HostConfig {
-                            network_mode: Some("none".into()),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    };
                     let name = format!("berth-bench-tp-{}-{i}", std::process::id());
-                    let id = d
-                        .create_container(
-                            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-                            body,
-                        )
-                        .await
-                        .unwrap()
-                        .id;
-                    d.start_container(&id, None).await.unwrap();
-                    // The stream sends its request when first polled: after start, so
-                    // "not-running" (an exited container answers at once).
-                    let wait = d.wait_container(
-                        &id,
-                        Some(
-                            WaitContainerOptionsBuilder::default()
-                                .condition("not-running")
-                                .build(),
-                        ),
-                    );
-                    futures_util::pin_mut!(wait);
-                    let _ = wait.next().await;
-                    d.remove_container(
-                        &id,
-                        Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-                    )
-                    .await
-                    .unwrap();
+                    berth_tests::raw_true_container(&d, &name).await;
                 }
             })
         })

@@ -589,3 +589,49 @@ impl Drop for TestRegistry {
         self.stop();
     }
 }
+
+/// The benches' baseline: one `true` container on `myimage` through raw Engine API calls
+/// (create -> start -> wait -> remove), with no berth code in the way.
+pub async fn raw_true_container(d: &bollard::Docker, name: &str) {
+    use bollard::models::{ContainerCreateBody, HostConfig};
+    use bollard::query_parameters::{
+        CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    };
+    use futures_util::StreamExt;
+    let body = ContainerCreateBody {
+        image: Some("myimage".into()),
+        cmd: Some(vec!["true".into()]),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = d
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(name).build()),
+            body,
+        )
+        .await
+        .unwrap()
+        .id;
+    d.start_container(&id, None).await.unwrap();
+    // The stream sends its request when first polled: after start, so "not-running" (an
+    // exited container answers at once).
+    let wait = d.wait_container(
+        &id,
+        Some(
+            WaitContainerOptionsBuilder::default()
+                .condition("not-running")
+                .build(),
+        ),
+    );
+    futures_util::pin_mut!(wait);
+    let _ = wait.next().await;
+    d.remove_container(
+        &id,
+        Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+    )
+    .await
+    .unwrap();
+}
