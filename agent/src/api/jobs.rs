@@ -115,7 +115,7 @@ pub async fn terminate(
     j.state_transition_time = Utc::now();
     s.store.put_job(&j)?;
     end_tasks(&s, &job)?;
-    s.sched.wake();
+    s.sched.job_ending();
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -137,7 +137,7 @@ pub async fn delete(
     end_tasks(&s, &job)?;
     if waits {
         // The release task runs first; the scheduler deletes the job after it.
-        s.sched.wake();
+        s.sched.job_ending();
         return Ok(StatusCode::ACCEPTED);
     }
     s.store.delete_job(&job)?;

@@ -16,6 +16,7 @@ use crate::task::{self, Runtime};
 use berth_proto::{FailureCode, JobSpec, JobState, JobView, TaskResult, TaskState, TaskView};
 use chrono::Utc;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -43,6 +44,9 @@ pub struct Scheduler {
     /// Cancelled when the agent shuts down (tells a shutdown from a terminate).
     shutdown: CancellationToken,
     boot_id: String,
+    /// Whether `end_jobs` has something to look at: it reads every job, so it runs only
+    /// after a terminate or delete, and while an ending job still waits for its tasks.
+    ending: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -60,7 +64,15 @@ impl Scheduler {
             blocked: Mutex::new(HashSet::new()),
             shutdown: CancellationToken::new(),
             boot_id: job_tasks::boot_id(),
+            // Jobs an earlier process left terminating or deleting are looked at once.
+            ending: AtomicBool::new(true),
         })
+    }
+
+    /// A job is being terminated or deleted: look at ending jobs again (`end_jobs`).
+    pub fn job_ending(&self) {
+        self.ending.store(true, Ordering::Relaxed);
+        self.wake();
     }
 
     /// Something changed (a task was added, a slot may be free): look at the queue again.
@@ -215,6 +227,9 @@ impl Scheduler {
     /// Jobs being terminated or deleted: once none of their tasks runs, their release task
     /// runs (if preparation ran here), then the job completes or is deleted.
     fn end_jobs(self: &Arc<Self>, set: &mut JoinSet<Done>) {
+        if !self.ending.swap(false, Ordering::Relaxed) {
+            return;
+        }
         let jobs = match self.store.jobs() {
             Ok(j) => j,
             Err(e) => {
@@ -227,9 +242,12 @@ impl Scheduler {
                 continue;
             }
             let lower = job.spec.id.to_ascii_lowercase();
-            if lock(&self.releasing).contains(&lower)
-                || lock(&self.running).keys().any(|(j, _)| *j == lower)
-            {
+            if lock(&self.releasing).contains(&lower) {
+                continue;
+            }
+            if lock(&self.running).keys().any(|(j, _)| *j == lower) {
+                // Again when its tasks have stopped (each end wakes the loop).
+                self.ending.store(true, Ordering::Relaxed);
                 continue;
             }
             let rec = self.store.job_on_node(&job.spec.id).ok().flatten();
@@ -593,17 +611,14 @@ impl Scheduler {
                                 used += slots;
                             } else if gate == Gate::Prepare && waits {
                                 // It waits for GPUs: nobody prepares the job yet.
-                                if let Some(Some((_, rec))) =
-                                    jobs.get_mut(&head.job_id.to_ascii_lowercase())
-                                {
-                                    if let Some(r) = rec.as_mut() {
+                                self.record(
+                                    &job.spec.id,
+                                    "the job preparation task as not started",
+                                    |r| {
                                         r.preparation = None;
-                                        if let Err(e) = self.store.put_job_on_node(&job.spec.id, r)
-                                        {
-                                            tracing::error!(error = %e, "cannot record the job preparation task as not started");
-                                        }
-                                    }
-                                }
+                                    },
+                                );
+                                jobs.remove(&head.job_id.to_ascii_lowercase());
                             }
                         }
                     }
@@ -611,10 +626,7 @@ impl Scheduler {
                 }
             }
             self.rt.status.set_busy(!set.is_empty());
-            self.rt
-                .metrics
-                .slots_used
-                .store(used, std::sync::atomic::Ordering::Relaxed);
+            self.rt.metrics.slots_used.store(used, Ordering::Relaxed);
             tokio::select! {
                 _ = self.wake.notified(), if !cancel.is_cancelled() => {}
                 done = set.join_next(), if !set.is_empty() => {
