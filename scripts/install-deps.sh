@@ -1,13 +1,15 @@
 #!/bin/sh
 # Installs what berth's demo and tests need on Debian/Ubuntu: Docker's engine (docker.io),
 # a registry (docker-registry) and htpasswd (apache2-utils) for its auth tests,
-# busybox-static (offline test images), iproute2, and a Rust
-# toolchain if none is present. Idempotent; needs root (or sudo).
+# busybox-static (offline test images), iproute2, the packaging tests' tools (rpm, python3,
+# man-db, systemd-analyze, setpriv), and a Rust toolchain if none is present.
+# Idempotent; needs root (or sudo).
 set -eu
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=""
-for pair in dockerd:docker.io docker-registry:docker-registry htpasswd:apache2-utils ip:iproute2 file:file; do
+for pair in dockerd:docker.io docker-registry:docker-registry htpasswd:apache2-utils ip:iproute2 file:file \
+    rpm:rpm python3:python3 man:man-db systemd-analyze:systemd setpriv:util-linux; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need="$need $pkg"
 done

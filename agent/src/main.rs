@@ -1,7 +1,7 @@
 //! The `berth` binary: parse the command line, set up logging, dispatch.
 
 use berth_agent::cli::control;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -48,10 +48,41 @@ enum Cmd {
         #[command(flatten)]
         conn: control::Conn,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (berth.1, berth-run.1, ...) into DIR; the packages carry them.
+    #[command(hide = true)]
+    Manpages { dir: std::path::PathBuf },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Generated from the parser itself, so they never drift from the real flags.
+    match cli.cmd {
+        Cmd::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "berth", &mut script);
+            use std::io::Write;
+            return match std::io::stdout().write_all(&script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("berth: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Cmd::Manpages { dir } => {
+            return match clap_mangen::generate_to(Cli::command(), &dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("berth: {}: {e}", dir.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     let level = match cli.verbose {
         0 => "berth_agent=info,warn",
         1 => "berth_agent=debug,info",
@@ -102,5 +133,6 @@ fn main() -> ExitCode {
         Cmd::Job { cmd, conn } => rt.block_on(control::job(cmd, conn)),
         Cmd::Task { cmd, conn } => rt.block_on(control::task(cmd, conn)),
         Cmd::Node { cmd, conn } => rt.block_on(control::node(cmd, conn)),
+        Cmd::Completions { .. } | Cmd::Manpages { .. } => unreachable!("handled before logging"),
     }
 }

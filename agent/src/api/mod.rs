@@ -121,12 +121,9 @@ pub async fn serve_tcp(
         .await
 }
 
-/// Serves on a Unix socket at `path` (a stale socket file is replaced) until `cancel`.
-pub async fn serve_unix(
-    path: &Path,
-    app: Router,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
+/// Binds the Unix socket at `path` (a stale socket file is replaced), mode 0660, group
+/// `berth` when it exists. Bound before it is served, so that readiness means it answers.
+pub fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
@@ -147,6 +144,16 @@ pub async fn serve_unix(
         }
     }
     tracing::info!(socket = %path.display(), "API listening");
+    Ok(listener)
+}
+
+/// Serves `listener` (from [`bind_unix`] at `path`) until `cancel`, then removes the socket.
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    path: &Path,
+    app: Router,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
     let r = axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await;

@@ -1,5 +1,5 @@
-//! `berth agent`: the node daemon. API up first (so the node's state can be read during
-//! pool start), then pool start, then readiness (sd_notify) and the scheduler, until
+//! `berth agent`: the node daemon. API up first, and readiness (sd_notify) with it, so the
+//! node's state can be read during pool start; then pool start and the scheduler, until
 //! SIGTERM/SIGINT. SIGHUP re-reads the configuration file, applies `log_level` at once and
 //! reports what else changed.
 
@@ -153,10 +153,24 @@ pub async fn run(args: AgentArgs) -> ExitCode {
             }
         });
     }
+    let listener = match api::bind_unix(&socket) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("berth agent: socket {}: {e}", socket.display());
+            api_stop.cancel();
+            return ExitCode::FAILURE;
+        }
+    };
     let api_task = tokio::spawn({
         let stop = api_stop.clone();
-        async move { api::serve_unix(&socket, app, stop).await }
+        async move { api::serve_unix(listener, &socket, app, stop).await }
     });
+    // Ready as soon as the API answers: pool start (prefetch, start task) may take far
+    // longer than any start timeout, and the node's state tells who asks how far it got.
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("node starting: pool start (images, start task)"),
+    ]);
 
     match pool::start(
         rt.clone(),
@@ -181,16 +195,14 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         }
     }
     let node = rt.status.get();
-    tracing::info!(state = %node.state, "pool start finished; ready");
-    if let Err(e) = sd_notify::notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(&format!("node {}", node.state)),
-    ]) {
-        tracing::warn!(error = %e, "cannot notify systemd");
-    }
+    tracing::info!(state = %node.state, "pool start finished");
+    notify(&[sd_notify::NotifyState::Status(&format!(
+        "node {}",
+        node.state
+    ))]);
 
     sched.run(cancel.clone(), cfg.on_shutdown).await;
-    sd_notify::notify(&[sd_notify::NotifyState::Stopping]).ok();
+    notify(&[sd_notify::NotifyState::Stopping]);
     api_stop.cancel();
     match api_task.await {
         Ok(Ok(())) => ExitCode::SUCCESS,
@@ -202,6 +214,13 @@ pub async fn run(args: AgentArgs) -> ExitCode {
             eprintln!("berth agent: API task: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Tells systemd (a no-op without NOTIFY_SOCKET).
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "cannot notify systemd");
     }
 }
 

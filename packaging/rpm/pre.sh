@@ -1,0 +1,3 @@
+# berth rpm %pre: the socket's group.
+getent group berth >/dev/null || groupadd -r berth
+exit 0
