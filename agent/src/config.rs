@@ -2,6 +2,7 @@
 //! `BERTH_*` environment variables <- command-line flags. Every key is in the README.
 
 use crate::gpu::ExposureSetting;
+use crate::task::policy::Policy;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -34,6 +35,15 @@ pub struct AgentConfig {
     pub gpu_exposure: ExposureSetting,
     /// Whole GPUs per task slot; none: an equal share (all GPUs with one slot).
     pub gpus_per_slot: Option<u32>,
+    /// `containerRunOptions` rules this node refuses (`privileged`, `cap-add`,
+    /// `host-namespaces`, `devices`, `binds`, `unconfined`, `all`); none by default.
+    #[serde(deserialize_with = "policy")]
+    pub forbid_run_options: Policy,
+}
+
+fn policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Policy, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    Policy::from_names(&names).map_err(serde::de::Error::custom)
 }
 
 fn exposure<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ExposureSetting, D::Error> {
@@ -64,6 +74,7 @@ impl Default for AgentConfig {
             log_level: "info".into(),
             gpu_exposure: ExposureSetting::Auto,
             gpus_per_slot: None,
+            forbid_run_options: Policy::default(),
         }
     }
 }
@@ -132,6 +143,11 @@ impl AgentConfig {
         if let Some(v) = get("BERTH_GPU_EXPOSURE") {
             self.gpu_exposure = v.parse().map_err(|e| format!("BERTH_GPU_EXPOSURE: {e}"))?;
         }
+        if let Some(v) = get("BERTH_FORBID_RUN_OPTIONS") {
+            let names: Vec<&str> = v.split(',').filter(|s| !s.trim().is_empty()).collect();
+            self.forbid_run_options =
+                Policy::from_names(&names).map_err(|e| format!("BERTH_FORBID_RUN_OPTIONS: {e}"))?;
+        }
         if let Some(v) = get("BERTH_GPUS_PER_SLOT") {
             self.gpus_per_slot = Some(
                 v.parse()
@@ -177,6 +193,18 @@ mod tests {
             ExposureSetting::Fixed(crate::gpu::Exposure::Manual)
         );
         assert_eq!(c.gpus_per_slot, Some(2));
+        std::fs::write(&f, "forbid_run_options = [\"privileged\", \"binds\"]\n").unwrap();
+        let c = AgentConfig::load(Some(&f)).unwrap();
+        assert_eq!(
+            c.forbid_run_options.rules(),
+            &[
+                crate::task::policy::Rule::Privileged,
+                crate::task::policy::Rule::Binds
+            ]
+        );
+        std::fs::write(&f, "forbid_run_options = [\"sudo\"]\n").unwrap();
+        let e = AgentConfig::load(Some(&f)).unwrap_err();
+        assert!(e.contains("\"sudo\" is not a run-options rule"), "{e}");
         std::fs::write(&f, "gpu_exposure = \"cuda\"\n").unwrap();
         let e = AgentConfig::load(Some(&f)).unwrap_err();
         assert!(e.contains("not a GPU exposure"), "{e}");

@@ -35,13 +35,22 @@ impl Problems {
 /// Batch's limit on the combined length of `dependsOn.taskIds`.
 const MAX_DEPENDENCY_CHARS: usize = 64_000;
 
+/// A NUL byte can reach neither a process (argv, environment) nor the engine.
+fn no_nul(p: &mut Problems, path: String, s: &str) -> bool {
+    if s.contains('\0') {
+        p.add(path, "must not contain NUL characters");
+        return false;
+    }
+    true
+}
+
 fn env(p: &mut Problems, path: &str, list: &[EnvironmentSetting]) {
     for (i, e) in list.iter().enumerate() {
         if e.name.is_empty() || e.name.contains('=') || e.name.contains('\0') {
             p.add(
                 format!("{path}[{i}].name"),
                 format!(
-                    "{:?} is not a valid variable name (non-empty, no '=')",
+                    "{:?} is not a valid variable name (non-empty, no '=' or NUL)",
                     e.name
                 ),
             );
@@ -56,8 +65,13 @@ fn env(p: &mut Problems, path: &str, list: &[EnvironmentSetting]) {
 }
 
 fn container(p: &mut Problems, path: &str, c: &TaskContainerSettings) {
-    if let Err(e) = ImageRef::parse(&c.image_name) {
-        p.add(format!("{path}.imageName"), e);
+    if no_nul(p, format!("{path}.imageName"), &c.image_name) {
+        if let Err(e) = ImageRef::parse(&c.image_name) {
+            p.add(format!("{path}.imageName"), e);
+        }
+    }
+    if let Some(o) = &c.container_run_options {
+        no_nul(p, format!("{path}.containerRunOptions"), o);
     }
     if let Some(mounts) = &c.container_host_batch_bind_mounts {
         let has_task = mounts
@@ -169,6 +183,7 @@ pub fn pool(pool: &PoolSpec) -> Vec<Problem> {
 }
 
 fn start_task(p: &mut Problems, path: &str, st: &StartTask, pool: &PoolSpec) {
+    no_nul(p, format!("{path}.commandLine"), &st.command_line);
     if let Some(c) = &st.container_settings {
         container(p, &format!("{path}.containerSettings"), c);
     } else if st.command_line.trim().is_empty() {
@@ -210,6 +225,7 @@ fn job_task(
             p.add(format!("{path}.id"), e);
         }
     }
+    no_nul(p, format!("{path}.commandLine"), command_line);
     match c {
         Some(c) => container(p, &format!("{path}.containerSettings"), c),
         None if command_line.trim().is_empty() => p.add(
@@ -352,6 +368,7 @@ pub fn task(path: &str, t: &TaskSpec, job: &JobSpec, pool: &PoolSpec) -> Vec<Pro
             );
         }
     }
+    no_nul(&mut p, format!("{path}.commandLine"), &t.command_line);
     match &t.container_settings {
         Some(c) => container(&mut p, &format!("{path}.containerSettings"), c),
         None if t.command_line.trim().is_empty() => p.add(

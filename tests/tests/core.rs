@@ -715,3 +715,75 @@ fn examples_run() {
     );
     assert_eq!(n.read("examplejob", "asroot", "stdout.txt"), "0\n");
 }
+
+/// The node's run-options policy: forbidden options fail the task before any container
+/// exists, naming the option and the rule; the same options run with no policy (Batch's
+/// default); an unknown rule is an input error listing the accepted ones.
+#[test]
+fn run_options_policy() {
+    let n = TestNode::new("policy");
+    let shared = n.root().join("shared");
+    let tasks = json!([
+        task("priv", "true", "--privileged"),
+        task("bind", "cat /hostetc/hostname", "-v /etc:/hostetc:ro"),
+        task("hostnet", "true", "--network host"),
+        task(
+            "inside",
+            "ls /data",
+            &format!("-v {}:/data", shared.display())
+        ),
+    ]);
+    let r = n.run(
+        &[
+            "--slots",
+            "4",
+            "--forbid-run-options",
+            "privileged,binds,host-namespaces",
+        ],
+        &tasks,
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    for (id, flag, rule) in [
+        ("priv", "--privileged", "privileged"),
+        ("bind", "-v", "binds"),
+        ("hostnet", "--network", "host-namespaces"),
+    ] {
+        let t = r.task(id);
+        let fi = &t["executionInfo"]["failureInfo"];
+        assert_eq!(fi["code"], "ContainerInvalidSettings", "{id}: {t}");
+        let msg = detail(&t, "Message").unwrap_or(fi["message"].as_str().unwrap());
+        assert!(
+            msg.contains(&format!("containerRunOptions: {flag}: "))
+                && msg.contains(&format!("(forbid_run_options: {rule})")),
+            "{id}: {msg}"
+        );
+        assert!(
+            t["executionInfo"]["containerInfo"]["containerId"].is_null(),
+            "{id}: no container: {t}"
+        );
+    }
+    assert_eq!(
+        r.task("inside")["executionInfo"]["exitCode"],
+        0,
+        "{}",
+        r.stderr
+    );
+
+    // No policy: the bind from /etc runs, as in Batch.
+    let open = n.run(
+        &[],
+        &json!([task("bind", "cat /hostetc/hostname", "-v /etc:/hostetc:ro")]),
+    );
+    assert_eq!(open.code, Some(0), "{}", open.stderr);
+
+    let bad = n.run(
+        &["--forbid-run-options", "root"],
+        &json!([task("x", "true", "")]),
+    );
+    assert_eq!(bad.code, Some(2), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("\"root\" is not a run-options rule; use privileged, cap-add, host-namespaces, devices, binds, unconfined or all"),
+        "{}",
+        bad.stderr
+    );
+}

@@ -110,6 +110,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
             gpu_exposure: cfg.gpu_exposure,
             gpus_per_slot: cfg.gpus_per_slot,
         },
+        forbid_run_options: cfg.forbid_run_options.rules().to_vec(),
     };
     let rt = match common::runtime(&node_args, pool).await {
         Ok(rt) => rt,

@@ -32,6 +32,10 @@ pub struct NodeArgs {
     pub pull: PullArgs,
     #[command(flatten)]
     pub gpu: GpuArgs,
+    /// containerRunOptions this node refuses, comma-separated: privileged, cap-add,
+    /// host-namespaces, devices, binds (outside the node root), unconfined, or all.
+    #[arg(long, value_name = "RULES", value_delimiter = ',', value_parser = str::parse::<crate::task::policy::Rule>)]
+    pub forbid_run_options: Vec<crate::task::policy::Rule>,
 }
 
 /// GPUs: how they reach containers and how many each task gets.
@@ -218,6 +222,7 @@ pub async fn runtime(args: &NodeArgs, pool: PoolSpec) -> Result<Arc<Runtime>, St
         node,
         pool,
         stop_grace: Duration::from_secs(args.stop_grace),
+        policy: crate::task::policy::Policy::new(args.forbid_run_options.iter().copied()),
     }))
 }
 

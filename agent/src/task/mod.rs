@@ -8,6 +8,7 @@ pub mod host;
 pub mod logs;
 pub mod oom;
 pub mod plan;
+pub mod policy;
 pub mod run;
 pub mod run_options;
 
@@ -37,6 +38,8 @@ pub struct Runtime {
     pub gpus: Arc<crate::gpu::Gpus>,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The `containerRunOptions` this node refuses.
+    pub policy: policy::Policy,
 }
 
 /// Why an attempt was stopped before its process ended by itself.

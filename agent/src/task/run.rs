@@ -69,7 +69,9 @@ pub async fn attempt(
             None,
         );
     };
-    let opts = match run_options::parse(&c.run_options) {
+    let opts = match run_options::parse(&c.run_options)
+        .and_then(|o| super::policy::check(&rt.policy, &o, rt.node.layout.root()).map(|()| o))
+    {
         Ok(o) => o,
         Err(e) => {
             return not_started(

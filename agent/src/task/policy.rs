@@ -1,0 +1,387 @@
+//! The node's `containerRunOptions` policy: which options that widen a container's power
+//! this node refuses (config `forbid_run_options`, `--forbid-run-options`). Pure: a parsed
+//! [`RunOptions`] and the node root in, the first forbidden option out.
+//!
+//! Default: nothing is forbidden, as in Batch, so that existing task files run unchanged.
+
+use super::run_options::{RunOptions, RunOptionsError, Volume};
+use bollard::models::MountType;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+
+/// One class of widening options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    /// `--privileged`: every device and capability, no confinement.
+    Privileged,
+    /// `--cap-add`.
+    CapAdd,
+    /// `--network/--pid/--ipc/--uts/--userns host` or `container:<id>`.
+    HostNamespaces,
+    /// `--device`, `--device-cgroup-rule`, `--gpus` (berth's own GPU exposure still applies).
+    Devices,
+    /// `-v` / `--mount type=bind` from a host path outside the node root.
+    Binds,
+    /// `--security-opt seccomp=unconfined`, `apparmor=unconfined`, `label=disable`,
+    /// `systempaths=unconfined`, `unmask=...`.
+    Unconfined,
+}
+
+pub const ALL: [Rule; 6] = [
+    Rule::Privileged,
+    Rule::CapAdd,
+    Rule::HostNamespaces,
+    Rule::Devices,
+    Rule::Binds,
+    Rule::Unconfined,
+];
+
+impl Rule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Privileged => "privileged",
+            Rule::CapAdd => "cap-add",
+            Rule::HostNamespaces => "host-namespaces",
+            Rule::Devices => "devices",
+            Rule::Binds => "binds",
+            Rule::Unconfined => "unconfined",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The refused rules, in order, without repeats.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy(Vec<Rule>);
+
+impl Policy {
+    pub fn new(rules: impl IntoIterator<Item = Rule>) -> Self {
+        let mut v: Vec<Rule> = rules.into_iter().collect();
+        v.sort();
+        v.dedup();
+        Policy(v)
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.0
+    }
+
+    /// From names: `privileged`, `cap-add`, `host-namespaces`, `devices`, `binds`,
+    /// `unconfined`, or `all`.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Self, String> {
+        let mut rules = vec![];
+        for n in names {
+            let n = n.as_ref().trim();
+            if n == "all" {
+                rules.extend(ALL);
+            } else {
+                rules.push(n.parse()?);
+            }
+        }
+        Ok(Policy::new(rules))
+    }
+}
+
+impl FromStr for Rule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| {
+            let names: Vec<_> = ALL.iter().map(|r| r.name()).collect();
+            format!(
+                "{s:?} is not a run-options rule; use {} or all",
+                names.join(", ")
+            )
+        })
+    }
+}
+
+fn forbidden(rule: Rule, flag: &str, what: String) -> RunOptionsError {
+    RunOptionsError {
+        flag: flag.into(),
+        message: format!("{what} is forbidden on this node (forbid_run_options: {rule})"),
+    }
+}
+
+fn host_or_container(mode: &Option<String>) -> bool {
+    mode.as_deref()
+        .is_some_and(|m| m == "host" || m.starts_with("container:"))
+}
+
+/// The first option of `o` that `policy` forbids. `node_root` is where binds may come from.
+pub fn check(policy: &Policy, o: &RunOptions, node_root: &Path) -> Result<(), RunOptionsError> {
+    let h = &o.host;
+    for rule in policy.rules() {
+        match rule {
+            Rule::Privileged if h.privileged == Some(true) => {
+                return Err(forbidden(
+                    *rule,
+                    "--privileged",
+                    "a privileged container".into(),
+                ))
+            }
+            Rule::CapAdd => {
+                if let Some(c) = h.cap_add.as_ref().and_then(|c| c.first()) {
+                    return Err(forbidden(*rule, "--cap-add", format!("adding {c}")));
+                }
+            }
+            Rule::HostNamespaces => {
+                let modes = [
+                    ("--network", &h.network_mode),
+                    ("--pid", &h.pid_mode),
+                    ("--ipc", &h.ipc_mode),
+                    ("--uts", &h.uts_mode),
+                    ("--userns", &h.userns_mode),
+                ];
+                for (flag, m) in modes {
+                    if host_or_container(m) {
+                        let m = m.as_deref().unwrap_or_default();
+                        return Err(forbidden(*rule, flag, format!("the namespace {m:?}")));
+                    }
+                }
+            }
+            Rule::Devices => {
+                if let Some(d) = h.devices.as_ref().and_then(|d| d.first()) {
+                    let p = d.path_on_host.clone().unwrap_or_default();
+                    return Err(forbidden(*rule, "--device", format!("the device {p}")));
+                }
+                if let Some(r) = h.device_cgroup_rules.as_ref().and_then(|d| d.first()) {
+                    return Err(forbidden(
+                        *rule,
+                        "--device-cgroup-rule",
+                        format!("the rule {r:?}"),
+                    ));
+                }
+                if h.device_requests.as_ref().is_some_and(|d| !d.is_empty()) {
+                    return Err(forbidden(*rule, "--gpus", "a device request".into()));
+                }
+            }
+            Rule::Binds => {
+                let sources = o
+                    .volumes
+                    .iter()
+                    .filter_map(|v| match v {
+                        Volume::Bind { spec, .. } => Some(("-v", spec.split(':').next()?)),
+                        Volume::Anonymous { .. } => None,
+                    })
+                    .chain(o.mounts.iter().filter_map(|m| {
+                        (m.typ == Some(MountType::BIND))
+                            .then_some(("--mount", m.source.as_deref()?))
+                    }));
+                for (flag, src) in sources {
+                    // A name is a named volume, not a host path.
+                    if src.starts_with('/') && !under(Path::new(src), node_root) {
+                        return Err(forbidden(
+                            *rule,
+                            flag,
+                            format!(
+                                "binding {src} (outside the node root {})",
+                                node_root.display()
+                            ),
+                        ));
+                    }
+                }
+            }
+            Rule::Unconfined => {
+                for s in h.security_opt.iter().flatten() {
+                    let wide = matches!(
+                        s.as_str(),
+                        "seccomp=unconfined"
+                            | "apparmor=unconfined"
+                            | "label=disable"
+                            | "systempaths=unconfined"
+                    ) || s.starts_with("unmask=");
+                    if wide {
+                        return Err(forbidden(*rule, "--security-opt", format!("{s:?}")));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether `p` is `root` or below it, after `..` is resolved and symlinks are followed as
+/// far as the path exists (a task may plant a link to `/` under the node root; the engine
+/// follows it when it binds).
+pub fn under(p: &Path, root: &Path) -> bool {
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| lexical(root));
+    resolve(p).starts_with(&root)
+}
+
+fn lexical(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The canonical form of the longest existing ancestor, plus the rest lexically.
+fn resolve(p: &Path) -> PathBuf {
+    let p = lexical(p);
+    let mut existing = p.as_path();
+    let mut rest = vec![];
+    loop {
+        if let Ok(c) = std::fs::canonicalize(existing) {
+            let mut out = c;
+            out.extend(rest.iter().rev());
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return p,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::run_options::parse;
+
+    fn denied(policy: &Policy, opts: &str, root: &Path) -> Option<String> {
+        check(policy, &parse(opts).unwrap(), root)
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    #[test]
+    fn each_rule_names_the_option() {
+        let all = Policy::from_names(&["all"]).unwrap();
+        let root = Path::new("/var/lib/berth-policy-test");
+        let cases = [
+            ("--privileged", "--privileged", "privileged"),
+            ("--cap-add SYS_ADMIN", "--cap-add", "cap-add"),
+            ("--network host", "--network", "host-namespaces"),
+            ("--net=container:abc", "--network", "host-namespaces"),
+            ("--pid host", "--pid", "host-namespaces"),
+            ("--ipc host", "--ipc", "host-namespaces"),
+            ("--uts host", "--uts", "host-namespaces"),
+            ("--userns host", "--userns", "host-namespaces"),
+            ("--device /dev/fuse", "--device", "devices"),
+            (
+                "--device-cgroup-rule 'c 10:* rwm'",
+                "--device-cgroup-rule",
+                "devices",
+            ),
+            ("--gpus all", "--gpus", "devices"),
+            ("-v /etc:/x", "-v", "binds"),
+            ("-v /var/lib/berth-policy-test/../../etc:/x", "-v", "binds"),
+            ("--mount type=bind,src=/,dst=/host", "--mount", "binds"),
+            (
+                "--security-opt seccomp=unconfined",
+                "--security-opt",
+                "unconfined",
+            ),
+            (
+                "--security-opt apparmor:unconfined",
+                "--security-opt",
+                "unconfined",
+            ),
+            (
+                "--security-opt label=disable",
+                "--security-opt",
+                "unconfined",
+            ),
+            (
+                "--security-opt systempaths=unconfined",
+                "--security-opt",
+                "unconfined",
+            ),
+        ];
+        for (opts, flag, rule) in cases {
+            let e = denied(&all, opts, root).unwrap_or_else(|| panic!("{opts} passed"));
+            assert!(
+                e.starts_with(&format!("containerRunOptions: {flag}: ")),
+                "{opts}: {e}"
+            );
+            assert!(
+                e.ends_with(&format!("(forbid_run_options: {rule})")),
+                "{opts}: {e}"
+            );
+            // Only that rule refuses it.
+            let others = Policy::new(ALL.into_iter().filter(|r| r.name() != rule));
+            assert_eq!(denied(&others, opts, root), None, "{opts}");
+        }
+    }
+
+    #[test]
+    fn narrowing_and_harmless_options_pass_every_rule() {
+        let all = Policy::from_names(&["all"]).unwrap();
+        let root = Path::new("/var/lib/berth-policy-test");
+        for opts in [
+            "",
+            "--network none",
+            "--network bridge",
+            "--ipc private",
+            "--ipc shareable",
+            "--cap-drop ALL",
+            "--security-opt no-new-privileges",
+            "--read-only --memory 1g --cpus 2 --shm-size 2g",
+            "-v /var/lib/berth-policy-test/shared/data:/data:ro",
+            "-v named:/data",
+            "-v /scratch",
+            "--mount type=volume,src=cache,dst=/cache",
+            "--mount type=tmpfs,dst=/tmp",
+            "--privileged=false",
+        ] {
+            assert_eq!(denied(&all, opts, root), None, "{opts}");
+        }
+        // Nothing forbidden: everything passes, as in Batch.
+        assert_eq!(
+            denied(
+                &Policy::default(),
+                "--privileged --network host -v /:/h",
+                root
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_symlink_under_the_node_root_does_not_escape() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("shared")).unwrap();
+        std::os::unix::fs::symlink("/", root.join("shared/escape")).unwrap();
+        let all = Policy::from_names(&["binds"]).unwrap();
+        let via_link = format!("-v {}/shared/escape/etc:/x", root.display());
+        let e = denied(&all, &via_link, &root).expect("a link to / is outside");
+        assert!(e.contains("outside the node root"), "{e}");
+        let missing = format!("-v {}/shared/new/dir:/x", root.display());
+        assert_eq!(
+            denied(&all, &missing, &root),
+            None,
+            "not yet there, but inside"
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(Policy::from_names(&["all"]).unwrap().rules(), &ALL);
+        assert_eq!(
+            Policy::from_names(&["binds", "privileged", "binds"])
+                .unwrap()
+                .rules(),
+            &[Rule::Privileged, Rule::Binds]
+        );
+        let e = Policy::from_names(&["root"]).unwrap_err();
+        assert!(e.contains("\"root\" is not a run-options rule; use privileged, cap-add, host-namespaces, devices, binds, unconfined or all"), "{e}");
+    }
+}
