@@ -58,7 +58,7 @@ echo "== the .deb's metadata and files"
 info=$(dpkg-deb -I "$deb")
 check "Package: berth" sh -c 'echo "$0" | grep -qx " Package: berth"' "$info"
 check "Depends on an engine: docker.io | docker-ce | moby-engine" sh -c 'echo "$0" | grep -q "^ Depends:.*docker.io | docker-ce | moby-engine"' "$info"
-check "conffiles: /etc/berth/berth.toml" sh -c 'dpkg-deb -f "$0" Package >/dev/null && dpkg-deb --ctrl-tarfile "$0" | tar -xO ./conffiles | grep -qx /etc/berth/berth.toml' "$deb"
+check "conffiles: /etc/berth/berth.toml" sh -c 'dpkg-deb --ctrl-tarfile "$0" | tar -xO ./conffiles | grep -qx /etc/berth/berth.toml' "$deb"
 dpkg-deb -c "$deb" | awk '{print $1, $NF}' | sed 's#^\([^ ]*\) \./#\1 /#' | grep -v '/$' | sort -k2 >"$work/deb-files"
 for want in \
     "-rwxr-xr-x /usr/bin/berth" \

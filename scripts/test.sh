@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && PATH="$HOME/.cargo/bin:$PATH"
 cargo test --workspace "$@"
+# The benchmarks are not run here, but they must keep compiling.
+cargo test --workspace --benches --no-run --quiet
 if [ $# -eq 0 ]; then
     ./packaging/test.sh
 else

@@ -17,16 +17,9 @@
 //! _ROUNDS, _MBPS).
 #![allow(clippy::disallowed_types)]
 
-use berth_tests::{berth_bin, docker, engine_host, TestRegistry};
+use berth_tests::{berth_bin, docker, engine_host, env_usize as env, TestRegistry};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -13,20 +13,13 @@
 //! BERTH_BENCH_QUEUED = Q, default 10000).
 #![allow(clippy::disallowed_types)]
 
-use berth_tests::{berth_bin, engine_host, images};
+use berth_tests::{berth_bin, engine_host, env_usize as env, images};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One HTTP/1.0 request on the agent's socket: (status, body).
 fn req(sock: &Path, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
