@@ -2,7 +2,8 @@
 # Installs what berth's demo and tests need on Debian/Ubuntu: Docker's engine (docker.io),
 # a registry (docker-registry) and htpasswd (apache2-utils) for its auth tests,
 # busybox-static (offline test images), iproute2, the packaging tests' tools (rpm, python3,
-# man-db, systemd-analyze, setpriv), and a Rust toolchain if none is present.
+# man-db, systemd-analyze, setpriv), Azurite (npm) for the task-file tests, and a Rust
+# toolchain if none is present.
 # Idempotent; needs root (or sudo).
 set -eu
 SUDO=""
@@ -24,5 +25,18 @@ if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
   echo "install-deps: installing Rust with rustup"
   command -v curl >/dev/null 2>&1 || { $SUDO apt-get install -y -qq curl ca-certificates >/dev/null; }
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+fi
+# Azurite (Microsoft's Azure Storage emulator) for the resource/output file tests, pinned,
+# into .tools/ of this checkout.
+AZURITE_VERSION=3.35.0
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [ "$("$root/.tools/azurite/node_modules/.bin/azurite-blob" --version 2>/dev/null)" != "$AZURITE_VERSION" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "install-deps: installing nodejs and npm"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  echo "install-deps: installing azurite $AZURITE_VERSION"
+  mkdir -p "$root/.tools/azurite"
+  (cd "$root/.tools/azurite" && npm install --silent --no-audit --no-fund --no-save "azurite@$AZURITE_VERSION" >/dev/null)
 fi
 echo "install-deps: ok"

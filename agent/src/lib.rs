@@ -21,6 +21,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod files;
 pub mod gpu;
 pub mod logging;
 pub mod metrics;

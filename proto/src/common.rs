@@ -71,7 +71,109 @@ impl fmt::Debug for Secret {
 
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
+        if revealing() {
+            s.serialize_str(&self.0)
+        } else {
+            s.serialize_str("<redacted>")
+        }
+    }
+}
+
+thread_local! {
+    static REVEAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (a serialization) with secrets written in full. Only the agent's own store,
+/// readable by root alone, calls it: everything else (`--json`, the API, logs) gets the
+/// redacted forms. Serialization is synchronous, so a thread-local flag is enough.
+pub fn with_secrets_revealed<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            REVEAL.with(|r| r.set(self.0));
+        }
+    }
+    let _reset = Reset(REVEAL.with(|r| r.replace(true)));
+    f()
+}
+
+fn revealing() -> bool {
+    REVEAL.with(|r| r.get())
+}
+
+/// `skip_serializing_if` for secrets that outputs leave out altogether.
+pub(crate) fn hidden<T>(_: &T) -> bool {
+    !revealing()
+}
+
+/// A URL that may carry a credential: a SAS token in its query, or a user and password.
+/// `Debug`, `Display` and serialization show it without them (`https://a.blob.core.windows.net/c?<redacted>`),
+/// except inside [`with_secrets_revealed`].
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(s: impl Into<String>) -> Self {
+        SecretUrl(s.into())
+    }
+    /// The whole URL, for the request itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The URL without its query, fragment or user info.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+/// `url` with any user info, query and fragment replaced by `<redacted>`.
+pub fn redact_url(url: &str) -> String {
+    let (base, secret_tail) = match url.find(['?', '#']) {
+        Some(i) => (&url[..i], true),
+        None => (url, false),
+    };
+    let mut out = match base.find("://") {
+        Some(i) => {
+            let rest = &base[i + 3..];
+            let end = rest.find('/').unwrap_or(rest.len());
+            match rest[..end].rfind('@') {
+                Some(at) => format!("{}://<redacted>@{}", &base[..i], &rest[at + 1..]),
+                None => base.to_string(),
+            }
+        }
+        None => base.to_string(),
+    };
+    if secret_tail {
+        out.push_str("?<redacted>");
+    }
+    out
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for SecretUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if revealing() {
+            s.serialize_str(&self.0)
+        } else {
+            s.serialize_str(&self.redacted())
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(SecretUrl(String::deserialize(d)?))
     }
 }
 
@@ -100,7 +202,7 @@ pub struct ContainerRegistry {
     /// Lower-case `n` on the wire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    #[serde(default, skip_serializing)]
+    #[serde(default, skip_serializing_if = "hidden")]
     pub password: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_reference: Option<serde_json::Value>,

@@ -21,6 +21,21 @@ batch_enum!(
         ContainerMiscError => "ContainerMiscError",
         ContainerTaskSettingsNotFound => "ContainerTaskSettingsNotFound",
         ResourceDirectoryCreateFailed => "ResourceDirectoryCreateFailed",
+        ResourceFileCreateFailed => "ResourceFileCreateFailed",
+        ResourceFileWriteFailed => "ResourceFileWriteFailed",
+        BlobNotFound => "BlobNotFound",
+        BlobAccessDenied => "BlobAccessDenied",
+        BlobDownloadTimedOut => "BlobDownloadTimedOut",
+        BlobDownloadMiscError => "BlobDownloadMiscError",
+        ResourceContainerNotFound => "ResourceContainerNotFound",
+        ResourceContainerAccessDenied => "ResourceContainerAccessDenied",
+        ResourceContainerListTimedOut => "ResourceContainerListTimedOut",
+        ResourceContainerListMiscError => "ResourceContainerListMiscError",
+        FileUploadContainerNotFound => "FileUploadContainerNotFound",
+        FileUploadAccessDenied => "FileUploadAccessDenied",
+        FileUploadConflict => "FileUploadConflict",
+        FileUploadTimedOut => "FileUploadTimedOut",
+        FileUploadMiscError => "FileUploadMiscError",
         DiskFull => "DiskFull",
         GpuRequestInvalid => "GpuRequestInvalid",
         Unknown => "Unknown",
@@ -60,6 +75,63 @@ impl FailureCode {
             FailureCode::ResourceDirectoryCreateFailed => (
                 ServerError,
                 "Failure encountered creating resource directory for the task.",
+            ),
+            FailureCode::ResourceFileCreateFailed => (
+                ServerError,
+                "Failure encountered creating a resource file for the task.",
+            ),
+            FailureCode::ResourceFileWriteFailed => (
+                ServerError,
+                "Failure encountered writing a resource file for the task.",
+            ),
+            FailureCode::BlobNotFound => (UserError, "One of the specified Azure Blob(s) is not found."),
+            FailureCode::BlobAccessDenied => (
+                UserError,
+                "Access for one of the specified Azure Blob(s) is denied.",
+            ),
+            FailureCode::BlobDownloadTimedOut => (
+                ServerError,
+                "Timeout encountered while downloading one of the specified Azure Blob(s).",
+            ),
+            FailureCode::BlobDownloadMiscError => (
+                ServerError,
+                "Miscellaneous error encountered while downloading one of the specified Azure Blob(s).",
+            ),
+            FailureCode::ResourceContainerNotFound => (
+                UserError,
+                "One of the specified Azure container(s) was not found while listing resource files.",
+            ),
+            FailureCode::ResourceContainerAccessDenied => (
+                UserError,
+                "Access for one of the specified Azure container(s) is denied while listing resource files.",
+            ),
+            FailureCode::ResourceContainerListTimedOut => (
+                ServerError,
+                "Timeout encountered while listing one of the specified Azure container(s).",
+            ),
+            FailureCode::ResourceContainerListMiscError => (
+                ServerError,
+                "Miscellaneous error encountered while listing one of the specified Azure container(s).",
+            ),
+            FailureCode::FileUploadContainerNotFound => (
+                UserError,
+                "One of the specified Azure container(s) was not found while attempting to upload an output file",
+            ),
+            FailureCode::FileUploadAccessDenied => (
+                UserError,
+                "Access for one of the specified Azure container(s) is denied while attempting to upload an output file",
+            ),
+            FailureCode::FileUploadConflict => (
+                UserError,
+                "A conflict occurred while attempting to upload an output file",
+            ),
+            FailureCode::FileUploadTimedOut => (
+                ServerError,
+                "Timeout encountered while attempting to upload an output file",
+            ),
+            FailureCode::FileUploadMiscError => (
+                UserError,
+                "Miscellaneous error encountered while attempting to upload an output file",
             ),
             FailureCode::DiskFull => (
                 ServerError,

@@ -16,8 +16,8 @@ pub struct JobPreparationTask {
     pub command_line: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_settings: Option<TaskContainerSettings>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_files: Option<Vec<serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_files: Vec<crate::files::ResourceFile>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub environment_settings: Vec<EnvironmentSetting>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,8 +55,8 @@ pub struct JobReleaseTask {
     pub command_line: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_settings: Option<TaskContainerSettings>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_files: Option<Vec<serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_files: Vec<crate::files::ResourceFile>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub environment_settings: Vec<EnvironmentSetting>,
     /// Default and maximum: 15 minutes.

@@ -8,6 +8,7 @@
 pub mod common;
 pub mod duration;
 pub mod failure;
+pub mod files;
 pub mod id;
 pub mod image_ref;
 pub mod job;
@@ -20,11 +21,12 @@ pub mod validate;
 
 pub use common::{
     AutoUserScope, AutoUserSpecification, BindMountEntry, ContainerHostDataPath, ContainerRegistry,
-    ContainerWorkingDirectory, ElevationLevel, EnvironmentSetting, Secret, TaskContainerSettings,
-    UserIdentity,
+    ContainerWorkingDirectory, ElevationLevel, EnvironmentSetting, Secret, SecretUrl,
+    TaskContainerSettings, UserIdentity,
 };
 pub use duration::IsoDuration;
 pub use failure::{FailureCategory, FailureCode};
+pub use files::{OutputFile, ResourceFile, UploadCondition};
 pub use image_ref::ImageRef;
 pub use job::{
     JobPrepReleaseStatus, JobPreparationTask, JobReleaseTask, JobSpec, JobState,

@@ -50,8 +50,8 @@ pub struct StartTask {
     /// Batch's default is `true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_for_success: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_files: Option<Vec<serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_files: Vec<crate::files::ResourceFile>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -63,10 +63,10 @@ pub struct TaskSpec {
     pub depends_on: Option<TaskDependencies>,
     // Known Batch fields that later stages of berth handle; kept verbatim so that `--json`
     // echoes them and validation can say what is not supported yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_files: Option<Vec<serde_json::Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_files: Option<Vec<serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_files: Vec<crate::files::ResourceFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_files: Vec<crate::files::OutputFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multi_instance_settings: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

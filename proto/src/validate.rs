@@ -6,6 +6,7 @@ use crate::common::{
     ContainerHostDataPath, ContainerWorkingDirectory, EnvironmentSetting, TaskContainerSettings,
     UserIdentity,
 };
+use crate::files::{OutputFile, ResourceFile};
 use crate::id::check_id;
 use crate::image_ref::ImageRef;
 use crate::job::{JobReleaseTask, JobSpec};
@@ -110,6 +111,162 @@ fn retry_count(p: &mut Problems, path: &str, n: Option<i32>) {
     }
 }
 
+/// An `http://` or `https://` URL with a host; the message never repeats the URL's query.
+fn http_url(p: &mut Problems, path: String, u: &crate::common::SecretUrl) {
+    let s = u.expose();
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
+    match rest {
+        _ if s.contains('\0') || s.chars().any(char::is_whitespace) => {
+            p.add(path, "must not contain NUL or whitespace characters")
+        }
+        Some(r) if !r.is_empty() && !r.starts_with(['/', '?', '#']) => {}
+        _ => p.add(
+            path,
+            format!(
+                "{} is not an http:// or https:// URL with a host",
+                u.redacted()
+            ),
+        ),
+    }
+}
+
+fn resource_files(p: &mut Problems, path: &str, list: &[ResourceFile]) {
+    for (i, f) in list.iter().enumerate() {
+        let at = format!("{path}.resourceFiles[{i}]");
+        let sources = [
+            f.auto_storage_container_name.is_some(),
+            f.storage_container_url.is_some(),
+            f.http_url.is_some(),
+        ];
+        match sources.iter().filter(|s| **s).count() {
+            1 => {}
+            0 => p.add(
+                &at,
+                "needs one source: httpUrl, storageContainerUrl (or autoStorageContainerName)",
+            ),
+            _ => p.add(
+                &at,
+                "has more than one source; give exactly one of httpUrl, storageContainerUrl, autoStorageContainerName",
+            ),
+        }
+        if f.auto_storage_container_name.is_some() {
+            p.add(
+                format!("{at}.autoStorageContainerName"),
+                "is not supported: a berth node has no linked storage account; use storageContainerUrl with a SAS",
+            );
+        }
+        if f.identity_reference.is_some() {
+            p.add(
+                format!("{at}.identityReference"),
+                "is not supported: berth has no managed identity; put a SAS in the URL",
+            );
+        }
+        if let Some(u) = &f.http_url {
+            http_url(p, format!("{at}.httpUrl"), u);
+            if f.file_path.as_deref().is_none_or(str::is_empty) {
+                p.add(
+                    format!("{at}.filePath"),
+                    "is required with httpUrl: the file's path relative to the task working directory",
+                );
+            }
+            if f.blob_prefix.is_some() {
+                p.add(
+                    format!("{at}.blobPrefix"),
+                    "is only allowed with storageContainerUrl",
+                );
+            }
+        }
+        if let Some(u) = &f.storage_container_url {
+            http_url(p, format!("{at}.storageContainerUrl"), u);
+        }
+        if let Some(fp) = &f.file_path {
+            if let Err(e) = crate::files::contained_path(fp) {
+                p.add(format!("{at}.filePath"), e);
+            }
+        }
+        if let Some(b) = &f.blob_prefix {
+            no_nul(p, format!("{at}.blobPrefix"), b);
+        }
+        if let Some(m) = &f.file_mode {
+            if let Err(e) = crate::files::parse_mode(m) {
+                p.add(format!("{at}.fileMode"), e);
+            }
+        }
+    }
+}
+
+fn output_files(p: &mut Problems, path: &str, list: &[OutputFile]) {
+    for (i, f) in list.iter().enumerate() {
+        let at = format!("{path}.outputFiles[{i}]");
+        if f.file_pattern.trim().is_empty() {
+            p.add(format!("{at}.filePattern"), "must not be empty");
+        } else if no_nul(p, format!("{at}.filePattern"), &f.file_pattern) {
+            if let Err(e) = glob_syntax(&f.file_pattern) {
+                p.add(format!("{at}.filePattern"), e);
+            }
+        }
+        let Some(c) = &f.destination.container else {
+            p.add(
+                format!("{at}.destination.container"),
+                "is required: berth uploads to a blob container (containerUrl with a SAS)",
+            );
+            continue;
+        };
+        http_url(
+            p,
+            format!("{at}.destination.container.containerUrl"),
+            &c.container_url,
+        );
+        if let Some(bp) = &c.path {
+            if no_nul(p, format!("{at}.destination.container.path"), bp) && bp.starts_with('/') {
+                p.add(
+                    format!("{at}.destination.container.path"),
+                    "must not start with '/': it is a blob name or prefix inside the container",
+                );
+            }
+        }
+        if c.identity_reference.is_some() {
+            p.add(
+                format!("{at}.destination.container.identityReference"),
+                "is not supported: berth has no managed identity; put a SAS in containerUrl",
+            );
+        }
+        for (j, h) in c.upload_headers.iter().enumerate() {
+            let ok_name = !h.name.is_empty()
+                && h.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b));
+            if !ok_name {
+                p.add(
+                    format!("{at}.destination.container.uploadHeaders[{j}].name"),
+                    format!("{:?} is not an HTTP header name", h.name),
+                );
+            }
+            if h.value
+                .as_deref()
+                .is_some_and(|v| v.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f))
+            {
+                p.add(
+                    format!("{at}.destination.container.uploadHeaders[{j}].value"),
+                    "must not contain control characters",
+                );
+            }
+        }
+    }
+}
+
+/// The glob syntax berth matches with (`glob::Pattern`, which the agent uses too).
+fn glob_syntax(pattern: &str) -> Result<(), String> {
+    glob::Pattern::new(pattern).map(|_| ()).map_err(|e| {
+        format!(
+            "{pattern:?} is not a valid pattern: {} (at character {})",
+            e.msg, e.pos
+        )
+    })
+}
+
 fn unsupported<T>(p: &mut Problems, path: &str, v: &Option<Vec<T>>, field: &str) {
     if v.as_ref().is_some_and(|l| !l.is_empty()) {
         p.add(
@@ -205,7 +362,7 @@ fn start_task(p: &mut Problems, path: &str, st: &StartTask, pool: &PoolSpec) {
         &format!("{path}.maxTaskRetryCount"),
         st.max_task_retry_count,
     );
-    unsupported(p, path, &st.resource_files, "resourceFiles");
+    resource_files(p, path, &st.resource_files);
 }
 
 /// A job preparation or release task's shared fields.
@@ -278,7 +435,7 @@ pub fn job(job: &JobSpec, pool: &PoolSpec) -> Vec<Problem> {
                 c.max_task_retry_count,
             );
         }
-        unsupported(&mut p, path, &t.resource_files, "resourceFiles");
+        resource_files(&mut p, path, &t.resource_files);
     }
     if let Some(t) = &job.job_release_task {
         let path = "$.jobReleaseTask";
@@ -314,7 +471,7 @@ pub fn job(job: &JobSpec, pool: &PoolSpec) -> Vec<Problem> {
                 );
             }
         }
-        unsupported(&mut p, path, &t.resource_files, "resourceFiles");
+        resource_files(&mut p, path, &t.resource_files);
     }
     if job.job_manager_task.is_some() {
         p.add(
@@ -452,8 +609,8 @@ pub fn task(path: &str, t: &TaskSpec, job: &JobSpec, pool: &PoolSpec) -> Vec<Pro
             }
         }
     }
-    unsupported(&mut p, path, &t.resource_files, "resourceFiles");
-    unsupported(&mut p, path, &t.output_files, "outputFiles");
+    resource_files(&mut p, path, &t.resource_files);
+    output_files(&mut p, path, &t.output_files);
     unsupported(
         &mut p,
         path,
@@ -494,6 +651,57 @@ mod tests {
             &PoolSpec::default_for_run()
         )
         .is_empty());
+    }
+
+    #[test]
+    fn task_files_are_checked() {
+        let task = t(r#"{"id":"f","commandLine":"x",
+            "resourceFiles":[
+              {"httpUrl":"https://a/b?sig=SECRET"},
+              {"httpUrl":"ftp://a/b?sig=SECRET","filePath":"ok","blobPrefix":"p"},
+              {"storageContainerUrl":"https://a/c","httpUrl":"https://a/b","filePath":"x"},
+              {"autoStorageContainerName":"c"},
+              {"filePath":"x"},
+              {"storageContainerUrl":"https://a/c","filePath":"../up","fileMode":"999"},
+              {"storageContainerUrl":"https://a/c?sig=1","filePath":"fine/dir","fileMode":"0755","blobPrefix":"p/"}],
+            "outputFiles":[
+              {"filePattern":"","destination":{"container":{"containerUrl":"https://a/c"}}},
+              {"filePattern":"a[b","destination":{}},
+              {"filePattern":"**/*.txt","destination":{"container":{"containerUrl":"nope","path":"/abs",
+                "uploadHeaders":[{"name":"bad name","value":"v"},{"name":"x-ms-meta-a","value":"a\nb"}]}},
+               "uploadOptions":{"uploadCondition":"taskSuccess"}},
+              {"filePattern":"../std*.txt","destination":{"container":{"containerUrl":"https://a/c?sig=1","path":"p"}}}]}"#);
+        let m = msgs(super::task(
+            "$",
+            &task,
+            &JobSpec::default_for_run(),
+            &PoolSpec::default_for_run(),
+        ));
+        let want = [
+            "$.resourceFiles[0].filePath: is required with httpUrl",
+            "$.resourceFiles[1].httpUrl: ftp://a/b?<redacted> is not an http:// or https:// URL",
+            "$.resourceFiles[1].blobPrefix: is only allowed with storageContainerUrl",
+            "$.resourceFiles[2]: has more than one source",
+            "$.resourceFiles[3].autoStorageContainerName: is not supported",
+            "$.resourceFiles[4]: needs one source",
+            "$.resourceFiles[5].filePath: \"../up\" has a \"..\" component",
+            "$.resourceFiles[5].fileMode: \"999\" is not an octal file mode",
+            "$.outputFiles[0].filePattern: must not be empty",
+            "$.outputFiles[1].filePattern: \"a[b\" is not a valid pattern",
+            "$.outputFiles[1].destination.container: is required",
+            "$.outputFiles[2].destination.container.containerUrl: nope is not an http",
+            "$.outputFiles[2].destination.container.path: must not start with '/'",
+            "$.outputFiles[2].destination.container.uploadHeaders[0].name: \"bad name\" is not an HTTP header name",
+            "$.outputFiles[2].destination.container.uploadHeaders[1].value: must not contain control characters",
+        ];
+        for w in want {
+            assert!(
+                m.iter().any(|x| x.starts_with(w)),
+                "missing {w:?} in {m:#?}"
+            );
+        }
+        assert_eq!(m.len(), want.len(), "{m:#?}");
+        assert!(!m.iter().any(|x| x.contains("SECRET")));
     }
 
     #[test]

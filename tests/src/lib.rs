@@ -8,6 +8,8 @@
 //! No engine is a test failure with a clear message, never a silent skip.
 #![allow(clippy::disallowed_types)]
 
+pub mod azurite;
+
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -19,8 +19,10 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// The store keeps secrets (registry passwords, SAS URLs) in full: it is root's alone, and
+/// a task read back must still pull and transfer. Every other output redacts them.
 fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(backend)
+    berth_proto::common::with_secrets_revealed(|| serde_json::to_string(v)).map_err(backend)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {

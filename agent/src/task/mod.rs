@@ -150,6 +150,13 @@ pub async fn run_task(
     mut resume: Option<Resume>,
 ) -> ExecutionInfo {
     let mut info = ExecutionInfo::default();
+    // Resource files come once, before the first attempt; a resumed task has them.
+    if resume.is_none() && !plan.resource_files.is_empty() {
+        if let Err(e) = download_resources(plan, cancel).await {
+            tracing::warn!(code = %e.code, "resource files failed: {}", e.message);
+            return failed_before_start(e.code, e.message);
+        }
+    }
     let mut attempt: u32 = resume.as_ref().map(|r| r.attempt).unwrap_or(0);
     info.retry_count = i32::try_from(attempt).unwrap_or(i32::MAX);
     loop {
@@ -196,12 +203,78 @@ pub async fn run_task(
             attempt += 1;
             continue;
         }
-        info.result = Some(if outcome.failure.is_some() {
+        info.failure_info = outcome.failure;
+        // Outputs go up after the last attempt, unless berth itself is stopping.
+        if !plan.output_files.is_empty() && !cancel.is_cancelled() {
+            upload_outputs(plan, &mut info).await;
+        }
+        info.result = Some(if info.failure_info.is_some() {
             TaskResult::Failure
         } else {
             TaskResult::Success
         });
-        info.failure_info = outcome.failure;
         return info;
+    }
+}
+
+async fn download_resources(
+    plan: &TaskPlan,
+    cancel: &CancellationToken,
+) -> Result<(), crate::files::FileError> {
+    let t = crate::files::Transfers::shared()?;
+    let owner = crate::files::Owner::of(plan);
+    let done =
+        crate::files::resources::download(t, &plan.resource_files, &plan.wd, owner, cancel).await?;
+    tracing::info!(
+        files = done.files,
+        bytes = done.bytes,
+        "resource files downloaded"
+    );
+    Ok(())
+}
+
+/// Uploads the outputs whose condition holds. An upload failure fails a task whose process
+/// succeeded (Batch's `FileUpload*` codes); a task that had already failed keeps its own
+/// failure, with the upload's added as a detail. The exit code is never touched.
+async fn upload_outputs(plan: &TaskPlan, info: &mut ExecutionInfo) {
+    let env: Vec<(String, String)> = plan
+        .user_env
+        .iter()
+        .chain(plan.batch_env.iter())
+        .cloned()
+        .collect();
+    let task = crate::files::outputs::TaskFiles {
+        wd: &plan.wd,
+        task_dir: &plan.task_dir,
+        env: &env,
+    };
+    let success = info.failure_info.is_none();
+    let result = match crate::files::Transfers::shared() {
+        Ok(t) => crate::files::outputs::upload(t, &plan.output_files, &task, success).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(Some(done)) => {
+            tracing::info!(
+                files = done.files,
+                bytes = done.bytes,
+                "output files uploaded"
+            )
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(code = %e.code, "output files failed: {}", e.message);
+            let detail = NameValuePair {
+                name: "Message".into(),
+                value: e.message.clone(),
+            };
+            match &mut info.failure_info {
+                Some(f) => f.details.push(NameValuePair {
+                    name: "FileUploadError".into(),
+                    value: format!("{}: {}", e.code, e.message),
+                }),
+                None => info.failure_info = Some(FailureInfo::new(e.code, vec![detail])),
+            }
+        }
     }
 }

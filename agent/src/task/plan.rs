@@ -89,6 +89,10 @@ pub struct TaskPlan {
     pub retention: Option<Duration>,
     /// The GPUs this task may use; the scheduler sets them.
     pub gpus: Vec<berth_proto::NodeGpu>,
+    /// Downloaded into `wd` before the first attempt.
+    pub resource_files: Vec<berth_proto::ResourceFile>,
+    /// Uploaded after the last attempt.
+    pub output_files: Vec<berth_proto::OutputFile>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -291,6 +295,8 @@ fn build(
         max_retries,
         retention,
         gpus: vec![],
+        resource_files: vec![],
+        output_files: vec![],
     })
 }
 
@@ -323,6 +329,11 @@ pub fn task(
             .unwrap_or(Some(DEFAULT_RETENTION)),
         prep_dir(job, node),
     )
+    .map(|p| TaskPlan {
+        resource_files: t.resource_files.clone(),
+        output_files: t.output_files.clone(),
+        ..p
+    })
 }
 
 /// The job's preparation task directory, when it has one.
@@ -359,6 +370,7 @@ pub fn job_preparation(
         None,
         None,
     )
+    .map(|p| with_resources(p, &t.resource_files))
 }
 
 /// Plans a job's release task: at most 15 minutes, no retries, retention 7 days unless set.
@@ -389,6 +401,7 @@ pub fn job_release(
             .unwrap_or(Some(DEFAULT_RETENTION)),
         prep_dir(job, node),
     )
+    .map(|p| with_resources(p, &t.resource_files))
 }
 
 /// Plans the pool's start task: it runs in `startup/`, without job or task ids.
@@ -411,6 +424,14 @@ pub fn start_task(
         None,
         None,
     )
+    .map(|p| with_resources(p, &st.resource_files))
+}
+
+fn with_resources(plan: TaskPlan, files: &[berth_proto::ResourceFile]) -> TaskPlan {
+    TaskPlan {
+        resource_files: files.to_vec(),
+        ..plan
+    }
 }
 
 /// Whether a task can run on this pool: a container pool needs `containerSettings`.

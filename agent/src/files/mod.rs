@@ -1,0 +1,104 @@
+//! TASK FILES, around the attempts of one task:
+//! `resourceFiles` -> [`resources::download`] into `wd` before the first attempt;
+//! `outputFiles` -> [`pattern`] (pure) -> [`outputs::upload`] after the last one.
+//! [`blob`] is the one HTTP seam: streamed GETs, List Blobs, Put Blob / Block / Block List.
+
+pub mod blob;
+pub mod outputs;
+pub mod pattern;
+pub mod resources;
+
+use berth_proto::FailureCode;
+use std::sync::OnceLock;
+
+/// A transfer that failed, as Batch reports it: a failure code and a message that names
+/// the file and the URL without its query.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct FileError {
+    pub code: FailureCode,
+    pub message: String,
+}
+
+impl FileError {
+    pub fn new(code: FailureCode, message: impl Into<String>) -> Self {
+        FileError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// How transfers are shaped. The defaults keep memory bounded: a download holds one
+/// write buffer, an upload `block_size * block_concurrency` bytes per file.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Files transferred at once.
+    pub file_concurrency: usize,
+    /// Blocks of one file in flight at once.
+    pub block_concurrency: usize,
+    /// Put Block size; files up to this size go up in one Put Blob.
+    pub block_size: usize,
+    /// Tries per request for transient errors (timeouts, 5xx, 429, dropped connections).
+    pub attempts: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            file_concurrency: 4,
+            block_concurrency: 4,
+            block_size: 4 << 20,
+            attempts: 4,
+        }
+    }
+}
+
+/// The HTTP client and limits every task's transfers share.
+pub struct Transfers {
+    pub http: blob::Http,
+    pub limits: Limits,
+}
+
+impl Transfers {
+    pub fn new(limits: Limits) -> Result<Transfers, String> {
+        Ok(Transfers {
+            http: blob::Http::new()?,
+            limits,
+        })
+    }
+
+    /// The process's transfers, made on first use (loading the trust store costs a few ms,
+    /// which tasks without files never pay).
+    pub fn shared() -> Result<&'static Transfers, FileError> {
+        static SHARED: OnceLock<Result<Transfers, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| Transfers::new(Limits::default()))
+            .as_ref()
+            .map_err(|e| FileError::new(FailureCode::Unknown, format!("HTTP client: {e}")))
+    }
+}
+
+/// Files and directories made for the task belong to its user (root owns them for admin
+/// tasks, and when berth itself does not run as root).
+#[derive(Debug, Clone, Copy)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    pub fn of(plan: &crate::task::plan::TaskPlan) -> Option<Owner> {
+        (nix::unistd::Uid::effective().is_root() && !plan.user.admin).then_some(Owner {
+            uid: plan.user.uid,
+            gid: plan.user.gid,
+        })
+    }
+
+    pub fn apply(owner: Option<Owner>, p: &std::path::Path) -> std::io::Result<()> {
+        match owner {
+            Some(o) => std::os::unix::fs::lchown(p, Some(o.uid), Some(o.gid)),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! `resourceFiles` into the task's working directory, before its first attempt: container
+//! URLs listed (with `blobPrefix`), every file streamed to disk through one fixed buffer,
+//! a bounded number at once, transient errors retried, files and directories given to the
+//! task's user with `fileMode`. Nothing is written outside `wd`: paths were checked at
+//! validation, blob names are checked here, and no link on the way is followed.
+
+use super::blob::{backoff, HttpFailure};
+use super::{FileError, Owner, Transfers};
+use berth_proto::common::redact_url;
+use berth_proto::{FailureCode, ResourceFile};
+use futures_util::{StreamExt, TryStreamExt};
+use std::io::ErrorKind;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+/// One file to fetch: the whole URL (with its SAS), where it goes below `wd`, its mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Download {
+    pub url: String,
+    pub dest: String,
+    pub mode: u32,
+}
+
+/// What a finished download step did, for the log.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Downloaded {
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// The write buffer of one download: the only per-file memory, whatever the file's size.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// Downloads every resource file into `wd`. The first failure stops the others and is
+/// returned; cancellation stops them all.
+pub async fn download(
+    t: &Transfers,
+    files: &[ResourceFile],
+    wd: &Path,
+    owner: Option<Owner>,
+    cancel: &CancellationToken,
+) -> Result<Downloaded, FileError> {
+    let work = async {
+        let mut list = Vec::new();
+        for f in files {
+            list.extend(expand(t, f).await?);
+        }
+        let count = list.len();
+        let total = std::sync::atomic::AtomicU64::new(0);
+        futures_util::stream::iter(list.into_iter().map(Ok))
+            .try_for_each_concurrent(t.limits.file_concurrency.max(1), |d| {
+                let total = &total;
+                async move {
+                    let n = fetch(t, &d, wd, owner).await?;
+                    total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    Ok(())
+                }
+            })
+            .await?;
+        Ok(Downloaded {
+            files: count,
+            bytes: total.into_inner(),
+        })
+    };
+    tokio::select! {
+        r = work => r,
+        _ = cancel.cancelled() => Err(FileError::new(
+            FailureCode::TaskEnded,
+            "stopped while downloading resource files",
+        )),
+    }
+}
+
+/// One resource file as the files it stands for: itself, or every blob the container
+/// lists under the prefix.
+pub async fn expand(t: &Transfers, f: &ResourceFile) -> Result<Vec<Download>, FileError> {
+    let mode = f.mode();
+    if let Some(u) = &f.http_url {
+        return Ok(vec![Download {
+            url: u.expose().to_string(),
+            dest: f.file_path.clone().unwrap_or_default(),
+            mode,
+        }]);
+    }
+    let Some(c) = &f.storage_container_url else {
+        return Ok(Vec::new());
+    };
+    let names = list_all(t, c.expose(), f.blob_prefix.as_deref()).await?;
+    let dir = f
+        .file_path
+        .as_deref()
+        .unwrap_or("")
+        .trim_end_matches('/')
+        .to_string();
+    let mut out = Vec::new();
+    for name in names {
+        // Folder markers (hierarchical namespaces) are not files.
+        if name.ends_with('/') {
+            continue;
+        }
+        if let Err(e) = berth_proto::files::contained_path(&name) {
+            return Err(FileError::new(
+                FailureCode::ResourceFileCreateFailed,
+                format!("blob name {e} (container {})", redact_url(c.expose())),
+            ));
+        }
+        let dest = if dir.is_empty() {
+            name.clone()
+        } else {
+            format!("{dir}/{name}")
+        };
+        out.push(Download {
+            url: super::blob::blob_url(c.expose(), &name),
+            dest,
+            mode,
+        });
+    }
+    Ok(out)
+}
+
+async fn list_all(
+    t: &Transfers,
+    container: &str,
+    prefix: Option<&str>,
+) -> Result<Vec<String>, FileError> {
+    let mut names = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = retry(t, || t.http.list_page(container, prefix, marker.as_deref()))
+            .await
+            .map_err(|f| {
+                let code = match &f {
+                    HttpFailure::Status { status: 404, .. } => {
+                        FailureCode::ResourceContainerNotFound
+                    }
+                    HttpFailure::Status {
+                        status: 401 | 403, ..
+                    } => FailureCode::ResourceContainerAccessDenied,
+                    HttpFailure::Timeout => FailureCode::ResourceContainerListTimedOut,
+                    _ => FailureCode::ResourceContainerListMiscError,
+                };
+                FileError::new(code, format!("listing {}", f.describe(container)))
+            })?;
+        names.extend(page.0);
+        match page.1 {
+            Some(m) => marker = Some(m),
+            None => return Ok(names),
+        }
+    }
+}
+
+/// Runs `op` up to `attempts` times while it fails transiently.
+pub(crate) async fn retry<T, F, Fut>(t: &Transfers, mut op: F) -> Result<T, HttpFailure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, HttpFailure>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(f) if f.transient() && attempt + 1 < t.limits.attempts => {
+                tracing::warn!(attempt = attempt + 1, "transfer failed, retrying: {f:?}");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Why one try of a download failed.
+enum Step {
+    Http(HttpFailure),
+    Create(std::io::Error),
+    Write(std::io::Error),
+}
+
+async fn fetch(
+    t: &Transfers,
+    d: &Download,
+    wd: &Path,
+    owner: Option<Owner>,
+) -> Result<u64, FileError> {
+    let dest = make_parents(wd, &d.dest, owner)?;
+    let began = std::time::Instant::now();
+    let mut attempt = 0;
+    let n = loop {
+        match fetch_once(t, &d.url, &dest).await {
+            Ok(n) => break n,
+            Err(Step::Http(f)) if f.transient() && attempt + 1 < t.limits.attempts => {
+                tracing::warn!(url = %redact_url(&d.url), attempt = attempt + 1, "download failed, retrying: {f:?}");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            Err(Step::Http(f)) => {
+                let code = match &f {
+                    HttpFailure::Status { status: 404, .. } => FailureCode::BlobNotFound,
+                    HttpFailure::Status {
+                        status: 401 | 403, ..
+                    } => FailureCode::BlobAccessDenied,
+                    HttpFailure::Timeout => FailureCode::BlobDownloadTimedOut,
+                    _ => FailureCode::BlobDownloadMiscError,
+                };
+                return Err(FileError::new(
+                    code,
+                    format!("downloading {} to {}", f.describe(&d.url), d.dest),
+                ));
+            }
+            Err(Step::Create(e)) => {
+                return Err(io_error(FailureCode::ResourceFileCreateFailed, &dest, e))
+            }
+            Err(Step::Write(e)) => {
+                return Err(io_error(FailureCode::ResourceFileWriteFailed, &dest, e))
+            }
+        }
+    };
+    let done = || -> std::io::Result<()> {
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(d.mode))?;
+        Owner::apply(owner, &dest)
+    };
+    done().map_err(|e| io_error(FailureCode::ResourceFileCreateFailed, &dest, e))?;
+    let secs = began.elapsed().as_secs_f64();
+    tracing::info!(
+        url = %redact_url(&d.url),
+        file = %d.dest,
+        bytes = n,
+        mb_per_s = format!("{:.1}", n as f64 / 1e6 / secs.max(1e-6)),
+        "resource file downloaded"
+    );
+    Ok(n)
+}
+
+async fn fetch_once(t: &Transfers, url: &str, dest: &Path) -> Result<u64, Step> {
+    let response = t.http.get(url).await.map_err(Step::Http)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        // A link planted at the destination is refused, not followed.
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dest)
+        .map_err(Step::Create)?;
+    let mut out =
+        tokio::io::BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file));
+    let mut body = response.bytes_stream();
+    let mut n = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            Step::Http(if e.is_timeout() {
+                HttpFailure::Timeout
+            } else {
+                HttpFailure::Transport(format!("reading the body: {}", e.without_url()))
+            })
+        })?;
+        n += chunk.len() as u64;
+        out.write_all(&chunk).await.map_err(Step::Write)?;
+    }
+    out.flush().await.map_err(Step::Write)?;
+    out.into_inner().sync_all().await.map_err(Step::Write)?;
+    Ok(n)
+}
+
+fn io_error(code: FailureCode, p: &Path, e: std::io::Error) -> FileError {
+    // A full disk has its own code, whatever step hit it.
+    let code = if e.raw_os_error() == Some(libc::ENOSPC) {
+        FailureCode::DiskFull
+    } else {
+        code
+    };
+    FileError::new(code, format!("{}: {e}", p.display()))
+}
+
+/// Creates the directories between `wd` and `rel`'s file, owned by the task's user, and
+/// returns the file's path. An existing link on the way is an error, never followed.
+pub fn make_parents(wd: &Path, rel: &str, owner: Option<Owner>) -> Result<PathBuf, FileError> {
+    let parts: Vec<&str> = rel
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let Some((file, dirs)) = parts.split_last() else {
+        return Err(FileError::new(
+            FailureCode::ResourceFileCreateFailed,
+            format!("{rel:?} names no file"),
+        ));
+    };
+    let mut cur = wd.to_path_buf();
+    for d in dirs {
+        cur.push(d);
+        let fail = |e: String| {
+            FileError::new(
+                FailureCode::ResourceDirectoryCreateFailed,
+                format!("{}: {e}", cur.display()),
+            )
+        };
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(fail("exists and is not a directory".into())),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                match std::fs::create_dir(&cur) {
+                    Ok(()) => {}
+                    // Another download of this task made it meanwhile.
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                    Err(e) => {
+                        return Err(io_error(
+                            FailureCode::ResourceDirectoryCreateFailed,
+                            &cur,
+                            e,
+                        ))
+                    }
+                }
+                std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(0o775))
+                    .and_then(|()| Owner::apply(owner, &cur))
+                    .map_err(|e| io_error(FailureCode::ResourceDirectoryCreateFailed, &cur, e))?;
+            }
+            Err(e) => return Err(fail(e.to_string())),
+        }
+    }
+    Ok(cur.join(file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_are_made_and_links_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let wd = d.path();
+        let p = make_parents(wd, "a/./b/c.txt", None).unwrap();
+        assert_eq!(p, wd.join("a/b/c.txt"));
+        assert!(wd.join("a/b").is_dir());
+        std::os::unix::fs::symlink("/etc", wd.join("evil")).unwrap();
+        let e = make_parents(wd, "evil/x", None).unwrap_err();
+        assert_eq!(e.code, FailureCode::ResourceDirectoryCreateFailed);
+        std::fs::write(wd.join("plain"), "").unwrap();
+        assert!(make_parents(wd, "plain/x", None).is_err());
+        assert!(make_parents(wd, "", None).is_err());
+    }
+
+    #[test]
+    fn full_disk_has_its_own_code() {
+        let e = io_error(
+            FailureCode::ResourceFileWriteFailed,
+            Path::new("/x"),
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        assert_eq!(e.code, FailureCode::DiskFull);
+    }
+}
