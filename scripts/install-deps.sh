@@ -33,6 +33,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 if [ "$("$root/.tools/azurite/node_modules/.bin/azurite-blob" --version 2>/dev/null)" != "$AZURITE_VERSION" ]; then
   if ! command -v npm >/dev/null 2>&1; then
     echo "install-deps: installing nodejs and npm"
+    $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
   fi
   echo "install-deps: installing azurite $AZURITE_VERSION"

@@ -983,3 +983,36 @@ fn sighup_applies_the_log_level() {
     assert_eq!(a.req("GET", "/node", None).0, 200, "still serving");
     assert_eq!(a.term(), Some(0));
 }
+
+/// Task files through the daemon: the task is stored with its SAS URLs (the scheduler
+/// reads it back from the store before running it), downloads and uploads work, and the
+/// API never shows a SAS.
+#[test]
+fn task_files_in_the_daemon() {
+    let az = berth_tests::azurite::Azurite::start();
+    az.create_container("iofiles");
+    az.put_blob("iofiles", "in.txt", b"from blob\n");
+    let n = TestNode::new("agentfiles");
+    let a = Agent::start(&n);
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "fj"}))).0, 201);
+    let mut t = ctask("copy", "/bin/sh -c 'tr a-z A-Z < in.txt > out.txt'");
+    t["resourceFiles"] =
+        json!([{"httpUrl": az.blob_url("iofiles", "in.txt", "r"), "filePath": "in.txt"}]);
+    t["outputFiles"] = json!([{"filePattern": "out.txt",
+        "destination": {"container": {"containerUrl": az.container_url("iofiles", "rwc"), "path": "result/out.txt"}},
+        "uploadOptions": {"uploadCondition": "taskSuccess"}}]);
+    let (st, body) = a.req("POST", "/jobs/fj/tasks", Some(&t));
+    assert_eq!(st, 201, "{body}");
+    let done = a.wait_state("fj", "copy", "completed");
+    assert_eq!(done["executionInfo"]["result"], "success", "{done}");
+    assert_eq!(
+        az.get_blob("iofiles", "result/out.txt").unwrap(),
+        b"FROM BLOB\n"
+    );
+    let shown = a.req("GET", "/jobs/fj/tasks/copy", None).1;
+    assert!(!shown.contains("sig="), "{shown}");
+    assert!(shown.contains("/iofiles/in.txt?<redacted>"), "{shown}");
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    assert!(!log.contains("sig="), "a SAS reached the agent's log");
+    assert_eq!(a.term(), Some(0));
+}
