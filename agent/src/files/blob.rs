@@ -3,6 +3,7 @@
 //! or an error: every message names the URL through `redact_url`.
 
 use berth_proto::common::redact_url;
+use berth_proto::FailureCode;
 use bytes::Bytes;
 use std::time::Duration;
 
@@ -31,6 +32,21 @@ impl HttpFailure {
         }
     }
 
+    /// The Batch code for this failure in a step whose codes are `codes`.
+    pub fn code(&self, codes: &StepCodes) -> FailureCode {
+        match self {
+            HttpFailure::Status { status: 404, .. } => codes.not_found,
+            HttpFailure::Status {
+                status: 401 | 403, ..
+            } => codes.denied,
+            HttpFailure::Status {
+                status: 409 | 412, ..
+            } => codes.conflict,
+            HttpFailure::Timeout => codes.timed_out,
+            _ => codes.misc,
+        }
+    }
+
     /// A short description with the (redacted) URL.
     pub fn describe(&self, url: &str) -> String {
         let url = redact_url(url);
@@ -44,6 +60,39 @@ impl HttpFailure {
         }
     }
 }
+
+/// Batch's failure codes for one kind of transfer step.
+pub struct StepCodes {
+    pub not_found: FailureCode,
+    pub denied: FailureCode,
+    pub conflict: FailureCode,
+    pub timed_out: FailureCode,
+    pub misc: FailureCode,
+}
+
+pub const LIST: StepCodes = StepCodes {
+    not_found: FailureCode::ResourceContainerNotFound,
+    denied: FailureCode::ResourceContainerAccessDenied,
+    conflict: FailureCode::ResourceContainerListMiscError,
+    timed_out: FailureCode::ResourceContainerListTimedOut,
+    misc: FailureCode::ResourceContainerListMiscError,
+};
+
+pub const DOWNLOAD: StepCodes = StepCodes {
+    not_found: FailureCode::BlobNotFound,
+    denied: FailureCode::BlobAccessDenied,
+    conflict: FailureCode::BlobDownloadMiscError,
+    timed_out: FailureCode::BlobDownloadTimedOut,
+    misc: FailureCode::BlobDownloadMiscError,
+};
+
+pub const UPLOAD: StepCodes = StepCodes {
+    not_found: FailureCode::FileUploadContainerNotFound,
+    denied: FailureCode::FileUploadAccessDenied,
+    conflict: FailureCode::FileUploadConflict,
+    timed_out: FailureCode::FileUploadTimedOut,
+    misc: FailureCode::FileUploadMiscError,
+};
 
 fn from_reqwest(e: reqwest::Error) -> HttpFailure {
     if e.is_timeout() {

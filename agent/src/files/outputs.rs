@@ -153,18 +153,10 @@ fn matches(o: &OutputFile, task: &TaskFiles<'_>) -> Result<Vec<Upload>, FileErro
 }
 
 fn upload_error(f: &HttpFailure, url: &str) -> FileError {
-    let code = match f {
-        HttpFailure::Status { status: 404, .. } => FailureCode::FileUploadContainerNotFound,
-        HttpFailure::Status {
-            status: 401 | 403, ..
-        } => FailureCode::FileUploadAccessDenied,
-        HttpFailure::Status {
-            status: 409 | 412, ..
-        } => FailureCode::FileUploadConflict,
-        HttpFailure::Timeout => FailureCode::FileUploadTimedOut,
-        _ => FailureCode::FileUploadMiscError,
-    };
-    FileError::new(code, format!("uploading to {}", f.describe(url)))
+    FileError::new(
+        f.code(&super::blob::UPLOAD),
+        format!("uploading to {}", f.describe(url)),
+    )
 }
 
 /// Sends one file; returns its size.

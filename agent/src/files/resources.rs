@@ -4,7 +4,7 @@
 //! task's user with `fileMode`. Nothing is written outside `wd`: paths were checked at
 //! validation, blob names are checked here, and no link on the way is followed.
 
-use super::blob::{backoff, HttpFailure};
+use super::blob::{backoff, HttpFailure, DOWNLOAD, LIST};
 use super::{FileError, Owner, Transfers};
 use berth_proto::common::redact_url;
 use berth_proto::{FailureCode, ResourceFile};
@@ -130,17 +130,7 @@ async fn list_all(
         let page = retry(t, || t.http.list_page(container, prefix, marker.as_deref()))
             .await
             .map_err(|f| {
-                let code = match &f {
-                    HttpFailure::Status { status: 404, .. } => {
-                        FailureCode::ResourceContainerNotFound
-                    }
-                    HttpFailure::Status {
-                        status: 401 | 403, ..
-                    } => FailureCode::ResourceContainerAccessDenied,
-                    HttpFailure::Timeout => FailureCode::ResourceContainerListTimedOut,
-                    _ => FailureCode::ResourceContainerListMiscError,
-                };
-                FileError::new(code, format!("listing {}", f.describe(container)))
+                FileError::new(f.code(&LIST), format!("listing {}", f.describe(container)))
             })?;
         names.extend(page.0);
         match page.1 {
@@ -194,16 +184,8 @@ async fn fetch(
                 attempt += 1;
             }
             Err(Step::Http(f)) => {
-                let code = match &f {
-                    HttpFailure::Status { status: 404, .. } => FailureCode::BlobNotFound,
-                    HttpFailure::Status {
-                        status: 401 | 403, ..
-                    } => FailureCode::BlobAccessDenied,
-                    HttpFailure::Timeout => FailureCode::BlobDownloadTimedOut,
-                    _ => FailureCode::BlobDownloadMiscError,
-                };
                 return Err(FileError::new(
-                    code,
+                    f.code(&DOWNLOAD),
                     format!("downloading {} to {}", f.describe(&d.url), d.dest),
                 ));
             }

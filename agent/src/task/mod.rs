@@ -19,7 +19,6 @@ use berth_proto::{FailureCode, FailureInfo, NameValuePair};
 use chrono::Utc;
 use create::ContainerIdentity;
 use plan::{NodeFacts, TaskPlan};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -116,20 +115,15 @@ pub fn prepare_dirs(plan: &TaskPlan, fresh: bool) -> std::io::Result<()> {
     }
     std::fs::set_permissions(&plan.task_dir, std::fs::Permissions::from_mode(0o755))?;
     std::fs::set_permissions(&plan.wd, std::fs::Permissions::from_mode(0o775))?;
-    if nix::unistd::Uid::effective().is_root() && !plan.user.admin {
-        for d in [
-            plan.task_dir.as_path(),
-            plan.wd.as_path(),
-            plan.task_dir.join("certs").as_path(),
-        ] {
-            chown(d, plan.user.uid, plan.user.gid)?;
-        }
+    let owner = crate::files::Owner::of(plan);
+    for d in [
+        plan.task_dir.as_path(),
+        plan.wd.as_path(),
+        plan.task_dir.join("certs").as_path(),
+    ] {
+        crate::files::Owner::apply(owner, d)?;
     }
     Ok(())
-}
-
-fn chown(p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::chown(p, Some(uid), Some(gid))
 }
 
 /// An attempt an earlier agent process started, to be taken over instead of started.
