@@ -413,3 +413,186 @@ fn large_files_stream_in_constant_memory() {
         peak / 1024
     );
 }
+
+/// A loopback web server for one test: `body` at any path, with `Range` honoured when
+/// `ranges` is set, and the first answer for the range starting at `cut` dropped halfway
+/// (a lost connection). Counts requests.
+struct Origin {
+    url: String,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn origin(body: Vec<u8>, ranges: bool, cut: Option<u64>) -> Origin {
+    use std::io::{BufRead, Write};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/data.bin?sig=secret", l.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (body, counter, was_cut) = (
+        Arc::new(body),
+        hits.clone(),
+        Arc::new(AtomicBool::new(false)),
+    );
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let (body, counter, was_cut) = (body.clone(), counter.clone(), was_cut.clone());
+            std::thread::spawn(move || {
+                let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+                let mut range = None;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let line = line.trim_end().to_ascii_lowercase();
+                    if line.is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.strip_prefix("range: bytes=") {
+                        let (a, b) = v.split_once('-').unwrap();
+                        range = Some((a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()));
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let len = body.len() as u64;
+                let (head, part) = match range.filter(|_| ranges) {
+                    Some((a, _)) if a >= len => {
+                        let h = format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        (h, &body[0..0])
+                    }
+                    Some((a, b)) => {
+                        let end = (b + 1).min(len);
+                        let h = format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{}/{len}\r\nContent-Length: {}\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n", end - 1, end - a);
+                        let mut part = &body[a as usize..end as usize];
+                        if cut == Some(a) && !was_cut.swap(true, Ordering::SeqCst) {
+                            part = &part[..part.len() / 2];
+                        }
+                        (h, part)
+                    }
+                    None => {
+                        let h = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+                        );
+                        (h, &body[..])
+                    }
+                };
+                s.write_all(head.as_bytes()).ok();
+                s.write_all(part).ok();
+            });
+        }
+    });
+    Origin { url, hits }
+}
+
+/// Large downloads go in parallel ranges: a range whose connection drops is fetched
+/// again on its own, a server that ignores `Range` still gives the whole file, and
+/// empty files (which have no first range) arrive empty.
+#[test]
+fn ranged_downloads_retry_a_dropped_range() {
+    let big: Vec<u8> = (0..(16u64 << 20) + 12345)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    // Ranges are 8 MiB: three of them, the second cut once.
+    let ranged = origin(big.clone(), true, Some(8 << 20));
+    let plain = origin(big.clone(), false, None);
+    let empty_origin = origin(Vec::new(), true, None);
+    let az = Azurite::start();
+    az.create_container("inputs");
+    az.put_blob("inputs", "empty.txt", b"");
+    let n = TestNode::new("ranges");
+    let mut t = task(
+        "ranges",
+        "/bin/sh -c 'wc -c < ranged.bin; wc -c < plain.bin; wc -c < empty.txt; wc -c < empty.bin'",
+        "",
+    );
+    t["resourceFiles"] = json!([
+        {"httpUrl": ranged.url, "filePath": "ranged.bin"},
+        {"httpUrl": plain.url, "filePath": "plain.bin"},
+        {"httpUrl": az.blob_url("inputs", "empty.txt", "r"), "filePath": "empty.txt"},
+        {"httpUrl": empty_origin.url, "filePath": "empty.bin"},
+    ]);
+    let r = n.run(&[], &json!([t]));
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    let len = big.len();
+    assert_eq!(
+        n.read("berthjob", "ranges", "stdout.txt")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [len.to_string(), len.to_string(), "0".into(), "0".into()]
+    );
+    let wd = n.task_dir("berthjob", "ranges").join("wd");
+    assert!(
+        std::fs::read(wd.join("ranged.bin")).unwrap() == big,
+        "ranged download corrupted"
+    );
+    assert!(
+        std::fs::read(wd.join("plain.bin")).unwrap() == big,
+        "plain download corrupted"
+    );
+    use std::sync::atomic::Ordering::SeqCst;
+    assert_eq!(ranged.hits.load(SeqCst), 4, "three ranges and one retry");
+    assert_eq!(
+        plain.hits.load(SeqCst),
+        1,
+        "one GET when ranges are ignored"
+    );
+    // The 416 for an empty file's first range, then a plain GET.
+    assert_eq!(empty_origin.hits.load(SeqCst), 2);
+    assert_no_sas(&n, &r);
+}
+
+/// A host task (a pool without containers) gets its resource files as its own user and
+/// sends its outputs up, a failed one with `taskFailure` too.
+#[test]
+fn host_tasks_download_and_upload() {
+    let az = Azurite::start();
+    az.create_container("hin");
+    az.create_container("hout");
+    az.put_blob("hin", "input.txt", b"from blob\n");
+    let n = TestNode::new("hostfiles");
+    let pool = n.file("pool.json", &json!({"id": "hostpool"}));
+    // A wildcard's `path` is a prefix; a literal file's is its blob name.
+    let out = |pattern: &str, path: &str, cond: &str| {
+        json!({"filePattern": pattern,
+            "destination": {"container": {"containerUrl": az.container_url("hout", "rwc"), "path": path}},
+            "uploadOptions": {"uploadCondition": cond}})
+    };
+    let ok = json!({"id": "hostok",
+        "commandLine": "/bin/sh -c 'mkdir -p res/sub && cp in.txt res/copy.txt && id -u > res/sub/uid.txt'",
+        "resourceFiles": [{"httpUrl": az.blob_url("hin", "input.txt", "r"), "filePath": "in.txt"}],
+        "outputFiles": [out("res/**/*.txt", "host", "taskSuccess"), out("../stdout.txt", "host/stdout.txt", "taskFailure")]});
+    let bad = json!({"id": "hostbad",
+        "commandLine": "/bin/sh -c 'echo partial > part.txt; exit 3'",
+        "outputFiles": [out("part.txt", "host/part.txt", "taskFailure"), out("never.txt", "host/never.txt", "taskSuccess")]});
+    let r = n.run(&["--pool", pool.to_str().unwrap()], &json!([ok, bad]));
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.task("hostok")["executionInfo"]["result"], "success");
+    let t = r.task("hostbad");
+    assert_eq!(t["executionInfo"]["exitCode"], 3, "{t}");
+    assert_eq!(failure_code(&t), "FailureExitCode", "{t}");
+    let (uid, _) = azbatch();
+    let mut blobs = az.list("hout");
+    blobs.sort();
+    assert_eq!(
+        blobs,
+        ["host/copy.txt", "host/part.txt", "host/sub/uid.txt"],
+        "only the conditions that held"
+    );
+    assert_eq!(
+        az.get_blob("hout", "host/copy.txt").unwrap(),
+        b"from blob\n"
+    );
+    assert_eq!(
+        String::from_utf8(az.get_blob("hout", "host/sub/uid.txt").unwrap()).unwrap(),
+        format!("{uid}\n"),
+        "the host task ran as the task user"
+    );
+    let wd = n.task_dir("berthjob", "hostok").join("wd");
+    assert_eq!(std::fs::metadata(wd.join("in.txt")).unwrap().uid(), uid);
+    assert!(n
+        .read("berthjob", "hostbad", "fileuploadout.txt")
+        .contains("part.txt"));
+    assert_no_sas(&n, &r);
+}

@@ -144,6 +144,27 @@ impl Http {
         check(r).await
     }
 
+    /// GET bytes `start..end` (end exclusive), only while the blob's ETag is still `etag`
+    /// when one is given (a blob replaced mid-download is a 412, not a mixed file).
+    pub async fn get_range(
+        &self,
+        url: &str,
+        start: u64,
+        end: u64,
+        etag: Option<&str>,
+    ) -> Result<reqwest::Response, HttpFailure> {
+        let mut req = self
+            .client
+            .get(url)
+            .header("x-ms-version", API_VERSION)
+            .header("range", format!("bytes={start}-{}", end.saturating_sub(1)));
+        if let Some(e) = etag {
+            req = req.header("if-match", e);
+        }
+        let r = req.send().await.map_err(from_reqwest)?;
+        check(r).await
+    }
+
     /// PUT a body with the given headers.
     pub async fn put(
         &self,
@@ -197,6 +218,12 @@ async fn check(r: reqwest::Response) -> Result<reqwest::Response, HttpFailure> {
         .unwrap_or_default()
         .to_string();
     Err(HttpFailure::Status { status, code })
+}
+
+/// The total size in a `206` answer's `Content-Range: bytes 0-99/1234`.
+pub fn range_total(r: &reqwest::Response) -> Option<u64> {
+    let v = r.headers().get("content-range")?.to_str().ok()?;
+    v.strip_prefix("bytes ")?.split_once('/')?.1.parse().ok()
 }
 
 /// Percent-encodes a blob name for a URL path, keeping `/` as the virtual directory
