@@ -38,6 +38,7 @@ batch_enum!(
         FileUploadMiscError => "FileUploadMiscError",
         DiskFull => "DiskFull",
         GpuRequestInvalid => "GpuRequestInvalid",
+        EngineUnavailable => "EngineUnavailable",
         Unknown => "Unknown",
     }
 );
@@ -136,6 +137,12 @@ impl FailureCode {
             FailureCode::DiskFull => (
                 ServerError,
                 "There is not enough disk space on the node that was selected to run the task.",
+            ),
+            // berth's own: the Docker engine stopped (restart, crash) while the container ran,
+            // and the container did not survive it. Retried like a failed exit.
+            FailureCode::EngineUnavailable => (
+                ServerError,
+                "The node's container engine went away while the task ran",
             ),
             // berth's own: `BERTH_GPUS` asks for more GPUs than the node has, or is not a number.
             FailureCode::GpuRequestInvalid => {

@@ -8,7 +8,9 @@
 //! No engine is a test failure with a clear message, never a silent skip.
 #![allow(clippy::disallowed_types)]
 
+pub mod agent;
 pub mod azurite;
+pub mod engine;
 
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -184,6 +186,8 @@ pub fn images() {
 pub struct TestNode {
     pub dir: tempfile::TempDir,
     pub node_id: String,
+    /// The engine berth is pointed at (the shared test engine unless a test owns one).
+    pub engine: String,
 }
 
 /// What one `berth run` did.
@@ -233,6 +237,7 @@ impl TestNode {
         TestNode {
             dir,
             node_id: format!("t-{name}-{}", std::process::id()),
+            engine: engine_host().to_string(),
         }
     }
 
@@ -261,7 +266,7 @@ impl TestNode {
         c.args([
             "run",
             "--engine",
-            engine_host(),
+            &self.engine,
             "--node-id",
             &self.node_id,
             "--stop-grace",
@@ -280,7 +285,7 @@ impl TestNode {
             "start",
             "--json",
             "--engine",
-            engine_host(),
+            &self.engine,
             "--node-id",
             &self.node_id,
             "--node-root",

@@ -112,7 +112,14 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         },
         forbid_run_options: cfg.forbid_run_options.rules().to_vec(),
     };
-    let rt = match common::runtime(&node_args, pool).await {
+    // The Docker client needs the engine's socket file to exist; until it does (dockerd
+    // not started yet, and no socket unit holding it) there is nothing to serve either.
+    let cancel = CancellationToken::new();
+    crate::shutdown::cancel_on_signals(cancel.clone());
+    if !wait_for_socket(node_args.engine.as_deref(), &cancel).await {
+        return ExitCode::SUCCESS;
+    }
+    let rt = match common::runtime(&node_args, pool, true).await {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("berth agent: {e}");
@@ -128,8 +135,6 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         }
     };
     let sched = Scheduler::new(rt.clone(), store.clone());
-    let cancel = CancellationToken::new();
-    crate::shutdown::cancel_on_signals(cancel.clone());
     reload_on_hup(args.config.clone(), cfg.clone());
 
     let app = api::router(api::AppState {
@@ -173,6 +178,16 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         sd_notify::NotifyState::Status("node starting: pool start (images, start task)"),
     ]);
 
+    // An engine that is not up yet (boot order, a restart) is waited for, not fatal; the
+    // node's errors say why it is still `starting`.
+    if !pool::engine_health::wait_at_start(&rt, &cancel).await {
+        api_stop.cancel();
+        return ExitCode::SUCCESS;
+    }
+    tokio::spawn({
+        let (rt, sched, stop) = (rt.clone(), sched.clone(), cancel.child_token());
+        async move { pool::engine_health::watch(&rt, || sched.wake(), stop).await }
+    });
     match pool::start(
         rt.clone(),
         cancel.child_token(),
@@ -216,6 +231,40 @@ pub async fn run(args: AgentArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Waits (backoff 0.5 s doubling to 15 s) until the engine's Unix socket file exists;
+/// false when SIGTERM/SIGINT came first. TCP engines and existing sockets return at once.
+async fn wait_for_socket(engine: Option<&str>, stop: &CancellationToken) -> bool {
+    let host = engine
+        .map(str::to_string)
+        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+    let Some(path) = host
+        .strip_prefix("unix://")
+        .or(Some(host.as_str()).filter(|h| h.starts_with('/')))
+        .map(PathBuf::from)
+    else {
+        return true;
+    };
+    let mut delay = std::time::Duration::from_millis(500);
+    let mut said = false;
+    while !path.exists() {
+        if !said {
+            tracing::warn!(socket = %path.display(), "waiting for the Docker engine's socket");
+            notify(&[sd_notify::NotifyState::Status(&format!(
+                "waiting for the Docker engine's socket {}",
+                path.display()
+            ))]);
+            said = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.cancelled() => return false,
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(15));
+    }
+    true
 }
 
 /// Tells systemd (a no-op without NOTIFY_SOCKET).

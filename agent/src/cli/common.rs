@@ -143,7 +143,7 @@ pub async fn start_node(
     args: &NodeArgs,
     pool: PoolSpec,
 ) -> Result<(Arc<Runtime>, CancellationToken, crate::pool::PoolStart), u8> {
-    let rt = runtime(args, pool).await.map_err(|e| {
+    let rt = runtime(args, pool, false).await.map_err(|e| {
         eprintln!("berth: {e}");
         super::run::EXIT_TASK_FAILED
     })?;
@@ -168,11 +168,27 @@ pub async fn start_node(
     }
 }
 
-/// Connects to the engine and assembles the runtime for `pool`. Errors are printed.
-pub async fn runtime(args: &NodeArgs, pool: PoolSpec) -> Result<Arc<Runtime>, String> {
-    let engine = Engine::connect(args.engine.as_deref()).await.map_err(|e| {
-        format!("{e}\nberth: start Docker (e.g. `systemctl start docker`) or point --engine / DOCKER_HOST at a running engine")
-    })?;
+/// Connects to the engine and assembles the runtime for `pool`. With `engine_may_wait`
+/// (the daemon) an engine that does not answer yet is no error: the caller waits for it
+/// (`pool::engine_health`).
+pub async fn runtime(
+    args: &NodeArgs,
+    pool: PoolSpec,
+    engine_may_wait: bool,
+) -> Result<Arc<Runtime>, String> {
+    let hint = "berth: start Docker (e.g. `systemctl start docker`) or point --engine / DOCKER_HOST at a running engine";
+    let engine = if engine_may_wait {
+        let e = Engine::open(args.engine.as_deref(), crate::engine::DEFAULT_CALL_TIMEOUT)
+            .map_err(|e| format!("{e}\n{hint}"))?;
+        if let Err(why) = e.negotiate().await {
+            tracing::warn!(error = %why, "the Docker engine does not answer yet; GPU exposure is chosen without its runtimes");
+        }
+        e
+    } else {
+        Engine::connect(args.engine.as_deref())
+            .await
+            .map_err(|e| format!("{e}\n{hint}"))?
+    };
     let node_root = if args.node_root.is_absolute() {
         args.node_root.clone()
     } else {

@@ -26,6 +26,9 @@ use std::time::Duration;
 /// 5 minutes after bursts of container creates timed out at 60 s (Azure/Batch#4).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Deadline of a health probe (ping, version).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// "No deadline" for a request: ten years (tokio saturates far larger values anyway).
 const UNBOUNDED: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
@@ -165,6 +168,14 @@ impl Engine {
         host: Option<&str>,
         timeout: Duration,
     ) -> Result<Engine, EngineError> {
+        let engine = Self::open(host, timeout)?;
+        engine.negotiate().await?;
+        Ok(engine)
+    }
+
+    /// The engine at `host` without talking to it: the daemon starts while the engine is
+    /// still down, and [`Engine::negotiate`]s once it answers.
+    pub fn open(host: Option<&str>, timeout: Duration) -> Result<Engine, EngineError> {
         let env_host = std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty());
         let host = host
             .map(str::to_string)
@@ -188,18 +199,69 @@ impl Engine {
         }
         .map_err(|e| EngineError::Unavailable(format!("{host}: {e}")))?
         .with_request_modifier(fix_registry_auth);
-        let docker = docker.negotiate_version().await.map_err(|e| {
-            EngineError::Unavailable(format!(
-                "{host}: {}",
-                EngineError::from_bollard("version", secs, e)
-            ))
-        })?;
         Ok(Engine {
             docker_unbounded: docker.clone().with_timeout(UNBOUNDED),
             docker,
             timeout,
             host,
         })
+    }
+
+    /// Agrees on the API version with the engine (an older engine lowers it). Every clone
+    /// of this `Engine` shares the result: bollard keeps the version behind one `Arc`.
+    pub async fn negotiate(&self) -> Result<(), EngineError> {
+        let secs = self.timeout.as_secs();
+        let answered = tokio::time::timeout(PROBE_TIMEOUT, self.docker.clone().negotiate_version())
+            .await
+            .map_err(|_| EngineError::Timeout {
+                op: "version",
+                secs: PROBE_TIMEOUT.as_secs(),
+            })?;
+        answered.map(|_| ()).map_err(|e| {
+            EngineError::Unavailable(format!(
+                "{}: {}",
+                self.host,
+                EngineError::from_bollard("version", secs, e)
+            ))
+        })
+    }
+
+    /// Whether the engine's listener takes a new connection. Unlike a request, which may
+    /// ride a pooled connection that a stopping engine still serves, this sees the moment
+    /// dockerd stops listening, which is before it stops its containers.
+    pub async fn listening(&self) -> bool {
+        let connect = async {
+            if let Some(path) = self
+                .host
+                .strip_prefix("unix://")
+                .or(Some(self.host.as_str()).filter(|h| h.starts_with('/')))
+            {
+                tokio::net::UnixStream::connect(path).await.map(drop)
+            } else {
+                let addr = self
+                    .host
+                    .trim_start_matches("tcp://")
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/');
+                tokio::net::TcpStream::connect(addr).await.map(drop)
+            }
+        };
+        matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, connect).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Whether the engine answers a ping within a few seconds: the health probe, which
+    /// must not wait out the long deadline meant for a busy engine's creates.
+    pub async fn probe(&self) -> Result<(), EngineError> {
+        match tokio::time::timeout(PROBE_TIMEOUT, self.docker.ping()).await {
+            Ok(r) => r.map(|_| ()).map_err(|e| self.err("ping", e)),
+            Err(_) => Err(EngineError::Timeout {
+                op: "ping",
+                secs: PROBE_TIMEOUT.as_secs(),
+            }),
+        }
     }
 
     fn err(&self, op: &'static str, e: bollard::errors::Error) -> EngineError {

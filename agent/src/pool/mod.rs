@@ -5,6 +5,7 @@
 //! task fails.
 
 pub mod credentials;
+pub mod engine_health;
 pub mod images;
 pub mod progress;
 pub mod state;

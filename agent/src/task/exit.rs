@@ -23,6 +23,13 @@ pub enum Finished {
         code: Option<i64>,
         container: Option<ContainerInfo>,
     },
+    /// The engine went away while the container ran, and the container did not survive
+    /// it (or the engine did not come back in time).
+    EngineLost {
+        code: Option<i64>,
+        message: String,
+        container: Option<ContainerInfo>,
+    },
     /// The process never ran.
     NotStarted {
         code: FailureCode,
@@ -130,6 +137,20 @@ pub fn outcome(f: Finished) -> Outcome {
             container,
             retryable: false,
         },
+        Finished::EngineLost {
+            code,
+            message,
+            container,
+        } => Outcome {
+            exit_code: code,
+            failure: Some(FailureInfo::new(
+                FailureCode::EngineUnavailable,
+                vec![nv("Message", message)],
+            )),
+            container,
+            // The task did nothing wrong: another attempt, if its retries allow.
+            retryable: true,
+        },
         Finished::NotStarted {
             code,
             message,
@@ -150,6 +171,21 @@ pub fn outcome(f: Finished) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_engine_is_a_retried_server_error() {
+        let o = outcome(Finished::EngineLost {
+            code: Some(137),
+            message: "the Docker engine stopped".into(),
+            container: None,
+        });
+        let f = o.failure.unwrap();
+        assert_eq!(f.code.as_str(), "EngineUnavailable");
+        assert_eq!(f.category.as_str(), "servererror");
+        assert_eq!(f.detail("Message"), Some("the Docker engine stopped"));
+        assert!(o.retryable);
+        assert_eq!(o.exit_code, Some(137));
+    }
 
     #[test]
     fn table() {

@@ -254,7 +254,7 @@ async fn run_created(
     }
     let stream = attached.unwrap_or_else(|| rt.engine.logs(id, true));
     let writer = tokio::spawn(logs::copy(stream, out, err));
-    finish(
+    match finish(
         rt,
         plan,
         id,
@@ -265,12 +265,33 @@ async fn run_created(
         no_log_store,
     )
     .await
+    {
+        Ended::Done(f) => f,
+        Ended::Again => follow(rt, plan, id, deadline, cancel).await,
+    }
 }
 
 /// Takes over a container an earlier agent process created for this attempt (found by
 /// its labels), running or already exited: the output files get what the engine's log
 /// store holds beyond them, then the attempt ends as any other. The container is removed.
 pub async fn adopt(
+    rt: &Runtime,
+    plan: &TaskPlan,
+    id: &str,
+    deadline: Option<Instant>,
+    cancel: &CancellationToken,
+) -> Finished {
+    let finished = follow(rt, plan, id, deadline, cancel).await;
+    if let Err(e) = rt.engine.remove(id).await {
+        tracing::error!(container = %id, error = %e, "could not remove the container");
+    }
+    finished
+}
+
+/// Follows a container berth did not just start (an earlier agent's, or one whose engine
+/// came back): output from where the files end, then [`finish`], again for as long as
+/// the engine drops the wait and the container outlives it.
+async fn follow(
     rt: &Runtime,
     plan: &TaskPlan,
     id: &str,
@@ -288,35 +309,87 @@ pub async fn adopt(
         .and_then(|l| l.typ.as_deref())
         == Some("none");
     let dir = plan.task_dir.clone();
-    let writer = if no_log_store {
-        // No log store: only what the container writes from now on can be had.
-        match (rt.engine.attach(id).await, logs::open_append(&dir).await) {
-            (Ok(stream), Ok((out, err))) => tokio::spawn(logs::copy(stream, out, err)),
-            (Err(e), _) => {
-                tracing::warn!(container = id, error = %e, "cannot attach to the adopted container");
-                tokio::spawn(async { Ok((0, 0)) })
-            }
-            (_, Err(e)) => tokio::spawn(async move { Err(e) }),
+    for round in 0.. {
+        if round > 0 {
+            tracing::info!(
+                container = id,
+                "the container outlived the engine's restart; following it again"
+            );
         }
-    } else {
-        let stream = rt.engine.logs(id, true);
-        tokio::spawn(async move { logs::complete(stream, &dir).await })
-    };
-    let finished = finish(
-        rt,
-        plan,
-        id,
-        writer,
-        deadline,
-        cancel,
-        stop_timeout,
-        no_log_store,
-    )
-    .await;
-    if let Err(e) = rt.engine.remove(id).await {
-        tracing::error!(container = %id, error = %e, "could not remove the container");
+        let writer = if no_log_store {
+            // No log store: only what the container writes from now on can be had.
+            match (rt.engine.attach(id).await, logs::open_append(&dir).await) {
+                (Ok(stream), Ok((out, err))) => tokio::spawn(logs::copy(stream, out, err)),
+                (Err(e), _) => {
+                    tracing::warn!(container = id, error = %e, "cannot attach to the container");
+                    tokio::spawn(async { Ok((0, 0)) })
+                }
+                (_, Err(e)) => tokio::spawn(async move { Err(e) }),
+            }
+        } else {
+            let stream = rt.engine.logs(id, true);
+            let dir = dir.clone();
+            tokio::spawn(async move { logs::complete(stream, &dir).await })
+        };
+        match finish(
+            rt,
+            plan,
+            id,
+            writer,
+            deadline,
+            cancel,
+            stop_timeout,
+            no_log_store,
+        )
+        .await
+        {
+            Ended::Done(f) => return f,
+            // An engine that answers yet keeps dropping the wait must not spin.
+            Ended::Again if round < MAX_REFOLLOWS => {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await
+            }
+            Ended::Again => break,
+        }
     }
-    finished
+    Finished::EngineLost {
+        code: None,
+        message: format!("the engine dropped the container's wait {MAX_REFOLLOWS} times"),
+        container: Some(ContainerInfo {
+            container_id: Some(id.to_string()),
+            state: None,
+            error: None,
+        }),
+    }
+}
+
+/// How often one attempt follows its container again after losing the engine.
+const MAX_REFOLLOWS: u32 = 20;
+
+/// How long a task whose engine went away waits for it to answer again.
+const ENGINE_OUTAGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How [`finish`] left a started container.
+enum Ended {
+    Done(Finished),
+    /// The engine dropped the wait and came back with the container still running.
+    Again,
+}
+
+/// Waits (up to [`ENGINE_OUTAGE`]) for the engine to answer a ping again.
+async fn engine_back(rt: &Runtime) -> Result<(), EngineError> {
+    let began = Instant::now();
+    let mut tries = 0u32;
+    loop {
+        let listening = rt.engine.listening().await;
+        match rt.engine.probe().await {
+            Ok(()) if listening => return Ok(()),
+            Ok(()) => {}
+            Err(e) if began.elapsed() >= ENGINE_OUTAGE => return Err(e),
+            Err(_) => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250 << tries.min(4))).await;
+        tries += 1;
+    }
 }
 
 /// A started container to its end: wait under the wall clock and cancellation, stop it if
@@ -331,7 +404,7 @@ async fn finish(
     cancel: &CancellationToken,
     stop_timeout: Option<i64>,
     no_log_store: bool,
-) -> Finished {
+) -> Ended {
     let info = |state: Option<String>, error: Option<String>| {
         Some(ContainerInfo {
             container_id: Some(id.to_string()),
@@ -372,6 +445,79 @@ async fn finish(
         Ok(Err(e)) => tracing::error!(error = %e, "output writer failed"),
         Err(_) => tracing::error!("output stream did not close 30 s after exit"),
     }
+    // The engine may be going away. A stopping dockerd closes its listener first, then
+    // kills its containers: a wait already in flight still answers (137), and pooled
+    // connections still get answers, but no new connection is taken. So a wait that broke
+    // off, or a signal exit berth did not ask for while the listener is closed, means the
+    // engine is away: wait for it, then ask it what became of the container.
+    let broke = stopped.is_none()
+        && matches!(
+            code,
+            Err(EngineError::Unavailable(_) | EngineError::Stream(_))
+        );
+    let killed = stopped.is_none() && matches!(code, Ok(137 | 143));
+    let mut state = rt.engine.inspect(id).await;
+    let mut lost = None;
+    if broke
+        || matches!(state, Err(EngineError::Unavailable(_)))
+        || (killed && !rt.engine.listening().await)
+    {
+        let why = match (&code, &state) {
+            (Err(e), _) | (_, Err(e)) => e.to_string(),
+            _ => "the engine stopped listening as the container was killed".into(),
+        };
+        tracing::warn!(container = id, error = %why, "the engine went away; waiting for it to answer");
+        let back = tokio::select! {
+            r = engine_back(rt) => r,
+            stop = stop_requested(deadline, cancel) => {
+                return Ended::Done(stop.finished(code.ok(), info(None, Some(format!("the engine was away: {why}")))));
+            }
+        };
+        if let Err(away) = back {
+            return Ended::Done(Finished::EngineLost {
+                code: code.ok(),
+                message: format!(
+                    "the Docker engine went away ({why}) and did not answer for {} s: {away}",
+                    ENGINE_OUTAGE.as_secs()
+                ),
+                container: info(None, None),
+            });
+        }
+        state = rt.engine.inspect(id).await;
+        match &state {
+            Ok(s)
+                if broke
+                    && matches!(
+                        s.status.as_deref(),
+                        Some("running" | "paused" | "restarting")
+                    ) =>
+            {
+                tracing::info!(
+                    container = id,
+                    "the engine is back and the container still runs"
+                );
+                return Ended::Again;
+            }
+            // An exit the task made itself, just as the engine stopped, stands.
+            Ok(s) if code.as_ref().ok().copied().or(s.exit_code) == Some(0) => {}
+            Ok(s) => {
+                lost = Some(format!(
+                    "the Docker engine stopped while the task ran, and its container ended with it (status {}, exit code {})",
+                    s.status.as_deref().unwrap_or("unknown"),
+                    s.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into())
+                ));
+            }
+            Err(gone) => {
+                return Ended::Done(Finished::EngineLost {
+                    code: code.ok(),
+                    message: format!(
+                        "the Docker engine stopped while the task ran, and its container is gone: {gone}"
+                    ),
+                    container: info(None, None),
+                });
+            }
+        }
+    }
     // The follow stream may have ended early: complete the files from the log store.
     if !no_log_store {
         match logs::complete(rt.engine.logs(id, false), &plan.task_dir).await {
@@ -380,7 +526,7 @@ async fn finish(
             Err(e) => tracing::error!(error = %e, "completing task output failed"),
         }
     }
-    let state = rt.engine.inspect(id).await.ok();
+    let state = state.ok();
     let code = match (code, &state) {
         (Ok(c), _) => Some(c),
         (Err(_), Some(s)) => s.exit_code,
@@ -390,7 +536,14 @@ async fn finish(
         state.as_ref().and_then(|s| s.status.clone()),
         state.as_ref().and_then(|s| s.error.clone()),
     );
-    match stopped {
+    if let Some(message) = lost {
+        return Ended::Done(Finished::EngineLost {
+            code,
+            message,
+            container,
+        });
+    }
+    Ended::Done(match stopped {
         Some(stop) => stop.finished(code, container),
         None => match code {
             Some(code) => Finished::Exited {
@@ -406,5 +559,5 @@ async fn finish(
                 container,
             ),
         },
-    }
+    })
 }

@@ -1,0 +1,177 @@
+//! A Docker engine a test owns and may stop, restart or never start: its own data root,
+//! exec root, pid file, socket and bridge (never `--bridge=none`, which deletes the
+//! host's docker0 while another engine runs). Stopped by its PID and cleaned up on drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct PrivateEngine {
+    dir: PathBuf,
+    bridge: String,
+    flags: Vec<String>,
+    child: Option<Child>,
+    imaged: bool,
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+impl PrivateEngine {
+    /// An engine for test `tag` with extra dockerd `flags`, not started yet.
+    pub fn new(tag: &str, flags: &[&str]) -> PrivateEngine {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "a private dockerd needs root"
+        );
+        let pid = std::process::id();
+        let dir = PathBuf::from(format!("/tmp/berth-pe-{tag}-{pid}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Bridge names are at most 15 bytes; the subnet is kept apart from the harness's.
+        let n = (pid as usize + tag.len() * 7919) % 10000;
+        let bridge = format!("berthpe{n}");
+        ip(&["link", "add", "name", &bridge, "type", "bridge"]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("172.30.{}.1/24", n % 250),
+            "dev",
+            &bridge,
+        ]);
+        ip(&["link", "set", &bridge, "up"]);
+        PrivateEngine {
+            dir,
+            bridge,
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            imaged: false,
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("docker.sock")
+    }
+
+    /// The `unix://` address berth is given.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// Starts the engine and waits until it answers; the test images are built on the
+    /// first start.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("dockerd.log"))
+            .unwrap();
+        let child = Command::new("setsid")
+            .arg("dockerd")
+            .arg(format!("--data-root={}", self.dir.join("root").display()))
+            .arg(format!("--exec-root={}", self.dir.join("exec").display()))
+            .arg(format!(
+                "--pidfile={}",
+                self.dir.join("docker.pid").display()
+            ))
+            .arg(format!("--host={}", self.host()))
+            .arg(format!("--bridge={}", self.bridge))
+            .args(["--iptables=false", "--ip-masq=false"])
+            .args(&self.flags)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        self.child = Some(child);
+        let t = Instant::now();
+        while !self.answers() {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the private dockerd did not answer within 60 s; see {}",
+                self.dir.join("dockerd.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if !self.imaged {
+            let out = Command::new(crate::workspace().join("examples/build-images.sh"))
+                .args(["-H", &self.host()])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            self.imaged = true;
+        }
+    }
+
+    pub fn answers(&self) -> bool {
+        Command::new("docker")
+            .args(["-H", &self.host(), "version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// SIGTERM to the engine (by its PID), waiting until it has exited.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .ok();
+            let t = Instant::now();
+            while c.try_wait().unwrap().is_none() {
+                if t.elapsed() > Duration::from_secs(60) {
+                    c.kill().ok();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// The docker CLI against this engine.
+    pub fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .args(["-H", &self.host()])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // Containers a failed test left behind go with it.
+            let ps = self.docker(&["ps", "-aq"]);
+            for id in String::from_utf8_lossy(&ps.stdout).split_whitespace() {
+                self.docker(&["rm", "-f", id]);
+            }
+        }
+        self.stop();
+        // With live restore, the engine's containerd may outlive it.
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "pkill -f 'containerd.*{exec}' ; sleep 1; umount -R {root} 2>/dev/null; umount -R {exec} 2>/dev/null; rm -rf {dir}",
+                exec = self.dir.join("exec").display(),
+                root = self.dir.join("root").display(),
+                dir = self.dir.display()
+            ))
+            .status()
+            .ok();
+        ip(&["link", "del", &self.bridge]);
+    }
+}
