@@ -165,7 +165,8 @@ impl Drop for PrivateEngine {
         Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "pkill -f 'containerd.*{exec}' ; sleep 1; umount -R {root} 2>/dev/null; umount -R {exec} 2>/dev/null; rm -rf {dir}",
+                // `[c]` keeps pkill from matching (and killing) this very shell.
+                "pkill -f '[c]ontainerd.*{exec}'; sleep 1; umount -R {root} 2>/dev/null; umount -R {exec} 2>/dev/null; rm -rf {dir}",
                 exec = self.dir.join("exec").display(),
                 root = self.dir.join("root").display(),
                 dir = self.dir.display()
