@@ -236,15 +236,8 @@ pub async fn run(args: AgentArgs) -> ExitCode {
 /// Waits (backoff 0.5 s doubling to 15 s) until the engine's Unix socket file exists;
 /// false when SIGTERM/SIGINT came first. TCP engines and existing sockets return at once.
 async fn wait_for_socket(engine: Option<&str>, stop: &CancellationToken) -> bool {
-    let host = engine
-        .map(str::to_string)
-        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
-    let Some(path) = host
-        .strip_prefix("unix://")
-        .or(Some(host.as_str()).filter(|h| h.starts_with('/')))
-        .map(PathBuf::from)
-    else {
+    let host = crate::engine::resolve_host(engine);
+    let Some(path) = crate::engine::socket_path(&host).map(PathBuf::from) else {
         return true;
     };
     let mut delay = std::time::Duration::from_millis(500);

@@ -157,6 +157,20 @@ fn map_output(
     }
 }
 
+/// The engine address berth uses: `host`, else `DOCKER_HOST`, else the default socket.
+pub fn resolve_host(host: Option<&str>) -> String {
+    let env_host = std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty());
+    host.map(str::to_string)
+        .or(env_host)
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
+}
+
+/// The Unix socket path of an engine address (`unix:///path` or `/path`), if it is one.
+pub fn socket_path(host: &str) -> Option<&str> {
+    host.strip_prefix("unix://")
+        .or(Some(host).filter(|h| h.starts_with('/')))
+}
+
 impl Engine {
     /// Connects to `host` (`unix:///path`, `tcp://h:p`, `http://h:p`), else `DOCKER_HOST`,
     /// else `/var/run/docker.sock`, and negotiates the API version.
@@ -176,11 +190,7 @@ impl Engine {
     /// The engine at `host` without talking to it: the daemon starts while the engine is
     /// still down, and [`Engine::negotiate`]s once it answers.
     pub fn open(host: Option<&str>, timeout: Duration) -> Result<Engine, EngineError> {
-        let env_host = std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty());
-        let host = host
-            .map(str::to_string)
-            .or(env_host)
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+        let host = resolve_host(host);
         let secs = timeout.as_secs();
         let docker = if let Some(path) = host.strip_prefix("unix://") {
             Docker::connect_with_socket(path, secs, bollard::API_DEFAULT_VERSION)
@@ -231,11 +241,7 @@ impl Engine {
     /// dockerd stops listening, which is before it stops its containers.
     pub async fn listening(&self) -> bool {
         let connect = async {
-            if let Some(path) = self
-                .host
-                .strip_prefix("unix://")
-                .or(Some(self.host.as_str()).filter(|h| h.starts_with('/')))
-            {
+            if let Some(path) = socket_path(&self.host) {
                 tokio::net::UnixStream::connect(path).await.map(drop)
             } else {
                 let addr = self
