@@ -76,7 +76,9 @@ impl EngineError {
             B::HyperResponseError { err } => EngineError::Unavailable(err.to_string()),
             other => {
                 let s = other.to_string();
-                if s.contains("connect") || s.contains("Connection") || s.contains("No such file") {
+                // hyper's "client error (Connect)" as much as "connection refused".
+                let l = s.to_ascii_lowercase();
+                if l.contains("connect") || l.contains("no such file") {
                     EngineError::Unavailable(s)
                 } else {
                     EngineError::Other(s)
