@@ -39,6 +39,23 @@ pub struct AgentConfig {
     /// `host-namespaces`, `devices`, `binds`, `unconfined`, `all`); none by default.
     #[serde(deserialize_with = "policy")]
     pub forbid_run_options: Policy,
+    /// The most bytes kept of each of a container task's stdout.txt and stderr.txt: a
+    /// number or a string with a unit (`"512M"`); 0: no limit.
+    #[serde(deserialize_with = "size")]
+    pub task_output_limit: u64,
+}
+
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Bytes(n) => Ok(n),
+        Size::Text(s) => crate::cli::common::parse_size(&s).map_err(serde::de::Error::custom),
+    }
 }
 
 fn policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Policy, D::Error> {
@@ -75,6 +92,7 @@ impl Default for AgentConfig {
             gpu_exposure: ExposureSetting::Auto,
             gpus_per_slot: None,
             forbid_run_options: Policy::default(),
+            task_output_limit: 1 << 30,
         }
     }
 }
@@ -148,6 +166,10 @@ impl AgentConfig {
             self.forbid_run_options =
                 Policy::from_names(&names).map_err(|e| format!("BERTH_FORBID_RUN_OPTIONS: {e}"))?;
         }
+        if let Some(v) = get("BERTH_TASK_OUTPUT_LIMIT") {
+            self.task_output_limit = crate::cli::common::parse_size(&v)
+                .map_err(|e| format!("BERTH_TASK_OUTPUT_LIMIT: {e}"))?;
+        }
         if let Some(v) = get("BERTH_GPUS_PER_SLOT") {
             self.gpus_per_slot = Some(
                 v.parse()
@@ -205,6 +227,20 @@ mod tests {
         std::fs::write(&f, "forbid_run_options = [\"sudo\"]\n").unwrap();
         let e = AgentConfig::load(Some(&f)).unwrap_err();
         assert!(e.contains("\"sudo\" is not a run-options rule"), "{e}");
+        std::fs::write(&f, "task_output_limit = \"64M\"\n").unwrap();
+        assert_eq!(
+            AgentConfig::load(Some(&f)).unwrap().task_output_limit,
+            64 << 20
+        );
+        std::fs::write(&f, "task_output_limit = 0\n").unwrap();
+        assert_eq!(AgentConfig::load(Some(&f)).unwrap().task_output_limit, 0);
+        std::fs::write(&f, "task_output_limit = \"lots\"\n").unwrap();
+        let e = AgentConfig::load(Some(&f)).unwrap_err();
+        assert!(e.contains("not a size"), "{e}");
+        assert_eq!(
+            AgentConfig::default().task_output_limit,
+            crate::cli::common::parse_size(crate::cli::common::DEFAULT_OUTPUT_LIMIT).unwrap()
+        );
         std::fs::write(&f, "gpu_exposure = \"cuda\"\n").unwrap();
         let e = AgentConfig::load(Some(&f)).unwrap_err();
         assert!(e.contains("not a GPU exposure"), "{e}");

@@ -90,6 +90,10 @@ pub struct ExecutionInfo {
     pub requeue_count: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<TaskResult>,
+    /// berth's own: the output files that reached the node's task output limit (each
+    /// holds a marker line where the rest was dropped). Batch has no such limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_truncated: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,12 +28,15 @@ impl Agent {
     }
 
     pub fn start_full(n: &TestNode, env: &[(&str, &str)], config: &Path) -> Agent {
+        let pool = json!({"id": "agentpool", "taskSlotsPerNode": 4,
+            "virtualMachineConfiguration": {"containerConfiguration": {"type": "dockerCompatible"}}});
+        Agent::start_pool(n, env, config, &pool)
+    }
+
+    /// The agent with a pool of the test's own (users, start task, slots).
+    pub fn start_pool(n: &TestNode, env: &[(&str, &str)], config: &Path, pool: &Value) -> Agent {
         let sock = n.dir.path().join("berth.sock");
-        let pool = n.file(
-            "agentpool.json",
-            &json!({"id": "agentpool", "taskSlotsPerNode": 4,
-                "virtualMachineConfiguration": {"containerConfiguration": {"type": "dockerCompatible"}}}),
-        );
+        let pool = n.file("agentpool.json", pool);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -112,15 +115,32 @@ impl Agent {
     }
 
     pub fn wait_state(&self, job: &str, task: &str, state: &str) -> Value {
+        self.wait_state_for(job, task, state, Duration::from_secs(60))
+    }
+
+    pub fn wait_state_for(&self, job: &str, task: &str, state: &str, limit: Duration) -> Value {
         let t0 = Instant::now();
         loop {
             let t = self.json(&format!("/jobs/{job}/tasks/{task}"));
             if t["state"] == state {
                 return t;
             }
+            assert!(t0.elapsed() < limit, "{task} never reached {state}: {t}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits for the node to reach `state` (60 s at most).
+    pub fn wait_node(&self, state: &str) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let node = self.json("/node");
+            if node["state"] == state {
+                return node;
+            }
             assert!(
                 t0.elapsed() < Duration::from_secs(60),
-                "{task} never reached {state}: {t}"
+                "the node never reached {state}: {node}"
             );
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -426,10 +426,20 @@ impl Engine {
         id: &str,
         follow: bool,
     ) -> Pin<Box<dyn Stream<Item = Result<Output, EngineError>> + Send>> {
+        self.logs_of(id, follow, [true, true])
+    }
+
+    /// [`Engine::logs`] of only the chosen streams (`[stdout, stderr]`, at least one).
+    pub fn logs_of(
+        &self,
+        id: &str,
+        follow: bool,
+        [stdout, stderr]: [bool; 2],
+    ) -> Pin<Box<dyn Stream<Item = Result<Output, EngineError>> + Send>> {
         let opts = LogsOptionsBuilder::default()
             .follow(follow)
-            .stdout(true)
-            .stderr(true)
+            .stdout(stdout)
+            .stderr(stderr)
             .build();
         let timeout = self.timeout.as_secs();
         Box::pin(

@@ -57,7 +57,7 @@ pub(crate) enum GpuGate {
     Go(Reservation),
     Wait,
     /// The task can never get what it asks for; it ends with this.
-    Refuse(ExecutionInfo),
+    Refuse(Box<ExecutionInfo>),
 }
 
 /// Reserves the task's GPUs (`BERTH_GPUS` from the task, else the job; else the node's
@@ -76,10 +76,10 @@ pub(crate) fn gpu_gate(rt: &Runtime, job: &JobSpec, spec: &TaskSpec) -> GpuGate 
     ) {
         Ok(Some(r)) => GpuGate::Go(r),
         Ok(None) => GpuGate::Wait,
-        Err(msg) => GpuGate::Refuse(task::failed_before_start(
+        Err(msg) => GpuGate::Refuse(Box::new(task::failed_before_start(
             FailureCode::GpuRequestInvalid,
             msg,
-        )),
+        ))),
     }
 }
 
@@ -246,7 +246,7 @@ pub async fn run_job(
                             let r = &mut reports[idx].view;
                             r.state = TaskState::Completed;
                             r.state_transition_time = Utc::now();
-                            r.execution_info = Some(info);
+                            r.execution_info = Some(*info);
                             continue;
                         }
                     };

@@ -13,7 +13,9 @@ use crate::gpu::Reservation;
 use crate::store::{JobOnNode, Store, StoredTask};
 use crate::task::create::labels;
 use crate::task::{self, Runtime};
-use berth_proto::{FailureCode, JobSpec, JobState, JobView, TaskResult, TaskState, TaskView};
+use berth_proto::{
+    ExecutionInfo, FailureCode, JobSpec, JobState, JobView, TaskResult, TaskState, TaskView,
+};
 use chrono::Utc;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -151,7 +153,7 @@ impl Scheduler {
             GpuGate::Refuse(info) => {
                 view.state = TaskState::Completed;
                 view.state_transition_time = Utc::now();
-                view.execution_info = Some(info);
+                view.execution_info = Some(*info);
                 if let Err(e) = self.store.put_task(&view) {
                     tracing::error!(error = %e, "cannot record the task's end");
                 }
@@ -380,17 +382,56 @@ impl Scheduler {
             .await;
             me.rt.gpus.release(&gpus);
             info.requeue_count = requeues;
-            // The task may have been deleted meanwhile: then there is nothing to record.
-            if let Ok(Some(mut now)) = me.store.task(&view.job_id, &view.spec.id) {
-                now.view.state = TaskState::Completed;
-                now.view.state_transition_time = Utc::now();
-                now.view.execution_info = Some(info);
-                if let Err(e) = me.store.put_task(&now.view) {
-                    tracing::error!(error = %e, "cannot record the task's completion");
-                }
-            }
+            me.record_end(&view.job_id, &view.spec.id, info).await;
             (Some(k), slots)
         });
+    }
+
+    /// Records a task's completion. The result is what the task ran for, so a store that
+    /// cannot write (a full disk) is tried again, with backoff, until it can; the task's
+    /// slot stays taken meanwhile. Only a stopping agent gives up: the next process finds
+    /// the task `running` with no container and ends it `TaskEnded`.
+    async fn record_end(&self, job: &str, task: &str, info: ExecutionInfo) {
+        let mut tries = 0u32;
+        loop {
+            let e = match self.store.task(job, task) {
+                // Deleted meanwhile: there is nothing to record.
+                Ok(None) => return,
+                Ok(Some(mut now)) => {
+                    now.view.state = TaskState::Completed;
+                    now.view.state_transition_time = Utc::now();
+                    now.view.execution_info = Some(info.clone());
+                    match self.store.put_task(&now.view) {
+                        Ok(()) => {
+                            if tries > 0 {
+                                tracing::info!(
+                                    job,
+                                    task,
+                                    tries,
+                                    "the task's completion is recorded"
+                                );
+                            }
+                            return;
+                        }
+                        Err(e) => e,
+                    }
+                }
+                Err(e) => e,
+            };
+            if self.shutdown.is_cancelled() {
+                tracing::error!(job, task, error = %e, "cannot record the task's completion; the agent stops");
+                return;
+            }
+            if tries % 20 == 0 {
+                tracing::error!(job, task, error = %e, tries, "cannot record the task's completion; trying again");
+            }
+            tries += 1;
+            let pause = std::time::Duration::from_millis(250 << tries.min(5));
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
     }
 
     /// What an earlier agent process left. Each task the store has `running` is matched

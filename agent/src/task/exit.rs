@@ -30,6 +30,13 @@ pub enum Finished {
         message: String,
         container: Option<ContainerInfo>,
     },
+    /// The task's stdout/stderr could not be written (a full disk): berth stopped it.
+    OutputLost {
+        code: Option<i64>,
+        disk_full: bool,
+        message: String,
+        container: Option<ContainerInfo>,
+    },
     /// The process never ran.
     NotStarted {
         code: FailureCode,
@@ -151,6 +158,25 @@ pub fn outcome(f: Finished) -> Outcome {
             // The task did nothing wrong: another attempt, if its retries allow.
             retryable: true,
         },
+        Finished::OutputLost {
+            code,
+            disk_full,
+            message,
+            container,
+        } => Outcome {
+            exit_code: code,
+            failure: Some(FailureInfo::new(
+                if disk_full {
+                    FailureCode::DiskFull
+                } else {
+                    FailureCode::Unknown
+                },
+                vec![nv("Message", message)],
+            )),
+            container,
+            // Another attempt would meet the same disk.
+            retryable: false,
+        },
         Finished::NotStarted {
             code,
             message,
@@ -184,6 +210,23 @@ mod tests {
         assert_eq!(f.category.as_str(), "servererror");
         assert_eq!(f.detail("Message"), Some("the Docker engine stopped"));
         assert!(o.retryable);
+        assert_eq!(o.exit_code, Some(137));
+    }
+
+    #[test]
+    fn lost_output_on_a_full_disk_is_disk_full() {
+        let o = outcome(Finished::OutputLost {
+            code: Some(137),
+            disk_full: true,
+            message: "cannot write the task's output".into(),
+            container: None,
+        });
+        let f = o.failure.unwrap();
+        assert_eq!(
+            (f.code.as_str(), f.category.as_str()),
+            ("DiskFull", "servererror")
+        );
+        assert!(!o.retryable);
         assert_eq!(o.exit_code, Some(137));
     }
 

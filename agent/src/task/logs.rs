@@ -1,11 +1,14 @@
 //! Container output -> `stdout.txt` / `stderr.txt` in the task directory.
-//! Bytes are written as they arrive (constant memory), and the files are owned by the
-//! task's user like the rest of its directory.
+//! Bytes are written as they arrive (constant memory, however long a line), each file up
+//! to the node's output limit: past it the rest is dropped and one marker line says so.
+//! A write that fails (a full disk) ends the copy with the error, so the attempt can stop
+//! the container instead of running on with its output lost.
 
 use crate::engine::{EngineError, Output};
 use futures_util::{Stream, StreamExt};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 
 pub const STDOUT: &str = "stdout.txt";
 pub const STDERR: &str = "stderr.txt";
@@ -36,107 +39,319 @@ pub async fn open_append(task_dir: &Path) -> std::io::Result<(tokio::fs::File, t
     ))
 }
 
-/// Copies a container's output stream into the files until the stream ends.
-/// Returns the byte counts written.
+/// The line written once where a file reached the limit.
+pub fn marker(name: &str, limit: u64) -> String {
+    format!("\n[berth: {name} reached this node's task output limit of {limit} bytes; the rest was dropped]\n")
+}
+
+/// The output files of a task that reached the limit. A file longer than the limit holds
+/// the marker, so this needs no other record and survives an agent restart.
+pub fn truncated(task_dir: &Path, limit: Option<u64>) -> Vec<String> {
+    let Some(limit) = limit else { return vec![] };
+    [STDOUT, STDERR]
+        .into_iter()
+        .filter(|n| {
+            std::fs::metadata(task_dir.join(n))
+                .map(|m| m.len() > limit)
+                .unwrap_or(false)
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// One output file being written: counts what it holds and drops what is past the limit.
+struct Sink {
+    file: tokio::fs::File,
+    name: &'static str,
+    /// Bytes in the file (the marker excluded).
+    len: u64,
+    limit: Option<u64>,
+    /// The marker is written; everything further is dropped.
+    full: bool,
+    dropped: u64,
+}
+
+impl Sink {
+    /// `len`: what the file holds already. A file longer than the limit is already marked.
+    fn new(file: tokio::fs::File, name: &'static str, len: u64, limit: Option<u64>) -> Self {
+        let full = limit.is_some_and(|l| len > l);
+        Sink {
+            file,
+            name,
+            len,
+            limit,
+            full,
+            dropped: 0,
+        }
+    }
+
+    async fn write(&mut self, b: &[u8]) -> std::io::Result<()> {
+        if self.full {
+            self.dropped += b.len() as u64;
+            return Ok(());
+        }
+        let room = self.limit.map_or(u64::MAX, |l| l.saturating_sub(self.len));
+        #[allow(clippy::cast_possible_truncation)]
+        let keep = (b.len() as u64).min(room) as usize;
+        self.file.write_all(&b[..keep]).await?;
+        self.len += keep as u64;
+        if keep < b.len() {
+            let limit = self.limit.unwrap_or(0);
+            tracing::warn!(
+                file = self.name,
+                limit,
+                "the task's output reached the node's limit; the rest is dropped"
+            );
+            self.file
+                .write_all(marker(self.name, limit).as_bytes())
+                .await?;
+            self.full = true;
+            self.dropped += (b.len() - keep) as u64;
+        }
+        Ok(())
+    }
+
+    async fn close(mut self) -> std::io::Result<()> {
+        self.file.flush().await?;
+        self.file.sync_all().await
+    }
+}
+
+/// What a copy wrote: bytes kept and dropped per file.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Copied {
+    pub stdout: u64,
+    pub stderr: u64,
+    pub dropped: u64,
+}
+
+/// Copies a container's output stream into the files until the stream ends or `stop`
+/// (between two writes, so the files hold whole chunks), each file up to `limit` bytes.
+/// An error is a write that failed (the task's output is lost).
 pub async fn copy(
+    stream: impl Stream<Item = Result<Output, EngineError>> + Unpin,
+    out: tokio::fs::File,
+    err: tokio::fs::File,
+    limit: Option<u64>,
+    stop: CancellationToken,
+) -> std::io::Result<Copied> {
+    let out_len = out.metadata().await?.len();
+    let err_len = err.metadata().await?.len();
+    let mut sinks = [
+        Sink::new(out, STDOUT, out_len, limit),
+        Sink::new(err, STDERR, err_len, limit),
+    ];
+    let [o0, e0] = [out_len, err_len];
+    pump(stream, &mut sinks, [0, 0], &stop).await?;
+    let [o, e] = sinks;
+    let copied = Copied {
+        stdout: o.len - o0,
+        stderr: e.len - e0,
+        dropped: o.dropped + e.dropped,
+    };
+    o.close().await?;
+    e.close().await?;
+    Ok(copied)
+}
+
+/// Writes the stream into the sinks, skipping the first `skip` bytes of each stream.
+async fn pump(
     mut stream: impl Stream<Item = Result<Output, EngineError>> + Unpin,
-    mut out: tokio::fs::File,
-    mut err: tokio::fs::File,
-) -> Result<(u64, u64), std::io::Error> {
-    let (mut n_out, mut n_err) = (0u64, 0u64);
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(Output::Stdout(b)) => {
-                out.write_all(&b).await?;
-                n_out += b.len() as u64;
-            }
-            Ok(Output::Stderr(b)) => {
-                err.write_all(&b).await?;
-                n_err += b.len() as u64;
-            }
+    sinks: &mut [Sink; 2],
+    mut skip: [u64; 2],
+    stop: &CancellationToken,
+) -> std::io::Result<()> {
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            item = stream.next() => match item {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        let (i, b) = match item {
+            Ok(Output::Stdout(b)) => (0, b),
+            Ok(Output::Stderr(b)) => (1, b),
             Err(e) => {
                 tracing::warn!(error = %e, "output stream ended with an error");
                 break;
             }
+        };
+        let n = skip[i].min(b.len() as u64);
+        skip[i] -= n;
+        #[allow(clippy::cast_possible_truncation)]
+        sinks[i].write(&b[n as usize..]).await?;
+        // Both files full: nothing more can be kept, so don't read on.
+        if sinks.iter().all(|s| s.full) {
+            break;
         }
     }
-    out.flush().await?;
-    err.flush().await?;
-    out.sync_all().await?;
-    err.sync_all().await?;
-    Ok((n_out, n_err))
+    Ok(())
 }
 
-/// Appends what `stream` (the whole output, read again after exit) holds beyond what the
-/// files already have. Both reads come from the same log store in order, so each file's
-/// content is a prefix of its stream. Returns the bytes appended.
-pub async fn complete(
-    mut stream: impl Stream<Item = Result<Output, EngineError>> + Unpin,
+/// Appends what the whole output, read again from the log store by `open` (given which
+/// of `[stdout, stderr]` to read), holds beyond what the files already have. Both reads
+/// come from the same store in order, so each file's content is a prefix of its stream.
+/// A file already at the limit is not read again (an endless writer's log can be huge).
+pub async fn complete<S>(
+    open: impl FnOnce([bool; 2]) -> S,
     task_dir: &Path,
-) -> Result<(u64, u64), std::io::Error> {
-    async fn open(p: PathBuf) -> std::io::Result<tokio::fs::File> {
+    limit: Option<u64>,
+    stop: CancellationToken,
+) -> std::io::Result<Copied>
+where
+    S: Stream<Item = Result<Output, EngineError>> + Unpin,
+{
+    async fn append(p: PathBuf) -> std::io::Result<tokio::fs::File> {
         tokio::fs::OpenOptions::new().append(true).open(p).await
     }
-    let (mut out, mut err) = (
-        open(task_dir.join(STDOUT)).await?,
-        open(task_dir.join(STDERR)).await?,
+    let (out, err) = (
+        append(task_dir.join(STDOUT)).await?,
+        append(task_dir.join(STDERR)).await?,
     );
-    let mut skip_out = out.metadata().await?.len();
-    let mut skip_err = err.metadata().await?.len();
-    let (mut added_out, mut added_err) = (0u64, 0u64);
-    // Writes the part of `b` past the `skip` bytes already in the file.
-    async fn tail(
-        f: &mut tokio::fs::File,
-        b: &[u8],
-        skip: &mut u64,
-        added: &mut u64,
-    ) -> std::io::Result<()> {
-        let n = (*skip).min(b.len() as u64);
-        *skip -= n;
-        #[allow(clippy::cast_possible_truncation)]
-        let rest = &b[n as usize..];
-        f.write_all(rest).await?;
-        *added += rest.len() as u64;
-        Ok(())
+    let out_len = out.metadata().await?.len();
+    let err_len = err.metadata().await?.len();
+    let mut sinks = [
+        Sink::new(out, STDOUT, out_len, limit),
+        Sink::new(err, STDERR, err_len, limit),
+    ];
+    let wanted = [!sinks[0].full, !sinks[1].full];
+    if wanted != [false, false] {
+        pump(open(wanted), &mut sinks, [out_len, err_len], &stop).await?;
     }
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(Output::Stdout(b)) => tail(&mut out, &b, &mut skip_out, &mut added_out).await?,
-            Ok(Output::Stderr(b)) => tail(&mut err, &b, &mut skip_err, &mut added_err).await?,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the container's output again failed");
-                break;
-            }
-        }
-    }
-    out.sync_all().await?;
-    err.sync_all().await?;
-    Ok((added_out, added_err))
+    let [o, e] = sinks;
+    let copied = Copied {
+        stdout: o.len - out_len,
+        stderr: e.len - err_len,
+        dropped: o.dropped + e.dropped,
+    };
+    o.close().await?;
+    e.close().await?;
+    Ok(copied)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stream(items: Vec<Output>) -> impl Stream<Item = Result<Output, EngineError>> + Unpin {
+        futures_util::stream::iter(items.into_iter().map(Ok))
+    }
+
+    fn read(dir: &Path, name: &str) -> String {
+        std::fs::read_to_string(dir.join(name)).unwrap()
+    }
 
     #[tokio::test]
     async fn complete_appends_only_what_the_files_lack() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(STDOUT), "line1\nli").unwrap();
         std::fs::write(dir.path().join(STDERR), "").unwrap();
-        let full = futures_util::stream::iter(vec![
-            Ok(Output::Stdout(b"line1\n".to_vec())),
-            Ok(Output::Stderr(b"err\n".to_vec())),
-            Ok(Output::Stdout(b"line2\nline3\n".to_vec())),
+        let full = stream(vec![
+            Output::Stdout(b"line1\n".to_vec()),
+            Output::Stderr(b"err\n".to_vec()),
+            Output::Stdout(b"line2\nline3\n".to_vec()),
         ]);
-        let added = complete(full, dir.path()).await.unwrap();
-        assert_eq!(added, (10, 4));
+        let added = complete(|_| full, dir.path(), None, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!((added.stdout, added.stderr, added.dropped), (10, 4, 0));
+        assert_eq!(read(dir.path(), STDOUT), "line1\nline2\nline3\n");
+        assert_eq!(read(dir.path(), STDERR), "err\n");
+    }
+
+    #[tokio::test]
+    async fn each_file_stops_at_the_limit_with_one_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, err) = open(dir.path(), None).await.unwrap();
+        let s = stream(vec![
+            Output::Stdout(b"0123456".to_vec()),
+            Output::Stderr(b"ab".to_vec()),
+            Output::Stdout(b"789abc".to_vec()),
+            Output::Stdout(b"more".to_vec()),
+            Output::Stderr(b"cd".to_vec()),
+        ]);
+        let c = copy(s, out, err, Some(10), CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!((c.stdout, c.stderr, c.dropped), (10, 4, 7));
         assert_eq!(
-            std::fs::read_to_string(dir.path().join(STDOUT)).unwrap(),
-            "line1\nline2\nline3\n"
+            read(dir.path(), STDOUT),
+            format!("0123456789{}", marker(STDOUT, 10))
         );
         assert_eq!(
-            std::fs::read_to_string(dir.path().join(STDERR)).unwrap(),
-            "err\n"
+            read(dir.path(), STDERR),
+            "abcd",
+            "stderr stayed under the limit"
         );
+        assert_eq!(truncated(dir.path(), Some(10)), vec![STDOUT.to_string()]);
+        assert!(truncated(dir.path(), None).is_empty());
+
+        // Completing after exit (or after an agent restart) adds nothing to a marked file,
+        // and stderr only up to the limit, with its own marker.
+        let mut asked = None;
+        let again = |which: [bool; 2]| {
+            asked = Some(which);
+            stream(vec![Output::Stderr(b"abcd0123456789".to_vec())])
+        };
+        let c = complete(again, dir.path(), Some(10), CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            asked,
+            Some([false, true]),
+            "the full stdout is not read again"
+        );
+        assert_eq!((c.stdout, c.stderr, c.dropped), (0, 6, 4));
+        assert_eq!(
+            read(dir.path(), STDOUT),
+            format!("0123456789{}", marker(STDOUT, 10)),
+            "no second marker"
+        );
+        assert_eq!(
+            read(dir.path(), STDERR),
+            format!("abcd012345{}", marker(STDERR, 10))
+        );
+        assert_eq!(truncated(dir.path(), Some(10)).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn exactly_the_limit_is_not_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, err) = open(dir.path(), None).await.unwrap();
+        let c = copy(
+            stream(vec![Output::Stdout(b"12345".to_vec())]),
+            out,
+            err,
+            Some(5),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!((c.stdout, c.dropped), (5, 0));
+        assert_eq!(read(dir.path(), STDOUT), "12345");
+        assert!(truncated(dir.path(), Some(5)).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_an_error() {
+        // /dev/full answers every write with ENOSPC, as a full node root does.
+        let full = || async {
+            tokio::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .await
+                .unwrap()
+        };
+        let e = copy(
+            stream(vec![Output::Stdout(b"x".repeat(1 << 20))]),
+            full().await,
+            full().await,
+            None,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
     }
 }

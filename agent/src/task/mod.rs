@@ -39,6 +39,8 @@ pub struct Runtime {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The `containerRunOptions` this node refuses.
     pub policy: policy::Policy,
+    /// The most bytes kept of each of a container task's stdout.txt and stderr.txt.
+    pub output_limit: Option<u64>,
 }
 
 /// Why an attempt was stopped before its process ended by itself.
@@ -81,6 +83,10 @@ impl Stop {
     }
 }
 
+/// Modes of a task's directory and working directory (owner and group only).
+pub const PRIVATE_DIR: u32 = 0o750;
+pub const PRIVATE_WD: u32 = 0o770;
+
 /// The execution info of a task that failed before any process ran.
 pub fn failed_before_start(code: FailureCode, message: String) -> ExecutionInfo {
     let now = chrono::Utc::now();
@@ -113,8 +119,15 @@ pub fn prepare_dirs(plan: &TaskPlan, fresh: bool) -> std::io::Result<()> {
     ] {
         std::fs::create_dir_all(d)?;
     }
-    std::fs::set_permissions(&plan.task_dir, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::set_permissions(&plan.wd, std::fs::Permissions::from_mode(0o775))?;
+    // A task's directory is its user's (and that user's group's) alone: another user's
+    // task cannot read its output or files. Start, preparation and release tasks stay
+    // readable by all: tasks use what they installed.
+    let (dir_mode, wd_mode) = match plan.kind {
+        plan::TaskKind::Task { .. } => (PRIVATE_DIR, PRIVATE_WD),
+        _ => (0o755, 0o775),
+    };
+    std::fs::set_permissions(&plan.task_dir, std::fs::Permissions::from_mode(dir_mode))?;
+    std::fs::set_permissions(&plan.wd, std::fs::Permissions::from_mode(wd_mode))?;
     let owner = crate::files::Owner::of(plan);
     for d in [
         plan.task_dir.as_path(),
@@ -185,6 +198,9 @@ pub async fn run_task(
         };
         let outcome = exit::outcome(finished);
         info.end_time = Some(Utc::now());
+        if plan.container.is_some() {
+            info.output_truncated = logs::truncated(&plan.task_dir, rt.output_limit);
+        }
         info.exit_code = outcome.exit_code;
         info.container_info = outcome.container;
         let retries_left =

@@ -101,6 +101,16 @@ pub async fn attempt(
             }
         }
     }
+    if opts.user.is_some() && user_override.is_none() {
+        // `--user NAME`: berth cannot know the uid, so the directories are opened (as
+        // before berth kept them private) for the container to enter its wd at all.
+        use std::os::unix::fs::PermissionsExt;
+        for (d, mode) in [(&plan.task_dir, 0o755), (&plan.wd, 0o775)] {
+            if let Err(e) = std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)) {
+                tracing::warn!(dir = %d.display(), error = %e, "cannot open the directory to --user");
+            }
+        }
+    }
     let owner = user_override.or((!plan.user.admin).then_some((plan.user.uid, plan.user.gid)));
     let (mut body, notes) = match create::body(plan, &opts, who) {
         Ok(b) => b,
@@ -253,7 +263,8 @@ async fn run_created(
         );
     }
     let stream = attached.unwrap_or_else(|| rt.engine.logs(id, true));
-    let writer = tokio::spawn(logs::copy(stream, out, err));
+    let limit = rt.output_limit;
+    let writer = Writer::spawn(|stop| logs::copy(stream, out, err, limit, stop));
     match finish(
         rt,
         plan,
@@ -319,17 +330,23 @@ async fn follow(
         let writer = if no_log_store {
             // No log store: only what the container writes from now on can be had.
             match (rt.engine.attach(id).await, logs::open_append(&dir).await) {
-                (Ok(stream), Ok((out, err))) => tokio::spawn(logs::copy(stream, out, err)),
+                (Ok(stream), Ok((out, err))) => {
+                    let limit = rt.output_limit;
+                    Writer::spawn(|stop| logs::copy(stream, out, err, limit, stop))
+                }
                 (Err(e), _) => {
                     tracing::warn!(container = id, error = %e, "cannot attach to the container");
-                    tokio::spawn(async { Ok((0, 0)) })
+                    Writer::spawn(|_| async { Ok(logs::Copied::default()) })
                 }
-                (_, Err(e)) => tokio::spawn(async move { Err(e) }),
+                (_, Err(e)) => Writer::spawn(|_| async move { Err(e) }),
             }
         } else {
-            let stream = rt.engine.logs(id, true);
+            let (engine, id) = (rt.engine.clone(), id.to_string());
             let dir = dir.clone();
-            tokio::spawn(async move { logs::complete(stream, &dir).await })
+            let limit = rt.output_limit;
+            Writer::spawn(|stop| async move {
+                logs::complete(|which| engine.logs_of(&id, true, which), &dir, limit, stop).await
+            })
         };
         match finish(
             rt,
@@ -359,6 +376,25 @@ async fn follow(
             state: None,
             error: None,
         }),
+    }
+}
+
+/// The task writing a container's live output, and how to stop it between two writes.
+struct Writer {
+    task: tokio::task::JoinHandle<std::io::Result<logs::Copied>>,
+    stop: CancellationToken,
+}
+
+impl Writer {
+    fn spawn<F>(copy: impl FnOnce(CancellationToken) -> F) -> Writer
+    where
+        F: std::future::Future<Output = std::io::Result<logs::Copied>> + Send + 'static,
+    {
+        let stop = CancellationToken::new();
+        Writer {
+            task: tokio::spawn(copy(stop.clone())),
+            stop,
+        }
     }
 }
 
@@ -399,7 +435,7 @@ async fn finish(
     rt: &Runtime,
     plan: &TaskPlan,
     id: &str,
-    writer: tokio::task::JoinHandle<std::io::Result<(u64, u64)>>,
+    writer: Writer,
     deadline: Option<Instant>,
     cancel: &CancellationToken,
     stop_timeout: Option<i64>,
@@ -417,10 +453,29 @@ async fn finish(
     let probe = OomProbe::start(pid);
 
     let mut wait = wait;
-    let (stopped, exited) = tokio::select! {
-        r = &mut wait => (None, Some(r.unwrap_or_else(|e| Err(EngineError::Other(e.to_string()))))),
-        stop = stop_requested(deadline, cancel) => (Some(stop), None),
+    let Writer {
+        task: mut writer,
+        stop: stop_writer,
+    } = writer;
+    // A write that failed (a full disk) loses the task's output: stop the container
+    // rather than let it run on for a result nobody can read.
+    let mut written: Option<std::io::Result<logs::Copied>> = None;
+    let (stopped, exited) = loop {
+        tokio::select! {
+            r = &mut wait => break (None, Some(r.unwrap_or_else(|e| Err(EngineError::Other(e.to_string()))))),
+            stop = stop_requested(deadline, cancel) => break (Some(stop), None),
+            w = &mut writer, if written.is_none() => {
+                let w = w.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+                let failed = w.is_err();
+                written = Some(w);
+                if failed {
+                    tracing::warn!(container = id, "the task's output cannot be written; stopping it");
+                    break (None, None);
+                }
+            }
+        }
     };
+    let output_failed = exited.is_none() && stopped.is_none();
     let grace = stop_timeout
         .map(|s| std::time::Duration::from_secs(s.max(0) as u64))
         .unwrap_or(rt.stop_grace);
@@ -438,24 +493,68 @@ async fn finish(
         }
     };
     let oom = probe.finish().await;
-    // The live stream closes after exit; don't hang on a stuck one.
-    match tokio::time::timeout(std::time::Duration::from_secs(30), writer).await {
-        Ok(Ok(Ok((o, e)))) => tracing::debug!(stdout = o, stderr = e, "output streamed"),
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "writing task output failed"),
-        Ok(Err(e)) => tracing::error!(error = %e, "output writer failed"),
-        Err(_) => tracing::error!("output stream did not close 30 s after exit"),
-    }
+    // The live stream closes after exit; don't hang on a stuck one. One still behind
+    // (a fast writer's backlog) is stopped: the log store completes the files below,
+    // reading only the streams not yet at the limit. Without a log store it is all there is.
+    let written = match written {
+        Some(w) => Some(w),
+        None => {
+            let patience = std::time::Duration::from_secs(if no_log_store { 30 } else { 2 });
+            let w = match tokio::time::timeout(patience, &mut writer).await {
+                Ok(w) => w,
+                Err(_) => {
+                    if no_log_store {
+                        tracing::error!("output stream did not close 30 s after exit");
+                    } else {
+                        tracing::debug!("output stream still behind 2 s after exit; completing from the log store");
+                    }
+                    // Stopped between two writes, so the files end on whole chunks.
+                    stop_writer.cancel();
+                    match tokio::time::timeout(std::time::Duration::from_secs(30), &mut writer)
+                        .await
+                    {
+                        Ok(w) => w,
+                        Err(_) => {
+                            writer.abort();
+                            writer.await
+                        }
+                    }
+                }
+            };
+            match w {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::error!(error = %e, "output writer failed");
+                    None
+                }
+            }
+        }
+    };
+    let mut output_error = match written {
+        Some(Ok(c)) => {
+            tracing::debug!(
+                stdout = c.stdout,
+                stderr = c.stderr,
+                dropped = c.dropped,
+                "output streamed"
+            );
+            None
+        }
+        Some(Err(e)) => Some(e),
+        None => None,
+    };
     // The engine may be going away. A stopping dockerd closes its listener first, then
     // kills its containers: a wait already in flight still answers (137), and pooled
     // connections still get answers, but no new connection is taken. So a wait that broke
     // off, or a signal exit berth did not ask for while the listener is closed, means the
     // engine is away: wait for it, then ask it what became of the container.
-    let broke = stopped.is_none()
+    let asked = stopped.is_some() || output_failed;
+    let broke = !asked
         && matches!(
             code,
             Err(EngineError::Unavailable(_) | EngineError::Stream(_))
         );
-    let killed = stopped.is_none() && matches!(code, Ok(137 | 143));
+    let killed = !asked && matches!(code, Ok(137 | 143));
     let mut state = rt.engine.inspect(id).await;
     let mut lost = None;
     if broke
@@ -519,11 +618,22 @@ async fn finish(
         }
     }
     // The follow stream may have ended early: complete the files from the log store.
-    if !no_log_store {
-        match logs::complete(rt.engine.logs(id, false), &plan.task_dir).await {
-            Ok((0, 0)) => {}
-            Ok((o, e)) => tracing::debug!(stdout = o, stderr = e, "output completed after exit"),
-            Err(e) => tracing::error!(error = %e, "completing task output failed"),
+    if !no_log_store && output_error.is_none() {
+        match logs::complete(
+            |which| rt.engine.logs_of(id, false, which),
+            &plan.task_dir,
+            rt.output_limit,
+            CancellationToken::new(),
+        )
+        .await
+        {
+            Ok(c) if c == logs::Copied::default() => {}
+            Ok(c) => tracing::debug!(
+                stdout = c.stdout,
+                stderr = c.stderr,
+                "output completed after exit"
+            ),
+            Err(e) => output_error = Some(e),
         }
     }
     let state = state.ok();
@@ -540,6 +650,18 @@ async fn finish(
         return Ended::Done(Finished::EngineLost {
             code,
             message,
+            container,
+        });
+    }
+    if let (Some(e), None) = (output_error, stopped) {
+        tracing::error!(error = %e, "the task's output could not be written");
+        return Ended::Done(Finished::OutputLost {
+            code,
+            disk_full: matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)),
+            message: format!(
+                "cannot write the task's output to {}: {e}",
+                plan.task_dir.display()
+            ),
             container,
         });
     }
