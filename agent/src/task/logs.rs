@@ -63,8 +63,9 @@ pub fn truncated(task_dir: &Path, limit: Option<u64>) -> Vec<String> {
 struct Sink {
     file: tokio::fs::File,
     name: &'static str,
-    /// Bytes in the file (the marker excluded).
+    /// Bytes in the file (the marker excluded), and when it was opened.
     len: u64,
+    start: u64,
     limit: Option<u64>,
     /// The marker is written; everything further is dropped.
     full: bool,
@@ -79,6 +80,7 @@ impl Sink {
             file,
             name,
             len,
+            start: len,
             limit,
             full,
             dropped: 0,
@@ -111,9 +113,31 @@ impl Sink {
         Ok(())
     }
 
-    async fn close(mut self) -> std::io::Result<()> {
-        self.file.flush().await?;
-        self.file.sync_all().await
+    /// Opens the pair for files holding what they hold.
+    async fn pair(
+        out: tokio::fs::File,
+        err: tokio::fs::File,
+        limit: Option<u64>,
+    ) -> std::io::Result<[Sink; 2]> {
+        let (out_len, err_len) = (out.metadata().await?.len(), err.metadata().await?.len());
+        Ok([
+            Sink::new(out, STDOUT, out_len, limit),
+            Sink::new(err, STDERR, err_len, limit),
+        ])
+    }
+
+    /// Syncs the pair to disk and says what was written since they were opened.
+    async fn close(pair: [Sink; 2]) -> std::io::Result<Copied> {
+        let copied = Copied {
+            stdout: pair[0].len - pair[0].start,
+            stderr: pair[1].len - pair[1].start,
+            dropped: pair[0].dropped + pair[1].dropped,
+        };
+        for mut s in pair {
+            s.file.flush().await?;
+            s.file.sync_all().await?;
+        }
+        Ok(copied)
     }
 }
 
@@ -135,23 +159,9 @@ pub async fn copy(
     limit: Option<u64>,
     stop: CancellationToken,
 ) -> std::io::Result<Copied> {
-    let out_len = out.metadata().await?.len();
-    let err_len = err.metadata().await?.len();
-    let mut sinks = [
-        Sink::new(out, STDOUT, out_len, limit),
-        Sink::new(err, STDERR, err_len, limit),
-    ];
-    let [o0, e0] = [out_len, err_len];
+    let mut sinks = Sink::pair(out, err, limit).await?;
     pump(stream, &mut sinks, [0, 0], &stop).await?;
-    let [o, e] = sinks;
-    let copied = Copied {
-        stdout: o.len - o0,
-        stderr: e.len - e0,
-        dropped: o.dropped + e.dropped,
-    };
-    o.close().await?;
-    e.close().await?;
-    Ok(copied)
+    Sink::close(sinks).await
 }
 
 /// Writes the stream into the sinks, skipping the first `skip` bytes of each stream.
@@ -210,25 +220,13 @@ where
         append(task_dir.join(STDOUT)).await?,
         append(task_dir.join(STDERR)).await?,
     );
-    let out_len = out.metadata().await?.len();
-    let err_len = err.metadata().await?.len();
-    let mut sinks = [
-        Sink::new(out, STDOUT, out_len, limit),
-        Sink::new(err, STDERR, err_len, limit),
-    ];
+    let mut sinks = Sink::pair(out, err, limit).await?;
     let wanted = [!sinks[0].full, !sinks[1].full];
     if wanted != [false, false] {
-        pump(open(wanted), &mut sinks, [out_len, err_len], &stop).await?;
+        let skip = [sinks[0].start, sinks[1].start];
+        pump(open(wanted), &mut sinks, skip, &stop).await?;
     }
-    let [o, e] = sinks;
-    let copied = Copied {
-        stdout: o.len - out_len,
-        stderr: e.len - err_len,
-        dropped: o.dropped + e.dropped,
-    };
-    o.close().await?;
-    e.close().await?;
-    Ok(copied)
+    Sink::close(sinks).await
 }
 #[cfg(test)]
 mod tests {
