@@ -549,7 +549,8 @@ fn tcp_needs_the_bearer_token() {
 }
 
 /// `dependsOn` in the daemon: a dependent starts only after its dependency succeeded; one
-/// whose dependency failed stays active; many tasks on one dependency do not slow the scan.
+/// whose dependency failed stays active; many tasks on one dependency do not slow the scan,
+/// and pages of blocked tasks do not hide a runnable one behind them.
 #[test]
 fn dependencies_in_the_daemon() {
     let n = TestNode::new("agentdeps");
@@ -566,13 +567,22 @@ fn dependencies_in_the_daemon() {
         ctask("broken", "/bin/sh -c 'exit 1'"),
         dep(ctask("orphan", "echo never"), "broken"),
     ];
-    tasks.extend((0..50).map(|i| dep(ctask(&format!("w{i}"), "true"), "second")));
-    let (st, body) = a.req(
-        "POST",
-        "/jobs/dj/addtaskcollection",
-        Some(&json!({"value": tasks})),
-    );
-    assert_eq!(st, 200, "{body}");
+    // More blocked tasks than one page of the scheduler's queue read sit between the
+    // first tasks and `w*`: a pass must read on past them.
+    let blocked = (0..3).map(|b| {
+        (0..100)
+            .map(|i| dep(ctask(&format!("b{b}-{i}"), "echo never"), "broken"))
+            .collect::<Vec<_>>()
+    });
+    let w = (0..50).map(|i| dep(ctask(&format!("w{i}"), "true"), "second"));
+    for batch in std::iter::once(tasks).chain(blocked).chain([w.collect()]) {
+        let (st, body) = a.req(
+            "POST",
+            "/jobs/dj/addtaskcollection",
+            Some(&json!({"value": batch})),
+        );
+        assert_eq!(st, 200, "{body}");
+    }
     let first = a.wait_state("dj", "first", "completed");
     let second = a.wait_state("dj", "second", "completed");
     assert!(
@@ -592,6 +602,7 @@ fn dependencies_in_the_daemon() {
         "active",
         "blocked by a failed dependency"
     );
+    assert_eq!(a.json("/jobs/dj/tasks/b2-99")["state"], "active");
     assert_eq!(a.term(), Some(0));
 }
 

@@ -29,6 +29,9 @@ type Key = (String, String);
 /// beside the tasks and for release) and the slots it gives back.
 type Done = (Option<Key>, u32);
 
+/// Queued tasks read per page in a scheduling pass.
+const QUEUE_PAGE: usize = 256;
+
 fn key(job: &str, task: &str) -> Key {
     (job.to_ascii_lowercase(), task.to_ascii_lowercase())
 }
@@ -572,6 +575,106 @@ impl Scheduler {
         used
     }
 
+    /// One scheduling pass: starts queued tasks in queue order while slots are free.
+    /// Reads the queue a page at a time and stops once the slots are full, so a pass
+    /// costs what it starts, not what is queued. Returns the slots now used.
+    fn start_what_fits(
+        self: &Arc<Self>,
+        mut used: u32,
+        total: u32,
+        set: &mut JoinSet<Done>,
+    ) -> u32 {
+        let mut after = 0;
+        let mut seen = HashMap::new();
+        // Each job once per scan: its state and its preparation record.
+        let mut jobs: HashMap<String, Option<(JobView, Option<JobOnNode>)>> = HashMap::new();
+        while used < total {
+            let queue = match self.store.active_queue(after, QUEUE_PAGE) {
+                Ok(q) => q,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the task queue");
+                    break;
+                }
+            };
+            let last_page = queue.len() < QUEUE_PAGE;
+            for head in queue {
+                after = head.seq;
+                if used >= total {
+                    break;
+                }
+                let slots = head.required_slots;
+                if used + slots > total {
+                    continue;
+                }
+                if self.deps_ready(&head.job_id, head.depends_on.as_ref(), &mut seen) != Some(true)
+                {
+                    continue;
+                }
+                let entry = jobs
+                    .entry(head.job_id.to_ascii_lowercase())
+                    .or_insert_with(|| {
+                        let job = self.store.job(&head.job_id).ok().flatten()?;
+                        let rec = self.store.job_on_node(&job.spec.id).ok().flatten();
+                        Some((job, rec))
+                    });
+                let Some((job, rec)) = entry else { continue };
+                if job.state != JobState::Active {
+                    continue;
+                }
+                let gate = job_tasks::gate(&job.spec, rec.as_ref(), &self.boot_id);
+                match gate {
+                    Gate::Wait => continue,
+                    Gate::Blocked => {
+                        if lock(&self.blocked).insert(job.spec.id.to_ascii_lowercase()) {
+                            tracing::warn!(job = %job.spec.id, code = "JobPreparationTaskFailed", "the job's tasks stay active: its preparation task failed on this node");
+                        }
+                        continue;
+                    }
+                    Gate::Go | Gate::Prepare => {}
+                }
+                // The whole task is read only for one about to start.
+                let Ok(Some(st)) = self.store.task(&head.job_id, &head.id) else {
+                    continue;
+                };
+                if st.view.state != TaskState::Active {
+                    continue;
+                }
+                let waits = job
+                    .spec
+                    .job_preparation_task
+                    .as_ref()
+                    .is_some_and(|p| p.wait_for_success());
+                if gate == Gate::Prepare {
+                    if !self.preparation_started(&job.spec) {
+                        continue;
+                    }
+                    *rec = self.store.job_on_node(&job.spec.id).ok().flatten();
+                    if !waits {
+                        self.spawn_preparation(job.spec.clone(), set);
+                    }
+                }
+                let job = job.clone();
+                if self.launch(st, &job, gate == Gate::Prepare && waits, set) {
+                    used += slots;
+                } else if gate == Gate::Prepare && waits {
+                    // It waits for GPUs: nobody prepares the job yet.
+                    self.record(
+                        &job.spec.id,
+                        "the job preparation task as not started",
+                        |r| {
+                            r.preparation = None;
+                        },
+                    );
+                    jobs.remove(&head.job_id.to_ascii_lowercase());
+                }
+            }
+            if last_page {
+                break;
+            }
+        }
+        used
+    }
+
     /// Runs until `cancel`; then stops starting tasks and, per `on_shutdown`, stops the
     /// running ones (their containers are removed, the tasks end `TaskEnded`), waits for
     /// them, or leaves them running for the next agent process to take over.
@@ -584,87 +687,7 @@ impl Scheduler {
                 self.end_jobs(&mut set);
             }
             if !cancel.is_cancelled() && self.rt.status.state().schedulable() {
-                match self.store.active_queue() {
-                    Ok(queue) => {
-                        let mut seen = HashMap::new();
-                        // Each job once per scan: its state and its preparation record.
-                        let mut jobs: HashMap<String, Option<(JobView, Option<JobOnNode>)>> =
-                            HashMap::new();
-                        for head in queue {
-                            if used >= total {
-                                break;
-                            }
-                            let slots = head.required_slots;
-                            if used + slots > total {
-                                continue;
-                            }
-                            if self.deps_ready(&head.job_id, head.depends_on.as_ref(), &mut seen)
-                                != Some(true)
-                            {
-                                continue;
-                            }
-                            let entry = jobs
-                                .entry(head.job_id.to_ascii_lowercase())
-                                .or_insert_with(|| {
-                                    let job = self.store.job(&head.job_id).ok().flatten()?;
-                                    let rec = self.store.job_on_node(&job.spec.id).ok().flatten();
-                                    Some((job, rec))
-                                });
-                            let Some((job, rec)) = entry else { continue };
-                            if job.state != JobState::Active {
-                                continue;
-                            }
-                            let gate = job_tasks::gate(&job.spec, rec.as_ref(), &self.boot_id);
-                            match gate {
-                                Gate::Wait => continue,
-                                Gate::Blocked => {
-                                    if lock(&self.blocked).insert(job.spec.id.to_ascii_lowercase())
-                                    {
-                                        tracing::warn!(job = %job.spec.id, code = "JobPreparationTaskFailed", "the job's tasks stay active: its preparation task failed on this node");
-                                    }
-                                    continue;
-                                }
-                                Gate::Go | Gate::Prepare => {}
-                            }
-                            // The whole task is read only for one about to start.
-                            let Ok(Some(st)) = self.store.task(&head.job_id, &head.id) else {
-                                continue;
-                            };
-                            if st.view.state != TaskState::Active {
-                                continue;
-                            }
-                            let waits = job
-                                .spec
-                                .job_preparation_task
-                                .as_ref()
-                                .is_some_and(|p| p.wait_for_success());
-                            if gate == Gate::Prepare {
-                                if !self.preparation_started(&job.spec) {
-                                    continue;
-                                }
-                                *rec = self.store.job_on_node(&job.spec.id).ok().flatten();
-                                if !waits {
-                                    self.spawn_preparation(job.spec.clone(), &mut set);
-                                }
-                            }
-                            let job = job.clone();
-                            if self.launch(st, &job, gate == Gate::Prepare && waits, &mut set) {
-                                used += slots;
-                            } else if gate == Gate::Prepare && waits {
-                                // It waits for GPUs: nobody prepares the job yet.
-                                self.record(
-                                    &job.spec.id,
-                                    "the job preparation task as not started",
-                                    |r| {
-                                        r.preparation = None;
-                                    },
-                                );
-                                jobs.remove(&head.job_id.to_ascii_lowercase());
-                            }
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot read the task queue"),
-                }
+                used = self.start_what_fits(used, total, &mut set);
             }
             self.rt.status.set_busy(!set.is_empty());
             self.rt.metrics.slots_used.store(used, Ordering::Relaxed);

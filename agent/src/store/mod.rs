@@ -66,9 +66,10 @@ pub trait Store: Send + Sync {
     /// Every task in these states, across jobs, in queue order.
     fn tasks_in(&self, states: &[TaskState]) -> Result<Vec<StoredTask>, StoreError>;
     fn delete_task(&self, job: &str, id: &str) -> Result<(), StoreError>;
-    /// The active tasks in queue order, only what the scheduler decides on: a scan that
-    /// stays cheap (time and memory) with many thousands queued.
-    fn active_queue(&self) -> Result<Vec<QueueHead>, StoreError>;
+    /// Up to `limit` active tasks queued after `after` (a `seq`), in queue order, only
+    /// what the scheduler decides on. Paged so that a pass that fills the slots early
+    /// reads a few rows, not every queued task.
+    fn active_queue(&self, after: i64, limit: usize) -> Result<Vec<QueueHead>, StoreError>;
     /// How many tasks are in each state (states with none are left out).
     fn count_by_state(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }

@@ -276,7 +276,7 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn active_queue(&self) -> Result<Vec<QueueHead>, StoreError> {
+    fn active_queue(&self, after: i64, limit: usize) -> Result<Vec<QueueHead>, StoreError> {
         /// The few fields read; serde skips the rest of the body without keeping it.
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -288,10 +288,13 @@ impl Store for SqliteStore {
         }
         let db = self.db();
         let mut stmt = db
-            .prepare("SELECT seq, body FROM tasks WHERE state = ?1 ORDER BY seq")
+            .prepare_cached(
+                "SELECT seq, body FROM tasks WHERE state = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )
             .map_err(backend)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![TaskState::Active.as_str()], |r| {
+            .query_map(params![TaskState::Active.as_str(), after, limit], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
             })
             .map_err(backend)?;
@@ -412,7 +415,7 @@ mod tests {
         c.spec.depends_on =
             Some(serde_json::from_value(serde_json::json!({"taskIds": ["a"]})).unwrap());
         s.add_tasks(&[c]).unwrap();
-        let q = s.active_queue().unwrap();
+        let q = s.active_queue(0, 10).unwrap();
         assert_eq!(
             q.iter()
                 .map(|h| (h.id.as_str(), h.required_slots))
@@ -421,6 +424,17 @@ mod tests {
             "active only, in queue order"
         );
         assert_eq!(q[1].job_id, "J1");
+        let page = |after, n| -> Vec<String> {
+            let q = s.active_queue(after, n).unwrap();
+            q.into_iter().map(|h| h.id).collect()
+        };
+        assert_eq!(page(0, 1), vec!["a"], "a page holds at most `limit`");
+        assert_eq!(
+            page(q[0].seq, 10),
+            vec!["c"],
+            "the next page starts after `after`"
+        );
+        assert!(page(q[1].seq, 10).is_empty());
         assert_eq!(q[1].depends_on.as_ref().unwrap().all_ids(), vec!["a"]);
         assert_eq!(
             s.count_by_state().unwrap(),
