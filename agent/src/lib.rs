@@ -18,6 +18,7 @@
 //! ```
 
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod engine;

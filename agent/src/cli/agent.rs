@@ -241,7 +241,10 @@ async fn wait_for_socket(engine: Option<&str>, stop: &CancellationToken) -> bool
     let Some(path) = crate::engine::socket_path(&host).map(PathBuf::from) else {
         return true;
     };
-    let mut delay = std::time::Duration::from_millis(500);
+    let mut delay = crate::backoff::Backoff::new(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(15),
+    );
     let mut said = false;
     while !path.exists() {
         if !said {
@@ -252,11 +255,9 @@ async fn wait_for_socket(engine: Option<&str>, stop: &CancellationToken) -> bool
             ))]);
             said = true;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.cancelled() => return false,
+        if !delay.sleep(stop).await {
+            return false;
         }
-        delay = (delay * 2).min(std::time::Duration::from_secs(15));
     }
     true
 }

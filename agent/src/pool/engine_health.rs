@@ -4,6 +4,7 @@
 //! task starts) while the engine is away, and back, scheduler woken, when it answers.
 //! Running tasks see the loss on their own: their wait breaks off (`task::run`).
 
+use crate::backoff::Backoff;
 use crate::task::Runtime;
 use berth_proto::{NameValuePair, NodeError, NodeState};
 use std::time::Duration;
@@ -37,7 +38,7 @@ fn set_error(rt: &Runtime, error: Option<NodeError>) {
 /// Waits until the engine answers and the API version is agreed, retrying with backoff
 /// (0.5 s doubling to 15 s). Returns false when cancelled first.
 pub async fn wait_at_start(rt: &Runtime, cancel: &CancellationToken) -> bool {
-    let mut delay = Duration::from_millis(500);
+    let mut delay = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
     let mut said = false;
     loop {
         match rt.engine.negotiate().await {
@@ -56,11 +57,9 @@ pub async fn wait_at_start(rt: &Runtime, cancel: &CancellationToken) -> bool {
                 set_error(rt, Some(away_error(rt, &e.to_string())));
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = cancel.cancelled() => return false,
+        if !delay.sleep(cancel).await {
+            return false;
         }
-        delay = (delay * 2).min(Duration::from_secs(15));
     }
 }
 

@@ -8,6 +8,7 @@
 
 use super::job_tasks::{self, Gate, Which};
 use super::{gpu_gate, run_one, GpuGate};
+use crate::backoff::Backoff;
 use crate::config::OnShutdown;
 use crate::gpu::Reservation;
 use crate::store::{JobOnNode, Store, StoredTask};
@@ -20,6 +21,7 @@ use chrono::Utc;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -396,6 +398,7 @@ impl Scheduler {
     /// the task `running` with no container and ends it `TaskEnded`.
     async fn record_end(&self, job: &str, task: &str, info: ExecutionInfo) {
         let mut tries = 0u32;
+        let mut delay = Backoff::new(Duration::from_millis(500), Duration::from_secs(8));
         loop {
             let e = match self.store.task(job, task) {
                 // Deleted meanwhile: there is nothing to record.
@@ -429,11 +432,8 @@ impl Scheduler {
                 tracing::error!(job, task, error = %e, tries, "cannot record the task's completion; trying again");
             }
             tries += 1;
-            let pause = std::time::Duration::from_millis(250 << tries.min(5));
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = self.shutdown.cancelled() => {}
-            }
+            // A shutdown ends the wait; the top of the loop then gives up.
+            delay.sleep(&self.shutdown).await;
         }
     }
 
