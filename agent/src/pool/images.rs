@@ -10,6 +10,7 @@
 
 use super::credentials::{self, fingerprint};
 use super::progress::{LogObserver, PullObserver, PullUpdate};
+use crate::backoff::Backoff;
 use crate::engine::{Credentials, Engine, EngineError, PullLimits};
 use crate::task::run_options::PullPolicy;
 use berth_proto::{ContainerRegistry, FailureCode, ImageRef};
@@ -59,6 +60,8 @@ pub enum PullFailure {
     Absent,
     /// The Docker config could not be read.
     Config,
+    /// The Docker engine itself did not answer: nothing is wrong with the image.
+    Engine,
     Other,
 }
 
@@ -72,10 +75,12 @@ pub struct PullError {
 
 impl PullError {
     /// The Batch failure code: registry (credential) problems are `ContainerInvalidRegistry`,
-    /// everything else `ContainerInvalidImage`.
+    /// an engine that does not answer `ContainerMiscError` (as at create), everything else
+    /// `ContainerInvalidImage`.
     pub fn code(&self) -> FailureCode {
         match self.kind {
             PullFailure::Auth | PullFailure::Config => FailureCode::ContainerInvalidRegistry,
+            PullFailure::Engine => FailureCode::ContainerMiscError,
             _ => FailureCode::ContainerInvalidImage,
         }
     }
@@ -85,6 +90,9 @@ impl PullError {
 fn classify(e: &EngineError) -> (PullFailure, bool) {
     let m = e.message().to_ascii_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| m.contains(w));
+    if matches!(e, EngineError::Unavailable(_)) {
+        return (PullFailure::Engine, true);
+    }
     if has(&[
         "unauthorized",
         "authentication required",
@@ -280,7 +288,13 @@ impl ImageStore {
                 .engine
                 .image_present(&name)
                 .await
-                .map_err(|e| fail(PullFailure::Other, format!("cannot inspect image: {e}")))?;
+                .map_err(|e| match e {
+                    EngineError::Unavailable(_) | EngineError::Timeout { .. } => fail(
+                        PullFailure::Engine,
+                        format!("the Docker engine does not answer: {e}"),
+                    ),
+                    _ => fail(PullFailure::Other, format!("cannot inspect image: {e}")),
+                })?;
             if present {
                 return self.check_access(image, &name, creds.as_ref(), fp).await;
             }
@@ -358,7 +372,7 @@ impl ImageStore {
         };
         let started = tokio::time::Instant::now();
         let deadline = started + s.total;
-        let mut delay = s.backoff;
+        let mut delay = Backoff::new(s.backoff, Duration::from_secs(60));
         let (repo, tag) = (r.repository(), r.tag_or_digest());
         let mut attempt = 0;
         loop {
@@ -407,7 +421,7 @@ impl ImageStore {
                 Ok(Err(e)) => e,
             };
             let (kind, transient) = classify(&e);
-            let wait = jitter(delay);
+            let wait = jitter(delay.next_delay());
             if !transient || attempt > s.retries || tokio::time::Instant::now() + wait >= deadline {
                 let tries = if attempt > 1 {
                     format!(" (after {attempt} attempts)")
@@ -423,7 +437,6 @@ impl ImageStore {
                 delay: wait,
             });
             tokio::time::sleep(wait).await;
-            delay = (delay * 2).min(Duration::from_secs(60));
         }
     }
 
@@ -579,6 +592,31 @@ mod tests {
             e(PullFailure::Timeout).code(),
             FailureCode::ContainerInvalidImage
         );
+        assert_eq!(
+            e(PullFailure::Engine).code(),
+            FailureCode::ContainerMiscError,
+            "the image is not at fault"
+        );
+        let away = EngineError::Unavailable("client error (Connect)".into());
+        assert_eq!(classify(&away), (PullFailure::Engine, true));
+    }
+
+    /// A stopped dockerd (its socket file left, nothing listening) fails the task as the
+    /// engine's fault, not the image's.
+    #[tokio::test]
+    async fn an_engine_that_does_not_answer_is_not_the_images_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("docker.sock");
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+        let host = format!("unix://{}", sock.display());
+        let engine = Engine::open(Some(&host), Duration::from_secs(5)).unwrap();
+        let store = Arc::new(ImageStore::new(engine, vec![]));
+        let e = store
+            .ensure("busybox:latest", None, PullPolicy::Missing, None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), FailureCode::ContainerMiscError, "{e}");
+        assert!(e.message.contains("does not answer"), "{e}");
     }
 
     #[test]
