@@ -105,7 +105,26 @@ pub fn failed_before_start(code: FailureCode, message: String) -> ExecutionInfo 
     }
 }
 
-/// Creates the task directory and `wd`, owned by the task's user.
+/// `--user` of a container task's run options (bad options fail the attempt later).
+fn container_user(plan: &TaskPlan) -> Option<String> {
+    let c = plan.container.as_ref()?;
+    run_options::parse(&c.run_options).ok()?.user
+}
+
+/// Whom a task's directories and output files belong to: a numeric `--user` takes them
+/// over, since the container writes as that uid (Batch pitfall #6); else the task's
+/// non-admin user. None when berth is not root (it cannot chown) or for admin.
+pub fn files_owner(plan: &TaskPlan, user: Option<&str>) -> Option<crate::files::Owner> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return None;
+    }
+    match user.and_then(run_options::numeric_user) {
+        Some((uid, gid)) => Some(crate::files::Owner { uid, gid }),
+        None => crate::files::Owner::of(plan),
+    }
+}
+
+/// Creates the task directory and `wd`, with their modes and owner.
 pub fn prepare_dirs(plan: &TaskPlan, fresh: bool) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if fresh && plan.task_dir.exists() {
@@ -121,14 +140,19 @@ pub fn prepare_dirs(plan: &TaskPlan, fresh: bool) -> std::io::Result<()> {
     }
     // A task's directory is its user's (and that user's group's) alone: another user's
     // task cannot read its output or files. Start, preparation and release tasks stay
-    // readable by all: tasks use what they installed.
+    // readable by all: tasks use what they installed. A `--user NAME` is a uid berth
+    // cannot know, so its directories stay open for the container to enter its wd at all.
+    let user = container_user(plan);
+    let named = user
+        .as_deref()
+        .is_some_and(|u| run_options::numeric_user(u).is_none());
     let (dir_mode, wd_mode) = match plan.kind {
-        plan::TaskKind::Task { .. } => (PRIVATE_DIR, PRIVATE_WD),
+        plan::TaskKind::Task { .. } if !named => (PRIVATE_DIR, PRIVATE_WD),
         _ => (0o755, 0o775),
     };
     std::fs::set_permissions(&plan.task_dir, std::fs::Permissions::from_mode(dir_mode))?;
     std::fs::set_permissions(&plan.wd, std::fs::Permissions::from_mode(wd_mode))?;
-    let owner = crate::files::Owner::of(plan);
+    let owner = files_owner(plan, user.as_deref());
     for d in [
         plan.task_dir.as_path(),
         plan.wd.as_path(),
@@ -285,6 +309,67 @@ async fn upload_outputs(plan: &TaskPlan, info: &mut ExecutionInfo) {
                 }),
                 None => info.failure_info = Some(FailureInfo::new(e.code, vec![detail])),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{NodeLayout, ResolvedUser};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// The task directory's modes and owner, as `prepare_dirs` leaves them, for a task
+    /// with these run options.
+    fn prepared(root: &std::path::Path, id: &str, run_options: &str) -> (u32, u32, u32) {
+        let node = NodeFacts {
+            node_id: "n1".into(),
+            pool_id: "p1".into(),
+            account_name: "berth".into(),
+            layout: NodeLayout::new(root),
+        };
+        let user = ResolvedUser {
+            name: "_azbatch".into(),
+            uid: 4399,
+            gid: 4398,
+            admin: false,
+            identity: "PoolNonAdmin".into(),
+        };
+        let spec: berth_proto::TaskSpec = serde_json::from_value(serde_json::json!({
+            "id": id, "commandLine": "true",
+            "containerSettings": {"imageName": "busybox", "containerRunOptions": run_options}
+        }))
+        .unwrap();
+        let job = berth_proto::JobSpec {
+            id: "j".into(),
+            ..Default::default()
+        };
+        let plan = plan::task(&spec, &job, &node, user).unwrap();
+        prepare_dirs(&plan, true).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let meta = std::fs::metadata(&plan.wd).unwrap();
+        (mode(&plan.task_dir), mode(&plan.wd), meta.uid())
+    }
+
+    #[test]
+    fn directory_modes_and_owner_follow_the_container_user() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let (dir, wd, _) = prepared(root, "plain", "");
+        assert_eq!((dir, wd), (PRIVATE_DIR, PRIVATE_WD));
+        let (dir, wd, _) = prepared(root, "named", "--user nobody");
+        assert_eq!(
+            (dir, wd),
+            (0o755, 0o775),
+            "a named --user must enter its wd"
+        );
+        let (dir, wd, uid) = prepared(root, "numeric", "--user 4321:4322");
+        assert_eq!((dir, wd), (PRIVATE_DIR, PRIVATE_WD));
+        if nix::unistd::Uid::effective().is_root() {
+            assert_eq!(uid, 4321, "a numeric --user owns its directories");
+            assert_eq!(prepared(root, "own", "").2, 4399);
+        } else {
+            eprintln!("not root: ownership not checked");
         }
     }
 }

@@ -8,6 +8,7 @@ use super::oom::OomProbe;
 use super::plan::TaskPlan;
 use super::run_options::{self, PullPolicy};
 use super::{logs, stop_requested, Runtime};
+use crate::backoff::Backoff;
 use crate::engine::EngineError;
 use crate::gpu::expose;
 use berth_proto::{ContainerInfo, FailureCode, NameValuePair};
@@ -82,36 +83,8 @@ pub async fn attempt(
             )
         }
     };
-    // The task's files belong to whoever the container runs as: a numeric `--user`
-    // takes the task directory over, so the task can write its wd (Batch pitfall #6).
-    let user_override = opts.user.as_deref().and_then(numeric_user);
-    if let Some((uid, gid)) = user_override.filter(|_| nix::unistd::Uid::effective().is_root()) {
-        for d in [
-            plan.task_dir.clone(),
-            plan.wd.clone(),
-            plan.task_dir.join("certs"),
-        ] {
-            if let Err(e) = std::os::unix::fs::chown(&d, Some(uid), Some(gid)) {
-                return not_started(
-                    FailureCode::ResourceDirectoryCreateFailed,
-                    format!("{}: {e}", d.display()),
-                    vec![],
-                    None,
-                );
-            }
-        }
-    }
-    if opts.user.is_some() && user_override.is_none() {
-        // `--user NAME`: berth cannot know the uid, so the directories are opened (as
-        // before berth kept them private) for the container to enter its wd at all.
-        use std::os::unix::fs::PermissionsExt;
-        for (d, mode) in [(&plan.task_dir, 0o755), (&plan.wd, 0o775)] {
-            if let Err(e) = std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)) {
-                tracing::warn!(dir = %d.display(), error = %e, "cannot open the directory to --user");
-            }
-        }
-    }
-    let owner = user_override.or((!plan.user.admin).then_some((plan.user.uid, plan.user.gid)));
+    // The output files go to whom `prepare_dirs` gave the task's directories.
+    let owner = super::files_owner(plan, opts.user.as_deref()).map(|o| (o.uid, o.gid));
     let (mut body, notes) = match create::body(plan, &opts, who) {
         Ok(b) => b,
         Err(e) => {
@@ -186,41 +159,48 @@ pub async fn attempt(
             return not_started(code, msg, vec![nv("ContainerImage", &c.image)], None);
         }
     };
-    let no_log_store = opts.host.log_config.as_ref().and_then(|l| l.typ.as_deref()) == Some("none");
-    let finished = run_created(
+    let container = Container {
         rt,
         plan,
-        &id,
+        id: &id,
         deadline,
         cancel,
-        opts.stop_timeout,
-        owner,
-        no_log_store,
-    )
-    .await;
+        stop_timeout: opts.stop_timeout,
+        no_log_store: no_log_store(&opts),
+    };
+    let finished = run_created(&container, owner).await;
     if let Err(e) = rt.engine.remove(&id).await {
         tracing::error!(container = %id, error = %e, "could not remove the container");
     }
     finished
 }
 
-/// `uid[:gid]` when both are numbers (a lone uid means gid 0, as docker does when the image does not know the uid).
-fn numeric_user(u: &str) -> Option<(u32, u32)> {
-    let (uid, gid) = u.split_once(':').unwrap_or((u, "0"));
-    Some((uid.parse().ok()?, gid.parse().ok()?))
+/// `--log-driver none`: the engine keeps no log to read the output from.
+fn no_log_store(opts: &run_options::RunOptions) -> bool {
+    opts.host.log_config.as_ref().and_then(|l| l.typ.as_deref()) == Some("none")
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_created(
-    rt: &Runtime,
-    plan: &TaskPlan,
-    id: &str,
+/// A created container and what its attempt needs to see it to its end.
+#[derive(Clone, Copy)]
+struct Container<'a> {
+    rt: &'a Runtime,
+    plan: &'a TaskPlan,
+    id: &'a str,
     deadline: Option<Instant>,
-    cancel: &CancellationToken,
+    cancel: &'a CancellationToken,
+    /// `--stop-timeout`: the grace a stop gives it, instead of the node's.
     stop_timeout: Option<i64>,
-    owner: Option<(u32, u32)>,
     no_log_store: bool,
-) -> Finished {
+}
+
+async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
+    let Container {
+        rt,
+        plan,
+        id,
+        no_log_store,
+        ..
+    } = *c;
     let info = |state: Option<String>, error: Option<String>| {
         Some(ContainerInfo {
             container_id: Some(id.to_string()),
@@ -228,7 +208,6 @@ async fn run_created(
             error,
         })
     };
-    let owner = owner.filter(|_| nix::unistd::Uid::effective().is_root());
     let (out, err) = match logs::open(&plan.task_dir, owner).await {
         Ok(f) => f,
         Err(e) => {
@@ -265,20 +244,9 @@ async fn run_created(
     let stream = attached.unwrap_or_else(|| rt.engine.logs(id, true));
     let limit = rt.output_limit;
     let writer = Writer::spawn(|stop| logs::copy(stream, out, err, limit, stop));
-    match finish(
-        rt,
-        plan,
-        id,
-        writer,
-        deadline,
-        cancel,
-        stop_timeout,
-        no_log_store,
-    )
-    .await
-    {
+    match finish(c, writer).await {
         Ended::Done(f) => f,
-        Ended::Again => follow(rt, plan, id, deadline, cancel).await,
+        Ended::Again => follow(c).await,
     }
 }
 
@@ -292,7 +260,21 @@ pub async fn adopt(
     deadline: Option<Instant>,
     cancel: &CancellationToken,
 ) -> Finished {
-    let finished = follow(rt, plan, id, deadline, cancel).await;
+    // An earlier process parsed these options before it created the container.
+    let opts = plan
+        .container
+        .as_ref()
+        .and_then(|c| run_options::parse(&c.run_options).ok());
+    let container = Container {
+        rt,
+        plan,
+        id,
+        deadline,
+        cancel,
+        stop_timeout: opts.as_ref().and_then(|o| o.stop_timeout),
+        no_log_store: opts.as_ref().is_some_and(no_log_store),
+    };
+    let finished = follow(&container).await;
     if let Err(e) = rt.engine.remove(id).await {
         tracing::error!(container = %id, error = %e, "could not remove the container");
     }
@@ -302,23 +284,14 @@ pub async fn adopt(
 /// Follows a container berth did not just start (an earlier agent's, or one whose engine
 /// came back): output from where the files end, then [`finish`], again for as long as
 /// the engine drops the wait and the container outlives it.
-async fn follow(
-    rt: &Runtime,
-    plan: &TaskPlan,
-    id: &str,
-    deadline: Option<Instant>,
-    cancel: &CancellationToken,
-) -> Finished {
-    let opts = plan
-        .container
-        .as_ref()
-        .and_then(|c| run_options::parse(&c.run_options).ok());
-    let stop_timeout = opts.as_ref().and_then(|o| o.stop_timeout);
-    let no_log_store = opts
-        .as_ref()
-        .and_then(|o| o.host.log_config.as_ref())
-        .and_then(|l| l.typ.as_deref())
-        == Some("none");
+async fn follow(c: &Container<'_>) -> Finished {
+    let Container {
+        rt,
+        plan,
+        id,
+        no_log_store,
+        ..
+    } = *c;
     let dir = plan.task_dir.clone();
     for round in 0.. {
         if round > 0 {
@@ -348,18 +321,7 @@ async fn follow(
                 logs::complete(|which| engine.logs_of(&id, true, which), &dir, limit, stop).await
             })
         };
-        match finish(
-            rt,
-            plan,
-            id,
-            writer,
-            deadline,
-            cancel,
-            stop_timeout,
-            no_log_store,
-        )
-        .await
-        {
+        match finish(c, writer).await {
             Ended::Done(f) => return f,
             // An engine that answers yet keeps dropping the wait must not spin.
             Ended::Again if round < MAX_REFOLLOWS => {
@@ -414,7 +376,10 @@ enum Ended {
 /// Waits (up to [`ENGINE_OUTAGE`]) for the engine to answer a ping again.
 async fn engine_back(rt: &Runtime) -> Result<(), EngineError> {
     let began = Instant::now();
-    let mut tries = 0u32;
+    let mut delay = Backoff::new(
+        std::time::Duration::from_millis(250),
+        std::time::Duration::from_secs(4),
+    );
     loop {
         let listening = rt.engine.listening().await;
         match rt.engine.probe().await {
@@ -423,24 +388,22 @@ async fn engine_back(rt: &Runtime) -> Result<(), EngineError> {
             Err(e) if began.elapsed() >= ENGINE_OUTAGE => return Err(e),
             Err(_) => {}
         }
-        tokio::time::sleep(std::time::Duration::from_millis(250 << tries.min(4))).await;
-        tries += 1;
+        tokio::time::sleep(delay.next_delay()).await;
     }
 }
 
 /// A started container to its end: wait under the wall clock and cancellation, stop it if
 /// asked, let `writer` finish the output, complete it from the log store, read the exit.
-#[allow(clippy::too_many_arguments)]
-async fn finish(
-    rt: &Runtime,
-    plan: &TaskPlan,
-    id: &str,
-    writer: Writer,
-    deadline: Option<Instant>,
-    cancel: &CancellationToken,
-    stop_timeout: Option<i64>,
-    no_log_store: bool,
-) -> Ended {
+async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
+    let Container {
+        rt,
+        plan,
+        id,
+        deadline,
+        cancel,
+        stop_timeout,
+        no_log_store,
+    } = *c;
     let info = |state: Option<String>, error: Option<String>| {
         Some(ContainerInfo {
             container_id: Some(id.to_string()),

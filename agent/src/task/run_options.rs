@@ -291,6 +291,13 @@ fn command() -> Command {
 }
 
 /// Parses a `containerRunOptions` string.
+/// `uid[:gid]` of a `--user` when both are numbers (a lone uid means gid 0, as docker
+/// does when the image does not know the uid).
+pub fn numeric_user(u: &str) -> Option<(u32, u32)> {
+    let (uid, gid) = u.split_once(':').unwrap_or((u, "0"));
+    Some((uid.parse().ok()?, gid.parse().ok()?))
+}
+
 pub fn parse(options: &str) -> Result<RunOptions, RunOptionsError> {
     let words = shell_words::split(options).map_err(|e| {
         err(
