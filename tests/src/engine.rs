@@ -33,8 +33,11 @@ impl PrivateEngine {
         let pid = std::process::id();
         let dir = PathBuf::from(format!("/tmp/berth-pe-{tag}-{pid}"));
         std::fs::create_dir_all(&dir).unwrap();
-        // Bridge names are at most 15 bytes; the subnet is kept apart from the harness's.
-        let n = (pid as usize + tag.len() * 7919) % 10000;
+        // Bridge names are at most 15 bytes; each tag of one process gets its own.
+        let hash = tag
+            .bytes()
+            .fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
+        let n = (pid as usize + hash as usize) % 10000;
         let bridge = format!("berthpe{n}");
         ip(&["link", "add", "name", &bridge, "type", "bridge"]);
         ip(&[
@@ -141,6 +144,46 @@ impl PrivateEngine {
         }
     }
 
+    /// Leaves the started engine running for the rest of this test process (the harness's
+    /// shared engine): a watcher stops it by its PID once the process is gone, then
+    /// cleans up as dropping would. Returns its `unix://` address.
+    pub fn outlive_process(mut self) -> String {
+        let child = self.child.take().expect("start it first");
+        let watcher = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill {dpid} 2>/dev/null; \
+             for i in $(seq 30); do kill -0 {dpid} 2>/dev/null || break; sleep 1; done; \
+             {cleanup}",
+            pid = std::process::id(),
+            dpid = child.id(),
+            cleanup = self.cleanup()
+        );
+        Command::new("setsid")
+            .args(["sh", "-c", &watcher])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the engine's watcher");
+        let host = self.host();
+        // Dropping it would stop the engine now; the watcher owns it.
+        std::mem::forget(self);
+        host
+    }
+
+    /// Shell that removes what the engine leaves once stopped: with live restore its
+    /// containerd may outlive it; then its mounts, directory and bridge.
+    fn cleanup(&self) -> String {
+        format!(
+            // `[c]` keeps pkill from matching (and killing) this very shell.
+            "pkill -f '[c]ontainerd.*{exec}'; sleep 1; umount -R {root} 2>/dev/null; \
+             umount -R {exec} 2>/dev/null; rm -rf {dir}; ip link del {bridge} 2>/dev/null",
+            exec = self.dir.join("exec").display(),
+            root = self.dir.join("root").display(),
+            dir = self.dir.display(),
+            bridge = self.bridge
+        )
+    }
+
     /// The docker CLI against this engine.
     pub fn docker(&self, args: &[&str]) -> std::process::Output {
         Command::new("docker")
@@ -161,18 +204,10 @@ impl Drop for PrivateEngine {
             }
         }
         self.stop();
-        // With live restore, the engine's containerd may outlive it.
         Command::new("sh")
             .arg("-c")
-            .arg(format!(
-                // `[c]` keeps pkill from matching (and killing) this very shell.
-                "pkill -f '[c]ontainerd.*{exec}'; sleep 1; umount -R {root} 2>/dev/null; umount -R {exec} 2>/dev/null; rm -rf {dir}",
-                exec = self.dir.join("exec").display(),
-                root = self.dir.join("root").display(),
-                dir = self.dir.display()
-            ))
+            .arg(self.cleanup())
             .status()
             .ok();
-        ip(&["link", "del", &self.bridge]);
     }
 }

@@ -83,70 +83,16 @@ fn answers(sock: &str) -> bool {
 }
 
 fn start_private_dockerd() -> String {
-    let dockerd = which("dockerd").unwrap_or_else(|| panic!("no Docker engine answers and dockerd is not installed: run scripts/install-deps.sh (installs Debian's docker.io) or set BERTH_TEST_DOCKER_HOST"));
+    which("dockerd").unwrap_or_else(|| panic!("no Docker engine answers and dockerd is not installed: run scripts/install-deps.sh (installs Debian's docker.io) or set BERTH_TEST_DOCKER_HOST"));
     assert!(
         nix::unistd::Uid::effective().is_root(),
         "no Docker engine answers, and starting a private dockerd needs root"
     );
-    let pid = std::process::id();
-    let dir = PathBuf::from(format!("/tmp/berth-test-engine-{pid}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("docker.sock");
-    // Its own bridge: `--bridge=none` would delete the host's docker0 if another dockerd runs.
-    let bridge = format!("berthtb{}", pid % 100000);
-    let subnet = format!("172.31.{}.1/24", 200 + pid % 50);
-    let ip = |args: &[&str]| {
-        Command::new("ip")
-            .args(args)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    ip(&["link", "add", "name", &bridge, "type", "bridge"]);
-    ip(&["addr", "add", &subnet, "dev", &bridge]);
-    ip(&["link", "set", &bridge, "up"]);
-    let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
-    let child = Command::new("setsid")
-        .arg(dockerd)
-        .arg(format!("--data-root={}", dir.join("root").display()))
-        .arg(format!("--exec-root={}", dir.join("exec").display()))
-        .arg(format!("--pidfile={}", dir.join("docker.pid").display()))
-        .arg(format!("--host=unix://{}", sock.display()))
-        .arg(format!("--bridge={bridge}"))
-        .args(["--iptables=false", "--ip-masq=false"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start dockerd");
-    let dpid = child.id();
-    // Stops the engine (by its PID) once this test process is gone, then removes its bridge.
-    let watcher = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill {dpid} 2>/dev/null; \
-         for i in $(seq 30); do kill -0 {dpid} 2>/dev/null || break; sleep 1; done; \
-         ip link del {bridge} 2>/dev/null; umount -R {root} 2>/dev/null; rm -rf {dir}",
-        root = dir.join("root").display(),
-        dir = dir.display()
-    );
-    Command::new("setsid")
-        .args(["sh", "-c", &watcher])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start watcher");
-    let s = sock.to_string_lossy().into_owned();
-    for _ in 0..120 {
-        if answers(&s) {
-            eprintln!("berth-tests: started a private dockerd (pid {dpid}) at {s}");
-            return format!("unix://{s}");
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!(
-        "the private dockerd did not answer within 30 s; see {}/dockerd.log",
-        dir.display()
-    );
+    let mut pe = engine::PrivateEngine::new("harness", &[]);
+    pe.start();
+    let host = pe.outlive_process();
+    eprintln!("berth-tests: started a private dockerd at {host}");
+    host
 }
 
 fn which(name: &str) -> Option<PathBuf> {

@@ -561,7 +561,7 @@ fn dependencies_in_the_daemon() {
         t["dependsOn"] = json!({"taskIds": [on]});
         t
     };
-    let mut tasks = vec![
+    let tasks = vec![
         ctask("first", "/bin/sh -c 'sleep 1; date +%s > /dev/null'"),
         dep(ctask("second", "echo after first"), "first"),
         ctask("broken", "/bin/sh -c 'exit 1'"),

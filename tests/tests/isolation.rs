@@ -49,6 +49,17 @@ fn verdicts(out: &str) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
+/// Asserts that each of `names` got `want` in the probe output `v` of `who`.
+fn expect(v: &std::collections::BTreeMap<String, String>, who: &str, want: &str, names: &[&str]) {
+    for name in names {
+        assert_eq!(
+            v.get(*name).map(String::as_str),
+            Some(want),
+            "{who}: {name} in {v:?}"
+        );
+    }
+}
+
 #[test]
 fn tasks_cannot_reach_other_tasks_the_startup_dir_or_the_agent_state() {
     let n = TestNode::new("iso");
@@ -105,7 +116,7 @@ fn tasks_cannot_reach_other_tasks_the_startup_dir_or_the_agent_state() {
 
     let b = verdicts(&n.read("berthjob", "b", "stdout.txt"));
     eprintln!("user B: {b:?}");
-    for denied in [
+    let b_denied = [
         "read-other-wd",
         "read-other-stdout",
         "list-other",
@@ -113,12 +124,14 @@ fn tasks_cannot_reach_other_tasks_the_startup_dir_or_the_agent_state() {
         "write-startup",
         "list-state",
         "read-state",
-    ] {
-        assert_eq!(b[denied], "denied", "user B's task: {denied}");
-    }
-    for allowed in ["read-startup", "write-own"] {
-        assert_eq!(b[allowed], "allowed", "user B's task: {allowed}");
-    }
+    ];
+    expect(&b, "user B's task", "denied", &b_denied);
+    expect(
+        &b,
+        "user B's task",
+        "allowed",
+        &["read-startup", "write-own"],
+    );
 
     // The same attempts as root succeed: the probes work.
     let root = verdicts(&n.read("berthjob", "root", "stdout.txt"));
@@ -130,17 +143,16 @@ fn tasks_cannot_reach_other_tasks_the_startup_dir_or_the_agent_state() {
     // the rest even from root.
     let narrow = verdicts(&n.read("berthjob", "narrow", "stdout.txt"));
     eprintln!("admin, Task mount only: {narrow:?}");
-    for denied in [
+    let narrow_denied = [
         "read-other-wd",
         "list-other",
         "read-startup",
         "write-startup",
         "list-state",
         "read-state",
-    ] {
-        assert_eq!(narrow[denied], "denied", "Task mount only: {denied}");
-    }
-    assert_eq!(narrow["write-own"], "allowed");
+    ];
+    expect(&narrow, "Task mount only", "denied", &narrow_denied);
+    expect(&narrow, "Task mount only", "allowed", &["write-own"]);
 
     // What B tried to plant is not there, and the secret is intact.
     let a_wd = n.task_dir("berthjob", "a").join("wd");
