@@ -194,13 +194,7 @@ struct Container<'a> {
 }
 
 async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
-    let Container {
-        rt,
-        plan,
-        id,
-        no_log_store,
-        ..
-    } = *c;
+    let (rt, plan, id) = (c.rt, c.plan, c.id);
     let info = |state: Option<String>, error: Option<String>| {
         Some(ContainerInfo {
             container_id: Some(id.to_string()),
@@ -221,7 +215,7 @@ async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
     };
     // Output comes from the engine's log store (complete from the first byte); attach,
     // before start, only without one. The wait starts after start (see Engine::wait).
-    let attached = if no_log_store {
+    let attached = if c.no_log_store {
         match rt.engine.attach(id).await {
             Ok(s) => Some(s),
             Err(e) => {
@@ -285,13 +279,7 @@ pub async fn adopt(
 /// came back): output from where the files end, then [`finish`], again for as long as
 /// the engine drops the wait and the container outlives it.
 async fn follow(c: &Container<'_>) -> Finished {
-    let Container {
-        rt,
-        plan,
-        id,
-        no_log_store,
-        ..
-    } = *c;
+    let (rt, plan, id) = (c.rt, c.plan, c.id);
     let dir = plan.task_dir.clone();
     for round in 0.. {
         if round > 0 {
@@ -300,7 +288,7 @@ async fn follow(c: &Container<'_>) -> Finished {
                 "the container outlived the engine's restart; following it again"
             );
         }
-        let writer = if no_log_store {
+        let writer = if c.no_log_store {
             // No log store: only what the container writes from now on can be had.
             match (rt.engine.attach(id).await, logs::open_append(&dir).await) {
                 (Ok(stream), Ok((out, err))) => {
