@@ -193,15 +193,19 @@ struct Container<'a> {
     no_log_store: bool,
 }
 
-async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
-    let (rt, plan, id) = (c.rt, c.plan, c.id);
-    let info = |state: Option<String>, error: Option<String>| {
+impl Container<'_> {
+    /// The container part of the task's execution info.
+    fn info(&self, state: Option<String>, error: Option<String>) -> Option<ContainerInfo> {
         Some(ContainerInfo {
-            container_id: Some(id.to_string()),
+            container_id: Some(self.id.to_string()),
             state,
             error,
         })
-    };
+    }
+}
+
+async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
+    let (rt, plan, id) = (c.rt, c.plan, c.id);
     let (out, err) = match logs::open(&plan.task_dir, owner).await {
         Ok(f) => f,
         Err(e) => {
@@ -209,7 +213,7 @@ async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
                 FailureCode::ResourceDirectoryCreateFailed,
                 format!("cannot create stdout.txt/stderr.txt: {e}"),
                 vec![],
-                info(Some("created".into()), None),
+                c.info(Some("created".into()), None),
             )
         }
     };
@@ -220,7 +224,7 @@ async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
             Ok(s) => Some(s),
             Err(e) => {
                 let (code, msg) = engine_failure("attach", &e, "");
-                return not_started(code, msg, vec![], info(Some("created".into()), None));
+                return not_started(code, msg, vec![], c.info(Some("created".into()), None));
             }
         }
     } else {
@@ -232,7 +236,7 @@ async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
             code,
             msg,
             vec![],
-            info(Some("created".into()), Some(e.message())),
+            c.info(Some("created".into()), Some(e.message())),
         );
     }
     let stream = attached.unwrap_or_else(|| rt.engine.logs(id, true));
@@ -392,13 +396,6 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
         stop_timeout,
         no_log_store,
     } = *c;
-    let info = |state: Option<String>, error: Option<String>| {
-        Some(ContainerInfo {
-            container_id: Some(id.to_string()),
-            state,
-            error,
-        })
-    };
     let wait = tokio::spawn(rt.engine.wait(id));
     let pid = rt.engine.inspect(id).await.ok().and_then(|s| s.pid);
     let probe = OomProbe::start(pid);
@@ -520,7 +517,7 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
         let back = tokio::select! {
             r = engine_back(rt) => r,
             stop = stop_requested(deadline, cancel) => {
-                return Ended::Done(stop.finished(code.ok(), info(None, Some(format!("the engine was away: {why}")))));
+                return Ended::Done(stop.finished(code.ok(), c.info(None, Some(format!("the engine was away: {why}")))));
             }
         };
         if let Err(away) = back {
@@ -530,7 +527,7 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
                     "the Docker engine went away ({why}) and did not answer for {} s: {away}",
                     ENGINE_OUTAGE.as_secs()
                 ),
-                container: info(None, None),
+                container: c.info(None, None),
             });
         }
         state = rt.engine.inspect(id).await;
@@ -563,7 +560,7 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
                     message: format!(
                         "the Docker engine stopped while the task ran, and its container is gone: {gone}"
                     ),
-                    container: info(None, None),
+                    container: c.info(None, None),
                 });
             }
         }
@@ -593,7 +590,7 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
         (Err(_), Some(s)) => s.exit_code,
         (Err(_), None) => None,
     };
-    let container = info(
+    let container = c.info(
         state.as_ref().and_then(|s| s.status.clone()),
         state.as_ref().and_then(|s| s.error.clone()),
     );

@@ -290,7 +290,6 @@ fn command() -> Command {
     )
 }
 
-/// Parses a `containerRunOptions` string.
 /// `uid[:gid]` of a `--user` when both are numbers (a lone uid means gid 0, as docker
 /// does when the image does not know the uid).
 pub fn numeric_user(u: &str) -> Option<(u32, u32)> {
@@ -298,6 +297,7 @@ pub fn numeric_user(u: &str) -> Option<(u32, u32)> {
     Some((uid.parse().ok()?, gid.parse().ok()?))
 }
 
+/// Parses a `containerRunOptions` string.
 pub fn parse(options: &str) -> Result<RunOptions, RunOptionsError> {
     let words = shell_words::split(options).map_err(|e| {
         err(
