@@ -26,6 +26,11 @@ if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
   command -v curl >/dev/null 2>&1 || { $SUDO apt-get install -y -qq curl ca-certificates >/dev/null; }
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
 fi
+# The test script lints with clippy, which rustup's minimal profile leaves out.
+if ! cargo clippy --version >/dev/null 2>&1 && ! "$HOME/.cargo/bin/cargo" clippy --version >/dev/null 2>&1; then
+  echo "install-deps: adding clippy"
+  PATH="$HOME/.cargo/bin:$PATH" rustup component add clippy
+fi
 # Azurite (Microsoft's Azure Storage emulator) for the resource/output file tests, pinned,
 # into .tools/ of this checkout.
 AZURITE_VERSION=3.35.0

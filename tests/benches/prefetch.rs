@@ -127,8 +127,8 @@ fn throttled_proxy(upstream: String, bytes_per_s: u64) -> String {
             };
             let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
             std::thread::spawn(move || {
-                let _ = std::io::copy(&mut c_in, &mut s_out);
-                let _ = s_out.shutdown(std::net::Shutdown::Write);
+                std::io::copy(&mut c_in, &mut s_out).ok();
+                s_out.shutdown(std::net::Shutdown::Write).ok();
             });
             let (mut s_in, mut c_out) = (server, client);
             std::thread::spawn(move || {
@@ -145,7 +145,7 @@ fn throttled_proxy(upstream: String, bytes_per_s: u64) -> String {
                         std::thread::sleep(wait);
                     }
                 }
-                let _ = c_out.shutdown(std::net::Shutdown::Write);
+                c_out.shutdown(std::net::Shutdown::Write).ok();
             });
         }
     });

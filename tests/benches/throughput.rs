@@ -248,7 +248,7 @@ fn main() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let _ = agent.wait();
+    agent.wait().ok();
 
     let per_sec = |d: Duration| n as f64 / d.as_secs_f64();
     let mib = |k: u64| k as f64 / 1024.0;

@@ -86,9 +86,9 @@ impl Agent {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let head = format!("{method} {path} HTTP/1.0\r\nHost: berth\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n", body.len());
         s.write_all(head.as_bytes()).unwrap();
-        let _ = s.write_all(body);
+        s.write_all(body).ok();
         let mut out = vec![];
-        let _ = s.read_to_end(&mut out);
+        s.read_to_end(&mut out).ok();
         let text = String::from_utf8_lossy(&out).to_string();
         let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
         let body = text
@@ -163,8 +163,8 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill().ok();
+        self.child.wait().ok();
         // A failed test shows what the agent said.
         if std::thread::panicking() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();

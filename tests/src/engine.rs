@@ -147,6 +147,10 @@ impl PrivateEngine {
     /// Leaves the started engine running for the rest of this test process (the harness's
     /// shared engine): a watcher stops it by its PID once the process is gone, then
     /// cleans up as dropping would. Returns its `unix://` address.
+    #[allow(
+        clippy::zombie_processes,
+        reason = "the watcher must outlive this process; init reaps it"
+    )]
     pub fn outlive_process(mut self) -> String {
         let child = self.child.take().expect("start it first");
         let watcher = format!(

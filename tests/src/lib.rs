@@ -281,13 +281,13 @@ impl TestNode {
                 let p = e.path();
                 match e.file_type() {
                     Ok(t) if t.is_dir() => walk(&p, needle, hits),
-                    Ok(t) if t.is_file() => {
-                        if std::fs::read(&p)
-                            .map(|b| b.windows(needle.len()).any(|w| w == needle))
-                            .unwrap_or(false)
-                        {
-                            hits.push(p);
-                        }
+                    Ok(t)
+                        if t.is_file()
+                            && std::fs::read(&p)
+                                .map(|b| b.windows(needle.len()).any(|w| w == needle))
+                                .unwrap_or(false) =>
+                    {
+                        hits.push(p);
                     }
                     _ => {}
                 }
@@ -459,8 +459,8 @@ impl TestRegistry {
 
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill().ok();
+            c.wait().ok();
         }
     }
 

@@ -153,10 +153,11 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
+        std::process::Command::new("umount")
             .arg("-l")
             .arg(&self.0)
-            .status();
+            .status()
+            .ok();
     }
 }
 
