@@ -8,7 +8,7 @@
 //! Prints medians and ratios against raw. Run: `cargo bench -p berth-tests`.
 #![allow(clippy::disallowed_types)]
 
-use berth_agent::engine::Engine;
+use berth_agent::engine::{Docker, SharedEngine};
 use berth_agent::node::{users, NodeLayout};
 use berth_agent::pool::images::ImageStore;
 use berth_agent::task::{self, plan, Runtime};
@@ -24,7 +24,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-async fn raw_once(engine: &Engine, i: usize) -> Duration {
+async fn raw_once(engine: &Docker, i: usize) -> Duration {
     let d = engine.raw();
     let start = Instant::now();
     let name = format!("berth-bench-raw-{}-{i}", std::process::id());
@@ -40,7 +40,8 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let engine = Engine::connect(Some(host)).await.unwrap();
+        let docker = Docker::connect(Some(host)).await.unwrap();
+        let engine: SharedEngine = Arc::new(docker.clone());
         let dir = tempfile::tempdir().unwrap();
         let node = plan::NodeFacts { node_id: format!("bench-{}", std::process::id()), pool_id: "benchpool".into(), account_name: "berth".into(), layout: NodeLayout::new(dir.path().join("root")) };
         node.layout.prepare().unwrap();
@@ -49,11 +50,11 @@ fn main() {
         let job = JobSpec::default_for_run();
         let user = users::resolve(None, &pool).unwrap();
         // Warm up both paths once.
-        raw_once(&engine, 999).await;
+        raw_once(&docker, 999).await;
         let mut raw = Vec::new();
         let mut berth = Vec::new();
         for i in 0..N {
-            raw.push(raw_once(&engine, i).await);
+            raw.push(raw_once(&docker, i).await);
             let json = format!(r#"{{"id":"b{i}","commandLine":"true","containerSettings":{{"imageName":"myimage","containerRunOptions":"--network none"}}}}"#);
             let spec = load::tasks("bench", &json).unwrap().items.remove(0).1;
             let start = Instant::now();

@@ -1,7 +1,7 @@
 //! What `berth run` and `berth pool start` share: the node's options, the pull limits, and
 //! building the runtime (engine, image store, node status) from them.
 
-use crate::engine::Engine;
+use crate::engine::{Docker, Engine, SharedEngine};
 use crate::gpu::{self, ExposureSetting, Gpus};
 use crate::node::NodeLayout;
 use crate::pool::images::{ImageStore, PullSettings};
@@ -205,17 +205,18 @@ pub async fn runtime(
 ) -> Result<Arc<Runtime>, String> {
     let hint = "berth: start Docker (e.g. `systemctl start docker`) or point --engine / DOCKER_HOST at a running engine";
     let engine = if engine_may_wait {
-        let e = Engine::open(args.engine.as_deref(), crate::engine::DEFAULT_CALL_TIMEOUT)
+        let e = Docker::open(args.engine.as_deref(), crate::engine::DEFAULT_CALL_TIMEOUT)
             .map_err(|e| format!("{e}\n{hint}"))?;
         if let Err(why) = e.negotiate().await {
             tracing::warn!(error = %why, "the Docker engine does not answer yet; GPU exposure is chosen without its runtimes");
         }
         e
     } else {
-        Engine::connect(args.engine.as_deref())
+        Docker::connect(args.engine.as_deref())
             .await
             .map_err(|e| format!("{e}\n{hint}"))?
     };
+    let engine: SharedEngine = Arc::new(engine);
     let node_root = if args.node_root.is_absolute() {
         args.node_root.clone()
     } else {
@@ -253,7 +254,7 @@ pub async fn runtime(
         .with_observer(observer)
         .with_docker_config(docker_config)
         .with_state_file(node.layout.volatile().join("berth").join("private-images"));
-    let gpus = Arc::new(gpus(&args.gpu, &engine).await);
+    let gpus = Arc::new(gpus(&args.gpu, engine.as_ref()).await);
     let status = NodeStatus::new(&node.node_id, &pool.id);
     status.update(|n| n.gpus = gpus.report());
     Ok(Arc::new(Runtime {
@@ -271,7 +272,7 @@ pub async fn runtime(
 }
 
 /// Finds the node's GPUs and picks how containers get them.
-async fn gpus(args: &GpuArgs, engine: &Engine) -> Gpus {
+async fn gpus(args: &GpuArgs, engine: &dyn Engine) -> Gpus {
     let inventory = tokio::task::spawn_blocking(|| {
         gpu::discover::discover(std::path::Path::new("/dev/infiniband"))
     })

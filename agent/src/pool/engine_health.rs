@@ -19,7 +19,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(3);
 fn away_error(rt: &Runtime, why: &str) -> NodeError {
     NodeError {
         code: CODE.into(),
-        message: format!("The Docker engine at {} does not answer", rt.engine.host),
+        message: format!("The Docker engine at {} does not answer", rt.engine.host()),
         error_details: vec![NameValuePair {
             name: "Message".into(),
             value: why.into(),
@@ -44,14 +44,14 @@ pub async fn wait_at_start(rt: &Runtime, cancel: &CancellationToken) -> bool {
         match rt.engine.negotiate().await {
             Ok(()) => {
                 if said {
-                    tracing::info!(engine = %rt.engine.host, "the Docker engine answers");
+                    tracing::info!(engine = %rt.engine.host(), "the Docker engine answers");
                     set_error(rt, None);
                 }
                 return true;
             }
             Err(e) => {
                 if !said {
-                    tracing::warn!(engine = %rt.engine.host, error = %e, "waiting for the Docker engine");
+                    tracing::warn!(engine = %rt.engine.host(), error = %e, "waiting for the Docker engine");
                     said = true;
                 }
                 set_error(rt, Some(away_error(rt, &e.to_string())));
@@ -77,7 +77,7 @@ pub async fn watch(rt: &Runtime, wake: impl Fn(), cancel: CancellationToken) {
         match rt.engine.probe().await {
             Ok(()) if away => {
                 away = false;
-                tracing::info!(engine = %rt.engine.host, "the Docker engine answers again");
+                tracing::info!(engine = %rt.engine.host(), "the Docker engine answers again");
                 // A restarted engine may be another version.
                 if let Err(e) = rt.engine.negotiate().await {
                     tracing::warn!(error = %e, "API version not agreed again");
@@ -92,7 +92,7 @@ pub async fn watch(rt: &Runtime, wake: impl Fn(), cancel: CancellationToken) {
             Ok(()) => {}
             Err(e) => {
                 if !away {
-                    tracing::error!(engine = %rt.engine.host, error = %e, "the Docker engine stopped answering; no task starts until it does");
+                    tracing::error!(engine = %rt.engine.host(), error = %e, "the Docker engine stopped answering; no task starts until it does");
                     away = true;
                 }
                 set_error(rt, Some(away_error(rt, &e.to_string())));

@@ -11,7 +11,7 @@
 use super::credentials::{self, fingerprint};
 use super::progress::{LogObserver, PullObserver, PullUpdate};
 use crate::backoff::Backoff;
-use crate::engine::{Credentials, Engine, EngineError, PullLimits};
+use crate::engine::{Credentials, EngineError, PullEvent, PullLimits, SharedEngine};
 use crate::task::run_options::PullPolicy;
 use berth_proto::{ContainerRegistry, FailureCode, ImageRef};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -87,55 +87,15 @@ impl PullError {
 }
 
 /// Sorts an engine error into a failure kind, and whether retrying could help.
+/// The engine classified the error (`engine::docker::classify_pull`); this only maps it.
 fn classify(e: &EngineError) -> (PullFailure, bool) {
-    let m = e.message().to_ascii_lowercase();
-    let has = |words: &[&str]| words.iter().any(|w| m.contains(w));
-    if matches!(e, EngineError::Unavailable(_)) {
-        return (PullFailure::Engine, true);
+    match e {
+        EngineError::Unavailable(_) => (PullFailure::Engine, true),
+        EngineError::RegistryDenied(_) => (PullFailure::Auth, false),
+        EngineError::ImageNotFound(_) | EngineError::NotFound(_) => (PullFailure::NotFound, false),
+        EngineError::PullStalled { .. } => (PullFailure::Timeout, true),
+        other => (PullFailure::Other, other.is_transient()),
     }
-    if has(&[
-        "unauthorized",
-        "authentication required",
-        "denied",
-        "incorrect username or password",
-        "no basic auth credentials",
-    ]) {
-        return (PullFailure::Auth, false);
-    }
-    if matches!(e, EngineError::NotFound(_))
-        || has(&[
-            "manifest unknown",
-            "not found",
-            "does not exist",
-            "no such image",
-            "name unknown",
-        ])
-    {
-        return (PullFailure::NotFound, false);
-    }
-    if matches!(e, EngineError::PullStalled { .. }) {
-        return (PullFailure::Timeout, true);
-    }
-    // Throttling, 5xx, refused or reset connections, timeouts: worth another try.
-    let transient_words = [
-        "connection refused",
-        "connection reset",
-        "timeout",
-        "timed out",
-        "i/o timeout",
-        "toomanyrequests",
-        "too many requests",
-        "server is busy",
-        "service unavailable",
-        "bad gateway",
-        "eof",
-        "no route to host",
-        "temporary failure",
-    ];
-    if e.is_transient() || has(&transient_words) {
-        return (PullFailure::Other, true);
-    }
-    (PullFailure::Other, false)
 }
 
 /// The pull's identity: image, platform and credentials (different credentials may see
@@ -204,7 +164,7 @@ impl PrivateImages {
 }
 
 pub struct ImageStore {
-    engine: Engine,
+    engine: SharedEngine,
     registries: Vec<ContainerRegistry>,
     docker_config: Option<credentials::DockerConfig>,
     settings: PullSettings,
@@ -216,7 +176,7 @@ pub struct ImageStore {
 }
 
 impl ImageStore {
-    pub fn new(engine: Engine, registries: Vec<ContainerRegistry>) -> Self {
+    pub fn new(engine: SharedEngine, registries: Vec<ContainerRegistry>) -> Self {
         ImageStore {
             engine,
             registries,
@@ -289,7 +249,7 @@ impl ImageStore {
                 .image_present(&name)
                 .await
                 .map_err(|e| match e {
-                    EngineError::Unavailable(_) | EngineError::Timeout { .. } => fail(
+                    e if e.is_engine_down() => fail(
                         PullFailure::Engine,
                         format!("the Docker engine does not answer: {e}"),
                     ),
@@ -381,19 +341,20 @@ impl ImageStore {
                 image: name,
                 attempt,
             });
+            let mut progress = |ev: PullEvent| {
+                if let Some(status) = ev.status.as_deref() {
+                    self.observer.update(&PullUpdate::Layer {
+                        image: name,
+                        layer: ev.layer.as_deref().unwrap_or(""),
+                        status,
+                        current: ev.current,
+                        total: ev.total,
+                    });
+                }
+            };
             let pull = self
                 .engine
-                .pull(&repo, &tag, platform, creds, limits, |ev| {
-                    if let Some(status) = ev.status.as_deref() {
-                        self.observer.update(&PullUpdate::Layer {
-                            image: name,
-                            layer: ev.layer.as_deref().unwrap_or(""),
-                            status,
-                            current: ev.current,
-                            total: ev.total,
-                        });
-                    }
-                });
+                .pull(&repo, &tag, platform, creds, limits, &mut progress);
             let e = match tokio::time::timeout_at(deadline, pull).await {
                 Err(_) => {
                     return fail(
@@ -505,6 +466,8 @@ mod tests {
 
     #[test]
     fn failures_are_sorted() {
+        // The engine seam reads the registry's words (classify_pull); this maps its class.
+        let classify = |e: &EngineError| super::classify(&crate::engine::classify_pull(e.clone()));
         let refused = |status, m: &str| EngineError::Refused {
             status,
             message: m.into(),
@@ -553,6 +516,14 @@ mod tests {
         assert_eq!(
             classify(&refused(400, "invalid reference format")),
             (PullFailure::Other, false)
+        );
+        assert_eq!(
+            super::classify(&EngineError::RegistryDenied("x".into())),
+            (PullFailure::Auth, false)
+        );
+        assert_eq!(
+            super::classify(&EngineError::ImageNotFound("x".into())),
+            (PullFailure::NotFound, false)
         );
     }
 
@@ -609,8 +580,8 @@ mod tests {
         let sock = dir.path().join("docker.sock");
         drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
         let host = format!("unix://{}", sock.display());
-        let engine = Engine::open(Some(&host), Duration::from_secs(5)).unwrap();
-        let store = Arc::new(ImageStore::new(engine, vec![]));
+        let engine = crate::engine::Docker::open(Some(&host), Duration::from_secs(5)).unwrap();
+        let store = Arc::new(ImageStore::new(Arc::new(engine), vec![]));
         let e = store
             .ensure("busybox:latest", None, PullPolicy::Missing, None)
             .await

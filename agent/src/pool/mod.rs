@@ -47,11 +47,11 @@ pub async fn clean_leftovers(rt: &Runtime, keep_tasks: bool) -> usize {
     };
     let mut n = 0;
     for c in list {
-        let kind = c.labels.as_ref().and_then(|l| l.get(labels::KIND));
-        if keep_tasks && kind.map(String::as_str) == Some("task") {
+        if keep_tasks && c.label(labels::KIND) == "task" {
             continue;
         }
-        if let Some(id) = c.id {
+        {
+            let id = c.id;
             tracing::info!(container = %id, names = ?c.names, "removing a container left by an earlier berth run");
             match rt.engine.remove(&id).await {
                 Ok(()) => n += 1,

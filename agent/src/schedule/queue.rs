@@ -491,13 +491,7 @@ impl Scheduler {
                 tracing::error!(error = %e, "cannot read the tasks left running");
                 vec![]
             });
-        let label = |c: &bollard::models::ContainerSummary, k: &str| -> String {
-            c.labels
-                .as_ref()
-                .and_then(|l| l.get(k))
-                .cloned()
-                .unwrap_or_default()
-        };
+        let label = |c: &crate::engine::ContainerSummary, k: &str| -> String { c.label(k).into() };
         let mut used = 0;
         let mut adopted: Vec<String> = vec![];
         for st in left {
@@ -515,7 +509,7 @@ impl Scheduler {
                 (Some(c), Some(job))
                     if c.state.as_ref().map(|s| s.to_string()).as_deref() != Some("created") =>
                 {
-                    let id = c.id.clone().unwrap_or_default();
+                    let id = c.id.clone();
                     let started = rt.engine.inspect(&id).await.ok().and_then(|s| s.started_at);
                     let attempt = label(c, labels::ATTEMPT).parse().unwrap_or(0);
                     let uuids = label(c, labels::GPUS);
@@ -564,7 +558,7 @@ impl Scheduler {
             }
         }
         for c in containers {
-            let Some(id) = c.id else { continue };
+            let id = c.id;
             if !adopted.contains(&id) {
                 tracing::info!(container = %id, names = ?c.names, "removing a container no running task owns");
                 if let Err(e) = rt.engine.remove(&id).await {

@@ -6,13 +6,15 @@ pub mod create;
 pub mod exit;
 pub mod host;
 pub mod logs;
+#[cfg(test)]
+mod on_fake;
 pub mod oom;
 pub mod plan;
 pub mod policy;
 pub mod run;
 pub mod run_options;
 
-use crate::engine::Engine;
+use crate::engine::SharedEngine;
 use crate::pool::images::ImageStore;
 use berth_proto::{ExecutionInfo, PoolSpec, TaskResult};
 use berth_proto::{FailureCode, FailureInfo, NameValuePair};
@@ -25,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 /// What every task run needs: the engine, this node, the pool, and the image store.
 pub struct Runtime {
-    pub engine: Engine,
+    pub engine: SharedEngine,
     pub node: NodeFacts,
     pub pool: PoolSpec,
     pub images: Arc<ImageStore>,
@@ -41,6 +43,33 @@ pub struct Runtime {
     pub policy: policy::Policy,
     /// The most bytes kept of each of a container task's stdout.txt and stderr.txt.
     pub output_limit: Option<u64>,
+}
+
+impl Runtime {
+    /// A runtime on `engine` for a node rooted at `node_root` with Batch's defaults (no
+    /// registries, GPUs, policy or output limit): the unit tests' and node simulations'
+    /// runtime, on [`crate::engine::Fake`].
+    pub fn on_engine(engine: crate::engine::SharedEngine, node_root: &std::path::Path) -> Runtime {
+        let pool = PoolSpec::default_for_run();
+        let node = NodeFacts {
+            node_id: "fake-node".into(),
+            pool_id: pool.id.clone(),
+            account_name: "berth".into(),
+            layout: crate::node::NodeLayout::new(node_root),
+        };
+        Runtime {
+            images: Arc::new(ImageStore::new(engine.clone(), vec![])),
+            status: crate::pool::NodeStatus::new(&node.node_id, &pool.id),
+            engine,
+            node,
+            pool,
+            stop_grace: Duration::from_secs(10),
+            gpus: Arc::new(crate::gpu::Gpus::none()),
+            metrics: Default::default(),
+            policy: Default::default(),
+            output_limit: None,
+        }
+    }
 }
 
 /// Why an attempt was stopped before its process ended by itself.

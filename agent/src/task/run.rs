@@ -40,15 +40,13 @@ fn nv(name: &str, value: impl Into<String>) -> NameValuePair {
 fn engine_failure(stage: &str, e: &EngineError, image: &str) -> (FailureCode, String) {
     let msg = format!("{stage}: {}", e.message());
     let code = match e {
-        EngineError::NotFound(m) if m.to_ascii_lowercase().contains("image") => {
+        EngineError::ImageNotFound(m) => {
             return (
                 FailureCode::ContainerInvalidImage,
                 format!("{stage}: {m} ({image})"),
             );
         }
-        EngineError::Unavailable(_) | EngineError::Timeout { .. } => {
-            FailureCode::ContainerMiscError
-        }
+        e if e.is_engine_down() => FailureCode::ContainerMiscError,
         _ => FailureCode::ContainerInvalidSettings,
     };
     (code, msg)

@@ -1,0 +1,773 @@
+//! [`Docker`]: the [`Engine`] on the Docker Engine API (bollard). The only code that holds
+//! a `bollard::Docker`, and the only place that reads the engine's statuses and messages
+//! to classify its errors ([`from_bollard`], [`classify_pull`]).
+//!
+//! Every call has a deadline sized for a busy engine (Batch's own agent failed under a burst
+//! of 120 tasks with a 60 s client timeout), and create is retried on transient errors.
+//! Streams (attach, wait, pull) have no overall deadline: they last as long as the work.
+#![allow(clippy::disallowed_types)] // the one module that may hold a bollard client
+
+use super::{
+    ContainerState, ContainerSummary, Credentials, Engine, EngineError, Output, OutputStream,
+    PullEvent, PullLimits,
+};
+use bollard::auth::DockerCredentials;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Default deadline for one engine request (response headers). Batch raised its own to
+/// 5 minutes after bursts of container creates timed out at 60 s (Azure/Batch#4).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Deadline of a health probe (ping, version).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// "No deadline" for a request: ten years (tokio saturates far larger values anyway).
+const UNBOUNDED: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+fn to_bollard(c: &Credentials) -> DockerCredentials {
+    match &c.identity_token {
+        Some(t) => DockerCredentials {
+            identitytoken: Some(t.expose().to_string()),
+            serveraddress: Some(c.server.clone()),
+            ..Default::default()
+        },
+        None => DockerCredentials {
+            username: Some(c.username.clone()),
+            password: Some(c.password.expose().to_string()),
+            serveraddress: Some(c.server.clone()),
+            ..Default::default()
+        },
+    }
+}
+
+/// The Docker engine at one address.
+#[derive(Clone)]
+pub struct Docker {
+    client: bollard::Docker,
+    /// The same connection without a request deadline: a pull's response headers may come
+    /// late, and its limits are `PullLimits`, never a generic HTTP timeout.
+    client_unbounded: bollard::Docker,
+    timeout: Duration,
+    host: String,
+}
+
+impl std::fmt::Debug for Docker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Docker({})", self.host)
+    }
+}
+
+/// bollard encodes X-Registry-Auth with standard base64; the engine decodes URL-safe base64
+/// and silently drops what it cannot read (fussybeaver/bollard#169), which breaks
+/// passwords whose encoding holds `+` or `/`. Rewrite the header to URL-safe.
+fn fix_registry_auth(mut req: bollard::BollardRequest) -> bollard::BollardRequest {
+    if let Some(v) = req
+        .headers()
+        .get("X-Registry-Auth")
+        .and_then(|v| v.to_str().ok())
+    {
+        let fixed = v.replace('+', "-").replace('/', "_");
+        if let Ok(h) = http::HeaderValue::from_str(&fixed) {
+            req.headers_mut().insert("X-Registry-Auth", h);
+        }
+    }
+    req
+}
+
+fn map_output(
+    item: Result<bollard::container::LogOutput, bollard::errors::Error>,
+    timeout: u64,
+) -> Option<Result<Output, EngineError>> {
+    use bollard::container::LogOutput;
+    match item {
+        Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+            Some(Ok(Output::Stdout(message.to_vec())))
+        }
+        Ok(LogOutput::StdErr { message }) => Some(Ok(Output::Stderr(message.to_vec()))),
+        Ok(LogOutput::StdIn { .. }) => None,
+        Err(e) => Some(Err(from_bollard("output", timeout, e))),
+    }
+}
+
+/// The engine address berth uses: `host`, else `DOCKER_HOST`, else the default socket.
+pub fn resolve_host(host: Option<&str>) -> String {
+    let env_host = std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty());
+    host.map(str::to_string)
+        .or(env_host)
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
+}
+
+/// The Unix socket path of an engine address (`unix:///path` or `/path`), if it is one.
+pub fn socket_path(host: &str) -> Option<&str> {
+    host.strip_prefix("unix://")
+        .or(Some(host).filter(|h| h.starts_with('/')))
+}
+
+/// Sorts a bollard error by the engine's status and words. The one place that reads an
+/// engine error's text.
+pub(crate) fn from_bollard(
+    op: &'static str,
+    timeout_secs: u64,
+    e: bollard::errors::Error,
+) -> EngineError {
+    use bollard::errors::Error as B;
+    match e {
+        B::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => {
+            // "No such image: x" (create, inspect image) vs "No such container: x" (whose
+            // name may hold any word).
+            if message.to_ascii_lowercase().starts_with("no such image") {
+                EngineError::ImageNotFound(message)
+            } else {
+                EngineError::NotFound(message)
+            }
+        }
+        B::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } => {
+            if message.contains("already in use") {
+                EngineError::NameInUse(message)
+            } else {
+                EngineError::Conflict(message)
+            }
+        }
+        B::DockerResponseServerError {
+            status_code,
+            message,
+        } => EngineError::Refused {
+            status: status_code,
+            message,
+        },
+        B::RequestTimeoutError => EngineError::Timeout {
+            op,
+            secs: timeout_secs,
+        },
+        B::DockerStreamError { error } => EngineError::Stream(error),
+        B::IOError { err } => EngineError::Unavailable(err.to_string()),
+        B::HyperResponseError { err } => EngineError::Unavailable(err.to_string()),
+        other => {
+            let s = other.to_string();
+            // hyper's "client error (Connect)" as much as "connection refused".
+            let l = s.to_ascii_lowercase();
+            if l.contains("connect") || l.contains("no such file") {
+                EngineError::Unavailable(s)
+            } else {
+                EngineError::Other(s)
+            }
+        }
+    }
+}
+
+/// Sorts a failed pull or registry check by what the registry said through the engine:
+/// the engine passes the registry's answer on as text, in a 4xx/5xx or inside the stream.
+pub(crate) fn classify_pull(e: EngineError) -> EngineError {
+    let message = match &e {
+        EngineError::Refused { message, .. }
+        | EngineError::Stream(message)
+        | EngineError::Other(message)
+        | EngineError::NotFound(message) => message.clone(),
+        _ => return e,
+    };
+    let m = message.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| m.contains(w));
+    if has(&[
+        "unauthorized",
+        "authentication required",
+        "denied",
+        "incorrect username or password",
+        "no basic auth credentials",
+    ]) {
+        return EngineError::RegistryDenied(message);
+    }
+    if matches!(e, EngineError::NotFound(_))
+        || has(&[
+            "manifest unknown",
+            "not found",
+            "does not exist",
+            "no such image",
+            "name unknown",
+        ])
+    {
+        return EngineError::ImageNotFound(message);
+    }
+    // Throttling, 5xx, refused or reset connections, timeouts: worth another try.
+    if e.is_transient()
+        || has(&[
+            "connection refused",
+            "connection reset",
+            "timeout",
+            "timed out",
+            "i/o timeout",
+            "toomanyrequests",
+            "too many requests",
+            "server is busy",
+            "service unavailable",
+            "bad gateway",
+            "eof",
+            "no route to host",
+            "temporary failure",
+        ])
+    {
+        return EngineError::RegistryUnavailable(message);
+    }
+    e
+}
+
+impl Docker {
+    /// Connects to `host` (`unix:///path`, `tcp://h:p`, `http://h:p`), else `DOCKER_HOST`,
+    /// else `/var/run/docker.sock`, and negotiates the API version.
+    pub async fn connect(host: Option<&str>) -> Result<Docker, EngineError> {
+        Self::connect_with_timeout(host, DEFAULT_CALL_TIMEOUT).await
+    }
+
+    pub async fn connect_with_timeout(
+        host: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Docker, EngineError> {
+        let engine = Self::open(host, timeout)?;
+        engine.negotiate().await?;
+        Ok(engine)
+    }
+
+    /// The engine at `host` without talking to it: the daemon starts while the engine is
+    /// still down, and [`Engine::negotiate`]s once it answers.
+    pub fn open(host: Option<&str>, timeout: Duration) -> Result<Docker, EngineError> {
+        let host = resolve_host(host);
+        let secs = timeout.as_secs();
+        let client = if let Some(path) = host.strip_prefix("unix://") {
+            bollard::Docker::connect_with_socket(path, secs, bollard::API_DEFAULT_VERSION)
+        } else if host.starts_with("tcp://") || host.starts_with("http://") {
+            bollard::Docker::connect_with_http(
+                &host.replacen("tcp://", "http://", 1),
+                secs,
+                bollard::API_DEFAULT_VERSION,
+            )
+        } else if host.starts_with('/') {
+            bollard::Docker::connect_with_socket(&host, secs, bollard::API_DEFAULT_VERSION)
+        } else {
+            return Err(EngineError::Other(format!(
+                "engine address {host:?} is not unix:///path or tcp://host:port"
+            )));
+        }
+        .map_err(|e| EngineError::Unavailable(format!("{host}: {e}")))?
+        .with_request_modifier(fix_registry_auth);
+        Ok(Docker {
+            client_unbounded: client.clone().with_timeout(UNBOUNDED),
+            client,
+            timeout,
+            host,
+        })
+    }
+
+    fn err(&self, op: &'static str, e: bollard::errors::Error) -> EngineError {
+        from_bollard(op, self.timeout.as_secs(), e)
+    }
+
+    /// The raw client, for the integration tests' baseline measurements only.
+    #[doc(hidden)]
+    pub fn raw(&self) -> &bollard::Docker {
+        &self.client
+    }
+}
+
+impl Engine for Docker {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Every clone of this `Docker` shares the result: bollard keeps the version behind
+    /// one `Arc`.
+    fn negotiate(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move {
+            let secs = self.timeout.as_secs();
+            let answered =
+                tokio::time::timeout(PROBE_TIMEOUT, self.client.clone().negotiate_version())
+                    .await
+                    .map_err(|_| EngineError::Timeout {
+                        op: "version",
+                        secs: PROBE_TIMEOUT.as_secs(),
+                    })?;
+            answered.map(|_| ()).map_err(|e| {
+                EngineError::Unavailable(format!(
+                    "{}: {}",
+                    self.host,
+                    from_bollard("version", secs, e)
+                ))
+            })
+        })
+    }
+
+    /// Unlike a request, which may ride a pooled connection that a stopping engine still
+    /// serves, a new connection sees the moment dockerd stops listening.
+    fn listening(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            let connect = async {
+                if let Some(path) = socket_path(&self.host) {
+                    tokio::net::UnixStream::connect(path).await.map(drop)
+                } else {
+                    let addr = self
+                        .host
+                        .trim_start_matches("tcp://")
+                        .trim_start_matches("http://")
+                        .trim_end_matches('/');
+                    tokio::net::TcpStream::connect(addr).await.map(drop)
+                }
+            };
+            matches!(
+                tokio::time::timeout(PROBE_TIMEOUT, connect).await,
+                Ok(Ok(()))
+            )
+        })
+    }
+
+    /// A ping within a few seconds: the probe must not wait out the long deadline meant
+    /// for a busy engine's creates.
+    fn probe(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move {
+            match tokio::time::timeout(PROBE_TIMEOUT, self.client.ping()).await {
+                Ok(r) => r.map(|_| ()).map_err(|e| self.err("ping", e)),
+                Err(_) => Err(EngineError::Timeout {
+                    op: "ping",
+                    secs: PROBE_TIMEOUT.as_secs(),
+                }),
+            }
+        })
+    }
+
+    fn runtimes(&self) -> BoxFuture<'_, Result<Vec<String>, EngineError>> {
+        Box::pin(async move {
+            let info = self.client.info().await.map_err(|e| self.err("info", e))?;
+            Ok(info
+                .runtimes
+                .map(|r| r.into_keys().collect())
+                .unwrap_or_default())
+        })
+    }
+
+    fn image_env<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<Vec<String>, EngineError>> {
+        Box::pin(async move {
+            let i = self
+                .client
+                .inspect_image(image)
+                .await
+                .map_err(|e| self.err("inspect image", e))?;
+            Ok(i.config.and_then(|c| c.env).unwrap_or_default())
+        })
+    }
+
+    fn image_present<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        Box::pin(async move {
+            match self.client.inspect_image(image).await {
+                Ok(_) => Ok(true),
+                Err(e) => match self.err("inspect image", e) {
+                    EngineError::NotFound(_) | EngineError::ImageNotFound(_) => Ok(false),
+                    other => Err(other),
+                },
+            }
+        })
+    }
+
+    fn pull<'a>(
+        &'a self,
+        repository: &'a str,
+        tag_or_digest: &'a str,
+        platform: Option<&'a str>,
+        creds: Option<&'a Credentials>,
+        limits: PullLimits,
+        progress: &'a mut (dyn FnMut(PullEvent) + Send),
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let mut b = CreateImageOptionsBuilder::default()
+                .from_image(repository)
+                .tag(tag_or_digest);
+            if let Some(p) = platform {
+                b = b.platform(p);
+            }
+            let creds = creds.map(to_bollard);
+            let mut s = self
+                .client_unbounded
+                .create_image(Some(b.build()), None, creds);
+            let mut started = false;
+            loop {
+                let (limit, which) = if started {
+                    (limits.inactivity, "inactivity")
+                } else {
+                    (limits.first_progress, "first progress")
+                };
+                let ev = match tokio::time::timeout(limit, s.next()).await {
+                    Err(_) => {
+                        return Err(EngineError::PullStalled {
+                            limit: which,
+                            secs: limit.as_secs_f64(),
+                        })
+                    }
+                    Ok(None) => return Ok(()),
+                    Ok(Some(ev)) => ev.map_err(|e| classify_pull(self.err("pull", e)))?,
+                };
+                started = true;
+                if let Some(e) = ev.error_detail.and_then(|d| d.message) {
+                    return Err(classify_pull(EngineError::Stream(e)));
+                }
+                progress(PullEvent {
+                    layer: ev.id,
+                    status: ev.status,
+                    current: ev.progress_detail.as_ref().and_then(|p| p.current),
+                    total: ev.progress_detail.as_ref().and_then(|p| p.total),
+                });
+            }
+        })
+    }
+
+    fn registry_check<'a>(
+        &'a self,
+        image: &'a str,
+        creds: Option<&'a Credentials>,
+    ) -> BoxFuture<'a, Result<String, EngineError>> {
+        Box::pin(async move {
+            self.client
+                .inspect_registry_image(image, creds.map(to_bollard))
+                .await
+                .map(|d| d.descriptor.digest.unwrap_or_default())
+                .map_err(|e| classify_pull(self.err("registry check", e)))
+        })
+    }
+
+    fn create<'a>(
+        &'a self,
+        name: &'a str,
+        body: ContainerCreateBody,
+        platform: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<String, EngineError>> {
+        Box::pin(async move {
+            let mut delay = Duration::from_millis(250);
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let mut b = CreateContainerOptionsBuilder::default().name(name);
+                if let Some(p) = platform {
+                    b = b.platform(p);
+                }
+                match self
+                    .client
+                    .create_container(Some(b.build()), body.clone())
+                    .await
+                    .map_err(|e| self.err("create", e))
+                {
+                    Ok(r) => return Ok(r.id),
+                    Err(EngineError::NameInUse(_)) if attempt <= 3 => {
+                        tracing::warn!(
+                            container = name,
+                            "removing a leftover container that holds this task's name"
+                        );
+                        self.remove(name).await?;
+                    }
+                    Err(e) if e.is_transient() && attempt < 5 => {
+                        tracing::warn!(container = name, attempt, error = %e, "create failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+    }
+
+    /// A follow stream can end before the last bytes (seen on 20.10 with fast exits): read
+    /// once more without `follow` after exit to complete it (`task::logs::complete`).
+    fn logs_of(&self, id: &str, follow: bool, [stdout, stderr]: [bool; 2]) -> OutputStream {
+        let opts = LogsOptionsBuilder::default()
+            .follow(follow)
+            .stdout(stdout)
+            .stderr(stderr)
+            .build();
+        let timeout = self.timeout.as_secs();
+        Box::pin(
+            self.client
+                .logs(id, Some(opts))
+                .filter_map(move |item| async move { map_output(item, timeout) }),
+        )
+    }
+
+    /// Used only when the container has no readable log store (`--log-driver none`):
+    /// bytes written before the attach is wired can be missed, which is why `logs` is
+    /// preferred.
+    fn attach<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<OutputStream, EngineError>> {
+        Box::pin(async move {
+            let opts = AttachContainerOptionsBuilder::default()
+                .stream(true)
+                .stdout(true)
+                .stderr(true)
+                .build();
+            let r = self
+                .client
+                .attach_container(id, Some(opts))
+                .await
+                .map_err(|e| self.err("attach", e))?;
+            let timeout = self.timeout.as_secs();
+            let s: OutputStream = Box::pin(
+                r.output
+                    .filter_map(move |item| async move { map_output(item, timeout) }),
+            );
+            Ok(s)
+        })
+    }
+
+    /// Call it after `start`: `not-running` answers at once for a container that already
+    /// exited, so a fast exit cannot be missed. (bollard sends the request only when the
+    /// stream is first polled, so a `next-exit` wait "subscribed" before start can miss
+    /// the exit.)
+    fn wait(&self, id: &str) -> BoxFuture<'static, Result<i64, EngineError>> {
+        let opts = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        let s = self.client.wait_container(id, Some(opts));
+        let timeout = self.timeout.as_secs();
+        Box::pin(async move {
+            futures_util::pin_mut!(s);
+            match s.next().await {
+                Some(Ok(r)) => Ok(r.status_code),
+                // bollard turns a non-zero exit into an error; it is not one for berth.
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                    Ok(code)
+                }
+                Some(Err(e)) => Err(from_bollard("wait", timeout, e)),
+                None => Err(EngineError::Stream(
+                    "the wait stream ended without an exit code".into(),
+                )),
+            }
+        })
+    }
+
+    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            self.client
+                .start_container(id, None)
+                .await
+                .map_err(|e| self.err("start", e))
+        })
+    }
+
+    fn inspect<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ContainerState, EngineError>> {
+        Box::pin(async move {
+            let r = self
+                .client
+                .inspect_container(id, None)
+                .await
+                .map_err(|e| self.err("inspect", e))?;
+            let s = r.state.unwrap_or_default();
+            Ok(ContainerState {
+                id: r.id.unwrap_or_else(|| id.to_string()),
+                status: s.status.map(|st| st.to_string()),
+                exit_code: s.exit_code,
+                oom_killed: s.oom_killed.unwrap_or(false),
+                error: s.error.filter(|e| !e.is_empty()),
+                pid: s.pid.filter(|p| *p > 0),
+                started_at: s
+                    .started_at
+                    .as_deref()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .filter(|t| t.timestamp() > 0),
+            })
+        })
+    }
+
+    fn stop<'a>(&'a self, id: &'a str, grace: Duration) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+            match self
+                .client
+                .stop_container(
+                    id,
+                    Some(StopContainerOptionsBuilder::default().t(t).build()),
+                )
+                .await
+            {
+                Ok(()) => Ok(()),
+                // 304: already stopped.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => Ok(()),
+                Err(e) => Err(self.err("stop", e)),
+            }
+        })
+    }
+
+    fn kill<'a>(&'a self, id: &'a str, signal: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            self.client
+                .kill_container(
+                    id,
+                    Some(
+                        KillContainerOptionsBuilder::default()
+                            .signal(signal)
+                            .build(),
+                    ),
+                )
+                .await
+                .map_err(|e| self.err("kill", e))
+        })
+    }
+
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let opts = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
+            let mut delay = Duration::from_millis(200);
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match self
+                    .client
+                    .remove_container(id, Some(opts.clone()))
+                    .await
+                    .map_err(|e| self.err("remove", e))
+                {
+                    Ok(()) | Err(EngineError::NotFound(_)) => return Ok(()),
+                    // "removal already in progress" is a 409; wait for it to finish.
+                    Err(e)
+                        if (e.is_transient() || matches!(e, EngineError::Conflict(_)))
+                            && attempt < 6 =>
+                    {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+    }
+
+    fn list_labelled<'a>(
+        &'a self,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> BoxFuture<'a, Result<Vec<ContainerSummary>, EngineError>> {
+        Box::pin(async move {
+            let filters: HashMap<String, Vec<String>> = HashMap::from([(
+                "label".to_string(),
+                labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            )]);
+            let opts = ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build();
+            let list = self
+                .client
+                .list_containers(Some(opts))
+                .await
+                .map_err(|e| self.err("list", e))?;
+            Ok(list
+                .into_iter()
+                .map(|c| ContainerSummary {
+                    id: c.id.unwrap_or_default(),
+                    names: c.names.unwrap_or_default(),
+                    state: c.state.map(|s| s.to_string()),
+                    labels: c.labels.unwrap_or_default(),
+                })
+                .filter(|c| !c.id.is_empty())
+                .collect())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(status_code: u16, message: &str) -> bollard::errors::Error {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn statuses_become_variants() {
+        let e = |s, m| from_bollard("op", 1, server(s, m));
+        assert!(matches!(
+            e(404, "No such image: busybox:latest"),
+            EngineError::ImageNotFound(_)
+        ));
+        assert!(
+            matches!(
+                e(404, "No such container: berth-image-job-t1-0"),
+                EngineError::NotFound(_)
+            ),
+            "a container whose name says image is still a container"
+        );
+        assert!(matches!(
+            e(
+                409,
+                "Conflict. The container name \"/x\" is already in use by container \"abc\""
+            ),
+            EngineError::NameInUse(_)
+        ));
+        assert!(matches!(
+            e(409, "removal of container x is already in progress"),
+            EngineError::Conflict(_)
+        ));
+        assert!(e(503, "busy").is_transient());
+        assert!(!e(400, "bad").is_transient());
+        assert!(
+            from_bollard("op", 7, bollard::errors::Error::RequestTimeoutError).is_engine_down()
+        );
+    }
+
+    #[test]
+    fn pull_failures_are_read_from_the_registrys_words() {
+        let refused = |status, m: &str| EngineError::Refused {
+            status,
+            message: m.into(),
+        };
+        assert!(matches!(
+            classify_pull(refused(
+                500,
+                "Head \"http://r/v2/a/manifests/1\": unauthorized: authentication required"
+            )),
+            EngineError::RegistryDenied(_)
+        ));
+        assert!(matches!(
+            classify_pull(refused(
+                404,
+                "manifest for r/a:1 not found: manifest unknown"
+            )),
+            EngineError::ImageNotFound(_)
+        ));
+        assert!(matches!(
+            classify_pull(EngineError::Stream("toomanyrequests: slow down".into())),
+            EngineError::RegistryUnavailable(_)
+        ));
+        assert!(matches!(
+            classify_pull(refused(
+                500,
+                "dial tcp 127.0.0.1:9: connect: connection refused"
+            )),
+            EngineError::RegistryUnavailable(_)
+        ));
+        assert_eq!(
+            classify_pull(refused(400, "invalid reference format")),
+            refused(400, "invalid reference format"),
+            "what it cannot place stays as it was"
+        );
+        let away = EngineError::Unavailable("client error (Connect)".into());
+        assert_eq!(
+            classify_pull(away.clone()),
+            away,
+            "the engine's own absence stays"
+        );
+    }
+}

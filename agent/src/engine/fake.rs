@@ -1,0 +1,820 @@
+//! [`Fake`]: an [`Engine`] in memory, for unit tests of the logic above the seam and for
+//! node simulations. A container "runs" for its [`Script`]'s time on tokio's clock (so a
+//! test with paused time takes none), has its output from the moment it starts, and exits
+//! with the scripted code. Faults are scripted per operation; every call is recorded.
+//!
+//! It keeps the [`Engine`] contract where berth relies on it: create removes a leftover
+//! container holding the name, stop and remove of a stopped or gone container succeed,
+//! `wait` answers at once for an exited container, a follow stream ends when the container
+//! stops, and an engine taken down fails every call and every wait in flight.
+
+use super::{
+    ContainerState, ContainerSummary, Credentials, Engine, EngineError, Output, OutputStream,
+    PullEvent, PullLimits,
+};
+use bollard::models::ContainerCreateBody;
+use futures_util::future::BoxFuture;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// What a fake container does once started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// How long its process runs before it exits by itself.
+    pub run_for: Duration,
+    pub exit_code: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The kernel's OOM killer ended it (exit code 137, `oom_killed` in inspect).
+    pub oom_killed: bool,
+    /// The exit code on SIGTERM (stop); `None`: it ignores SIGTERM and is killed (137)
+    /// once the stop's grace has passed.
+    pub on_term: Option<i64>,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            run_for: Duration::ZERO,
+            exit_code: 0,
+            stdout: vec![],
+            stderr: vec![],
+            oom_killed: false,
+            on_term: Some(143),
+        }
+    }
+}
+
+impl Script {
+    /// Runs for `run_for`, then exits with `code`.
+    pub fn exits(code: i64, run_for: Duration) -> Script {
+        Script {
+            run_for,
+            exit_code: code,
+            ..Script::default()
+        }
+    }
+
+    pub fn with_output(mut self, stdout: &[u8], stderr: &[u8]) -> Script {
+        self.stdout = stdout.to_vec();
+        self.stderr = stderr.to_vec();
+        self
+    }
+}
+
+/// One call the fake answered: the operation and its target (container id or name,
+/// image).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub op: &'static str,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Created,
+    /// Started; exits by itself at `until`.
+    Running {
+        until: Instant,
+    },
+    Exited {
+        code: i64,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Container {
+    name: String,
+    labels: HashMap<String, String>,
+    script: Script,
+    status: Status,
+    started_at: Option<chrono::DateTime<chrono::Utc>>,
+    oom_killed: bool,
+}
+
+impl Container {
+    /// Moves a container whose time is up to `Exited`.
+    fn settle(&mut self, now: Instant) {
+        if let Status::Running { until } = self.status {
+            if now >= until {
+                self.oom_killed = self.script.oom_killed;
+                self.status = Status::Exited {
+                    code: if self.script.oom_killed {
+                        137
+                    } else {
+                        self.script.exit_code
+                    },
+                };
+            }
+        }
+    }
+
+    fn status_word(&self) -> &'static str {
+        match self.status {
+            Status::Created => "created",
+            Status::Running { .. } => "running",
+            Status::Exited { .. } => "exited",
+        }
+    }
+}
+
+type ScriptFn = Box<dyn Fn(&str, &ContainerCreateBody) -> Script + Send>;
+
+struct State {
+    up: bool,
+    /// Image name -> its `Env`.
+    images: HashMap<String, Vec<String>>,
+    /// Whether a pull of an unknown image succeeds (and makes it present).
+    pulls_succeed: bool,
+    faults: HashMap<&'static str, VecDeque<EngineError>>,
+    script: ScriptFn,
+    containers: BTreeMap<String, Container>,
+    next_id: u64,
+    calls: Vec<Call>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Woken on every change a waiter may care about (stop, kill, remove, engine down).
+    changed: Notify,
+}
+
+/// An engine in memory. Clones share one engine.
+#[derive(Clone)]
+pub struct Fake {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Fake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fake")
+    }
+}
+
+impl Default for Fake {
+    fn default() -> Self {
+        Fake::new()
+    }
+}
+
+fn unavailable() -> EngineError {
+    EngineError::Unavailable("fake engine is down".into())
+}
+
+impl Fake {
+    /// An engine that is up, has no images, pulls any image, and whose containers exit 0
+    /// at once.
+    pub fn new() -> Fake {
+        Fake {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    up: true,
+                    images: HashMap::new(),
+                    pulls_succeed: true,
+                    faults: HashMap::new(),
+                    script: Box::new(|_, _| Script::default()),
+                    containers: BTreeMap::new(),
+                    next_id: 1,
+                    calls: vec![],
+                }),
+                changed: Notify::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the call; fails it if the engine is down or a fault is scripted for `op`.
+    fn enter(&self, op: &'static str, target: &str) -> Result<MutexGuard<'_, State>, EngineError> {
+        let mut s = self.lock();
+        s.calls.push(Call {
+            op,
+            target: target.to_string(),
+        });
+        if !s.up {
+            return Err(unavailable());
+        }
+        if let Some(e) = s.faults.get_mut(op).and_then(VecDeque::pop_front) {
+            return Err(e);
+        }
+        let now = Instant::now();
+        for c in s.containers.values_mut() {
+            c.settle(now);
+        }
+        Ok(s)
+    }
+
+    /// Makes `image` present, with this `Env`.
+    pub fn add_image(&self, image: &str, env: &[&str]) -> &Self {
+        self.lock().images.insert(
+            image.to_string(),
+            env.iter().map(|s| s.to_string()).collect(),
+        );
+        self
+    }
+
+    /// Whether pulls of images that are not present succeed (default) or fail as not
+    /// found in the registry.
+    pub fn pulls_succeed(&self, yes: bool) -> &Self {
+        self.lock().pulls_succeed = yes;
+        self
+    }
+
+    /// What each container created from now on does, chosen from its name and body.
+    pub fn script(
+        &self,
+        f: impl Fn(&str, &ContainerCreateBody) -> Script + Send + 'static,
+    ) -> &Self {
+        self.lock().script = Box::new(f);
+        self
+    }
+
+    /// The next call of `op` (`"create"`, `"start"`, `"wait"`, `"pull"`, ...) fails with `e`.
+    /// Faults queue up per operation.
+    pub fn fail_next(&self, op: &'static str, e: EngineError) -> &Self {
+        self.lock().faults.entry(op).or_default().push_back(e);
+        self
+    }
+
+    /// Takes the engine away (`up = false`: every call and every wait in flight fails
+    /// `Unavailable`; running containers die with 137 unless `live_restore`) or brings it
+    /// back.
+    pub fn set_up(&self, up: bool, live_restore: bool) {
+        let mut s = self.lock();
+        s.up = up;
+        if !up && !live_restore {
+            for c in s.containers.values_mut() {
+                if matches!(c.status, Status::Running { .. }) {
+                    c.status = Status::Exited { code: 137 };
+                }
+            }
+        }
+        drop(s);
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Every call answered so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// How many calls of `op` were made.
+    pub fn count(&self, op: &str) -> usize {
+        self.lock().calls.iter().filter(|c| c.op == op).count()
+    }
+
+    /// The ids of the containers that exist now.
+    pub fn containers(&self) -> Vec<String> {
+        self.lock().containers.keys().cloned().collect()
+    }
+
+    /// Creates and starts a container outside berth (as an earlier agent process would
+    /// have), running `script`; returns its id.
+    pub fn run_detached(&self, name: &str, labels: &[(&str, &str)], script: Script) -> String {
+        let mut s = self.lock();
+        let id = format!("fake{:012}", s.next_id);
+        s.next_id += 1;
+        let now = Instant::now();
+        s.containers.insert(
+            id.clone(),
+            Container {
+                name: name.to_string(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                status: Status::Running {
+                    until: now + script.run_for,
+                },
+                script,
+                started_at: Some(chrono::Utc::now()),
+                oom_killed: false,
+            },
+        );
+        id
+    }
+
+    fn find<'s>(s: &'s mut State, id: &str) -> Option<&'s mut Container> {
+        if s.containers.contains_key(id) {
+            return s.containers.get_mut(id);
+        }
+        s.containers.values_mut().find(|c| c.name == id)
+    }
+
+    fn id_of(s: &State, id: &str) -> Option<String> {
+        if s.containers.contains_key(id) {
+            return Some(id.to_string());
+        }
+        s.containers
+            .iter()
+            .find(|(_, c)| c.name == id)
+            .map(|(k, _)| k.clone())
+    }
+
+    fn no_such(id: &str) -> EngineError {
+        EngineError::NotFound(format!("No such container: {id}"))
+    }
+
+    /// The exit code once the container stops, or why it cannot be known.
+    async fn wait_exit(self, id: String) -> Result<i64, EngineError> {
+        loop {
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let until = {
+                let mut s = self.lock();
+                if !s.up {
+                    return Err(unavailable());
+                }
+                let now = Instant::now();
+                let Some(c) = Self::find(&mut s, &id) else {
+                    return Err(Self::no_such(&id));
+                };
+                c.settle(now);
+                match c.status {
+                    Status::Exited { code } => return Ok(code),
+                    Status::Running { until } => Some(until),
+                    Status::Created => None,
+                }
+            };
+            match until {
+                Some(t) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(t) => {}
+                        _ = &mut changed => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
+    }
+
+    /// The output of a started container, in one chunk per stream.
+    fn output_of(c: &Container, [out, err]: [bool; 2]) -> Vec<Result<Output, EngineError>> {
+        let mut v = vec![];
+        if matches!(c.status, Status::Created) {
+            return v;
+        }
+        if out && !c.script.stdout.is_empty() {
+            v.push(Ok(Output::Stdout(c.script.stdout.clone())));
+        }
+        if err && !c.script.stderr.is_empty() {
+            v.push(Ok(Output::Stderr(c.script.stderr.clone())));
+        }
+        v
+    }
+
+    /// A stream of the container's output that, when `follow`, ends only once it stops.
+    fn output_stream(&self, id: &str, follow: bool, which: [bool; 2]) -> OutputStream {
+        let me = self.clone();
+        let id = id.to_string();
+        Box::pin(async_stream(async move {
+            if follow {
+                // Ends with the container (or the engine).
+                if let Err(e) = me.clone().wait_exit(id.clone()).await {
+                    return vec![Err(e)];
+                }
+            }
+            let mut s = me.lock();
+            if !s.up {
+                return vec![Err(unavailable())];
+            }
+            match Self::find(&mut s, &id) {
+                Some(c) => Self::output_of(c, which),
+                None => vec![Err(Self::no_such(&id))],
+            }
+        }))
+    }
+}
+
+/// A stream of the items one future yields.
+fn async_stream(
+    f: impl std::future::Future<Output = Vec<Result<Output, EngineError>>> + Send + 'static,
+) -> impl futures_util::Stream<Item = Result<Output, EngineError>> + Send {
+    use futures_util::StreamExt;
+    futures_util::stream::once(f).flat_map(futures_util::stream::iter)
+}
+
+impl Engine for Fake {
+    fn host(&self) -> &str {
+        "fake://"
+    }
+
+    fn negotiate(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move { self.enter("negotiate", "").map(drop) })
+    }
+
+    fn listening(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async move { self.lock().up })
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move { self.enter("probe", "").map(drop) })
+    }
+
+    fn runtimes(&self) -> BoxFuture<'_, Result<Vec<String>, EngineError>> {
+        Box::pin(async move { self.enter("runtimes", "").map(|_| vec!["runc".to_string()]) })
+    }
+
+    fn image_env<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<Vec<String>, EngineError>> {
+        Box::pin(async move {
+            let s = self.enter("image_env", image)?;
+            s.images
+                .get(image)
+                .cloned()
+                .ok_or_else(|| EngineError::ImageNotFound(format!("No such image: {image}")))
+        })
+    }
+
+    fn image_present<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        Box::pin(async move {
+            Ok(self
+                .enter("image_present", image)?
+                .images
+                .contains_key(image))
+        })
+    }
+
+    fn pull<'a>(
+        &'a self,
+        repository: &'a str,
+        tag_or_digest: &'a str,
+        _platform: Option<&'a str>,
+        _creds: Option<&'a Credentials>,
+        _limits: PullLimits,
+        progress: &'a mut (dyn FnMut(PullEvent) + Send),
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let sep = if tag_or_digest.starts_with("sha256:") {
+                '@'
+            } else {
+                ':'
+            };
+            let image = format!("{repository}{sep}{tag_or_digest}");
+            {
+                let mut s = self.enter("pull", &image)?;
+                if !s.pulls_succeed && !s.images.contains_key(&image) {
+                    return Err(EngineError::ImageNotFound(format!(
+                        "manifest for {image} not found: manifest unknown"
+                    )));
+                }
+                s.images.entry(image.clone()).or_default();
+            }
+            progress(PullEvent {
+                layer: Some("fake".into()),
+                status: Some("Pull complete".into()),
+                current: None,
+                total: None,
+            });
+            Ok(())
+        })
+    }
+
+    fn registry_check<'a>(
+        &'a self,
+        image: &'a str,
+        _creds: Option<&'a Credentials>,
+    ) -> BoxFuture<'a, Result<String, EngineError>> {
+        Box::pin(async move {
+            self.enter("registry_check", image).map(drop)?;
+            Ok("sha256:fake".to_string())
+        })
+    }
+
+    fn create<'a>(
+        &'a self,
+        name: &'a str,
+        body: ContainerCreateBody,
+        _platform: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<String, EngineError>> {
+        Box::pin(async move {
+            let mut s = self.enter("create", name)?;
+            let image = body.image.clone().unwrap_or_default();
+            if !s.images.contains_key(&image) {
+                return Err(EngineError::ImageNotFound(format!(
+                    "No such image: {image}"
+                )));
+            }
+            // A leftover holding the name goes first, as the real engine's create does.
+            if let Some(old) = Self::id_of(&s, name) {
+                s.containers.remove(&old);
+            }
+            let script = (s.script)(name, &body);
+            let id = format!("fake{:012}", s.next_id);
+            s.next_id += 1;
+            s.containers.insert(
+                id.clone(),
+                Container {
+                    name: name.to_string(),
+                    labels: body.labels.clone().unwrap_or_default(),
+                    script,
+                    status: Status::Created,
+                    started_at: None,
+                    oom_killed: false,
+                },
+            );
+            Ok(id)
+        })
+    }
+
+    fn logs_of(&self, id: &str, follow: bool, which: [bool; 2]) -> OutputStream {
+        self.lock().calls.push(Call {
+            op: "logs",
+            target: id.to_string(),
+        });
+        self.output_stream(id, follow, which)
+    }
+
+    fn attach<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<OutputStream, EngineError>> {
+        Box::pin(async move {
+            let mut s = self.enter("attach", id)?;
+            if Self::find(&mut s, id).is_none() {
+                return Err(Self::no_such(id));
+            }
+            drop(s);
+            Ok(self.output_stream(id, true, [true, true]))
+        })
+    }
+
+    fn wait(&self, id: &str) -> BoxFuture<'static, Result<i64, EngineError>> {
+        let entered = self.enter("wait", id).map(drop);
+        let (me, id) = (self.clone(), id.to_string());
+        Box::pin(async move {
+            entered?;
+            me.wait_exit(id).await
+        })
+    }
+
+    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let mut s = self.enter("start", id)?;
+            let c = Self::find(&mut s, id).ok_or_else(|| Self::no_such(id))?;
+            if c.status == Status::Created {
+                let now = Instant::now();
+                c.status = Status::Running {
+                    until: now + c.script.run_for,
+                };
+                c.started_at = Some(chrono::Utc::now());
+                c.settle(now);
+            }
+            Ok(())
+        })
+    }
+
+    fn inspect<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ContainerState, EngineError>> {
+        Box::pin(async move {
+            let mut s = self.enter("inspect", id)?;
+            let key = Self::id_of(&s, id).ok_or_else(|| Self::no_such(id))?;
+            let c = Self::find(&mut s, &key).ok_or_else(|| Self::no_such(id))?;
+            Ok(ContainerState {
+                id: key,
+                status: Some(c.status_word().to_string()),
+                exit_code: match c.status {
+                    Status::Exited { code } => Some(code),
+                    _ => Some(0),
+                },
+                oom_killed: c.oom_killed,
+                error: None,
+                // No process on this host: the OOM probe has nothing to read.
+                pid: None,
+                started_at: c.started_at,
+            })
+        })
+    }
+
+    fn stop<'a>(&'a self, id: &'a str, grace: Duration) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let on_term = {
+                let mut s = self.enter("stop", id)?;
+                let c = Self::find(&mut s, id).ok_or_else(|| Self::no_such(id))?;
+                if !matches!(c.status, Status::Running { .. }) {
+                    return Ok(());
+                }
+                c.script.on_term
+            };
+            let code = match on_term {
+                Some(code) => code,
+                None => {
+                    tokio::time::sleep(grace).await;
+                    137
+                }
+            };
+            let mut s = self.lock();
+            if let Some(c) = Self::find(&mut s, id) {
+                c.settle(Instant::now());
+                if matches!(c.status, Status::Running { .. }) {
+                    c.status = Status::Exited { code };
+                }
+            }
+            drop(s);
+            self.inner.changed.notify_waiters();
+            Ok(())
+        })
+    }
+
+    fn kill<'a>(&'a self, id: &'a str, _signal: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let mut s = self.enter("kill", id)?;
+            let c = Self::find(&mut s, id).ok_or_else(|| Self::no_such(id))?;
+            if !matches!(c.status, Status::Running { .. }) {
+                return Err(EngineError::Conflict(format!(
+                    "Container {id} is not running"
+                )));
+            }
+            c.status = Status::Exited { code: 137 };
+            drop(s);
+            self.inner.changed.notify_waiters();
+            Ok(())
+        })
+    }
+
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let mut s = self.enter("remove", id)?;
+            if let Some(key) = Self::id_of(&s, id) {
+                s.containers.remove(&key);
+            }
+            drop(s);
+            self.inner.changed.notify_waiters();
+            Ok(())
+        })
+    }
+
+    fn list_labelled<'a>(
+        &'a self,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> BoxFuture<'a, Result<Vec<ContainerSummary>, EngineError>> {
+        Box::pin(async move {
+            let s = self.enter("list", "")?;
+            Ok(s.containers
+                .iter()
+                .filter(|(_, c)| {
+                    labels
+                        .iter()
+                        .all(|(k, v)| c.labels.get(*k).map(String::as_str) == Some(*v))
+                })
+                .map(|(id, c)| ContainerSummary {
+                    id: id.clone(),
+                    names: vec![format!("/{}", c.name)],
+                    state: Some(c.status_word().to_string()),
+                    labels: c.labels.clone(),
+                })
+                .collect())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn body(image: &str) -> ContainerCreateBody {
+        ContainerCreateBody {
+            image: Some(image.into()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_container_runs_for_its_time_then_exits_with_its_code() {
+        let f = Fake::new();
+        f.add_image("img", &[]).script(|_, _| {
+            Script::exits(3, Duration::from_secs(60)).with_output(b"out\n", b"err\n")
+        });
+        let id = f.create("c1", body("img"), None).await.unwrap();
+        assert_eq!(
+            f.inspect(&id).await.unwrap().status.as_deref(),
+            Some("created")
+        );
+        f.start(&id).await.unwrap();
+        let t = Instant::now();
+        assert_eq!(f.wait(&id).await.unwrap(), 3);
+        assert_eq!(t.elapsed(), Duration::from_secs(60));
+        let out: Vec<_> = f.logs(&id, false).collect().await;
+        assert_eq!(
+            out,
+            vec![
+                Ok(Output::Stdout(b"out\n".to_vec())),
+                Ok(Output::Stderr(b"err\n".to_vec()))
+            ]
+        );
+        // An exited container answers wait at once; stop is a no-op.
+        assert_eq!(f.wait(&id).await.unwrap(), 3);
+        f.stop(&id, Duration::from_secs(10)).await.unwrap();
+        f.remove(&id).await.unwrap();
+        f.remove(&id).await.unwrap();
+        assert!(matches!(
+            f.inspect(&id).await,
+            Err(EngineError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_and_kill_end_a_running_container() {
+        let f = Fake::new();
+        f.add_image("img", &[])
+            .script(|_, _| Script::exits(0, Duration::from_secs(3600)));
+        let a = f.create("a", body("img"), None).await.unwrap();
+        f.start(&a).await.unwrap();
+        let w = tokio::spawn(f.wait(&a));
+        f.stop(&a, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(w.await.unwrap().unwrap(), 143);
+
+        f.script(|_, _| Script {
+            on_term: None,
+            ..Script::exits(0, Duration::from_secs(3600))
+        });
+        let b = f.create("b", body("img"), None).await.unwrap();
+        f.start(&b).await.unwrap();
+        let t = Instant::now();
+        f.stop(&b, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            t.elapsed(),
+            Duration::from_secs(5),
+            "killed after the grace"
+        );
+        assert_eq!(f.wait(&b).await.unwrap(), 137);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn create_needs_the_image_and_replaces_a_leftover_of_the_same_name() {
+        let f = Fake::new();
+        let e = f.create("c", body("missing"), None).await.unwrap_err();
+        assert!(matches!(e, EngineError::ImageNotFound(_)), "{e}");
+        f.add_image("img", &[]);
+        let first = f.create("c", body("img"), None).await.unwrap();
+        let second = f.create("c", body("img"), None).await.unwrap();
+        assert_ne!(first, second);
+        assert_eq!(f.containers(), vec![second]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn faults_are_scripted_per_operation_and_calls_recorded() {
+        let f = Fake::new();
+        f.add_image("img", &[]).fail_next(
+            "start",
+            EngineError::Timeout {
+                op: "start",
+                secs: 1,
+            },
+        );
+        let id = f.create("c", body("img"), None).await.unwrap();
+        assert!(f.start(&id).await.unwrap_err().is_engine_down());
+        f.start(&id).await.unwrap();
+        assert_eq!(f.count("start"), 2);
+        assert_eq!(
+            f.calls().iter().map(|c| c.op).collect::<Vec<_>>(),
+            vec!["create", "start", "start"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_engine_that_goes_away_fails_waits_and_kills_containers_unless_live_restore() {
+        let f = Fake::new();
+        f.add_image("img", &[])
+            .script(|_, _| Script::exits(0, Duration::from_secs(3600)));
+        let id = f.create("c", body("img"), None).await.unwrap();
+        f.start(&id).await.unwrap();
+        let w = tokio::spawn(f.wait(&id));
+        tokio::task::yield_now().await;
+        f.set_up(false, true);
+        assert!(matches!(w.await.unwrap(), Err(EngineError::Unavailable(_))));
+        assert!(!f.listening().await);
+        f.set_up(true, true);
+        assert_eq!(
+            f.inspect(&id).await.unwrap().status.as_deref(),
+            Some("running")
+        );
+        f.set_up(false, false);
+        f.set_up(true, false);
+        assert_eq!(f.inspect(&id).await.unwrap().exit_code, Some(137));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn list_filters_by_every_label() {
+        let f = Fake::new();
+        f.run_detached(
+            "a",
+            &[("berth.node", "n1"), ("berth.kind", "task")],
+            Script::default(),
+        );
+        f.run_detached(
+            "b",
+            &[("berth.node", "n2"), ("berth.kind", "task")],
+            Script::default(),
+        );
+        let l = f
+            .list_labelled(&[("berth.node", "n1"), ("berth.kind", "task")])
+            .await
+            .unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].names, vec!["/a".to_string()]);
+        assert_eq!(l[0].label("berth.node"), "n1");
+    }
+}

@@ -1,0 +1,348 @@
+//! A task's whole run (`run_task`: pull, create, start, wait, output, exit, retries,
+//! remove, takeover) on the fake engine, with tokio's clock paused: the paths that real
+//! engines reach only in slow or rare scenarios (a wall clock of an hour, an engine that
+//! goes away mid-task) in milliseconds. Each has a real-engine twin in `tests/`.
+
+use super::*;
+use crate::engine::fake::{Fake, Script};
+use crate::engine::EngineError;
+use crate::node::ResolvedUser;
+use berth_proto::{JobSpec, TaskSpec};
+use serde_json::json;
+use tokio::time::Instant;
+
+const IMAGE: &str = "docker.io/library/busybox:latest";
+
+struct Node {
+    _dir: tempfile::TempDir,
+    rt: Runtime,
+    fake: Fake,
+}
+
+fn node(fake: &Fake) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    fake.add_image(IMAGE, &[]);
+    let rt = Runtime::on_engine(Arc::new(fake.clone()), dir.path());
+    rt.node.layout.prepare().unwrap();
+    Node {
+        _dir: dir,
+        rt,
+        fake: fake.clone(),
+    }
+}
+
+/// A container task `id` with `extra` fields merged in.
+fn plan(n: &Node, id: &str, extra: serde_json::Value) -> TaskPlan {
+    let mut t = json!({"id": id, "commandLine": "/bin/true",
+        "containerSettings": {"imageName": IMAGE}});
+    if let (Some(t), Some(extra)) = (t.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            t.insert(k.clone(), v.clone());
+        }
+    }
+    let spec: TaskSpec = serde_json::from_value(t).unwrap();
+    let job = JobSpec {
+        id: "j".into(),
+        ..Default::default()
+    };
+    let user = ResolvedUser {
+        name: "_azbatch".into(),
+        uid: 4399,
+        gid: 4398,
+        admin: false,
+        identity: "PoolNonAdmin".into(),
+    };
+    let plan = plan::task(&spec, &job, &n.rt.node, user).unwrap();
+    prepare_dirs(&plan, true).unwrap();
+    plan
+}
+
+/// The output files the earlier agent process had opened before it stopped.
+fn earlier_output_files(p: &TaskPlan) {
+    for f in [logs::STDOUT, logs::STDERR] {
+        std::fs::write(p.task_dir.join(f), "").unwrap();
+    }
+}
+
+async fn run(n: &Node, p: &TaskPlan) -> ExecutionInfo {
+    run_task(&n.rt, p, &CancellationToken::new(), None).await
+}
+
+fn code(info: &ExecutionInfo) -> &str {
+    info.failure_info.as_ref().map_or("", |f| f.code.as_str())
+}
+
+fn read(p: &TaskPlan, name: &str) -> String {
+    std::fs::read_to_string(p.task_dir.join(name)).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_that_exits_zero_succeeds_keeps_its_output_and_leaves_no_container() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(5)).with_output(b"hello\n", b"warn\n"));
+    let n = node(&f);
+    let p = plan(&n, "ok", json!({}));
+    let info = run(&n, &p).await;
+    assert_eq!(info.result, Some(TaskResult::Success));
+    assert_eq!(info.exit_code, Some(0));
+    assert!(info.failure_info.is_none());
+    assert_eq!(read(&p, logs::STDOUT), "hello\n");
+    assert_eq!(read(&p, logs::STDERR), "warn\n");
+    assert!(n.fake.containers().is_empty(), "removed after the exit");
+    let ops: Vec<&str> = n.fake.calls().iter().map(|c| c.op).collect();
+    let at = |op| ops.iter().position(|o| *o == op).unwrap();
+    assert!(at("create") < at("start") && at("start") < at("wait") && at("wait") < at("remove"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_task_is_retried_up_to_its_limit_in_a_new_container_each_time() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(3, Duration::from_secs(1)));
+    let n = node(&f);
+    let p = plan(
+        &n,
+        "fails",
+        json!({"constraints": {"maxTaskRetryCount": 2}}),
+    );
+    let info = run(&n, &p).await;
+    assert_eq!(info.exit_code, Some(3));
+    assert_eq!(info.retry_count, 2);
+    assert_eq!(code(&info), "FailureExitCode");
+    assert_eq!(n.fake.count("create"), 3);
+    let names: std::collections::BTreeSet<String> = n
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.op == "create")
+        .map(|c| c.target)
+        .collect();
+    assert_eq!(names.len(), 3, "each attempt has its own name: {names:?}");
+    assert!(n.fake.containers().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_wall_clock_stops_a_task_at_its_limit() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(3600)));
+    let n = node(&f);
+    let p = plan(
+        &n,
+        "slow",
+        json!({"constraints": {"maxWallClockTime": "PT10S", "maxTaskRetryCount": 3}}),
+    );
+    let t = Instant::now();
+    let info = run(&n, &p).await;
+    assert_eq!(code(&info), "TaskEnded");
+    assert_eq!(info.retry_count, 0, "a timeout is not retried");
+    assert!(t.elapsed() >= Duration::from_secs(10) && t.elapsed() < Duration::from_secs(60));
+    assert!(n.fake.count("stop") >= 1);
+    assert!(n.fake.containers().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_stops_and_removes_the_container() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(3600)));
+    let n = node(&f);
+    let p = plan(&n, "cancelled", json!({}));
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        c2.cancel();
+    });
+    let info = run_task(&n.rt, &p, &cancel, None).await;
+    assert_eq!(code(&info), "TaskEnded");
+    assert_eq!(info.exit_code, Some(143), "the stopped process's own code");
+    assert!(n.fake.containers().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_image_the_registry_does_not_have_fails_before_any_container() {
+    let f = Fake::new();
+    f.pulls_succeed(false);
+    let n = node(&f);
+    let p = plan(
+        &n,
+        "noimage",
+        json!({"containerSettings": {"imageName": "docker.io/library/nothere:1"}}),
+    );
+    let info = run(&n, &p).await;
+    assert_eq!(code(&info), "ContainerInvalidImage");
+    assert_eq!(n.fake.count("create"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_engine_that_times_out_at_create_is_the_engines_fault() {
+    let f = Fake::new();
+    f.fail_next(
+        "create",
+        EngineError::Timeout {
+            op: "create",
+            secs: 300,
+        },
+    );
+    let n = node(&f);
+    let p = plan(&n, "slowengine", json!({}));
+    let info = run(&n, &p).await;
+    assert_eq!(code(&info), "ContainerMiscError");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_the_engine_refuses_is_invalid_settings_and_the_container_goes() {
+    let f = Fake::new();
+    f.fail_next(
+        "start",
+        EngineError::Refused {
+            status: 400,
+            message: "OCI runtime create failed: exec: \"/bin/nope\": not found".into(),
+        },
+    );
+    let n = node(&f);
+    let p = plan(&n, "badstart", json!({}));
+    let info = run(&n, &p).await;
+    assert_eq!(code(&info), "ContainerInvalidSettings");
+    assert!(
+        n.fake.containers().is_empty(),
+        "removed although it never ran"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_container_that_survives_an_engine_restart_is_followed_to_its_real_exit() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(7, Duration::from_secs(60)).with_output(b"done\n", b""));
+    let n = node(&f);
+    let p = plan(&n, "survivor", json!({}));
+    let f2 = f.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        f2.set_up(false, true);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        f2.set_up(true, true);
+    });
+    let info = run(&n, &p).await;
+    assert_eq!(info.exit_code, Some(7), "{:?}", info.failure_info);
+    assert_eq!(code(&info), "FailureExitCode");
+    assert_eq!(read(&p, logs::STDOUT), "done\n");
+    assert!(n.fake.containers().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_container_that_dies_with_its_engine_ends_the_attempt_engine_unavailable() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(60)));
+    let n = node(&f);
+    let p = plan(&n, "victim", json!({}));
+    let f2 = f.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        f2.set_up(false, false);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        f2.set_up(true, false);
+    });
+    let info = run(&n, &p).await;
+    assert_eq!(code(&info), "EngineUnavailable", "{:?}", info.failure_info);
+    assert!(n.fake.containers().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_engine_that_never_comes_back_fails_the_task_after_the_outage_limit() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(60)));
+    let n = node(&f);
+    let p = plan(&n, "abandoned", json!({}));
+    let f2 = f.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        f2.set_up(false, true);
+    });
+    let t = Instant::now();
+    let info = run(&n, &p).await;
+    assert_eq!(code(&info), "EngineUnavailable", "{:?}", info.failure_info);
+    assert!(
+        t.elapsed() >= Duration::from_secs(600),
+        "waited {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_earlier_agents_running_container_is_taken_over_to_its_exit() {
+    let f = Fake::new();
+    let n = node(&f);
+    let p = plan(&n, "adopted", json!({}));
+    earlier_output_files(&p);
+    let id = f.run_detached(
+        "earlier",
+        &[],
+        Script::exits(5, Duration::from_secs(30)).with_output(b"from before\n", b""),
+    );
+    let resume = Resume {
+        container_id: id,
+        attempt: 0,
+        started: None,
+    };
+    let info = run_task(&n.rt, &p, &CancellationToken::new(), Some(resume)).await;
+    assert_eq!(info.exit_code, Some(5));
+    assert_eq!(n.fake.count("create"), 0, "taken over, not started again");
+    assert_eq!(n.fake.count("start"), 0);
+    assert_eq!(read(&p, logs::STDOUT), "from before\n");
+    assert!(n.fake.containers().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_earlier_agents_exited_container_is_collected() {
+    let f = Fake::new();
+    let n = node(&f);
+    let p = plan(&n, "collected", json!({}));
+    earlier_output_files(&p);
+    let id = f.run_detached("earlier", &[], Script::exits(0, Duration::ZERO));
+    let resume = Resume {
+        container_id: id,
+        attempt: 1,
+        started: None,
+    };
+    let info = run_task(&n.rt, &p, &CancellationToken::new(), Some(resume)).await;
+    assert_eq!(info.exit_code, Some(0));
+    assert_eq!(info.retry_count, 1, "the attempt number carries over");
+    assert!(n.fake.containers().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oom_kill_the_engine_reports_is_named_in_the_failure() {
+    let f = Fake::new();
+    f.script(|_, _| Script {
+        oom_killed: true,
+        ..Script::exits(0, Duration::from_secs(2))
+    });
+    let n = node(&f);
+    let p = plan(&n, "oom", json!({}));
+    let info = run(&n, &p).await;
+    assert_eq!(info.exit_code, Some(137));
+    let details = &info.failure_info.as_ref().unwrap().details;
+    let detail = |k: &str| {
+        details
+            .iter()
+            .find(|d| d.name == k)
+            .map(|d| d.value.as_str())
+    };
+    assert_eq!(detail("OutOfMemory"), Some("true"));
+    assert_eq!(detail("OutOfMemorySource"), Some("engine"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn output_past_the_nodes_limit_is_dropped_with_one_marker() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(1)).with_output(b"0123456789", b"ok"));
+    let mut n = node(&f);
+    n.rt.output_limit = Some(4);
+    let p = plan(&n, "chatty", json!({}));
+    let info = run(&n, &p).await;
+    assert_eq!(
+        read(&p, logs::STDOUT),
+        format!("0123{}", logs::marker(logs::STDOUT, 4))
+    );
+    assert_eq!(read(&p, logs::STDERR), "ok");
+    assert_eq!(info.output_truncated, vec![logs::STDOUT.to_string()]);
+}
