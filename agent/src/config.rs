@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 pub const DEFAULT_FILE: &str = "/etc/berth/berth.toml";
 
+/// The default of `--task-output-limit` and of the daemon's `task_output_limit`.
+pub const DEFAULT_OUTPUT_LIMIT: &str = "1G";
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
@@ -54,7 +57,7 @@ fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
     match Size::deserialize(d)? {
         Size::Bytes(n) => Ok(n),
-        Size::Text(s) => crate::cli::common::parse_size(&s).map_err(serde::de::Error::custom),
+        Size::Text(s) => crate::size::parse(&s).map_err(serde::de::Error::custom),
     }
 }
 
@@ -167,8 +170,8 @@ impl AgentConfig {
                 Policy::from_names(&names).map_err(|e| format!("BERTH_FORBID_RUN_OPTIONS: {e}"))?;
         }
         if let Some(v) = get("BERTH_TASK_OUTPUT_LIMIT") {
-            self.task_output_limit = crate::cli::common::parse_size(&v)
-                .map_err(|e| format!("BERTH_TASK_OUTPUT_LIMIT: {e}"))?;
+            self.task_output_limit =
+                crate::size::parse(&v).map_err(|e| format!("BERTH_TASK_OUTPUT_LIMIT: {e}"))?;
         }
         if let Some(v) = get("BERTH_GPUS_PER_SLOT") {
             self.gpus_per_slot = Some(
@@ -239,7 +242,7 @@ mod tests {
         assert!(e.contains("not a size"), "{e}");
         assert_eq!(
             AgentConfig::default().task_output_limit,
-            crate::cli::common::parse_size(crate::cli::common::DEFAULT_OUTPUT_LIMIT).unwrap()
+            crate::size::parse(DEFAULT_OUTPUT_LIMIT).unwrap()
         );
         std::fs::write(&f, "gpu_exposure = \"cuda\"\n").unwrap();
         let e = AgentConfig::load(Some(&f)).unwrap_err();

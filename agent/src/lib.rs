@@ -31,5 +31,6 @@ pub mod pool;
 pub mod render;
 pub mod schedule;
 pub mod shutdown;
+pub mod size;
 pub mod store;
 pub mod task;

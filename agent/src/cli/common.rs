@@ -38,12 +38,9 @@ pub struct NodeArgs {
     pub forbid_run_options: Vec<crate::task::policy::Rule>,
     /// The most bytes kept of each of a container task's stdout.txt and stderr.txt
     /// (`512M`, `1G`, ...; `0`: no limit). Past it the rest is dropped, with a marker line.
-    #[arg(long, value_name = "SIZE", default_value = DEFAULT_OUTPUT_LIMIT, value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = crate::config::DEFAULT_OUTPUT_LIMIT, value_parser = crate::size::parse)]
     pub task_output_limit: u64,
 }
-
-/// The default of `--task-output-limit` and of the daemon's `task_output_limit`.
-pub const DEFAULT_OUTPUT_LIMIT: &str = "1G";
 
 /// GPUs: how they reach containers and how many each task gets.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -128,26 +125,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?}: a limit must be more than zero"));
     }
     Ok(d)
-}
-
-/// A byte count with an optional binary unit: `4096`, `512K`, `64M`, `1G`, `2GiB`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let i = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(i);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size; use e.g. 4096, 512M or 1G"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "ki" | "kib" => 10,
-        "m" | "mb" | "mi" | "mib" => 20,
-        "g" | "gb" | "gi" | "gib" => 30,
-        "t" | "tb" | "ti" | "tib" => 40,
-        u => return Err(format!("{s:?}: unknown unit {u:?}; use K, M, G or T")),
-    };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn default_node_id() -> String {
@@ -311,21 +288,6 @@ fn on_path(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("512K"), Ok(512 << 10));
-        assert_eq!(parse_size("64m"), Ok(64 << 20));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_size("0"), Ok(0));
-        assert!(parse_size("1.5G").unwrap_err().contains("unknown unit"));
-        assert!(parse_size("lots").unwrap_err().contains("not a size"));
-        assert!(parse_size("99999999999T")
-            .unwrap_err()
-            .contains("too large"));
-    }
 
     #[test]
     fn pull_defaults_match_the_flags() {
