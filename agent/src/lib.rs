@@ -3,7 +3,7 @@
 //! The modules follow the data:
 //!
 //! ```text
-//! pool start:  PoolSpec ──pool::images──> images present ──pool (start task)──> node idle
+//! pool start:  PoolSpec ──image::store──> images present ──pool (start task)──> node idle
 //! task:        TaskSpec (+JobSpec, PoolSpec, node facts)
 //!                ──task::plan──>        TaskPlan            (env, mounts, user, workdir, image, command)
 //!                ──task::run_options──> RunOptions          (the user's docker flags, parsed)
@@ -24,6 +24,7 @@ pub mod config;
 pub mod engine;
 pub mod files;
 pub mod gpu;
+pub mod image;
 pub mod logging;
 pub mod metrics;
 pub mod node;

@@ -110,7 +110,7 @@ fn main() -> ExitCode {
         None => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(|| berth_agent::pool::progress::ProgressWriter)
+                    .with_writer(|| berth_agent::image::progress::ProgressWriter)
                     .with_ansi(std::io::stderr().is_terminal())
                     .with_target(false),
             )

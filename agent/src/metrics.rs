@@ -2,7 +2,7 @@
 //! (from the store), task durations, pulls, pull bytes and failures, slots in use.
 //! Counters are atomics bumped where things happen; rendering is pure.
 
-use crate::pool::progress::{PullObserver, PullUpdate};
+use crate::image::progress::{PullObserver, PullUpdate};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};

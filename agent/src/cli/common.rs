@@ -3,10 +3,10 @@
 
 use crate::engine::{Docker, Engine, SharedEngine};
 use crate::gpu::{self, ExposureSetting, Gpus};
+use crate::image::progress::{BarObserver, LogObserver, PullObserver};
+use crate::image::store::{ImageStore, PullSettings};
 use crate::node::NodeLayout;
-use crate::pool::images::{ImageStore, PullSettings};
-use crate::pool::progress::{BarObserver, LogObserver, PullObserver};
-use crate::pool::NodeStatus;
+use crate::node::NodeStatus;
 use crate::task::{plan::NodeFacts, Runtime};
 use berth_proto::PoolSpec;
 use std::path::PathBuf;
@@ -225,7 +225,7 @@ pub async fn runtime(
         .pull
         .docker_config
         .clone()
-        .or_else(crate::pool::credentials::default_config_path);
+        .or_else(crate::image::credentials::default_config_path);
     let images = ImageStore::new(engine.clone(), registries)
         .with_settings(args.pull.settings())
         .with_observer(observer)

@@ -1,7 +1,9 @@
 //! Where things live on this machine: the Batch directory tree and the task users.
 
 pub mod layout;
+pub mod status;
 pub mod users;
 
 pub use layout::NodeLayout;
+pub use status::NodeStatus;
 pub use users::{ResolvedUser, UserError};

@@ -4,13 +4,7 @@
 //! be prefetched, `starttaskfailed` (with `startTaskInfo`) when a `waitForSuccess` start
 //! task fails.
 
-pub mod credentials;
 pub mod engine_health;
-pub mod images;
-pub mod progress;
-pub mod state;
-
-pub use state::NodeStatus;
 
 use crate::node::users;
 use crate::schedule::retention;

@@ -15,7 +15,7 @@ pub mod run;
 pub mod run_options;
 
 use crate::engine::SharedEngine;
-use crate::pool::images::ImageStore;
+use crate::image::store::ImageStore;
 use berth_proto::{ExecutionInfo, PoolSpec, TaskResult};
 use berth_proto::{FailureCode, FailureInfo, NameValuePair};
 use chrono::Utc;
@@ -32,7 +32,7 @@ pub struct Runtime {
     pub pool: PoolSpec,
     pub images: Arc<ImageStore>,
     /// The node's reported state.
-    pub status: crate::pool::NodeStatus,
+    pub status: crate::node::NodeStatus,
     /// How long a stopped task gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
     /// The node's GPUs and RDMA devices, and which task holds which GPU.
@@ -59,7 +59,7 @@ impl Runtime {
         };
         Runtime {
             images: Arc::new(ImageStore::new(engine.clone(), vec![])),
-            status: crate::pool::NodeStatus::new(&node.node_id, &pool.id),
+            status: crate::node::NodeStatus::new(&node.node_id, &pool.id),
             engine,
             node,
             pool,

@@ -47,13 +47,7 @@ pub enum Volume {
     Anonymous { target: String },
 }
 
-/// How the image is fetched before create (`--pull`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PullPolicy {
-    Missing,
-    Always,
-    Never,
-}
+pub use crate::image::store::PullPolicy;
 
 /// The user's flags. Fields the agent also sets are kept apart so `create` can apply
 /// berth's precedence rules; everything else goes straight into `host`.

@@ -12,13 +12,20 @@ use super::credentials::{self, fingerprint};
 use super::progress::{LogObserver, PullObserver, PullUpdate};
 use crate::backoff::Backoff;
 use crate::engine::{Credentials, EngineError, PullEvent, PullLimits, SharedEngine};
-use crate::task::run_options::PullPolicy;
 use berth_proto::{ContainerRegistry, FailureCode, ImageRef};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How the image is fetched before create (`--pull` in `containerRunOptions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Missing,
+    Always,
+    Never,
+}
 
 /// Retry and time limits of pulls (defaults after amazon-ecs-agent and Nomad, see README).
 #[derive(Debug, Clone, Copy)]
