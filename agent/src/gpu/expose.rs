@@ -70,6 +70,14 @@ fn device(path: &str) -> DeviceMapping {
 }
 
 /// What a container task given `gpus` gains on a node with `inv`, exposed per `exposure`.
+impl Additions {
+    /// Whether applying these needs the image's own `Env` (a library path to extend, or
+    /// defaults set only where the image sets none).
+    pub fn needs_image_env(&self) -> bool {
+        self.library_dir.is_some() || !self.default_env.is_empty()
+    }
+}
+
 pub fn additions(
     inv: &Inventory,
     exposure: Exposure,

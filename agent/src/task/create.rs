@@ -100,6 +100,30 @@ pub fn container_labels(kind: &TaskKind, who: &ContainerIdentity) -> HashMap<Str
     l
 }
 
+/// The whole `docker create` request of an attempt, from the plan, the parsed run options,
+/// the task's GPU additions (`gpu::expose::additions`; `Additions::default()` for none) and
+/// the image's own `Env` (needed only when GPUs extend the image's library path): [`body`],
+/// then the GPUs and the `berth.gpus` label. Pure: the one place a create body is made.
+pub fn request(
+    plan: &TaskPlan,
+    opts: &RunOptions,
+    who: &ContainerIdentity,
+    gpus: &crate::gpu::expose::Additions,
+    image_env: &[String],
+) -> Result<(ContainerCreateBody, Vec<String>), CreateError> {
+    let (mut body, mut notes) = body(plan, opts, who)?;
+    if *gpus != crate::gpu::expose::Additions::default() {
+        notes.extend(crate::gpu::expose::apply(&mut body, gpus, image_env));
+    }
+    if !plan.gpus.is_empty() {
+        let uuids: Vec<&str> = plan.gpus.iter().map(|g| g.uuid.as_str()).collect();
+        body.labels
+            .get_or_insert_with(Default::default)
+            .insert(labels::GPUS.into(), uuids.join(","));
+    }
+    Ok((body, notes))
+}
+
 /// The create body, plus notes worth logging (ignored flags, overridden variables).
 pub fn body(
     plan: &TaskPlan,

@@ -83,21 +83,25 @@ pub async fn attempt(
     };
     // The output files go to whom `prepare_dirs` gave the task's directories.
     let owner = super::files_owner(plan, opts.user.as_deref()).map(|o| (o.uid, o.gid));
-    let (mut body, notes) = match create::body(plan, &opts, who) {
-        Ok(b) => b,
-        Err(e) => {
-            return not_started(
-                FailureCode::ContainerInvalidSettings,
-                e.to_string(),
-                vec![],
-                None,
-            )
-        }
+    let gpus = expose::additions(
+        &rt.gpus.inventory,
+        rt.gpus.exposure,
+        &plan.gpus,
+        expose::task_chose_gpus(&opts.host),
+    );
+    let request = |image_env: &[String]| create::request(plan, &opts, who, &gpus, image_env);
+    let invalid = |e: create::CreateError| {
+        not_started(
+            FailureCode::ContainerInvalidSettings,
+            e.to_string(),
+            vec![],
+            None,
+        )
     };
-    for n in notes {
-        tracing::info!("{n}");
+    let early = (!gpus.needs_image_env()).then(|| request(&[]));
+    if let Some(Err(e)) = early {
+        return invalid(e);
     }
-
     let pull = rt.images.ensure(
         &c.image,
         c.registry.as_ref(),
@@ -117,32 +121,23 @@ pub async fn attempt(
         );
     }
 
-    let gpus = expose::additions(
-        &rt.gpus.inventory,
-        rt.gpus.exposure,
-        &plan.gpus,
-        expose::task_chose_gpus(&opts.host),
-    );
-    if gpus != expose::Additions::default() {
-        // The image's own library path is extended, not replaced.
-        let image_env = if gpus.library_dir.is_some() || !gpus.default_env.is_empty() {
-            rt.engine.image_env(&c.image).await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "cannot read the image's environment");
-                vec![]
-            })
-        } else {
+    // Only GPUs that extend the image's library path need the image's Env, which needs
+    // the image: the request is made once it is there; without them, before the pull, so
+    // bad settings fail at once.
+    let image_env = if gpus.needs_image_env() {
+        rt.engine.image_env(&c.image).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the image's environment");
             vec![]
-        };
-        for n in expose::apply(&mut body, &gpus, &image_env) {
-            tracing::info!("{n}");
-        }
-    }
-
-    if !plan.gpus.is_empty() {
-        let uuids: Vec<&str> = plan.gpus.iter().map(|g| g.uuid.as_str()).collect();
-        body.labels
-            .get_or_insert_with(Default::default)
-            .insert(create::labels::GPUS.into(), uuids.join(","));
+        })
+    } else {
+        vec![]
+    };
+    let (body, notes) = match early.unwrap_or_else(|| request(&image_env)) {
+        Ok(b) => b,
+        Err(e) => return invalid(e),
+    };
+    for n in notes {
+        tracing::info!("{n}");
     }
 
     let name = create::container_name(&plan.kind, who);
