@@ -217,7 +217,8 @@ fn batch_mounts(
             read_only: m.is_read_only,
         }));
     }
-    let mut dropped = Vec::new();
+    // With a list, the node root itself is never mounted: no variable may point there.
+    let mut dropped = vec!["AZ_BATCH_NODE_ROOT_DIR"];
     let vars: &[(ContainerHostDataPath, &[&'static str])] = &[
         (ContainerHostDataPath::Shared, &["AZ_BATCH_NODE_SHARED_DIR"]),
         (
@@ -233,7 +234,11 @@ fn batch_mounts(
         ),
         (
             ContainerHostDataPath::Task,
-            &["AZ_BATCH_TASK_DIR", "AZ_BATCH_TASK_WORKING_DIR"],
+            &[
+                "AZ_BATCH_TASK_DIR",
+                "AZ_BATCH_TASK_WORKING_DIR",
+                "AZ_BATCH_CERTIFICATES_DIR",
+            ],
         ),
         (
             ContainerHostDataPath::JobPrep,
@@ -607,6 +612,12 @@ mod tests {
                 .any(|(k, _)| k == "AZ_BATCH_TASK_WORKING_DIR"),
             "unmounted paths lose their vars"
         );
+        for gone in ["AZ_BATCH_CERTIFICATES_DIR", "AZ_BATCH_NODE_ROOT_DIR"] {
+            assert!(
+                !p.batch_env.iter().any(|(k, _)| k == gone),
+                "{gone} points where nothing is mounted"
+            );
+        }
         assert!(p
             .batch_env
             .iter()
