@@ -43,12 +43,14 @@ fn untouched(p: &Path, text: &str, mode: u32) {
 }
 
 /// A task that runs `plant` (in its task directory) on its first attempt and fails, and
-/// prints `second` on the next one.
-fn planting(id: &str, plant: &str) -> Value {
+/// prints `second` on the next one. With the engine's log store berth completes the
+/// output files after the exit (the append path); without one (`--log-driver none`) the
+/// retry creates them again (the create, truncate and chown path).
+fn planting(id: &str, plant: &str, options: &str) -> Value {
     let cmd = format!(
         "/bin/sh -c 'cd $AZ_BATCH_TASK_DIR; if [ ! -e wd/once ]; then touch wd/once; {plant}; exit 3; fi; echo second'"
     );
-    let mut t = task(id, &cmd, "");
+    let mut t = task(id, &cmd, options);
     t["constraints"] = json!({"maxTaskRetryCount": 1});
     t
 }
@@ -79,7 +81,17 @@ fn links_fifos_and_hard_links_planted_as_output_files_are_refused() {
         agent.req("POST", "/jobs", Some(&json!({"id": "lj"}))).0,
         201
     );
+    let outside_retry = victim(&n.dir.path().join("outside-retry"), "host retry\n", 0o644);
     let tasks = [
+        (
+            "retry",
+            format!(
+                "rm -f stdout.txt; busybox ln -s {} stdout.txt",
+                outside_retry.display()
+            ),
+            "symbolic link",
+            "--log-driver none",
+        ),
         (
             "symlink",
             format!(
@@ -88,26 +100,38 @@ fn links_fifos_and_hard_links_planted_as_output_files_are_refused() {
                 outside_err.display()
             ),
             "symbolic link",
+            "",
         ),
         (
             "hardlink",
             format!("rm -f stdout.txt; busybox ln {} stdout.txt", shared.display()),
             "hard link",
+            "",
         ),
-        ("fifo", "rm -f stdout.txt; busybox mkfifo stdout.txt".into(), "FIFO"),
+        (
+            "fifo",
+            "rm -f stdout.txt; busybox mkfifo stdout.txt".into(),
+            "FIFO",
+            "",
+        ),
     ];
-    for (id, plant, _) in &tasks {
-        let (st, b) = agent.req("POST", "/jobs/lj/tasks", Some(&planting(id, plant)));
+    for (id, plant, _, options) in &tasks {
+        let (st, b) = agent.req(
+            "POST",
+            "/jobs/lj/tasks",
+            Some(&planting(id, plant, options)),
+        );
         assert_eq!(st, 201, "{b}");
     }
     let ended: Vec<Value> = tasks
         .iter()
-        .map(|(id, _, _)| agent.wait_state_for("lj", id, "completed", Duration::from_secs(90)))
+        .map(|(id, _, _, _)| agent.wait_state_for("lj", id, "completed", Duration::from_secs(90)))
         .collect();
+    untouched(&outside_retry, "host retry\n", 0o644);
     untouched(&outside, "host file\n", 0o644);
     untouched(&outside_err, "host err\n", 0o644);
     untouched(&shared, "shared file\n", 0o666);
-    for ((id, _, found), t) in tasks.iter().zip(&ended) {
+    for ((id, _, found, _), t) in tasks.iter().zip(&ended) {
         eprintln!("{id}: {}", t["executionInfo"]);
         assert_eq!(t["executionInfo"]["result"], "failure", "{id}: {t}");
         let msg = failure(t);

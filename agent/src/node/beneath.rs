@@ -183,6 +183,24 @@ impl Beneath {
         &self.path
     }
 
+    /// The descriptor, for `fchown`/`fchmod` and the like.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// A second handle on this same directory (not reopened by name).
+    pub fn dir_again(&self) -> Result<Beneath> {
+        let fd = self.fd.try_clone().map_err(|e| BeneathError::Io {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        Ok(Beneath {
+            fd,
+            path: self.path.clone(),
+            walk: self.walk,
+        })
+    }
+
     fn err(&self, rel: &Path, e: Errno) -> BeneathError {
         let path = self.path.join(rel);
         // Say what is there, looked at without following: a link met as ELOOP or ENOTDIR,
@@ -470,6 +488,24 @@ impl Beneath {
             path: self.path.clone(),
             source: e,
         })
+    }
+}
+
+/// Removes `path` and everything below it without following a link; its parent must be
+/// the agent's, as for [`Beneath::open`] (`workitems/<job>/job-1`, `workitems`). False
+/// when nothing was there.
+pub fn remove_all(path: &Path) -> Result<bool> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+    else {
+        return Err(BeneathError::Refused {
+            path: path.to_path_buf(),
+            found: Found::Outside,
+        });
+    };
+    match Beneath::open(parent) {
+        Ok(p) => p.remove_tree(name),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
