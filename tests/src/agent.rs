@@ -116,7 +116,8 @@ impl Agent {
         head.push_str("\r\n");
         s.write_all(head.as_bytes()).unwrap();
         let mut out = vec![];
-        let _ = s.read_to_end(&mut out);
+        // A connection cut short still has its head.
+        s.read_to_end(&mut out).ok();
         let text = String::from_utf8_lossy(&out).to_string();
         let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
