@@ -444,30 +444,40 @@ impl Beneath {
             return Ok(true);
         }
         // Depth first with one open directory per level (no recursion on the agent's
-        // stack, however deep the task made its tree).
-        let mut stack: Vec<(Beneath, OsString)> = vec![(self.dir(name)?, name.into())];
-        while let Some((dir, _)) = stack.last() {
-            let mut deeper = None;
+        // stack, however deep the task made its tree); each directory is listed once.
+        struct Level {
+            dir: Beneath,
+            name: OsString,
+            subdirs: Vec<OsString>,
+        }
+        let level = |dir: Beneath, name: OsString| -> Result<Level> {
+            let mut subdirs = Vec::new();
             for e in dir.entries()? {
                 if kind(&e.stat) == FileType::Directory {
-                    deeper = Some(e.name);
-                    break;
+                    subdirs.push(e.name);
+                    continue;
                 }
-                rustix::fs::unlinkat(&dir.fd, e.name.as_os_str(), AtFlags::empty())
-                    .or_else(|e| if e == Errno::NOENT { Ok(()) } else { Err(e) })
-                    .map_err(|err| dir.io(Path::new(&e.name), err))?;
+                match rustix::fs::unlinkat(&dir.fd, e.name.as_os_str(), AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(err) => return Err(dir.io(Path::new(&e.name), err)),
+                }
             }
-            match deeper {
+            Ok(Level { dir, name, subdirs })
+        };
+        let mut stack = vec![level(self.dir(name)?, name.into())?];
+        while let Some(top) = stack.last_mut() {
+            match top.subdirs.pop() {
                 Some(sub) => {
-                    let d = dir.dir(&sub)?;
-                    stack.push((d, sub));
+                    let d = top.dir.dir(&sub)?;
+                    let next = level(d, sub)?;
+                    stack.push(next);
                 }
                 None => {
-                    let (done, sub) = stack.pop().unwrap_or_else(|| unreachable!());
-                    drop(done);
-                    let parent = stack.last().map_or(self, |(p, _)| p);
-                    rustix::fs::unlinkat(&parent.fd, sub.as_os_str(), AtFlags::REMOVEDIR)
-                        .map_err(|e| parent.io(Path::new(&sub), e))?;
+                    let Level { dir, name, .. } = stack.pop().unwrap_or_else(|| unreachable!());
+                    drop(dir);
+                    let parent = stack.last().map_or(self, |l| &l.dir);
+                    rustix::fs::unlinkat(&parent.fd, name.as_os_str(), AtFlags::REMOVEDIR)
+                        .map_err(|e| parent.io(Path::new(&name), e))?;
                 }
             }
         }
@@ -684,7 +694,10 @@ mod tests {
     fn trees_go_without_following_links() {
         each_walk(|w| {
             let (d, outside) = planted();
-            std::fs::create_dir_all(d.path().join("t/a/b/c")).unwrap();
+            for sub in ["t/a/b/c", "t/x/y", "t/x/z", "t/e"] {
+                std::fs::create_dir_all(d.path().join(sub)).unwrap();
+            }
+            std::fs::write(d.path().join("t/x/y/f"), "").unwrap();
             std::fs::write(d.path().join("t/a/b/c/f"), "").unwrap();
             std::os::unix::fs::symlink(outside.path(), d.path().join("t/a/out")).unwrap();
             let b = Beneath::open_with(d.path(), w).unwrap();
