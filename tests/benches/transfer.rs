@@ -110,6 +110,7 @@ async fn main() {
         let berth_dl = || async {
             let t0 = Instant::now();
             let growth = rss_growth(async {
+                let wd = berth_agent::node::Beneath::open(&wd).unwrap();
                 resources::download(&t, std::slice::from_ref(&file), &wd, None, &cancel)
                     .await
                     .unwrap();
@@ -118,7 +119,7 @@ async fn main() {
             (t0.elapsed(), growth)
         };
         let up = |who: &str| outputs::Upload {
-            file: src.clone(),
+            file: src.file_name().unwrap().into(),
             url: az.blob_url("bench", &format!("{who}-{round}.bin"), "rwc"),
             headers: vec![],
         };
@@ -138,7 +139,8 @@ async fn main() {
             let u = up("berth");
             let t0 = Instant::now();
             let growth = rss_growth(async {
-                outputs::upload_file(&t, &u).await.unwrap();
+                let dir = berth_agent::node::Beneath::open(src.parent().unwrap()).unwrap();
+                outputs::upload_file(&t, &u, &dir).await.unwrap();
             })
             .await;
             (t0.elapsed(), growth)

@@ -98,6 +98,44 @@ impl Agent {
         (status, body)
     }
 
+    /// A body-less request with extra headers; returns (status, response head, body).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, String) {
+        let Ok(mut s) = UnixStream::connect(&self.sock) else {
+            return (0, String::new(), String::new());
+        };
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut head = format!("{method} {path} HTTP/1.0\r\nHost: berth\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        let mut out = vec![];
+        // A connection cut short still has its head.
+        s.read_to_end(&mut out).ok();
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (status, head.to_string(), body.to_string())
+    }
+
+    /// GET with extra headers; returns (status, body).
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let (st, _, b) = self.request("GET", path, headers);
+        (st, b)
+    }
+
+    /// HEAD; returns (status, response head).
+    pub fn head(&self, path: &str) -> (u16, String) {
+        let (st, h, _) = self.request("HEAD", path, &[]);
+        (st, h)
+    }
+
     pub fn req(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
         let b = body.map(|v| v.to_string()).unwrap_or_default();
         self.raw(

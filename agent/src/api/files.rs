@@ -1,8 +1,12 @@
-//! Task files: list the task directory, read one file. Paths are resolved inside the task
-//! directory and may not leave it (no `..`, no absolute paths, no symlink out).
+//! Task files: list the task directory, read one file. The task can change its directory
+//! while berth reads it, so nothing is checked by name and then opened again: a file is
+//! opened once beneath the task directory without following any link
+//! ([`crate::node::beneath`]), then checked and read through that descriptor; listings walk
+//! descriptors the same way. No `..`, no absolute paths, no links.
 
 use super::jobs::find as find_job;
 use super::{ApiError, AppState};
+use crate::node::beneath::{self, Beneath, BeneathError, Found};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
@@ -22,29 +26,20 @@ fn task_dir(s: &AppState, job: &str, task: &str) -> Result<PathBuf, ApiError> {
     Ok(s.rt.node.layout.task_dir(&j.spec.id, &t.view.spec.id))
 }
 
-/// `rel` inside `dir`, refusing anything that could leave it.
-pub fn inside(dir: &std::path::Path, rel: &str) -> Result<PathBuf, ApiError> {
-    let bad = || {
-        ApiError::bad(
-            "InvalidPropertyValue",
-            format!("file path {rel:?} must be relative and stay inside the task directory"),
-        )
-    };
+/// `rel` as a path relative to the task directory, refusing anything that could leave it
+/// lexically; links are refused when it is opened.
+pub fn relative(rel: &str) -> Result<&std::path::Path, ApiError> {
     let p = std::path::Path::new(rel);
     if rel.is_empty()
         || rel.contains('\0')
         || !p.components().all(|c| matches!(c, Component::Normal(_)))
     {
-        return Err(bad());
+        return Err(ApiError::bad(
+            "InvalidPropertyValue",
+            format!("file path {rel:?} must be relative and stay inside the task directory"),
+        ));
     }
-    let full = dir.join(p);
-    // A symlink inside the task directory must not lead out of it.
-    if let (Ok(real), Ok(root)) = (full.canonicalize(), dir.canonicalize()) {
-        if !real.starts_with(&root) {
-            return Err(bad());
-        }
-    }
-    Ok(full)
+    Ok(p)
 }
 
 pub async fn list(
@@ -55,31 +50,36 @@ pub async fn list(
     let dir = task_dir(&s, &job, &task)?;
     let recursive = q.get("recursive").is_some_and(|v| v == "true");
     let mut out = vec![];
-    let mut stack = vec![(dir.clone(), String::new())];
+    // No directory yet (the task has not started): nothing to list.
+    let mut stack: Vec<(Beneath, String)> = Beneath::open(&dir)
+        .map(|d| vec![(d, String::new())])
+        .unwrap_or_default();
     while let Some((d, prefix)) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
+        let Ok(entries) = d.entries() else {
             continue;
         };
-        for e in rd.flatten() {
-            let name = format!("{prefix}{}", e.file_name().to_string_lossy());
-            let Ok(md) = e.path().symlink_metadata() else {
-                continue;
-            };
-            use std::os::unix::fs::PermissionsExt;
-            let modified: Option<chrono::DateTime<chrono::Utc>> =
-                md.modified().ok().map(Into::into);
+        for e in entries {
+            let name = format!("{prefix}{}", e.name.to_string_lossy());
+            let st = &e.stat;
+            let is_dir = beneath::kind(st) == rustix::fs::FileType::Directory;
+            let modified = chrono::DateTime::<chrono::Utc>::from_timestamp(
+                st.st_mtime,
+                u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+            );
             out.push(serde_json::json!({
                 "name": name,
-                "isDirectory": md.is_dir(),
+                "isDirectory": is_dir,
                 "properties": {
                     "lastModified": modified,
-                    "contentLength": md.len(),
+                    "contentLength": st.st_size,
                     "contentType": "application/octet-stream",
-                    "fileMode": format!("{:o}", md.permissions().mode() & 0o7777),
+                    "fileMode": format!("{:o}", st.st_mode & 0o7777),
                 }
             }));
-            if md.is_dir() && recursive {
-                stack.push((e.path(), format!("{name}/")));
+            if is_dir && recursive {
+                if let Ok(sub) = d.dir(&e.name) {
+                    stack.push((sub, format!("{name}/")));
+                }
             }
         }
     }
@@ -122,21 +122,40 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let dir = task_dir(&s, &job, &task)?;
-    let full = inside(&dir, &path)?;
-    let f = tokio::fs::File::open(&full).await.map_err(|_| {
+    let rel = relative(&path)?;
+    let not_found = || {
         ApiError::not_found(
             "FileNotFound",
             format!("The specified file {path:?} does not exist."),
         )
-    })?;
-    let md = f.metadata().await.map_err(ApiError::internal)?;
-    if md.is_dir() {
-        return Err(ApiError::bad(
-            "InvalidPropertyValue",
-            format!("{path:?} is a directory"),
-        ));
-    }
-    let (start, len) = range(&headers, md.len())?;
+    };
+    let opened = match Beneath::open(&dir) {
+        Ok(d) => d.read(rel),
+        Err(e) => Err(e),
+    };
+    let (f, st) = match opened {
+        Ok(f) => f,
+        Err(e) if e.is_not_found() => return Err(not_found()),
+        Err(BeneathError::Refused {
+            found: Found::Directory,
+            ..
+        }) => {
+            return Err(ApiError::bad(
+                "InvalidPropertyValue",
+                format!("{path:?} is a directory"),
+            ))
+        }
+        Err(BeneathError::Refused { found, .. }) => {
+            return Err(ApiError::bad(
+                "InvalidPropertyValue",
+                format!("{path:?} {found}: only regular files with one name are served from a task directory"),
+            ))
+        }
+        Err(e @ BeneathError::Io { .. }) => return Err(ApiError::internal(e)),
+    };
+    let f = tokio::fs::File::from_std(f);
+    let md_len = u64::try_from(st.st_size).unwrap_or(0);
+    let (start, len) = range(&headers, md_len)?;
     let mut f = f;
     if start > 0 {
         use tokio::io::AsyncSeekExt;
@@ -177,21 +196,10 @@ mod tests {
 
     #[test]
     fn paths_stay_inside() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("stdout.txt"), "x").unwrap();
-        std::os::unix::fs::symlink("/etc", d.path().join("out")).unwrap();
-        assert!(inside(d.path(), "stdout.txt").is_ok());
-        assert!(inside(d.path(), "wd/new.txt").is_ok());
-        for bad in [
-            "../x",
-            "/etc/passwd",
-            "wd/../../x",
-            "",
-            "out/passwd",
-            "a\0b",
-            "./x",
-        ] {
-            assert!(inside(d.path(), bad).is_err(), "{bad}");
+        assert!(relative("stdout.txt").is_ok());
+        assert!(relative("wd/new.txt").is_ok());
+        for bad in ["../x", "/etc/passwd", "wd/../../x", "", "a\0b", "./x"] {
+            assert!(relative(bad).is_err(), "{bad}");
         }
     }
 }

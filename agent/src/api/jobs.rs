@@ -142,10 +142,9 @@ pub async fn delete(
     }
     s.store.delete_job(&job)?;
     let dir = s.rt.node.layout.root().join("workitems").join(&j.spec.id);
-    if let Err(e) = std::fs::remove_dir_all(&dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not remove the job's files");
-        }
+    // Tasks own what is inside: removed without following their links.
+    if let Err(e) = crate::node::beneath::remove_all(&dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the job's files");
     }
     Ok(StatusCode::ACCEPTED)
 }

@@ -283,10 +283,9 @@ pub async fn delete(
     s.sched.stop(&t.job_id, &t.spec.id);
     s.store.delete_task(&job, &id)?;
     let dir = s.rt.node.layout.task_dir(&t.job_id, &t.spec.id);
-    if let Err(e) = std::fs::remove_dir_all(&dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not remove the task's files");
-        }
+    // The task owns what is inside: removed without following its links.
+    if let Err(e) = crate::node::beneath::remove_all(&dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the task's files");
     }
     Ok(StatusCode::OK)
 }

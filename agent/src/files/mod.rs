@@ -97,9 +97,11 @@ impl Owner {
         })
     }
 
-    pub fn apply(owner: Option<Owner>, p: &std::path::Path) -> std::io::Result<()> {
+    /// Gives an opened file or directory to the owner, through its descriptor (a task's
+    /// directory may hold links: a path would be followed).
+    pub fn apply(owner: Option<Owner>, fd: impl std::os::fd::AsFd) -> std::io::Result<()> {
         match owner {
-            Some(o) => std::os::unix::fs::lchown(p, Some(o.uid), Some(o.gid)),
+            Some(o) => crate::node::beneath::fchown(fd, o.uid, o.gid),
             None => Ok(()),
         }
     }

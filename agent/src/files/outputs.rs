@@ -8,6 +8,7 @@ use super::blob::{blob_url, block_id, block_list_header, block_list_xml, HttpFai
 use super::pattern;
 use super::resources::retry;
 use super::{FileError, Transfers};
+use crate::node::Beneath;
 use berth_proto::common::redact_url;
 use berth_proto::{FailureCode, OutputFile};
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 /// One file to send.
 #[derive(Debug, Clone)]
 pub struct Upload {
+    /// Relative to the directory [`upload_file`] is given (the task directory).
     pub file: PathBuf,
     /// The blob's URL, SAS included.
     pub url: String,
@@ -56,11 +58,15 @@ pub async fn upload(
     if chosen.is_empty() {
         return Ok(None);
     }
-    let mut log = Log::open(task.task_dir)?;
+    // Everything below the task directory is the task's: every file is reached through
+    // this handle, without following links (`crate::node::beneath`).
+    let dir = Beneath::open(task.task_dir)
+        .map_err(|e| FileError::new(FailureCode::FileUploadMiscError, e.to_string()))?;
+    let mut log = Log::open(&dir)?;
     let mut uploads = Vec::new();
     let mut first_error: Option<FileError> = None;
     for o in chosen {
-        match matches(o, task) {
+        match matches(o, task, &dir) {
             Ok(list) if list.is_empty() => log.out(&format!(
                 "{}: no file matched; nothing uploaded",
                 o.file_pattern
@@ -73,9 +79,12 @@ pub async fn upload(
         }
     }
     let results: Vec<(Upload, Result<u64, FileError>)> =
-        futures_util::stream::iter(uploads.into_iter().map(|u| async move {
-            let r = upload_file(t, &u).await;
-            (u, r)
+        futures_util::stream::iter(uploads.into_iter().map(|u| {
+            let dir = &dir;
+            async move {
+                let r = upload_file(t, &u, dir).await;
+                (u, r)
+            }
         }))
         .buffer_unordered(t.limits.file_concurrency.max(1))
         .collect()
@@ -104,8 +113,8 @@ pub async fn upload(
     }
 }
 
-/// The uploads one output file stands for.
-fn matches(o: &OutputFile, task: &TaskFiles<'_>) -> Result<Vec<Upload>, FileError> {
+/// The uploads one output file stands for; `dir` is the task directory.
+fn matches(o: &OutputFile, task: &TaskFiles<'_>, dir: &Beneath) -> Result<Vec<Upload>, FileError> {
     let misc = |m: String| FileError::new(FailureCode::FileUploadMiscError, m);
     let Some(dest) = &o.destination.container else {
         return Err(misc(format!(
@@ -122,21 +131,41 @@ fn matches(o: &OutputFile, task: &TaskFiles<'_>) -> Result<Vec<Upload>, FileErro
         .filter(|h| !OWN_HEADERS.contains(&h.name.to_ascii_lowercase().as_str()))
         .map(|h| (h.name.clone(), h.value.clone().unwrap_or_default()))
         .collect();
+    // `resolve` kept the base inside the task directory.
+    let base = resolved
+        .base
+        .strip_prefix(task.task_dir)
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
     let found: Vec<(PathBuf, String)> = match &resolved.glob {
+        // One file: a regular one, not followed (the upload checks it again on the
+        // descriptor it reads).
         None => {
-            let f = &resolved.base;
-            let regular = std::fs::symlink_metadata(f).is_ok_and(|m| m.is_file());
-            if regular && pattern::inside(f, task.task_dir) {
-                let name = f
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                vec![(f.clone(), name)]
-            } else {
-                vec![]
+            let regular = dir.lstat(&base).is_ok_and(|st| {
+                crate::node::beneath::kind(&st) == rustix::fs::FileType::RegularFile
+            });
+            match base.file_name() {
+                Some(n) if regular => vec![(base.clone(), n.to_string_lossy().into_owned())],
+                _ => vec![],
             }
         }
-        Some(g) => pattern::find(&resolved.base, g, task.task_dir).map_err(misc)?,
+        Some(g) => {
+            // A base that is missing, or a link the task planted (`wd/out -> /etc`), has
+            // no files.
+            let start = if base.as_os_str().is_empty() {
+                dir.dir_again()
+            } else {
+                dir.dir(&base)
+            };
+            match start {
+                Ok(b) => pattern::find(&b, g)
+                    .map_err(misc)?
+                    .into_iter()
+                    .map(|rel| (base.join(&rel), rel))
+                    .collect(),
+                Err(_) => vec![],
+            }
+        }
     };
     let literal = resolved.glob.is_none();
     Ok(found
@@ -159,16 +188,20 @@ fn upload_error(f: &HttpFailure, url: &str) -> FileError {
     )
 }
 
-/// Sends one file; returns its size.
-pub async fn upload_file(t: &Transfers, u: &Upload) -> Result<u64, FileError> {
+/// Sends one file, `u.file` beneath `dir`: opened once without following links, checked
+/// on that descriptor (a regular file with one name) and read from it. Returns its size.
+pub async fn upload_file(t: &Transfers, u: &Upload, dir: &Beneath) -> Result<u64, FileError> {
     let local = |e: std::io::Error| {
         FileError::new(
             FailureCode::FileUploadMiscError,
             format!("reading {}: {e}", u.file.display()),
         )
     };
-    let file = std::sync::Arc::new(std::fs::File::open(&u.file).map_err(local)?);
-    let size = file.metadata().map_err(local)?.len();
+    let (file, st) = dir
+        .read(&u.file)
+        .map_err(|e| FileError::new(FailureCode::FileUploadMiscError, e.to_string()))?;
+    let file = std::sync::Arc::new(file);
+    let size = st.st_size as u64;
     let block = block_size(size, t.limits.block_size as u64);
     if size <= t.limits.block_size as u64 {
         let body = read_at(&file, 0, size as usize).await.map_err(local)?;
@@ -247,18 +280,10 @@ struct Log {
 }
 
 impl Log {
-    fn open(task_dir: &Path) -> Result<Log, FileError> {
+    fn open(dir: &Beneath) -> Result<Log, FileError> {
         let open = |name: &str| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(task_dir.join(name))
-                .map_err(|e| {
-                    FileError::new(
-                        FailureCode::FileUploadMiscError,
-                        format!("{}: {e}", task_dir.join(name).display()),
-                    )
-                })
+            dir.append(name, Some(0o644))
+                .map_err(|e| FileError::new(FailureCode::FileUploadMiscError, e.to_string()))
         };
         Ok(Log {
             out: open("fileuploadout.txt")?,

@@ -2,6 +2,8 @@
 //! pattern made absolute and kept inside the task directory, glob matching with the
 //! hidden-file rule, and the blob name each match gets.
 
+use crate::node::beneath::{self, Beneath};
+use rustix::fs::FileType;
 use std::path::{Component, Path, PathBuf};
 
 /// `$NAME` and `${NAME}` replaced from the task's environment; unknown names stay as
@@ -98,49 +100,40 @@ pub const MATCH: glob::MatchOptions = glob::MatchOptions {
     require_literal_leading_dot: true,
 };
 
-/// The regular files under `base` (symbolic links are neither followed nor uploaded)
-/// whose path relative to `base` matches `glob`, with those relative paths, sorted.
-/// Nothing is found when `base` leads out of `task_dir` through a link.
-pub fn find(base: &Path, glob: &str, task_dir: &Path) -> Result<Vec<(PathBuf, String)>, String> {
+/// The regular files under `base` (a directory opened beneath the task directory; links
+/// are neither followed nor uploaded) whose path relative to `base` matches `glob`, as
+/// those relative paths, sorted. The walk goes from descriptor to descriptor: a directory
+/// the task swaps for a link meanwhile is refused, not entered.
+pub fn find(base: &Beneath, glob: &str) -> Result<Vec<String>, String> {
     let pattern = glob::Pattern::new(glob).map_err(|e| format!("{glob:?}: {}", e.msg))?;
-    // A directory on the way may be a link the task planted (`wd/out -> /etc`).
-    if !inside(base, task_dir) {
-        return Ok(Vec::new());
-    }
     let deep = glob.contains("**");
     let depth = glob.split('/').count();
     let mut out = Vec::new();
-    let mut stack = vec![(base.to_path_buf(), String::new(), 0usize)];
+    let mut stack: Vec<(Option<Beneath>, String, usize)> = vec![(None, String::new(), 0)];
     while let Some((dir, rel, level)) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let Ok(entries) = dir.as_ref().unwrap_or(base).entries() else {
             continue;
         };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let rel = if rel.is_empty() {
-                name
+        for e in entries {
+            let name = e.name.to_string_lossy().into_owned();
+            let sub = if rel.is_empty() {
+                name.clone()
             } else {
                 format!("{rel}/{name}")
             };
-            let path = e.path();
-            let Ok(t) = e.file_type() else { continue };
-            if t.is_dir() && (deep || level + 1 < depth) {
-                stack.push((path, rel, level + 1));
-            } else if t.is_file() && pattern.matches_with(&rel, MATCH) {
-                out.push((path, rel));
+            match beneath::kind(&e.stat) {
+                FileType::Directory if deep || level + 1 < depth => {
+                    if let Ok(d) = dir.as_ref().unwrap_or(base).dir(&e.name) {
+                        stack.push((Some(d), sub, level + 1));
+                    }
+                }
+                FileType::RegularFile if pattern.matches_with(&sub, MATCH) => out.push(sub),
+                _ => {}
             }
         }
     }
-    out.sort_by(|a, b| a.1.cmp(&b.1));
+    out.sort();
     Ok(out)
-}
-
-/// Whether `p`, with every link resolved, is inside `task_dir`; false when it does not exist.
-pub fn inside(p: &Path, task_dir: &Path) -> bool {
-    match (p.canonicalize(), task_dir.canonicalize()) {
-        (Ok(p), Ok(t)) => p.starts_with(t),
-        _ => false,
-    }
 }
 
 /// The blob name of a matched file: a literal pattern's `path` is the name itself, a
@@ -246,11 +239,17 @@ mod tests {
             std::fs::write(&p, f).unwrap();
         }
         std::os::unix::fs::symlink("/etc/hostname", t.join("link.txt")).unwrap();
-        let names = |g: &str| -> Vec<String> {
-            find(t, g, t).unwrap().into_iter().map(|(_, r)| r).collect()
-        };
+        std::fs::create_dir(d.path().join("realdir")).unwrap();
+        std::fs::write(d.path().join("realdir/r.txt"), "").unwrap();
+        std::os::unix::fs::symlink(t.join("realdir"), t.join("linkdir")).unwrap();
+        let base = Beneath::open(t).unwrap();
+        let names = |g: &str| -> Vec<String> { find(&base, g).unwrap() };
         assert_eq!(names("*.txt"), ["a.txt"]);
-        assert_eq!(names("**/*.txt"), ["a.txt", "sub/b.txt", "sub/deep/e.txt"]);
+        assert_eq!(
+            names("**/*.txt"),
+            ["a.txt", "realdir/r.txt", "sub/b.txt", "sub/deep/e.txt"],
+            "neither link.txt nor linkdir/ is followed"
+        );
         assert_eq!(names(".*.txt"), [".hid.txt"]);
         assert_eq!(names("*.gif"), ["x.gif"]);
         assert_eq!(names(".*.gif"), [".a.gif"]);

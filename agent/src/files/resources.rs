@@ -2,16 +2,17 @@
 //! URLs listed (with `blobPrefix`), every file streamed to disk through one fixed buffer,
 //! a bounded number at once, transient errors retried, files and directories given to the
 //! task's user with `fileMode`. Nothing is written outside `wd`: paths were checked at
-//! validation, blob names are checked here, and no link on the way is followed.
+//! validation, blob names are checked here, and every directory and file is made beneath
+//! `wd`'s handle without following a link ([`crate::node::beneath`]); mode and owner are
+//! set through the opened descriptors.
 
 use super::blob::{backoff, HttpFailure, DOWNLOAD, LIST};
 use super::{FileError, Owner, Transfers};
+use crate::node::beneath::{self, Beneath, BeneathError};
 use berth_proto::common::redact_url;
 use berth_proto::{FailureCode, ResourceFile};
 use futures_util::{StreamExt, TryStreamExt};
-use std::io::ErrorKind;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tokio_util::sync::CancellationToken;
 
 /// One file to fetch: the whole URL (with its SAS), where it goes below `wd`, its mode.
@@ -37,7 +38,7 @@ const WRITE_BUFFER: usize = 256 << 10;
 pub async fn download(
     t: &Transfers,
     files: &[ResourceFile],
-    wd: &Path,
+    wd: &Beneath,
     owner: Option<Owner>,
     cancel: &CancellationToken,
 ) -> Result<Downloaded, FileError> {
@@ -165,7 +166,7 @@ enum Step {
     Http(HttpFailure),
     /// A range that already had its own tries.
     Final(HttpFailure),
-    Create(std::io::Error),
+    Create(BeneathError),
     Write(std::io::Error),
 }
 
@@ -178,10 +179,11 @@ const RANGE: u64 = 8 << 20;
 async fn fetch(
     t: &Transfers,
     d: &Download,
-    wd: &Path,
+    wd: &Beneath,
     owner: Option<Owner>,
 ) -> Result<u64, FileError> {
-    let dest = make_parents(wd, &d.dest, owner)?;
+    let (dir, name) = make_parents(wd, &d.dest, owner)?;
+    let dest = dir.path().join(&name);
     let began = std::time::Instant::now();
     let mut attempt = 0;
     let failed = |f: HttpFailure| {
@@ -190,9 +192,9 @@ async fn fetch(
             format!("downloading {} to {}", f.describe(&d.url), d.dest),
         )
     };
-    let n = loop {
-        match fetch_once(t, &d.url, &dest).await {
-            Ok(n) => break n,
+    let (n, file) = loop {
+        match fetch_once(t, &d.url, &dir, &name).await {
+            Ok(done) => break done,
             Err(Step::Http(f)) if f.transient() && attempt + 1 < t.limits.attempts => {
                 tracing::warn!(url = %redact_url(&d.url), attempt = attempt + 1, "download failed, retrying: {f:?}");
                 tokio::time::sleep(backoff(attempt)).await;
@@ -200,18 +202,16 @@ async fn fetch(
             }
             Err(Step::Http(f) | Step::Final(f)) => return Err(failed(f)),
             Err(Step::Create(e)) => {
-                return Err(io_error(FailureCode::ResourceFileCreateFailed, &dest, e))
+                return Err(beneath_error(FailureCode::ResourceFileCreateFailed, e))
             }
             Err(Step::Write(e)) => {
                 return Err(io_error(FailureCode::ResourceFileWriteFailed, &dest, e))
             }
         }
     };
-    let done = || -> std::io::Result<()> {
-        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(d.mode))?;
-        Owner::apply(owner, &dest)
-    };
-    done().map_err(|e| io_error(FailureCode::ResourceFileCreateFailed, &dest, e))?;
+    beneath::fchmod(&file, d.mode)
+        .and_then(|()| Owner::apply(owner, &file))
+        .map_err(|e| io_error(FailureCode::ResourceFileCreateFailed, &dest, e))?;
     let secs = began.elapsed().as_secs_f64();
     tracing::info!(
         url = %redact_url(&d.url),
@@ -223,7 +223,13 @@ async fn fetch(
     Ok(n)
 }
 
-async fn fetch_once(t: &Transfers, url: &str, dest: &Path) -> Result<u64, Step> {
+/// One try: the file (created or emptied beneath `dir`, never through a link) and its size.
+async fn fetch_once(
+    t: &Transfers,
+    url: &str,
+    dir: &Beneath,
+    name: &str,
+) -> Result<(u64, std::fs::File), Step> {
     let first = match t.http.get_range(url, 0, RANGE, None).await {
         Ok(r) => r,
         // An empty blob has no first byte to ask for.
@@ -232,18 +238,11 @@ async fn fetch_once(t: &Transfers, url: &str, dest: &Path) -> Result<u64, Step> 
         }
         Err(f) => return Err(Step::Http(f)),
     };
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        // A link planted at the destination is refused, not followed.
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(dest)
-        .map_err(Step::Create)?;
+    let file = dir.create(name, 0o600).map_err(Step::Create)?;
     if first.status() != reqwest::StatusCode::PARTIAL_CONTENT {
         // The server ignored the range (any web server may): the whole body, in order.
-        return write_body(first, &file, 0, None).await;
+        let n = write_body(first, &file, 0, None).await?;
+        return Ok((n, file));
     }
     let Some(total) = super::blob::range_total(&first) else {
         return Err(Step::Http(HttpFailure::Transport(
@@ -268,7 +267,7 @@ async fn fetch_once(t: &Transfers, url: &str, dest: &Path) -> Result<u64, Step> 
             fetch_range(t, url, etag.as_deref(), &file, start, end, initial)
         })
         .await?;
-    Ok(total)
+    Ok((total, file))
 }
 
 /// Bytes `start..end` of the blob into `file`, retried on their own while transient.
@@ -376,9 +375,23 @@ fn io_error(code: FailureCode, p: &Path, e: std::io::Error) -> FileError {
     FileError::new(code, format!("{}: {e}", p.display()))
 }
 
-/// Creates the directories between `wd` and `rel`'s file, owned by the task's user, and
-/// returns the file's path. An existing link on the way is an error, never followed.
-pub fn make_parents(wd: &Path, rel: &str, owner: Option<Owner>) -> Result<PathBuf, FileError> {
+/// A filesystem failure as a task failure: a full disk has its own code; what the task
+/// planted (a link, a FIFO) is named as found.
+fn beneath_error(code: FailureCode, e: BeneathError) -> FileError {
+    match e {
+        BeneathError::Io { path, source } => io_error(code, &path, source),
+        refused => FileError::new(code, refused.to_string()),
+    }
+}
+
+/// Makes the directories between `wd` and `rel`'s file, owned by the task's user, and
+/// returns the last one with the file's name. An existing link on the way is refused,
+/// never followed.
+pub fn make_parents(
+    wd: &Beneath,
+    rel: &str,
+    owner: Option<Owner>,
+) -> Result<(Beneath, String), FileError> {
     let parts: Vec<&str> = rel
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")
@@ -389,39 +402,24 @@ pub fn make_parents(wd: &Path, rel: &str, owner: Option<Owner>) -> Result<PathBu
             format!("{rel:?} names no file"),
         ));
     };
-    let mut cur = wd.to_path_buf();
+    let failed = |e| beneath_error(FailureCode::ResourceDirectoryCreateFailed, e);
+    let mut cur: Option<Beneath> = None;
     for d in dirs {
-        cur.push(d);
-        let fail = |e: String| {
-            FileError::new(
-                FailureCode::ResourceDirectoryCreateFailed,
-                format!("{}: {e}", cur.display()),
-            )
-        };
-        match std::fs::symlink_metadata(&cur) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(fail("exists and is not a directory".into())),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                match std::fs::create_dir(&cur) {
-                    Ok(()) => {}
-                    // Another download of this task made it meanwhile.
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-                    Err(e) => {
-                        return Err(io_error(
-                            FailureCode::ResourceDirectoryCreateFailed,
-                            &cur,
-                            e,
-                        ))
-                    }
-                }
-                std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(0o775))
-                    .and_then(|()| Owner::apply(owner, &cur))
-                    .map_err(|e| io_error(FailureCode::ResourceDirectoryCreateFailed, &cur, e))?;
-            }
-            Err(e) => return Err(fail(e.to_string())),
+        let at = cur.as_ref().unwrap_or(wd);
+        let (next, made) = at.make_dir(d, 0o775).map_err(failed)?;
+        if made {
+            next.chmod(0o775).map_err(failed)?;
+            Owner::apply(owner, next.fd()).map_err(|e| {
+                io_error(FailureCode::ResourceDirectoryCreateFailed, next.path(), e)
+            })?;
         }
+        cur = Some(next);
     }
-    Ok(cur.join(file))
+    let dir = match cur {
+        Some(d) => d,
+        None => wd.dir_again().map_err(failed)?,
+    };
+    Ok((dir, file.to_string()))
 }
 
 #[cfg(test)]
@@ -431,16 +429,20 @@ mod tests {
     #[test]
     fn parents_are_made_and_links_refused() {
         let d = tempfile::tempdir().unwrap();
-        let wd = d.path();
-        let p = make_parents(wd, "a/./b/c.txt", None).unwrap();
-        assert_eq!(p, wd.join("a/b/c.txt"));
-        assert!(wd.join("a/b").is_dir());
-        std::os::unix::fs::symlink("/etc", wd.join("evil")).unwrap();
-        let e = make_parents(wd, "evil/x", None).unwrap_err();
+        let wd = Beneath::open(d.path()).unwrap();
+        let (dir, name) = make_parents(&wd, "a/./b/c.txt", None).unwrap();
+        assert_eq!(
+            (dir.path(), name.as_str()),
+            (d.path().join("a/b").as_path(), "c.txt")
+        );
+        assert!(d.path().join("a/b").is_dir());
+        std::os::unix::fs::symlink("/etc", d.path().join("evil")).unwrap();
+        let e = make_parents(&wd, "evil/x", None).unwrap_err();
         assert_eq!(e.code, FailureCode::ResourceDirectoryCreateFailed);
-        std::fs::write(wd.join("plain"), "").unwrap();
-        assert!(make_parents(wd, "plain/x", None).is_err());
-        assert!(make_parents(wd, "", None).is_err());
+        assert!(e.message.contains("symbolic link"), "{}", e.message);
+        std::fs::write(d.path().join("plain"), "").unwrap();
+        assert!(make_parents(&wd, "plain/x", None).is_err());
+        assert!(make_parents(&wd, "", None).is_err());
     }
 
     #[test]

@@ -302,10 +302,8 @@ impl Scheduler {
                     .root()
                     .join("workitems")
                     .join(&job.spec.id);
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the job's files");
-                    }
+                if let Err(e) = crate::node::beneath::remove_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove the job's files");
                 }
                 self.store.delete_job(id)
             }
@@ -533,7 +531,8 @@ impl Scheduler {
                             .layout
                             .task_dir(&job_id, &task_id)
                             .join(crate::task::logs::STDOUT)
-                            .exists();
+                            .symlink_metadata()
+                            .is_ok();
                     let mut view = view;
                     view.state_transition_time = Utc::now();
                     if ran {

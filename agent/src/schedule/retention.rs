@@ -60,9 +60,10 @@ pub fn sweep(layout: &NodeLayout) -> std::io::Result<usize> {
         let path = PathBuf::from(path);
         // Only ever remove directories inside this node's tree.
         if path.starts_with(layout.root().join("workitems")) {
-            match std::fs::remove_dir_all(&path) {
-                Ok(()) => removed += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // The task owns what is inside: removed without following its links.
+            match crate::node::beneath::remove_all(&path) {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "could not remove an expired task directory");
                     continue;

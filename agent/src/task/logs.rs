@@ -5,38 +5,42 @@
 //! the container instead of running on with its output lost.
 
 use crate::engine::{EngineError, Output};
+use crate::node::beneath::{self, Beneath};
 use futures_util::{Stream, StreamExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 pub const STDOUT: &str = "stdout.txt";
 pub const STDERR: &str = "stderr.txt";
 
-/// Creates (truncates) the two output files of an attempt.
+/// Creates (empties) the two output files of an attempt, owned by `uid_gid`. The task owns
+/// its directory and may have left anything under these names: a link, a FIFO, a hard
+/// link is refused (see [`crate::node::beneath`]), never written through.
 pub async fn open(
     task_dir: &Path,
     uid_gid: Option<(u32, u32)>,
 ) -> std::io::Result<(tokio::fs::File, tokio::fs::File)> {
-    let mk = |name: &str| -> PathBuf { task_dir.join(name) };
-    let out = tokio::fs::File::create(mk(STDOUT)).await?;
-    let err = tokio::fs::File::create(mk(STDERR)).await?;
-    if let Some((uid, gid)) = uid_gid {
-        for n in [STDOUT, STDERR] {
-            std::os::unix::fs::chown(mk(n), Some(uid), Some(gid))?;
+    let dir = Beneath::open(task_dir)?;
+    let mut files = Vec::with_capacity(2);
+    for n in [STDOUT, STDERR] {
+        let f = dir.create(n, 0o644)?;
+        if let Some((uid, gid)) = uid_gid {
+            beneath::fchown(&f, uid, gid)?;
         }
+        files.push(tokio::fs::File::from_std(f));
     }
+    let err = files.pop().unwrap_or_else(|| unreachable!());
+    let out = files.pop().unwrap_or_else(|| unreachable!());
     Ok((out, err))
 }
 
 /// Opens the output files to add to them (an adopted container's new output).
 pub async fn open_append(task_dir: &Path) -> std::io::Result<(tokio::fs::File, tokio::fs::File)> {
-    let mut o = tokio::fs::OpenOptions::new();
-    o.append(true).create(true);
-    Ok((
-        o.open(task_dir.join(STDOUT)).await?,
-        o.open(task_dir.join(STDERR)).await?,
-    ))
+    let dir = Beneath::open(task_dir)?;
+    let open =
+        |n| -> std::io::Result<_> { Ok(tokio::fs::File::from_std(dir.append(n, Some(0o644))?)) };
+    Ok((open(STDOUT)?, open(STDERR)?))
 }
 
 /// The line written once where a file reached the limit.
@@ -51,9 +55,13 @@ pub fn truncated(task_dir: &Path, limit: Option<u64>) -> Vec<String> {
     [STDOUT, STDERR]
         .into_iter()
         .filter(|n| {
-            std::fs::metadata(task_dir.join(n))
-                .map(|m| m.len() > limit)
-                .unwrap_or(false)
+            // Looked at, not followed: a link the task left is no output of its own.
+            Beneath::open(task_dir)
+                .and_then(|d| d.lstat(n))
+                .is_ok_and(|st| {
+                    beneath::kind(&st) == rustix::fs::FileType::RegularFile
+                        && st.st_size as u64 > limit
+                })
         })
         .map(String::from)
         .collect()
@@ -213,13 +221,9 @@ pub async fn complete<S>(
 where
     S: Stream<Item = Result<Output, EngineError>> + Unpin,
 {
-    async fn append(p: PathBuf) -> std::io::Result<tokio::fs::File> {
-        tokio::fs::OpenOptions::new().append(true).open(p).await
-    }
-    let (out, err) = (
-        append(task_dir.join(STDOUT)).await?,
-        append(task_dir.join(STDERR)).await?,
-    );
+    let dir = Beneath::open(task_dir)?;
+    let append = |n| -> std::io::Result<_> { Ok(tokio::fs::File::from_std(dir.append(n, None)?)) };
+    let (out, err) = (append(STDOUT)?, append(STDERR)?);
     let mut sinks = Sink::pair(out, err, limit).await?;
     let wanted = [!sinks[0].full, !sinks[1].full];
     if wanted != [false, false] {

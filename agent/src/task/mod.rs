@@ -153,20 +153,45 @@ pub fn files_owner(plan: &TaskPlan, user: Option<&str>) -> Option<crate::files::
     }
 }
 
-/// Creates the task directory and `wd`, with their modes and owner.
+/// `wd`'s name inside the task directory.
+fn wd_name(plan: &TaskPlan) -> &str {
+    plan.wd
+        .strip_prefix(&plan.task_dir)
+        .ok()
+        .and_then(|p| p.to_str())
+        .unwrap_or("wd")
+}
+
+/// The task's directory, opened for [`crate::node::Beneath`] operations (its parent is the
+/// agent's).
+pub fn task_files(plan: &TaskPlan) -> Result<crate::node::Beneath, crate::node::BeneathError> {
+    crate::node::Beneath::open(&plan.task_dir)
+}
+
+/// Creates the task directory and `wd`, with their modes and owner. The task directory's
+/// parent is the agent's (`workitems/<job>/job-1`, the node root); everything below it is
+/// the task's, so it is reached through [`crate::node::Beneath`] and changed through
+/// descriptors: a link the task left in place of `wd` is refused, never chowned.
 pub fn prepare_dirs(plan: &TaskPlan, fresh: bool) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if fresh && plan.task_dir.exists() {
+    use crate::node::Beneath;
+    let (Some(parent), Some(name)) = (
+        plan.task_dir.parent(),
+        plan.task_dir.file_name().and_then(|n| n.to_str()),
+    ) else {
+        return Err(std::io::Error::other(format!(
+            "{}: not a task directory",
+            plan.task_dir.display()
+        )));
+    };
+    std::fs::create_dir_all(parent)?;
+    let parent = Beneath::open(parent)?;
+    if fresh {
         // A task id reused in a later `berth run` starts from a clean directory.
-        std::fs::remove_dir_all(&plan.task_dir)?;
+        parent.remove_tree(name)?;
     }
-    for d in [
-        plan.task_dir.as_path(),
-        plan.wd.as_path(),
-        plan.task_dir.join("certs").as_path(),
-    ] {
-        std::fs::create_dir_all(d)?;
-    }
+    let (task_dir, _) = parent.make_dir(name, 0o700)?;
+    let (wd, _) = task_dir.make_dir(wd_name(plan), 0o700)?;
+    let (certs, _) = task_dir.make_dir("certs", 0o755)?;
     // A task's directory is its user's (and that user's group's) alone: another user's
     // task cannot read its output or files. Start, preparation and release tasks stay
     // readable by all: tasks use what they installed. A `--user NAME` is a uid berth
@@ -179,15 +204,12 @@ pub fn prepare_dirs(plan: &TaskPlan, fresh: bool) -> std::io::Result<()> {
         plan::TaskKind::Task { .. } if !named => (PRIVATE_DIR, PRIVATE_WD),
         _ => (0o755, 0o775),
     };
-    std::fs::set_permissions(&plan.task_dir, std::fs::Permissions::from_mode(dir_mode))?;
-    std::fs::set_permissions(&plan.wd, std::fs::Permissions::from_mode(wd_mode))?;
-    let owner = files_owner(plan, user.as_deref());
-    for d in [
-        plan.task_dir.as_path(),
-        plan.wd.as_path(),
-        plan.task_dir.join("certs").as_path(),
-    ] {
-        crate::files::Owner::apply(owner, d)?;
+    task_dir.chmod(dir_mode)?;
+    wd.chmod(wd_mode)?;
+    if let Some(o) = files_owner(plan, user.as_deref()) {
+        for d in [&task_dir, &wd, &certs] {
+            d.chown(o.uid, o.gid)?;
+        }
     }
     Ok(())
 }
@@ -286,8 +308,13 @@ async fn download_resources(
 ) -> Result<(), crate::files::FileError> {
     let t = crate::files::Transfers::shared()?;
     let owner = crate::files::Owner::of(plan);
+    let wd = task_files(plan)
+        .and_then(|d| d.dir(wd_name(plan)))
+        .map_err(|e| {
+            crate::files::FileError::new(FailureCode::ResourceDirectoryCreateFailed, e.to_string())
+        })?;
     let done =
-        crate::files::resources::download(t, &plan.resource_files, &plan.wd, owner, cancel).await?;
+        crate::files::resources::download(t, &plan.resource_files, &wd, owner, cancel).await?;
     tracing::info!(
         files = done.files,
         bytes = done.bytes,
