@@ -85,7 +85,7 @@ fn dependency_cycles_and_unknown_ids_are_input_errors() {
 fn pool_start_bad_pool_exits_2_and_names_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("pool.json");
-    std::fs::write(&f, r#"{"id":"p","virtualMachineConfiguration":{"containerConfiguration":{"type":"dockerCompatible","containerImageNames":["Bad.Host/x"]}}}"#).unwrap();
+    std::fs::write(&f, r#"{"id":"p","virtualMachineConfiguration":{"containerConfiguration":{"type":"dockerCompatible","containerImageNames":["bad.host/X"]}}}"#).unwrap();
     let out = berth()
         .args([
             "pool",
