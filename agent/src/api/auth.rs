@@ -3,7 +3,7 @@
 
 use super::ApiError;
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::path::Path;
@@ -49,10 +49,8 @@ pub async fn require_token(State(token): State<Arc<str>>, req: Request, next: Ne
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => next.run(req).await,
         _ => {
-            let mut r = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "AuthenticationFailed",
-                "send Authorization: Bearer <the token in the agent's token_file>",
+            let mut r = ApiError::AuthenticationFailed(
+                "send Authorization: Bearer <the token in the agent's token_file>".into(),
             )
             .into_response();
             r.headers_mut().insert(

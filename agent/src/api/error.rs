@@ -1,38 +1,138 @@
-//! API errors in Batch's error body shape, with Batch's codes and HTTP statuses (spec §6).
+//! API errors: one variant per Batch error code the API answers with, each mapped once to
+//! its HTTP status (spec §6), answered in Batch's error body shape. The message is what the
+//! client reads.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    // 400
+    #[error("{0}")]
+    InvalidRequestBody(String),
+    #[error("{0}")]
+    InvalidPropertyValue(String),
+    #[error("{0}")]
+    InvalidQueryParameterValue(String),
+    #[error("{0}")]
+    InvalidHeaderValue(String),
+    // 401
+    #[error("{0}")]
+    AuthenticationFailed(String),
+    // 404
+    #[error("{0}")]
+    JobNotFound(String),
+    #[error("{0}")]
+    TaskNotFound(String),
+    #[error("{0}")]
+    FileNotFound(String),
+    #[error("{0}")]
+    ResourceNotFound(String),
+    // 409
+    #[error("{0}")]
+    JobExists(String),
+    #[error("{0}")]
+    TaskExists(String),
+    #[error("{0}")]
+    TaskIdSameAsJobPreparationTask(String),
+    #[error("{0}")]
+    TaskIdSameAsJobReleaseTask(String),
+    #[error("{0}")]
+    JobNotActive(String),
+    #[error("{0}")]
+    JobCompleted(String),
+    #[error("{0}")]
+    JobBeingDeleted(String),
+    #[error("{0}")]
+    JobBeingTerminated(String),
+    #[error("{0}")]
+    JobPreparationTaskNotSpecified(String),
+    #[error("{0}")]
+    TaskCompleted(String),
+    #[error("{0}")]
+    TaskSucceeded(String),
+    #[error("{0}")]
+    TaskNotCompleted(String),
+    // 413
+    #[error("{0}")]
+    RequestBodyTooLarge(String),
+    // 415: Batch answers a wrong Content-Type with this code.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    // 500
+    #[error("{0}")]
+    InternalError(String),
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
+    /// A failure of berth's own (the store, the disk): 500 `InternalError`, logged.
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        ApiError::InternalError(message.to_string())
+    }
+
+    /// Batch's error code.
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            InvalidRequestBody(_) => "InvalidRequestBody",
+            InvalidPropertyValue(_) => "InvalidPropertyValue",
+            InvalidQueryParameterValue(_) => "InvalidQueryParameterValue",
+            InvalidHeaderValue(_) | UnsupportedMediaType(_) => "InvalidHeaderValue",
+            AuthenticationFailed(_) => "AuthenticationFailed",
+            JobNotFound(_) => "JobNotFound",
+            TaskNotFound(_) => "TaskNotFound",
+            FileNotFound(_) => "FileNotFound",
+            ResourceNotFound(_) => "ResourceNotFound",
+            JobExists(_) => "JobExists",
+            TaskExists(_) => "TaskExists",
+            TaskIdSameAsJobPreparationTask(_) => "TaskIdSameAsJobPreparationTask",
+            TaskIdSameAsJobReleaseTask(_) => "TaskIdSameAsJobReleaseTask",
+            JobNotActive(_) => "JobNotActive",
+            JobCompleted(_) => "JobCompleted",
+            JobBeingDeleted(_) => "JobBeingDeleted",
+            JobBeingTerminated(_) => "JobBeingTerminated",
+            JobPreparationTaskNotSpecified(_) => "JobPreparationTaskNotSpecified",
+            TaskCompleted(_) => "TaskCompleted",
+            TaskSucceeded(_) => "TaskSucceeded",
+            TaskNotCompleted(_) => "TaskNotCompleted",
+            RequestBodyTooLarge(_) => "RequestBodyTooLarge",
+            InternalError(_) => "InternalError",
         }
     }
-    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+
+    /// The HTTP status Batch answers this code with.
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            InvalidRequestBody(_)
+            | InvalidPropertyValue(_)
+            | InvalidQueryParameterValue(_)
+            | InvalidHeaderValue(_) => StatusCode::BAD_REQUEST,
+            AuthenticationFailed(_) => StatusCode::UNAUTHORIZED,
+            JobNotFound(_) | TaskNotFound(_) | FileNotFound(_) | ResourceNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            JobExists(_)
+            | TaskExists(_)
+            | TaskIdSameAsJobPreparationTask(_)
+            | TaskIdSameAsJobReleaseTask(_)
+            | JobNotActive(_)
+            | JobCompleted(_)
+            | JobBeingDeleted(_)
+            | JobBeingTerminated(_)
+            | JobPreparationTaskNotSpecified(_)
+            | TaskCompleted(_)
+            | TaskSucceeded(_)
+            | TaskNotCompleted(_) => StatusCode::CONFLICT,
+            RequestBodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            InternalError(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
-    }
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
-    }
-    pub fn internal(message: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            message.to_string(),
-        )
+
+    /// What the client reads.
+    pub fn message(&self) -> String {
+        self.to_string()
     }
 }
 
@@ -53,9 +153,51 @@ pub fn body(code: &str, message: &str) -> serde_json::Value {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::error!(code = self.code, message = %self.message, "API error");
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(code = self.code(), message = %self, "API error");
         }
-        (self.status, axum::Json(body(self.code, &self.message))).into_response()
+        (status, axum::Json(body(self.code(), &self.message()))).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_statuses_are_batchs() {
+        let cases = [
+            (
+                ApiError::InvalidRequestBody("m".into()),
+                400,
+                "InvalidRequestBody",
+            ),
+            (
+                ApiError::UnsupportedMediaType("m".into()),
+                415,
+                "InvalidHeaderValue",
+            ),
+            (
+                ApiError::AuthenticationFailed("m".into()),
+                401,
+                "AuthenticationFailed",
+            ),
+            (ApiError::TaskNotFound("m".into()), 404, "TaskNotFound"),
+            (
+                ApiError::JobBeingDeleted("m".into()),
+                409,
+                "JobBeingDeleted",
+            ),
+            (
+                ApiError::RequestBodyTooLarge("m".into()),
+                413,
+                "RequestBodyTooLarge",
+            ),
+            (ApiError::internal("disk"), 500, "InternalError"),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!((e.status().as_u16(), e.code()), (status, code), "{e:?}");
+        }
     }
 }

@@ -18,10 +18,7 @@ use std::path::{Component, PathBuf};
 fn task_dir(s: &AppState, job: &str, task: &str) -> Result<PathBuf, ApiError> {
     let j = find_job(s, job)?;
     let t = s.store.task(job, task)?.ok_or_else(|| {
-        ApiError::not_found(
-            "TaskNotFound",
-            format!("The specified task {task:?} does not exist."),
-        )
+        ApiError::TaskNotFound(format!("The specified task {task:?} does not exist."))
     })?;
     Ok(s.rt.node.layout.task_dir(&j.spec.id, &t.view.spec.id))
 }
@@ -34,10 +31,9 @@ pub fn relative(rel: &str) -> Result<&std::path::Path, ApiError> {
         || rel.contains('\0')
         || !p.components().all(|c| matches!(c, Component::Normal(_)))
     {
-        return Err(ApiError::bad(
-            "InvalidPropertyValue",
-            format!("file path {rel:?} must be relative and stay inside the task directory"),
-        ));
+        return Err(ApiError::InvalidPropertyValue(format!(
+            "file path {rel:?} must be relative and stay inside the task directory"
+        )));
     }
     Ok(p)
 }
@@ -93,10 +89,9 @@ fn range(h: &HeaderMap, len: u64) -> Result<(u64, u64), ApiError> {
         return Ok((0, len));
     };
     let bad = || {
-        ApiError::bad(
-            "InvalidHeaderValue",
-            format!("ocp-range {v:?}: use bytes=START- or bytes=START-END"),
-        )
+        ApiError::InvalidHeaderValue(format!(
+            "ocp-range {v:?}: use bytes=START- or bytes=START-END"
+        ))
     };
     let spec = v.to_str().map_err(|_| bad())?.trim();
     let (a, b) = spec
@@ -123,12 +118,8 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let dir = task_dir(&s, &job, &task)?;
     let rel = relative(&path)?;
-    let not_found = || {
-        ApiError::not_found(
-            "FileNotFound",
-            format!("The specified file {path:?} does not exist."),
-        )
-    };
+    let not_found =
+        || ApiError::FileNotFound(format!("The specified file {path:?} does not exist."));
     let opened = match Beneath::open(&dir) {
         Ok(d) => d.read(rel),
         Err(e) => Err(e),
@@ -140,15 +131,11 @@ pub async fn get(
             found: Found::Directory,
             ..
         }) => {
-            return Err(ApiError::bad(
-                "InvalidPropertyValue",
-                format!("{path:?} is a directory"),
+            return Err(ApiError::InvalidPropertyValue(format!("{path:?} is a directory"),
             ))
         }
         Err(BeneathError::Refused { found, .. }) => {
-            return Err(ApiError::bad(
-                "InvalidPropertyValue",
-                format!("{path:?} {found}: only regular files with one name are served from a task directory"),
+            return Err(ApiError::InvalidPropertyValue(format!("{path:?} {found}: only regular files with one name are served from a task directory"),
             ))
         }
         Err(e @ BeneathError::Io { .. }) => return Err(ApiError::internal(e)),

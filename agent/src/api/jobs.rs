@@ -10,12 +10,9 @@ use berth_proto::{load, validate, JobPrepReleaseStatus, JobState, JobView, TaskS
 use chrono::Utc;
 
 pub(crate) fn find(s: &AppState, id: &str) -> Result<JobView, ApiError> {
-    s.store.job(id)?.ok_or_else(|| {
-        ApiError::not_found(
-            "JobNotFound",
-            format!("The specified job {id:?} does not exist."),
-        )
-    })
+    s.store
+        .job(id)?
+        .ok_or_else(|| ApiError::JobNotFound(format!("The specified job {id:?} does not exist.")))
 }
 
 pub async fn add(
@@ -25,16 +22,16 @@ pub async fn add(
 ) -> Result<StatusCode, ApiError> {
     require_json(&h)?;
     let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad("InvalidRequestBody", "the body is not UTF-8"))?;
-    let mut l = load::job("request body", text)
-        .map_err(|e| ApiError::bad("InvalidRequestBody", e.to_string()))?;
+        .map_err(|_| ApiError::InvalidRequestBody("the body is not UTF-8".into()))?;
+    let mut l =
+        load::job("request body", text).map_err(|e| ApiError::InvalidRequestBody(e.to_string()))?;
     l.warnings.iter().for_each(|w| tracing::warn!("{w}"));
     let spec = l.items.remove(0).1;
     if let Some(p) = validate::job(&spec, &s.rt.pool).into_iter().next() {
-        return Err(ApiError::bad(
-            "InvalidPropertyValue",
-            format!("{}: {}", p.path, p.message),
-        ));
+        return Err(ApiError::InvalidPropertyValue(format!(
+            "{}: {}",
+            p.path, p.message
+        )));
     }
     let now = Utc::now();
     let job = JobView {
@@ -45,10 +42,10 @@ pub async fn add(
     };
     match s.store.add_job(&job) {
         Ok(()) => Ok(StatusCode::CREATED),
-        Err(crate::store::StoreError::Exists(_)) => Err(ApiError::conflict(
-            "JobExists",
-            format!("The specified job {:?} already exists.", job.spec.id),
-        )),
+        Err(crate::store::StoreError::Exists(_)) => Err(ApiError::JobExists(format!(
+            "The specified job {:?} already exists.",
+            job.spec.id
+        ))),
         Err(e) => Err(e.into()),
     }
 }
@@ -88,21 +85,18 @@ pub async fn terminate(
     let mut j = find(&s, &job)?;
     match j.state {
         JobState::Completed => {
-            return Err(ApiError::conflict(
-                "JobCompleted",
-                "The specified job is already in a completed state.",
+            return Err(ApiError::JobCompleted(
+                "The specified job is already in a completed state.".into(),
             ))
         }
         JobState::Terminating => {
-            return Err(ApiError::conflict(
-                "JobBeingTerminated",
-                "The specified job is being terminated.",
+            return Err(ApiError::JobBeingTerminated(
+                "The specified job is being terminated.".into(),
             ))
         }
         JobState::Deleting => {
-            return Err(ApiError::conflict(
-                "JobBeingDeleted",
-                "The specified job is being deleted.",
+            return Err(ApiError::JobBeingDeleted(
+                "The specified job is being deleted.".into(),
             ))
         }
         _ => {}
@@ -125,9 +119,8 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let mut j = find(&s, &job)?;
     if j.state == JobState::Deleting {
-        return Err(ApiError::conflict(
-            "JobBeingDeleted",
-            "The specified job is being deleted.",
+        return Err(ApiError::JobBeingDeleted(
+            "The specified job is being deleted.".into(),
         ));
     }
     let waits = j.state == JobState::Terminating || release_pending(&s, &j)?;
@@ -157,9 +150,8 @@ pub async fn prep_release_status(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let j = find(&s, &job)?;
     if j.spec.job_preparation_task.is_none() {
-        return Err(ApiError::conflict(
-            "JobPreparationTaskNotSpecified",
-            "The specified job does not have a job preparation task.",
+        return Err(ApiError::JobPreparationTaskNotSpecified(
+            "The specified job does not have a job preparation task.".into(),
         ));
     }
     let entry = s.store.job_on_node(&j.spec.id)?.and_then(|r| {

@@ -56,7 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{job}/tasks/{task}/files/{*path}", get(files::get))
         .route("/node", get(node))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::not_found("ResourceNotFound", "no such API path") })
+        .fallback(|| async { ApiError::ResourceNotFound("no such API path".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -96,11 +96,9 @@ pub(crate) fn require_json(h: &HeaderMap) -> Result<(), ApiError> {
     {
         Ok(())
     } else {
-        Err(ApiError::new(
-            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "InvalidHeaderValue",
-            format!("Content-Type {ct:?} is not accepted; send application/json"),
-        ))
+        Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type {ct:?} is not accepted; send application/json"
+        )))
     }
 }
 

@@ -16,34 +16,31 @@ use std::collections::HashMap;
 pub const MAX_COLLECTION: usize = 100;
 
 fn find(s: &AppState, job: &str, id: &str) -> Result<TaskView, ApiError> {
-    s.store.task(job, id)?.map(|t| t.view).ok_or_else(|| {
-        ApiError::not_found(
-            "TaskNotFound",
-            format!("The specified task {id:?} does not exist."),
-        )
-    })
+    s.store
+        .task(job, id)?
+        .map(|t| t.view)
+        .ok_or_else(|| ApiError::TaskNotFound(format!("The specified task {id:?} does not exist.")))
 }
 
 fn active_job(s: &AppState, job: &str) -> Result<JobView, ApiError> {
     let j = find_job(s, job)?;
     match j.state {
         JobState::Active => Ok(j),
-        JobState::Completed => Err(ApiError::conflict(
-            "JobCompleted",
-            "The specified job is already in a completed state.",
+        JobState::Completed => Err(ApiError::JobCompleted(
+            "The specified job is already in a completed state.".into(),
         )),
-        _ => Err(ApiError::conflict(
-            "JobNotActive",
-            format!("The specified job is {}.", j.state),
-        )),
+        _ => Err(ApiError::JobNotActive(format!(
+            "The specified job is {}.",
+            j.state
+        ))),
     }
 }
 
 fn parse_tasks(body: &Bytes) -> Result<Vec<(String, TaskSpec)>, ApiError> {
     let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::bad("InvalidRequestBody", "the body is not UTF-8"))?;
+        .map_err(|_| ApiError::InvalidRequestBody("the body is not UTF-8".into()))?;
     let l = load::tasks("request body", text)
-        .map_err(|e| ApiError::bad("InvalidRequestBody", e.to_string()))?;
+        .map_err(|e| ApiError::InvalidRequestBody(e.to_string()))?;
     l.warnings.iter().for_each(|w| tracing::warn!("{w}"));
     Ok(l.items)
 }
@@ -54,22 +51,24 @@ fn new_view(s: &AppState, job: &JobView, spec: TaskSpec) -> TaskView {
 
 fn check(s: &AppState, job: &JobView, path: &str, t: &TaskSpec) -> Result<(), ApiError> {
     if let Some(code) = validate::id_taken_by_job_task(&t.id, &job.spec) {
-        return Err(ApiError::conflict(
-            code,
-            format!(
-                "{path}.id: {:?} is the id of the job's preparation or release task.",
-                t.id
-            ),
-        ));
+        let message = format!(
+            "{path}.id: {:?} is the id of the job's preparation or release task.",
+            t.id
+        );
+        return Err(if code == "TaskIdSameAsJobPreparationTask" {
+            ApiError::TaskIdSameAsJobPreparationTask(message)
+        } else {
+            ApiError::TaskIdSameAsJobReleaseTask(message)
+        });
     }
     match validate::task(path, t, &job.spec, &s.rt.pool)
         .into_iter()
         .next()
     {
-        Some(p) => Err(ApiError::bad(
-            "InvalidPropertyValue",
-            format!("{}: {}", p.path, p.message),
-        )),
+        Some(p) => Err(ApiError::InvalidPropertyValue(format!(
+            "{}: {}",
+            p.path, p.message
+        ))),
         None => Ok(()),
     }
 }
@@ -84,9 +83,8 @@ pub async fn add(
     let j = active_job(&s, &job)?;
     let mut items = parse_tasks(&body)?;
     if items.len() != 1 || body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::bad(
-            "InvalidRequestBody",
-            "add task takes one task object; use addtaskcollection for several",
+        return Err(ApiError::InvalidRequestBody(
+            "add task takes one task object; use addtaskcollection for several".into(),
         ));
     }
     let (path, spec) = items.remove(0);
@@ -97,10 +95,10 @@ pub async fn add(
             s.sched.wake();
             Ok(StatusCode::CREATED)
         }
-        Err(crate::store::StoreError::Exists(_)) => Err(ApiError::conflict(
-            "TaskExists",
-            format!("The specified task {:?} already exists.", view.spec.id),
-        )),
+        Err(crate::store::StoreError::Exists(_)) => Err(ApiError::TaskExists(format!(
+            "The specified task {:?} already exists.",
+            view.spec.id
+        ))),
         Err(e) => Err(e.into()),
     }
 }
@@ -115,14 +113,10 @@ pub async fn add_collection(
     let j = active_job(&s, &job)?;
     let items = parse_tasks(&body)?;
     if items.len() > MAX_COLLECTION {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestBodyTooLarge",
-            format!(
-                "{} tasks in one call; at most {MAX_COLLECTION}",
-                items.len()
-            ),
-        ));
+        return Err(ApiError::RequestBodyTooLarge(format!(
+            "{} tasks in one call; at most {MAX_COLLECTION}",
+            items.len()
+        )));
     }
     let mut results = vec![];
     for (path, spec) in items {
@@ -131,19 +125,18 @@ pub async fn add_collection(
             let view = new_view(&s, &j, spec);
             match s.store.add_tasks(std::slice::from_ref(&view)) {
                 Ok(_) => Ok(()),
-                Err(crate::store::StoreError::Exists(_)) => Err(ApiError::conflict(
-                    "TaskExists",
-                    format!("The specified task {id:?} already exists."),
-                )),
+                Err(crate::store::StoreError::Exists(_)) => Err(ApiError::TaskExists(format!(
+                    "The specified task {id:?} already exists."
+                ))),
                 Err(e) => Err(e.into()),
             }
         });
         results.push(match outcome {
             Ok(()) => serde_json::json!({"status": "success", "taskId": id}),
             Err(e) => serde_json::json!({
-                "status": if e.status.is_server_error() { "servererror" } else { "clienterror" },
+                "status": if e.status().is_server_error() { "servererror" } else { "clienterror" },
                 "taskId": id,
-                "error": super::error::body(e.code, &e.message),
+                "error": super::error::body(e.code(), &e.message()),
             }),
         });
     }
@@ -154,10 +147,9 @@ pub async fn add_collection(
 /// `state eq 'running'`, `state ne 'completed'`: the filter berth understands.
 fn state_filter(f: &str) -> Result<(bool, TaskState), ApiError> {
     let bad = || {
-        ApiError::bad(
-            "InvalidQueryParameterValue",
-            format!("$filter {f:?} is not supported; use state eq '<state>' or state ne '<state>'"),
-        )
+        ApiError::InvalidQueryParameterValue(format!(
+            "$filter {f:?} is not supported; use state eq '<state>' or state ne '<state>'"
+        ))
     };
     let words: Vec<&str> = f.split_whitespace().collect();
     let [prop, op, value] = words[..] else {
@@ -177,7 +169,7 @@ fn state_filter(f: &str) -> Result<(bool, TaskState), ApiError> {
         .ok_or_else(bad)?;
     let st = v
         .parse::<TaskState>()
-        .map_err(|e| ApiError::bad("InvalidQueryParameterValue", format!("$filter: {e}")))?;
+        .map_err(|e| ApiError::InvalidQueryParameterValue(format!("$filter: {e}")))?;
     Ok((eq, st))
 }
 
@@ -231,9 +223,8 @@ pub async fn terminate(
     find_job(&s, &job)?;
     let t = find(&s, &job, &id)?;
     if t.state == TaskState::Completed {
-        return Err(ApiError::conflict(
-            "TaskCompleted",
-            "The specified task is already in a completed state.",
+        return Err(ApiError::TaskCompleted(
+            "The specified task is already in a completed state.".into(),
         ));
     }
     end(&s, t)?;
@@ -247,15 +238,13 @@ pub async fn reactivate(
     active_job(&s, &job)?;
     let mut t = find(&s, &job, &id)?;
     if t.state != TaskState::Completed {
-        return Err(ApiError::conflict(
-            "TaskNotCompleted",
-            "The specified task is not in a completed state.",
+        return Err(ApiError::TaskNotCompleted(
+            "The specified task is not in a completed state.".into(),
         ));
     }
     if t.execution_info.as_ref().and_then(|e| e.result) == Some(berth_proto::TaskResult::Success) {
-        return Err(ApiError::conflict(
-            "TaskSucceeded",
-            "The specified task completed successfully and cannot be reactivated.",
+        return Err(ApiError::TaskSucceeded(
+            "The specified task completed successfully and cannot be reactivated.".into(),
         ));
     }
     let requeues = t
@@ -305,7 +294,7 @@ mod tests {
             (false, TaskState::Completed)
         );
         assert_eq!(
-            state_filter("state eq 'done'").unwrap_err().code,
+            state_filter("state eq 'done'").unwrap_err().code(),
             "InvalidQueryParameterValue"
         );
         assert!(state_filter("id eq 'x'").is_err());
