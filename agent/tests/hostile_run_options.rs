@@ -4,72 +4,20 @@
 //! `PROPTEST_CASES` raises the case count (default here: 2000 per property).
 
 use berth_agent::task::policy::{self, Policy};
-use berth_agent::task::run_options::parse;
+use berth_agent::task::run_options::{self, parse};
 use proptest::prelude::*;
 use std::path::Path;
 
-const FLAGS: &[&str] = &[
-    "-e",
-    "--env",
-    "-v",
-    "--volume",
-    "--mount",
-    "-w",
-    "--workdir",
-    "-u",
-    "--user",
-    "--entrypoint",
-    "--shm-size",
-    "--ipc",
-    "--network",
-    "--net",
-    "--gpus",
-    "--runtime",
-    "--device",
-    "--device-cgroup-rule",
-    "--cap-add",
-    "--cap-drop",
-    "--privileged",
-    "--security-opt",
-    "--ulimit",
-    "-m",
-    "--memory",
-    "--memory-swap",
-    "--cpus",
-    "--cpuset-cpus",
-    "-c",
-    "--cpu-shares",
-    "--pids-limit",
-    "--init",
-    "--pid",
-    "--uts",
-    "-h",
-    "--hostname",
-    "--add-host",
-    "--dns",
-    "--tmpfs",
-    "--sysctl",
-    "-l",
-    "--label",
-    "--group-add",
-    "--read-only",
-    "--userns",
-    "--log-opt",
-    "--stop-signal",
-    "--stop-timeout",
-    "--platform",
-    "--pull",
-    "--restart",
-    "--rm",
-    "-q",
-    "-it",
-    "--name",
-    "-p",
-    "--env-file",
-    "--",
-    "-",
-    "---x",
-];
+/// Every way the flag table lets a flag be written, plus words that are not flags.
+fn flags() -> Vec<String> {
+    let mut v: Vec<String> = vec!["-it".into(), "--".into(), "-".into(), "---x".into()];
+    for f in run_options::FLAGS {
+        v.push(format!("--{}", f.long));
+        v.extend(f.short.map(|c| format!("-{c}")));
+        v.extend(f.aliases.iter().map(|a| format!("--{a}")));
+    }
+    v
+}
 
 const VALUES: &[&str] = &[
     "",
@@ -118,9 +66,9 @@ const VALUES: &[&str] = &[
 
 fn word() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::sample::select(FLAGS).prop_map(String::from),
+        prop::sample::select(flags()),
         prop::sample::select(VALUES).prop_map(String::from),
-        (prop::sample::select(FLAGS), prop::sample::select(VALUES))
+        (prop::sample::select(flags()), prop::sample::select(VALUES))
             .prop_map(|(f, v)| format!("{f}={v}")),
         ".{0,12}",
     ]

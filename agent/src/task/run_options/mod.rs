@@ -72,176 +72,9 @@ pub struct RunOptions {
     pub notes: Vec<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Bool,
-    One,
-    Many,
-}
+mod flags;
 
-/// The flag set: (long name, short, kind). Hidden aliases follow docker's.
-const FLAGS: &[(&str, Option<char>, Kind)] = &[
-    ("rm", None, Kind::Bool),
-    ("privileged", None, Kind::Bool),
-    ("read-only", None, Kind::Bool),
-    ("init", None, Kind::Bool),
-    ("oom-kill-disable", None, Kind::Bool),
-    ("no-healthcheck", None, Kind::Bool),
-    ("publish-all", Some('P'), Kind::Bool),
-    ("interactive", Some('i'), Kind::Bool),
-    ("tty", Some('t'), Kind::Bool),
-    ("detach", Some('d'), Kind::Bool),
-    ("quiet", Some('q'), Kind::Bool),
-    ("sig-proxy", None, Kind::Bool),
-    ("disable-content-trust", None, Kind::Bool),
-    ("workdir", Some('w'), Kind::One),
-    ("user", Some('u'), Kind::One),
-    ("shm-size", None, Kind::One),
-    ("ipc", None, Kind::One),
-    ("network", None, Kind::One),
-    ("runtime", None, Kind::One),
-    ("memory", Some('m'), Kind::One),
-    ("memory-swap", None, Kind::One),
-    ("memory-reservation", None, Kind::One),
-    ("memory-swappiness", None, Kind::One),
-    ("cpus", None, Kind::One),
-    ("cpuset-cpus", None, Kind::One),
-    ("cpuset-mems", None, Kind::One),
-    ("cpu-shares", Some('c'), Kind::One),
-    ("cpu-period", None, Kind::One),
-    ("cpu-quota", None, Kind::One),
-    ("cpu-rt-period", None, Kind::One),
-    ("cpu-rt-runtime", None, Kind::One),
-    ("blkio-weight", None, Kind::One),
-    ("pids-limit", None, Kind::One),
-    ("entrypoint", None, Kind::One),
-    ("pid", None, Kind::One),
-    ("uts", None, Kind::One),
-    ("hostname", Some('h'), Kind::One),
-    ("domainname", None, Kind::One),
-    ("userns", None, Kind::One),
-    ("cgroup-parent", None, Kind::One),
-    ("cgroupns", None, Kind::One),
-    ("log-driver", None, Kind::One),
-    ("stop-signal", None, Kind::One),
-    ("stop-timeout", None, Kind::One),
-    ("oom-score-adj", None, Kind::One),
-    ("name", None, Kind::One),
-    ("restart", None, Kind::One),
-    ("platform", None, Kind::One),
-    ("pull", None, Kind::One),
-    ("cidfile", None, Kind::One),
-    ("detach-keys", None, Kind::One),
-    ("mac-address", None, Kind::One),
-    ("ip", None, Kind::One),
-    ("ip6", None, Kind::One),
-    ("volume-driver", None, Kind::One),
-    ("isolation", None, Kind::One),
-    ("kernel-memory", None, Kind::One),
-    ("health-cmd", None, Kind::One),
-    ("health-interval", None, Kind::One),
-    ("health-timeout", None, Kind::One),
-    ("health-retries", None, Kind::One),
-    ("health-start-period", None, Kind::One),
-    ("env", Some('e'), Kind::Many),
-    ("env-file", None, Kind::Many),
-    ("volume", Some('v'), Kind::Many),
-    ("mount", None, Kind::Many),
-    ("gpus", None, Kind::Many),
-    ("device", None, Kind::Many),
-    ("device-cgroup-rule", None, Kind::Many),
-    ("cap-add", None, Kind::Many),
-    ("cap-drop", None, Kind::Many),
-    ("security-opt", None, Kind::Many),
-    ("ulimit", None, Kind::Many),
-    ("add-host", None, Kind::Many),
-    ("dns", None, Kind::Many),
-    ("dns-search", None, Kind::Many),
-    ("dns-option", None, Kind::Many),
-    ("tmpfs", None, Kind::Many),
-    ("sysctl", None, Kind::Many),
-    ("label", Some('l'), Kind::Many),
-    ("label-file", None, Kind::Many),
-    ("group-add", None, Kind::Many),
-    ("log-opt", None, Kind::Many),
-    ("storage-opt", None, Kind::Many),
-    ("publish", Some('p'), Kind::Many),
-    ("expose", None, Kind::Many),
-    ("link", None, Kind::Many),
-    ("link-local-ip", None, Kind::Many),
-    ("volumes-from", None, Kind::Many),
-    ("network-alias", None, Kind::Many),
-    ("attach", Some('a'), Kind::Many),
-    ("blkio-weight-device", None, Kind::Many),
-    ("device-read-bps", None, Kind::Many),
-    ("device-write-bps", None, Kind::Many),
-    ("device-read-iops", None, Kind::Many),
-    ("device-write-iops", None, Kind::Many),
-];
-
-const ALIASES: &[(&str, &str)] = &[
-    ("net", "network"),
-    ("dns-opt", "dns-option"),
-    ("net-alias", "network-alias"),
-];
-
-/// Flags the agent owns: accepting them would break supervision, naming or log capture.
-const AGENT_OWNED: &[(&str, &str)] = &[
-    (
-        "name",
-        "berth names containers itself so that it can find them after a restart",
-    ),
-    (
-        "detach",
-        "berth always runs the container detached and waits for it",
-    ),
-    ("interactive", "batch tasks have no standard input"),
-    (
-        "tty",
-        "a terminal would change how stdout and stderr are captured",
-    ),
-    ("attach", "berth attaches to stdout and stderr itself"),
-    (
-        "cidfile",
-        "berth records the container id in the task's containerInfo",
-    ),
-    ("detach-keys", "batch tasks have no standard input"),
-    ("sig-proxy", "berth delivers signals itself"),
-];
-
-/// Docker flags berth recognises but does not implement (yet).
-const UNSUPPORTED: &[&str] = &[
-    "env-file",
-    "label-file",
-    "publish",
-    "publish-all",
-    "expose",
-    "link",
-    "link-local-ip",
-    "volumes-from",
-    "network-alias",
-    "mac-address",
-    "ip",
-    "ip6",
-    "volume-driver",
-    "isolation",
-    "kernel-memory",
-    "disable-content-trust",
-    "cgroupns",
-    "blkio-weight-device",
-    "device-read-bps",
-    "device-write-bps",
-    "device-read-iops",
-    "device-write-iops",
-    "health-cmd",
-    "health-interval",
-    "health-timeout",
-    "health-retries",
-    "health-start-period",
-    "no-healthcheck",
-    "cpu-rt-period",
-    "cpu-rt-runtime",
-];
+pub use flags::{find as flag, Flag, Kind, Role, FLAGS};
 
 fn command() -> Command {
     let mut cmd = Command::new("containerRunOptions")
@@ -249,17 +82,15 @@ fn command() -> Command {
         .disable_help_flag(true)
         .disable_version_flag(true)
         .args_override_self(true);
-    for &(long, short, kind) in FLAGS {
-        let mut a = Arg::new(long).long(long);
-        if let Some(s) = short {
+    for f in FLAGS {
+        let mut a = Arg::new(f.long).long(f.long);
+        if let Some(s) = f.short {
             a = a.short(s);
         }
-        for &(alias, target) in ALIASES {
-            if target == long {
-                a = a.alias(alias);
-            }
+        for &alias in f.aliases {
+            a = a.alias(alias);
         }
-        a = match kind {
+        a = match f.kind {
             Kind::Bool => a
                 .num_args(0..=1)
                 .require_equals(true)
@@ -346,18 +177,20 @@ fn parse_words(words: &[String]) -> Result<RunOptions, RunOptionsError> {
         ));
     }
     let mut o = RunOptions::default();
-    for &(long, _, kind) in FLAGS {
+    for f in FLAGS {
+        let long = f.long;
         if m.value_source(long) != Some(clap::parser::ValueSource::CommandLine) {
             continue;
         }
         let flag = format!("--{long}");
-        if let Some((_, why)) = AGENT_OWNED.iter().find(|(n, _)| *n == long) {
-            return Err(err(&flag, format!("is not accepted: {why}")));
+        match f.role {
+            Role::AgentOwned(why) => return Err(err(&flag, format!("is not accepted: {why}"))),
+            Role::Unsupported => {
+                return Err(err(&flag, "is a docker flag that berth does not support"))
+            }
+            Role::Mapped | Role::NoEffect => {}
         }
-        if UNSUPPORTED.contains(&long) {
-            return Err(err(&flag, "is a docker flag that berth does not support"));
-        }
-        match kind {
+        match f.kind {
             Kind::Bool => apply_bool(&mut o, long, &flag, &m)?,
             Kind::One => {
                 let v = m.get_one::<String>(long).cloned().unwrap_or_default();
