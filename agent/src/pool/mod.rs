@@ -6,13 +6,11 @@
 
 pub mod engine_health;
 
-use crate::node::users;
 use crate::schedule::retention;
 use crate::task::create::labels;
 use crate::task::{self, plan, Runtime};
 use berth_proto::{
-    ExecutionInfo, FailureCode, NameValuePair, NodeError, NodeImage, NodeState, StartTaskInfo,
-    TaskResult,
+    ExecutionInfo, NameValuePair, NodeError, NodeImage, NodeState, StartTaskInfo, TaskResult,
 };
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -116,29 +114,17 @@ async fn prefetch(rt: &Runtime, concurrency: usize) -> Vec<NodeError> {
 
 async fn run_start_task(rt: Arc<Runtime>, cancel: CancellationToken) -> ExecutionInfo {
     let st = rt.pool.start_task.clone().unwrap_or_default();
-    let fail = |m: String| task::failed_before_start(FailureCode::Unknown, m);
-    let ident = st.user_identity.clone();
-    let pool = rt.pool.clone();
-    let user =
-        match tokio::task::spawn_blocking(move || users::resolve(ident.as_ref(), &pool)).await {
-            Ok(Ok(u)) => u,
-            Ok(Err(e)) => return fail(e.to_string()),
-            Err(e) => return fail(e.to_string()),
-        };
-    let mut plan = match plan::start_task(&st, &rt.node, user) {
-        Ok(p) => p,
-        Err(e) => return fail(e.to_string()),
+    let launch = task::launch::Launch {
+        what: "start task",
+        identity: st.user_identity.clone(),
+        plan: Box::new(|user| plan::start_task(&st, &rt.node, user)),
+        // The start task sees every GPU; it holds none, so tasks beside it get theirs.
+        gpus: rt.gpus.inventory.gpus.clone(),
+        // The start task's directory is reused on every run; only its wd is guaranteed.
+        fresh: false,
+        resume: None,
     };
-    // The start task sees every GPU; it holds none, so tasks beside it get theirs.
-    plan.gpus = rt.gpus.inventory.gpus.clone();
-    // The start task's directory is reused on every run; only its wd is guaranteed.
-    if let Err(e) = task::prepare_dirs(&plan, false) {
-        return fail(format!("{}: {e}", plan.task_dir.display()));
-    }
-    tracing::info!("start task started");
-    let info = task::run_task(&rt, &plan, &cancel, None).await;
-    tracing::info!(exit_code = ?info.exit_code, result = ?info.result, "start task completed");
-    info
+    task::launch::launch(&rt, launch, &cancel).await
 }
 
 /// Brings the node up for `rt.pool`; the outcome is `rt.status`. `keep_tasks`: the

@@ -4,7 +4,6 @@
 //! preparation, a 15-minute cap for release) but take no task slot and are not counted as
 //! tasks.
 
-use crate::node::users;
 use crate::store::JobOnNode;
 use crate::task::{self, plan, Runtime};
 use berth_proto::{
@@ -130,47 +129,39 @@ pub async fn run(
         Which::Release => tracing::info_span!("jobrelease", job = %job.id),
     };
     async move {
-        let fail = |m: String| task::failed_before_start(FailureCode::Unknown, m);
-        let ident = match which {
-            Which::Preparation => job.job_preparation_task.as_ref().and_then(|t| t.user_identity.clone()),
-            Which::Release => job.job_release_task.as_ref().and_then(|t| t.user_identity.clone()),
+        let no_task = || {
+            task::failed_before_start(
+                FailureCode::Unknown,
+                format!("the job has no {}", which.name()),
+            )
         };
-        let pool = rt.pool.clone();
-        let user = match tokio::task::spawn_blocking(move || users::resolve(ident.as_ref(), &pool)).await {
-            Ok(Ok(u)) => u,
-            Ok(Err(e)) => return fail(e.to_string()),
-            Err(e) => return fail(e.to_string()),
+        let node = &rt.node;
+        let (identity, planned): (_, task::launch::Planner<'_>) = match which {
+            Which::Preparation => match &job.job_preparation_task {
+                Some(t) => (
+                    t.user_identity.clone(),
+                    Box::new(move |user| plan::job_preparation(t, job, node, user)),
+                ),
+                None => return no_task(),
+            },
+            Which::Release => match &job.job_release_task {
+                Some(t) => (
+                    t.user_identity.clone(),
+                    Box::new(move |user| plan::job_release(t, job, node, user)),
+                ),
+                None => return no_task(),
+            },
         };
-        let planned = match which {
-            Which::Preparation => job
-                .job_preparation_task
-                .as_ref()
-                .map(|t| plan::job_preparation(t, job, &rt.node, user)),
-            Which::Release => job
-                .job_release_task
-                .as_ref()
-                .map(|t| plan::job_release(t, job, &rt.node, user)),
+        let launch = task::launch::Launch {
+            what: which.name(),
+            identity,
+            plan: planned,
+            gpus: rt.gpus.inventory.gpus.clone(),
+            // Kept between runs, as the start task's: a rerun after a reboot finds its files.
+            fresh: false,
+            resume: None,
         };
-        let mut plan = match planned {
-            Some(Ok(p)) => p,
-            Some(Err(e)) => return task::failed_before_start(FailureCode::ContainerInvalidSettings, e.to_string()),
-            None => return fail(format!("the job has no {}", which.name())),
-        };
-        plan.gpus = rt.gpus.inventory.gpus.clone();
-        // Kept between runs, as the start task's: a rerun after a reboot finds its files.
-        if let Err(e) = task::prepare_dirs(&plan, false) {
-            let code = if e.raw_os_error() == Some(libc::ENOSPC) { FailureCode::DiskFull } else { FailureCode::ResourceDirectoryCreateFailed };
-            return task::failed_before_start(code, format!("{}: {e}", plan.task_dir.display()));
-        }
-        tracing::info!("{} started", which.name());
-        let info = task::run_task(&rt, &plan, cancel, None).await;
-        tracing::info!(exit_code = ?info.exit_code, result = ?info.result, failure = ?info.failure_info.as_ref().map(|f| &f.code), "{} completed", which.name());
-        if let Some(keep) = plan.retention {
-            if let Err(e) = super::retention::record(&rt.node.layout, &plan.task_dir, keep) {
-                tracing::warn!(error = %e, "could not record the retention deadline");
-            }
-        }
-        info
+        task::launch::launch(&rt, launch, cancel).await
     }
     .instrument(span)
     .await

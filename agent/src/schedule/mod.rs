@@ -7,7 +7,6 @@ pub mod queue;
 pub mod retention;
 
 use crate::gpu::{self, Reservation};
-use crate::node::users;
 use crate::task::{self, plan, Runtime};
 use berth_proto::{ExecutionInfo, FailureCode, JobSpec, TaskResult, TaskSpec, TaskState, TaskView};
 use chrono::Utc;
@@ -96,38 +95,26 @@ pub(crate) async fn run_one(
     let span = tracing::info_span!("task", job = %job.id, task = %spec.id);
     async move {
         if plan::needs_container_settings(&spec, &rt.pool) {
-            return task::failed_before_start(FailureCode::ContainerTaskSettingsNotFound, "the pool runs containers and the task has no containerSettings".into());
+            return task::failed_before_start(
+                FailureCode::ContainerTaskSettingsNotFound,
+                "the pool runs containers and the task has no containerSettings".into(),
+            );
         }
-        let ident = spec.user_identity.clone();
-        let pool = rt.pool.clone();
-        let user = match tokio::task::spawn_blocking(move || users::resolve(ident.as_ref(), &pool)).await {
-            Ok(Ok(u)) => u,
-            Ok(Err(e)) => return task::failed_before_start(FailureCode::Unknown, e.to_string()),
-            Err(e) => return task::failed_before_start(FailureCode::Unknown, e.to_string()),
+        let launch = task::launch::Launch {
+            what: "task",
+            identity: spec.user_identity.clone(),
+            plan: Box::new(|user| plan::task(&spec, &job, &rt.node, user)),
+            gpus: rt.gpus.devices(&gpus),
+            fresh: true,
+            // A task taken over after an agent restart keeps its directory and output.
+            resume,
         };
-        let mut plan = match plan::task(&spec, &job, &rt.node, user) {
-            Ok(p) => p,
-            Err(e) => return task::failed_before_start(FailureCode::ContainerInvalidSettings, e.to_string()),
-        };
-        plan.gpus = rt.gpus.devices(&gpus);
-        if !plan.gpus.is_empty() {
-            tracing::info!(gpus = ?plan.gpus.iter().map(|g| g.index).collect::<Vec<_>>(), "GPUs given");
-        }
-        // A task taken over after an agent restart keeps its directory and output.
-        if let Err(e) = task::prepare_dirs(&plan, resume.is_none()) {
-            let code = if e.raw_os_error() == Some(libc::ENOSPC) { FailureCode::DiskFull } else { FailureCode::ResourceDirectoryCreateFailed };
-            return task::failed_before_start(code, format!("{}: {e}", plan.task_dir.display()));
-        }
-        tracing::info!("task started");
         let began = std::time::Instant::now();
-        let info = task::run_task(&rt, &plan, &cancel, resume).await;
-        rt.metrics.task_done(info.result == Some(TaskResult::Success), began.elapsed().as_secs_f64());
-        tracing::info!(exit_code = ?info.exit_code, result = ?info.result, failure = ?info.failure_info.as_ref().map(|f| &f.code), "task completed");
-        if let Some(keep) = plan.retention {
-            if let Err(e) = retention::record(&rt.node.layout, &plan.task_dir, keep) {
-                tracing::warn!(error = %e, "could not record the retention deadline");
-            }
-        }
+        let info = task::launch::launch(&rt, launch, &cancel).await;
+        rt.metrics.task_done(
+            info.result == Some(TaskResult::Success),
+            began.elapsed().as_secs_f64(),
+        );
         info
     }
     .instrument(span)

@@ -5,6 +5,7 @@
 pub mod create;
 pub mod exit;
 pub mod host;
+pub mod launch;
 pub mod logs;
 #[cfg(test)]
 mod on_fake;

@@ -1,0 +1,131 @@
+//! ONE LAUNCH PATH for every kind of task (regular tasks, the start task, job preparation
+//! and release): resolve the user, plan, prepare the directories, run the attempts, record
+//! the retention deadline. What fails before any attempt maps to Batch's failure codes
+//! here, once, so a start task and a task get the same code for the same cause.
+
+use super::plan::{PlanError, TaskPlan};
+use super::{failed_before_start, prepare_dirs, run_task, Resume, Runtime};
+use crate::node::{users, ResolvedUser};
+use berth_proto::{ExecutionInfo, FailureCode, NodeGpu, UserIdentity};
+use tokio_util::sync::CancellationToken;
+
+/// Plans a task for its resolved user (pure).
+pub type Planner<'a> = Box<dyn FnOnce(ResolvedUser) -> Result<TaskPlan, PlanError> + Send + 'a>;
+
+/// What to launch.
+pub struct Launch<'a> {
+    /// For the logs: "task", "start task", "job preparation task", ...
+    pub what: &'static str,
+    /// The task's `userIdentity` (none: the pool's default non-admin auto-user).
+    pub identity: Option<UserIdentity>,
+    pub plan: Planner<'a>,
+    /// The GPUs the task gets.
+    pub gpus: Vec<NodeGpu>,
+    /// A new task starts from a clean directory; the start task, job tasks and a task
+    /// taken over keep theirs.
+    pub fresh: bool,
+    /// The attempt an earlier agent process started, to be taken over.
+    pub resume: Option<Resume>,
+}
+
+/// Why a task could not reach its first attempt, as Batch's failure code.
+fn before_start(e: &LaunchError) -> FailureCode {
+    match e {
+        LaunchError::User(_) => FailureCode::Unknown,
+        LaunchError::Plan(_) => FailureCode::ContainerInvalidSettings,
+        LaunchError::Dirs { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+            FailureCode::DiskFull
+        }
+        LaunchError::Dirs { .. } => FailureCode::ResourceDirectoryCreateFailed,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LaunchError {
+    #[error("{0}")]
+    User(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("{}: {source}", path.display())]
+    Dirs {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Launches `l` to its final execution info.
+pub async fn launch(rt: &Runtime, l: Launch<'_>, cancel: &CancellationToken) -> ExecutionInfo {
+    let what = l.what;
+    let resume = l.resume;
+    let plan = match prepare(rt, l.identity, l.plan, l.gpus, l.fresh && resume.is_none()).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "the {what} cannot start");
+            return failed_before_start(before_start(&e), e.to_string());
+        }
+    };
+    if !plan.gpus.is_empty() {
+        tracing::info!(gpus = ?plan.gpus.iter().map(|g| g.index).collect::<Vec<_>>(), "GPUs given");
+    }
+    tracing::info!("{what} started");
+    let info = run_task(rt, &plan, cancel, resume).await;
+    tracing::info!(exit_code = ?info.exit_code, result = ?info.result,
+        failure = ?info.failure_info.as_ref().map(|f| &f.code), "{what} completed");
+    if let Some(keep) = plan.retention {
+        if let Err(e) = crate::schedule::retention::record(&rt.node.layout, &plan.task_dir, keep) {
+            tracing::warn!(error = %e, "could not record the retention deadline");
+        }
+    }
+    info
+}
+
+async fn prepare(
+    rt: &Runtime,
+    identity: Option<UserIdentity>,
+    plan: Planner<'_>,
+    gpus: Vec<NodeGpu>,
+    fresh: bool,
+) -> Result<TaskPlan, LaunchError> {
+    let pool = rt.pool.clone();
+    // Resolving may create the user on the host: blocking work.
+    let user = tokio::task::spawn_blocking(move || users::resolve(identity.as_ref(), &pool))
+        .await
+        .map_err(|e| LaunchError::User(e.to_string()))?
+        .map_err(|e| LaunchError::User(e.to_string()))?;
+    let mut plan = plan(user)?;
+    plan.gpus = gpus;
+    prepare_dirs(&plan, fresh).map_err(|source| LaunchError::Dirs {
+        path: plan.task_dir.clone(),
+        source,
+    })?;
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs(errno: i32) -> LaunchError {
+        LaunchError::Dirs {
+            path: "/x".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    #[test]
+    fn failures_before_the_first_attempt_have_one_code_each() {
+        let cases = [
+            (LaunchError::User("no such user".into()), "Unknown"),
+            (
+                LaunchError::Plan(PlanError::CommandLine("'".into())),
+                "ContainerInvalidSettings",
+            ),
+            (dirs(libc::ENOSPC), "DiskFull"),
+            (dirs(libc::EACCES), "ResourceDirectoryCreateFailed"),
+        ];
+        for (e, code) in cases {
+            assert_eq!(before_start(&e).as_str(), code, "{e}");
+        }
+    }
+}
