@@ -134,6 +134,8 @@ struct State {
     containers: BTreeMap<String, Container>,
     next_id: u64,
     calls: Vec<Call>,
+    /// The most containers running at one time.
+    peak_running: usize,
 }
 
 struct Inner {
@@ -179,6 +181,7 @@ impl Fake {
                     containers: BTreeMap::new(),
                     next_id: 1,
                     calls: vec![],
+                    peak_running: 0,
                 }),
                 changed: Notify::new(),
             }),
@@ -266,6 +269,11 @@ impl Fake {
     /// How many calls of `op` were made.
     pub fn count(&self, op: &str) -> usize {
         self.lock().calls.iter().filter(|c| c.op == op).count()
+    }
+
+    /// The most containers that ran at one time so far.
+    pub fn peak_running(&self) -> usize {
+        self.lock().peak_running
     }
 
     /// The ids of the containers that exist now.
@@ -562,6 +570,12 @@ impl Engine for Fake {
                 c.started_at = Some(chrono::Utc::now());
                 c.settle(now);
             }
+            let running = s
+                .containers
+                .values()
+                .filter(|c| matches!(c.status, Status::Running { .. }))
+                .count();
+            s.peak_running = s.peak_running.max(running);
             Ok(())
         })
     }

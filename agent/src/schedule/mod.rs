@@ -3,6 +3,8 @@
 //! `berth run` uses this; the daemon will feed the same scheduler.
 
 pub mod job_tasks;
+#[cfg(test)]
+mod on_fake;
 pub mod queue;
 pub mod retention;
 

@@ -1,0 +1,303 @@
+//! The daemon's scheduler choosing what runs (slots, required slots, FIFO, dependencies,
+//! paging, job preparation gating, GPUs), over a real SQLite store with the fake engine:
+//! what `tests/tests/agent.rs` shows on a real engine in minutes, here in a second. Tasks
+//! "run" on tokio's paused clock; the fake's call log says what started in which order.
+
+use super::queue::Scheduler;
+use crate::config::OnShutdown;
+use crate::engine::fake::{Fake, Script};
+use crate::store::{sqlite::SqliteStore, Store};
+use crate::task::Runtime;
+use berth_proto::{JobState, JobView, NodeState, TaskState, TaskView};
+use chrono::Utc;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const IMAGE: &str = "docker.io/library/busybox:latest";
+
+struct Daemon {
+    _dir: tempfile::TempDir,
+    fake: Fake,
+    rt: Arc<Runtime>,
+    store: Arc<SqliteStore>,
+    sched: Arc<Scheduler>,
+    cancel: CancellationToken,
+}
+
+fn daemon(fake: &Fake, slots: i32, adjust: impl FnOnce(&mut Runtime)) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    fake.add_image(IMAGE, &[]);
+    let mut rt = Runtime::on_engine(Arc::new(fake.clone()), &dir.path().join("root"));
+    rt.pool.task_slots_per_node = Some(slots);
+    adjust(&mut rt);
+    rt.node.layout.prepare().unwrap();
+    rt.status.set_state(NodeState::Idle);
+    let rt = Arc::new(rt);
+    let store = Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
+    let sched = Scheduler::new(rt.clone(), store.clone());
+    let cancel = CancellationToken::new();
+    tokio::spawn(sched.clone().run(cancel.clone(), OnShutdown::Stop));
+    Daemon {
+        _dir: dir,
+        fake: fake.clone(),
+        rt,
+        store,
+        sched,
+        cancel,
+    }
+}
+
+impl Daemon {
+    fn job(&self, job: Value) {
+        let now = Utc::now();
+        self.store
+            .add_job(&JobView {
+                spec: serde_json::from_value(job).unwrap(),
+                state: JobState::Active,
+                state_transition_time: now,
+                creation_time: now,
+            })
+            .unwrap();
+    }
+
+    /// Queues tasks of `job` in this order.
+    fn tasks(&self, job: &str, tasks: Vec<Value>) {
+        let spec = self.store.job(job).unwrap().unwrap().spec;
+        let views: Vec<TaskView> = tasks
+            .into_iter()
+            .map(|mut t| {
+                t["containerSettings"] = json!({"imageName": IMAGE});
+                t["commandLine"] = json!("/bin/true");
+                let spec_t = serde_json::from_value(t).unwrap();
+                crate::schedule::TaskReport::active(&self.rt, &spec, spec_t, None).view
+            })
+            .collect();
+        self.store.add_tasks(&views).unwrap();
+        self.sched.wake();
+    }
+
+    fn state(&self, job: &str, task: &str) -> (TaskState, Option<i64>) {
+        let t = self.store.task(job, task).unwrap().unwrap().view;
+        (t.state, t.execution_info.and_then(|i| i.exit_code))
+    }
+
+    /// Waits (real time, at most 20 s) until every listed task is completed.
+    async fn until_completed(&self, job: &str, tasks: &[&str]) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tasks
+            .iter()
+            .any(|t| self.state(job, t).0 != TaskState::Completed)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not all completed: {:?}",
+                tasks
+                    .iter()
+                    .map(|t| (t, self.state(job, t)))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The tasks in the order their containers were created (first attempts).
+    fn started(&self) -> Vec<String> {
+        self.fake
+            .calls()
+            .into_iter()
+            .filter(|c| c.op == "create")
+            // berth.<node>.<job>.<task>.<attempt>
+            .filter(|c| c.target.ends_with(".0"))
+            .filter_map(|c| c.target.split('.').nth(3).map(str::to_string))
+            .filter(|t| t != "jobpreparation")
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn t(id: &str) -> Value {
+    json!({"id": id})
+}
+
+#[tokio::test(start_paused = true)]
+async fn tasks_start_in_queue_order_and_never_exceed_the_slots() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(10)));
+    let d = daemon(&f, 3, |_| {});
+    d.job(json!({"id": "j"}));
+    let ids: Vec<String> = (1..=9).map(|i| format!("t{i}")).collect();
+    d.tasks("j", ids.iter().map(|i| t(i)).collect());
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    d.until_completed("j", &refs).await;
+    // Tasks that start together create their containers in any order; the batches, each
+    // as long as one task's run, follow the queue.
+    let mut batches: Vec<Vec<String>> = d.started().chunks(3).map(<[String]>::to_vec).collect();
+    batches.iter_mut().for_each(|b| b.sort());
+    let want: Vec<Vec<String>> = ids.chunks(3).map(<[String]>::to_vec).collect();
+    assert_eq!(batches, want, "FIFO");
+    assert_eq!(f.peak_running(), 3, "all slots used, never more");
+    assert!(f.containers().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_needing_more_slots_waits_for_them_and_runs_alone() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(10)));
+    let d = daemon(&f, 4, |_| {});
+    d.job(json!({"id": "j"}));
+    let mut big = t("t2");
+    big["requiredSlots"] = json!(4);
+    d.tasks("j", vec![t("t1"), big, t("t3")]);
+    d.until_completed("j", &["t1", "t2", "t3"]).await;
+    // t2 needs the whole node: it waits for t1, and t3, which fits beside t1, backfills
+    // (as `berth run` does); t2 then runs alone.
+    let started = d.started();
+    assert_eq!(
+        started.last().map(String::as_str),
+        Some("t2"),
+        "{started:?}"
+    );
+    assert_eq!(f.peak_running(), 2);
+    let info = |id: &str| {
+        d.store
+            .task("j", id)
+            .unwrap()
+            .unwrap()
+            .view
+            .execution_info
+            .unwrap()
+    };
+    let t2_start = info("t2").start_time.unwrap();
+    for other in ["t1", "t3"] {
+        assert!(
+            info(other).end_time.unwrap() <= t2_start,
+            "t2 ran beside {other}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dependencies_wait_for_success_and_a_failed_one_blocks() {
+    let f = Fake::new();
+    f.script(|name, _| {
+        let code = if name.contains(".t2.") { 1 } else { 0 };
+        Script::exits(code, Duration::from_secs(5))
+    });
+    let d = daemon(&f, 4, |_| {});
+    d.job(json!({"id": "j", "usesTaskDependencies": true}));
+    let mut t3 = t("t3");
+    t3["dependsOn"] = json!({"taskIds": ["t1"]});
+    let mut t4 = t("t4");
+    t4["dependsOn"] = json!({"taskIds": ["t2"]});
+    d.tasks("j", vec![t3, t4, t("t1"), t("t2")]);
+    d.until_completed("j", &["t1", "t2", "t3"]).await;
+    let mut started = d.started();
+    // t1 and t2 start together, in either order; t3 only after t1 succeeded.
+    started[..2].sort();
+    assert_eq!(
+        started,
+        vec!["t1", "t2", "t3"],
+        "order in the queue does not beat dependencies"
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        d.state("j", "t4").0,
+        TaskState::Active,
+        "blocked by failed t2"
+    );
+    assert_eq!(d.state("j", "t2"), (TaskState::Completed, Some(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn runnable_tasks_behind_pages_of_blocked_ones_still_start() {
+    let f = Fake::new();
+    f.script(|name, _| {
+        Script::exits(
+            if name.contains(".x.") { 1 } else { 0 },
+            Duration::from_secs(1),
+        )
+    });
+    let d = daemon(&f, 2, |_| {});
+    d.job(json!({"id": "j", "usesTaskDependencies": true}));
+    let mut tasks = vec![json!({"id": "x"})];
+    for i in 0..600 {
+        tasks.push(json!({"id": format!("b{i}"), "dependsOn": {"taskIds": ["x"]}}));
+    }
+    tasks.push(t("t1"));
+    tasks.push(t("t2"));
+    d.tasks("j", tasks);
+    d.until_completed("j", &["x", "t1", "t2"]).await;
+    assert_eq!(d.state("j", "b599").0, TaskState::Active);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_preparation_task_runs_first_and_its_failure_holds_the_tasks() {
+    let f = Fake::new();
+    f.script(|name, _| {
+        let code = if name.contains(".bad.jobpreparation.") {
+            2
+        } else {
+            0
+        };
+        Script::exits(code, Duration::from_secs(3))
+    });
+    let d = daemon(&f, 2, |_| {});
+    let prep = json!({"commandLine": "/bin/true", "containerSettings": {"imageName": IMAGE}});
+    d.job(json!({"id": "good", "jobPreparationTask": prep}));
+    d.job(json!({"id": "bad", "jobPreparationTask": prep}));
+    d.tasks("good", vec![t("t1")]);
+    d.until_completed("good", &["t1"]).await;
+    let creates: Vec<String> = f
+        .calls()
+        .into_iter()
+        .filter(|c| c.op == "create")
+        .map(|c| c.target)
+        .collect();
+    assert!(creates[0].contains("jobpreparation"), "{creates:?}");
+    d.tasks("bad", vec![t("t9")]);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        d.state("bad", "t9").0,
+        TaskState::Active,
+        "a failed preparation (waitForSuccess) keeps the job's tasks from starting"
+    );
+    assert!(!d.started().contains(&"t9".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_is_not_schedulable_starts_nothing_until_it_is() {
+    let f = Fake::new();
+    let d = daemon(&f, 2, |_| {});
+    d.rt.status.set_state(NodeState::Unusable);
+    d.job(json!({"id": "j"}));
+    d.tasks("j", vec![t("t1")]);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(d.state("j", "t1").0, TaskState::Active);
+    assert_eq!(f.count("create"), 0);
+    d.rt.status.set_state(NodeState::Idle);
+    d.sched.wake();
+    d.until_completed("j", &["t1"]).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn tasks_that_fail_are_retried_by_the_scheduler_path_too() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(4, Duration::from_secs(1)));
+    let d = daemon(&f, 1, |_| {});
+    d.job(json!({"id": "j"}));
+    let mut t1 = t("t1");
+    t1["constraints"] = json!({"maxTaskRetryCount": 2});
+    d.tasks("j", vec![t1]);
+    d.until_completed("j", &["t1"]).await;
+    let v = d.store.task("j", "t1").unwrap().unwrap().view;
+    let info = v.execution_info.unwrap();
+    assert_eq!((info.exit_code, info.retry_count), (Some(4), 2));
+    assert_eq!(f.count("create"), 3);
+}
