@@ -376,11 +376,11 @@ fn io_error(code: FailureCode, p: &Path, e: std::io::Error) -> FileError {
 }
 
 /// A filesystem failure as a task failure: a full disk has its own code; what the task
-/// planted (a link, a FIFO) is named as found.
-fn beneath_error(code: FailureCode, e: BeneathError) -> FileError {
+/// planted (a link, a FIFO) is named as found and is the task's fault (`TaskFileRefused`).
+pub fn beneath_error(code: FailureCode, e: BeneathError) -> FileError {
     match e {
         BeneathError::Io { path, source } => io_error(code, &path, source),
-        refused => FileError::new(code, refused.to_string()),
+        refused => FileError::new(FailureCode::TaskFileRefused, refused.to_string()),
     }
 }
 
@@ -438,7 +438,8 @@ mod tests {
         assert!(d.path().join("a/b").is_dir());
         std::os::unix::fs::symlink("/etc", d.path().join("evil")).unwrap();
         let e = make_parents(&wd, "evil/x", None).unwrap_err();
-        assert_eq!(e.code, FailureCode::ResourceDirectoryCreateFailed);
+        // What the task planted is its own fault (a user error), not the node's.
+        assert_eq!(e.code, FailureCode::TaskFileRefused);
         assert!(e.message.contains("symbolic link"), "{}", e.message);
         std::fs::write(d.path().join("plain"), "").unwrap();
         assert!(make_parents(&wd, "plain/x", None).is_err());

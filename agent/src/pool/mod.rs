@@ -133,7 +133,10 @@ async fn run_start_task(rt: Arc<Runtime>, cancel: CancellationToken) -> Executio
     plan.gpus = rt.gpus.inventory.gpus.clone();
     // The start task's directory is reused on every run; only its wd is guaranteed.
     if let Err(e) = task::prepare_dirs(&plan, false) {
-        return fail(format!("{}: {e}", plan.task_dir.display()));
+        return task::failed_before_start(
+            task::exit::file_code(&e, FailureCode::ResourceDirectoryCreateFailed),
+            format!("{}: {e}", plan.task_dir.display()),
+        );
     }
     tracing::info!("start task started");
     let info = task::run_task(&rt, &plan, &cancel, None).await;

@@ -159,7 +159,7 @@ pub async fn run(
         plan.gpus = rt.gpus.inventory.gpus.clone();
         // Kept between runs, as the start task's: a rerun after a reboot finds its files.
         if let Err(e) = task::prepare_dirs(&plan, false) {
-            let code = if e.raw_os_error() == Some(libc::ENOSPC) { FailureCode::DiskFull } else { FailureCode::ResourceDirectoryCreateFailed };
+            let code = task::exit::file_code(&e, FailureCode::ResourceDirectoryCreateFailed);
             return task::failed_before_start(code, format!("{}: {e}", plan.task_dir.display()));
         }
         tracing::info!("{} started", which.name());

@@ -115,7 +115,7 @@ pub(crate) async fn run_one(
         }
         // A task taken over after an agent restart keeps its directory and output.
         if let Err(e) = task::prepare_dirs(&plan, resume.is_none()) {
-            let code = if e.raw_os_error() == Some(libc::ENOSPC) { FailureCode::DiskFull } else { FailureCode::ResourceDirectoryCreateFailed };
+            let code = task::exit::file_code(&e, FailureCode::ResourceDirectoryCreateFailed);
             return task::failed_before_start(code, format!("{}: {e}", plan.task_dir.display()));
         }
         tracing::info!("task started");

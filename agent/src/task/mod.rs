@@ -311,7 +311,7 @@ async fn download_resources(
     let wd = task_files(plan)
         .and_then(|d| d.dir(wd_name(plan)))
         .map_err(|e| {
-            crate::files::FileError::new(FailureCode::ResourceDirectoryCreateFailed, e.to_string())
+            crate::files::resources::beneath_error(FailureCode::ResourceDirectoryCreateFailed, e)
         })?;
     let done =
         crate::files::resources::download(t, &plan.resource_files, &wd, owner, cancel).await?;
