@@ -39,6 +39,7 @@ batch_enum!(
         DiskFull => "DiskFull",
         GpuRequestInvalid => "GpuRequestInvalid",
         EngineUnavailable => "EngineUnavailable",
+        TaskFileRefused => "TaskFileRefused",
         Unknown => "Unknown",
     }
 );
@@ -148,6 +149,13 @@ impl FailureCode {
             FailureCode::GpuRequestInvalid => {
                 (UserError, "The task asks for GPUs this node cannot give it")
             }
+            // berth's own: the task left a link, a FIFO, a device or a file with several
+            // names where the agent (root) writes or reads its own files in the task's
+            // directories. The agent did not act on it; the task's doing, so a user error.
+            FailureCode::TaskFileRefused => (
+                UserError,
+                "The task left a link or special file where the node keeps the task's own files",
+            ),
             FailureCode::Unknown => (ServerError, "An unknown scheduling error has occurred."),
         }
     }

@@ -139,6 +139,12 @@ fn links_fifos_and_hard_links_planted_as_output_files_are_refused() {
             msg.contains("stdout.txt") && msg.contains(found),
             "{id}: the failure names the file and what was found: {msg}"
         );
+        let f = &t["executionInfo"]["failureInfo"];
+        assert_eq!(
+            (f["category"].as_str(), f["code"].as_str()),
+            (Some("usererror"), Some("TaskFileRefused")),
+            "{id}: what the task planted is its own fault: {t}"
+        );
     }
     assert_eq!(agent.term(), Some(0));
     assert!(n.containers().is_empty());
@@ -233,4 +239,71 @@ fn the_file_api_never_serves_a_link_swapped_in_during_the_read() {
         "the API returned the secret {leaks} times in {reads} reads"
     );
     assert_eq!(agent.term(), Some(0));
+}
+
+/// The agent-restart path: a non-admin task replaces its own `stdout.txt`/`stderr.txt`
+/// with links to root-owned host files and runs on; the agent is killed (`kill -9`) and
+/// a new one takes the container over. The new agent appends what the engine's log store
+/// holds beyond the files: it must refuse the links, leave the targets alone, and end the
+/// task with a user error naming `stdout.txt`.
+#[test]
+fn links_planted_while_no_agent_runs_are_refused_by_the_next_one() {
+    let n = TestNode::new("linkrestart");
+    let mut agent = Agent::start(&n);
+    agent.wait_node("idle");
+    let out = victim(&n.dir.path().join("victim-out"), "host out\n", 0o644);
+    let err = victim(&n.dir.path().join("victim-err"), "host err\n", 0o644);
+    assert_eq!(
+        agent.req("POST", "/jobs", Some(&json!({"id": "kj"}))).0,
+        201
+    );
+    let cmd = format!(
+        "/bin/sh -c 'cd $AZ_BATCH_TASK_DIR; echo before; echo before >&2; rm -f stdout.txt stderr.txt; busybox ln -s {} stdout.txt; busybox ln -s {} stderr.txt; touch wd/planted; while [ ! -e wd/go ]; do echo tick; echo tock >&2; sleep 1; done; echo after'",
+        out.display(),
+        err.display()
+    );
+    let (st, b) = agent.req("POST", "/jobs/kj/tasks", Some(&task("planter", &cmd, "")));
+    assert_eq!(st, 201, "{b}");
+    agent.wait_state("kj", "planter", "running");
+    let wd = n.task_dir("kj", "planter").join("wd");
+    let t0 = Instant::now();
+    while !wd.join("planted").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the task never planted its links"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent.child.kill().unwrap(); // SIGKILL: the container runs on
+    agent.child.wait().unwrap();
+    assert_eq!(
+        n.containers().len(),
+        1,
+        "the task's container outlives the agent"
+    );
+    // Output written while no agent runs: the next one has it from the log store.
+    std::thread::sleep(Duration::from_secs(2));
+    let agent = Agent::start(&n);
+    std::fs::write(wd.join("go"), "").unwrap();
+    let t = agent.wait_state_for("kj", "planter", "completed", Duration::from_secs(90));
+    eprintln!("planter: {}", t["executionInfo"]);
+    untouched(&out, "host out\n", 0o644);
+    untouched(&err, "host err\n", 0o644);
+    let info = &t["executionInfo"];
+    assert_eq!(info["result"], "failure", "{t}");
+    let msg = failure(&t);
+    assert!(
+        msg.contains("stdout.txt") && msg.contains("symbolic link"),
+        "the failure names the file and what was found: {msg}"
+    );
+    assert_eq!(
+        (
+            info["failureInfo"]["category"].as_str(),
+            info["failureInfo"]["code"].as_str()
+        ),
+        (Some("usererror"), Some("TaskFileRefused")),
+        "the task's own doing is a user error: {t}"
+    );
+    assert_eq!(agent.term(), Some(0));
+    assert!(n.containers().is_empty());
 }

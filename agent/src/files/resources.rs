@@ -209,8 +209,7 @@ async fn fetch(
             }
         }
     };
-    beneath::fchmod(&file, d.mode)
-        .and_then(|()| Owner::apply(owner, &file))
+    give(&file, d.mode, owner)
         .map_err(|e| io_error(FailureCode::ResourceFileCreateFailed, &dest, e))?;
     let secs = began.elapsed().as_secs_f64();
     tracing::info!(
@@ -221,6 +220,15 @@ async fn fetch(
         "resource file downloaded"
     );
     Ok(n)
+}
+
+/// Gives a downloaded file the task's user, then its `fileMode`, through its descriptor.
+/// In that order: a mode with set-user-ID (`4755`) set first would make the task's bytes a
+/// root-owned set-user-ID program until the chown (which then clears the bit), and another
+/// process of the task's user could run it as root in that moment.
+fn give(file: &std::fs::File, mode: u32, owner: Option<Owner>) -> std::io::Result<()> {
+    Owner::apply(owner, file)?;
+    beneath::fchmod(file, mode)
 }
 
 /// One try: the file (created or emptied beneath `dir`, never through a link) and its size.
@@ -376,11 +384,11 @@ fn io_error(code: FailureCode, p: &Path, e: std::io::Error) -> FileError {
 }
 
 /// A filesystem failure as a task failure: a full disk has its own code; what the task
-/// planted (a link, a FIFO) is named as found.
-fn beneath_error(code: FailureCode, e: BeneathError) -> FileError {
+/// planted (a link, a FIFO) is named as found and is the task's fault (`TaskFileRefused`).
+pub fn beneath_error(code: FailureCode, e: BeneathError) -> FileError {
     match e {
         BeneathError::Io { path, source } => io_error(code, &path, source),
-        refused => FileError::new(code, refused.to_string()),
+        refused => FileError::new(FailureCode::TaskFileRefused, refused.to_string()),
     }
 }
 
@@ -438,11 +446,35 @@ mod tests {
         assert!(d.path().join("a/b").is_dir());
         std::os::unix::fs::symlink("/etc", d.path().join("evil")).unwrap();
         let e = make_parents(&wd, "evil/x", None).unwrap_err();
-        assert_eq!(e.code, FailureCode::ResourceDirectoryCreateFailed);
+        // What the task planted is its own fault (a user error), not the node's.
+        assert_eq!(e.code, FailureCode::TaskFileRefused);
         assert!(e.message.contains("symbolic link"), "{}", e.message);
         std::fs::write(d.path().join("plain"), "").unwrap();
         assert!(make_parents(&wd, "plain/x", None).is_err());
         assert!(make_parents(&wd, "", None).is_err());
+    }
+
+    /// A `fileMode` with set-user-ID (`4755`) never makes a root-owned set-user-ID file of
+    /// the task's bytes, not even for a moment: the file is the task's user's before its
+    /// mode is set, so the bit is set on the user's own file and kept.
+    #[test]
+    fn a_setuid_file_mode_is_set_on_the_users_file() {
+        if !nix::unistd::Uid::effective().is_root() {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let wd = Beneath::open(d.path()).unwrap();
+        let f = wd.create("tool", 0o600).unwrap();
+        let owner = Owner {
+            uid: 65534,
+            gid: 65534,
+        };
+        give(&f, 0o4755, Some(owner)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::symlink_metadata(d.path().join("tool")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (65534, 65534));
+        // chown clears set-user-ID: kept only when it came after the chown.
+        assert_eq!(md.mode() & 0o7777, 0o4755, "mode {:o}", md.mode() & 0o7777);
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl PrivateImages {
         let tmp = f.with_extension("tmp");
         let r = f
             .parent()
-            .map(std::fs::create_dir_all)
+            .map(|d| crate::node::layout::make_agent_dirs(d, 0o755))
             .unwrap_or(Ok(()))
             .and_then(|_| std::fs::write(&tmp, body))
             .and_then(|_| std::fs::rename(&tmp, f));

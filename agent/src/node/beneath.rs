@@ -72,6 +72,14 @@ impl BeneathError {
     }
 }
 
+/// Whether `e` is a [`BeneathError::Refused`] carried in an I/O error: what the task left
+/// in its directory, not a fault of the node.
+pub fn is_refused(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<BeneathError>())
+        .is_some_and(|b| matches!(b, BeneathError::Refused { .. }))
+}
+
 impl From<BeneathError> for std::io::Error {
     fn from(e: BeneathError) -> Self {
         let kind = match &e {

@@ -63,9 +63,35 @@ impl NodeLayout {
         }
         std::fs::create_dir_all(self.shared())?;
         std::fs::set_permissions(self.shared(), std::fs::Permissions::from_mode(0o1777))?;
-        std::fs::create_dir_all(self.retention_dir())?;
+        make_agent_dirs(&self.retention_dir(), 0o755)?;
         Ok(())
     }
+}
+
+/// Creates `path` and its missing parents, each with exactly `mode` whatever berth's
+/// umask: directories of the agent's own (`workitems/<job>/job-1`, `volatile/...`) that
+/// a task must not write. A umask of 0 would otherwise leave them `0777`, and a task could
+/// swap a sibling's directory (or `job-1`) for a link. Directories already there are left
+/// as they are.
+pub fn make_agent_dirs(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mut missing = Vec::new();
+    let mut p = path;
+    while std::fs::symlink_metadata(p).is_err() {
+        missing.push(p);
+        match p.parent() {
+            Some(parent) => p = parent,
+            None => break,
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(mode).create(d) {
+            Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -58,8 +58,17 @@ pub fn sweep(layout: &NodeLayout) -> std::io::Result<usize> {
             continue;
         }
         let path = PathBuf::from(path);
-        // Only ever remove directories inside this node's tree.
-        if path.starts_with(layout.root().join("workitems")) {
+        // Only ever remove directories inside this node's `workitems`, named by plain
+        // components (no `..` climbing back out).
+        let inside = path
+            .strip_prefix(layout.root().join("workitems"))
+            .is_ok_and(|rel| {
+                rel.components().next().is_some()
+                    && rel
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)))
+            });
+        if inside {
             // The task owns what is inside: removed without following its links.
             match crate::node::beneath::remove_all(&path) {
                 Ok(true) => removed += 1,
@@ -93,5 +102,24 @@ mod tests {
         assert_eq!(sweep(&l).unwrap(), 1);
         assert!(!old.exists() && new.exists());
         assert_eq!(sweep(&l).unwrap(), 0);
+    }
+
+    /// A record is only ever a path berth wrote, but the sweep runs as root and removes
+    /// whole trees: a path that climbs out of `workitems` with `..` removes nothing.
+    #[test]
+    fn a_record_that_climbs_out_of_workitems_removes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = NodeLayout::new(tmp.path().join("root"));
+        l.prepare().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(outside.join("keep")).unwrap();
+        let climbing = l.root().join("workitems/../../outside");
+        std::fs::write(
+            l.retention_dir().join("forged"),
+            format!("0\n{}\n", climbing.display()),
+        )
+        .unwrap();
+        assert_eq!(sweep(&l).unwrap(), 0);
+        assert!(outside.join("keep").exists(), "the sweep left workitems");
     }
 }

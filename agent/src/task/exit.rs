@@ -30,10 +30,11 @@ pub enum Finished {
         message: String,
         container: Option<ContainerInfo>,
     },
-    /// The task's stdout/stderr could not be written (a full disk): berth stopped it.
+    /// The task's stdout/stderr could not be written (a full disk, or a link the task left
+    /// in their place): berth stopped it.
     OutputLost {
         code: Option<i64>,
-        disk_full: bool,
+        fault: FileFault,
         message: String,
         container: Option<ContainerInfo>,
     },
@@ -44,6 +45,45 @@ pub enum Finished {
         details: Vec<NameValuePair>,
         container: Option<ContainerInfo>,
     },
+}
+
+/// Why a file in the task's directories could not be made, opened or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFault {
+    /// `ENOSPC`/`EDQUOT`: the node's disk.
+    DiskFull,
+    /// The task left a link, FIFO, device or hard link there
+    /// ([`crate::node::BeneathError::Refused`]): its own doing.
+    Refused,
+    /// Anything else.
+    Other,
+}
+
+impl FileFault {
+    pub fn of(e: &std::io::Error) -> FileFault {
+        if crate::node::beneath::is_refused(e) {
+            FileFault::Refused
+        } else if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+            FileFault::DiskFull
+        } else {
+            FileFault::Other
+        }
+    }
+
+    /// The failure code: `TaskFileRefused` (usererror) for what the task planted,
+    /// `DiskFull` for the disk, else `otherwise`.
+    pub fn code(self, otherwise: FailureCode) -> FailureCode {
+        match self {
+            FileFault::Refused => FailureCode::TaskFileRefused,
+            FileFault::DiskFull => FailureCode::DiskFull,
+            FileFault::Other => otherwise,
+        }
+    }
+}
+
+/// The failure code of a file operation in the task's directories that failed.
+pub fn file_code(e: &std::io::Error, otherwise: FailureCode) -> FailureCode {
+    FileFault::of(e).code(otherwise)
 }
 
 /// The Batch-shaped outcome of one attempt.
@@ -160,21 +200,17 @@ pub fn outcome(f: Finished) -> Outcome {
         },
         Finished::OutputLost {
             code,
-            disk_full,
+            fault,
             message,
             container,
         } => Outcome {
             exit_code: code,
             failure: Some(FailureInfo::new(
-                if disk_full {
-                    FailureCode::DiskFull
-                } else {
-                    FailureCode::Unknown
-                },
+                fault.code(FailureCode::Unknown),
                 vec![nv("Message", message)],
             )),
             container,
-            // Another attempt would meet the same disk.
+            // Another attempt would meet the same disk, or the same planted file.
             retryable: false,
         },
         Finished::NotStarted {
@@ -217,7 +253,7 @@ mod tests {
     fn lost_output_on_a_full_disk_is_disk_full() {
         let o = outcome(Finished::OutputLost {
             code: Some(137),
-            disk_full: true,
+            fault: FileFault::DiskFull,
             message: "cannot write the task's output".into(),
             container: None,
         });
@@ -228,6 +264,52 @@ mod tests {
         );
         assert!(!o.retryable);
         assert_eq!(o.exit_code, Some(137));
+    }
+
+    /// A link the task left where its output goes is the task's fault, named as such;
+    /// a full disk and other I/O errors are the node's.
+    #[test]
+    fn a_planted_file_is_the_tasks_fault() {
+        let refused: std::io::Error = crate::node::BeneathError::Refused {
+            path: "/t/stdout.txt".into(),
+            found: crate::node::beneath::Found::Link,
+        }
+        .into();
+        assert_eq!(FileFault::of(&refused), FileFault::Refused);
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(FileFault::of(&full), FileFault::DiskFull);
+        let other = std::io::Error::from_raw_os_error(libc::EIO);
+        assert_eq!(
+            file_code(&other, FailureCode::ResourceDirectoryCreateFailed),
+            FailureCode::ResourceDirectoryCreateFailed
+        );
+        assert_eq!(
+            file_code(&refused, FailureCode::ResourceDirectoryCreateFailed),
+            FailureCode::TaskFileRefused
+        );
+        let o = outcome(Finished::OutputLost {
+            code: Some(0),
+            fault: FileFault::of(&refused),
+            message: format!("cannot write the task's output: {refused}"),
+            container: None,
+        });
+        let f = o.failure.unwrap();
+        assert_eq!(
+            (f.code.as_str(), f.category.as_str()),
+            ("TaskFileRefused", "usererror")
+        );
+        assert!(f
+            .detail("Message")
+            .unwrap()
+            .contains("stdout.txt: is a symbolic link"));
+        assert!(!o.retryable);
+        let o = outcome(Finished::NotStarted {
+            code: file_code(&refused, FailureCode::ResourceDirectoryCreateFailed),
+            message: refused.to_string(),
+            details: vec![],
+            container: None,
+        });
+        assert_eq!(o.failure.unwrap().category.as_str(), "usererror");
     }
 
     #[test]

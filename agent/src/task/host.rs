@@ -35,7 +35,7 @@ pub async fn attempt(
         Ok(f) => f,
         Err(e) => {
             return fail(
-                FailureCode::ResourceDirectoryCreateFailed,
+                super::exit::file_code(&e, FailureCode::ResourceDirectoryCreateFailed),
                 format!("cannot create stdout.txt/stderr.txt: {e}"),
             )
         }

@@ -33,10 +33,11 @@ fn before_start(e: &LaunchError) -> FailureCode {
     match e {
         LaunchError::User(_) => FailureCode::Unknown,
         LaunchError::Plan(_) => FailureCode::ContainerInvalidSettings,
-        LaunchError::Dirs { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
-            FailureCode::DiskFull
+        // A full disk, or a file the task planted (TaskFileRefused): the task's directory
+        // could not be made ready.
+        LaunchError::Dirs { source, .. } => {
+            super::exit::file_code(source, FailureCode::ResourceDirectoryCreateFailed)
         }
-        LaunchError::Dirs { .. } => FailureCode::ResourceDirectoryCreateFailed,
     }
 }
 

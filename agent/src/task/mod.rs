@@ -184,7 +184,7 @@ pub fn prepare_dirs(plan: &TaskPlan, fresh: bool) -> std::io::Result<()> {
             plan.task_dir.display()
         )));
     };
-    std::fs::create_dir_all(parent)?;
+    crate::node::layout::make_agent_dirs(parent, 0o755)?;
     let parent = Beneath::open(parent)?;
     if fresh {
         // A task id reused in a later `berth run` starts from a clean directory.
@@ -312,7 +312,7 @@ async fn download_resources(
     let wd = task_files(plan)
         .and_then(|d| d.dir(wd_name(plan)))
         .map_err(|e| {
-            crate::files::FileError::new(FailureCode::ResourceDirectoryCreateFailed, e.to_string())
+            crate::files::resources::beneath_error(FailureCode::ResourceDirectoryCreateFailed, e)
         })?;
     let done =
         crate::files::resources::download(t, &plan.resource_files, &wd, owner, cancel).await?;
@@ -427,6 +427,28 @@ mod tests {
             assert_eq!(prepared(root, "own", "").2, 4399);
         } else {
             eprintln!("not root: ownership not checked");
+        }
+    }
+
+    /// The job directories above a task's directory are the agent's: whatever the umask
+    /// berth was started with, no task may write them (else it could swap a sibling's
+    /// directory, or `job-1` itself, for a link).
+    #[test]
+    fn job_directories_are_the_agents_whatever_the_umask() {
+        use nix::sys::stat::{umask, Mode};
+        let root = tempfile::tempdir().unwrap();
+        let old = umask(Mode::empty());
+        prepared(root.path(), "t", "");
+        umask(old);
+        let mode = |p: &str| {
+            std::fs::metadata(root.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        for d in ["workitems", "workitems/j", "workitems/j/job-1"] {
+            assert_eq!(mode(d), 0o755, "{d}: {:o}", mode(d));
         }
     }
 }

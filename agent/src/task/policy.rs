@@ -185,6 +185,20 @@ pub fn check(policy: &Policy, o: &RunOptions, node_root: &Path) -> Result<(), Ru
                             ),
                         ));
                     }
+                    if let Some(at) = src
+                        .starts_with('/')
+                        .then(|| swappable(Path::new(src), node_root))
+                        .flatten()
+                    {
+                        return Err(forbidden(
+                            *rule,
+                            flag,
+                            format!(
+                                "binding {src} (a task can replace {} with a link before the engine binds it)",
+                                at.display()
+                            ),
+                        ));
+                    }
                 }
             }
             Rule::Unconfined => {
@@ -213,6 +227,46 @@ pub fn check(policy: &Policy, o: &RunOptions, node_root: &Path) -> Result<(), Ru
 pub fn under(p: &Path, root: &Path) -> bool {
     let root = std::fs::canonicalize(root).unwrap_or_else(|_| lexical(root));
     resolve(p).starts_with(&root)
+}
+
+/// Where a task could change what the bind source `src` (under `root`) names between this
+/// check and the engine's bind, which follows links and comes after the image pull: the
+/// first component below the node root that is a link, or that sits in a directory a
+/// user other than root can write (a sticky directory of root's protects root's own
+/// entries), or that is missing from such a directory. None when only root can change
+/// the path. The node root itself is the operator's.
+fn swappable(src: &Path, root: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let lex = lexical(src);
+    let real_root = std::fs::canonicalize(root).unwrap_or_else(|_| lexical(root));
+    // A source that reaches the node root only through a link elsewhere is refused too.
+    let rel = lex
+        .strip_prefix(lexical(root))
+        .or_else(|_| lex.strip_prefix(&real_root))
+        .map(Path::to_path_buf)
+        .ok();
+    let Some(rel) = rel else { return Some(lex) };
+    let mut dir = real_root;
+    // No node root yet: no task has written anything below it.
+    let Ok(mut dir_md) = std::fs::symlink_metadata(&dir) else {
+        return None;
+    };
+    for c in rel.components() {
+        let here = dir.join(c);
+        let open = dir_md.uid() != 0 || dir_md.mode() & 0o022 != 0;
+        let sticky = dir_md.uid() == 0 && dir_md.mode() & 0o1000 != 0;
+        match std::fs::symlink_metadata(&here) {
+            Ok(md) if md.file_type().is_symlink() => return Some(here),
+            Ok(md) if open && !(sticky && md.uid() == 0) => return Some(here),
+            Ok(md) => {
+                dir = here;
+                dir_md = md;
+            }
+            // Missing: whoever can write the directory can make it a link.
+            Err(_) => return open.then_some(here),
+        }
+    }
+    None
 }
 
 fn lexical(p: &Path) -> PathBuf {
@@ -364,12 +418,59 @@ mod tests {
         let via_link = format!("-v {}/shared/escape/etc:/x", root.display());
         let e = denied(&all, &via_link, &root).expect("a link to / is outside");
         assert!(e.contains("outside the node root"), "{e}");
-        let missing = format!("-v {}/shared/new/dir:/x", root.display());
+        let missing = format!("-v {}/applications/new/dir:/x", root.display());
         assert_eq!(
             denied(&all, &missing, &root),
             None,
             "not yet there, but inside"
         );
+    }
+
+    /// The engine resolves a bind's source when it starts the container, long after the
+    /// check (the image pull lies between): a directory a task made under `shared/` (or
+    /// any directory whose parent a task can write) passes as a real directory, and the
+    /// task swaps it for a link to `/` before the engine binds it. Such sources are refused;
+    /// paths only root can change are not.
+    #[test]
+    fn a_bind_source_a_task_can_swap_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::Uid::effective().is_root() {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        for sub in ["shared", "applications/tools", "workitems/j/job-1/t/wd"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        std::fs::set_permissions(root.join("shared"), std::fs::Permissions::from_mode(0o1777))
+            .unwrap();
+        // Made by a task: its own, in the sticky shared directory.
+        std::fs::create_dir(root.join("shared/x")).unwrap();
+        std::os::unix::fs::chown(root.join("shared/x"), Some(65534), Some(65534)).unwrap();
+        std::os::unix::fs::chown(root.join("workitems/j/job-1/t"), Some(65534), Some(65534))
+            .unwrap();
+        let all = Policy::from_names(&["binds"]).unwrap();
+        let bind = |p: &str| denied(&all, &format!("-v {}/{p}:/x", root.display()), &root);
+        for swappable in [
+            "shared/x",
+            "shared/x/deeper",
+            "shared/new",
+            "workitems/j/job-1/t/wd",
+        ] {
+            let e = bind(swappable).unwrap_or_else(|| panic!("{swappable} was allowed"));
+            assert!(
+                e.contains("a task can replace") && e.contains("(forbid_run_options: binds)"),
+                "{swappable}: {e}"
+            );
+        }
+        for fixed in [
+            "shared",
+            "applications/tools",
+            "applications/new/dir",
+            "workitems/j/job-1/t",
+        ] {
+            assert_eq!(bind(fixed), None, "{fixed}");
+        }
     }
 
     #[test]

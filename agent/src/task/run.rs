@@ -203,7 +203,7 @@ async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
         Ok(f) => f,
         Err(e) => {
             return not_started(
-                FailureCode::ResourceDirectoryCreateFailed,
+                super::exit::file_code(&e, FailureCode::ResourceDirectoryCreateFailed),
                 format!("cannot create stdout.txt/stderr.txt: {e}"),
                 vec![],
                 c.info(Some("created".into()), None),
@@ -598,7 +598,7 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
         tracing::error!(error = %e, "the task's output could not be written");
         return Ended::Done(Finished::OutputLost {
             code,
-            disk_full: matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)),
+            fault: super::exit::FileFault::of(&e),
             message: format!(
                 "cannot write the task's output to {}: {e}",
                 plan.task_dir.display()
