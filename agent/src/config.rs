@@ -76,6 +76,23 @@ pub enum OnShutdown {
     Leave,
 }
 
+impl OnShutdown {
+    /// What a SIGTERM does to running tasks, for the log line that says it.
+    pub fn consequence(self) -> &'static str {
+        match self {
+            OnShutdown::Stop => {
+                "running containers are being stopped and removed (on_shutdown = stop)"
+            }
+            OnShutdown::Continue => {
+                "no task starts; running tasks are waited for (on_shutdown = continue)"
+            }
+            OnShutdown::Leave => {
+                "running tasks are left running for the next agent (on_shutdown = leave)"
+            }
+        }
+    }
+}
+
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {

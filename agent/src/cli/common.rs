@@ -174,8 +174,12 @@ pub async fn start_node(
         eprintln!("berth: {e}");
         super::run::EXIT_TASK_FAILED
     })?;
-    let cancel = CancellationToken::new();
-    crate::shutdown::cancel_on_signals(cancel.clone());
+    // A signal is berth stopping (not a terminate): see `Runtime::stopping`.
+    let cancel = rt.stopping.clone();
+    crate::shutdown::cancel_on_signals(
+        cancel.clone(),
+        "running containers are being stopped and removed",
+    );
     match crate::pool::start(
         rt.clone(),
         cancel.child_token(),
@@ -267,6 +271,7 @@ pub async fn runtime(
         stop_grace: Duration::from_secs(args.stop_grace),
         policy: crate::task::policy::Policy::new(args.forbid_run_options.iter().copied()),
         output_limit: (args.task_output_limit > 0).then_some(args.task_output_limit),
+        stopping: CancellationToken::new(),
     }))
 }
 

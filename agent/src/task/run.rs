@@ -108,7 +108,7 @@ pub async fn attempt(
     );
     let pulled = tokio::select! {
         r = pull => r,
-        stop = stop_requested(deadline, cancel) => return stop.finished(None, None),
+        stop = stop_requested(rt, deadline, cancel) => return stop.finished(None, None),
     };
     if let Err(e) = pulled {
         return not_started(
@@ -411,7 +411,7 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
     let (stopped, exited) = loop {
         tokio::select! {
             r = &mut wait => break (None, Some(r.unwrap_or_else(|e| Err(EngineError::Other(e.to_string()))))),
-            stop = stop_requested(deadline, cancel) => break (Some(stop), None),
+            stop = stop_requested(rt, deadline, cancel) => break (Some(stop), None),
             w = &mut writer, if written.is_none() => {
                 let w = w.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
                 let failed = w.is_err();
@@ -516,7 +516,7 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
         tracing::warn!(container = id, error = %why, "the engine went away; waiting for it to answer");
         let back = tokio::select! {
             r = engine_back(rt) => r,
-            stop = stop_requested(deadline, cancel) => {
+            stop = stop_requested(rt, deadline, cancel) => {
                 return Ended::Done(stop.finished(code.ok(), c.info(None, Some(format!("the engine was away: {why}")))));
             }
         };
