@@ -112,6 +112,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         },
         forbid_run_options: cfg.forbid_run_options.rules().to_vec(),
         task_output_limit: cfg.task_output_limit,
+        default_pids_limit: cfg.default_pids_limit,
     };
     // The Docker client needs the engine's socket file to exist; until it does (dockerd
     // not started yet, and no socket unit holding it) there is nothing to serve either.

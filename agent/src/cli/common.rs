@@ -33,17 +33,27 @@ pub struct NodeArgs {
     #[command(flatten)]
     pub gpu: GpuArgs,
     /// containerRunOptions this node refuses, comma-separated: privileged, cap-add,
-    /// host-namespaces, devices, binds (outside the node root), unconfined, or all.
+    /// host-namespaces, devices, binds (outside the node root), unconfined, pids-limit
+    /// (above --default-pids-limit, or none), or all.
     #[arg(long, value_name = "RULES", value_delimiter = ',', value_parser = str::parse::<crate::task::policy::Rule>)]
     pub forbid_run_options: Vec<crate::task::policy::Rule>,
     /// The most bytes kept of each of a container task's stdout.txt and stderr.txt
     /// (`512M`, `1G`, ...; `0`: no limit). Past it the rest is dropped, with a marker line.
     #[arg(long, value_name = "SIZE", default_value = DEFAULT_OUTPUT_LIMIT, value_parser = parse_size)]
     pub task_output_limit: u64,
+    /// The most processes (and threads) each container may hold when its own
+    /// containerRunOptions set no --pids-limit; 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PIDS_LIMIT)]
+    pub default_pids_limit: u64,
 }
 
 /// The default of `--task-output-limit` and of the daemon's `task_output_limit`.
 pub const DEFAULT_OUTPUT_LIMIT: &str = "1G";
+
+/// The default of `--default-pids-limit` and of the daemon's `default_pids_limit`: room
+/// for thread-heavy HPC tasks (the limit counts threads) and for builds, yet a fork bomb
+/// in one task takes a bounded share of the host's process table (README, "Process limit").
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
 
 /// GPUs: how they reach containers and how many each task gets.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -271,6 +281,8 @@ pub async fn runtime(
         stop_grace: Duration::from_secs(args.stop_grace),
         policy: crate::task::policy::Policy::new(args.forbid_run_options.iter().copied()),
         output_limit: (args.task_output_limit > 0).then_some(args.task_output_limit),
+        pids_limit: (args.default_pids_limit > 0)
+            .then(|| i64::try_from(args.default_pids_limit).unwrap_or(i64::MAX)),
         stopping: CancellationToken::new(),
     }))
 }

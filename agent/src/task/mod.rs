@@ -41,6 +41,8 @@ pub struct Runtime {
     pub policy: policy::Policy,
     /// The most bytes kept of each of a container task's stdout.txt and stderr.txt.
     pub output_limit: Option<u64>,
+    /// The `--pids-limit` of a container whose run options set none (`default_pids_limit`).
+    pub pids_limit: Option<i64>,
     /// Cancelled when berth itself stops its tasks (Ctrl-C, SIGTERM with `on_shutdown =
     /// "stop"`), before their own tokens: it tells such a stop from a terminate, since a
     /// task stopped by a shutdown keeps an exit it made by itself.

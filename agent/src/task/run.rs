@@ -70,9 +70,9 @@ pub async fn attempt(
             None,
         );
     };
-    let opts = match run_options::parse(&c.run_options)
-        .and_then(|o| super::policy::check(&rt.policy, &o, rt.node.layout.root()).map(|()| o))
-    {
+    let opts = match run_options::parse(&c.run_options).and_then(|o| {
+        super::policy::check(&rt.policy, &o, rt.node.layout.root(), rt.pids_limit).map(|()| o)
+    }) {
         Ok(o) => o,
         Err(e) => {
             return not_started(
@@ -85,7 +85,7 @@ pub async fn attempt(
     };
     // The output files go to whom `prepare_dirs` gave the task's directories.
     let owner = super::files_owner(plan, opts.user.as_deref()).map(|o| (o.uid, o.gid));
-    let (mut body, notes) = match create::body(plan, &opts, who) {
+    let (mut body, notes) = match create::body(plan, &opts, who, rt.pids_limit) {
         Ok(b) => b,
         Err(e) => {
             return not_started(
