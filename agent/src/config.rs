@@ -11,6 +11,11 @@ pub const DEFAULT_FILE: &str = "/etc/berth/berth.toml";
 /// The default of `--task-output-limit` and of the daemon's `task_output_limit`.
 pub const DEFAULT_OUTPUT_LIMIT: &str = "1G";
 
+/// The default of `--default-pids-limit` and of the daemon's `default_pids_limit`: room
+/// for thread-heavy HPC tasks (the limit counts threads) and for builds, yet a fork bomb
+/// in one task takes a bounded share of the host's process table (README, "Process limit").
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
@@ -39,13 +44,16 @@ pub struct AgentConfig {
     /// Whole GPUs per task slot; none: an equal share (all GPUs with one slot).
     pub gpus_per_slot: Option<u32>,
     /// `containerRunOptions` rules this node refuses (`privileged`, `cap-add`,
-    /// `host-namespaces`, `devices`, `binds`, `unconfined`, `all`); none by default.
+    /// `host-namespaces`, `devices`, `binds`, `unconfined`, `pids-limit`, `all`); none by
+    /// default.
     #[serde(deserialize_with = "policy")]
     pub forbid_run_options: Policy,
     /// The most bytes kept of each of a container task's stdout.txt and stderr.txt: a
     /// number or a string with a unit (`"512M"`); 0: no limit.
     #[serde(deserialize_with = "size")]
     pub task_output_limit: u64,
+    /// The `--pids-limit` of a container whose `containerRunOptions` set none; 0: none.
+    pub default_pids_limit: u64,
 }
 
 fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -79,6 +87,23 @@ pub enum OnShutdown {
     Leave,
 }
 
+impl OnShutdown {
+    /// What a SIGTERM does to running tasks, for the log line that says it.
+    pub fn consequence(self) -> &'static str {
+        match self {
+            OnShutdown::Stop => {
+                "running containers are being stopped and removed (on_shutdown = stop)"
+            }
+            OnShutdown::Continue => {
+                "no task starts; running tasks are waited for (on_shutdown = continue)"
+            }
+            OnShutdown::Leave => {
+                "running tasks are left running for the next agent (on_shutdown = leave)"
+            }
+        }
+    }
+}
+
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
@@ -96,6 +121,7 @@ impl Default for AgentConfig {
             gpus_per_slot: None,
             forbid_run_options: Policy::default(),
             task_output_limit: 1 << 30,
+            default_pids_limit: DEFAULT_PIDS_LIMIT,
         }
     }
 }
@@ -173,6 +199,13 @@ impl AgentConfig {
             self.task_output_limit =
                 crate::size::parse(&v).map_err(|e| format!("BERTH_TASK_OUTPUT_LIMIT: {e}"))?;
         }
+        if let Some(v) = get("BERTH_DEFAULT_PIDS_LIMIT") {
+            self.default_pids_limit = v.parse().map_err(|_| {
+                format!(
+                    "BERTH_DEFAULT_PIDS_LIMIT={v:?}: use a number of processes, or 0 for no limit"
+                )
+            })?;
+        }
         if let Some(v) = get("BERTH_GPUS_PER_SLOT") {
             self.gpus_per_slot = Some(
                 v.parse()
@@ -244,6 +277,20 @@ mod tests {
             AgentConfig::default().task_output_limit,
             crate::size::parse(DEFAULT_OUTPUT_LIMIT).unwrap()
         );
+        assert_eq!(AgentConfig::default().default_pids_limit, 4096);
+        std::fs::write(&f, "default_pids_limit = 512\n").unwrap();
+        assert_eq!(AgentConfig::load(Some(&f)).unwrap().default_pids_limit, 512);
+        std::fs::write(&f, "default_pids_limit = -1\n").unwrap();
+        let e = AgentConfig::load(Some(&f)).unwrap_err();
+        assert!(e.contains("default_pids_limit"), "{e}");
+        let mut c = AgentConfig::default();
+        c.apply_env(|k| (k == "BERTH_DEFAULT_PIDS_LIMIT").then(|| "0".to_string()))
+            .unwrap();
+        assert_eq!(c.default_pids_limit, 0);
+        let e = c
+            .apply_env(|k| (k == "BERTH_DEFAULT_PIDS_LIMIT").then(|| "many".to_string()))
+            .unwrap_err();
+        assert!(e.contains("BERTH_DEFAULT_PIDS_LIMIT=\"many\""), "{e}");
         std::fs::write(&f, "gpu_exposure = \"cuda\"\n").unwrap();
         let e = AgentConfig::load(Some(&f)).unwrap_err();
         assert!(e.contains("not a GPU exposure"), "{e}");

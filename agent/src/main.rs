@@ -126,7 +126,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.cmd {
+    let code = match cli.cmd {
         Cmd::Run(args) => rt.block_on(berth_agent::cli::run::run(args)),
         Cmd::Pool(cmd) => rt.block_on(berth_agent::cli::pool::run(cmd)),
         Cmd::Agent(args) => rt.block_on(berth_agent::cli::agent::run(args)),
@@ -134,5 +134,9 @@ fn main() -> ExitCode {
         Cmd::Task { cmd, conn } => rt.block_on(control::task(cmd, conn)),
         Cmd::Node { cmd, conn } => rt.block_on(control::node(cmd, conn)),
         Cmd::Completions { .. } | Cmd::Manpages { .. } => unreachable!("handled before logging"),
-    }
+    };
+    // The work is done; a blocking thread still busy (an abandoned file copy, a task's
+    // probe) must not hold the exit, which dropping the runtime would wait for.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }

@@ -162,7 +162,7 @@ fn request(c: &Case) -> Value {
         expose::task_chose_gpus(&opts.host),
     );
     let image_env: Vec<String> = c.image_env.iter().map(|s| s.to_string()).collect();
-    let (body, _notes) = create::request(&plan, &opts, &who, &add, &image_env).unwrap();
+    let (body, _notes) = create::request(&plan, &opts, &who, Some(4096), &add, &image_env).unwrap();
     serde_json::to_value(&body).unwrap()
 }
 

@@ -85,7 +85,7 @@ fn exercise(s: &str) -> Result<(), TestCaseError> {
     match parse(s) {
         Ok(o) => {
             let all = Policy::new(policy::ALL);
-            if let Err(e) = policy::check(&all, &o, Path::new("/var/lib/berth")) {
+            if let Err(e) = policy::check(&all, &o, Path::new("/var/lib/berth"), Some(4096)) {
                 prop_assert!(e.message.contains("forbid_run_options"), "{}", e);
             }
         }

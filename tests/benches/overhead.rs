@@ -46,7 +46,7 @@ fn main() {
         let node = plan::NodeFacts { node_id: format!("bench-{}", std::process::id()), pool_id: "benchpool".into(), account_name: "berth".into(), layout: NodeLayout::new(dir.path().join("root")) };
         node.layout.prepare().unwrap();
         let pool = PoolSpec::default_for_run();
-        let runtime = Runtime { images: Arc::new(ImageStore::new(engine.clone(), vec![])), status: berth_agent::node::NodeStatus::new("bench", "bench"), engine: engine.clone(), node, pool: pool.clone(), stop_grace: Duration::from_secs(2), gpus: Arc::new(berth_agent::gpu::Gpus::none()), metrics: Default::default(), policy: Default::default(), output_limit: None };
+        let runtime = Runtime { images: Arc::new(ImageStore::new(engine.clone(), vec![])), status: berth_agent::node::NodeStatus::new("bench", "bench"), engine: engine.clone(), node, pool: pool.clone(), stop_grace: Duration::from_secs(2), gpus: Arc::new(berth_agent::gpu::Gpus::none()), metrics: Default::default(), policy: Default::default(), output_limit: None, pids_limit: None, stopping: Default::default() };
         let job = JobSpec::default_for_run();
         let user = users::resolve(None, &pool).unwrap();
         // Warm up both paths once.

@@ -782,7 +782,7 @@ fn run_options_policy() {
     );
     assert_eq!(bad.code, Some(2), "{}", bad.stderr);
     assert!(
-        bad.stderr.contains("\"root\" is not a run-options rule; use privileged, cap-add, host-namespaces, devices, binds, unconfined or all"),
+        bad.stderr.contains("\"root\" is not a run-options rule; use privileged, cap-add, host-namespaces, devices, binds, unconfined, pids-limit or all"),
         "{}",
         bad.stderr
     );

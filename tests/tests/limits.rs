@@ -239,3 +239,90 @@ fn a_full_node_root_fails_the_task_and_work_resumes() {
     assert!(n.containers().is_empty());
     drop(disk);
 }
+
+/// A task that starts 200 processes, then says how many it got and how many live in its
+/// container (itself included), and its cgroup's `pids.max`. Only shell builtins run once
+/// the forking stops, so the report needs no process of its own.
+fn forker(id: &str, options: &str) -> serde_json::Value {
+    let script = "read max < /sys/fs/cgroup/pids/pids.max 2>/dev/null || read max < /sys/fs/cgroup/pids.max; \
+        ( i=0; while [ $i -lt 200 ]; do sleep 60 & i=$((i+1)); echo $i > count; done ) 2>/dev/null; \
+        read n < count; set -- /proc/[0-9]*; echo max $max forked $n procs $#; kill -9 -1";
+    task(id, &format!("/bin/sh -c '{script}'"), options)
+}
+
+/// `(pids.max, processes forked, processes alive)` from a forker's stdout.
+fn forked(n: &TestNode, id: &str) -> (String, u32, u32) {
+    let out = n.read("berthjob", id, "stdout.txt");
+    let w: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(
+        (w.len(), w[0], w[2], w[4]),
+        (6, "max", "forked", "procs"),
+        "{out}"
+    );
+    (
+        w[1].to_string(),
+        w[3].parse().unwrap(),
+        w[5].parse().unwrap(),
+    )
+}
+
+/// The node's default process limit: every container gets it (4096 unless configured);
+/// a fork bomb stops there; a task's own `--pids-limit` wins, unless the node forbids
+/// raising it, which then fails the task naming the flag.
+#[test]
+fn the_default_pids_limit_holds_a_fork_bomb() {
+    let n = TestNode::new("pids");
+    let r = n.run(&[], &json!([forker("plain", "")]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let (max, got, alive) = forked(&n, "plain");
+    eprintln!("default: pids.max {max}, forked {got}, alive {alive}");
+    assert_eq!(max, "4096", "the node's default applies");
+    assert_eq!(got, 200);
+
+    let r = n.run(
+        &["--slots", "2", "--default-pids-limit", "64"],
+        &json!([forker("capped", ""), forker("own", "--pids-limit 300")]),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let (max, got, alive) = forked(&n, "capped");
+    eprintln!("--default-pids-limit 64: pids.max {max}, forked {got}, alive {alive}");
+    assert_eq!(max, "64");
+    assert!(got < 64 && alive <= 64, "forked {got}, alive {alive}");
+    assert!(
+        got >= 50,
+        "the limit, not something else, stopped it: {got}"
+    );
+    let (max, got, _) = forked(&n, "own");
+    assert_eq!(
+        (max.as_str(), got),
+        ("300", 200),
+        "the task's own limit wins"
+    );
+
+    let r = n.run(
+        &[
+            "--default-pids-limit",
+            "64",
+            "--forbid-run-options",
+            "pids-limit",
+        ],
+        &json!([
+            forker("more", "--pids-limit 300"),
+            forker("less", "--pids-limit 32")
+        ]),
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let more = r.task("more");
+    let fi = &more["executionInfo"]["failureInfo"];
+    assert_eq!(fi["code"], "ContainerInvalidSettings", "{more}");
+    assert!(
+        fi["details"][0]["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("containerRunOptions: --pids-limit: raising the process limit to 300"),
+        "{more}"
+    );
+    let (max, got, _) = forked(&n, "less");
+    assert_eq!(max, "32", "a lower limit is always allowed");
+    assert!(got < 32);
+}

@@ -2,7 +2,6 @@
 
 use super::{require_json, ApiError, AppState};
 use crate::schedule::job_tasks;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -18,7 +17,7 @@ pub(crate) fn find(s: &AppState, id: &str) -> Result<JobView, ApiError> {
 pub async fn add(
     State(s): State<AppState>,
     h: HeaderMap,
-    body: Bytes,
+    super::Body(body): super::Body,
 ) -> Result<StatusCode, ApiError> {
     require_json(&h)?;
     let text = std::str::from_utf8(&body)

@@ -2,20 +2,23 @@
 //! Handlers validate and write to the store, then wake the scheduler; they never run tasks.
 
 mod auth;
+mod conn;
 mod error;
 mod files;
 mod jobs;
 mod tasks;
 
 pub use auth::read_token;
+pub use conn::{HEADER_TIMEOUT, MAX_CONNECTIONS};
 pub use error::ApiError;
 pub use tasks::MAX_COLLECTION;
 
 use crate::schedule::queue::Scheduler;
 use crate::store::Store;
 use crate::task::Runtime;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderMap};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use std::path::Path;
@@ -24,6 +27,26 @@ use tokio_util::sync::CancellationToken;
 
 /// Batch refuses request bodies of 1 MB or more.
 pub const MAX_BODY: usize = 1 << 20;
+
+/// A request's body, under [`MAX_BODY`]; a larger one is Batch's 413
+/// `RequestBodyTooLarge` (axum's own rejection is plain text).
+pub(crate) struct Body(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Bytes::from_request(req, state).await {
+            Ok(b) => Ok(Body(b)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::RequestBodyTooLarge(format!(
+                    "the request body must be smaller than {MAX_BODY} bytes"
+                )))
+            }
+            Err(e) => Err(ApiError::InvalidRequestBody(e.body_text())),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -57,7 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/node", get(node))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::ResourceNotFound("no such API path".into()) })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(DefaultBodyLimit::max(MAX_BODY - 1))
         .with_state(state)
 }
 
@@ -114,9 +137,8 @@ pub async fn serve_tcp(
         auth::require_token,
     ));
     tracing::info!(address = %listener.local_addr()?, "API listening on TCP (bearer token)");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+    conn::serve(listener, app, cancel, true).await;
+    Ok(())
 }
 
 /// Binds the Unix socket at `path` (a stale socket file is replaced), mode 0660, group
@@ -152,9 +174,7 @@ pub async fn serve_unix(
     app: Router,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await;
+    conn::serve(listener, app, cancel, false).await;
     std::fs::remove_file(path).ok();
-    r
+    Ok(())
 }

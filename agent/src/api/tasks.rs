@@ -77,7 +77,7 @@ pub async fn add(
     State(s): State<AppState>,
     Path(job): Path<String>,
     h: HeaderMap,
-    body: Bytes,
+    super::Body(body): super::Body,
 ) -> Result<StatusCode, ApiError> {
     require_json(&h)?;
     let j = active_job(&s, &job)?;
@@ -107,7 +107,7 @@ pub async fn add_collection(
     State(s): State<AppState>,
     Path(job): Path<String>,
     h: HeaderMap,
-    body: Bytes,
+    super::Body(body): super::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_json(&h)?;
     let j = active_job(&s, &job)?;

@@ -112,11 +112,12 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         },
         forbid_run_options: cfg.forbid_run_options.rules().to_vec(),
         task_output_limit: cfg.task_output_limit,
+        default_pids_limit: cfg.default_pids_limit,
     };
     // The Docker client needs the engine's socket file to exist; until it does (dockerd
     // not started yet, and no socket unit holding it) there is nothing to serve either.
     let cancel = CancellationToken::new();
-    crate::shutdown::cancel_on_signals(cancel.clone());
+    crate::shutdown::cancel_on_signals(cancel.clone(), cfg.on_shutdown.consequence());
     if !wait_for_socket(node_args.engine.as_deref(), &cancel).await {
         return ExitCode::SUCCESS;
     }

@@ -33,13 +33,18 @@ pub struct NodeArgs {
     #[command(flatten)]
     pub gpu: GpuArgs,
     /// containerRunOptions this node refuses, comma-separated: privileged, cap-add,
-    /// host-namespaces, devices, binds (outside the node root), unconfined, or all.
+    /// host-namespaces, devices, binds (outside the node root), unconfined, pids-limit
+    /// (above --default-pids-limit, or none), or all.
     #[arg(long, value_name = "RULES", value_delimiter = ',', value_parser = str::parse::<crate::task::policy::Rule>)]
     pub forbid_run_options: Vec<crate::task::policy::Rule>,
     /// The most bytes kept of each of a container task's stdout.txt and stderr.txt
     /// (`512M`, `1G`, ...; `0`: no limit). Past it the rest is dropped, with a marker line.
     #[arg(long, value_name = "SIZE", default_value = crate::config::DEFAULT_OUTPUT_LIMIT, value_parser = crate::size::parse)]
     pub task_output_limit: u64,
+    /// The most processes (and threads) each container may hold when its own
+    /// containerRunOptions set no --pids-limit; 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = crate::config::DEFAULT_PIDS_LIMIT)]
+    pub default_pids_limit: u64,
 }
 
 /// GPUs: how they reach containers and how many each task gets.
@@ -151,8 +156,12 @@ pub async fn start_node(
         eprintln!("berth: {e}");
         super::run::EXIT_TASK_FAILED
     })?;
-    let cancel = CancellationToken::new();
-    crate::shutdown::cancel_on_signals(cancel.clone());
+    // A signal is berth stopping (not a terminate): see `Runtime::stopping`.
+    let cancel = rt.stopping.clone();
+    crate::shutdown::cancel_on_signals(
+        cancel.clone(),
+        "running containers are being stopped and removed",
+    );
     match crate::pool::start(
         rt.clone(),
         cancel.child_token(),
@@ -245,6 +254,9 @@ pub async fn runtime(
         stop_grace: Duration::from_secs(args.stop_grace),
         policy: crate::task::policy::Policy::new(args.forbid_run_options.iter().copied()),
         output_limit: (args.task_output_limit > 0).then_some(args.task_output_limit),
+        pids_limit: (args.default_pids_limit > 0)
+            .then(|| i64::try_from(args.default_pids_limit).unwrap_or(i64::MAX)),
+        stopping: CancellationToken::new(),
     }))
 }
 

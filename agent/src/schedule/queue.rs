@@ -62,6 +62,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Scheduler {
     pub fn new(rt: Arc<Runtime>, store: Arc<dyn Store>) -> Arc<Self> {
+        // A shutdown is berth stopping its tasks: attempts then keep an exit of their own.
+        let shutdown = rt.stopping.clone();
         Arc::new(Scheduler {
             rt,
             store,
@@ -69,7 +71,7 @@ impl Scheduler {
             running: Mutex::new(HashMap::new()),
             releasing: Mutex::new(HashSet::new()),
             blocked: Mutex::new(HashSet::new()),
-            shutdown: CancellationToken::new(),
+            shutdown,
             boot_id: job_tasks::boot_id(),
             // Jobs an earlier process left terminating or deleting are looked at once.
             ending: AtomicBool::new(true),
@@ -390,6 +392,65 @@ impl Scheduler {
         });
     }
 
+    /// Says what `on_shutdown = "leave"` leaves: each running task and its container.
+    /// The engine gets a moment to answer; the agent's exit does not wait on it.
+    async fn log_left(&self) {
+        let mut left: Vec<Key> = lock(&self.running).keys().cloned().collect();
+        left.sort();
+        if left.is_empty() {
+            tracing::info!("no task runs; nothing is left running");
+            return;
+        }
+        let rt = &self.rt;
+        let listed = tokio::time::timeout(
+            Duration::from_secs(2),
+            rt.engine.list_labelled(&[
+                (labels::MANAGED, "true"),
+                (labels::NODE, &rt.node.node_id),
+                (labels::KIND, "task"),
+            ]),
+        )
+        .await;
+        let containers = match listed {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot list the task containers left running");
+                vec![]
+            }
+            Err(_) => {
+                tracing::warn!("the engine did not list the task containers left running in 2 s");
+                vec![]
+            }
+        };
+        let label = |c: &crate::engine::ContainerSummary, k: &str| -> String { c.label(k).into() };
+        for (job, task) in &left {
+            let newest = containers
+                .iter()
+                .filter(|c| {
+                    label(c, labels::JOB).eq_ignore_ascii_case(job)
+                        && label(c, labels::TASK).eq_ignore_ascii_case(task)
+                })
+                .max_by_key(|c| label(c, labels::ATTEMPT).parse::<u32>().unwrap_or(0));
+            match newest {
+                Some(c) => tracing::info!(
+                    job = %label(c, labels::JOB),
+                    task = %label(c, labels::TASK),
+                    container = c.id.as_str(),
+                    "task left running for the next agent"
+                ),
+                None => tracing::info!(
+                    job = %job,
+                    task = %task,
+                    "task left for the next agent with no container yet; it is queued again there"
+                ),
+            }
+        }
+        tracing::info!(
+            tasks = left.len(),
+            "leaving: nothing was stopped or removed"
+        );
+    }
+
     /// Records a task's completion. The result is what the task ran for, so a store that
     /// cannot write (a full disk) is tried again, with backoff, until it can; the task's
     /// slot stays taken meanwhile. Only a stopping agent gives up: the next process finds
@@ -701,11 +762,13 @@ impl Scheduler {
                             t.cancel();
                         }
                     }
-                    OnShutdown::Continue => {}
+                    OnShutdown::Continue => {
+                        tracing::info!("waiting for {} running task(s) to end", self.running_count());
+                    }
                     // Dropping the runners leaves their containers running and the
                     // tasks `running` in the store: `recover` takes them over.
                     OnShutdown::Leave => {
-                        tracing::info!(running = set.len(), "leaving running tasks to the next agent");
+                        self.log_left().await;
                         break;
                     }
                 },

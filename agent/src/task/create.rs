@@ -8,7 +8,9 @@
 //! * entrypoint: `--entrypoint` replaces the image's; the command line is always the COMMAND;
 //! * labels: `berth.*` is berth's namespace; user labels there are an error;
 //! * `--rm` is accepted and has no effect: berth removes every container after saving its
-//!   exit code and output.
+//!   exit code and output;
+//! * process limit: `--pids-limit` wins over the node's `default_pids_limit` (the policy
+//!   may refuse a higher one before this stage).
 
 use super::plan::{TaskKind, TaskPlan};
 use super::run_options::{RunOptions, Volume};
@@ -101,17 +103,19 @@ pub fn container_labels(kind: &TaskKind, who: &ContainerIdentity) -> HashMap<Str
 }
 
 /// The whole `docker create` request of an attempt, from the plan, the parsed run options,
-/// the task's GPU additions (`gpu::expose::additions`; `Additions::default()` for none) and
+/// the node's default process limit (`--pids-limit` where the options set none), the
+/// task's GPU additions (`gpu::expose::additions`; `Additions::default()` for none) and
 /// the image's own `Env` (needed only when GPUs extend the image's library path): [`body`],
 /// then the GPUs and the `berth.gpus` label. Pure: the one place a create body is made.
 pub fn request(
     plan: &TaskPlan,
     opts: &RunOptions,
     who: &ContainerIdentity,
+    pids_default: Option<i64>,
     gpus: &crate::gpu::expose::Additions,
     image_env: &[String],
 ) -> Result<(ContainerCreateBody, Vec<String>), CreateError> {
-    let (mut body, mut notes) = body(plan, opts, who)?;
+    let (mut body, mut notes) = body(plan, opts, who, pids_default)?;
     if *gpus != crate::gpu::expose::Additions::default() {
         notes.extend(crate::gpu::expose::apply(&mut body, gpus, image_env));
     }
@@ -125,10 +129,12 @@ pub fn request(
 }
 
 /// The create body, plus notes worth logging (ignored flags, overridden variables).
+/// `pids_default` is the node's `default_pids_limit`.
 pub fn body(
     plan: &TaskPlan,
     opts: &RunOptions,
     who: &ContainerIdentity,
+    pids_default: Option<i64>,
 ) -> Result<(ContainerCreateBody, Vec<String>), CreateError> {
     let c = plan
         .container
@@ -142,6 +148,9 @@ pub fn body(
     let mut host: HostConfig = opts.host.clone();
     // The agent removes containers itself after saving the exit code and the output.
     host.auto_remove = Some(false);
+    if host.pids_limit.is_none() {
+        host.pids_limit = pids_default;
+    }
 
     let batch_targets: Vec<String> = c
         .mounts
@@ -289,7 +298,7 @@ mod tests {
         let t = load::tasks("f", task_json).unwrap().items.remove(0).1;
         let p = plan::task(&t, &JobSpec::default_for_run(), &node(), user(admin)).unwrap();
         let o = run_options::parse(&p.container.as_ref().unwrap().run_options).unwrap();
-        body(&p, &o, &who())
+        body(&p, &o, &who(), Some(4096))
     }
 
     /// The seed sample becomes exactly this create body (golden, as JSON on the wire).
@@ -398,5 +407,35 @@ mod tests {
                 key: "berth.task".into()
             }
         );
+    }
+
+    /// The node's default process limit applies unless the task's own options set one;
+    /// a task's own (higher, or none: 0/-1) wins here, the policy having allowed it.
+    #[test]
+    fn pids_limit_default_and_the_tasks_own() {
+        let t = |opts: &str| {
+            format!(
+                r#"{{"id":"t","commandLine":"","containerSettings":{{"imageName":"i","containerRunOptions":"{opts}"}}}}"#
+            )
+        };
+        let pids = |opts: &str, default: Option<i64>| {
+            let t = load::tasks("f", &t(opts)).unwrap().items.remove(0).1;
+            let p = plan::task(&t, &JobSpec::default_for_run(), &node(), user(false)).unwrap();
+            let o = run_options::parse(&p.container.as_ref().unwrap().run_options).unwrap();
+            let (b, _) = body(&p, &o, &who(), default).unwrap();
+            b.host_config.unwrap().pids_limit
+        };
+        let cases = [
+            ("", Some(4096), Some(4096)),
+            ("", None, None),
+            ("--pids-limit 64", Some(4096), Some(64)),
+            ("--pids-limit 10000", Some(4096), Some(10000)),
+            ("--pids-limit -1", Some(4096), Some(-1)),
+            ("--pids-limit 0", Some(4096), Some(0)),
+            ("--pids-limit 64", None, Some(64)),
+        ];
+        for (opts, default, want) in cases {
+            assert_eq!(pids(opts, default), want, "{opts:?} with {default:?}");
+        }
     }
 }

@@ -18,8 +18,14 @@ pub enum Finished {
         code: Option<i64>,
         container: Option<ContainerInfo>,
     },
-    /// berth was told to stop (Ctrl-C, SIGTERM, terminate).
+    /// The task was terminated (the API's terminate, its job's end).
     Cancelled {
+        code: Option<i64>,
+        container: Option<ContainerInfo>,
+    },
+    /// berth itself stopped and stopped the task (Ctrl-C, SIGTERM with `on_shutdown =
+    /// "stop"`).
+    ShutDown {
         code: Option<i64>,
         container: Option<ContainerInfo>,
     },
@@ -175,11 +181,36 @@ pub fn outcome(f: Finished) -> Outcome {
             container,
             retryable: false,
         },
-        Finished::Cancelled { code, container } => Outcome {
+        // An exit the process made by itself while berth stopped it (it handled the stop
+        // signal, or ended just then) is its real result. Only 128 + N is a signal's death,
+        // berth's doing.
+        Finished::ShutDown {
+            code: Some(code),
+            container,
+        } if (0..128).contains(&code) => Outcome {
+            // No other attempt while berth stops.
+            retryable: false,
+            ..outcome(Finished::Exited {
+                code,
+                oom_kills: 0,
+                engine_oom: false,
+                container,
+            })
+        },
+        Finished::ShutDown { code, container } => Outcome {
             exit_code: code,
             failure: Some(FailureInfo::new(
                 FailureCode::TaskEnded,
                 vec![nv("Message", "berth was stopped while the task ran")],
+            )),
+            container,
+            retryable: false,
+        },
+        Finished::Cancelled { code, container } => Outcome {
+            exit_code: code,
+            failure: Some(FailureInfo::new(
+                FailureCode::TaskEnded,
+                vec![nv("Message", "the task was terminated while it ran")],
             )),
             container,
             retryable: false,
@@ -233,6 +264,39 @@ pub fn outcome(f: Finished) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shutdown_keeps_an_exit_the_task_made_itself() {
+        let shut = |code| {
+            outcome(Finished::ShutDown {
+                code,
+                container: None,
+            })
+        };
+        let o = shut(Some(0));
+        assert_eq!((o.exit_code, o.failure.is_none()), (Some(0), true));
+        let o = shut(Some(3));
+        let f = o.failure.unwrap();
+        assert_eq!(
+            (f.code.as_str(), o.exit_code, o.retryable),
+            ("FailureExitCode", Some(3), false)
+        );
+        for code in [Some(137), Some(143), None] {
+            let o = shut(code);
+            let f = o.failure.unwrap();
+            assert_eq!((f.code.as_str(), o.exit_code), ("TaskEnded", code));
+            assert_eq!(
+                f.detail("Message"),
+                Some("berth was stopped while the task ran")
+            );
+        }
+        // A terminate is the user's choice, whatever the process then did.
+        let o = outcome(Finished::Cancelled {
+            code: Some(0),
+            container: None,
+        });
+        assert_eq!(o.failure.unwrap().code.as_str(), "TaskEnded");
+    }
 
     #[test]
     fn a_lost_engine_is_a_retried_server_error() {

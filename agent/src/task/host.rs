@@ -91,7 +91,7 @@ pub async fn attempt(
     let pgid = child.id().map(|p| Pid::from_raw(p as i32));
     let (stopped, exited) = tokio::select! {
         r = child.wait() => (None, Some(r)),
-        stop = stop_requested(deadline, cancel) => (Some(stop), None),
+        stop = stop_requested(rt, deadline, cancel) => (Some(stop), None),
     };
     let status = match exited {
         Some(r) => r,

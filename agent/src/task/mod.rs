@@ -44,6 +44,12 @@ pub struct Runtime {
     pub policy: policy::Policy,
     /// The most bytes kept of each of a container task's stdout.txt and stderr.txt.
     pub output_limit: Option<u64>,
+    /// The `--pids-limit` of a container whose run options set none (`default_pids_limit`).
+    pub pids_limit: Option<i64>,
+    /// Cancelled when berth itself stops its tasks (Ctrl-C, SIGTERM with `on_shutdown =
+    /// "stop"`), before their own tokens: it tells such a stop from a terminate, since a
+    /// task stopped by a shutdown keeps an exit it made by itself.
+    pub stopping: CancellationToken,
 }
 
 impl Runtime {
@@ -69,6 +75,8 @@ impl Runtime {
             metrics: Default::default(),
             policy: Default::default(),
             output_limit: None,
+            pids_limit: None,
+            stopping: Default::default(),
         }
     }
 }
@@ -78,12 +86,15 @@ impl Runtime {
 pub(crate) enum Stop {
     /// `maxWallClockTime` passed.
     TimedOut,
-    /// berth was told to stop.
+    /// The task was terminated.
     Cancelled,
+    /// berth itself stops (see `Runtime::stopping`).
+    ShutDown,
 }
 
 /// Resolves when the attempt must stop: at the wall-clock deadline or on cancellation.
 pub(crate) async fn stop_requested(
+    rt: &Runtime,
     deadline: Option<tokio::time::Instant>,
     cancel: &CancellationToken,
 ) -> Stop {
@@ -95,7 +106,12 @@ pub(crate) async fn stop_requested(
     };
     tokio::select! {
         _ = wall_clock => Stop::TimedOut,
-        _ = cancel.cancelled() => Stop::Cancelled,
+        // berth cancels `stopping` before the tasks' own tokens.
+        _ = cancel.cancelled() => if rt.stopping.is_cancelled() {
+            Stop::ShutDown
+        } else {
+            Stop::Cancelled
+        },
     }
 }
 
@@ -109,6 +125,7 @@ impl Stop {
         match self {
             Stop::TimedOut => exit::Finished::TimedOut { code, container },
             Stop::Cancelled => exit::Finished::Cancelled { code, container },
+            Stop::ShutDown => exit::Finished::ShutDown { code, container },
         }
     }
 }

@@ -22,7 +22,9 @@ pub struct OomReading {
     pub probed: bool,
 }
 
-/// A running probe; `finish` stops it and returns the reading.
+/// A running probe; `finish` stops it and returns the reading. Dropping it (an attempt
+/// abandoned when the agent leaves its tasks running) stops it too: the runtime waits for
+/// blocking threads at exit, and this one would otherwise poll until the container ends.
 pub struct OomProbe {
     kills: Arc<AtomicU64>,
     probed: Arc<AtomicBool>,
@@ -108,5 +110,11 @@ impl OomProbe {
             kills: self.kills.load(Ordering::Relaxed),
             probed: self.probed.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl Drop for OomProbe {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }

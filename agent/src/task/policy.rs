@@ -26,15 +26,18 @@ pub enum Rule {
     /// `--security-opt seccomp=unconfined`, `apparmor=unconfined`, `label=disable`,
     /// `systempaths=unconfined`, `unmask=...`.
     Unconfined,
+    /// `--pids-limit` above the node's `default_pids_limit`, or 0/-1 (no limit).
+    PidsLimit,
 }
 
-pub const ALL: [Rule; 6] = [
+pub const ALL: [Rule; 7] = [
     Rule::Privileged,
     Rule::CapAdd,
     Rule::HostNamespaces,
     Rule::Devices,
     Rule::Binds,
     Rule::Unconfined,
+    Rule::PidsLimit,
 ];
 
 impl Rule {
@@ -46,6 +49,7 @@ impl Rule {
             Rule::Devices => "devices",
             Rule::Binds => "binds",
             Rule::Unconfined => "unconfined",
+            Rule::PidsLimit => "pids-limit",
         }
     }
 }
@@ -113,8 +117,14 @@ fn host_or_container(mode: &Option<String>) -> bool {
         .is_some_and(|m| m == "host" || m.starts_with("container:"))
 }
 
-/// The first option of `o` that `policy` forbids. `node_root` is where binds may come from.
-pub fn check(policy: &Policy, o: &RunOptions, node_root: &Path) -> Result<(), RunOptionsError> {
+/// The first option of `o` that `policy` forbids. `node_root` is where binds may come from;
+/// `pids_default` is the node's `default_pids_limit` (none: no limit to raise).
+pub fn check(
+    policy: &Policy,
+    o: &RunOptions,
+    node_root: &Path,
+    pids_default: Option<i64>,
+) -> Result<(), RunOptionsError> {
     let h = &o.host;
     for rule in policy.rules() {
         match rule {
@@ -215,6 +225,25 @@ pub fn check(policy: &Policy, o: &RunOptions, node_root: &Path) -> Result<(), Ru
                     }
                 }
             }
+            Rule::PidsLimit => {
+                // The engine reads 0 and any negative value as no limit.
+                if let (Some(want), Some(node)) = (h.pids_limit, pids_default) {
+                    if want <= 0 {
+                        return Err(forbidden(
+                            *rule,
+                            "--pids-limit",
+                            format!("no process limit ({want}; this node's default_pids_limit is {node})"),
+                        ));
+                    }
+                    if want > node {
+                        return Err(forbidden(
+                            *rule,
+                            "--pids-limit",
+                            format!("raising the process limit to {want} (this node's default_pids_limit is {node})"),
+                        ));
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -309,8 +338,11 @@ mod tests {
     use super::*;
     use crate::task::run_options::parse;
 
+    /// The node default the tests assume, as the daemon's own.
+    const PIDS: Option<i64> = Some(4096);
+
     fn denied(policy: &Policy, opts: &str, root: &Path) -> Option<String> {
-        check(policy, &parse(opts).unwrap(), root)
+        check(policy, &parse(opts).unwrap(), root, PIDS)
             .err()
             .map(|e| e.to_string())
     }
@@ -358,6 +390,9 @@ mod tests {
                 "--security-opt",
                 "unconfined",
             ),
+            ("--pids-limit 4097", "--pids-limit", "pids-limit"),
+            ("--pids-limit 0", "--pids-limit", "pids-limit"),
+            ("--pids-limit=-1", "--pids-limit", "pids-limit"),
         ];
         for (opts, flag, rule) in cases {
             let e = denied(&all, opts, root).unwrap_or_else(|| panic!("{opts} passed"));
@@ -394,6 +429,8 @@ mod tests {
             "--mount type=volume,src=cache,dst=/cache",
             "--mount type=tmpfs,dst=/tmp",
             "--privileged=false",
+            "--pids-limit 4096",
+            "--pids-limit 64",
         ] {
             assert_eq!(denied(&all, opts, root), None, "{opts}");
         }
@@ -406,6 +443,19 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn the_pids_limit_rule_compares_with_the_node_default() {
+        let rule = Policy::new([Rule::PidsLimit]);
+        let root = Path::new("/var/lib/berth-policy-test");
+        let e = denied(&rule, "--pids-limit 10000", root).unwrap();
+        assert_eq!(e, "containerRunOptions: --pids-limit: raising the process limit to 10000 (this node's default_pids_limit is 4096) is forbidden on this node (forbid_run_options: pids-limit)");
+        let e = denied(&rule, "--pids-limit -1", root).unwrap();
+        assert!(e.contains("no process limit (-1;"), "{e}");
+        // No node default: there is no limit to raise.
+        let o = parse("--pids-limit -1").unwrap();
+        assert_eq!(check(&rule, &o, root, None), Ok(()));
     }
 
     #[test]
@@ -483,6 +533,6 @@ mod tests {
             &[Rule::Privileged, Rule::Binds]
         );
         let e = Policy::from_names(&["root"]).unwrap_err();
-        assert!(e.contains("\"root\" is not a run-options rule; use privileged, cap-add, host-namespaces, devices, binds, unconfined or all"), "{e}");
+        assert!(e.contains("\"root\" is not a run-options rule; use privileged, cap-add, host-namespaces, devices, binds, unconfined, pids-limit or all"), "{e}");
     }
 }

@@ -68,9 +68,9 @@ pub async fn attempt(
             None,
         );
     };
-    let opts = match run_options::parse(&c.run_options)
-        .and_then(|o| super::policy::check(&rt.policy, &o, rt.node.layout.root()).map(|()| o))
-    {
+    let opts = match run_options::parse(&c.run_options).and_then(|o| {
+        super::policy::check(&rt.policy, &o, rt.node.layout.root(), rt.pids_limit).map(|()| o)
+    }) {
         Ok(o) => o,
         Err(e) => {
             return not_started(
@@ -89,7 +89,8 @@ pub async fn attempt(
         &plan.gpus,
         expose::task_chose_gpus(&opts.host),
     );
-    let request = |image_env: &[String]| create::request(plan, &opts, who, &gpus, image_env);
+    let request =
+        |image_env: &[String]| create::request(plan, &opts, who, rt.pids_limit, &gpus, image_env);
     let invalid = |e: create::CreateError| {
         not_started(
             FailureCode::ContainerInvalidSettings,
@@ -110,7 +111,7 @@ pub async fn attempt(
     );
     let pulled = tokio::select! {
         r = pull => r,
-        stop = stop_requested(deadline, cancel) => return stop.finished(None, None),
+        stop = stop_requested(rt, deadline, cancel) => return stop.finished(None, None),
     };
     if let Err(e) = pulled {
         return not_started(
@@ -404,7 +405,7 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
     let (stopped, exited) = loop {
         tokio::select! {
             r = &mut wait => break (None, Some(r.unwrap_or_else(|e| Err(EngineError::Other(e.to_string()))))),
-            stop = stop_requested(deadline, cancel) => break (Some(stop), None),
+            stop = stop_requested(rt, deadline, cancel) => break (Some(stop), None),
             w = &mut writer, if written.is_none() => {
                 let w = w.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
                 let failed = w.is_err();
@@ -509,7 +510,7 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
         tracing::warn!(container = id, error = %why, "the engine went away; waiting for it to answer");
         let back = tokio::select! {
             r = engine_back(rt) => r,
-            stop = stop_requested(deadline, cancel) => {
+            stop = stop_requested(rt, deadline, cancel) => {
                 return Ended::Done(stop.finished(code.ok(), c.info(None, Some(format!("the engine was away: {why}")))));
             }
         };

@@ -90,7 +90,7 @@ pub const FLAGS: &[Flag] = &[
     Flag { long: "cpu-rt-period", short: None, aliases: &[], kind: Kind::One, role: Role::Unsupported, rule: None, sample: "x" },
     Flag { long: "cpu-rt-runtime", short: None, aliases: &[], kind: Kind::One, role: Role::Unsupported, rule: None, sample: "x" },
     Flag { long: "blkio-weight", short: None, aliases: &[], kind: Kind::One, role: Role::Mapped, rule: None, sample: "500" },
-    Flag { long: "pids-limit", short: None, aliases: &[], kind: Kind::One, role: Role::Mapped, rule: None, sample: "100" },
+    Flag { long: "pids-limit", short: None, aliases: &[], kind: Kind::One, role: Role::Mapped, rule: Some("pids-limit"), sample: "100000" },
     Flag { long: "entrypoint", short: None, aliases: &[], kind: Kind::One, role: Role::Mapped, rule: None, sample: "/bin/sh" },
     Flag { long: "pid", short: None, aliases: &[], kind: Kind::One, role: Role::Mapped, rule: Some("host-namespaces"), sample: "host" },
     Flag { long: "uts", short: None, aliases: &[], kind: Kind::One, role: Role::Mapped, rule: Some("host-namespaces"), sample: "host" },
@@ -167,6 +167,9 @@ mod tests {
     use crate::task::policy::{self, Policy, Rule};
     use std::path::Path;
 
+    /// The node's default process limit these tests assume.
+    const PIDS_DEFAULT: i64 = 4096;
+
     /// `--long sample`, quoted as a shell would need.
     fn written(f: &Flag, long: &str) -> String {
         match f.kind {
@@ -214,7 +217,8 @@ mod tests {
             let o = super::super::parse(&written(f, f.long)).unwrap();
             let own: Option<Rule> = f.rule.map(|r| r.parse().unwrap());
             for rule in policy::ALL {
-                let refused = policy::check(&Policy::new([rule]), &o, root).is_err();
+                let refused =
+                    policy::check(&Policy::new([rule]), &o, root, Some(PIDS_DEFAULT)).is_err();
                 assert_eq!(refused, own == Some(rule), "--{} under {rule}", f.long);
             }
         }

@@ -1,0 +1,156 @@
+//! The API's connections, each bounded in what it can hold: a listener in, hyper HTTP/1
+//! connections out, served until the agent stops.
+//!
+//! * A request's head must arrive within [`HEADER_TIMEOUT`] of the connection opening or of
+//!   the previous response (hyper restarts the timer whenever a connection goes idle), so
+//!   a slow head and an idle keep-alive connection are both closed then.
+//! * At most [`MAX_CONNECTIONS`] are served at once; one more is answered `503 ServerBusy`
+//!   with `Retry-After` and closed at once, keeping nothing.
+//! * A response being sent (a `task logs -f` follow) is not cut by either.
+
+use super::error;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::os::fd::AsFd;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How long a client has to send a request's head, from connecting or from the previous
+/// response: the CLI sends its whole request at once, so 10 s is generous.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once (a connection costs tens of KiB; the CLI uses one per
+/// command).
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// How long a stopping agent lets requests in progress finish.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// How long a refused TCP connection's request is read before it is closed.
+const REFUSED_DRAIN: Duration = Duration::from_secs(1);
+
+/// Serves `listener` with `app` until `cancel`, then lets open requests finish for
+/// [`DRAIN`] at most. With `tcp`, a refused connection's request is read before it is
+/// closed: closing a TCP connection with unread data resets it, and the client would
+/// lose the 503 (a Unix socket has no such reset).
+pub async fn serve<L>(mut listener: L, app: Router, cancel: CancellationToken, tcp: bool)
+where
+    L: axum::serve::Listener,
+    L::Io: AsFd,
+{
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut conns = JoinSet::new();
+    loop {
+        let io = tokio::select! {
+            _ = cancel.cancelled() => break,
+            // Finished connections are reaped as they end.
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            (io, _) = listener.accept() => io,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(
+                limit = MAX_CONNECTIONS,
+                "API connection refused: at the limit"
+            );
+            refuse(io, tcp, &mut conns);
+            continue;
+        };
+        let svc = TowerToHyperService::new(app.clone());
+        let stop = cancel.clone();
+        conns.spawn(async move {
+            let _slot = slot;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let conn = http.serve_connection(TokioIo::new(io), svc);
+            tokio::pin!(conn);
+            let r = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = r {
+                // A client that went away or timed out; nothing to act on.
+                tracing::debug!(error = %e, "API connection ended");
+            }
+        });
+    }
+    if tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            connections = conns.len(),
+            "API connections still open at exit are closed"
+        );
+    }
+}
+
+/// The answer to a connection past the limit: Batch's 503 `ServerBusy`, rendered once.
+fn busy_answer() -> &'static [u8] {
+    static ANSWER: OnceLock<Vec<u8>> = OnceLock::new();
+    ANSWER.get_or_init(|| {
+        let body = error::body(
+            "ServerBusy",
+            &format!("the agent serves {MAX_CONNECTIONS} connections at once; try again"),
+        )
+        .to_string();
+        format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json;odata=minimalmetadata\r\nretry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    })
+}
+
+/// Answers a connection past the limit and closes it, keeping nothing but, for TCP, a
+/// short read of what the client sent.
+fn refuse<Io>(mut io: Io, tcp: bool, conns: &mut JoinSet<()>)
+where
+    Io: AsyncRead + AsyncWrite + AsFd + Unpin + Send + 'static,
+{
+    // Written on the descriptor itself: the runtime has not yet seen the new socket
+    // writable, but its empty send buffer takes the short answer at once.
+    match nix::unistd::write(&io, busy_answer()) {
+        Ok(n) if n == busy_answer().len() => {}
+        Ok(n) => tracing::debug!(written = n, "a refused connection took part of its 503"),
+        Err(e) => tracing::debug!(error = %e, "could not answer a connection past the limit"),
+    }
+    if tcp {
+        conns.spawn(async move {
+            let mut sink = [0u8; 64];
+            let drain = async {
+                io.shutdown().await?;
+                while io.read(&mut sink).await? > 0 {}
+                std::io::Result::Ok(())
+            };
+            if let Ok(Err(e)) = tokio::time::timeout(REFUSED_DRAIN, drain).await {
+                tracing::debug!(error = %e, "reading a refused connection");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_busy_answer_is_batchs_503() {
+        let a = std::str::from_utf8(busy_answer()).unwrap();
+        let (head, body) = a.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(head.contains("\r\nretry-after: 1\r\n"), "{head}");
+        assert!(head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["code"], "ServerBusy");
+        assert_eq!(v["message"]["lang"], "en-US");
+    }
+}
