@@ -1,6 +1,7 @@
 //! The `berth` binary: parse the command line, set up logging, dispatch.
 
 use berth_agent::cli::control;
+use berth_agent::cli::Exit;
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -64,20 +65,20 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "berth", &mut script);
             use std::io::Write;
             return match std::io::stdout().write_all(&script) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Ok(()) => Exit::Ok.into(),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok.into(),
                 Err(e) => {
                     eprintln!("berth: {e}");
-                    ExitCode::FAILURE
+                    Exit::Failed.into()
                 }
             };
         }
         Cmd::Manpages { dir } => {
             return match clap_mangen::generate_to(Cli::command(), &dir) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(()) => Exit::Ok.into(),
                 Err(e) => {
                     eprintln!("berth: {}: {e}", dir.display());
-                    ExitCode::FAILURE
+                    Exit::Failed.into()
                 }
             };
         }
@@ -123,7 +124,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("berth: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Failed.into();
         }
     };
     let code = match cli.cmd {

@@ -4,6 +4,7 @@
 //! reports what else changed.
 
 use super::common::{self, NodeArgs, PullArgs};
+use super::Exit;
 use crate::config::AgentConfig;
 use crate::schedule::queue::Scheduler;
 use crate::store::{sqlite::SqliteStore, Store};
@@ -51,7 +52,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("berth agent: {e}");
-            return ExitCode::from(2);
+            return Exit::InvalidInput.into();
         }
     };
     if let Some(p) = args.pool {
@@ -71,20 +72,20 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     }
     if let Err(e) = crate::logging::set_level(&cfg.log_level) {
         eprintln!("berth agent: {e}");
-        return ExitCode::from(2);
+        return Exit::InvalidInput.into();
     }
     // No token, no TCP.
     let tcp = match (&cfg.tcp_address, &cfg.token_file) {
         (None, _) => None,
         (Some(_), None) => {
             eprintln!("berth agent: tcp_address is set but token_file is not; TCP is only served with a bearer token");
-            return ExitCode::from(2);
+            return Exit::InvalidInput.into();
         }
         (Some(addr), Some(f)) => match api::read_token(f) {
             Ok(t) => Some((addr.clone(), t)),
             Err(e) => {
                 eprintln!("berth agent: {e}");
-                return ExitCode::from(2);
+                return Exit::InvalidInput.into();
             }
         },
     };
@@ -92,7 +93,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         Ok(p) => p,
         Err(errors) => {
             errors.iter().for_each(|e| eprintln!("error: {e}"));
-            return ExitCode::from(2);
+            return Exit::InvalidInput.into();
         }
     };
     // Pull options keep their command-line defaults; the daemon's only knob here is concurrency.
@@ -119,13 +120,13 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     let cancel = CancellationToken::new();
     crate::shutdown::cancel_on_signals(cancel.clone(), cfg.on_shutdown.consequence());
     if !wait_for_socket(node_args.engine.as_deref(), &cancel).await {
-        return ExitCode::SUCCESS;
+        return Exit::Ok.into();
     }
     let rt = match common::runtime(&node_args, pool, true).await {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("berth agent: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Failed.into();
         }
     };
     let db = rt.node.layout.root().join("berth").join("state.db");
@@ -133,7 +134,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("berth agent: {}: {e}", db.display());
-            return ExitCode::FAILURE;
+            return Exit::Failed.into();
         }
     };
     let sched = Scheduler::new(rt.clone(), store.clone());
@@ -151,7 +152,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("berth agent: tcp_address {addr}: {e}");
-                return ExitCode::FAILURE;
+                return Exit::Failed.into();
             }
         };
         let (app, stop) = (app.clone(), api_stop.clone());
@@ -166,7 +167,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         Err(e) => {
             eprintln!("berth agent: socket {}: {e}", socket.display());
             api_stop.cancel();
-            return ExitCode::FAILURE;
+            return Exit::Failed.into();
         }
     };
     let api_task = tokio::spawn({
@@ -184,7 +185,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     // node's errors say why it is still `starting`.
     if !pool::engine_health::wait_at_start(&rt, &cancel).await {
         api_stop.cancel();
-        return ExitCode::SUCCESS;
+        return Exit::Ok.into();
     }
     tokio::spawn({
         let (rt, sched, stop) = (rt.clone(), sched.clone(), cancel.child_token());
@@ -209,7 +210,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
                 rt.node.layout.root().display()
             );
             api_stop.cancel();
-            return ExitCode::FAILURE;
+            return Exit::Failed.into();
         }
     }
     let node = rt.status.get();
@@ -223,14 +224,14 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     notify(&[sd_notify::NotifyState::Stopping]);
     api_stop.cancel();
     match api_task.await {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(())) => Exit::Ok.into(),
         Ok(Err(e)) => {
             eprintln!("berth agent: API on {}: {e}", cfg.socket.display());
-            ExitCode::FAILURE
+            Exit::Failed.into()
         }
         Err(e) => {
             eprintln!("berth agent: API task: {e}");
-            ExitCode::FAILURE
+            Exit::Failed.into()
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What `berth run` and `berth pool start` share: the node's options, the pull limits, and
 //! building the runtime (engine, image store, node status) from them.
 
+use super::Exit;
 use crate::engine::{Docker, Engine, SharedEngine};
 use crate::gpu::{self, ExposureSetting, Gpus};
 use crate::image::progress::{BarObserver, LogObserver, PullObserver};
@@ -151,10 +152,10 @@ pub fn progress_bars() -> bool {
 pub async fn start_node(
     args: &NodeArgs,
     pool: PoolSpec,
-) -> Result<(Arc<Runtime>, CancellationToken, crate::pool::PoolStart), u8> {
+) -> Result<(Arc<Runtime>, CancellationToken, crate::pool::PoolStart), Exit> {
     let rt = runtime(args, pool, false).await.map_err(|e| {
         eprintln!("berth: {e}");
-        super::run::EXIT_TASK_FAILED
+        Exit::Failed
     })?;
     // A signal is berth stopping (not a terminate): see `Runtime::stopping`.
     let cancel = rt.stopping.clone();
@@ -176,7 +177,7 @@ pub async fn start_node(
                 "berth: cannot prepare the node root {}: {e}",
                 rt.node.layout.root().display()
             );
-            Err(super::run::EXIT_TASK_FAILED)
+            Err(Exit::Failed)
         }
     }
 }

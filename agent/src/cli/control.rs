@@ -2,6 +2,7 @@
 //! a few API calls over the socket; tables for people, `--json` for scripts.
 
 use super::client::{Client, ClientError};
+use super::Exit;
 use crate::render;
 use crate::schedule::TaskReport;
 use berth_proto::{ComputeNode, JobView, TaskState, TaskView};
@@ -90,16 +91,17 @@ pub enum NodeCmd {
 
 fn fail(e: ClientError) -> ExitCode {
     eprintln!("berth: {e}");
-    ExitCode::from(match e {
-        ClientError::Api { .. } => 1,
-        _ => 3,
-    })
+    match e {
+        ClientError::Api { .. } => Exit::Failed,
+        _ => Exit::Unreachable,
+    }
+    .into()
 }
 
 fn read(file: &PathBuf) -> Result<Vec<u8>, ExitCode> {
     std::fs::read(file).map_err(|e| {
         eprintln!("berth: {}: {e}", file.display());
-        ExitCode::from(2)
+        Exit::InvalidInput.into()
     })
 }
 
@@ -152,7 +154,7 @@ pub async fn job(cmd: JobCmd, conn: Conn) -> ExitCode {
             .await
             .map(|_| println!("job {id} deleted")),
     };
-    r.map(|_| ExitCode::SUCCESS).unwrap_or_else(fail)
+    r.map(|_| Exit::Ok.into()).unwrap_or_else(fail)
 }
 
 /// The job's preparation and release tasks on this node, one line each.
@@ -236,7 +238,7 @@ pub async fn task(cmd: TaskCmd, conn: Conn) -> ExitCode {
                 } else {
                     print!("{}", tasks_table(vec![t]))
                 }
-                ExitCode::SUCCESS
+                Exit::Ok.into()
             })
             .unwrap_or_else(fail),
         TaskCmd::List { job, state } => {
@@ -251,7 +253,7 @@ pub async fn task(cmd: TaskCmd, conn: Conn) -> ExitCode {
                     } else {
                         print!("{}", tasks_table(l.value))
                     }
-                    ExitCode::SUCCESS
+                    Exit::Ok.into()
                 })
                 .unwrap_or_else(fail)
         }
@@ -268,7 +270,7 @@ pub async fn task(cmd: TaskCmd, conn: Conn) -> ExitCode {
             follow,
         )
         .await
-        .map(|_| ExitCode::SUCCESS)
+        .map(|_| Exit::Ok.into())
         .unwrap_or_else(fail),
         TaskCmd::Terminate { job, id } => c
             .request(
@@ -280,7 +282,7 @@ pub async fn task(cmd: TaskCmd, conn: Conn) -> ExitCode {
             .await
             .map(|_| {
                 println!("task {id} terminated");
-                ExitCode::SUCCESS
+                Exit::Ok.into()
             })
             .unwrap_or_else(fail),
     }
@@ -298,7 +300,7 @@ async fn add_tasks(c: &Client, job: &str, files: &[PathBuf], json: bool) -> Exit
             Ok(v) => v,
             Err(e) => {
                 eprintln!("berth: {}: not JSON: {e}", f.display());
-                return ExitCode::from(2);
+                return Exit::InvalidInput.into();
             }
         };
         match v {
@@ -319,7 +321,7 @@ async fn add_tasks(c: &Client, job: &str, files: &[PathBuf], json: bool) -> Exit
                 if !json {
                     println!("task {} added", tasks[0]["id"].as_str().unwrap_or("?"));
                 }
-                ExitCode::SUCCESS
+                Exit::Ok.into()
             }
             Err(e) => fail(e),
         };
@@ -360,9 +362,9 @@ async fn add_tasks(c: &Client, job: &str, files: &[PathBuf], json: bool) -> Exit
         print_json(&results);
     }
     if failed {
-        ExitCode::from(1)
+        Exit::Failed.into()
     } else {
-        ExitCode::SUCCESS
+        Exit::Ok.into()
     }
 }
 
@@ -424,7 +426,7 @@ pub async fn node(cmd: NodeCmd, conn: Conn) -> ExitCode {
                 } else {
                     print!("{}", render::node(&n))
                 }
-                ExitCode::SUCCESS
+                Exit::Ok.into()
             })
             .unwrap_or_else(fail),
     }

@@ -3,7 +3,8 @@
 //! ends ready (`idle`).
 
 use super::common::{self, NodeArgs};
-use super::run::{one_file, EXIT_INVALID_INPUT, EXIT_OK, EXIT_TASK_FAILED};
+use super::run::one_file;
+use super::Exit;
 use crate::render;
 use berth_proto::{load, validate, PoolSpec};
 use std::path::PathBuf;
@@ -49,12 +50,12 @@ async fn start(args: PoolStartArgs) -> ExitCode {
                 "berth: {} problem(s) in the pool; nothing was done",
                 errors.len()
             );
-            return ExitCode::from(EXIT_INVALID_INPUT);
+            return Exit::InvalidInput.into();
         }
     };
     let (rt, _cancel, started) = match common::start_node(&args.node, pool).await {
         Ok(s) => s,
-        Err(code) => return ExitCode::from(code),
+        Err(code) => return code.into(),
     };
     // A start task that does not gate the node still runs to its end here: this process is
     // its only owner.
@@ -69,9 +70,10 @@ async fn start(args: PoolStartArgs) -> ExitCode {
     } else {
         print!("{}", render::node(&node));
     }
-    ExitCode::from(if node.state.schedulable() {
-        EXIT_OK
+    if node.state.schedulable() {
+        Exit::Ok
     } else {
-        EXIT_TASK_FAILED
-    })
+        Exit::Failed
+    }
+    .into()
 }

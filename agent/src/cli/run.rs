@@ -1,6 +1,7 @@
 //! `berth run`: pool start, then the given tasks, then a report. The one-shot mode.
 
 use super::common::{self, NodeArgs};
+use super::Exit;
 use crate::render;
 use crate::schedule::{self, retention};
 use crate::task::Runtime;
@@ -29,11 +30,6 @@ pub struct RunArgs {
     #[arg(required = true, value_name = "TASKS.json")]
     pub tasks: Vec<PathBuf>,
 }
-
-/// Exit codes of `berth run`.
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_TASK_FAILED: u8 = 1;
-pub const EXIT_INVALID_INPUT: u8 = 2;
 
 struct Inputs {
     pool: PoolSpec,
@@ -208,12 +204,12 @@ pub async fn run(args: RunArgs) -> ExitCode {
                 "berth: {} problem(s) in the input; nothing was run",
                 errors.len()
             );
-            return ExitCode::from(EXIT_INVALID_INPUT);
+            return Exit::InvalidInput.into();
         }
     };
     let (rt, cancel, started) = match common::start_node(&args.node, inputs.pool).await {
         Ok(s) => s,
-        Err(code) => return ExitCode::from(code),
+        Err(code) => return code.into(),
     };
     let node = rt.status.get();
     if node.start_task_info.is_some() || !node.errors.is_empty() || node.gpus.is_some() {
@@ -266,7 +262,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
             r.view.execution_info.as_ref().and_then(|e| e.result)
                 == Some(berth_proto::TaskResult::Success)
         });
-    ExitCode::from(if all_ok { EXIT_OK } else { EXIT_TASK_FAILED })
+    if all_ok { Exit::Ok } else { Exit::Failed }.into()
 }
 
 fn not_run(
