@@ -9,10 +9,9 @@
 #![allow(clippy::disallowed_types)]
 
 use berth_agent::engine::{Docker, SharedEngine};
-use berth_agent::image::store::ImageStore;
-use berth_agent::node::{users, NodeLayout};
+use berth_agent::node::users;
 use berth_agent::task::{self, plan, Runtime};
-use berth_proto::{load, JobSpec, PoolSpec};
+use berth_proto::{load, JobSpec};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -43,10 +42,12 @@ fn main() {
         let docker = Docker::connect(Some(host)).await.unwrap();
         let engine: SharedEngine = Arc::new(docker.clone());
         let dir = tempfile::tempdir().unwrap();
-        let node = plan::NodeFacts { node_id: format!("bench-{}", std::process::id()), pool_id: "benchpool".into(), account_name: "berth".into(), layout: NodeLayout::new(dir.path().join("root")) };
-        node.layout.prepare().unwrap();
-        let pool = PoolSpec::default_for_run();
-        let runtime = Runtime { images: Arc::new(ImageStore::new(engine.clone(), vec![])), status: berth_agent::node::NodeStatus::new("bench", "bench"), engine: engine.clone(), node, pool: pool.clone(), stop_grace: Duration::from_secs(2), gpus: Arc::new(berth_agent::gpu::Gpus::none()), metrics: Default::default(), policy: Default::default(), output_limit: None, pids_limit: None, stopping: Default::default() };
+        let mut runtime = Runtime::on_engine(engine.clone(), &dir.path().join("root"));
+        runtime.node.node_id = format!("bench-{}", std::process::id());
+        runtime.node.pool_id = "benchpool".into();
+        runtime.stop_grace = Duration::from_secs(2);
+        runtime.node.layout.prepare().unwrap();
+        let pool = runtime.pool.clone();
         let job = JobSpec::default_for_run();
         let user = users::resolve(None, &pool).unwrap();
         // Warm up both paths once.

@@ -221,6 +221,13 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     ))]);
 
     sched.run(cancel.clone(), cfg.on_shutdown).await;
+    // `leave` dropped its runners, which end at once; only a start task still running on
+    // the host could hold the exit, and it must not.
+    let deadline = match cfg.on_shutdown {
+        crate::config::OnShutdown::Leave => std::time::Duration::from_secs(1),
+        _ => crate::shutdown::DRAIN,
+    };
+    crate::shutdown::drain(&rt.tasks, deadline).await;
     notify(&[sd_notify::NotifyState::Stopping]);
     api_stop.cancel();
     match api_task.await {

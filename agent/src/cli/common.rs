@@ -258,6 +258,7 @@ pub async fn runtime(
         pids_limit: (args.default_pids_limit > 0)
             .then(|| i64::try_from(args.default_pids_limit).unwrap_or(i64::MAX)),
         stopping: CancellationToken::new(),
+        tasks: Default::default(),
     }))
 }
 

@@ -250,6 +250,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     if let Err(e) = retention::sweep(&rt.node.layout) {
         tracing::warn!(error = %e, "retention sweep failed");
     }
+    crate::shutdown::drain(&rt.tasks, crate::shutdown::DRAIN).await;
     if args.json {
         println!("{}", render::json(&reports));
     } else {

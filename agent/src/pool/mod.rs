@@ -182,11 +182,11 @@ pub async fn start(
     } else {
         rt.status.set_state(NodeState::Idle);
         let bg = rt.clone();
-        let h = tokio::spawn(async move {
+        let h = tokio::spawn(rt.tasks.track_future(async move {
             let info = run_start_task(bg.clone(), cancel).await;
             record(&bg, &info);
             info
-        });
+        }));
         Ok(PoolStart {
             background_start_task: Some(h),
         })

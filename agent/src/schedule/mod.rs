@@ -158,9 +158,10 @@ pub async fn run_job(
                 preparation = Some(info);
             } else {
                 let (rt, job, cancel) = (rt.clone(), job.clone(), cancel.clone());
-                prep_beside = Some(tokio::spawn(async move {
+                let tracker = rt.tasks.clone();
+                prep_beside = Some(tokio::spawn(tracker.track_future(async move {
                     job_tasks::run(rt, &job, Which::Preparation, &cancel).await
-                }));
+                })));
             }
         }
     }
@@ -244,7 +245,7 @@ pub async fn run_job(
                     let r = &mut reports[idx].view;
                     r.state = TaskState::Running;
                     r.state_transition_time = Utc::now();
-                    running.spawn({
+                    running.spawn(rt.tasks.track_future({
                         let (rt, job, spec, cancel) =
                             (rt.clone(), job.clone(), tasks[idx].clone(), cancel.clone());
                         async move {
@@ -253,7 +254,7 @@ pub async fn run_job(
                             rt.gpus.release(&gpus);
                             (idx, info)
                         }
-                    });
+                    }));
                     continue;
                 }
                 i += 1;

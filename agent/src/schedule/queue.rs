@@ -227,10 +227,10 @@ impl Scheduler {
     fn spawn_preparation(self: &Arc<Self>, job: JobSpec, set: &mut JoinSet<Done>) {
         let me = self.clone();
         let token = self.shutdown.child_token();
-        set.spawn(async move {
+        set.spawn(self.rt.tasks.track_future(async move {
             me.prepare(&job, &token).await;
             (None, 0)
-        });
+        }));
     }
 
     /// Jobs being terminated or deleted: once none of their tasks runs, their release task
@@ -271,7 +271,7 @@ impl Scheduler {
             }
             lock(&self.releasing).insert(lower.clone());
             let me = self.clone();
-            set.spawn(async move {
+            set.spawn(self.rt.tasks.track_future(async move {
                 // Only a shutdown (`on_shutdown = stop`) stops it; it then runs again at
                 // the next start.
                 let token = me.shutdown.child_token();
@@ -286,7 +286,7 @@ impl Scheduler {
                 }
                 lock(&me.releasing).remove(&lower);
                 (None, 0)
-            });
+            }));
         }
     }
 
@@ -331,7 +331,8 @@ impl Scheduler {
         set: &mut JoinSet<Done>,
     ) {
         let k = key(&view.job_id, &view.spec.id);
-        let token = CancellationToken::new();
+        // A child of `stopping`: a stopping agent stops every task, a terminate one.
+        let token = self.shutdown.child_token();
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -343,7 +344,7 @@ impl Scheduler {
             .map(|e| e.requeue_count)
             .unwrap_or(0);
         let me = self.clone();
-        set.spawn(async move {
+        set.spawn(self.rt.tasks.track_future(async move {
             let mut view = view;
             if view.state == TaskState::Preparing {
                 let outcome = me.prepare(&job, &token).await;
@@ -389,7 +390,7 @@ impl Scheduler {
             info.requeue_count = requeues;
             me.record_end(&view.job_id, &view.spec.id, info).await;
             (Some(k), slots)
-        });
+        }));
     }
 
     /// Says what `on_shutdown = "leave"` leaves: each running task and its container.

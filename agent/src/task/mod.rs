@@ -50,6 +50,9 @@ pub struct Runtime {
     /// "stop"`), before their own tokens: it tells such a stop from a terminate, since a
     /// task stopped by a shutdown keeps an exit it made by itself.
     pub stopping: CancellationToken,
+    /// Every task runner (tasks, start task, job tasks): drained before the process exits
+    /// (`shutdown::drain`).
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl Runtime {
@@ -77,6 +80,7 @@ impl Runtime {
             output_limit: None,
             pids_limit: None,
             stopping: Default::default(),
+            tasks: Default::default(),
         }
     }
 }
