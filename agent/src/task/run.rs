@@ -2,6 +2,7 @@
 //! and cancellation) -> output saved -> inspect -> remove. Removal always happens once the
 //! container exists, whatever went wrong.
 
+use super::crash::{self, Point};
 use super::create::{self, ContainerIdentity};
 use super::exit::Finished;
 use super::oom::OomProbe;
@@ -148,6 +149,7 @@ pub async fn attempt(
     }
 
     let name = create::container_name(&plan.kind, who);
+    crash::at(Point::BeforeCreate);
     let id = match rt
         .engine
         .create(&name, body, opts.platform.as_deref())
@@ -159,6 +161,7 @@ pub async fn attempt(
             return not_started(code, msg, vec![nv("ContainerImage", &c.image)], None);
         }
     };
+    crash::at(Point::AfterCreate);
     let container = Container {
         rt,
         plan,
@@ -169,9 +172,11 @@ pub async fn attempt(
         no_log_store: no_log_store(&opts),
     };
     let finished = run_created(&container, owner).await;
+    crash::at(Point::AfterExit);
     if let Err(e) = rt.engine.remove(&id).await {
         tracing::error!(container = %id, error = %e, "could not remove the container");
     }
+    crash::at(Point::AfterRemove);
     finished
 }
 
@@ -230,6 +235,14 @@ async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
     } else {
         None
     };
+    if crash::is_armed(Point::AfterStartSent) {
+        // The request must have left when the process dies: send it beside, give it a
+        // moment to be written, and die without its answer.
+        let (engine, id) = (rt.engine.clone(), id.to_string());
+        tokio::spawn(async move { engine.start(&id).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        crash::die(Point::AfterStartSent);
+    }
     if let Err(e) = rt.engine.start(id).await {
         let (code, msg) = engine_failure("start", &e, "");
         return not_started(
@@ -239,6 +252,7 @@ async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
             c.info(Some("created".into()), Some(e.message())),
         );
     }
+    crash::at(Point::AfterStartReturned);
     let stream = attached.unwrap_or_else(|| rt.engine.logs(id, true));
     let limit = rt.output_limit;
     let writer = Writer::spawn(|stop| logs::copy(stream, out, err, limit, stop));
