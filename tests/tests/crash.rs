@@ -155,47 +155,78 @@ fn dies(a: &mut Agent, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// The task whose attempt reached the crash point, as the dying agent named it.
+fn crashed_in(n: &TestNode, p: Point) -> String {
+    let log = std::fs::read_to_string(n.dir.path().join("agent.log")).unwrap();
+    let mark = format!("dying at {} in ", p.name());
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(&mark))
+        .unwrap_or_else(|| panic!("the agent did not say where it died"));
+    line.split(&mark).nth(1).unwrap().trim().to_string()
+}
+
 /// For each step of an attempt in turn: an agent armed to die at that step gets four
 /// tasks (four slots: the first to reach the step kills it, the others are wherever
-/// they are), then a plain agent takes over and every task completes.
+/// they are), then a plain agent takes over and every task completes. The task that
+/// reached the step and the others are counted apart.
 #[test]
 fn kill_at_each_step_of_an_attempt() {
     let rounds = env_usize("BERTH_CRASH_ROUNDS", 2);
     let n = TestNode::new("crashstep");
-    let mut tallies: Vec<(Point, Tally)> =
-        Point::ALL.iter().map(|p| (*p, Tally::default())).collect();
+    let mut tallies: Vec<(Point, Tally, Tally)> = Point::ALL
+        .iter()
+        .map(|p| (*p, Tally::default(), Tally::default()))
+        .collect();
     let ids: Vec<String> = (0..4).map(|i| format!("t{i}")).collect();
     let t0 = Instant::now();
     for round in 0..rounds {
-        for (p, tally) in tallies.iter_mut() {
+        for (p, at_step, others) in tallies.iter_mut() {
             let job = format!("{}-{round}", p.name());
             let mut a = Agent::start_with(&n, &[(ENV, p.name())]);
             add(&a, &job, &ids);
             let st = dies(&mut a, Duration::from_secs(60));
             assert_eq!(st.signal(), Some(9), "the agent died at {}: {st}", p.name());
             drop(a);
+            let which = crashed_in(&n, *p);
             let a = Agent::start(&n);
             let tasks = all_completed(&a, &job, ids.len(), Duration::from_secs(90));
-            tally.add(&job, &tasks, &runs(&n));
+            let (one, rest): (Vec<Value>, Vec<Value>) = tasks
+                .into_iter()
+                .partition(|t| format!("{job}/{}", t["id"].as_str().unwrap()) == which);
+            assert_eq!(one.len(), 1, "{which} is one of the tasks");
+            let ran = runs(&n);
+            at_step.add(&job, &one, &ran);
+            others.add(&job, &rest, &ran);
             assert_eq!(a.term(), Some(0));
         }
     }
     let report: Vec<String> = tallies
         .iter()
-        .map(|(p, t)| format!("{}: {}", p.name(), t.line()))
+        .map(|(p, t, o)| {
+            format!(
+                "{}: the task at the step: {}; the others: {}",
+                p.name(),
+                t.line(),
+                o.line()
+            )
+        })
         .collect();
     eprintln!(
         "{rounds} rounds in {:.1} s\n{}",
         t0.elapsed().as_secs_f64(),
         report.join("\n")
     );
-    for (p, t) in &tallies {
+    for (p, t, o) in &tallies {
         assert!(
-            t.ok(),
-            "killed {}: a silent second run: {:?} {:?}\n{}",
+            t.ok() && o.ok(),
+            "killed {}: a silent second run: {:?} {:?} {:?} {:?}\n{}",
             p.name(),
             t.silent,
             t.phantom,
+            o.silent,
+            o.phantom,
             report.join("\n")
         );
     }

@@ -3,6 +3,7 @@
 //! agent at an exact step (`tests/tests/crash.rs`). Unset, as it always is outside those
 //! tests, every point is a no-op. The variable is read once.
 
+use super::plan::TaskPlan;
 use std::sync::OnceLock;
 
 /// The environment variable naming the step to die at.
@@ -73,17 +74,23 @@ pub fn is_armed(p: Point) -> bool {
     armed() == Some(p)
 }
 
-/// Dies at `p` if it is the armed point, as `kill -9` would kill it.
-pub fn at(p: Point) {
+/// Dies at `p` if it is the armed point, as `kill -9` would kill it; `plan` is the task
+/// whose attempt reached it.
+pub fn at(p: Point, plan: &TaskPlan) {
     if is_armed(p) {
-        die(p);
+        die(p, plan);
     }
 }
 
 /// SIGKILL to this process: no destructor, no flush beyond this line, as in a real crash.
-pub fn die(p: Point) -> ! {
-    eprintln!("berth: {ENV}: dying at {}", p.name());
-    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+/// The line before it names the step and the task (`job/task`), for the test to read.
+pub fn die(p: Point, plan: &TaskPlan) -> ! {
+    let (job, task) = plan.kind.job_task().unwrap_or(("", "starttask"));
+    eprintln!("berth: {ENV}: dying at {} in {job}/{task}", p.name());
+    // Should SIGKILL fail to arrive, an abort still ends the process at this step.
+    if let Err(e) = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL) {
+        eprintln!("berth: cannot SIGKILL itself ({e}); aborting");
+    }
     std::process::abort()
 }
 

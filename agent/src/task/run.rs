@@ -149,7 +149,7 @@ pub async fn attempt(
     }
 
     let name = create::container_name(&plan.kind, who);
-    crash::at(Point::BeforeCreate);
+    crash::at(Point::BeforeCreate, plan);
     let id = match rt
         .engine
         .create(&name, body, opts.platform.as_deref())
@@ -161,7 +161,7 @@ pub async fn attempt(
             return not_started(code, msg, vec![nv("ContainerImage", &c.image)], None);
         }
     };
-    crash::at(Point::AfterCreate);
+    crash::at(Point::AfterCreate, plan);
     let container = Container {
         rt,
         plan,
@@ -172,11 +172,11 @@ pub async fn attempt(
         no_log_store: no_log_store(&opts),
     };
     let finished = run_created(&container, owner).await;
-    crash::at(Point::AfterExit);
+    crash::at(Point::AfterExit, plan);
     if let Err(e) = rt.engine.remove(&id).await {
         tracing::error!(container = %id, error = %e, "could not remove the container");
     }
-    crash::at(Point::AfterRemove);
+    crash::at(Point::AfterRemove, plan);
     finished
 }
 
@@ -241,7 +241,7 @@ async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
         let (engine, id) = (rt.engine.clone(), id.to_string());
         tokio::spawn(async move { engine.start(&id).await });
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        crash::die(Point::AfterStartSent);
+        crash::die(Point::AfterStartSent, plan);
     }
     if let Err(e) = rt.engine.start(id).await {
         let (code, msg) = engine_failure("start", &e, "");
@@ -252,7 +252,7 @@ async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
             c.info(Some("created".into()), Some(e.message())),
         );
     }
-    crash::at(Point::AfterStartReturned);
+    crash::at(Point::AfterStartReturned, plan);
     let stream = attached.unwrap_or_else(|| rt.engine.logs(id, true));
     let limit = rt.output_limit;
     let writer = Writer::spawn(|stop| logs::copy(stream, out, err, limit, stop));
