@@ -5,7 +5,7 @@
 //!
 //! `kill_at_each_step_of_an_attempt` kills the agent at each step of an attempt in turn
 //! (the test-only `BERTH_TEST_CRASH_AT` hook, `agent/src/task/crash.rs`), `BERTH_CRASH_ROUNDS`
-//! times (2 by default); `kill_at_random_times` kills it from outside at random moments
+//! times (3 by default); `kill_at_random_times` kills it from outside at random moments
 //! while short tasks stream through, `BERTH_CRASH_CYCLES` times (10 by default;
 //! `BERTH_CRASH_SEED` repeats a run).
 
@@ -17,22 +17,30 @@ use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-/// A task that notes each of its runs in `<shared>/ran`.
-fn recorded(id: &str) -> Value {
+/// A task that notes each of its runs in `<shared>/ran`. A `flaky` one fails its first
+/// run and is retried (`maxTaskRetryCount` 3), so kills also land on later attempts.
+fn recorded(id: &str, flaky: bool) -> Value {
+    let check = if flaky {
+        r#"; [ "$(grep -cx "$r" $AZ_BATCH_NODE_SHARED_DIR/ran)" -ge 2 ]"#
+    } else {
+        ""
+    };
     let mut t = task(
         id,
-        "/bin/sh -c 'echo $AZ_BATCH_JOB_ID/$AZ_BATCH_TASK_ID >> $AZ_BATCH_NODE_SHARED_DIR/ran'",
+        &format!("/bin/sh -c 'r=$AZ_BATCH_JOB_ID/$AZ_BATCH_TASK_ID; echo $r >> $AZ_BATCH_NODE_SHARED_DIR/ran{check}'"),
         "",
     );
     // Admin: the shared directory is writable by its owner only.
     t["userIdentity"] = json!({"autoUser": {"scope": "pool", "elevationLevel": "admin"}});
+    t["constraints"] = json!({"maxTaskRetryCount": 3});
     t
 }
 
+/// Adds the tasks to `job`; every fourth one is flaky.
 fn add(a: &Agent, job: &str, ids: &[String]) {
     let (st, b) = a.req("POST", "/jobs", Some(&json!({"id": job})));
     assert!(st == 201 || st == 409, "{b}");
-    let body = json!({"value": ids.iter().map(|id| recorded(id)).collect::<Vec<_>>()});
+    let body = json!({"value": ids.iter().enumerate().map(|(i, id)| recorded(id, i % 4 == 3)).collect::<Vec<_>>()});
     let (st, b) = a.req(
         "POST",
         &format!("/jobs/{job}/addtaskcollection"),
@@ -80,7 +88,7 @@ fn all_completed(a: &Agent, job: &str, count: usize, limit: Duration) -> Vec<Val
 #[derive(Default, Debug)]
 struct Tally {
     tasks: usize,
-    /// Ran more than once.
+    /// Ran more often than its retries explain.
     twice: usize,
     /// Ran more than once with fewer retries + requeues than extra runs.
     silent: Vec<String>,
@@ -89,6 +97,10 @@ struct Tally {
     /// Never ran, and ended failed (the start was lost with the agent).
     unrun: usize,
     requeued: usize,
+    /// Requeued and retried too.
+    requeued_after_retry: usize,
+    /// Ended failed for another reason than a lost exit code.
+    failed: Vec<String>,
     /// Ended `TaskEnded`: the agent died after removing the container, before recording.
     lost_exit: usize,
 }
@@ -102,7 +114,7 @@ impl Tally {
             let retries = e["retryCount"].as_u64().unwrap() as usize;
             let requeues = e["requeueCount"].as_u64().unwrap() as usize;
             self.tasks += 1;
-            if times > 1 {
+            if times > 1 + retries {
                 self.twice += 1;
             }
             if times > 1 + retries + requeues {
@@ -119,27 +131,33 @@ impl Tally {
             }
             if requeues > 0 {
                 self.requeued += 1;
+                if retries > 0 {
+                    self.requeued_after_retry += 1;
+                }
             }
             if e["failureInfo"]["code"] == "TaskEnded" {
                 self.lost_exit += 1;
+            } else if e["result"] != "success" {
+                self.failed.push(format!("{key}: {e}"));
             }
         }
     }
 
     fn line(&self) -> String {
         format!(
-            "{} tasks: ran twice {}, of which unaccounted {}; never ran {}; requeued {}; exit code lost {}",
+            "{} tasks: ran more often than their retries explain {}, of which not in requeueCount {}; never ran {}; requeued {} ({} also retried); exit code lost {}",
             self.tasks,
             self.twice,
             self.silent.len(),
             self.unrun + self.phantom.len(),
             self.requeued,
+            self.requeued_after_retry,
             self.lost_exit
         )
     }
 
     fn ok(&self) -> bool {
-        self.silent.is_empty() && self.phantom.is_empty()
+        self.silent.is_empty() && self.phantom.is_empty() && self.failed.is_empty()
     }
 }
 
@@ -173,7 +191,7 @@ fn crashed_in(n: &TestNode, p: Point) -> String {
 /// reached the step and the others are counted apart.
 #[test]
 fn kill_at_each_step_of_an_attempt() {
-    let rounds = env_usize("BERTH_CRASH_ROUNDS", 2);
+    let rounds = env_usize("BERTH_CRASH_ROUNDS", 3);
     let n = TestNode::new("crashstep");
     let mut tallies: Vec<(Point, Tally, Tally)> = Point::ALL
         .iter()
@@ -221,12 +239,14 @@ fn kill_at_each_step_of_an_attempt() {
     for (p, t, o) in &tallies {
         assert!(
             t.ok() && o.ok(),
-            "killed {}: a silent second run: {:?} {:?} {:?} {:?}\n{}",
+            "killed {}: a silent second run: {:?} {:?} {:?} {:?} {:?} {:?}\n{}",
             p.name(),
             t.silent,
             t.phantom,
+            t.failed,
             o.silent,
             o.phantom,
+            o.failed,
             report.join("\n")
         );
     }
@@ -285,9 +305,10 @@ fn kill_at_random_times() {
     );
     assert!(
         tally.ok(),
-        "a silent second run: {:?} {:?}",
+        "a silent second run: {:?} {:?} {:?}",
         tally.silent,
-        tally.phantom
+        tally.phantom,
+        tally.failed
     );
     assert!(n.containers().is_empty(), "every container removed");
     assert_eq!(a.term(), Some(0));

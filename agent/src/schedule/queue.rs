@@ -47,8 +47,8 @@ enum Left<'a> {
         container: &'a bollard::models::ContainerSummary,
         started: Option<chrono::DateTime<Utc>>,
     },
-    /// Created, never started.
-    NeverStarted,
+    /// Created for this attempt, never started.
+    NeverStarted { attempt: u32 },
     /// None, or gone meanwhile.
     Gone,
 }
@@ -66,7 +66,13 @@ async fn left_behind<'a>(rt: &Runtime, c: &'a bollard::models::ContainerSummary)
         }
     };
     if status.as_deref() == Some("created") {
-        Left::NeverStarted
+        let attempt = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(labels::ATTEMPT))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0);
+        Left::NeverStarted { attempt }
     } else {
         Left::Started {
             container: c,
@@ -383,6 +389,14 @@ impl Scheduler {
             .as_ref()
             .map(|e| e.requeue_count)
             .unwrap_or(0);
+        // A task `requeue` sent back after its retries began goes on from that attempt.
+        let resume = resume.or_else(|| {
+            let retries = view.execution_info.as_ref().map_or(0, |e| e.retry_count);
+            u32::try_from(retries)
+                .ok()
+                .filter(|a| *a > 0)
+                .map(task::Resume::Attempt)
+        });
         let me = self.clone();
         set.spawn(async move {
             let mut view = view;
@@ -480,17 +494,19 @@ impl Scheduler {
 
     /// Sends a task an earlier agent process left `running` back to the queue, one more
     /// in its `requeueCount`: the cut-off attempt may have run in part (a start that
-    /// came late), so a second run is never silent.
-    fn requeue(&self, mut view: TaskView, why: &str) {
+    /// came late), so a second run is never silent. It runs again from `attempt`, the
+    /// one cut off, so the failed attempts before it stay counted in `retryCount`.
+    fn requeue(&self, mut view: TaskView, attempt: u32, why: &str) {
         let count = view
             .execution_info
             .as_ref()
             .map_or(0, |e| e.requeue_count)
             .saturating_add(1);
-        tracing::warn!(job = %view.job_id, task = %view.spec.id, requeue_count = count, "{why}; the task goes back to the queue");
+        tracing::warn!(job = %view.job_id, task = %view.spec.id, attempt, requeue_count = count, "{why}; the task goes back to the queue");
         view.state = TaskState::Active;
         view.state_transition_time = Utc::now();
         view.execution_info = Some(ExecutionInfo {
+            retry_count: i32::try_from(attempt).unwrap_or(i32::MAX),
             requeue_count: count,
             ..Default::default()
         });
@@ -605,7 +621,7 @@ impl Scheduler {
                     tracing::info!(job = %job_id, task = %task_id, container = %id, attempt, "taking over a task the earlier agent ran");
                     adopted.push(id.clone());
                     used += view.spec.required_slots();
-                    let resume = task::Resume {
+                    let resume = task::Resume::Container {
                         container_id: id,
                         attempt,
                         started,
@@ -614,12 +630,13 @@ impl Scheduler {
                 }
                 // Removed below, before anything is scheduled: a start that comes later
                 // still finds no container to run.
-                (Left::NeverStarted, _) => self.requeue(
+                (Left::NeverStarted { attempt }, _) => self.requeue(
                     view,
+                    attempt,
                     "the task's container was created but not started before the agent stopped",
                 ),
                 (Left::Started { .. }, None) => {
-                    self.requeue(view, "the task's job is gone from the store")
+                    self.requeue(view, 0, "the task's job is gone from the store")
                 }
                 (Left::Gone, _) => {
                     let ran = rt
@@ -631,7 +648,7 @@ impl Scheduler {
                     if !ran {
                         // A create that was in flight may still add a container: it is
                         // never started, and the next attempt's create replaces it.
-                        self.requeue(view, "the task had no container when the agent stopped");
+                        self.requeue(view, 0, "the task had no container when the agent stopped");
                         continue;
                     }
                     tracing::warn!(job = %job_id, task = %task_id, "task's container is gone after the agent restarted; its exit code is lost");

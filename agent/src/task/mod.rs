@@ -164,22 +164,29 @@ pub fn prepare_dirs(plan: &TaskPlan, fresh: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// An attempt an earlier agent process started, to be taken over instead of started.
+/// Where a task's run picks up after an agent restart.
 #[derive(Debug, Clone)]
-pub struct Resume {
-    pub container_id: String,
-    pub attempt: u32,
-    /// When its container started: the wall clock counts from there.
-    pub started: Option<chrono::DateTime<Utc>>,
+pub enum Resume {
+    /// The container an earlier agent process started, taken over instead of started.
+    Container {
+        container_id: String,
+        attempt: u32,
+        /// When it started: the wall clock counts from there.
+        started: Option<chrono::DateTime<Utc>>,
+    },
+    /// A new container at this attempt: the one a restart cut off before its process
+    /// started runs again, and the attempts before it stay counted as retries. The task's
+    /// directory and resource files are kept.
+    Attempt(u32),
 }
 
 /// Runs a planned task through all its attempts and returns its final execution info.
-/// With `resume`, the first attempt is that container, taken over.
+/// With `resume`, the first attempt is that container, taken over, or that attempt.
 pub async fn run_task(
     rt: &Runtime,
     plan: &TaskPlan,
     cancel: &CancellationToken,
-    mut resume: Option<Resume>,
+    resume: Option<Resume>,
 ) -> ExecutionInfo {
     let mut info = ExecutionInfo::default();
     // Resource files come once, before the first attempt; a resumed task has them.
@@ -189,12 +196,20 @@ pub async fn run_task(
             return failed_before_start(e.code, e.message);
         }
     }
-    let mut attempt: u32 = resume.as_ref().map(|r| r.attempt).unwrap_or(0);
+    let (mut attempt, mut adopt) = match resume {
+        None => (0, None),
+        Some(Resume::Attempt(a)) => (a, None),
+        Some(Resume::Container {
+            container_id,
+            attempt,
+            started,
+        }) => (attempt, Some((container_id, started))),
+    };
     info.retry_count = i32::try_from(attempt).unwrap_or(i32::MAX);
     loop {
         let mut start = tokio::time::Instant::now();
         info.start_time = Some(Utc::now());
-        if let Some(began) = resume.as_ref().and_then(|r| r.started) {
+        if let Some(began) = adopt.as_ref().and_then(|(_, started)| *started) {
             let ran = (Utc::now() - began).to_std().unwrap_or_default();
             start = start.checked_sub(ran).unwrap_or(start);
             info.start_time = Some(began);
@@ -206,10 +221,10 @@ pub async fn run_task(
         info.result = None;
         let deadline = plan.max_wall_clock.and_then(|d| start.checked_add(d));
         let finished = match &plan.container {
-            Some(_) if resume.is_some() => {
-                let r = resume.take().unwrap_or_else(|| unreachable!());
-                tracing::info!(container = %r.container_id, attempt, "taking over the container an earlier agent started");
-                run::adopt(rt, plan, &r.container_id, deadline, cancel).await
+            Some(_) if adopt.is_some() => {
+                let (id, _) = adopt.take().unwrap_or_else(|| unreachable!());
+                tracing::info!(container = %id, attempt, "taking over the container an earlier agent started");
+                run::adopt(rt, plan, &id, deadline, cancel).await
             }
             Some(_) => {
                 let who = ContainerIdentity {
