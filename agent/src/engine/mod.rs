@@ -171,6 +171,9 @@ pub fn socket_path(host: &str) -> Option<&str> {
         .or(Some(host).filter(|h| h.starts_with('/')))
 }
 
+/// How long a create waits for a container name held by another create to come free.
+pub const NAME_HELD: Duration = Duration::from_secs(60);
+
 impl Engine {
     /// Connects to `host` (`unix:///path`, `tcp://h:p`, `http://h:p`), else `DOCKER_HOST`,
     /// else `/var/run/docker.sock`, and negotiates the API version.
@@ -378,7 +381,10 @@ impl Engine {
 
     /// Creates a container with a fixed name. Transient failures are retried with backoff;
     /// a leftover container holding the name is removed first (it can only be ours: the
-    /// name carries the node id and attempt).
+    /// name carries the node id and attempt). The name may also be held by a create still
+    /// under way, sent by an agent process that died (the engine reserves the name before
+    /// the container can be found or removed): that one is waited for, up to
+    /// [`NAME_HELD`], and then removed.
     pub async fn create(
         &self,
         name: &str,
@@ -387,6 +393,10 @@ impl Engine {
     ) -> Result<String, EngineError> {
         let mut delay = Duration::from_millis(250);
         let mut attempt = 0;
+        let mut held =
+            crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(4));
+        let began = tokio::time::Instant::now();
+        let mut conflicts = 0;
         loop {
             attempt += 1;
             let mut b = CreateContainerOptionsBuilder::default().name(name);
@@ -400,12 +410,19 @@ impl Engine {
                 .map_err(|e| self.err("create", e))
             {
                 Ok(r) => return Ok(r.id),
-                Err(EngineError::Conflict(m)) if attempt <= 3 && m.contains("already in use") => {
+                Err(EngineError::Conflict(m))
+                    if m.contains("already in use") && began.elapsed() < NAME_HELD =>
+                {
                     tracing::warn!(
                         container = name,
                         "removing a leftover container that holds this task's name"
                     );
                     self.remove(name).await?;
+                    // Gone at once unless a create in flight holds the name: give it time.
+                    conflicts += 1;
+                    if conflicts > 1 {
+                        tokio::time::sleep(held.next_delay()).await;
+                    }
                 }
                 Err(e) if e.is_transient() && attempt < 5 => {
                     tracing::warn!(container = name, attempt, error = %e, "create failed; retrying");

@@ -14,6 +14,8 @@ pub const ENV: &str = "BERTH_TEST_CRASH_AT";
 pub enum Point {
     /// The task is `running`, its image present; no create request sent yet.
     BeforeCreate,
+    /// The create request has left; its answer is not awaited.
+    AfterCreateSent,
     /// The container exists; no start request sent.
     AfterCreate,
     /// The start request has left; its answer is not awaited.
@@ -27,8 +29,9 @@ pub enum Point {
 }
 
 impl Point {
-    pub const ALL: [Point; 6] = [
+    pub const ALL: [Point; 7] = [
         Point::BeforeCreate,
+        Point::AfterCreateSent,
         Point::AfterCreate,
         Point::AfterStartSent,
         Point::AfterStartReturned,
@@ -39,6 +42,7 @@ impl Point {
     pub fn name(self) -> &'static str {
         match self {
             Point::BeforeCreate => "before-create",
+            Point::AfterCreateSent => "after-create-sent",
             Point::AfterCreate => "after-create",
             Point::AfterStartSent => "after-start-sent",
             Point::AfterStartReturned => "after-start-returned",

@@ -150,6 +150,14 @@ pub async fn attempt(
 
     let name = create::container_name(&plan.kind, who);
     crash::at(Point::BeforeCreate, plan);
+    if crash::is_armed(Point::AfterCreateSent) {
+        // As for a start below: the request leaves, the process dies without its answer.
+        let (engine, name, body) = (rt.engine.clone(), name.clone(), body.clone());
+        let platform = opts.platform.clone();
+        tokio::spawn(async move { engine.create(&name, body, platform.as_deref()).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        crash::die(Point::AfterCreateSent, plan);
+    }
     let id = match rt
         .engine
         .create(&name, body, opts.platform.as_deref())
