@@ -303,6 +303,22 @@ fn kill_at_random_times() {
         t0.elapsed().as_secs_f64(),
         tally.line()
     );
+    if !tally.ok() {
+        // What the agents said of those tasks, across all their lives.
+        let log = std::fs::read_to_string(n.dir.path().join("agent.log")).unwrap();
+        for bad in tally.silent.iter().chain(&tally.failed) {
+            let id = bad.split(' ').next().unwrap().trim_start_matches("r/");
+            let id = id.trim_end_matches(':');
+            eprintln!("--- {id}");
+            for l in log.lines().filter(|l| {
+                l.contains(&format!("task={id}"))
+                    || l.contains(&format!(".{id}."))
+                    || l.contains(&format!("\"{id}\""))
+            }) {
+                eprintln!("{l}");
+            }
+        }
+    }
     assert!(
         tally.ok(),
         "a silent second run: {:?} {:?} {:?}",
