@@ -142,7 +142,7 @@ async fn run_start_task(rt: Arc<Runtime>, cancel: CancellationToken) -> Executio
         return fail(format!("{}: {e}", plan.task_dir.display()));
     }
     tracing::info!("start task started");
-    let info = task::run_task(&rt, &plan, &cancel, None).await;
+    let info = task::run_task(&rt, &plan, &cancel, None, &|_| {}).await;
     tracing::info!(exit_code = ?info.exit_code, result = ?info.result, "start task completed");
     info
 }

@@ -163,7 +163,7 @@ pub async fn run(
             return task::failed_before_start(code, format!("{}: {e}", plan.task_dir.display()));
         }
         tracing::info!("{} started", which.name());
-        let info = task::run_task(&rt, &plan, cancel, None).await;
+        let info = task::run_task(&rt, &plan, cancel, None, &|_| {}).await;
         tracing::info!(exit_code = ?info.exit_code, result = ?info.result, failure = ?info.failure_info.as_ref().map(|f| &f.code), "{} completed", which.name());
         if let Some(keep) = plan.retention {
             if let Err(e) = super::retention::record(&rt.node.layout, &plan.task_dir, keep) {

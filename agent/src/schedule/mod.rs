@@ -91,6 +91,7 @@ pub(crate) async fn run_one(
     gpus: Reservation,
     cancel: CancellationToken,
     resume: Option<task::Resume>,
+    on_retry: &(dyn Fn(i32) + Sync),
 ) -> ExecutionInfo {
     use tracing::Instrument;
     let span = tracing::info_span!("task", job = %job.id, task = %spec.id);
@@ -120,7 +121,7 @@ pub(crate) async fn run_one(
         }
         tracing::info!("task started");
         let began = std::time::Instant::now();
-        let info = task::run_task(&rt, &plan, &cancel, resume).await;
+        let info = task::run_task(&rt, &plan, &cancel, resume, on_retry).await;
         rt.metrics.task_done(info.result == Some(TaskResult::Success), began.elapsed().as_secs_f64());
         tracing::info!(exit_code = ?info.exit_code, result = ?info.result, failure = ?info.failure_info.as_ref().map(|f| &f.code), "task completed");
         if let Some(keep) = plan.retention {
@@ -260,7 +261,8 @@ pub async fn run_job(
                             (rt.clone(), job.clone(), tasks[idx].clone(), cancel.clone());
                         async move {
                             let info =
-                                run_one(rt.clone(), job, spec, gpus.clone(), cancel, None).await;
+                                run_one(rt.clone(), job, spec, gpus.clone(), cancel, None, &|_| {})
+                                    .await;
                             rt.gpus.release(&gpus);
                             (idx, info)
                         }

@@ -431,6 +431,10 @@ impl Scheduler {
                     tracing::error!(error = %e, "cannot record the task as running");
                 }
             }
+            let retried = {
+                let (me, job, task) = (me.clone(), view.job_id.clone(), view.spec.id.clone());
+                move |retries: i32| me.record_retry(&job, &task, retries)
+            };
             let mut info = run_one(
                 me.rt.clone(),
                 job,
@@ -438,6 +442,7 @@ impl Scheduler {
                 gpus.clone(),
                 token,
                 resume,
+                &retried,
             )
             .await;
             me.rt.gpus.release(&gpus);
@@ -445,6 +450,23 @@ impl Scheduler {
             me.record_end(&view.job_id, &view.spec.id, info).await;
             (Some(k), slots)
         });
+    }
+
+    /// Records that a running task begins retry `retries`: should the agent die before
+    /// the task ends, the next one still counts the attempts that ran.
+    fn record_retry(&self, job: &str, task: &str, retries: i32) {
+        let Ok(Some(mut now)) = self.store.task(job, task) else {
+            return;
+        };
+        if now.view.state != TaskState::Running {
+            return;
+        }
+        let e = now.view.execution_info.get_or_insert_with(Default::default);
+        e.retry_count = retries;
+        e.last_retry_time = Some(Utc::now());
+        if let Err(e) = self.store.put_task(&now.view) {
+            tracing::warn!(job, task, error = %e, "cannot record the retry");
+        }
     }
 
     /// Records a task's completion. The result is what the task ran for, so a store that
@@ -658,6 +680,12 @@ impl Scheduler {
                     );
                     if let Some(f) = info.failure_info.as_mut() {
                         f.category = berth_proto::FailureCategory::ServerError;
+                    }
+                    // The attempts that ran and the requeues before stay counted.
+                    if let Some(e) = &view.execution_info {
+                        info.retry_count = e.retry_count;
+                        info.last_retry_time = e.last_retry_time;
+                        info.requeue_count = e.requeue_count;
                     }
                     let mut view = view;
                     view.state_transition_time = Utc::now();

@@ -182,11 +182,14 @@ pub enum Resume {
 
 /// Runs a planned task through all its attempts and returns its final execution info.
 /// With `resume`, the first attempt is that container, taken over, or that attempt.
+/// `on_retry` hears each retry's count as it begins (the daemon records it, so an agent
+/// restart that loses the rest still counts the attempts that ran).
 pub async fn run_task(
     rt: &Runtime,
     plan: &TaskPlan,
     cancel: &CancellationToken,
     resume: Option<Resume>,
+    on_retry: &(dyn Fn(i32) + Sync),
 ) -> ExecutionInfo {
     let mut info = ExecutionInfo::default();
     // Resource files come once, before the first attempt; a resumed task has them.
@@ -250,6 +253,7 @@ pub async fn run_task(
             tracing::info!(retry = info.retry_count + 1, exit_code = ?info.exit_code, "task failed; retrying");
             info.retry_count += 1;
             info.last_retry_time = Some(Utc::now());
+            on_retry(info.retry_count);
             attempt += 1;
             continue;
         }
