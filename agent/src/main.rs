@@ -58,6 +58,8 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A test-only crash point (`task::crash`) naming no step stops here, not mid-task.
+    berth_agent::task::crash::armed();
     // Generated from the parser itself, so they never drift from the real flags.
     match cli.cmd {
         Cmd::Completions { shell } => {

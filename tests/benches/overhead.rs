@@ -61,7 +61,7 @@ fn main() {
             let start = Instant::now();
             let p = plan::task(&spec, &job, &runtime.node, user.clone()).unwrap();
             task::prepare_dirs(&p, true).unwrap();
-            let info = task::run_task(&runtime, &p, &CancellationToken::new(), None).await;
+            let info = task::run_task(&runtime, &p, &CancellationToken::new(), None, &|_| {}).await;
             berth.push(start.elapsed());
             assert_eq!(info.exit_code, Some(0));
         }

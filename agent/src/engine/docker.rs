@@ -30,6 +30,9 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(300);
 /// Deadline of a health probe (ping, version).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a create waits for a container name held by another create to come free.
+pub const NAME_HELD: Duration = Duration::from_secs(60);
+
 /// "No deadline" for a request: ten years (tokio saturates far larger values anyway).
 const UNBOUNDED: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
@@ -453,6 +456,10 @@ impl Engine for Docker {
         Box::pin(async move {
             let mut delay = Duration::from_millis(250);
             let mut attempt = 0;
+            let mut held =
+                crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(4));
+            let began = tokio::time::Instant::now();
+            let mut conflicts = 0;
             loop {
                 attempt += 1;
                 let mut b = CreateContainerOptionsBuilder::default().name(name);
@@ -466,12 +473,17 @@ impl Engine for Docker {
                     .map_err(|e| self.err("create", e))
                 {
                     Ok(r) => return Ok(r.id),
-                    Err(EngineError::NameInUse(_)) if attempt <= 3 => {
+                    Err(EngineError::NameInUse(_)) if began.elapsed() < NAME_HELD => {
                         tracing::warn!(
                             container = name,
                             "removing a leftover container that holds this task's name"
                         );
                         self.remove(name).await?;
+                        // Gone at once unless a create in flight holds the name: give it time.
+                        conflicts += 1;
+                        if conflicts > 1 {
+                            tokio::time::sleep(held.next_delay()).await;
+                        }
                     }
                     Err(e) if e.is_transient() && attempt < 5 => {
                         tracing::warn!(container = name, attempt, error = %e, "create failed; retrying");

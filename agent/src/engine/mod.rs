@@ -153,7 +153,10 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
 
     /// Creates a container with a fixed name and returns its id. Transient failures are
     /// retried; a leftover container holding the name is removed first (it can only be
-    /// berth's: the name carries the node id and attempt).
+    /// berth's: the name carries the node id and attempt). The name may also be held by a
+    /// create still under way, sent by an agent process that died (the engine reserves the
+    /// name before the container can be found or removed): that one is waited for, up to a
+    /// minute, and then removed.
     fn create<'a>(
         &'a self,
         name: &'a str,

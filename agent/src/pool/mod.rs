@@ -123,6 +123,7 @@ async fn run_start_task(rt: Arc<Runtime>, cancel: CancellationToken) -> Executio
         // The start task's directory is reused on every run; only its wd is guaranteed.
         fresh: false,
         resume: None,
+        on_retry: &|_| {},
     };
     task::launch::launch(&rt, launch, &cancel).await
 }

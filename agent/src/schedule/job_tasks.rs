@@ -160,6 +160,7 @@ pub async fn run(
             // Kept between runs, as the start task's: a rerun after a reboot finds its files.
             fresh: false,
             resume: None,
+            on_retry: &|_| {},
         };
         task::launch::launch(&rt, launch, cancel).await
     }

@@ -92,6 +92,7 @@ pub(crate) async fn run_one(
     gpus: Reservation,
     cancel: CancellationToken,
     resume: Option<task::Resume>,
+    on_retry: &(dyn Fn(i32) + Sync),
 ) -> ExecutionInfo {
     use tracing::Instrument;
     let span = tracing::info_span!("task", job = %job.id, task = %spec.id);
@@ -110,6 +111,7 @@ pub(crate) async fn run_one(
             fresh: true,
             // A task taken over after an agent restart keeps its directory and output.
             resume,
+            on_retry,
         };
         let began = std::time::Instant::now();
         let info = task::launch::launch(&rt, launch, &cancel).await;
@@ -250,7 +252,8 @@ pub async fn run_job(
                             (rt.clone(), job.clone(), tasks[idx].clone(), cancel.clone());
                         async move {
                             let info =
-                                run_one(rt.clone(), job, spec, gpus.clone(), cancel, None).await;
+                                run_one(rt.clone(), job, spec, gpus.clone(), cancel, None, &|_| {})
+                                    .await;
                             rt.gpus.release(&gpus);
                             (idx, info)
                         }

@@ -34,6 +34,48 @@ type Done = (Option<Key>, u32);
 /// Queued tasks read per page in a scheduling pass.
 const QUEUE_PAGE: usize = 256;
 
+/// How long recovery lets the engine settle before it decides that a `created` container
+/// will not start: a start request sent just before the earlier process died is
+/// carried out all the same.
+const START_SETTLE: Duration = Duration::from_secs(2);
+
+/// The newest container of a task an earlier process left `running`, as the engine
+/// sees it after the settle.
+enum Left<'a> {
+    /// It started (running, or exited since): taken over.
+    Started {
+        container: &'a crate::engine::ContainerSummary,
+        started: Option<chrono::DateTime<Utc>>,
+    },
+    /// Created for this attempt, never started.
+    NeverStarted { attempt: u32 },
+    /// None, or gone meanwhile.
+    Gone,
+}
+
+/// Asks the engine what became of `c`. When it cannot say, a container listed `created`
+/// counts as never started: following it would read an exit that never happened.
+async fn left_behind<'a>(rt: &Runtime, c: &'a crate::engine::ContainerSummary) -> Left<'a> {
+    let listed = c.state.clone();
+    let (status, started) = match rt.engine.inspect(&c.id).await {
+        Ok(s) => (s.status, s.started_at),
+        Err(crate::engine::EngineError::NotFound(_)) => return Left::Gone,
+        Err(e) => {
+            tracing::warn!(container = ?c.id, error = %e, "cannot inspect a container the earlier agent left");
+            (listed, None)
+        }
+    };
+    if status.as_deref() == Some("created") {
+        let attempt = c.label(labels::ATTEMPT).parse().unwrap_or(0);
+        Left::NeverStarted { attempt }
+    } else {
+        Left::Started {
+            container: c,
+            started,
+        }
+    }
+}
+
 fn key(job: &str, task: &str) -> Key {
     (job.to_ascii_lowercase(), task.to_ascii_lowercase())
 }
@@ -343,6 +385,14 @@ impl Scheduler {
             .as_ref()
             .map(|e| e.requeue_count)
             .unwrap_or(0);
+        // A task `requeue` sent back after its retries began goes on from that attempt.
+        let resume = resume.or_else(|| {
+            let retries = view.execution_info.as_ref().map_or(0, |e| e.retry_count);
+            u32::try_from(retries)
+                .ok()
+                .filter(|a| *a > 0)
+                .map(task::Resume::Attempt)
+        });
         let me = self.clone();
         set.spawn(self.rt.tasks.track_future(async move {
             let mut view = view;
@@ -377,6 +427,10 @@ impl Scheduler {
                     tracing::error!(error = %e, "cannot record the task as running");
                 }
             }
+            let retried = {
+                let (me, job, task) = (me.clone(), view.job_id.clone(), view.spec.id.clone());
+                move |retries: i32| me.record_retry(&job, &task, retries)
+            };
             let mut info = run_one(
                 me.rt.clone(),
                 job,
@@ -384,6 +438,7 @@ impl Scheduler {
                 gpus.clone(),
                 token,
                 resume,
+                &retried,
             )
             .await;
             me.rt.gpus.release(&gpus);
@@ -452,6 +507,23 @@ impl Scheduler {
         );
     }
 
+    /// Records that a running task begins retry `retries`: should the agent die before
+    /// the task ends, the next one still counts the attempts that ran.
+    fn record_retry(&self, job: &str, task: &str, retries: i32) {
+        let Ok(Some(mut now)) = self.store.task(job, task) else {
+            return;
+        };
+        if now.view.state != TaskState::Running {
+            return;
+        }
+        let e = now.view.execution_info.get_or_insert_with(Default::default);
+        e.retry_count = retries;
+        e.last_retry_time = Some(Utc::now());
+        if let Err(e) = self.store.put_task(&now.view) {
+            tracing::warn!(job, task, error = %e, "cannot record the retry");
+        }
+    }
+
     /// Records a task's completion. The result is what the task ran for, so a store that
     /// cannot write (a full disk) is tried again, with backoff, until it can; the task's
     /// slot stays taken meanwhile. Only a stopping agent gives up: the next process finds
@@ -497,12 +569,36 @@ impl Scheduler {
         }
     }
 
+    /// Sends a task an earlier agent process left `running` back to the queue, one more
+    /// in its `requeueCount`: the cut-off attempt may have run in part (a start that
+    /// came late), so a second run is never silent. It runs again from `attempt`, the
+    /// one cut off, so the failed attempts before it stay counted in `retryCount`.
+    fn requeue(&self, mut view: TaskView, attempt: u32, why: &str) {
+        let count = view
+            .execution_info
+            .as_ref()
+            .map_or(0, |e| e.requeue_count)
+            .saturating_add(1);
+        tracing::warn!(job = %view.job_id, task = %view.spec.id, attempt, requeue_count = count, "{why}; the task goes back to the queue");
+        view.state = TaskState::Active;
+        view.state_transition_time = Utc::now();
+        view.execution_info = Some(ExecutionInfo {
+            retry_count: i32::try_from(attempt).unwrap_or(i32::MAX),
+            requeue_count: count,
+            ..Default::default()
+        });
+        if let Err(e) = self.store.put_task(&view) {
+            tracing::error!(error = %e, "cannot record the task's state");
+        }
+    }
+
     /// What an earlier agent process left. Each task the store has `running` is matched
-    /// with its newest container (by labels): one that ran is taken over (followed if
-    /// running, collected if it exited meanwhile); a task with no container that never
-    /// started goes back to the queue; one whose container is gone after it started ends
-    /// failed, because its exit code is lost. No task runs twice. Task containers that
-    /// match no running task are removed. Returns the slots the taken-over tasks use.
+    /// with its newest container (by labels): one that started is taken over (followed if
+    /// running, collected if it exited meanwhile); one still `created` once the engine
+    /// settled, or none when the task never started, sends the task back to the queue
+    /// with its `requeueCount` raised; one whose container is gone after it started ends
+    /// failed, because its exit code is lost. No task runs twice unseen. Task containers
+    /// that match no running task are removed. Returns the slots the taken-over tasks use.
     async fn recover(self: &Arc<Self>, set: &mut JoinSet<Done>) -> u32 {
         let rt = &self.rt;
         // A preparation or release task that was running never completed: it runs again
@@ -552,6 +648,16 @@ impl Scheduler {
                 vec![]
             });
         let label = |c: &crate::engine::ContainerSummary, k: &str| -> String { c.label(k).into() };
+        // A container still `created` may have a start in flight from the process that
+        // died: the engine completes a request whose client is gone. Removing it now would
+        // race that start and run the task twice. Let the engine settle, then ask it again
+        // (an inspect waits while a start holds the container).
+        if containers
+            .iter()
+            .any(|c| c.state.as_deref() == Some("created"))
+        {
+            tokio::time::sleep(START_SETTLE).await;
+        }
         let mut used = 0;
         let mut adopted: Vec<String> = vec![];
         for st in left {
@@ -564,13 +670,20 @@ impl Scheduler {
                         && label(c, labels::TASK).eq_ignore_ascii_case(&task_id)
                 })
                 .max_by_key(|c| label(c, labels::ATTEMPT).parse::<u32>().unwrap_or(0));
+            let found = match newest {
+                Some(c) => left_behind(rt, c).await,
+                None => Left::Gone,
+            };
             let job = self.store.job(&job_id).ok().flatten();
-            match (newest, job) {
-                (Some(c), Some(job))
-                    if c.state.as_ref().map(|s| s.to_string()).as_deref() != Some("created") =>
-                {
+            match (found, job) {
+                (
+                    Left::Started {
+                        container: c,
+                        started,
+                    },
+                    Some(job),
+                ) => {
                     let id = c.id.clone();
-                    let started = rt.engine.inspect(&id).await.ok().and_then(|s| s.started_at);
                     let attempt = label(c, labels::ATTEMPT).parse().unwrap_or(0);
                     let uuids = label(c, labels::GPUS);
                     let gpus = rt
@@ -579,39 +692,55 @@ impl Scheduler {
                     tracing::info!(job = %job_id, task = %task_id, container = %id, attempt, "taking over a task the earlier agent ran");
                     adopted.push(id.clone());
                     used += view.spec.required_slots();
-                    let resume = task::Resume {
+                    let resume = task::Resume::Container {
                         container_id: id,
                         attempt,
                         started,
                     };
                     self.spawn(view, job.spec, gpus, Some(resume), set);
                 }
-                (newest, _) => {
-                    let ran = newest.is_none()
-                        && rt
-                            .node
-                            .layout
-                            .task_dir(&job_id, &task_id)
-                            .join(crate::task::logs::STDOUT)
-                            .symlink_metadata()
-                            .is_ok();
+                // Removed below, before anything is scheduled: a start that comes later
+                // still finds no container to run.
+                (Left::NeverStarted { attempt }, _) => self.requeue(
+                    view,
+                    attempt,
+                    "the task's container was created but not started before the agent stopped",
+                ),
+                (Left::Started { .. }, None) => {
+                    self.requeue(view, 0, "the task's job is gone from the store")
+                }
+                (Left::Gone, _) => {
+                    let ran = rt
+                        .node
+                        .layout
+                        .task_dir(&job_id, &task_id)
+                        .join(crate::task::logs::STDOUT)
+                        .symlink_metadata()
+                        .is_ok();
+                    if !ran {
+                        // A create that was in flight may still add a container: it is
+                        // never started, and the next attempt's create replaces it.
+                        self.requeue(view, 0, "the task had no container when the agent stopped");
+                        continue;
+                    }
+                    tracing::warn!(job = %job_id, task = %task_id, "task's container is gone after the agent restarted; its exit code is lost");
+                    let mut info = task::failed_before_start(
+                        FailureCode::TaskEnded,
+                        "the agent stopped while this task ran and its container was gone when it came back: the exit code is lost; the task is not run again".into(),
+                    );
+                    if let Some(f) = info.failure_info.as_mut() {
+                        f.category = berth_proto::FailureCategory::ServerError;
+                    }
+                    // The attempts that ran and the requeues before stay counted.
+                    if let Some(e) = &view.execution_info {
+                        info.retry_count = e.retry_count;
+                        info.last_retry_time = e.last_retry_time;
+                        info.requeue_count = e.requeue_count;
+                    }
                     let mut view = view;
                     view.state_transition_time = Utc::now();
-                    if ran {
-                        tracing::warn!(job = %job_id, task = %task_id, "task's container is gone after the agent restarted; its exit code is lost");
-                        let mut info = task::failed_before_start(
-                            FailureCode::TaskEnded,
-                            "the agent stopped while this task ran and its container was gone when it came back: the exit code is lost; the task is not run again".into(),
-                        );
-                        if let Some(f) = info.failure_info.as_mut() {
-                            f.category = berth_proto::FailureCategory::ServerError;
-                        }
-                        view.state = TaskState::Completed;
-                        view.execution_info = Some(info);
-                    } else {
-                        tracing::info!(job = %job_id, task = %task_id, "task never started before the agent stopped; queued again");
-                        view.state = TaskState::Active;
-                    }
+                    view.state = TaskState::Completed;
+                    view.execution_info = Some(info);
                     if let Err(e) = self.store.put_task(&view) {
                         tracing::error!(error = %e, "cannot record the task's state");
                     }

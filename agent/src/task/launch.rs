@@ -26,6 +26,8 @@ pub struct Launch<'a> {
     pub fresh: bool,
     /// The attempt an earlier agent process started, to be taken over.
     pub resume: Option<Resume>,
+    /// Told the retry count as each retry begins (the daemon records it).
+    pub on_retry: &'a (dyn Fn(i32) + Sync),
 }
 
 /// Why a task could not reach its first attempt, as Batch's failure code.
@@ -70,7 +72,7 @@ pub async fn launch(rt: &Runtime, l: Launch<'_>, cancel: &CancellationToken) -> 
         tracing::info!(gpus = ?plan.gpus.iter().map(|g| g.index).collect::<Vec<_>>(), "GPUs given");
     }
     tracing::info!("{what} started");
-    let info = run_task(rt, &plan, cancel, resume).await;
+    let info = run_task(rt, &plan, cancel, resume, l.on_retry).await;
     tracing::info!(exit_code = ?info.exit_code, result = ?info.result,
         failure = ?info.failure_info.as_ref().map(|f| &f.code), "{what} completed");
     if let Some(keep) = plan.retention {

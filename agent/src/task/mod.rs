@@ -2,6 +2,7 @@
 //! plan (pure) -> run_options (pure) -> create (pure) -> run (engine) -> logs -> exit (pure)
 //! -> report. `run_task` wraps attempts in the `maxTaskRetryCount` loop.
 
+pub mod crash;
 pub mod create;
 pub mod exit;
 pub mod host;
@@ -236,22 +237,32 @@ pub fn prepare_dirs(plan: &TaskPlan, fresh: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// An attempt an earlier agent process started, to be taken over instead of started.
+/// Where a task's run picks up after an agent restart.
 #[derive(Debug, Clone)]
-pub struct Resume {
-    pub container_id: String,
-    pub attempt: u32,
-    /// When its container started: the wall clock counts from there.
-    pub started: Option<chrono::DateTime<Utc>>,
+pub enum Resume {
+    /// The container an earlier agent process started, taken over instead of started.
+    Container {
+        container_id: String,
+        attempt: u32,
+        /// When it started: the wall clock counts from there.
+        started: Option<chrono::DateTime<Utc>>,
+    },
+    /// A new container at this attempt: the one a restart cut off before its process
+    /// started runs again, and the attempts before it stay counted as retries. The task's
+    /// directory and resource files are kept.
+    Attempt(u32),
 }
 
 /// Runs a planned task through all its attempts and returns its final execution info.
-/// With `resume`, the first attempt is that container, taken over.
+/// With `resume`, the first attempt is that container, taken over, or that attempt.
+/// `on_retry` hears each retry's count as it begins (the daemon records it, so an agent
+/// restart that loses the rest still counts the attempts that ran).
 pub async fn run_task(
     rt: &Runtime,
     plan: &TaskPlan,
     cancel: &CancellationToken,
-    mut resume: Option<Resume>,
+    resume: Option<Resume>,
+    on_retry: &(dyn Fn(i32) + Sync),
 ) -> ExecutionInfo {
     let mut info = ExecutionInfo::default();
     // Resource files come once, before the first attempt; a resumed task has them.
@@ -261,12 +272,20 @@ pub async fn run_task(
             return failed_before_start(e.code, e.message);
         }
     }
-    let mut attempt: u32 = resume.as_ref().map(|r| r.attempt).unwrap_or(0);
+    let (mut attempt, mut adopt) = match resume {
+        None => (0, None),
+        Some(Resume::Attempt(a)) => (a, None),
+        Some(Resume::Container {
+            container_id,
+            attempt,
+            started,
+        }) => (attempt, Some((container_id, started))),
+    };
     info.retry_count = i32::try_from(attempt).unwrap_or(i32::MAX);
     loop {
         let mut start = tokio::time::Instant::now();
         info.start_time = Some(Utc::now());
-        if let Some(began) = resume.as_ref().and_then(|r| r.started) {
+        if let Some(began) = adopt.as_ref().and_then(|(_, started)| *started) {
             let ran = (Utc::now() - began).to_std().unwrap_or_default();
             start = start.checked_sub(ran).unwrap_or(start);
             info.start_time = Some(began);
@@ -278,10 +297,10 @@ pub async fn run_task(
         info.result = None;
         let deadline = plan.max_wall_clock.and_then(|d| start.checked_add(d));
         let finished = match &plan.container {
-            Some(_) if resume.is_some() => {
-                let r = resume.take().unwrap_or_else(|| unreachable!());
-                tracing::info!(container = %r.container_id, attempt, "taking over the container an earlier agent started");
-                run::adopt(rt, plan, &r.container_id, deadline, cancel).await
+            Some(_) if adopt.is_some() => {
+                let (id, _) = adopt.take().unwrap_or_else(|| unreachable!());
+                tracing::info!(container = %id, attempt, "taking over the container an earlier agent started");
+                run::adopt(rt, plan, &id, deadline, cancel).await
             }
             Some(_) => {
                 let who = ContainerIdentity {
@@ -307,6 +326,7 @@ pub async fn run_task(
             tracing::info!(retry = info.retry_count + 1, exit_code = ?info.exit_code, "task failed; retrying");
             info.retry_count += 1;
             info.last_retry_time = Some(Utc::now());
+            on_retry(info.retry_count);
             attempt += 1;
             continue;
         }

@@ -65,7 +65,7 @@ fn earlier_output_files(p: &TaskPlan) {
 }
 
 async fn run(n: &Node, p: &TaskPlan) -> ExecutionInfo {
-    run_task(&n.rt, p, &CancellationToken::new(), None).await
+    run_task(&n.rt, p, &CancellationToken::new(), None, &|_| {}).await
 }
 
 fn code(info: &ExecutionInfo) -> &str {
@@ -151,7 +151,7 @@ async fn cancelling_stops_and_removes_the_container() {
         tokio::time::sleep(Duration::from_secs(5)).await;
         c2.cancel();
     });
-    let info = run_task(&n.rt, &p, &cancel, None).await;
+    let info = run_task(&n.rt, &p, &cancel, None, &|_| {}).await;
     assert_eq!(code(&info), "TaskEnded");
     assert_eq!(info.exit_code, Some(143), "the stopped process's own code");
     assert!(n.fake.containers().is_empty());
@@ -278,12 +278,12 @@ async fn an_earlier_agents_running_container_is_taken_over_to_its_exit() {
         &[],
         Script::exits(5, Duration::from_secs(30)).with_output(b"from before\n", b""),
     );
-    let resume = Resume {
+    let resume = Resume::Container {
         container_id: id,
         attempt: 0,
         started: None,
     };
-    let info = run_task(&n.rt, &p, &CancellationToken::new(), Some(resume)).await;
+    let info = run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await;
     assert_eq!(info.exit_code, Some(5));
     assert_eq!(n.fake.count("create"), 0, "taken over, not started again");
     assert_eq!(n.fake.count("start"), 0);
@@ -298,12 +298,12 @@ async fn an_earlier_agents_exited_container_is_collected() {
     let p = plan(&n, "collected", json!({}));
     earlier_output_files(&p);
     let id = f.run_detached("earlier", &[], Script::exits(0, Duration::ZERO));
-    let resume = Resume {
+    let resume = Resume::Container {
         container_id: id,
         attempt: 1,
         started: None,
     };
-    let info = run_task(&n.rt, &p, &CancellationToken::new(), Some(resume)).await;
+    let info = run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await;
     assert_eq!(info.exit_code, Some(0));
     assert_eq!(info.retry_count, 1, "the attempt number carries over");
     assert!(n.fake.containers().is_empty());

@@ -2,6 +2,7 @@
 //! and cancellation) -> output saved -> inspect -> remove. Removal always happens once the
 //! container exists, whatever went wrong.
 
+use super::crash::{self, Point};
 use super::create::{self, ContainerIdentity};
 use super::exit::Finished;
 use super::oom::OomProbe;
@@ -142,6 +143,15 @@ pub async fn attempt(
     }
 
     let name = create::container_name(&plan.kind, who);
+    crash::at(Point::BeforeCreate, plan);
+    if crash::is_armed(Point::AfterCreateSent) {
+        // As for a start below: the request leaves, the process dies without its answer.
+        let (engine, name, body) = (rt.engine.clone(), name.clone(), body.clone());
+        let platform = opts.platform.clone();
+        tokio::spawn(async move { engine.create(&name, body, platform.as_deref()).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        crash::die(Point::AfterCreateSent, plan);
+    }
     let id = match rt
         .engine
         .create(&name, body, opts.platform.as_deref())
@@ -153,6 +163,7 @@ pub async fn attempt(
             return not_started(code, msg, vec![nv("ContainerImage", &c.image)], None);
         }
     };
+    crash::at(Point::AfterCreate, plan);
     let container = Container {
         rt,
         plan,
@@ -163,9 +174,11 @@ pub async fn attempt(
         no_log_store: no_log_store(&opts),
     };
     let finished = run_created(&container, owner).await;
+    crash::at(Point::AfterExit, plan);
     if let Err(e) = rt.engine.remove(&id).await {
         tracing::error!(container = %id, error = %e, "could not remove the container");
     }
+    crash::at(Point::AfterRemove, plan);
     finished
 }
 
@@ -224,6 +237,14 @@ async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
     } else {
         None
     };
+    if crash::is_armed(Point::AfterStartSent) {
+        // The request must have left when the process dies: send it beside, give it a
+        // moment to be written, and die without its answer.
+        let (engine, id) = (rt.engine.clone(), id.to_string());
+        tokio::spawn(async move { engine.start(&id).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        crash::die(Point::AfterStartSent, plan);
+    }
     if let Err(e) = rt.engine.start(id).await {
         let (code, msg) = engine_failure("start", &e, "");
         return not_started(
@@ -233,6 +254,7 @@ async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
             c.info(Some("created".into()), Some(e.message())),
         );
     }
+    crash::at(Point::AfterStartReturned, plan);
     let stream = attached.unwrap_or_else(|| rt.engine.logs(id, true));
     let limit = rt.output_limit;
     let writer = Writer::spawn(|stop| logs::copy(stream, out, err, limit, stop));
