@@ -1,8 +1,8 @@
 //! One cancellation tree: SIGINT/SIGTERM cancel the root token. What running tasks then do
 //! is the caller's to say: `berth run` stops (and removes) their containers; the daemon
 //! follows `on_shutdown` (stop them, wait for them, or leave them to the next agent). When
-//! tasks are stopped, `Runtime::stopping` is cancelled, and every task's own token is its
-//! child, so none is missed. Every task runner is tracked (`Runtime::tasks`), and the
+//! tasks are stopped, `NodeContext::stopping` is cancelled, and every task's own token is its
+//! child, so none is missed. Every task runner is tracked (`NodeContext::tasks`), and the
 //! process drains them with a deadline before it exits, so none outlives the agent unseen.
 
 use std::time::Duration;

@@ -10,7 +10,7 @@
 
 use berth_agent::engine::{Docker, SharedEngine};
 use berth_agent::node::users;
-use berth_agent::task::{self, plan, Runtime};
+use berth_agent::task::{self, plan, NodeContext};
 use berth_proto::{load, JobSpec};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +42,7 @@ fn main() {
         let docker = Docker::connect(Some(host)).await.unwrap();
         let engine: SharedEngine = Arc::new(docker.clone());
         let dir = tempfile::tempdir().unwrap();
-        let mut runtime = Runtime::on_engine(engine.clone(), &dir.path().join("root"));
+        let mut runtime = NodeContext::on_engine(engine.clone(), &dir.path().join("root"));
         runtime.node.node_id = format!("bench-{}", std::process::id());
         runtime.node.pool_id = "benchpool".into();
         runtime.stop_grace = Duration::from_secs(2);

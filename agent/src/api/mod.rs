@@ -15,7 +15,7 @@ pub use tasks::MAX_COLLECTION;
 
 use crate::schedule::queue::Scheduler;
 use crate::store::Store;
-use crate::task::Runtime;
+use crate::task::NodeContext;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -50,7 +50,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub rt: Arc<Runtime>,
+    pub rt: Arc<NodeContext>,
     pub store: Arc<dyn Store>,
     pub sched: Arc<Scheduler>,
 }

@@ -8,7 +8,7 @@ use crate::image::progress::{BarObserver, LogObserver, PullObserver};
 use crate::image::store::{ImageStore, PullSettings};
 use crate::node::NodeLayout;
 use crate::node::NodeStatus;
-use crate::task::{plan::NodeFacts, Runtime};
+use crate::task::{plan::NodeFacts, NodeContext};
 use berth_proto::PoolSpec;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -152,12 +152,12 @@ pub fn progress_bars() -> bool {
 pub async fn start_node(
     args: &NodeArgs,
     pool: PoolSpec,
-) -> Result<(Arc<Runtime>, CancellationToken, crate::pool::PoolStart), Exit> {
+) -> Result<(Arc<NodeContext>, CancellationToken, crate::pool::PoolStart), Exit> {
     let rt = runtime(args, pool, false).await.map_err(|e| {
         eprintln!("berth: {e}");
         Exit::Failed
     })?;
-    // A signal is berth stopping (not a terminate): see `Runtime::stopping`.
+    // A signal is berth stopping (not a terminate): see `NodeContext::stopping`.
     let cancel = rt.stopping.clone();
     crate::shutdown::cancel_on_signals(
         cancel.clone(),
@@ -189,7 +189,7 @@ pub async fn runtime(
     args: &NodeArgs,
     pool: PoolSpec,
     engine_may_wait: bool,
-) -> Result<Arc<Runtime>, String> {
+) -> Result<Arc<NodeContext>, String> {
     let hint = "berth: start Docker (e.g. `systemctl start docker`) or point --engine / DOCKER_HOST at a running engine";
     let engine = if engine_may_wait {
         let e = Docker::open(args.engine.as_deref(), crate::engine::DEFAULT_CALL_TIMEOUT)
@@ -244,7 +244,7 @@ pub async fn runtime(
     let gpus = Arc::new(gpus(&args.gpu, engine.as_ref()).await);
     let status = NodeStatus::new(&node.node_id, &pool.id);
     status.update(|n| n.gpus = gpus.report());
-    Ok(Arc::new(Runtime {
+    Ok(Arc::new(NodeContext {
         images: Arc::new(images),
         status,
         gpus,

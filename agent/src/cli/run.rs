@@ -4,7 +4,7 @@ use super::common::{self, NodeArgs};
 use super::Exit;
 use crate::render;
 use crate::schedule::{self, retention};
-use crate::task::Runtime;
+use crate::task::NodeContext;
 use berth_proto::{load, validate, JobSpec, NodeState, PoolSpec, TaskSpec};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -267,7 +267,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
 }
 
 fn not_run(
-    rt: &Runtime,
+    rt: &NodeContext,
     job: &JobSpec,
     tasks: Vec<TaskSpec>,
     state: NodeState,

@@ -5,7 +5,7 @@
 //! Running tasks see the loss on their own: their wait breaks off (`task::run`).
 
 use crate::backoff::Backoff;
-use crate::task::Runtime;
+use crate::task::NodeContext;
 use berth_proto::{NameValuePair, NodeError, NodeState};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ pub const CODE: &str = "EngineUnavailable";
 /// How often the running node's engine is probed.
 const PROBE_EVERY: Duration = Duration::from_secs(3);
 
-fn away_error(rt: &Runtime, why: &str) -> NodeError {
+fn away_error(rt: &NodeContext, why: &str) -> NodeError {
     NodeError {
         code: CODE.into(),
         message: format!("The Docker engine at {} does not answer", rt.engine.host()),
@@ -28,7 +28,7 @@ fn away_error(rt: &Runtime, why: &str) -> NodeError {
 }
 
 /// Puts the node's engine error in place (replacing an older one) or takes it away.
-fn set_error(rt: &Runtime, error: Option<NodeError>) {
+fn set_error(rt: &NodeContext, error: Option<NodeError>) {
     rt.status.update(|n| {
         n.errors.retain(|e| e.code != CODE);
         n.errors.extend(error);
@@ -37,7 +37,7 @@ fn set_error(rt: &Runtime, error: Option<NodeError>) {
 
 /// Waits until the engine answers and the API version is agreed, retrying with backoff
 /// (0.5 s doubling to 15 s). Returns false when cancelled first.
-pub async fn wait_at_start(rt: &Runtime, cancel: &CancellationToken) -> bool {
+pub async fn wait_at_start(rt: &NodeContext, cancel: &CancellationToken) -> bool {
     let mut delay = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
     let mut said = false;
     loop {
@@ -66,7 +66,7 @@ pub async fn wait_at_start(rt: &Runtime, cancel: &CancellationToken) -> bool {
 /// Probes the engine until `cancel`. A ready node (`idle`/`running`) whose engine stops
 /// answering becomes `unusable`, and `idle` again (then `wake`) when it answers; a node in
 /// another state only gets the error shown.
-pub async fn watch(rt: &Runtime, wake: impl Fn(), cancel: CancellationToken) {
+pub async fn watch(rt: &NodeContext, wake: impl Fn(), cancel: CancellationToken) {
     let mut made_unusable = false;
     let mut away = false;
     loop {

@@ -8,7 +8,7 @@ pub mod engine_health;
 
 use crate::schedule::retention;
 use crate::task::create::labels;
-use crate::task::{self, plan, Runtime};
+use crate::task::{self, plan, NodeContext};
 use berth_proto::{
     ExecutionInfo, NameValuePair, NodeError, NodeImage, NodeState, StartTaskInfo, TaskResult,
 };
@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// What pool start leaves besides the node's state (which is in `Runtime::status`).
+/// What pool start leaves besides the node's state (which is in `NodeContext::status`).
 #[derive(Debug)]
 pub struct PoolStart {
     /// A start task without `waitForSuccess` runs beside the tasks.
@@ -25,7 +25,7 @@ pub struct PoolStart {
 
 /// Removes containers a previous berth process on this node left behind; with
 /// `keep_tasks`, task containers stay for the daemon to take over.
-pub async fn clean_leftovers(rt: &Runtime, keep_tasks: bool) -> usize {
+pub async fn clean_leftovers(rt: &NodeContext, keep_tasks: bool) -> usize {
     let list = match rt
         .engine
         .list_labelled(&[(labels::MANAGED, "true"), (labels::NODE, &rt.node.node_id)])
@@ -58,7 +58,7 @@ pub async fn clean_leftovers(rt: &Runtime, keep_tasks: bool) -> usize {
 
 /// Pulls every `containerImageNames` entry, `concurrency` at a time; returns a node error
 /// for each image that could not be made present (and lists every image on the node).
-async fn prefetch(rt: &Runtime, concurrency: usize) -> Vec<NodeError> {
+async fn prefetch(rt: &NodeContext, concurrency: usize) -> Vec<NodeError> {
     let names = rt
         .pool
         .container_configuration()
@@ -112,7 +112,7 @@ async fn prefetch(rt: &Runtime, concurrency: usize) -> Vec<NodeError> {
     errors
 }
 
-async fn run_start_task(rt: Arc<Runtime>, cancel: CancellationToken) -> ExecutionInfo {
+async fn run_start_task(rt: Arc<NodeContext>, cancel: CancellationToken) -> ExecutionInfo {
     let st = rt.pool.start_task.clone().unwrap_or_default();
     let launch = task::launch::Launch {
         what: "start task",
@@ -131,7 +131,7 @@ async fn run_start_task(rt: Arc<Runtime>, cancel: CancellationToken) -> Executio
 /// Brings the node up for `rt.pool`; the outcome is `rt.status`. `keep_tasks`: the
 /// daemon takes over task containers an earlier process left, so they are not removed.
 pub async fn start(
-    rt: Arc<Runtime>,
+    rt: Arc<NodeContext>,
     cancel: CancellationToken,
     prefetch_concurrency: usize,
     keep_tasks: bool,
@@ -163,7 +163,7 @@ pub async fn start(
     };
     rt.status
         .update(|n| n.start_task_info = Some(StartTaskInfo::running(chrono::Utc::now())));
-    let record = |rt: &Runtime, info: &ExecutionInfo| {
+    let record = |rt: &NodeContext, info: &ExecutionInfo| {
         rt.status
             .update(|n| n.start_task_info = Some(StartTaskInfo::completed(info)));
     };

@@ -5,7 +5,7 @@
 //! tasks.
 
 use crate::store::JobOnNode;
-use crate::task::{self, plan, Runtime};
+use crate::task::{self, plan, NodeContext};
 use berth_proto::{
     ExecutionInfo, FailureCode, JobSpec, JobTaskExecutionInfo, StartTaskInfo, TaskResult,
 };
@@ -83,7 +83,7 @@ pub fn boot_id() -> String {
 }
 
 /// The record of a job task that has just started.
-pub fn started(rt: &Runtime, job: &JobSpec, which: Which) -> JobTaskExecutionInfo {
+pub fn started(rt: &NodeContext, job: &JobSpec, which: Which) -> JobTaskExecutionInfo {
     JobTaskExecutionInfo {
         run: StartTaskInfo::running(chrono::Utc::now()),
         task_root_directory: dir(rt, job, which),
@@ -92,7 +92,7 @@ pub fn started(rt: &Runtime, job: &JobSpec, which: Which) -> JobTaskExecutionInf
 
 /// The record of a job task that has ended.
 pub fn ended(
-    rt: &Runtime,
+    rt: &NodeContext,
     job: &JobSpec,
     which: Which,
     info: &ExecutionInfo,
@@ -103,7 +103,7 @@ pub fn ended(
     }
 }
 
-fn dir(rt: &Runtime, job: &JobSpec, which: Which) -> String {
+fn dir(rt: &NodeContext, job: &JobSpec, which: Which) -> String {
     let id = match which {
         Which::Preparation => job.job_preparation_task.as_ref().map(|t| t.id()),
         Which::Release => job.job_release_task.as_ref().map(|t| t.id()),
@@ -118,7 +118,7 @@ fn dir(rt: &Runtime, job: &JobSpec, which: Which) -> String {
 /// Runs the job's preparation or release task to its end. Like the start task it sees
 /// every GPU and holds none.
 pub async fn run(
-    rt: Arc<Runtime>,
+    rt: Arc<NodeContext>,
     job: &JobSpec,
     which: Which,
     cancel: &CancellationToken,

@@ -9,7 +9,7 @@ pub mod queue;
 pub mod retention;
 
 use crate::gpu::{self, Reservation};
-use crate::task::{self, plan, Runtime};
+use crate::task::{self, plan, NodeContext};
 use berth_proto::{ExecutionInfo, FailureCode, JobSpec, TaskResult, TaskSpec, TaskState, TaskView};
 use chrono::Utc;
 use std::collections::HashMap;
@@ -26,7 +26,7 @@ pub struct TaskReport {
 
 impl TaskReport {
     /// A task that is queued (`active`) and has not run.
-    pub fn active(rt: &Runtime, job: &JobSpec, spec: TaskSpec, note: Option<String>) -> Self {
+    pub fn active(rt: &NodeContext, job: &JobSpec, spec: TaskSpec, note: Option<String>) -> Self {
         let now = Utc::now();
         let task_root_directory = rt
             .node
@@ -63,7 +63,7 @@ pub(crate) enum GpuGate {
 
 /// Reserves the task's GPUs (`BERTH_GPUS` from the task, else the job; else the node's
 /// default share).
-pub(crate) fn gpu_gate(rt: &Runtime, job: &JobSpec, spec: &TaskSpec) -> GpuGate {
+pub(crate) fn gpu_gate(rt: &NodeContext, job: &JobSpec, spec: &TaskSpec) -> GpuGate {
     let request = spec
         .environment_settings
         .iter()
@@ -86,7 +86,7 @@ pub(crate) fn gpu_gate(rt: &Runtime, job: &JobSpec, spec: &TaskSpec) -> GpuGate 
 
 /// Runs one task from spec to final execution info: user, plan, directories, attempts.
 pub(crate) async fn run_one(
-    rt: Arc<Runtime>,
+    rt: Arc<NodeContext>,
     job: JobSpec,
     spec: TaskSpec,
     gpus: Reservation,
@@ -139,7 +139,7 @@ pub struct JobReport {
 /// then its release task. Tasks whose dependencies failed stay `active` (as in Batch)
 /// with a note saying why.
 pub async fn run_job(
-    rt: Arc<Runtime>,
+    rt: Arc<NodeContext>,
     job: &JobSpec,
     tasks: Vec<TaskSpec>,
     cancel: CancellationToken,

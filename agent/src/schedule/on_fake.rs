@@ -7,7 +7,7 @@ use super::queue::Scheduler;
 use crate::config::OnShutdown;
 use crate::engine::fake::{Fake, Script};
 use crate::store::{sqlite::SqliteStore, Store};
-use crate::task::Runtime;
+use crate::task::NodeContext;
 use berth_proto::{JobState, JobView, NodeState, TaskState, TaskView};
 use chrono::Utc;
 use serde_json::{json, Value};
@@ -20,16 +20,16 @@ const IMAGE: &str = "docker.io/library/busybox:latest";
 struct Daemon {
     _dir: tempfile::TempDir,
     fake: Fake,
-    rt: Arc<Runtime>,
+    rt: Arc<NodeContext>,
     store: Arc<SqliteStore>,
     sched: Arc<Scheduler>,
     cancel: CancellationToken,
 }
 
-fn daemon(fake: &Fake, slots: i32, adjust: impl FnOnce(&mut Runtime)) -> Daemon {
+fn daemon(fake: &Fake, slots: i32, adjust: impl FnOnce(&mut NodeContext)) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     fake.add_image(IMAGE, &[]);
-    let mut rt = Runtime::on_engine(Arc::new(fake.clone()), &dir.path().join("root"));
+    let mut rt = NodeContext::on_engine(Arc::new(fake.clone()), &dir.path().join("root"));
     rt.pool.task_slots_per_node = Some(slots);
     adjust(&mut rt);
     rt.node.layout.prepare().unwrap();

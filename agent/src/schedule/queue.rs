@@ -13,7 +13,7 @@ use crate::config::OnShutdown;
 use crate::gpu::Reservation;
 use crate::store::{JobOnNode, Store, StoredTask};
 use crate::task::create::labels;
-use crate::task::{self, Runtime};
+use crate::task::{self, NodeContext};
 use berth_proto::{
     ExecutionInfo, FailureCode, JobSpec, JobState, JobView, TaskResult, TaskState, TaskView,
 };
@@ -55,7 +55,7 @@ enum Left<'a> {
 
 /// Asks the engine what became of `c`. When it cannot say, a container listed `created`
 /// counts as never started: following it would read an exit that never happened.
-async fn left_behind<'a>(rt: &Runtime, c: &'a crate::engine::ContainerSummary) -> Left<'a> {
+async fn left_behind<'a>(rt: &NodeContext, c: &'a crate::engine::ContainerSummary) -> Left<'a> {
     let listed = c.state.clone();
     let (status, started) = match rt.engine.inspect(&c.id).await {
         Ok(s) => (s.status, s.started_at),
@@ -81,7 +81,7 @@ fn key(job: &str, task: &str) -> Key {
 }
 
 pub struct Scheduler {
-    rt: Arc<Runtime>,
+    rt: Arc<NodeContext>,
     store: Arc<dyn Store>,
     wake: Notify,
     /// Running tasks and the token that stops each.
@@ -103,7 +103,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Scheduler {
-    pub fn new(rt: Arc<Runtime>, store: Arc<dyn Store>) -> Arc<Self> {
+    pub fn new(rt: Arc<NodeContext>, store: Arc<dyn Store>) -> Arc<Self> {
         // A shutdown is berth stopping its tasks: attempts then keep an exit of their own.
         let shutdown = rt.stopping.clone();
         Arc::new(Scheduler {

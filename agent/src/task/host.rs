@@ -4,7 +4,7 @@
 
 use super::exit::Finished;
 use super::plan::TaskPlan;
-use super::{logs, stop_requested, Runtime};
+use super::{logs, stop_requested, NodeContext};
 use berth_proto::FailureCode;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub async fn attempt(
-    rt: &Runtime,
+    rt: &NodeContext,
     plan: &TaskPlan,
     deadline: Option<Instant>,
     cancel: &CancellationToken,

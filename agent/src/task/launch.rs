@@ -4,7 +4,7 @@
 //! here, once, so a start task and a task get the same code for the same cause.
 
 use super::plan::{PlanError, TaskPlan};
-use super::{failed_before_start, prepare_dirs, run_task, Resume, Runtime};
+use super::{failed_before_start, prepare_dirs, run_task, NodeContext, Resume};
 use crate::node::{users, ResolvedUser};
 use berth_proto::{ExecutionInfo, FailureCode, NodeGpu, UserIdentity};
 use tokio_util::sync::CancellationToken;
@@ -58,7 +58,7 @@ enum LaunchError {
 }
 
 /// Launches `l` to its final execution info.
-pub async fn launch(rt: &Runtime, l: Launch<'_>, cancel: &CancellationToken) -> ExecutionInfo {
+pub async fn launch(rt: &NodeContext, l: Launch<'_>, cancel: &CancellationToken) -> ExecutionInfo {
     let what = l.what;
     let resume = l.resume;
     let plan = match prepare(rt, l.identity, l.plan, l.gpus, l.fresh && resume.is_none()).await {
@@ -84,7 +84,7 @@ pub async fn launch(rt: &Runtime, l: Launch<'_>, cancel: &CancellationToken) -> 
 }
 
 async fn prepare(
-    rt: &Runtime,
+    rt: &NodeContext,
     identity: Option<UserIdentity>,
     plan: Planner<'_>,
     gpus: Vec<NodeGpu>,

@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// What every task run needs: the engine, this node, the pool, and the image store.
-pub struct Runtime {
+pub struct NodeContext {
     pub engine: SharedEngine,
     pub node: NodeFacts,
     pub pool: PoolSpec,
@@ -56,11 +56,14 @@ pub struct Runtime {
     pub tasks: tokio_util::task::TaskTracker,
 }
 
-impl Runtime {
+impl NodeContext {
     /// A runtime on `engine` for a node rooted at `node_root` with Batch's defaults (no
     /// registries, GPUs, policy or output limit): the unit tests' and node simulations'
     /// runtime, on [`crate::engine::Fake`].
-    pub fn on_engine(engine: crate::engine::SharedEngine, node_root: &std::path::Path) -> Runtime {
+    pub fn on_engine(
+        engine: crate::engine::SharedEngine,
+        node_root: &std::path::Path,
+    ) -> NodeContext {
         let pool = PoolSpec::default_for_run();
         let node = NodeFacts {
             node_id: "fake-node".into(),
@@ -68,7 +71,7 @@ impl Runtime {
             account_name: "berth".into(),
             layout: crate::node::NodeLayout::new(node_root),
         };
-        Runtime {
+        NodeContext {
             images: Arc::new(ImageStore::new(engine.clone(), vec![])),
             status: crate::node::NodeStatus::new(&node.node_id, &pool.id),
             engine,
@@ -93,13 +96,13 @@ pub(crate) enum Stop {
     TimedOut,
     /// The task was terminated.
     Cancelled,
-    /// berth itself stops (see `Runtime::stopping`).
+    /// berth itself stops (see `NodeContext::stopping`).
     ShutDown,
 }
 
 /// Resolves when the attempt must stop: at the wall-clock deadline or on cancellation.
 pub(crate) async fn stop_requested(
-    rt: &Runtime,
+    rt: &NodeContext,
     deadline: Option<tokio::time::Instant>,
     cancel: &CancellationToken,
 ) -> Stop {
@@ -258,7 +261,7 @@ pub enum Resume {
 /// `on_retry` hears each retry's count as it begins (the daemon records it, so an agent
 /// restart that loses the rest still counts the attempts that ran).
 pub async fn run_task(
-    rt: &Runtime,
+    rt: &NodeContext,
     plan: &TaskPlan,
     cancel: &CancellationToken,
     resume: Option<Resume>,

@@ -15,14 +15,14 @@ const IMAGE: &str = "docker.io/library/busybox:latest";
 
 struct Node {
     _dir: tempfile::TempDir,
-    rt: Runtime,
+    rt: NodeContext,
     fake: Fake,
 }
 
 fn node(fake: &Fake) -> Node {
     let dir = tempfile::tempdir().unwrap();
     fake.add_image(IMAGE, &[]);
-    let rt = Runtime::on_engine(Arc::new(fake.clone()), dir.path());
+    let rt = NodeContext::on_engine(Arc::new(fake.clone()), dir.path());
     rt.node.layout.prepare().unwrap();
     Node {
         _dir: dir,

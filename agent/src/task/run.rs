@@ -8,7 +8,7 @@ use super::exit::Finished;
 use super::oom::OomProbe;
 use super::plan::TaskPlan;
 use super::run_options::{self, PullPolicy};
-use super::{logs, stop_requested, Runtime};
+use super::{logs, stop_requested, NodeContext};
 use crate::backoff::Backoff;
 use crate::engine::EngineError;
 use crate::gpu::expose;
@@ -55,7 +55,7 @@ fn engine_failure(stage: &str, e: &EngineError, image: &str) -> (FailureCode, St
 
 /// Runs one attempt of a container task. `deadline` is the wall-clock limit.
 pub async fn attempt(
-    rt: &Runtime,
+    rt: &NodeContext,
     plan: &TaskPlan,
     who: &ContainerIdentity,
     deadline: Option<Instant>,
@@ -190,7 +190,7 @@ fn no_log_store(opts: &run_options::RunOptions) -> bool {
 /// A created container and what its attempt needs to see it to its end.
 #[derive(Clone, Copy)]
 struct Container<'a> {
-    rt: &'a Runtime,
+    rt: &'a NodeContext,
     plan: &'a TaskPlan,
     id: &'a str,
     deadline: Option<Instant>,
@@ -268,7 +268,7 @@ async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
 /// its labels), running or already exited: the output files get what the engine's log
 /// store holds beyond them, then the attempt ends as any other. The container is removed.
 pub async fn adopt(
-    rt: &Runtime,
+    rt: &NodeContext,
     plan: &TaskPlan,
     id: &str,
     deadline: Option<Instant>,
@@ -382,7 +382,7 @@ enum Ended {
 }
 
 /// Waits (up to [`ENGINE_OUTAGE`]) for the engine to answer a ping again.
-async fn engine_back(rt: &Runtime) -> Result<(), EngineError> {
+async fn engine_back(rt: &NodeContext) -> Result<(), EngineError> {
     let began = Instant::now();
     let mut delay = Backoff::new(
         std::time::Duration::from_millis(250),
