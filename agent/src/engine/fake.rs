@@ -281,6 +281,17 @@ impl Fake {
         self.lock().containers.keys().cloned().collect()
     }
 
+    /// Creates a container outside berth and never starts it (an earlier agent process
+    /// died before its start); returns its id.
+    pub fn left_created(&self, name: &str, labels: &[(&str, &str)], script: Script) -> String {
+        let id = self.run_detached(name, labels, script);
+        if let Some(c) = self.lock().containers.get_mut(&id) {
+            c.status = Status::Created;
+            c.started_at = None;
+        }
+        id
+    }
+
     /// Creates and starts a container outside berth (as an earlier agent process would
     /// have), running `script`; returns its id.
     pub fn run_detached(&self, name: &str, labels: &[(&str, &str)], script: Script) -> String {

@@ -27,6 +27,17 @@ struct Daemon {
 }
 
 fn daemon(fake: &Fake, slots: i32, adjust: impl FnOnce(&mut NodeContext)) -> Daemon {
+    daemon_after(fake, slots, adjust, |_| {})
+}
+
+/// A daemon started after `before` left the store and the engine as an earlier agent
+/// process would have.
+fn daemon_after(
+    fake: &Fake,
+    slots: i32,
+    adjust: impl FnOnce(&mut NodeContext),
+    before: impl FnOnce(&Daemon),
+) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     fake.add_image(IMAGE, &[]);
     let mut rt = NodeContext::on_engine(Arc::new(fake.clone()), &dir.path().join("root"));
@@ -38,15 +49,17 @@ fn daemon(fake: &Fake, slots: i32, adjust: impl FnOnce(&mut NodeContext)) -> Dae
     let store = Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
     let sched = Scheduler::new(rt.clone(), store.clone());
     let cancel = CancellationToken::new();
-    tokio::spawn(sched.clone().run(cancel.clone(), OnShutdown::Stop));
-    Daemon {
+    let d = Daemon {
         _dir: dir,
         fake: fake.clone(),
         rt,
         store,
         sched,
         cancel,
-    }
+    };
+    before(&d);
+    tokio::spawn(d.sched.clone().run(d.cancel.clone(), OnShutdown::Stop));
+    d
 }
 
 impl Daemon {
@@ -300,4 +313,141 @@ async fn tasks_that_fail_are_retried_by_the_scheduler_path_too() {
     let info = v.execution_info.unwrap();
     assert_eq!((info.exit_code, info.retry_count), (Some(4), 2));
     assert_eq!(f.count("create"), 3);
+}
+
+/// What an earlier agent process left: job `j` with task `t1` recorded `running`, its task
+/// directory with (empty) output files when `ran`.
+fn left_running(d: &Daemon, ran: bool) {
+    d.job(json!({"id": "j"}));
+    let spec = d.store.job("j").unwrap().unwrap().spec;
+    let t = serde_json::from_value(json!({"id": "t1", "commandLine": "/bin/true",
+        "containerSettings": {"imageName": IMAGE}}))
+    .unwrap();
+    let mut view = crate::schedule::TaskReport::active(&d.rt, &spec, t, None).view;
+    d.store.add_tasks(std::slice::from_ref(&view)).unwrap();
+    view.state = TaskState::Running;
+    d.store.put_task(&view).unwrap();
+    if ran {
+        let dir = d.rt.node.layout.task_dir("j", "t1");
+        std::fs::create_dir_all(dir.join("wd")).unwrap();
+        for f in [crate::task::logs::STDOUT, crate::task::logs::STDERR] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+    }
+}
+
+/// The labels berth gives task `t1`'s first container on this node.
+fn labels_of_t1(d: &Daemon) -> Vec<(&'static str, String)> {
+    use crate::task::create::labels;
+    vec![
+        (labels::MANAGED, "true".into()),
+        (labels::NODE, d.rt.node.node_id.clone()),
+        (labels::KIND, "task".into()),
+        (labels::JOB, "j".into()),
+        (labels::TASK, "t1".into()),
+        (labels::ATTEMPT, "0".into()),
+    ]
+}
+
+fn requeues(d: &Daemon) -> i32 {
+    let v = d.store.task("j", "t1").unwrap().unwrap().view;
+    v.execution_info.map_or(0, |e| e.requeue_count)
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_takes_over_a_running_container_and_collects_its_exit() {
+    let f = Fake::new();
+    let d = daemon_after(
+        &f,
+        2,
+        |_| {},
+        |d| {
+            left_running(d, true);
+            let l = labels_of_t1(d);
+            let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            d.fake.run_detached(
+                "berth.fake-node.j.t1.0",
+                &l,
+                Script::exits(5, Duration::from_secs(30)).with_output(b"before\n", b""),
+            );
+        },
+    );
+    d.until_completed("j", &["t1"]).await;
+    assert_eq!(d.state("j", "t1"), (TaskState::Completed, Some(5)));
+    assert_eq!(f.count("create"), 0, "taken over, not run again");
+    assert_eq!(requeues(&d), 0);
+    assert!(f.containers().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_collects_a_container_that_exited_while_no_agent_ran() {
+    let f = Fake::new();
+    let d = daemon_after(
+        &f,
+        2,
+        |_| {},
+        |d| {
+            left_running(d, true);
+            let l = labels_of_t1(d);
+            let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            d.fake.run_detached(
+                "berth.fake-node.j.t1.0",
+                &l,
+                Script::exits(3, Duration::ZERO),
+            );
+        },
+    );
+    d.until_completed("j", &["t1"]).await;
+    assert_eq!(d.state("j", "t1"), (TaskState::Completed, Some(3)));
+    assert_eq!(f.count("create"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_requeues_a_container_never_started_and_counts_it() {
+    let f = Fake::new();
+    let d = daemon_after(
+        &f,
+        2,
+        |_| {},
+        |d| {
+            left_running(d, true);
+            let l = labels_of_t1(d);
+            let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            // Created by the earlier agent; its start never came.
+            d.fake
+                .left_created("berth.fake-node.j.t1.0", &l, Script::default());
+        },
+    );
+    d.until_completed("j", &["t1"]).await;
+    assert_eq!(d.state("j", "t1"), (TaskState::Completed, Some(0)));
+    assert_eq!(requeues(&d), 1, "the extra attempt shows");
+    assert_eq!(f.count("start"), 1, "run once, by this agent");
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_requeues_a_task_with_no_container_and_no_output() {
+    let f = Fake::new();
+    let d = daemon_after(&f, 2, |_| {}, |d| left_running(d, false));
+    d.until_completed("j", &["t1"]).await;
+    assert_eq!(d.state("j", "t1"), (TaskState::Completed, Some(0)));
+    assert_eq!(requeues(&d), 1);
+    assert_eq!(f.count("create"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_ends_a_task_whose_container_is_gone_after_it_ran() {
+    let f = Fake::new();
+    let d = daemon_after(&f, 2, |_| {}, |d| left_running(d, true));
+    d.until_completed("j", &["t1"]).await;
+    let v = d.store.task("j", "t1").unwrap().unwrap().view;
+    let info = v.execution_info.unwrap();
+    assert_eq!(
+        info.failure_info.map(|f| f.code).as_deref(),
+        Some("TaskEnded")
+    );
+    assert_eq!(
+        f.count("create"),
+        0,
+        "not run again: it may have run to its end"
+    );
 }
