@@ -4,7 +4,7 @@
 //! ([`crate::node::beneath`]), then checked and read through that descriptor; listings walk
 //! descriptors the same way. No `..`, no absolute paths, no links.
 
-use super::jobs::find as find_job;
+use super::find_job;
 use super::{ApiError, AppState};
 use crate::node::beneath::{self, Beneath, BeneathError, Found};
 use axum::body::Body;

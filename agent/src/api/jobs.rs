@@ -1,18 +1,12 @@
 //! Jobs: add, get, list, terminate, delete.
 
-use super::{require_json, ApiError, AppState};
+use super::{find_job, require_json, ApiError, AppState};
 use crate::schedule::job_tasks;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use berth_proto::{load, validate, JobPrepReleaseStatus, JobState, JobView, TaskState};
 use chrono::Utc;
-
-pub(crate) fn find(s: &AppState, id: &str) -> Result<JobView, ApiError> {
-    s.store
-        .job(id)?
-        .ok_or_else(|| ApiError::JobNotFound(format!("The specified job {id:?} does not exist.")))
-}
 
 pub async fn add(
     State(s): State<AppState>,
@@ -57,7 +51,7 @@ pub async fn get(
     State(s): State<AppState>,
     Path(job): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    Ok(Json(find(&s, &job)?))
+    Ok(Json(find_job(&s, &job)?))
 }
 
 /// Ends every task of the job that has not completed (running ones are stopped).
@@ -81,7 +75,7 @@ pub async fn terminate(
     State(s): State<AppState>,
     Path(job): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let mut j = find(&s, &job)?;
+    let mut j = find_job(&s, &job)?;
     match j.state {
         JobState::Completed => {
             return Err(ApiError::JobCompleted(
@@ -116,7 +110,7 @@ pub async fn delete(
     State(s): State<AppState>,
     Path(job): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let mut j = find(&s, &job)?;
+    let mut j = find_job(&s, &job)?;
     if j.state == JobState::Deleting {
         return Err(ApiError::JobBeingDeleted(
             "The specified job is being deleted.".into(),
@@ -147,7 +141,7 @@ pub async fn prep_release_status(
     State(s): State<AppState>,
     Path(job): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let j = find(&s, &job)?;
+    let j = find_job(&s, &job)?;
     if j.spec.job_preparation_task.is_none() {
         return Err(ApiError::JobPreparationTaskNotSpecified(
             "The specified job does not have a job preparation task.".into(),

@@ -55,6 +55,13 @@ pub struct AppState {
     pub sched: Arc<Scheduler>,
 }
 
+/// The job `id`, or Batch's 404 `JobNotFound`.
+pub(crate) fn find_job(s: &AppState, id: &str) -> Result<berth_proto::JobView, ApiError> {
+    s.store
+        .job(id)?
+        .ok_or_else(|| ApiError::JobNotFound(format!("The specified job {id:?} does not exist.")))
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/jobs", post(jobs::add).get(jobs::list))

@@ -1,7 +1,7 @@
 //! Tasks: add one, add a collection (at most 100, per-task results), get, list with
 //! `$filter` on `state`, terminate, reactivate, delete.
 
-use super::jobs::find as find_job;
+use super::find_job;
 use super::{require_json, ApiError, AppState};
 use crate::task;
 use axum::body::Bytes;

@@ -2,8 +2,9 @@
 
 use super::common::{self, NodeArgs};
 use super::Exit;
+use crate::node::retention;
 use crate::render;
-use crate::schedule::{self, retention};
+use crate::schedule;
 use crate::task::NodeContext;
 use berth_proto::{load, validate, JobSpec, NodeState, PoolSpec, TaskSpec};
 use std::collections::HashMap;

@@ -90,10 +90,11 @@ pub struct Owner {
 }
 
 impl Owner {
-    pub fn of(plan: &crate::task::plan::TaskPlan) -> Option<Owner> {
-        (nix::unistd::Uid::effective().is_root() && !plan.user.admin).then_some(Owner {
-            uid: plan.user.uid,
-            gid: plan.user.gid,
+    /// The task user's, or none for admin or when berth is not root (it cannot chown).
+    pub fn of(user: &crate::node::ResolvedUser) -> Option<Owner> {
+        (nix::unistd::Uid::effective().is_root() && !user.admin).then_some(Owner {
+            uid: user.uid,
+            gid: user.gid,
         })
     }
 

@@ -2,6 +2,7 @@
 
 pub mod beneath;
 pub mod layout;
+pub mod retention;
 pub mod status;
 pub mod users;
 

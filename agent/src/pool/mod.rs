@@ -6,7 +6,7 @@
 
 pub mod engine_health;
 
-use crate::schedule::retention;
+use crate::node::retention;
 use crate::task::create::labels;
 use crate::task::{self, plan, NodeContext};
 use berth_proto::{

@@ -6,7 +6,6 @@ pub mod job_tasks;
 #[cfg(test)]
 mod on_fake;
 pub mod queue;
-pub mod retention;
 
 use crate::gpu::{self, Reservation};
 use crate::task::{self, plan, NodeContext};

@@ -76,7 +76,7 @@ pub async fn launch(rt: &NodeContext, l: Launch<'_>, cancel: &CancellationToken)
     tracing::info!(exit_code = ?info.exit_code, result = ?info.result,
         failure = ?info.failure_info.as_ref().map(|f| &f.code), "{what} completed");
     if let Some(keep) = plan.retention {
-        if let Err(e) = crate::schedule::retention::record(&rt.node.layout, &plan.task_dir, keep) {
+        if let Err(e) = crate::node::retention::record(&rt.node.layout, &plan.task_dir, keep) {
             tracing::warn!(error = %e, "could not record the retention deadline");
         }
     }

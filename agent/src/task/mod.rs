@@ -175,7 +175,7 @@ pub fn files_owner(plan: &TaskPlan, user: Option<&str>) -> Option<crate::files::
     }
     match user.and_then(run_options::numeric_user) {
         Some((uid, gid)) => Some(crate::files::Owner { uid, gid }),
-        None => crate::files::Owner::of(plan),
+        None => crate::files::Owner::of(&plan.user),
     }
 }
 
@@ -352,7 +352,7 @@ async fn download_resources(
     cancel: &CancellationToken,
 ) -> Result<(), crate::files::FileError> {
     let t = crate::files::Transfers::shared()?;
-    let owner = crate::files::Owner::of(plan);
+    let owner = crate::files::Owner::of(&plan.user);
     let wd = task_files(plan)
         .and_then(|d| d.dir(wd_name(plan)))
         .map_err(|e| {
