@@ -13,7 +13,6 @@ use berth_proto::{ExecutionInfo, FailureCode, JobSpec, TaskResult, TaskSpec, Tas
 use chrono::Utc;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// A task's final view plus, when it never ran, why.
@@ -133,177 +132,193 @@ pub struct JobReport {
     pub release: Option<ExecutionInfo>,
 }
 
-/// Runs the tasks of `job`: its preparation task first (before the first task; with
-/// `waitForSuccess`, a failure leaves every task `active`, not started), then the tasks,
-/// then its release task. Tasks whose dependencies failed stay `active` (as in Batch)
-/// with a note saying why.
+/// Runs the tasks of `job` on the daemon's own scheduler (`queue::Scheduler`), fed from a
+/// store of this run alone: its preparation task first (with `waitForSuccess`, a failure
+/// leaves every task `active`, not started), then the tasks (slots, FIFO, dependencies,
+/// GPUs), then, once the queue has settled, the job ends as a terminate ends it in the
+/// daemon and its release task runs. Tasks whose dependencies failed stay `active` (as in
+/// Batch) with a note saying why.
 pub async fn run_job(
     rt: Arc<NodeContext>,
     job: &JobSpec,
     tasks: Vec<TaskSpec>,
     cancel: CancellationToken,
 ) -> JobReport {
-    use job_tasks::Which;
+    use crate::store::Store;
     let mut reports: Vec<TaskReport> = tasks
         .iter()
         .map(|t| TaskReport::active(&rt, job, t.clone(), None))
         .collect();
-    let mut preparation = None;
-    let mut prep_beside = None;
-    let mut prep_failed = false;
-    if let Some(p) = &job.job_preparation_task {
-        if !tasks.is_empty() && !cancel.is_cancelled() {
-            if p.wait_for_success() {
-                let info = job_tasks::run(rt.clone(), job, Which::Preparation, &cancel).await;
-                prep_failed = info.result != Some(TaskResult::Success);
-                preparation = Some(info);
-            } else {
-                let (rt, job, cancel) = (rt.clone(), job.clone(), cancel.clone());
-                let tracker = rt.tasks.clone();
-                prep_beside = Some(tokio::spawn(tracker.track_future(async move {
-                    job_tasks::run(rt, &job, Which::Preparation, &cancel).await
-                })));
-            }
-        }
-    }
-    let prep_ran = job.job_preparation_task.is_some() && !tasks.is_empty();
-    let index: HashMap<String, usize> = tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.id.to_ascii_lowercase(), i))
-        .collect();
-    let deps: Vec<Vec<usize>> = tasks
-        .iter()
-        .map(|t| {
-            t.depends_on
-                .as_ref()
-                .map(|d| {
-                    d.all_ids()
-                        .iter()
-                        .filter_map(|id| index.get(&id.to_ascii_lowercase()).copied())
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-        .collect();
-    let total_slots = rt.pool.task_slots();
-    let mut free = total_slots;
-    let mut pending: Vec<usize> = if prep_failed {
-        for r in &mut reports {
-            r.note = Some(
-                "not started: the job preparation task failed (JobPreparationTaskFailed)".into(),
-            );
-        }
-        vec![]
-    } else {
-        (0..tasks.len()).collect()
+    // The run's own store, beside the node's state; gone with the run.
+    let path = rt
+        .node
+        .layout
+        .volatile()
+        .join("berth")
+        .join(format!("run-{}.db", std::process::id()));
+    let files = |p: &std::path::Path| {
+        ["", "-wal", "-shm"].map(|x| std::path::PathBuf::from(format!("{}{x}", p.display())))
     };
-    let mut running: JoinSet<(usize, ExecutionInfo)> = JoinSet::new();
-
-    loop {
-        if !cancel.is_cancelled() {
-            let mut i = 0;
-            while i < pending.len() {
-                let idx = pending[i];
-                let done_ok = |d: &usize| {
-                    reports[*d].view.state == TaskState::Completed
-                        && reports[*d]
-                            .view
-                            .execution_info
-                            .as_ref()
-                            .and_then(|e| e.result)
-                            == Some(TaskResult::Success)
-                };
-                let blocked_by = deps[idx]
-                    .iter()
-                    .find(|d| reports[**d].view.state == TaskState::Completed && !done_ok(d))
-                    .copied();
-                if let Some(d) = blocked_by {
-                    reports[idx].note =
-                        Some(format!("blocked: dependency {:?} failed", tasks[d].id));
-                    pending.remove(i);
-                    continue;
-                }
-                let slots = tasks[idx].required_slots();
-                if deps[idx].iter().all(done_ok) && slots <= free {
-                    let gpus = match gpu_gate(&rt, job, &tasks[idx]) {
-                        GpuGate::Go(r) => r,
-                        GpuGate::Wait => {
-                            i += 1;
-                            continue;
-                        }
-                        GpuGate::Refuse(info) => {
-                            pending.remove(i);
-                            let r = &mut reports[idx].view;
-                            r.state = TaskState::Completed;
-                            r.state_transition_time = Utc::now();
-                            r.execution_info = Some(*info);
-                            continue;
-                        }
-                    };
-                    free -= slots;
-                    pending.remove(i);
-                    let r = &mut reports[idx].view;
-                    r.state = TaskState::Running;
-                    r.state_transition_time = Utc::now();
-                    running.spawn(rt.tasks.track_future({
-                        let (rt, job, spec, cancel) =
-                            (rt.clone(), job.clone(), tasks[idx].clone(), cancel.clone());
-                        async move {
-                            let info =
-                                run_one(rt.clone(), job, spec, gpus.clone(), cancel, None, &|_| {})
-                                    .await;
-                            rt.gpus.release(&gpus);
-                            (idx, info)
-                        }
-                    }));
-                    continue;
-                }
-                i += 1;
+    for f in files(&path) {
+        std::fs::remove_file(f).ok();
+    }
+    let now = Utc::now();
+    let view = berth_proto::JobView {
+        spec: job.clone(),
+        state: berth_proto::JobState::Active,
+        state_transition_time: now,
+        creation_time: now,
+    };
+    let views: Vec<TaskView> = reports.iter().map(|r| r.view.clone()).collect();
+    let store = match crate::store::sqlite::SqliteStore::open(&path).and_then(|s| {
+        s.add_job(&view)?;
+        s.add_tasks(&views)?;
+        Ok(s)
+    }) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            for r in &mut reports {
+                r.note = Some(format!(
+                    "not started: the run's store {}: {e}",
+                    path.display()
+                ));
+            }
+            return JobReport {
+                tasks: reports,
+                preparation: None,
+                release: None,
+            };
+        }
+    };
+    let sched = queue::Scheduler::new(rt.clone(), store.clone());
+    let mut idle = sched.idle();
+    // `continue`: at the end nothing runs; on Ctrl-C the tasks' own tokens, children of
+    // `NodeContext::stopping`, stop them, and the scheduler waits for them.
+    let end = cancel.child_token();
+    let runner = tokio::spawn(
+        sched
+            .clone()
+            .run(end.clone(), crate::config::OnShutdown::Continue),
+    );
+    let settled = async {
+        while idle.wait_for(|i| *i).await.is_ok() {
+            // Stale "idle" from before the last change: look again after a pass.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            if *idle.borrow() {
+                return;
             }
         }
-        rt.status.set_busy(!running.is_empty());
-        let Some(joined) = running.join_next().await else {
-            break;
-        };
-        match joined {
-            Ok((idx, info)) => {
-                free += tasks[idx].required_slots();
-                let r = &mut reports[idx].view;
-                r.state = TaskState::Completed;
-                r.state_transition_time = Utc::now();
-                r.execution_info = Some(info);
+    };
+    tokio::select! {
+        _ = settled => {}
+        _ = cancel.cancelled() => {}
+    }
+    if !cancel.is_cancelled() {
+        // The job ends as a terminate ends it in the daemon: its release task runs (when
+        // its preparation ran), then it completes.
+        if let Ok(Some(mut j)) = store.job(&job.id) {
+            j.state = berth_proto::JobState::Terminating;
+            j.state_transition_time = Utc::now();
+            if store.put_job(&j).is_ok() {
+                sched.job_ending();
+                sched.wake();
             }
-            Err(e) => tracing::error!(error = %e, "a task runner panicked"),
+        }
+        loop {
+            let done = store
+                .job(&job.id)
+                .ok()
+                .flatten()
+                .is_none_or(|j| j.state == berth_proto::JobState::Completed);
+            if done || cancel.is_cancelled() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    } else {
+        tracing::warn!("berth was stopped: the job release task is not run");
+    }
+    end.cancel();
+    if let Err(e) = runner.await {
+        tracing::error!(error = %e, "the scheduler failed");
+    }
+    let stored = store.tasks(&job.id, None).unwrap_or_default();
+    let rec = store
+        .job_on_node(&job.id)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let as_info = |t: &Option<berth_proto::JobTaskExecutionInfo>| {
+        t.as_ref().map(|t| ExecutionInfo {
+            start_time: t.run.start_time,
+            end_time: t.run.end_time,
+            exit_code: t.run.exit_code,
+            container_info: t.run.container_info.clone(),
+            failure_info: t.run.failure_info.clone(),
+            retry_count: t.run.retry_count,
+            last_retry_time: t.run.last_retry_time,
+            result: t.run.result,
+            ..Default::default()
+        })
+    };
+    let preparation = as_info(&rec.preparation);
+    let prep_failed = job
+        .job_preparation_task
+        .as_ref()
+        .is_some_and(|p| p.wait_for_success())
+        && preparation
+            .as_ref()
+            .is_some_and(|i| i.result != Some(TaskResult::Success));
+    let by_id: HashMap<String, TaskView> = stored
+        .into_iter()
+        .map(|t| (t.view.spec.id.to_ascii_lowercase(), t.view))
+        .collect();
+    for r in &mut reports {
+        if let Some(v) = by_id.get(&r.view.spec.id.to_ascii_lowercase()) {
+            r.view = v.clone();
         }
     }
-    rt.status.set_busy(false);
-    if let Some(h) = prep_beside {
-        match h.await {
-            Ok(info) => preparation = Some(info),
-            Err(e) => tracing::error!(error = %e, "the job preparation task's runner failed"),
-        }
-    }
-    let mut release = None;
-    if prep_ran && job.job_release_task.is_some() {
-        if cancel.is_cancelled() {
-            tracing::warn!("berth was stopped: the job release task is not run");
-        } else {
-            release = Some(job_tasks::run(rt.clone(), job, Which::Release, &cancel).await);
-        }
-    }
-    for idx in pending {
-        if reports[idx].note.is_none() {
-            reports[idx].note = Some(if cancel.is_cancelled() {
+    let failed: Vec<&str> = reports
+        .iter()
+        .filter(|r| {
+            r.view.state == TaskState::Completed
+                && r.view.execution_info.as_ref().and_then(|e| e.result)
+                    != Some(TaskResult::Success)
+        })
+        .map(|r| r.view.spec.id.as_str())
+        .collect();
+    let notes: Vec<Option<String>> = reports
+        .iter()
+        .map(|r| {
+            if r.view.state == TaskState::Completed {
+                return None;
+            }
+            let blocked_by = r.view.spec.depends_on.as_ref().and_then(|d| {
+                d.all_ids()
+                    .into_iter()
+                    .find(|id| failed.iter().any(|f| f.eq_ignore_ascii_case(id)))
+            });
+            Some(if cancel.is_cancelled() {
                 "not started: berth was stopped".into()
+            } else if prep_failed {
+                "not started: the job preparation task failed (JobPreparationTaskFailed)".into()
+            } else if let Some(d) = blocked_by {
+                format!("blocked: dependency {d:?} failed")
             } else {
                 "not started".into()
-            });
-        }
+            })
+        })
+        .collect();
+    for (r, n) in reports.iter_mut().zip(notes) {
+        r.note = n;
+    }
+    drop(store);
+    for f in files(&path) {
+        std::fs::remove_file(f).ok();
     }
     JobReport {
         tasks: reports,
         preparation,
-        release,
+        release: as_info(&rec.release),
     }
 }

@@ -96,6 +96,9 @@ pub struct Scheduler {
     /// Whether `end_jobs` has something to look at: it reads every job, so it runs only
     /// after a terminate or delete, and while an ending job still waits for its tasks.
     ending: AtomicBool,
+    /// True while nothing runs and the last pass started nothing: the queue has settled
+    /// (`berth run` ends its job then).
+    idle: tokio::sync::watch::Sender<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -117,7 +120,13 @@ impl Scheduler {
             boot_id: job_tasks::boot_id(),
             // Jobs an earlier process left terminating or deleting are looked at once.
             ending: AtomicBool::new(true),
+            idle: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Follows whether the queue has settled: nothing runs, and nothing more could start.
+    pub fn idle(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.idle.subscribe()
     }
 
     /// A job is being terminated or deleted: look at ending jobs again (`end_jobs`).
@@ -875,6 +884,8 @@ impl Scheduler {
             }
             self.rt.status.set_busy(!set.is_empty());
             self.rt.metrics.slots_used.store(used, Ordering::Relaxed);
+            self.idle
+                .send_replace(set.is_empty() && !self.ending.load(Ordering::Relaxed));
             tokio::select! {
                 _ = self.wake.notified(), if !cancel.is_cancelled() => {}
                 done = set.join_next(), if !set.is_empty() => {
