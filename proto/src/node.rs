@@ -97,6 +97,21 @@ impl StartTaskInfo {
         }
     }
 
+    /// The execution info this record holds (the reverse of [`StartTaskInfo::completed`]).
+    pub fn execution_info(&self) -> ExecutionInfo {
+        ExecutionInfo {
+            start_time: self.start_time,
+            end_time: self.end_time,
+            exit_code: self.exit_code,
+            container_info: self.container_info.clone(),
+            failure_info: self.failure_info.clone(),
+            retry_count: self.retry_count,
+            last_retry_time: self.last_retry_time,
+            result: self.result,
+            ..Default::default()
+        }
+    }
+
     pub fn running(start: DateTime<Utc>) -> Self {
         StartTaskInfo {
             state: StartTaskState::Running,

@@ -248,19 +248,8 @@ pub async fn run_job(
         .ok()
         .flatten()
         .unwrap_or_default();
-    let as_info = |t: &Option<berth_proto::JobTaskExecutionInfo>| {
-        t.as_ref().map(|t| ExecutionInfo {
-            start_time: t.run.start_time,
-            end_time: t.run.end_time,
-            exit_code: t.run.exit_code,
-            container_info: t.run.container_info.clone(),
-            failure_info: t.run.failure_info.clone(),
-            retry_count: t.run.retry_count,
-            last_retry_time: t.run.last_retry_time,
-            result: t.run.result,
-            ..Default::default()
-        })
-    };
+    let as_info =
+        |t: &Option<berth_proto::JobTaskExecutionInfo>| t.as_ref().map(|t| t.run.execution_info());
     let preparation = as_info(&rec.preparation);
     let prep_failed = job
         .job_preparation_task

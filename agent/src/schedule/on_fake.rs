@@ -336,17 +336,25 @@ fn left_running(d: &Daemon, ran: bool) {
     }
 }
 
-/// The labels berth gives task `t1`'s first container on this node.
-fn labels_of_t1(d: &Daemon) -> Vec<(&'static str, String)> {
+/// Task `t1`'s first container as the earlier agent left it, with the labels berth gives
+/// it: started and running `script`, or created and never started.
+fn t1_container(d: &Daemon, script: Script, started: bool) {
     use crate::task::create::labels;
-    vec![
-        (labels::MANAGED, "true".into()),
-        (labels::NODE, d.rt.node.node_id.clone()),
-        (labels::KIND, "task".into()),
-        (labels::JOB, "j".into()),
-        (labels::TASK, "t1".into()),
-        (labels::ATTEMPT, "0".into()),
-    ]
+    let node = d.rt.node.node_id.clone();
+    let l = [
+        (labels::MANAGED, "true"),
+        (labels::NODE, node.as_str()),
+        (labels::KIND, "task"),
+        (labels::JOB, "j"),
+        (labels::TASK, "t1"),
+        (labels::ATTEMPT, "0"),
+    ];
+    let name = "berth.fake-node.j.t1.0";
+    if started {
+        d.fake.run_detached(name, &l, script);
+    } else {
+        d.fake.left_created(name, &l, script);
+    }
 }
 
 fn requeues(d: &Daemon) -> i32 {
@@ -363,12 +371,10 @@ async fn recovery_takes_over_a_running_container_and_collects_its_exit() {
         |_| {},
         |d| {
             left_running(d, true);
-            let l = labels_of_t1(d);
-            let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            d.fake.run_detached(
-                "berth.fake-node.j.t1.0",
-                &l,
+            t1_container(
+                d,
                 Script::exits(5, Duration::from_secs(30)).with_output(b"before\n", b""),
+                true,
             );
         },
     );
@@ -388,13 +394,7 @@ async fn recovery_collects_a_container_that_exited_while_no_agent_ran() {
         |_| {},
         |d| {
             left_running(d, true);
-            let l = labels_of_t1(d);
-            let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            d.fake.run_detached(
-                "berth.fake-node.j.t1.0",
-                &l,
-                Script::exits(3, Duration::ZERO),
-            );
+            t1_container(d, Script::exits(3, Duration::ZERO), true);
         },
     );
     d.until_completed("j", &["t1"]).await;
@@ -411,11 +411,8 @@ async fn recovery_requeues_a_container_never_started_and_counts_it() {
         |_| {},
         |d| {
             left_running(d, true);
-            let l = labels_of_t1(d);
-            let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
             // Created by the earlier agent; its start never came.
-            d.fake
-                .left_created("berth.fake-node.j.t1.0", &l, Script::default());
+            t1_container(d, Script::default(), false);
         },
     );
     d.until_completed("j", &["t1"]).await;
