@@ -55,10 +55,10 @@ pub async fn get(
 }
 
 /// Ends every task of the job that has not completed (running ones are stopped).
-fn end_tasks(s: &AppState, job: &str) -> Result<(), ApiError> {
+async fn end_tasks(s: &AppState, job: &str) -> Result<(), ApiError> {
     for t in s.store.tasks(job, None)? {
         if t.view.state != TaskState::Completed {
-            super::tasks::end(s, t.view)?;
+            super::tasks::end(s, &t.view).await?;
         }
     }
     Ok(())
@@ -101,7 +101,7 @@ pub async fn terminate(
     };
     j.state_transition_time = Utc::now();
     s.store.put_job(&j)?;
-    end_tasks(&s, &job)?;
+    end_tasks(&s, &job).await?;
     s.sched.job_ending();
     Ok(StatusCode::ACCEPTED)
 }
@@ -120,7 +120,7 @@ pub async fn delete(
     j.state = JobState::Deleting;
     j.state_transition_time = Utc::now();
     s.store.put_job(&j)?;
-    end_tasks(&s, &job)?;
+    end_tasks(&s, &job).await?;
     if waits {
         // The release task runs first; the scheduler deletes the job after it.
         s.sched.job_ending();

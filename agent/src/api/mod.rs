@@ -52,7 +52,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 pub struct AppState {
     pub rt: Arc<NodeContext>,
     pub store: Arc<dyn Store>,
-    pub sched: Arc<Scheduler>,
+    pub sched: Scheduler,
 }
 
 /// The job `id`, or Batch's 404 `JobNotFound`.

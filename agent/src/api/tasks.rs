@@ -3,12 +3,12 @@
 
 use super::find_job;
 use super::{require_json, ApiError, AppState};
-use crate::task;
+
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use berth_proto::{load, validate, FailureCode, JobState, JobView, TaskSpec, TaskState, TaskView};
+use berth_proto::{load, validate, JobState, JobView, TaskSpec, TaskState, TaskView};
 use chrono::Utc;
 use std::collections::HashMap;
 
@@ -199,21 +199,10 @@ pub async fn get(
 }
 
 /// Ends a task that has not completed: a running one is stopped (its runner records
-/// `TaskEnded`), an active one completes at once with `TaskEnded`.
-pub(crate) fn end(s: &AppState, mut t: TaskView) -> Result<(), ApiError> {
-    if s.sched.stop(&t.job_id, &t.spec.id) {
-        return Ok(());
-    }
-    if t.state == TaskState::Active {
-        t.state = TaskState::Completed;
-        t.state_transition_time = Utc::now();
-        t.execution_info = Some(task::failed_before_start(
-            FailureCode::TaskEnded,
-            "Task was ended by user request.".into(),
-        ));
-        s.store.put_task(&t)?;
-    }
-    Ok(())
+/// `TaskEnded`), an active one completes at once with `TaskEnded`. The scheduler decides
+/// which, so the task cannot start in between.
+pub(crate) async fn end(s: &AppState, t: &TaskView) -> Result<(), ApiError> {
+    Ok(s.sched.end(&t.job_id, &t.spec.id).await?)
 }
 
 pub async fn terminate(
@@ -227,7 +216,7 @@ pub async fn terminate(
             "The specified task is already in a completed state.".into(),
         ));
     }
-    end(&s, t)?;
+    end(&s, &t).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -269,7 +258,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     find_job(&s, &job)?;
     let t = find(&s, &job, &id)?;
-    s.sched.stop(&t.job_id, &t.spec.id);
+    s.sched.stop(&t.job_id, &t.spec.id).await;
     s.store.delete_task(&job, &id)?;
     let dir = s.rt.node.layout.task_dir(&t.job_id, &t.spec.id);
     // The task owns what is inside: removed without following its links.

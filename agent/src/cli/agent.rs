@@ -137,7 +137,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
             return Exit::Failed.into();
         }
     };
-    let sched = Scheduler::new(rt.clone(), store.clone());
+    let (sched, queue) = Scheduler::new(rt.clone(), store.clone());
     reload_on_hup(args.config.clone(), cfg.clone());
 
     let app = api::router(api::AppState {
@@ -220,7 +220,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         node.state
     ))]);
 
-    sched.run(cancel.clone(), cfg.on_shutdown).await;
+    queue.run(cancel.clone(), cfg.on_shutdown).await;
     // `leave` dropped its runners, which end at once; only a start task still running on
     // the host could hold the exit, and it must not.
     let deadline = match cfg.on_shutdown {

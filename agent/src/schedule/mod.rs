@@ -190,27 +190,13 @@ pub async fn run_job(
             };
         }
     };
-    let sched = queue::Scheduler::new(rt.clone(), store.clone());
-    let mut idle = sched.idle();
+    let (sched, queue) = queue::Scheduler::new(rt.clone(), store.clone());
     // `continue`: at the end nothing runs; on Ctrl-C the tasks' own tokens, children of
     // `NodeContext::stopping`, stop them, and the scheduler waits for them.
     let end = cancel.child_token();
-    let runner = tokio::spawn(
-        sched
-            .clone()
-            .run(end.clone(), crate::config::OnShutdown::Continue),
-    );
-    let settled = async {
-        while idle.wait_for(|i| *i).await.is_ok() {
-            // Stale "idle" from before the last change: look again after a pass.
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            if *idle.borrow() {
-                return;
-            }
-        }
-    };
+    let runner = tokio::spawn(queue.run(end.clone(), crate::config::OnShutdown::Continue));
     tokio::select! {
-        _ = settled => {}
+        _ = sched.settled() => {}
         _ = cancel.cancelled() => {}
     }
     if !cancel.is_cancelled() {
@@ -221,19 +207,12 @@ pub async fn run_job(
             j.state_transition_time = Utc::now();
             if store.put_job(&j).is_ok() {
                 sched.job_ending();
-                sched.wake();
             }
         }
-        loop {
-            let done = store
-                .job(&job.id)
-                .ok()
-                .flatten()
-                .is_none_or(|j| j.state == berth_proto::JobState::Completed);
-            if done || cancel.is_cancelled() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Settled again once the release task ran and the job completed.
+        tokio::select! {
+            _ = sched.settled() => {}
+            _ = cancel.cancelled() => {}
         }
     } else {
         tracing::warn!("berth was stopped: the job release task is not run");

@@ -3,7 +3,7 @@
 //! what `tests/tests/agent.rs` shows on a real engine in minutes, here in a second. Tasks
 //! "run" on tokio's paused clock; the fake's call log says what started in which order.
 
-use super::queue::Scheduler;
+use super::queue::{Queue, Scheduler};
 use crate::config::OnShutdown;
 use crate::engine::fake::{Fake, Script};
 use crate::store::{sqlite::SqliteStore, Store};
@@ -22,7 +22,8 @@ struct Daemon {
     fake: Fake,
     rt: Arc<NodeContext>,
     store: Arc<SqliteStore>,
-    sched: Arc<Scheduler>,
+    sched: Scheduler,
+    queue: std::sync::Mutex<Option<Queue>>,
     cancel: CancellationToken,
 }
 
@@ -47,7 +48,7 @@ fn daemon_after(
     rt.status.set_state(NodeState::Idle);
     let rt = Arc::new(rt);
     let store = Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
-    let sched = Scheduler::new(rt.clone(), store.clone());
+    let (sched, queue) = Scheduler::new(rt.clone(), store.clone());
     let cancel = CancellationToken::new();
     let d = Daemon {
         _dir: dir,
@@ -55,10 +56,12 @@ fn daemon_after(
         rt,
         store,
         sched,
+        queue: std::sync::Mutex::new(Some(queue)),
         cancel,
     };
     before(&d);
-    tokio::spawn(d.sched.clone().run(d.cancel.clone(), OnShutdown::Stop));
+    let queue = d.queue.lock().unwrap().take().unwrap();
+    tokio::spawn(queue.run(d.cancel.clone(), OnShutdown::Stop));
     d
 }
 
@@ -446,5 +449,145 @@ async fn recovery_ends_a_task_whose_container_is_gone_after_it_ran() {
         f.count("create"),
         0,
         "not run again: it may have run to its end"
+    );
+}
+
+/// A node with two GPUs (exposed by device requests) and four slots.
+fn two_gpus(rt: &mut NodeContext) {
+    let gpu = |i: u32| berth_proto::NodeGpu {
+        index: i,
+        uuid: format!("GPU-{i}"),
+        name: "fake".into(),
+        memory_bytes: 1 << 30,
+        minor_number: i,
+        mig_enabled: false,
+    };
+    let inventory = crate::gpu::Inventory {
+        gpus: vec![gpu(0), gpu(1)],
+        ..Default::default()
+    };
+    rt.gpus = Arc::new(crate::gpu::Gpus::new(
+        inventory,
+        crate::gpu::Exposure::DeviceRequests,
+        None,
+    ));
+}
+
+fn asking_gpus(id: &str, gpus: &str) -> Value {
+    json!({"id": id, "environmentSettings": [{"name": "BERTH_GPUS", "value": gpus}]})
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_gpu_gate_holds_a_task_until_its_gpus_are_free_and_refuses_too_many() {
+    let f = Fake::new();
+    // Which GPU UUIDs each task's create body asked the engine for.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(String, Vec<String>)>::new()));
+    let s = seen.clone();
+    f.script(move |name, body| {
+        let ids = body
+            .host_config
+            .as_ref()
+            .and_then(|h| h.device_requests.as_ref())
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r.device_ids.clone().unwrap_or_default())
+            .collect();
+        let task = name.split('.').nth(3).unwrap_or_default().to_string();
+        s.lock().unwrap().push((task, ids));
+        Script::exits(0, Duration::from_secs(10))
+    });
+    let d = daemon(&f, 4, two_gpus);
+    d.job(json!({"id": "j"}));
+    // t1 takes both GPUs; t2 waits for one though slots are free; t3 asks for none and
+    // runs beside t1; t4 asks for more than the node has and fails without running.
+    d.tasks(
+        "j",
+        vec![
+            asking_gpus("t1", "2"),
+            asking_gpus("t2", "1"),
+            asking_gpus("t3", "0"),
+            asking_gpus("t4", "3"),
+        ],
+    );
+    d.until_completed("j", &["t1", "t2", "t3", "t4"]).await;
+    let info = |id: &str| {
+        d.store
+            .task("j", id)
+            .unwrap()
+            .unwrap()
+            .view
+            .execution_info
+            .unwrap()
+    };
+    assert!(info("t2").start_time.unwrap() >= info("t1").end_time.unwrap());
+    assert!(info("t3").start_time.unwrap() < info("t1").end_time.unwrap());
+    let t4 = info("t4");
+    assert_eq!(
+        t4.failure_info.as_ref().map(|f| f.code.as_str()),
+        Some("GpuRequestInvalid"),
+        "{t4:?}"
+    );
+    assert!(!d.started().contains(&"t4".to_string()));
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("t1".into(), vec!["GPU-0".into(), "GPU-1".into()]),
+            ("t2".into(), vec!["GPU-0".into()]),
+            ("t3".into(), vec![]),
+        ]
+    );
+    // Every reservation went back.
+    assert!(d.rt.gpus.reserve(Some("2"), 1, 4).unwrap().is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn ending_a_queued_task_completes_it_and_it_never_starts() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(10)));
+    let d = daemon(&f, 1, |_| {});
+    d.job(json!({"id": "j"}));
+    d.tasks("j", vec![t("t1"), t("t2")]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // t1 runs, t2 waits for the slot: ending both stops one and completes the other.
+    d.sched.end("j", "t2").await.unwrap();
+    assert_eq!(d.state("j", "t2").0, TaskState::Completed);
+    assert!(!d.sched.stop("j", "t2").await, "t2 never ran");
+    d.sched.end("j", "t1").await.unwrap();
+    d.until_completed("j", &["t1", "t2"]).await;
+    for id in ["t1", "t2"] {
+        let v = d.store.task("j", id).unwrap().unwrap().view;
+        let code = v
+            .execution_info
+            .and_then(|i| i.failure_info)
+            .map(|f| f.code);
+        assert_eq!(code.as_deref(), Some("TaskEnded"), "{id}");
+    }
+    assert_eq!(d.started(), vec!["t1".to_string()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn settled_answers_only_once_everything_sent_before_has_run() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(5)));
+    let d = daemon(&f, 2, |_| {});
+    d.job(json!({"id": "j"}));
+    d.sched.settled().await;
+    // Queued and announced just before the question: the answer waits for all of them.
+    d.tasks("j", vec![t("t1"), t("t2"), t("t3")]);
+    d.sched.settled().await;
+    for id in ["t1", "t2", "t3"] {
+        assert_eq!(d.state("j", id).0, TaskState::Completed, "{id}");
+    }
+    // A terminated job's end is part of the queue settling.
+    let mut j = d.store.job("j").unwrap().unwrap();
+    j.state = JobState::Terminating;
+    d.store.put_job(&j).unwrap();
+    d.sched.job_ending();
+    d.sched.settled().await;
+    assert_eq!(
+        d.store.job("j").unwrap().unwrap().state,
+        JobState::Completed
     );
 }

@@ -3,14 +3,14 @@
 
 use super::*;
 
-impl Scheduler {
+impl Queue {
     /// Jobs being terminated or deleted: once none of their tasks runs, their release task
     /// runs (if preparation ran here), then the job completes or is deleted.
-    pub(super) fn end_jobs(self: &Arc<Self>, set: &mut JoinSet<Done>) {
-        if !self.ending.swap(false, Ordering::Relaxed) {
+    pub(super) fn end_jobs(&mut self) {
+        if !std::mem::take(&mut self.ending) {
             return;
         }
-        let jobs = match self.store.jobs() {
+        let jobs = match self.sh.store.jobs() {
             Ok(j) => j,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the jobs");
@@ -22,27 +22,30 @@ impl Scheduler {
                 continue;
             }
             let lower = job.spec.id.to_ascii_lowercase();
-            if lock(&self.releasing).contains(&lower) {
+            if self.releasing.contains(&lower) {
                 continue;
             }
-            if lock(&self.running).keys().any(|(j, _)| *j == lower) {
+            if self.running.keys().any(|(j, _)| *j == lower) {
                 // Again when its tasks have stopped (each end wakes the loop).
-                self.ending.store(true, Ordering::Relaxed);
+                self.ending = true;
                 continue;
             }
-            let rec = self.store.job_on_node(&job.spec.id).ok().flatten();
+            let rec = self.sh.store.job_on_node(&job.spec.id).ok().flatten();
             if !job_tasks::release_pending(&job.spec, rec.as_ref()) {
-                self.finish_job(&job.spec.id);
+                self.sh.finish_job(&job.spec.id);
                 continue;
             }
-            if !self.record(&job.spec.id, "the job release task's start", |rec| {
-                rec.release = Some(job_tasks::started(&self.rt, &job.spec, Which::Release));
-            }) {
+            if !self
+                .sh
+                .record(&job.spec.id, "the job release task's start", |rec| {
+                    rec.release = Some(job_tasks::started(&self.sh.rt, &job.spec, Which::Release));
+                })
+            {
                 continue;
             }
-            lock(&self.releasing).insert(lower.clone());
-            let me = self.clone();
-            set.spawn(self.rt.tasks.track_future(async move {
+            self.releasing.insert(lower.clone());
+            let me = self.sh.clone();
+            self.set.spawn(self.sh.rt.tasks.track_future(async move {
                 // Only a shutdown (`on_shutdown = stop`) stops it; it then runs again at
                 // the next start.
                 let token = me.shutdown.child_token();
@@ -55,12 +58,13 @@ impl Scheduler {
                 if !stopped {
                     me.finish_job(&job.spec.id);
                 }
-                lock(&me.releasing).remove(&lower);
-                (None, 0)
+                Done::Release(lower)
             }));
         }
     }
+}
 
+impl Shared {
     /// A terminating job completes; a deleting one goes, with its files.
     pub(super) fn finish_job(&self, id: &str) {
         let Ok(Some(mut job)) = self.store.job(id) else {

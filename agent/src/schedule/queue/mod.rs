@@ -1,8 +1,12 @@
-//! The daemon's scheduler: the same task path as `berth run` (`run_one`), fed from the
-//! store instead of a file. At start it takes over what an earlier agent process left
-//! running (`recover`). FIFO by submission order across jobs, as slots free up,
-//! after dependencies succeeded. Every state change is written to the store before the
-//! scheduler acts on it. A job's preparation task runs before its first task here (that
+//! The node's scheduler, one for the daemon and `berth run` alike, shaped as an actor:
+//! a `Scheduler` handle sends requests (wake, job ending, end a task, wait until
+//! settled) to one loop, `Queue::run`, that owns the queue's state (what runs, which
+//! jobs release) and is the only one that starts tasks. The queue itself is the `Store`:
+//! the daemon's SQLite database, or the run-only store `berth run` fills from its files;
+//! pool mode gives it another. At start the loop takes over what an earlier agent
+//! process left running (`recover`). FIFO by submission order across jobs, as slots free
+//! up, after dependencies succeeded. Every state change is written to the store before
+//! the loop acts on it. A job's preparation task runs before its first task here (that
 //! task is `preparing` meanwhile, holding its slots); its release task runs once the
 //! job is terminated or deleted and none of its tasks runs any more.
 
@@ -11,7 +15,7 @@ use super::{gpu_gate, run_one, GpuGate};
 use crate::backoff::Backoff;
 use crate::config::OnShutdown;
 use crate::gpu::Reservation;
-use crate::store::{JobOnNode, Store, StoredTask};
+use crate::store::{JobOnNode, Store, StoreError, StoredTask};
 use crate::task::create::labels;
 use crate::task::{self, NodeContext};
 use berth_proto::{
@@ -19,20 +23,28 @@ use berth_proto::{
 };
 use chrono::Utc;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 mod job_end;
+mod record;
 mod recover;
 
 type Key = (String, String);
-/// What a runner in the scheduler's set returns: the task it ran (none for preparation
-/// beside the tasks and for release) and the slots it gives back.
-type Done = (Option<Key>, u32);
+
+/// What a runner in the loop's set returns, so the loop alone updates its state.
+enum Done {
+    /// A task ended (or went back to the queue): its key and the slots it gives back.
+    Task(Key, u32),
+    /// A preparation task that ran beside the tasks (`waitForSuccess: false`).
+    Preparation,
+    /// A job's release task ended (lower-case job id).
+    Release(String),
+}
 
 /// Queued tasks read per page in a scheduling pass.
 const QUEUE_PAGE: usize = 256;
@@ -41,139 +53,192 @@ fn key(job: &str, task: &str) -> Key {
     (job.to_ascii_lowercase(), task.to_ascii_lowercase())
 }
 
+/// What the handle asks of the loop. Requests are handled in the order sent.
+enum Request {
+    /// Something changed (a task was added, a slot may be free): look at the queue again.
+    Wake,
+    /// A job is being terminated or deleted: look at ending jobs again.
+    JobEnding,
+    /// End a task that has not completed: stop it if it runs, complete an active one
+    /// `TaskEnded`. The answer says whether it could be recorded.
+    End {
+        key: Key,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Stop a task if it runs here; the answer says whether it ran.
+    Stop {
+        key: Key,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Answer once the queue has settled after every request sent before this one:
+    /// nothing runs, no job is ending, and a pass started nothing.
+    Settled(oneshot::Sender<()>),
+}
+
+/// The handle to the scheduler's loop: cheap to clone, held by the API, `berth run` and
+/// the engine watch. Once the loop has stopped, requests do nothing (`end` still records
+/// an active task's end itself: nothing can start it any more).
+#[derive(Clone)]
 pub struct Scheduler {
+    tx: mpsc::UnboundedSender<Request>,
+    sh: Arc<Shared>,
+}
+
+/// What the loop and its runners share; it does not change after start.
+struct Shared {
     rt: Arc<NodeContext>,
     store: Arc<dyn Store>,
-    wake: Notify,
-    /// Running tasks and the token that stops each.
-    running: Mutex<HashMap<Key, CancellationToken>>,
-    /// Jobs whose release task runs now.
-    releasing: Mutex<HashSet<String>>,
-    /// Jobs whose blocked tasks were already logged.
-    blocked: Mutex<HashSet<String>>,
     /// Cancelled when the agent shuts down (tells a shutdown from a terminate).
     shutdown: CancellationToken,
     boot_id: String,
-    /// Whether `end_jobs` has something to look at: it reads every job, so it runs only
-    /// after a terminate or delete, and while an ending job still waits for its tasks.
-    ending: AtomicBool,
-    /// True while nothing runs and the last pass started nothing: the queue has settled
-    /// (`berth run` ends its job then).
-    idle: tokio::sync::watch::Sender<bool>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// The loop and the state only it touches.
+pub struct Queue {
+    sh: Arc<Shared>,
+    rx: mpsc::UnboundedReceiver<Request>,
+    /// Running tasks and the token that stops each.
+    running: HashMap<Key, CancellationToken>,
+    /// Jobs whose release task runs now.
+    releasing: HashSet<String>,
+    /// Jobs whose blocked tasks were already logged.
+    blocked: HashSet<String>,
+    /// Whether `end_jobs` has something to look at: it reads every job, so it runs only
+    /// after a terminate or delete, and while an ending job still waits for its tasks.
+    ending: bool,
+    /// The runners: tasks, preparation and release tasks.
+    set: JoinSet<Done>,
+    /// Slots the running tasks hold.
+    used: u32,
+    /// Waiting for the queue to settle (`Request::Settled`).
+    settled: Vec<oneshot::Sender<()>>,
 }
 
 impl Scheduler {
-    pub fn new(rt: Arc<NodeContext>, store: Arc<dyn Store>) -> Arc<Self> {
+    /// A scheduler over `store` for the node in `rt`: the handle, and the loop to run
+    /// (`Queue::run`), which starts nothing until it runs.
+    pub fn new(rt: Arc<NodeContext>, store: Arc<dyn Store>) -> (Scheduler, Queue) {
         // A shutdown is berth stopping its tasks: attempts then keep an exit of their own.
         let shutdown = rt.stopping.clone();
-        Arc::new(Scheduler {
+        let sh = Arc::new(Shared {
             rt,
             store,
-            wake: Notify::new(),
-            running: Mutex::new(HashMap::new()),
-            releasing: Mutex::new(HashSet::new()),
-            blocked: Mutex::new(HashSet::new()),
             shutdown,
             boot_id: job_tasks::boot_id(),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queue = Queue {
+            sh: sh.clone(),
+            rx,
+            running: HashMap::new(),
+            releasing: HashSet::new(),
+            blocked: HashSet::new(),
             // Jobs an earlier process left terminating or deleting are looked at once.
-            ending: AtomicBool::new(true),
-            idle: tokio::sync::watch::Sender::new(false),
-        })
-    }
-
-    /// Follows whether the queue has settled: nothing runs, and nothing more could start.
-    pub fn idle(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.idle.subscribe()
-    }
-
-    /// A job is being terminated or deleted: look at ending jobs again (`end_jobs`).
-    pub fn job_ending(&self) {
-        self.ending.store(true, Ordering::Relaxed);
-        self.wake();
+            ending: true,
+            set: JoinSet::new(),
+            used: 0,
+            settled: Vec::new(),
+        };
+        (Scheduler { tx, sh }, queue)
     }
 
     /// Something changed (a task was added, a slot may be free): look at the queue again.
     pub fn wake(&self) {
-        self.wake.notify_one();
+        // A stopped loop has nothing left to wake.
+        self.tx.send(Request::Wake).ok();
     }
 
-    pub fn running_count(&self) -> usize {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).len()
+    /// A job is being terminated or deleted: look at ending jobs again (`end_jobs`).
+    pub fn job_ending(&self) {
+        self.tx.send(Request::JobEnding).ok();
     }
 
-    /// Stops a running task; false if it was not running here.
-    pub fn stop(&self, job: &str, task: &str) -> bool {
-        match self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key(job, task))
+    /// Stops a running task (its runner records `TaskEnded`); false if it was not
+    /// running here.
+    pub async fn stop(&self, job: &str, task: &str) -> bool {
+        let (reply, answer) = oneshot::channel();
+        let key = key(job, task);
+        if self.tx.send(Request::Stop { key, reply }).is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+
+    /// Ends a task that has not completed: a running one is stopped (its runner records
+    /// `TaskEnded`), an active one completes at once with `TaskEnded`. Decided by the
+    /// loop, so a task cannot start between the check and the record.
+    pub async fn end(&self, job: &str, task: &str) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let key = key(job, task);
+        if self
+            .tx
+            .send(Request::End {
+                key: key.clone(),
+                reply,
+            })
+            .is_err()
         {
-            Some(t) => {
-                t.cancel();
-                true
-            }
-            None => false,
+            return self.sh.end_active(&key);
+        }
+        match answer.await {
+            Ok(r) => r,
+            // The loop stopped meanwhile: nothing starts tasks any more.
+            Err(_) => self.sh.end_active(&key),
         }
     }
 
-    /// Whether the dependencies all completed successfully; `None` when one failed (the
-    /// task then stays active, blocked, as in Batch). `seen` remembers each dependency's
-    /// answer for one scan: many tasks often wait on the same one.
-    fn deps_ready(
-        &self,
-        job: &str,
-        deps: Option<&berth_proto::TaskDependencies>,
-        seen: &mut HashMap<Key, Option<bool>>,
-    ) -> Option<bool> {
-        let Some(d) = deps else {
-            return Some(true);
-        };
-        for id in d.all_ids() {
-            let answer =
-                *seen
-                    .entry(key(job, &id))
-                    .or_insert_with(|| match self.store.task(job, &id) {
-                        Ok(Some(dep)) if dep.view.state == TaskState::Completed => {
-                            if dep.view.execution_info.as_ref().and_then(|e| e.result)
-                                == Some(TaskResult::Success)
-                            {
-                                Some(true)
-                            } else {
-                                None
-                            }
-                        }
-                        _ => Some(false),
-                    });
-            if answer != Some(true) {
-                return answer;
-            }
+    /// Waits until the queue has settled after everything sent before: nothing runs, no
+    /// job is ending, and nothing more could start (`berth run` ends its job then).
+    /// Returns at once when the loop has stopped.
+    pub async fn settled(&self) {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Request::Settled(reply)).is_ok() {
+            answer.await.ok();
         }
-        Some(true)
+    }
+}
+
+impl Queue {
+    pub fn running_count(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Takes one request; the pass after it looks at the queue again.
+    fn handle(&mut self, req: Request) {
+        match req {
+            Request::Wake => {}
+            Request::JobEnding => self.ending = true,
+            Request::Stop { key, reply } => {
+                let ran = self.running.get(&key).inspect(|t| t.cancel()).is_some();
+                // An asker that went away needs no answer.
+                reply.send(ran).ok();
+            }
+            Request::End { key, reply } => {
+                let r = match self.running.get(&key) {
+                    Some(t) => {
+                        t.cancel();
+                        Ok(())
+                    }
+                    None => self.sh.end_active(&key),
+                };
+                reply.send(r).ok();
+            }
+            Request::Settled(reply) => self.settled.push(reply),
+        }
     }
 
     /// Marks `t` running (or `preparing`, when the job's preparation task runs first) in
     /// the store, then starts it. False when it did not start (it waits for GPUs).
-    fn launch(
-        self: &Arc<Self>,
-        st: StoredTask,
-        job: &JobView,
-        prepare: bool,
-        set: &mut JoinSet<Done>,
-    ) -> bool {
+    fn launch(&mut self, st: StoredTask, job: &JobView, prepare: bool) -> bool {
         let mut view = st.view;
-        let gpus = match gpu_gate(&self.rt, &job.spec, &view.spec) {
+        let gpus = match gpu_gate(&self.sh.rt, &job.spec, &view.spec) {
             GpuGate::Go(r) => r,
             GpuGate::Wait => return false,
             GpuGate::Refuse(info) => {
                 view.state = TaskState::Completed;
                 view.state_transition_time = Utc::now();
                 view.execution_info = Some(*info);
-                if let Err(e) = self.store.put_task(&view) {
+                if let Err(e) = self.sh.store.put_task(&view) {
                     tracing::error!(error = %e, "cannot record the task's end");
                 }
                 return false;
@@ -185,82 +250,37 @@ impl Scheduler {
             TaskState::Running
         };
         view.state_transition_time = Utc::now();
-        if let Err(e) = self.store.put_task(&view) {
+        if let Err(e) = self.sh.store.put_task(&view) {
             tracing::error!(job = %view.job_id, task = %view.spec.id, error = %e, "cannot record the task as running; not starting it");
-            self.rt.gpus.release(&gpus);
+            self.sh.rt.gpus.release(&gpus);
             return false;
         }
-        self.spawn(view, job.spec.clone(), gpus, None, set);
+        self.spawn(view, job.spec.clone(), gpus, None);
         true
-    }
-
-    /// Changes the job's `JobOnNode` record in the store; false (logged) if it could not.
-    fn record(&self, job: &str, what: &str, change: impl FnOnce(&mut JobOnNode)) -> bool {
-        let mut rec = match self.store.job_on_node(job) {
-            Ok(r) => r.unwrap_or_default(),
-            Err(e) => {
-                tracing::error!(job = %job, error = %e, "cannot record {what}");
-                return false;
-            }
-        };
-        change(&mut rec);
-        if let Err(e) = self.store.put_job_on_node(job, &rec) {
-            tracing::error!(job = %job, error = %e, "cannot record {what}");
-            return false;
-        }
-        true
-    }
-
-    /// Records that the job's preparation task starts now (before it starts).
-    fn preparation_started(&self, job: &JobSpec) -> bool {
-        self.record(&job.id, "the job preparation task's start", |rec| {
-            rec.preparation = Some(job_tasks::started(&self.rt, job, Which::Preparation));
-            rec.boot_id = Some(self.boot_id.clone());
-        })
-    }
-
-    /// Runs the job's preparation task and records how it ended; `None` when it was
-    /// stopped (it counts as never run, so it runs again).
-    async fn prepare(&self, job: &JobSpec, token: &CancellationToken) -> Option<bool> {
-        let info = job_tasks::run(self.rt.clone(), job, Which::Preparation, token).await;
-        let stopped = token.is_cancelled();
-        self.record(&job.id, "the job preparation task's end", |rec| {
-            rec.preparation =
-                (!stopped).then(|| job_tasks::ended(&self.rt, job, Which::Preparation, &info));
-        });
-        let ok = info.result == Some(TaskResult::Success);
-        if !stopped && !ok {
-            tracing::warn!(job = %job.id, code = "JobPreparationTaskFailed", "the job preparation task failed on this node; the job's tasks do not run here and stay active");
-        }
-        (!stopped).then_some(ok)
     }
 
     /// The job's preparation task beside its tasks (`waitForSuccess: false`).
-    fn spawn_preparation(self: &Arc<Self>, job: JobSpec, set: &mut JoinSet<Done>) {
-        let me = self.clone();
-        let token = self.shutdown.child_token();
-        set.spawn(self.rt.tasks.track_future(async move {
+    fn spawn_preparation(&mut self, job: JobSpec) {
+        let me = self.sh.clone();
+        let token = self.sh.shutdown.child_token();
+        self.set.spawn(self.sh.rt.tasks.track_future(async move {
             me.prepare(&job, &token).await;
-            (None, 0)
+            Done::Preparation
         }));
     }
 
     /// Runs `view` (already `running` in the store) and records its completion.
     fn spawn(
-        self: &Arc<Self>,
+        &mut self,
         view: TaskView,
         job: JobSpec,
         gpus: Reservation,
         resume: Option<task::Resume>,
-        set: &mut JoinSet<Done>,
     ) {
         let k = key(&view.job_id, &view.spec.id);
         // A child of `stopping`: a stopping agent stops every task, a terminate one.
-        let token = self.shutdown.child_token();
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(k.clone(), token.clone());
+        let token = self.sh.shutdown.child_token();
+        self.running.insert(k.clone(), token.clone());
         let slots = view.spec.required_slots();
         let requeues = view
             .execution_info
@@ -275,8 +295,8 @@ impl Scheduler {
                 .filter(|a| *a > 0)
                 .map(task::Resume::Attempt)
         });
-        let me = self.clone();
-        set.spawn(self.rt.tasks.track_future(async move {
+        let me = self.sh.clone();
+        self.set.spawn(self.sh.rt.tasks.track_future(async move {
             let mut view = view;
             if view.state == TaskState::Preparing {
                 let outcome = me.prepare(&job, &token).await;
@@ -301,7 +321,7 @@ impl Scheduler {
                             tracing::error!(error = %e, "cannot record the task's state");
                         }
                     }
-                    return (Some(k), slots);
+                    return Done::Task(k, slots);
                 }
                 view.state = TaskState::Running;
                 view.state_transition_time = Utc::now();
@@ -326,87 +346,20 @@ impl Scheduler {
             me.rt.gpus.release(&gpus);
             info.requeue_count = requeues;
             me.record_end(&view.job_id, &view.spec.id, info).await;
-            (Some(k), slots)
+            Done::Task(k, slots)
         }));
-    }
-
-    /// Records that a running task begins retry `retries`: should the agent die before
-    /// the task ends, the next one still counts the attempts that ran.
-    fn record_retry(&self, job: &str, task: &str, retries: i32) {
-        let Ok(Some(mut now)) = self.store.task(job, task) else {
-            return;
-        };
-        if now.view.state != TaskState::Running {
-            return;
-        }
-        let e = now.view.execution_info.get_or_insert_with(Default::default);
-        e.retry_count = retries;
-        e.last_retry_time = Some(Utc::now());
-        if let Err(e) = self.store.put_task(&now.view) {
-            tracing::warn!(job, task, error = %e, "cannot record the retry");
-        }
-    }
-
-    /// Records a task's completion. The result is what the task ran for, so a store that
-    /// cannot write (a full disk) is tried again, with backoff, until it can; the task's
-    /// slot stays taken meanwhile. Only a stopping agent gives up: the next process finds
-    /// the task `running` with no container and ends it `TaskEnded`.
-    async fn record_end(&self, job: &str, task: &str, info: ExecutionInfo) {
-        let mut tries = 0u32;
-        let mut delay = Backoff::new(Duration::from_millis(500), Duration::from_secs(8));
-        loop {
-            let e = match self.store.task(job, task) {
-                // Deleted meanwhile: there is nothing to record.
-                Ok(None) => return,
-                Ok(Some(mut now)) => {
-                    now.view.state = TaskState::Completed;
-                    now.view.state_transition_time = Utc::now();
-                    now.view.execution_info = Some(info.clone());
-                    match self.store.put_task(&now.view) {
-                        Ok(()) => {
-                            if tries > 0 {
-                                tracing::info!(
-                                    job,
-                                    task,
-                                    tries,
-                                    "the task's completion is recorded"
-                                );
-                            }
-                            return;
-                        }
-                        Err(e) => e,
-                    }
-                }
-                Err(e) => e,
-            };
-            if self.shutdown.is_cancelled() {
-                tracing::error!(job, task, error = %e, "cannot record the task's completion; the agent stops");
-                return;
-            }
-            if tries % 20 == 0 {
-                tracing::error!(job, task, error = %e, tries, "cannot record the task's completion; trying again");
-            }
-            tries += 1;
-            // A shutdown ends the wait; the top of the loop then gives up.
-            delay.sleep(&self.shutdown).await;
-        }
     }
 
     /// One scheduling pass: starts queued tasks in queue order while slots are free.
     /// Reads the queue a page at a time and stops once the slots are full, so a pass
     /// costs what it starts, not what is queued. Returns the slots now used.
-    fn start_what_fits(
-        self: &Arc<Self>,
-        mut used: u32,
-        total: u32,
-        set: &mut JoinSet<Done>,
-    ) -> u32 {
+    fn start_what_fits(&mut self, mut used: u32, total: u32) -> u32 {
         let mut after = 0;
         let mut seen = HashMap::new();
         // Each job once per scan: its state and its preparation record.
         let mut jobs: HashMap<String, Option<(JobView, Option<JobOnNode>)>> = HashMap::new();
         while used < total {
-            let queue = match self.store.active_queue(after, QUEUE_PAGE) {
+            let queue = match self.sh.store.active_queue(after, QUEUE_PAGE) {
                 Ok(q) => q,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the task queue");
@@ -423,26 +376,29 @@ impl Scheduler {
                 if used + slots > total {
                     continue;
                 }
-                if self.deps_ready(&head.job_id, head.depends_on.as_ref(), &mut seen) != Some(true)
+                if self
+                    .sh
+                    .deps_ready(&head.job_id, head.depends_on.as_ref(), &mut seen)
+                    != Some(true)
                 {
                     continue;
                 }
                 let entry = jobs
                     .entry(head.job_id.to_ascii_lowercase())
                     .or_insert_with(|| {
-                        let job = self.store.job(&head.job_id).ok().flatten()?;
-                        let rec = self.store.job_on_node(&job.spec.id).ok().flatten();
+                        let job = self.sh.store.job(&head.job_id).ok().flatten()?;
+                        let rec = self.sh.store.job_on_node(&job.spec.id).ok().flatten();
                         Some((job, rec))
                     });
                 let Some((job, rec)) = entry else { continue };
                 if job.state != JobState::Active {
                     continue;
                 }
-                let gate = job_tasks::gate(&job.spec, rec.as_ref(), &self.boot_id);
+                let gate = job_tasks::gate(&job.spec, rec.as_ref(), &self.sh.boot_id);
                 match gate {
                     Gate::Wait => continue,
                     Gate::Blocked => {
-                        if lock(&self.blocked).insert(job.spec.id.to_ascii_lowercase()) {
+                        if self.blocked.insert(job.spec.id.to_ascii_lowercase()) {
                             tracing::warn!(job = %job.spec.id, code = "JobPreparationTaskFailed", "the job's tasks stay active: its preparation task failed on this node");
                         }
                         continue;
@@ -450,7 +406,7 @@ impl Scheduler {
                     Gate::Go | Gate::Prepare => {}
                 }
                 // The whole task is read only for one about to start.
-                let Ok(Some(st)) = self.store.task(&head.job_id, &head.id) else {
+                let Ok(Some(st)) = self.sh.store.task(&head.job_id, &head.id) else {
                     continue;
                 };
                 if st.view.state != TaskState::Active {
@@ -462,20 +418,20 @@ impl Scheduler {
                     .as_ref()
                     .is_some_and(|p| p.wait_for_success());
                 if gate == Gate::Prepare {
-                    if !self.preparation_started(&job.spec) {
+                    if !self.sh.preparation_started(&job.spec) {
                         continue;
                     }
-                    *rec = self.store.job_on_node(&job.spec.id).ok().flatten();
+                    *rec = self.sh.store.job_on_node(&job.spec.id).ok().flatten();
                     if !waits {
-                        self.spawn_preparation(job.spec.clone(), set);
+                        self.spawn_preparation(job.spec.clone());
                     }
                 }
                 let job = job.clone();
-                if self.launch(st, &job, gate == Gate::Prepare && waits, set) {
+                if self.launch(st, &job, gate == Gate::Prepare && waits) {
                     used += slots;
                 } else if gate == Gate::Prepare && waits {
                     // It waits for GPUs: nobody prepares the job yet.
-                    self.record(
+                    self.sh.record(
                         &job.spec.id,
                         "the job preparation task as not started",
                         |r| {
@@ -495,35 +451,59 @@ impl Scheduler {
     /// Runs until `cancel`; then stops starting tasks and, per `on_shutdown`, stops the
     /// running ones (their containers are removed, the tasks end `TaskEnded`), waits for
     /// them, or leaves them running for the next agent process to take over.
-    pub async fn run(self: Arc<Self>, cancel: CancellationToken, on_shutdown: OnShutdown) {
-        let total = self.rt.pool.task_slots();
-        let mut set: JoinSet<Done> = JoinSet::new();
-        let mut used = self.recover(&mut set).await;
+    pub async fn run(mut self, cancel: CancellationToken, on_shutdown: OnShutdown) {
+        let total = self.sh.rt.pool.task_slots();
+        self.used = self.recover().await;
+        let mut open = true;
         loop {
             if !cancel.is_cancelled() {
-                self.end_jobs(&mut set);
+                self.end_jobs();
             }
-            if !cancel.is_cancelled() && self.rt.status.state().schedulable() {
-                used = self.start_what_fits(used, total, &mut set);
+            if !cancel.is_cancelled() && self.sh.rt.status.state().schedulable() {
+                self.used = self.start_what_fits(self.used, total);
             }
-            self.rt.status.set_busy(!set.is_empty());
-            self.rt.metrics.slots_used.store(used, Ordering::Relaxed);
-            self.idle
-                .send_replace(set.is_empty() && !self.ending.load(Ordering::Relaxed));
+            self.sh.rt.status.set_busy(!self.set.is_empty());
+            self.sh
+                .rt
+                .metrics
+                .slots_used
+                .store(self.used, Ordering::Relaxed);
+            if self.set.is_empty() && !self.ending {
+                for w in self.settled.drain(..) {
+                    w.send(()).ok();
+                }
+            }
             tokio::select! {
-                _ = self.wake.notified(), if !cancel.is_cancelled() => {}
-                done = set.join_next(), if !set.is_empty() => {
-                    if let Some(Ok((k, slots))) = done {
-                        if let Some(k) = k {
-                            lock(&self.running).remove(&k);
+                req = self.rx.recv(), if open && !cancel.is_cancelled() => match req {
+                    Some(req) => {
+                        self.handle(req);
+                        // Requests that came meanwhile share one pass.
+                        while let Ok(req) = self.rx.try_recv() {
+                            self.handle(req);
                         }
-                        used = used.saturating_sub(slots);
+                    }
+                    // Every handle is gone: runners ending still wake the loop.
+                    None => open = false,
+                },
+                done = self.set.join_next(), if !self.set.is_empty() => {
+                    match done {
+                        Some(Ok(Done::Task(k, slots))) => {
+                            self.running.remove(&k);
+                            self.used = self.used.saturating_sub(slots);
+                        }
+                        Some(Ok(Done::Release(job))) => {
+                            self.releasing.remove(&job);
+                        }
+                        Some(Ok(Done::Preparation)) | None => {}
+                        Some(Err(e)) => {
+                            tracing::error!(error = %e, "a task runner failed");
+                        }
                     }
                 }
                 _ = cancel.cancelled(), if !cancel.is_cancelled() => match on_shutdown {
                     OnShutdown::Stop => {
-                        self.shutdown.cancel();
-                        for t in lock(&self.running).values() {
+                        self.sh.shutdown.cancel();
+                        for t in self.running.values() {
                             t.cancel();
                         }
                     }
@@ -539,9 +519,12 @@ impl Scheduler {
                 },
                 else => break,
             }
-            if cancel.is_cancelled() && set.is_empty() {
+            if cancel.is_cancelled() && self.set.is_empty() {
                 break;
             }
+        }
+        for w in self.settled.drain(..) {
+            w.send(()).ok();
         }
     }
 }

@@ -45,17 +45,17 @@ async fn left_behind<'a>(rt: &NodeContext, c: &'a crate::engine::ContainerSummar
     }
 }
 
-impl Scheduler {
+impl Queue {
     /// Says what `on_shutdown = "leave"` leaves: each running task and its container.
     /// The engine gets a moment to answer; the agent's exit does not wait on it.
     pub(super) async fn log_left(&self) {
-        let mut left: Vec<Key> = lock(&self.running).keys().cloned().collect();
+        let mut left: Vec<Key> = self.running.keys().cloned().collect();
         left.sort();
         if left.is_empty() {
             tracing::info!("no task runs; nothing is left running");
             return;
         }
-        let rt = &self.rt;
+        let rt = &self.sh.rt;
         let listed = tokio::time::timeout(
             Duration::from_secs(2),
             rt.engine.list_labelled(&[
@@ -104,7 +104,9 @@ impl Scheduler {
             "leaving: nothing was stopped or removed"
         );
     }
+}
 
+impl Shared {
     /// Sends a task an earlier agent process left `running` back to the queue, one more
     /// in its `requeueCount`: the cut-off attempt may have run in part (a start that
     /// came late), so a second run is never silent. It runs again from `attempt`, the
@@ -127,7 +129,9 @@ impl Scheduler {
             tracing::error!(error = %e, "cannot record the task's state");
         }
     }
+}
 
+impl Queue {
     /// What an earlier agent process left. Each task the store has `running` is matched
     /// with its newest container (by labels): one that started is taken over (followed if
     /// running, collected if it exited meanwhile); one still `created` once the engine
@@ -135,12 +139,13 @@ impl Scheduler {
     /// with its `requeueCount` raised; one whose container is gone after it started ends
     /// failed, because its exit code is lost. No task runs twice unseen. Task containers
     /// that match no running task are removed. Returns the slots the taken-over tasks use.
-    pub(super) async fn recover(self: &Arc<Self>, set: &mut JoinSet<Done>) -> u32 {
-        let rt = &self.rt;
+    pub(super) async fn recover(&mut self) -> u32 {
+        let sh = self.sh.clone();
+        let rt = &sh.rt;
         // A preparation or release task that was running never completed: it runs again
         // (its container, if any, went with pool start's clean-up).
-        for job in self.store.jobs().unwrap_or_default() {
-            let Ok(Some(mut rec)) = self.store.job_on_node(&job.spec.id) else {
+        for job in sh.store.jobs().unwrap_or_default() {
+            let Ok(Some(mut rec)) = sh.store.job_on_node(&job.spec.id) else {
                 continue;
             };
             let running = |i: &Option<berth_proto::JobTaskExecutionInfo>| {
@@ -156,7 +161,7 @@ impl Scheduler {
             }
             if rec != before {
                 tracing::info!(job = %job.spec.id, "a job preparation or release task was cut off by the agent's stop; it runs again");
-                if let Err(e) = self.store.put_job_on_node(&job.spec.id, &rec) {
+                if let Err(e) = sh.store.put_job_on_node(&job.spec.id, &rec) {
                     tracing::error!(error = %e, "cannot record it");
                 }
             }
@@ -176,7 +181,7 @@ impl Scheduler {
                 vec![]
             }
         };
-        let left = self
+        let left = sh
             .store
             .tasks_in(&[TaskState::Running, TaskState::Preparing])
             .unwrap_or_else(|e| {
@@ -210,7 +215,7 @@ impl Scheduler {
                 Some(c) => left_behind(rt, c).await,
                 None => Left::Gone,
             };
-            let job = self.store.job(&job_id).ok().flatten();
+            let job = sh.store.job(&job_id).ok().flatten();
             match (found, job) {
                 (
                     Left::Started {
@@ -233,17 +238,17 @@ impl Scheduler {
                         attempt,
                         started,
                     };
-                    self.spawn(view, job.spec, gpus, Some(resume), set);
+                    self.spawn(view, job.spec, gpus, Some(resume));
                 }
                 // Removed below, before anything is scheduled: a start that comes later
                 // still finds no container to run.
-                (Left::NeverStarted { attempt }, _) => self.requeue(
+                (Left::NeverStarted { attempt }, _) => sh.requeue(
                     view,
                     attempt,
                     "the task's container was created but not started before the agent stopped",
                 ),
                 (Left::Started { .. }, None) => {
-                    self.requeue(view, 0, "the task's job is gone from the store")
+                    sh.requeue(view, 0, "the task's job is gone from the store")
                 }
                 (Left::Gone, _) => {
                     let ran = rt
@@ -256,7 +261,7 @@ impl Scheduler {
                     if !ran {
                         // A create that was in flight may still add a container: it is
                         // never started, and the next attempt's create replaces it.
-                        self.requeue(view, 0, "the task had no container when the agent stopped");
+                        sh.requeue(view, 0, "the task had no container when the agent stopped");
                         continue;
                     }
                     tracing::warn!(job = %job_id, task = %task_id, "task's container is gone after the agent restarted; its exit code is lost");
@@ -277,7 +282,7 @@ impl Scheduler {
                     view.state_transition_time = Utc::now();
                     view.state = TaskState::Completed;
                     view.execution_info = Some(info);
-                    if let Err(e) = self.store.put_task(&view) {
+                    if let Err(e) = sh.store.put_task(&view) {
                         tracing::error!(error = %e, "cannot record the task's state");
                     }
                 }
