@@ -45,6 +45,18 @@ batch_enum!(
 );
 
 impl FailureCode {
+    /// An output file's upload failed (`exitConditions.fileUploadError`).
+    pub fn is_upload(self) -> bool {
+        matches!(
+            self,
+            FailureCode::FileUploadContainerNotFound
+                | FailureCode::FileUploadAccessDenied
+                | FailureCode::FileUploadConflict
+                | FailureCode::FileUploadTimedOut
+                | FailureCode::FileUploadMiscError
+        )
+    }
+
     /// The category and the message Batch shows for each code.
     pub fn category_and_message(self) -> (FailureCategory, &'static str) {
         use FailureCategory::*;

@@ -1,6 +1,6 @@
 //! The job fields berth uses (`JobAddParameter` subset).
 
-use crate::common::{EnvironmentSetting, TaskContainerSettings, UserIdentity};
+use crate::common::{batch_enum, EnvironmentSetting, TaskContainerSettings, UserIdentity};
 use crate::duration::IsoDuration;
 use crate::node::StartTaskInfo;
 use crate::task::TaskConstraints;
@@ -133,9 +133,10 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_info: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_all_tasks_complete: Option<String>,
+    pub on_all_tasks_complete: Option<OnAllTasksComplete>,
+    /// Whether a task's `exitConditions` `jobAction` is carried out (default `noaction`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_task_failure: Option<String>,
+    pub on_task_failure: Option<OnTaskFailure>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_preparation_task: Option<JobPreparationTask>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -175,6 +176,47 @@ crate::common::batch_enum!(
     }
 );
 
+batch_enum!(
+    /// `onTaskFailure`: what a failed task does to its job (`performexitoptionsjobaction`:
+    /// the task's `exitConditions` `jobAction`, default `terminate` on failure).
+    OnTaskFailure {
+        NoAction => "noaction",
+        PerformExitOptionsJobAction => "performexitoptionsjobaction",
+    }
+);
+
+batch_enum!(
+    /// `onAllTasksComplete`: what the job does once all its tasks completed.
+    OnAllTasksComplete {
+        NoAction => "noaction",
+        TerminateJob => "terminatejob",
+    }
+);
+
+impl JobSpec {
+    /// Whether tasks' `jobAction`s are carried out.
+    pub fn performs_exit_job_actions(&self) -> bool {
+        self.on_task_failure == Some(OnTaskFailure::PerformExitOptionsJobAction)
+    }
+}
+
+/// Batch's `terminateReason` for a job ended by a task's `jobAction: terminate`.
+pub const TERMINATE_TASK_FAILED: &str = "TaskFailed";
+/// Batch's `terminateReason` for a job terminated by request without a reason.
+pub const TERMINATE_USER: &str = "UserTerminate";
+
+/// `JobExecutionInformation`: when the job started and ended, and why it ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobExecutionInfo {
+    pub start_time: chrono::DateTime<chrono::Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// `UserTerminate`, `TaskFailed` or the reason a terminate request gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminate_reason: Option<String>,
+}
+
 /// A job as berth reports it (Batch's `BatchJob` GET shape, the fields a node knows).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -184,4 +226,47 @@ pub struct JobView {
     pub state: JobState,
     pub state_transition_time: chrono::DateTime<chrono::Utc>,
     pub creation_time: chrono::DateTime<chrono::Utc>,
+    /// Absent only for jobs an older berth stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_info: Option<JobExecutionInfo>,
+}
+
+impl JobView {
+    /// A new active job, started now.
+    pub fn new(spec: JobSpec) -> JobView {
+        let now = chrono::Utc::now();
+        JobView {
+            spec,
+            state: JobState::Active,
+            state_transition_time: now,
+            creation_time: now,
+            execution_info: Some(JobExecutionInfo {
+                start_time: now,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Records the job's end: `Completed` now, keeping a reason given before.
+    pub fn complete(&mut self) {
+        let now = chrono::Utc::now();
+        self.state = JobState::Completed;
+        self.state_transition_time = now;
+        let info = self.execution_info.get_or_insert_with(|| JobExecutionInfo {
+            start_time: self.creation_time,
+            ..Default::default()
+        });
+        info.end_time = Some(now);
+    }
+
+    /// Records why the job is being terminated (the first reason stays).
+    pub fn terminated_because(&mut self, reason: &str) {
+        let created = self.creation_time;
+        let info = self.execution_info.get_or_insert_with(|| JobExecutionInfo {
+            start_time: created,
+            ..Default::default()
+        });
+        info.terminate_reason
+            .get_or_insert_with(|| reason.to_string());
+    }
 }

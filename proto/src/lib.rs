@@ -7,6 +7,7 @@
 
 pub mod common;
 pub mod duration;
+pub mod exit;
 pub mod failure;
 pub mod files;
 pub mod id;
@@ -29,8 +30,8 @@ pub use failure::{FailureCategory, FailureCode};
 pub use files::{OutputFile, ResourceFile, UploadCondition};
 pub use image_ref::ImageRef;
 pub use job::{
-    JobPrepReleaseStatus, JobPreparationTask, JobReleaseTask, JobSpec, JobState,
-    JobTaskExecutionInfo, JobView,
+    JobExecutionInfo, JobPrepReleaseStatus, JobPreparationTask, JobReleaseTask, JobSpec, JobState,
+    JobTaskExecutionInfo, JobView, OnAllTasksComplete, OnTaskFailure,
 };
 pub use load::{LoadError, Loaded};
 pub use node::{

@@ -72,7 +72,7 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_package_references: Option<Vec<serde_json::Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit_conditions: Option<serde_json::Value>,
+    pub exit_conditions: Option<crate::exit::ExitConditions>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity_info: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

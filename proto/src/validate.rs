@@ -397,6 +397,69 @@ fn job_task(
     }
 }
 
+/// `exitConditions` against its job (spec §2.5): a `dependencyAction` needs
+/// `usesTaskDependencies`, a `jobAction` needs `onTaskFailure` `performexitoptionsjobaction`
+/// (Batch refuses both with 400); ranges must run upwards.
+fn exit_conditions(p: &mut Problems, path: &str, e: &crate::exit::ExitConditions, job: &JobSpec) {
+    use crate::exit::{ExitOptions, JobAction};
+    let mut options: Vec<(String, &ExitOptions)> = vec![];
+    for (i, m) in e.exit_codes.iter().enumerate() {
+        options.push((
+            format!("{path}.exitCodes[{i}].exitOptions"),
+            &m.exit_options,
+        ));
+    }
+    for (i, r) in e.exit_code_ranges.iter().enumerate() {
+        if r.end < r.start {
+            p.add(
+                format!("{path}.exitCodeRanges[{i}]"),
+                format!(
+                    "start {} is above end {}; a range is start..end, inclusive",
+                    r.start, r.end
+                ),
+            );
+        }
+        options.push((
+            format!("{path}.exitCodeRanges[{i}].exitOptions"),
+            &r.exit_options,
+        ));
+    }
+    for (name, o) in [
+        ("preProcessingError", &e.pre_processing_error),
+        ("fileUploadError", &e.file_upload_error),
+        ("default", &e.default),
+    ] {
+        if let Some(o) = o {
+            options.push((format!("{path}.{name}"), o));
+        }
+    }
+    for (at, o) in options {
+        if o.dependency_action.is_some() && !job.uses_task_dependencies {
+            p.add(
+                format!("{at}.dependencyAction"),
+                format!(
+                    "TaskDependenciesNotSpecifiedOnJob: job {:?} does not set usesTaskDependencies",
+                    job.id
+                ),
+            );
+        }
+        match o.job_action {
+            Some(_) if !job.performs_exit_job_actions() => p.add(
+                format!("{at}.jobAction"),
+                format!(
+                    "job {:?} does not set onTaskFailure to performexitoptionsjobaction, so a jobAction would have no effect (Batch refuses it too)",
+                    job.id
+                ),
+            ),
+            Some(JobAction::Disable) => p.add(
+                format!("{at}.jobAction"),
+                "disable is not supported by berth yet (it needs job disable); use none or terminate",
+            ),
+            _ => {}
+        }
+    }
+}
+
 /// Validates a job against the pool it runs on (users named by its preparation and
 /// release tasks must exist there).
 pub fn job(job: &JobSpec, pool: &PoolSpec) -> Vec<Problem> {
@@ -563,6 +626,9 @@ pub fn task(path: &str, t: &TaskSpec, job: &JobSpec, pool: &PoolSpec) -> Vec<Pro
     if let Some(u) = &t.user_identity {
         identity(&mut p, &format!("{path}.userIdentity"), u, pool);
     }
+    if let Some(e) = &t.exit_conditions {
+        exit_conditions(&mut p, &format!("{path}.exitConditions"), e, job);
+    }
     if let Some(d) = &t.depends_on {
         if !job.uses_task_dependencies {
             p.add(
@@ -639,6 +705,47 @@ mod tests {
         v.into_iter()
             .map(|p| format!("{}: {}", p.path, p.message))
             .collect()
+    }
+
+    #[test]
+    fn exit_conditions_need_what_their_job_must_set() {
+        let task = t(r#"{"id":"a","commandLine":"x","exitConditions":{
+            "exitCodes":[{"code":3,"exitOptions":{"dependencyAction":"satisfy","jobAction":"terminate"}}],
+            "exitCodeRanges":[{"start":5,"end":4,"exitOptions":{}}],
+            "default":{"jobAction":"disable"}}}"#);
+        let plain = JobSpec {
+            id: "j".into(),
+            ..Default::default()
+        };
+        let pool = PoolSpec::default_for_run();
+        assert_eq!(
+            msgs(super::task("$", &task, &plain, &pool)),
+            vec![
+                "$.exitConditions.exitCodeRanges[0]: start 5 is above end 4; a range is start..end, inclusive",
+                "$.exitConditions.exitCodes[0].exitOptions.dependencyAction: TaskDependenciesNotSpecifiedOnJob: job \"j\" does not set usesTaskDependencies",
+                "$.exitConditions.exitCodes[0].exitOptions.jobAction: job \"j\" does not set onTaskFailure to performexitoptionsjobaction, so a jobAction would have no effect (Batch refuses it too)",
+                "$.exitConditions.default.jobAction: job \"j\" does not set onTaskFailure to performexitoptionsjobaction, so a jobAction would have no effect (Batch refuses it too)",
+            ]
+        );
+        let acting: JobSpec = serde_json::from_str(
+            r#"{"id":"j","usesTaskDependencies":true,"onTaskFailure":"performExitOptionsJobAction"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            msgs(super::task("$", &task, &acting, &pool)),
+            vec![
+                "$.exitConditions.exitCodeRanges[0]: start 5 is above end 4; a range is start..end, inclusive",
+                "$.exitConditions.default.jobAction: disable is not supported by berth yet (it needs job disable); use none or terminate",
+            ]
+        );
+        // A wrong value names what is accepted.
+        let bad = load::tasks(
+            "f",
+            r#"{"id":"a","commandLine":"x","exitConditions":{"default":{"dependencyAction":"wait"}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("satisfy, block"), "{bad}");
     }
 
     #[test]

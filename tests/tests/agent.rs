@@ -716,9 +716,14 @@ fn job_preparation_and_release_in_the_daemon() {
         "{text}"
     );
 
-    assert_eq!(a.req("POST", "/jobs/pj/terminate", None).0, 202);
+    // Batch's terminate body: a reason of the user's own.
+    let reason = json!({"terminateReason": "enough for today"});
+    assert_eq!(a.req("POST", "/jobs/pj/terminate", Some(&reason)).0, 202);
     wait_job(&a, "pj", "completed");
     assert_eq!(lines("pj-release"), ["prepared"]);
+    let info = &a.json("/jobs/pj")["executionInfo"];
+    assert_eq!(info["terminateReason"], "enough for today", "{info}");
+    assert!(info["endTime"].is_string() && info["startTime"].is_string());
     let status = a.json("/jobs/pj/jobpreparationandreleasetaskstatus");
     let rel = &status["value"][0]["jobReleaseTaskExecutionInfo"];
     assert_eq!(rel["result"], "success", "{status}");

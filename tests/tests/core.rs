@@ -787,3 +787,62 @@ fn run_options_policy() {
         bad.stderr
     );
 }
+
+/// The field case `tests/cases/exitconditions-dependency/`: `dependencyAction` from
+/// `exitConditions` decides whether dependants run, not only success.
+#[test]
+fn exit_conditions_decide_dependencies_case() {
+    let n = TestNode::new("exitcond");
+    let case = berth_tests::workspace().join("tests/cases/exitconditions-dependency");
+    let out = n
+        .command()
+        .args(["--json", "--slots", "3", "--job"])
+        .arg(case.join("job.json"))
+        .arg(case.join("tasks.json"))
+        .output()
+        .unwrap();
+    let r = berth_tests::RunResult {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    };
+    let sat = r.task("after-satisfied");
+    assert_eq!(sat["state"], "completed", "{}", r.stderr);
+    assert_eq!(sat["executionInfo"]["result"], "success");
+    assert_eq!(n.read("t2depjob", "after-satisfied", "stdout.txt"), "ran\n");
+    let blocked = r.task("after-blocked");
+    assert_eq!(blocked["state"], "active", "exit 0 listed as block");
+    assert!(blocked["executionInfo"].is_null());
+    assert_eq!(
+        r.task("fails-but-satisfies")["executionInfo"]["exitCode"],
+        3
+    );
+}
+
+/// `jobAction: terminate` (the default for a failure) ends the job when the job's
+/// `onTaskFailure` is `performexitoptionsjobaction`: tasks queued behind never run.
+#[test]
+fn a_failing_task_terminates_its_job_by_its_exit_conditions() {
+    let n = TestNode::new("jobaction");
+    let job = n.file(
+        "job.json",
+        &json!({"id": "actjob", "onTaskFailure": "performexitoptionsjobaction"}),
+    );
+    let mut ok = task("ok", "/bin/sh -c 'exit 4'", "");
+    ok["exitConditions"] =
+        json!({"exitCodes": [{"code": 4, "exitOptions": {"jobAction": "none"}}]});
+    let r = n.run(
+        &["--job", job.to_str().unwrap(), "--slots", "1"],
+        &json!([
+            ok,
+            task("fails", "/bin/sh -c 'exit 2'", ""),
+            task("never", "true", "")
+        ]),
+    );
+    assert_eq!(r.task("ok")["executionInfo"]["exitCode"], 4, "{}", r.stderr);
+    assert_eq!(r.task("fails")["executionInfo"]["exitCode"], 2);
+    let never = r.task("never");
+    assert_eq!(never["executionInfo"]["failureInfo"]["code"], "TaskEnded");
+    assert!(never["executionInfo"]["exitCode"].is_null(), "{never}");
+    assert!(!n.task_dir("actjob", "never").join("stdout.txt").exists());
+}

@@ -26,13 +26,7 @@ pub async fn add(
             p.path, p.message
         )));
     }
-    let now = Utc::now();
-    let job = JobView {
-        spec,
-        state: JobState::Active,
-        state_transition_time: now,
-        creation_time: now,
-    };
+    let job = JobView::new(spec);
     match s.store.add_job(&job) {
         Ok(()) => Ok(StatusCode::CREATED),
         Err(crate::store::StoreError::Exists(_)) => Err(ApiError::JobExists(format!(
@@ -71,11 +65,23 @@ fn release_pending(s: &AppState, j: &JobView) -> Result<bool, ApiError> {
     Ok(job_tasks::release_pending(&j.spec, rec.as_ref()))
 }
 
+/// Batch's job terminate body: `{"terminateReason": "..."}`, optional.
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct TerminateBody {
+    #[serde(default)]
+    terminate_reason: Option<String>,
+}
+
+/// Batch's limit on `terminateReason`.
+const MAX_TERMINATE_REASON: usize = 64;
+
 pub async fn terminate(
     State(s): State<AppState>,
     Path(job): Path<String>,
+    super::Body(body): super::Body,
 ) -> Result<StatusCode, ApiError> {
-    let mut j = find_job(&s, &job)?;
+    let j = find_job(&s, &job)?;
     match j.state {
         JobState::Completed => {
             return Err(ApiError::JobCompleted(
@@ -94,15 +100,24 @@ pub async fn terminate(
         }
         _ => {}
     }
-    j.state = if release_pending(&s, &j)? {
-        JobState::Terminating
+    let given: TerminateBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TerminateBody::default()
     } else {
-        JobState::Completed
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::InvalidRequestBody(format!("terminate body: {e}")))?
     };
-    j.state_transition_time = Utc::now();
-    s.store.put_job(&j)?;
-    end_tasks(&s, &job).await?;
-    s.sched.job_ending();
+    let reason = match given.terminate_reason {
+        Some(r) if r.chars().count() > MAX_TERMINATE_REASON => {
+            return Err(ApiError::InvalidPropertyValue(format!(
+                "$.terminateReason: {} characters, at most {MAX_TERMINATE_REASON}",
+                r.chars().count()
+            )))
+        }
+        Some(r) if !r.trim().is_empty() => r,
+        _ => berth_proto::job::TERMINATE_USER.to_string(),
+    };
+    // The scheduler ends the job's tasks and the job in one step of its loop.
+    s.sched.terminate_job(&j.spec.id, &reason).await?;
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -162,13 +162,7 @@ pub async fn run_job(
     for f in files(&path) {
         std::fs::remove_file(f).ok();
     }
-    let now = Utc::now();
-    let view = berth_proto::JobView {
-        spec: job.clone(),
-        state: berth_proto::JobState::Active,
-        state_transition_time: now,
-        creation_time: now,
-    };
+    let view = berth_proto::JobView::new(job.clone());
     let views: Vec<TaskView> = reports.iter().map(|r| r.view.clone()).collect();
     let store = match crate::store::sqlite::SqliteStore::open(&path).and_then(|s| {
         s.add_job(&view)?;

@@ -9,7 +9,6 @@ use crate::engine::fake::{Fake, Script};
 use crate::store::{sqlite::SqliteStore, Store};
 use crate::task::NodeContext;
 use berth_proto::{JobState, JobView, NodeState, TaskState, TaskView};
-use chrono::Utc;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,14 +66,8 @@ fn daemon_after(
 
 impl Daemon {
     fn job(&self, job: Value) {
-        let now = Utc::now();
         self.store
-            .add_job(&JobView {
-                spec: serde_json::from_value(job).unwrap(),
-                state: JobState::Active,
-                state_transition_time: now,
-                creation_time: now,
-            })
+            .add_job(&JobView::new(serde_json::from_value(job).unwrap()))
             .unwrap();
     }
 
@@ -590,4 +583,99 @@ async fn settled_answers_only_once_everything_sent_before_has_run() {
         d.store.job("j").unwrap().unwrap().state,
         JobState::Completed
     );
+}
+
+/// Exits with the code its task's id names after `code-` (else 0), after `secs`.
+fn exit_by_name(secs: u64) -> impl Fn(&str, &bollard::models::ContainerCreateBody) -> Script {
+    move |name, _| {
+        let task = name.split('.').nth(3).unwrap_or_default();
+        let code = task
+            .rsplit_once("code-")
+            .and_then(|(_, c)| c.parse().ok())
+            .unwrap_or(0);
+        // `long` tasks run far longer than the others.
+        let secs = if task.contains("long") {
+            100 * secs
+        } else {
+            secs
+        };
+        Script::exits(code, Duration::from_secs(secs))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn exit_conditions_decide_whether_dependants_run() {
+    let f = Fake::new();
+    f.script(exit_by_name(1));
+    let d = daemon(&f, 2, |_| {});
+    d.job(json!({"id": "j", "usesTaskDependencies": true}));
+    let with = |id: &str, cond: Value| json!({"id": id, "exitConditions": cond});
+    let after = |id: &str, on: &[&str]| json!({"id": id, "dependsOn": {"taskIds": on}});
+    d.tasks(
+        "j",
+        vec![
+            with(
+                "a-code-3",
+                json!({"exitCodes": [{"code": 3, "exitOptions": {"dependencyAction": "satisfy"}}]}),
+            ),
+            with(
+                "b-code-1",
+                json!({"default": {"dependencyAction": "satisfy"}}),
+            ),
+            with(
+                "c-code-0",
+                json!({"exitCodes": [{"code": 0, "exitOptions": {"dependencyAction": "block"}}]}),
+            ),
+            with(
+                "d-code-5",
+                json!({"exitCodeRanges": [{"start": 4, "end": 6, "exitOptions": {"dependencyAction": "satisfy"}}]}),
+            ),
+            t("e-code-2"),
+            after("after-satisfied", &["a-code-3", "b-code-1", "d-code-5"]),
+            after("after-blocked", &["c-code-0"]),
+            after("after-failed", &["e-code-2"]),
+        ],
+    );
+    d.until_completed("j", &["after-satisfied"]).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        d.state("j", "after-satisfied"),
+        (TaskState::Completed, Some(0))
+    );
+    for blocked in ["after-blocked", "after-failed"] {
+        assert_eq!(d.state("j", blocked).0, TaskState::Active, "{blocked}");
+        assert!(!d.started().contains(&blocked.to_string()));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_task_terminates_its_job_when_the_job_performs_exit_actions() {
+    let f = Fake::new();
+    f.script(exit_by_name(2));
+    let d = daemon(&f, 2, |_| {});
+    d.job(json!({"id": "j", "onTaskFailure": "performexitoptionsjobaction"}));
+    d.job(json!({"id": "k"}));
+    d.tasks("j", vec![t("fails-code-2"), t("long-code-0"), t("queued")]);
+    d.tasks("k", vec![t("other-code-2")]);
+    d.until_completed("j", &["fails-code-2", "long-code-0", "queued"])
+        .await;
+    d.until_completed("k", &["other-code-2"]).await;
+    d.sched.settled().await;
+    let job = d.store.job("j").unwrap().unwrap();
+    assert_eq!(job.state, JobState::Completed);
+    let info = job.execution_info.unwrap();
+    assert_eq!(info.terminate_reason.as_deref(), Some("TaskFailed"));
+    assert!(info.end_time.is_some());
+    // The task running beside it and the one queued end `TaskEnded`.
+    for id in ["long-code-0", "queued"] {
+        let v = d.store.task("j", id).unwrap().unwrap().view;
+        let code = v
+            .execution_info
+            .and_then(|i| i.failure_info)
+            .map(|f| f.code);
+        assert_eq!(code.as_deref(), Some("TaskEnded"), "{id}");
+    }
+    assert!(!d.started().contains(&"queued".to_string()));
+    // A job with onTaskFailure noaction (the default) stays active.
+    assert_eq!(d.store.job("k").unwrap().unwrap().state, JobState::Active);
 }

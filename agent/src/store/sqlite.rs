@@ -344,18 +344,13 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_proto::{JobSpec, JobState, TaskSpec};
+    use berth_proto::{JobSpec, TaskSpec};
 
     fn job(id: &str) -> JobView {
-        JobView {
-            spec: JobSpec {
-                id: id.into(),
-                ..Default::default()
-            },
-            state: JobState::Active,
-            state_transition_time: chrono::Utc::now(),
-            creation_time: chrono::Utc::now(),
-        }
+        JobView::new(JobSpec {
+            id: id.into(),
+            ..Default::default()
+        })
     }
 
     fn task(job: &str, id: &str) -> TaskView {

@@ -4,6 +4,48 @@
 use super::*;
 
 impl Queue {
+    /// Terminates an active job (see `Scheduler::terminate_job`); a job already ending or
+    /// completed is left as it is.
+    pub(super) fn terminate_job(&mut self, id: &str, reason: &str) -> Result<(), StoreError> {
+        let store = self.sh.store.clone();
+        let Some(mut job) = store.job(id)? else {
+            return Ok(());
+        };
+        if job.state != JobState::Active {
+            return Ok(());
+        }
+        let rec = store.job_on_node(id)?;
+        job.terminated_because(reason);
+        if job_tasks::release_pending(&job.spec, rec.as_ref()) {
+            job.state = JobState::Terminating;
+            job.state_transition_time = Utc::now();
+        } else {
+            job.complete();
+        }
+        store.put_job(&job)?;
+        for t in store.tasks(id, None)? {
+            if t.view.state == TaskState::Completed {
+                continue;
+            }
+            let k = key(&t.view.job_id, &t.view.spec.id);
+            match self.running.get(&k) {
+                Some(token) => token.cancel(),
+                None => self.sh.end_active(&k)?,
+            }
+        }
+        self.ending = true;
+        Ok(())
+    }
+
+    /// A task's `exitConditions` said `jobAction: terminate` (and its job carries such
+    /// actions out): the job ends with `terminateReason` `TaskFailed`.
+    pub(super) fn job_action_terminate(&mut self, id: &str) {
+        tracing::warn!(job = %id, reason = berth_proto::job::TERMINATE_TASK_FAILED, "a task's exit conditions terminate its job");
+        if let Err(e) = self.terminate_job(id, berth_proto::job::TERMINATE_TASK_FAILED) {
+            tracing::error!(job = %id, error = %e, "cannot terminate the job");
+        }
+    }
+
     /// Jobs being terminated or deleted: once none of their tasks runs, their release task
     /// runs (if preparation ran here), then the job completes or is deleted.
     pub(super) fn end_jobs(&mut self) {
@@ -85,8 +127,7 @@ impl Shared {
                 self.store.delete_job(id)
             }
             JobState::Terminating => {
-                job.state = JobState::Completed;
-                job.state_transition_time = Utc::now();
+                job.complete();
                 self.store.put_job(&job)
             }
             _ => return,

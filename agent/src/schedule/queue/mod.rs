@@ -18,6 +18,7 @@ use crate::gpu::Reservation;
 use crate::store::{JobOnNode, Store, StoreError, StoredTask};
 use crate::task::create::labels;
 use crate::task::{self, NodeContext};
+use berth_proto::exit::JobAction;
 use berth_proto::{
     ExecutionInfo, FailureCode, JobSpec, JobState, JobView, TaskResult, TaskState, TaskView,
 };
@@ -38,8 +39,9 @@ type Key = (String, String);
 
 /// What a runner in the loop's set returns, so the loop alone updates its state.
 enum Done {
-    /// A task ended (or went back to the queue): its key and the slots it gives back.
-    Task(Key, u32),
+    /// A task ended (or went back to the queue): its key, the slots it gives back, and
+    /// whether its `exitConditions` terminate its job (`jobAction: terminate`).
+    Task(Key, u32, bool),
     /// A preparation task that ran beside the tasks (`waitForSuccess: false`).
     Preparation,
     /// A job's release task ended (lower-case job id).
@@ -63,6 +65,13 @@ enum Request {
     /// `TaskEnded`. The answer says whether it could be recorded.
     End {
         key: Key,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Terminate an active job for `reason`: its unfinished tasks end, its release task
+    /// runs, then it completes.
+    TerminateJob {
+        job: String,
+        reason: String,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     /// Stop a task if it runs here; the answer says whether it ran.
@@ -187,6 +196,24 @@ impl Scheduler {
         }
     }
 
+    /// Terminates an active job (Batch's job terminate): it becomes `terminating` (or
+    /// `completed` at once when no release task is due) with `executionInfo.terminateReason`
+    /// `reason`, and every task of it that has not completed ends `TaskEnded`.
+    pub async fn terminate_job(&self, job: &str, reason: &str) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let req = Request::TerminateJob {
+            job: job.to_string(),
+            reason: reason.to_string(),
+            reply,
+        };
+        if self.tx.send(req).is_err() {
+            return Err(StoreError::Backend("the scheduler has stopped".into()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Backend("the scheduler has stopped".into())))
+    }
+
     /// Waits until the queue has settled after everything sent before: nothing runs, no
     /// job is ending, and nothing more could start (`berth run` ends its job then).
     /// Returns at once when the loop has stopped.
@@ -223,6 +250,10 @@ impl Queue {
                 };
                 reply.send(r).ok();
             }
+            Request::TerminateJob { job, reason, reply } => {
+                let r = self.terminate_job(&job, &reason);
+                reply.send(r).ok();
+            }
             Request::Settled(reply) => self.settled.push(reply),
         }
     }
@@ -240,6 +271,10 @@ impl Queue {
                 view.execution_info = Some(*info);
                 if let Err(e) = self.sh.store.put_task(&view) {
                     tracing::error!(error = %e, "cannot record the task's end");
+                } else if job.spec.performs_exit_job_actions()
+                    && record::actions(&view).job == JobAction::Terminate
+                {
+                    self.job_action_terminate(&view.job_id);
                 }
                 return false;
             }
@@ -321,7 +356,7 @@ impl Queue {
                             tracing::error!(error = %e, "cannot record the task's state");
                         }
                     }
-                    return Done::Task(k, slots);
+                    return Done::Task(k, slots, false);
                 }
                 view.state = TaskState::Running;
                 view.state_transition_time = Utc::now();
@@ -333,6 +368,7 @@ impl Queue {
                 let (me, job, task) = (me.clone(), view.job_id.clone(), view.spec.id.clone());
                 move |retries: i32| me.record_retry(&job, &task, retries)
             };
+            let performs = job.performs_exit_job_actions();
             let mut info = run_one(
                 me.rt.clone(),
                 job,
@@ -345,8 +381,10 @@ impl Queue {
             .await;
             me.rt.gpus.release(&gpus);
             info.requeue_count = requeues;
+            view.execution_info = Some(info.clone());
+            let terminate = performs && record::actions(&view).job == JobAction::Terminate;
             me.record_end(&view.job_id, &view.spec.id, info).await;
-            Done::Task(k, slots)
+            Done::Task(k, slots, terminate)
         }));
     }
 
@@ -487,9 +525,12 @@ impl Queue {
                 },
                 done = self.set.join_next(), if !self.set.is_empty() => {
                     match done {
-                        Some(Ok(Done::Task(k, slots))) => {
+                        Some(Ok(Done::Task(k, slots, terminate))) => {
                             self.running.remove(&k);
                             self.used = self.used.saturating_sub(slots);
+                            if terminate {
+                                self.job_action_terminate(&k.0);
+                            }
                         }
                         Some(Ok(Done::Release(job))) => {
                             self.releasing.remove(&job);

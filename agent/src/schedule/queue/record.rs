@@ -2,9 +2,20 @@
 //! need no queue state, so runners share them (`Shared`) while the loop keeps its own.
 
 use super::*;
+use berth_proto::exit::{self, Actions, DependencyAction};
+
+/// What a completed task's end calls for under its `exitConditions`.
+pub(super) fn actions(view: &TaskView) -> Actions {
+    let outcome = view
+        .execution_info
+        .as_ref()
+        .map_or(exit::Outcome::Other, exit::Outcome::of);
+    exit::actions(view.spec.exit_conditions.as_ref(), outcome)
+}
 
 impl Shared {
-    /// Whether the dependencies all completed successfully; `None` when one failed (the
+    /// Whether the dependencies all completed and satisfy their dependants (by default:
+    /// succeeded; their `exitConditions` may say otherwise); `None` when one blocks (the
     /// task then stays active, blocked, as in Batch). `seen` remembers each dependency's
     /// answer for one scan: many tasks often wait on the same one.
     pub(super) fn deps_ready(
@@ -22,13 +33,8 @@ impl Shared {
                     .entry(key(job, &id))
                     .or_insert_with(|| match self.store.task(job, &id) {
                         Ok(Some(dep)) if dep.view.state == TaskState::Completed => {
-                            if dep.view.execution_info.as_ref().and_then(|e| e.result)
-                                == Some(TaskResult::Success)
-                            {
-                                Some(true)
-                            } else {
-                                None
-                            }
+                            (actions(&dep.view).dependency == DependencyAction::Satisfy)
+                                .then_some(true)
                         }
                         _ => Some(false),
                     });
