@@ -2,6 +2,7 @@
 //! plan (pure) -> run_options (pure) -> create (pure) -> run (engine) -> logs -> exit (pure)
 //! -> report. `run_task` wraps attempts in the `maxTaskRetryCount` loop.
 
+pub mod container_user;
 pub mod crash;
 pub mod create;
 pub mod exit;
