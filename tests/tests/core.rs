@@ -168,6 +168,96 @@ fn user_mapping_and_file_ownership() {
     );
 }
 
+/// `--user` by name, group and mixed forms: berth resolves it from the image's own
+/// `/etc/passwd` and `/etc/group` as the engine does (`id` inside agrees), the task writes
+/// its `wd` as that uid:gid, and its directories are no wider open than a numeric
+/// user's. A name or group the image lacks fails before start, naming it.
+#[test]
+fn container_users_by_name_and_group() {
+    use std::os::unix::fs::PermissionsExt;
+    let n = TestNode::new("named");
+    let cmd = "/bin/sh -c 'id -u; id -g; touch $AZ_BATCH_TASK_WORKING_DIR/made'";
+    // The image: appuser 2100 (primary group appgroup 2200), othergroup 2300.
+    let cases = [
+        ("name", "appuser", (2100, 2200)),
+        ("namegroup", "appuser:appgroup", (2100, 2200)),
+        ("nameother", "appuser:othergroup", (2100, 2300)),
+        ("namegid", "appuser:2400", (2100, 2400)),
+        ("uidgroup", "2000:othergroup", (2000, 2300)),
+        ("uid", "2100", (2100, 2200)),
+        ("numeric", "2000:2000", (2000, 2000)),
+    ];
+    let mut tasks: Vec<Value> = cases
+        .iter()
+        .map(|(id, user, _)| task(id, cmd, &format!("--user {user}")))
+        .collect();
+    // /etc/passwd is a relative link in this image: followed inside the container.
+    tasks.push(
+        json!({"id": "linked", "commandLine": cmd, "containerSettings": {
+        "imageName": "berth/entrypoint",
+        "containerRunOptions": "--network none --entrypoint '' --user appuser"}}),
+    );
+    tasks.push(task("ghost", cmd, "--user ghost"));
+    tasks.push(task("ghostgroup", cmd, "--user appuser:ghosts"));
+    let r = n.run(&["--slots", "4"], &json!(tasks));
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
+    let mode = |m: &std::fs::Metadata| m.permissions().mode() & 0o777;
+    for (id, user, want) in cases.iter().chain([&("linked", "appuser", (2100, 2200))]) {
+        let t = r.task(id);
+        assert_eq!(
+            t["executionInfo"]["result"], "success",
+            "--user {user}: {t}"
+        );
+        assert_eq!(
+            n.read("berthjob", id, "stdout.txt"),
+            format!("{}\n{}\n", want.0, want.1),
+            "--user {user}: the engine's uid:gid"
+        );
+        let dir = n.task_dir("berthjob", id);
+        for (path, m) in [
+            ("wd/made", None),
+            ("wd", Some(0o770)),
+            ("", Some(0o750)),
+            ("stdout.txt", None),
+        ] {
+            let meta = std::fs::metadata(dir.join(path)).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                *want,
+                "--user {user}: owner of {path:?}"
+            );
+            if let Some(m) = m {
+                assert_eq!(
+                    mode(&meta),
+                    m,
+                    "--user {user}: mode of {path:?}, as for a numeric user"
+                );
+            }
+        }
+    }
+    for (id, name) in [
+        ("ghost", "user \"ghost\""),
+        ("ghostgroup", "group \"ghosts\""),
+    ] {
+        let t = r.task(id);
+        assert_eq!(
+            t["executionInfo"]["failureInfo"]["code"], "ContainerInvalidSettings",
+            "{t}"
+        );
+        let message = detail(&t, "Message").unwrap_or_default();
+        assert!(
+            message.contains("containerRunOptions: --user") && message.contains(name),
+            "{message}"
+        );
+        assert!(
+            t["executionInfo"]["exitCode"].is_null(),
+            "never started: {t}"
+        );
+        assert!(!n.task_dir("berthjob", id).join("wd/made").exists());
+    }
+    assert!(n.containers().is_empty());
+}
+
 /// The command line is the COMMAND (arguments to the image's ENTRYPOINT); "" runs the
 /// image default; `--entrypoint` replaces the ENTRYPOINT, `--entrypoint ""` resets it.
 #[test]

@@ -7,6 +7,7 @@
 //! Streams (attach, wait, pull) have no overall deadline: they last as long as the work.
 #![allow(clippy::disallowed_types)] // the one module that may hold a bollard client
 
+use super::archive::{self, ArchiveError, Entry};
 use super::{
     ContainerState, ContainerSummary, Credentials, Engine, EngineError, Output, OutputStream,
     PullEvent, PullLimits,
@@ -15,8 +16,9 @@ use bollard::auth::DockerCredentials;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
@@ -32,6 +34,13 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a create waits for a container name held by another create to come free.
 pub const NAME_HELD: Duration = Duration::from_secs(60);
+
+/// The most symbolic links followed to a file inside a container (the kernel's own
+/// limit for one path lookup).
+const MAX_LINKS: usize = 40;
+
+/// Room for the tar headers around a file read from a container.
+const TAR_SLACK: u64 = 64 << 10;
 
 /// "No deadline" for a request: ten years (tokio saturates far larger values anyway).
 const UNBOUNDED: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -276,6 +285,34 @@ impl Docker {
 
     fn err(&self, op: &'static str, e: bollard::errors::Error) -> EngineError {
         from_bollard(op, self.timeout.as_secs(), e)
+    }
+
+    /// The archive of `path` inside container `id`, whole, at most `limit` bytes of file.
+    async fn archive(&self, id: &str, path: &str, limit: u64) -> Result<Vec<u8>, EngineError> {
+        let opts = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut s = self.client.download_from_container(id, Some(opts));
+        let mut tar = Vec::new();
+        while let Some(chunk) = s.next().await {
+            let chunk = chunk.map_err(|e| match self.err("archive", e) {
+                // "Could not find the file P in container C" vs "No such container: C".
+                EngineError::NotFound(m)
+                    if !m.to_ascii_lowercase().starts_with("no such container") =>
+                {
+                    EngineError::NoSuchFile(m)
+                }
+                e => e,
+            })?;
+            tar.extend_from_slice(&chunk);
+            if tar.len() as u64 > limit.saturating_add(TAR_SLACK) {
+                return Err(EngineError::FileTooLarge {
+                    path: path.to_string(),
+                    limit,
+                });
+            }
+        }
+        Ok(tar)
     }
 
     /// The raw client, for the integration tests' baseline measurements only.
@@ -692,6 +729,34 @@ impl Engine for Docker {
                 })
                 .filter(|c| !c.id.is_empty())
                 .collect())
+        })
+    }
+
+    fn read_file<'a>(
+        &'a self,
+        id: &'a str,
+        path: &'a str,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Vec<u8>, EngineError>> {
+        Box::pin(async move {
+            let mut at = path.to_string();
+            for _ in 0..MAX_LINKS {
+                let tar = self.archive(id, &at, limit).await?;
+                match archive::first_entry(&tar, limit) {
+                    Ok(Entry::File(bytes)) => return Ok(bytes),
+                    Ok(Entry::Link(target)) => at = archive::link_target(&at, &target),
+                    Ok(Entry::Other) => {
+                        return Err(EngineError::NoSuchFile(format!("{at}: not a regular file")))
+                    }
+                    Err(ArchiveError::TooLarge(_)) => {
+                        return Err(EngineError::FileTooLarge { path: at, limit })
+                    }
+                    Err(e) => return Err(EngineError::Other(format!("{at}: {e}"))),
+                }
+            }
+            Err(EngineError::NoSuchFile(format!(
+                "{path}: more than {MAX_LINKS} symbolic links"
+            )))
         })
     }
 }

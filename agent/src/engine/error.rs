@@ -17,6 +17,12 @@ pub enum EngineError {
     /// unknown manifest, repository or tag).
     #[error("image not found: {0}")]
     ImageNotFound(String),
+    /// No regular file at that path inside the container (after its links are followed).
+    #[error("no such file: {0}")]
+    NoSuchFile(String),
+    /// The file inside the container is larger than the caller's limit.
+    #[error("{path}: larger than {limit} bytes")]
+    FileTooLarge { path: String, limit: u64 },
     /// Another container already holds the name asked for at create.
     #[error("name in use: {0}")]
     NameInUse(String),

@@ -88,6 +88,8 @@ enum Status {
 #[derive(Debug, Clone)]
 struct Container {
     name: String,
+    /// The image it was created from (empty for one made outside berth).
+    image: String,
     labels: HashMap<String, String>,
     script: Script,
     status: Status,
@@ -122,15 +124,20 @@ impl Container {
 }
 
 type ScriptFn = Box<dyn Fn(&str, &ContainerCreateBody) -> Script + Send>;
+type StartFn = Box<dyn Fn(&str) + Send>;
 
 struct State {
     up: bool,
     /// Image name -> its `Env`.
     images: HashMap<String, Vec<String>>,
+    /// (image, absolute path) -> the file's bytes, as containers of that image see it.
+    files: HashMap<(String, String), Vec<u8>>,
     /// Whether a pull of an unknown image succeeds (and makes it present).
     pulls_succeed: bool,
     faults: HashMap<&'static str, VecDeque<EngineError>>,
     script: ScriptFn,
+    /// Called with a container's name as it starts.
+    on_start: StartFn,
     containers: BTreeMap<String, Container>,
     next_id: u64,
     calls: Vec<Call>,
@@ -175,9 +182,11 @@ impl Fake {
                 state: Mutex::new(State {
                     up: true,
                     images: HashMap::new(),
+                    files: HashMap::new(),
                     pulls_succeed: true,
                     faults: HashMap::new(),
                     script: Box::new(|_, _| Script::default()),
+                    on_start: Box::new(|_| {}),
                     containers: BTreeMap::new(),
                     next_id: 1,
                     calls: vec![],
@@ -221,6 +230,14 @@ impl Fake {
         self
     }
 
+    /// Puts a file at `path` in the containers of `image` (`/etc/passwd`, ...).
+    pub fn add_file(&self, image: &str, path: &str, bytes: &[u8]) -> &Self {
+        self.lock()
+            .files
+            .insert((image.to_string(), path.to_string()), bytes.to_vec());
+        self
+    }
+
     /// Whether pulls of images that are not present succeed (default) or fail as not
     /// found in the registry.
     pub fn pulls_succeed(&self, yes: bool) -> &Self {
@@ -234,6 +251,13 @@ impl Fake {
         f: impl Fn(&str, &ContainerCreateBody) -> Script + Send + 'static,
     ) -> &Self {
         self.lock().script = Box::new(f);
+        self
+    }
+
+    /// Calls `f` with each container's name as it starts, before its process runs (to see
+    /// what the container would find then).
+    pub fn on_start(&self, f: impl Fn(&str) + Send + 'static) -> &Self {
+        self.lock().on_start = Box::new(f);
         self
     }
 
@@ -303,6 +327,7 @@ impl Fake {
             id.clone(),
             Container {
                 name: name.to_string(),
+                image: String::new(),
                 labels: labels
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -530,6 +555,7 @@ impl Engine for Fake {
                 id.clone(),
                 Container {
                     name: name.to_string(),
+                    image,
                     labels: body.labels.clone().unwrap_or_default(),
                     script,
                     status: Status::Created,
@@ -574,6 +600,9 @@ impl Engine for Fake {
             let mut s = self.enter("start", id)?;
             let c = Self::find(&mut s, id).ok_or_else(|| Self::no_such(id))?;
             if c.status == Status::Created {
+                let name = c.name.clone();
+                (s.on_start)(&name);
+                let c = Self::find(&mut s, id).ok_or_else(|| Self::no_such(id))?;
                 let now = Instant::now();
                 c.status = Status::Running {
                     until: now + c.script.run_for,
@@ -690,6 +719,32 @@ impl Engine for Fake {
                     labels: c.labels.clone(),
                 })
                 .collect())
+        })
+    }
+
+    fn read_file<'a>(
+        &'a self,
+        id: &'a str,
+        path: &'a str,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Vec<u8>, EngineError>> {
+        Box::pin(async move {
+            let mut s = self.enter("read_file", id)?;
+            let image = Self::find(&mut s, id)
+                .ok_or_else(|| Self::no_such(id))?
+                .image
+                .clone();
+            let bytes = s
+                .files
+                .get(&(image, path.to_string()))
+                .ok_or_else(|| EngineError::NoSuchFile(format!("{path} in container {id}")))?;
+            if bytes.len() as u64 > limit {
+                return Err(EngineError::FileTooLarge {
+                    path: path.to_string(),
+                    limit,
+                });
+            }
+            Ok(bytes.clone())
         })
     }
 }

@@ -6,6 +6,7 @@
 //! The Engine API's models (`bollard::models`) still shape the create body, which the pure
 //! create stage builds; nothing else of bollard leaves this module.
 
+mod archive;
 mod docker;
 mod error;
 pub mod fake;
@@ -199,4 +200,16 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
         &'a self,
         labels: &'a [(&'a str, &'a str)],
     ) -> BoxFuture<'a, Result<Vec<ContainerSummary>, EngineError>>;
+
+    /// The bytes of the file at `path` (absolute) inside container `id`, created or
+    /// running, as the engine's archive endpoint gives it; symbolic links are followed
+    /// inside the container. Errors: [`EngineError::NoSuchFile`] when no regular file is
+    /// there, [`EngineError::FileTooLarge`] past `limit` bytes, `NotFound` for the
+    /// container.
+    fn read_file<'a>(
+        &'a self,
+        id: &'a str,
+        path: &'a str,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Vec<u8>, EngineError>>;
 }

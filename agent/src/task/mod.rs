@@ -2,6 +2,7 @@
 //! plan (pure) -> run_options (pure) -> create (pure) -> run (engine) -> logs -> exit (pure)
 //! -> report. `run_task` wraps attempts in the `maxTaskRetryCount` loop.
 
+pub mod container_user;
 pub mod crash;
 pub mod create;
 pub mod exit;
@@ -161,22 +162,35 @@ pub fn failed_before_start(code: FailureCode, message: String) -> ExecutionInfo 
 }
 
 /// `--user` of a container task's run options (bad options fail the attempt later).
-fn container_user(plan: &TaskPlan) -> Option<String> {
+fn user_option(plan: &TaskPlan) -> Option<String> {
     let c = plan.container.as_ref()?;
     run_options::parse(&c.run_options).ok()?.user
 }
 
-/// Whom a task's directories and output files belong to: a numeric `--user` takes them
-/// over, since the container writes as that uid (Batch pitfall #6); else the task's
-/// non-admin user. None when berth is not root (it cannot chown) or for admin.
-pub fn files_owner(plan: &TaskPlan, user: Option<&str>) -> Option<crate::files::Owner> {
+/// Whom a task's directories and output files belong to: the uid:gid a `--user` resolves
+/// to takes them over, since the container writes as that uid (Batch pitfall #6); else
+/// the task's non-admin user. None when berth is not root (it cannot chown), or for
+/// admin without a `--user`.
+pub fn files_owner(plan: &TaskPlan, user: Option<(u32, u32)>) -> Option<crate::files::Owner> {
     if !nix::unistd::Uid::effective().is_root() {
         return None;
     }
-    match user.and_then(run_options::numeric_user) {
+    match user {
         Some((uid, gid)) => Some(crate::files::Owner { uid, gid }),
         None => crate::files::Owner::of(&plan.user),
     }
+}
+
+/// Gives the task directory, `wd` and `certs` to `owner`, through descriptors (a link
+/// the task left in their place is refused, never followed).
+pub fn give_dirs(plan: &TaskPlan, owner: crate::files::Owner) -> std::io::Result<()> {
+    let task_dir = task_files(plan)?;
+    let wd = task_dir.dir(wd_name(plan))?;
+    let certs = task_dir.dir("certs")?;
+    for d in [&task_dir, &wd, &certs] {
+        d.chown(owner.uid, owner.gid)?;
+    }
+    Ok(())
 }
 
 /// `wd`'s name inside the task directory.
@@ -220,19 +234,19 @@ pub fn prepare_dirs(plan: &TaskPlan, fresh: bool) -> std::io::Result<()> {
     let (certs, _) = task_dir.make_dir("certs", 0o755)?;
     // A task's directory is its user's (and that user's group's) alone: another user's
     // task cannot read its output or files. Start, preparation and release tasks stay
-    // readable by all: tasks use what they installed. A `--user NAME` is a uid berth
-    // cannot know, so its directories stay open for the container to enter its wd at all.
-    let user = container_user(plan);
-    let named = user
-        .as_deref()
-        .is_some_and(|u| run_options::numeric_user(u).is_none());
+    // readable by all: tasks use what they installed. A `--user` that only the image can
+    // resolve (a name, a uid without a group) is the task user's until the attempt has
+    // created its container and resolved it there (`run::attempt`).
+    let known = user_option(plan)
+        .and_then(|u| container_user::parse(&u).ok())
+        .and_then(|u| u.numeric());
     let (dir_mode, wd_mode) = match plan.kind {
-        plan::TaskKind::Task { .. } if !named => (PRIVATE_DIR, PRIVATE_WD),
+        plan::TaskKind::Task { .. } => (PRIVATE_DIR, PRIVATE_WD),
         _ => (0o755, 0o775),
     };
     task_dir.chmod(dir_mode)?;
     wd.chmod(wd_mode)?;
-    if let Some(o) = files_owner(plan, user.as_deref()) {
+    if let Some(o) = files_owner(plan, known) {
         for d in [&task_dir, &wd, &certs] {
             d.chown(o.uid, o.gid)?;
         }
@@ -458,17 +472,23 @@ mod tests {
         let root = root.path();
         let (dir, wd, _) = prepared(root, "plain", "");
         assert_eq!((dir, wd), (PRIVATE_DIR, PRIVATE_WD));
-        let (dir, wd, _) = prepared(root, "named", "--user nobody");
+        // A name (or a uid alone) is resolved in the container: until then the task's
+        // user holds the directories, which are never opened to others.
+        let (dir, wd, named_uid) = prepared(root, "named", "--user nobody");
         assert_eq!(
             (dir, wd),
-            (0o755, 0o775),
-            "a named --user must enter its wd"
+            (PRIVATE_DIR, PRIVATE_WD),
+            "a named --user opens nothing wider"
         );
         let (dir, wd, uid) = prepared(root, "numeric", "--user 4321:4322");
         assert_eq!((dir, wd), (PRIVATE_DIR, PRIVATE_WD));
         if nix::unistd::Uid::effective().is_root() {
             assert_eq!(uid, 4321, "a numeric --user owns its directories");
             assert_eq!(prepared(root, "own", "").2, 4399);
+            assert_eq!(
+                named_uid, 4399,
+                "the task's user until the container resolves it"
+            );
         } else {
             eprintln!("not root: ownership not checked");
         }

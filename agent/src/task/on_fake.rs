@@ -346,3 +346,129 @@ async fn output_past_the_nodes_limit_is_dropped_with_one_marker() {
     assert_eq!(read(&p, logs::STDERR), "ok");
     assert_eq!(info.output_truncated, vec![logs::STDOUT.to_string()]);
 }
+
+/// An image's users and groups, as the engine reads them at start.
+const PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\nappuser:x:2100:2200::/home/app:/bin/sh\n";
+const GROUP: &[u8] = b"root:x:0:\nappgroup:x:2200:\nother:x:2300:\n";
+
+fn with_user(user: &str) -> serde_json::Value {
+    json!({"containerSettings": {"imageName": IMAGE, "containerRunOptions": format!("--user {user}")}})
+}
+
+/// Owner and mode of `path`.
+fn owner(path: &std::path::Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (m.uid(), m.gid(), m.mode() & 0o777)
+}
+
+/// Every form of `--user` is resolved from the container's own files, and the task's
+/// directories and output files are that uid:gid's (and no one else's) before it starts.
+#[tokio::test(start_paused = true)]
+async fn a_user_given_by_name_owns_its_directories_before_start() {
+    let f = Fake::new();
+    f.add_file(IMAGE, "/etc/passwd", PASSWD)
+        .add_file(IMAGE, "/etc/group", GROUP);
+    let n = node(&f);
+    let root = nix::unistd::Uid::effective().is_root();
+    for (i, (user, ids)) in [
+        ("appuser", (2100, 2200)),
+        ("appuser:appgroup", (2100, 2200)),
+        ("appuser:other", (2100, 2300)),
+        ("appuser:31", (2100, 31)),
+        ("2000:appgroup", (2000, 2200)),
+        ("2100", (2100, 2200)),
+        ("4321", (4321, 0)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = plan(&n, &format!("user{i}"), with_user(user));
+        let seen = Arc::new(std::sync::Mutex::new(vec![]));
+        let (dirs, at_start) = ((p.task_dir.clone(), p.wd.clone()), seen.clone());
+        f.on_start(move |_| {
+            let mut v = at_start.lock().unwrap();
+            v.push(owner(&dirs.0));
+            v.push(owner(&dirs.1));
+            v.push(owner(&dirs.0.join(logs::STDOUT)));
+        });
+        let info = run(&n, &p).await;
+        assert_eq!(code(&info), "", "--user {user}: {info:?}");
+        let seen = seen.lock().unwrap().clone();
+        let (uid, gid) = if root { ids } else { (seen[0].0, seen[0].1) };
+        assert_eq!(
+            seen,
+            vec![
+                (uid, gid, PRIVATE_DIR),
+                (uid, gid, PRIVATE_WD),
+                (uid, gid, 0o644)
+            ],
+            "--user {user}: task dir, wd and stdout.txt as the container starts"
+        );
+    }
+    assert!(n.fake.containers().is_empty());
+}
+
+/// A user or group the image does not have fails before start, naming it; the created
+/// container is removed.
+#[tokio::test(start_paused = true)]
+async fn a_user_the_image_does_not_have_fails_before_start() {
+    let f = Fake::new();
+    f.add_file(IMAGE, "/etc/passwd", PASSWD)
+        .add_file(IMAGE, "/etc/group", GROUP);
+    let n = node(&f);
+    for (i, (user, missing)) in [
+        ("ghost", "no user \"ghost\""),
+        ("ghost:appgroup", "no user \"ghost\""),
+        ("appuser:ghosts", "no group \"ghosts\""),
+        ("2100:ghosts", "no group \"ghosts\""),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = plan(&n, &format!("missing{i}"), with_user(user));
+        let info = run(&n, &p).await;
+        assert_eq!(code(&info), "ContainerInvalidSettings", "--user {user}");
+        let message = &info.failure_info.as_ref().unwrap().details[0].value;
+        assert!(
+            message.starts_with(&format!("containerRunOptions: --user {user}: "))
+                && message.contains(missing),
+            "{message}"
+        );
+        assert_eq!(info.retry_count, 0, "not retried");
+    }
+    assert_eq!(n.fake.count("start"), 0, "nothing started");
+    assert_eq!(n.fake.count("create"), n.fake.count("remove"));
+    assert!(
+        n.fake.containers().is_empty(),
+        "the created containers are removed"
+    );
+}
+
+/// An image without /etc/passwd: a name fails, a uid runs with gid 0; a uid:gid, or no
+/// `--user` at all, reads nothing from the container.
+#[tokio::test(start_paused = true)]
+async fn without_the_images_files_only_numbers_resolve() {
+    let f = Fake::new();
+    let n = node(&f);
+    let info = run(&n, &plan(&n, "name", with_user("appuser"))).await;
+    assert_eq!(code(&info), "ContainerInvalidSettings");
+    assert!(
+        info.failure_info.as_ref().unwrap().details[0]
+            .value
+            .ends_with("(it has no /etc/passwd)"),
+        "{info:?}"
+    );
+    let p = plan(&n, "uid", with_user("2000"));
+    assert_eq!(code(&run(&n, &p).await), "");
+    if nix::unistd::Uid::effective().is_root() {
+        assert_eq!(owner(&p.wd), (2000, 0, PRIVATE_WD));
+    }
+    let reads = n.fake.count("read_file");
+    assert_eq!(
+        code(&run(&n, &plan(&n, "ids", with_user("2000:2001"))).await),
+        ""
+    );
+    assert_eq!(code(&run(&n, &plan(&n, "plain", json!({}))).await), "");
+    assert_eq!(n.fake.count("read_file"), reads, "numbers need no file");
+}

@@ -3,6 +3,7 @@
 //! container exists, whatever went wrong.
 
 mod follow;
+mod user;
 
 pub use follow::adopt;
 use follow::{engine_back, follow, ENGINE_OUTAGE};
@@ -87,8 +88,6 @@ pub async fn attempt(
             )
         }
     };
-    // The output files go to whom `prepare_dirs` gave the task's directories.
-    let owner = super::files_owner(plan, opts.user.as_deref()).map(|o| (o.uid, o.gid));
     let gpus = expose::additions(
         &rt.gpus.inventory,
         rt.gpus.exposure,
@@ -178,7 +177,12 @@ pub async fn attempt(
         stop_timeout: opts.stop_timeout,
         no_log_store: no_log_store(&opts),
     };
-    let finished = run_created(&container, owner).await;
+    // A `--user` is resolved in the container, which then owns the task's directories
+    // and output files.
+    let finished = match user::take_over(rt, plan, opts.user.as_deref(), &id).await {
+        Ok(owner) => run_created(&container, owner).await,
+        Err(not_started) => not_started,
+    };
     crash::at(Point::AfterExit, plan);
     if let Err(e) = rt.engine.remove(&id).await {
         tracing::error!(container = %id, error = %e, "could not remove the container");

@@ -115,13 +115,6 @@ fn command() -> Command {
     )
 }
 
-/// `uid[:gid]` of a `--user` when both are numbers (a lone uid means gid 0, as docker
-/// does when the image does not know the uid).
-pub fn numeric_user(u: &str) -> Option<(u32, u32)> {
-    let (uid, gid) = u.split_once(':').unwrap_or((u, "0"));
-    Some((uid.parse().ok()?, gid.parse().ok()?))
-}
-
 /// Parses a `containerRunOptions` string.
 pub fn parse(options: &str) -> Result<RunOptions, RunOptionsError> {
     let words = shell_words::split(options).map_err(|e| {
@@ -276,6 +269,10 @@ fn apply_one(o: &mut RunOptions, long: &str, flag: &str, v: String) -> Result<()
         "user" => {
             if v.is_empty() {
                 return Err(err(flag, "must not be empty; use name|uid[:group|gid]"));
+            }
+            // Names are resolved in the container (`container_user`); ids are checked here.
+            if let Err(e) = super::container_user::parse(&v) {
+                return Err(err(flag, e.to_string()));
             }
             o.user = Some(v);
         }
@@ -859,6 +856,26 @@ mod tests {
         assert_eq!(o.host.memory, Some(512 << 20));
         assert_eq!(o.host.memory_swap, Some(-1));
         assert_eq!(o.host.memory_reservation, Some(100 << 20));
+    }
+
+    /// Every form of `--user` docker takes passes; an id the engine would refuse fails
+    /// here, before any pull (names are resolved later, in the container).
+    #[test]
+    fn user_forms() {
+        for u in [
+            "appuser",
+            "appuser:appgroup",
+            "2000:appgroup",
+            "appuser:2200",
+            "2000",
+            "2000:2000",
+        ] {
+            assert_eq!(ok(&format!("--user {u}")).user.as_deref(), Some(u));
+        }
+        let e = bad("--user 2147483648:1");
+        assert_eq!(e.flag, "--user");
+        assert!(e.message.contains("out of range"), "{e}");
+        assert!(bad("-u 1:-1").message.contains("out of range"));
     }
 
     #[test]
