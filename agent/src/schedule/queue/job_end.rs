@@ -13,7 +13,7 @@ impl Scheduler {
         let jobs = match self.store.jobs() {
             Ok(j) => j,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the jobs");
+                tracing::error!(error = %Chain(&e), "cannot read the jobs");
                 return;
             }
         };
@@ -76,7 +76,7 @@ impl Scheduler {
                     .join("workitems")
                     .join(&job.spec.id);
                 if let Err(e) = crate::node::beneath::remove_all(&dir) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove the job's files");
+                    tracing::warn!(dir = %dir.display(), error = %Chain(&e), "could not remove the job's files");
                 }
                 self.store.delete_job(id)
             }
@@ -88,7 +88,7 @@ impl Scheduler {
             _ => return,
         };
         if let Err(e) = result {
-            tracing::error!(job = %id, error = %e, "cannot record the job's end");
+            tracing::error!(job = %id, error = %Chain(&e), "cannot record the job's end");
         }
     }
 }

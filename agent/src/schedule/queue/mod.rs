@@ -10,6 +10,7 @@ use super::job_tasks::{self, Gate, Which};
 use super::{gpu_gate, run_one, GpuGate};
 use crate::backoff::Backoff;
 use crate::config::OnShutdown;
+use crate::error_chain::Chain;
 use crate::gpu::Reservation;
 use crate::store::{JobOnNode, Store, StoredTask};
 use crate::task::create::labels;
@@ -174,7 +175,7 @@ impl Scheduler {
                 view.state_transition_time = Utc::now();
                 view.execution_info = Some(*info);
                 if let Err(e) = self.store.put_task(&view) {
-                    tracing::error!(error = %e, "cannot record the task's end");
+                    tracing::error!(error = %Chain(&e), "cannot record the task's end");
                 }
                 return false;
             }
@@ -186,7 +187,7 @@ impl Scheduler {
         };
         view.state_transition_time = Utc::now();
         if let Err(e) = self.store.put_task(&view) {
-            tracing::error!(job = %view.job_id, task = %view.spec.id, error = %e, "cannot record the task as running; not starting it");
+            tracing::error!(job = %view.job_id, task = %view.spec.id, error = %Chain(&e), "cannot record the task as running; not starting it");
             self.rt.gpus.release(&gpus);
             return false;
         }
@@ -199,13 +200,13 @@ impl Scheduler {
         let mut rec = match self.store.job_on_node(job) {
             Ok(r) => r.unwrap_or_default(),
             Err(e) => {
-                tracing::error!(job = %job, error = %e, "cannot record {what}");
+                tracing::error!(job = %job, error = %Chain(&e), "cannot record {what}");
                 return false;
             }
         };
         change(&mut rec);
         if let Err(e) = self.store.put_job_on_node(job, &rec) {
-            tracing::error!(job = %job, error = %e, "cannot record {what}");
+            tracing::error!(job = %job, error = %Chain(&e), "cannot record {what}");
             return false;
         }
         true
@@ -298,7 +299,7 @@ impl Scheduler {
                             now.view.state = TaskState::Active;
                         }
                         if let Err(e) = me.store.put_task(&now.view) {
-                            tracing::error!(error = %e, "cannot record the task's state");
+                            tracing::error!(error = %Chain(&e), "cannot record the task's state");
                         }
                     }
                     return (Some(k), slots);
@@ -306,7 +307,7 @@ impl Scheduler {
                 view.state = TaskState::Running;
                 view.state_transition_time = Utc::now();
                 if let Err(e) = me.store.put_task(&view) {
-                    tracing::error!(error = %e, "cannot record the task as running");
+                    tracing::error!(error = %Chain(&e), "cannot record the task as running");
                 }
             }
             let retried = {
@@ -343,7 +344,7 @@ impl Scheduler {
         e.retry_count = retries;
         e.last_retry_time = Some(Utc::now());
         if let Err(e) = self.store.put_task(&now.view) {
-            tracing::warn!(job, task, error = %e, "cannot record the retry");
+            tracing::warn!(job, task, error = %Chain(&e), "cannot record the retry");
         }
     }
 
@@ -380,11 +381,11 @@ impl Scheduler {
                 Err(e) => e,
             };
             if self.shutdown.is_cancelled() {
-                tracing::error!(job, task, error = %e, "cannot record the task's completion; the agent stops");
+                tracing::error!(job, task, error = %Chain(&e), "cannot record the task's completion; the agent stops");
                 return;
             }
             if tries % 20 == 0 {
-                tracing::error!(job, task, error = %e, tries, "cannot record the task's completion; trying again");
+                tracing::error!(job, task, error = %Chain(&e), tries, "cannot record the task's completion; trying again");
             }
             tries += 1;
             // A shutdown ends the wait; the top of the loop then gives up.
@@ -409,7 +410,7 @@ impl Scheduler {
             let queue = match self.store.active_queue(after, QUEUE_PAGE) {
                 Ok(q) => q,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot read the task queue");
+                    tracing::error!(error = %Chain(&e), "cannot read the task queue");
                     break;
                 }
             };
