@@ -22,6 +22,7 @@ pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod error_chain;
 pub mod files;
 pub mod gpu;
 pub mod image;

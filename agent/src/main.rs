@@ -1,7 +1,8 @@
-//! The `berth` binary: parse the command line, set up logging, dispatch.
+//! The `berth` binary: parse the command line, set up logging, dispatch. A failure is
+//! printed once, with its causes, by `cli::fail`.
 
 use berth_agent::cli::control;
-use berth_agent::cli::Exit;
+use berth_agent::cli::{fail, CommandError, Exit};
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -69,19 +70,19 @@ fn main() -> ExitCode {
             return match std::io::stdout().write_all(&script) {
                 Ok(()) => Exit::Ok.into(),
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok.into(),
-                Err(e) => {
-                    eprintln!("berth: {e}");
-                    Exit::Failed.into()
-                }
+                Err(e) => fail(
+                    &CommandError::new("cannot write the script", e),
+                    Exit::Failed,
+                ),
             };
         }
         Cmd::Manpages { dir } => {
             return match clap_mangen::generate_to(Cli::command(), &dir) {
                 Ok(()) => Exit::Ok.into(),
-                Err(e) => {
-                    eprintln!("berth: {}: {e}", dir.display());
-                    Exit::Failed.into()
-                }
+                Err(e) => fail(
+                    &CommandError::new(dir.display().to_string(), e),
+                    Exit::Failed,
+                ),
             };
         }
         _ => {}
@@ -125,8 +126,8 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("berth: cannot start the async runtime: {e}");
-            return Exit::Failed.into();
+            let e = CommandError::new("cannot start the async runtime", e);
+            return fail(&e, Exit::Failed);
         }
     };
     let code = match cli.cmd {

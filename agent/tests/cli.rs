@@ -110,3 +110,115 @@ fn pool_start_bad_pool_exits_2_and_names_the_field() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown unit"));
 }
+
+/// Each line of `err` that shows an error: `berth: ...` and its `  caused by: ...` lines.
+fn error_lines(err: &str) -> Vec<&str> {
+    err.lines()
+        .filter(|l| l.starts_with("berth: ") || l.starts_with("  caused by: "))
+        .collect()
+}
+
+/// No error text shows twice: no line repeats another, or ends with what another says.
+fn assert_each_cause_once(err: &str) {
+    let lines: Vec<&str> = error_lines(err)
+        .into_iter()
+        .map(|l| {
+            l.trim_start_matches("berth: ")
+                .trim_start_matches("  caused by: ")
+        })
+        .collect();
+    for (i, a) in lines.iter().enumerate() {
+        for b in &lines[i + 1..] {
+            assert!(
+                !a.ends_with(b) && !b.ends_with(a),
+                "{a:?} and {b:?}:\n{err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_unreachable_engine_prints_what_failed_then_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t.json");
+    std::fs::write(
+        &f,
+        r#"{"id":"t","commandLine":"true","containerSettings":{"imageName":"busybox"}}"#,
+    )
+    .unwrap();
+    // A socket file nothing listens on: an engine that stopped and left its socket.
+    let sock = dir.path().join("docker.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let engine = format!("unix://{}", sock.display());
+    let out = berth()
+        .args(["run", "--engine", &engine, "--node-root"])
+        .arg(dir.path().join("root"))
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines = error_lines(&err);
+    assert_eq!(
+        lines.first(),
+        Some(&"berth: the Docker engine is unavailable"),
+        "{err}"
+    );
+    assert_eq!(
+        lines.get(1),
+        Some(&&*format!("  caused by: {engine}")),
+        "{err}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("  caused by: ") && l.contains("refused")),
+        "the socket's own error is there: {err}"
+    );
+    assert_eq!(
+        err.matches("Docker engine is unavailable").count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(err.matches("refused").count(), 1, "{err}");
+    assert!(err.contains("start Docker"), "and what to do: {err}");
+    assert_each_cause_once(&err);
+}
+
+#[test]
+fn a_missing_file_prints_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.json");
+    let enoent = std::io::Error::from_raw_os_error(libc::ENOENT).to_string();
+    // The client reads the files before it asks the agent.
+    let out = berth()
+        .args(["task", "add", "--job", "j", "--socket"])
+        .arg(dir.path().join("none.sock"))
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        error_lines(&err),
+        [
+            format!("berth: {}: cannot read", missing.display()),
+            format!("  caused by: {enoent}")
+        ],
+        "{err}"
+    );
+    // `berth run` lists every problem of its input, each with its cause, once.
+    let out = berth()
+        .args(["run", "--node-root"])
+        .arg(dir.path())
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("missing.json: cannot read: {enoent}")),
+        "{err}"
+    );
+    assert_eq!(err.matches(&enoent).count(), 1, "{err}");
+}

@@ -1,7 +1,8 @@
 //! API errors: one variant per Batch error code the API answers with, each mapped once to
 //! its HTTP status (spec §6), answered in Batch's error body shape. The message is what the
-//! client reads.
+//! client reads: for berth's own failures, the whole chain of causes.
 
+use crate::error_chain::chain;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -65,9 +66,10 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// A failure of berth's own (the store, the disk): 500 `InternalError`, logged.
-    pub fn internal(message: impl std::fmt::Display) -> Self {
-        ApiError::InternalError(message.to_string())
+    /// A failure of berth's own (the store, the disk): 500 `InternalError`, logged. The
+    /// message is `e` and its causes ("state store: disk I/O error").
+    pub fn internal(e: impl std::error::Error + 'static) -> Self {
+        ApiError::InternalError(chain(&e))
     }
 
     /// Batch's error code.
@@ -194,7 +196,11 @@ mod tests {
                 413,
                 "RequestBodyTooLarge",
             ),
-            (ApiError::internal("disk"), 500, "InternalError"),
+            (
+                ApiError::internal(std::io::Error::other("disk")),
+                500,
+                "InternalError",
+            ),
         ];
         for (e, status, code) in cases {
             assert_eq!((e.status().as_u16(), e.code()), (status, code), "{e:?}");

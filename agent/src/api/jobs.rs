@@ -1,6 +1,7 @@
 //! Jobs: add, get, list, terminate, delete.
 
 use super::{find_job, require_json, ApiError, AppState};
+use crate::error_chain::Chain;
 use crate::schedule::job_tasks;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -145,7 +146,7 @@ pub async fn delete(
     let dir = s.rt.node.layout.root().join("workitems").join(&j.spec.id);
     // Tasks own what is inside: removed without following their links.
     if let Err(e) = crate::node::beneath::remove_all(&dir) {
-        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the job's files");
+        tracing::warn!(dir = %dir.display(), error = %Chain(&e), "could not remove the job's files");
     }
     Ok(StatusCode::ACCEPTED)
 }

@@ -3,7 +3,7 @@
 
 use super::find_job;
 use super::{require_json, ApiError, AppState};
-
+use crate::error_chain::Chain;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -263,7 +263,7 @@ pub async fn delete(
     let dir = s.rt.node.layout.task_dir(&t.job_id, &t.spec.id);
     // The task owns what is inside: removed without following its links.
     if let Err(e) = crate::node::beneath::remove_all(&dir) {
-        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the task's files");
+        tracing::warn!(dir = %dir.display(), error = %Chain(&e), "could not remove the task's files");
     }
     Ok(StatusCode::OK)
 }

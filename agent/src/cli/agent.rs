@@ -4,7 +4,7 @@
 //! reports what else changed.
 
 use super::common::{self, NodeArgs, PullArgs};
-use super::Exit;
+use super::{fail, CommandError, Exit};
 use crate::config::AgentConfig;
 use crate::schedule::queue::Scheduler;
 use crate::store::{sqlite::SqliteStore, Store};
@@ -50,10 +50,7 @@ fn load_pool(path: &Option<PathBuf>) -> Result<PoolSpec, Vec<String>> {
 pub async fn run(args: AgentArgs) -> ExitCode {
     let mut cfg = match AgentConfig::load(args.config.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("berth agent: {e}");
-            return Exit::InvalidInput.into();
-        }
+        Err(e) => return fail(&CommandError::plain(e), Exit::InvalidInput),
     };
     if let Some(p) = args.pool {
         cfg.pool = Some(p);
@@ -71,22 +68,20 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         cfg.engine = args.engine;
     }
     if let Err(e) = crate::logging::set_level(&cfg.log_level) {
-        eprintln!("berth agent: {e}");
-        return Exit::InvalidInput.into();
+        return fail(&CommandError::plain(e), Exit::InvalidInput);
     }
     // No token, no TCP.
     let tcp = match (&cfg.tcp_address, &cfg.token_file) {
         (None, _) => None,
         (Some(_), None) => {
-            eprintln!("berth agent: tcp_address is set but token_file is not; TCP is only served with a bearer token");
-            return Exit::InvalidInput.into();
+            let e = CommandError::plain(
+                "tcp_address is set but token_file is not; TCP is only served with a bearer token",
+            );
+            return fail(&e, Exit::InvalidInput);
         }
         (Some(addr), Some(f)) => match api::read_token(f) {
             Ok(t) => Some((addr.clone(), t)),
-            Err(e) => {
-                eprintln!("berth agent: {e}");
-                return Exit::InvalidInput.into();
-            }
+            Err(e) => return fail(&CommandError::plain(e), Exit::InvalidInput),
         },
     };
     let pool = match load_pool(&cfg.pool) {
@@ -124,17 +119,16 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     }
     let rt = match common::runtime(&node_args, pool, true).await {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("berth agent: {e}");
-            return Exit::Failed.into();
-        }
+        Err(e) => return common::engine_failed(&e).into(),
     };
     let db = rt.node.layout.root().join("berth").join("state.db");
     let store: Arc<dyn Store> = match SqliteStore::open(&db) {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            eprintln!("berth agent: {}: {e}", db.display());
-            return Exit::Failed.into();
+            return fail(
+                &CommandError::new(db.display().to_string(), e),
+                Exit::Failed,
+            )
         }
     };
     let (sched, queue) = Scheduler::new(rt.clone(), store.clone());
@@ -151,8 +145,10 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         let listener = match tokio::net::TcpListener::bind(&addr).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("berth agent: tcp_address {addr}: {e}");
-                return Exit::Failed.into();
+                return fail(
+                    &CommandError::new(format!("tcp_address {addr}"), e),
+                    Exit::Failed,
+                )
             }
         };
         let (app, stop) = (app.clone(), api_stop.clone());
@@ -165,9 +161,9 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     let listener = match api::bind_unix(&socket) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("berth agent: socket {}: {e}", socket.display());
             api_stop.cancel();
-            return Exit::Failed.into();
+            let what = format!("socket {}", socket.display());
+            return fail(&CommandError::new(what, e), Exit::Failed);
         }
     };
     let api_task = tokio::spawn({
@@ -205,12 +201,12 @@ pub async fn run(args: AgentArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!(
-                "berth agent: cannot prepare the node root {}: {e}",
+            api_stop.cancel();
+            let what = format!(
+                "cannot prepare the node root {}",
                 rt.node.layout.root().display()
             );
-            api_stop.cancel();
-            return Exit::Failed.into();
+            return fail(&CommandError::new(what, e), Exit::Failed);
         }
     }
     let node = rt.status.get();
@@ -233,13 +229,10 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     match api_task.await {
         Ok(Ok(())) => Exit::Ok.into(),
         Ok(Err(e)) => {
-            eprintln!("berth agent: API on {}: {e}", cfg.socket.display());
-            Exit::Failed.into()
+            let what = format!("API on {}", cfg.socket.display());
+            fail(&CommandError::new(what, e), Exit::Failed)
         }
-        Err(e) => {
-            eprintln!("berth agent: API task: {e}");
-            Exit::Failed.into()
-        }
+        Err(e) => fail(&CommandError::new("API task", e), Exit::Failed),
     }
 }
 

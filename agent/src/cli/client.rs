@@ -13,8 +13,20 @@ pub enum ClientError {
     NotRunning(PathBuf),
     #[error("permission denied on {0}: the socket belongs to group berth; join it (`usermod -aG berth $USER`, then log in again) or use sudo")]
     Denied(PathBuf),
-    #[error("{path}: {message}")]
-    Transport { path: PathBuf, message: String },
+    /// The connection to the socket failed.
+    #[error("{}", path.display())]
+    Transport {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The agent answered with what berth cannot read.
+    #[error("the agent's answer to GET {path} is not what berth expects")]
+    Unexpected {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
     /// The agent answered with a Batch error body.
     #[error("{code}: {message}")]
     Api {
@@ -40,10 +52,10 @@ impl Client {
         }
     }
 
-    fn transport(&self, e: impl std::fmt::Display) -> ClientError {
+    fn transport(&self, e: impl std::error::Error + Send + Sync + 'static) -> ClientError {
         ClientError::Transport {
             path: self.socket.clone(),
-            message: e.to_string(),
+            source: Box::new(e),
         }
     }
 
@@ -103,10 +115,9 @@ impl Client {
         path: &str,
     ) -> Result<T, ClientError> {
         let r = self.request("GET", path, None, &[]).await?;
-        serde_json::from_slice(&r.body).map_err(|e| {
-            self.transport(format!(
-                "the agent's answer to GET {path} is not what berth expects: {e}"
-            ))
+        serde_json::from_slice(&r.body).map_err(|source| ClientError::Unexpected {
+            path: path.into(),
+            source,
         })
     }
 }

@@ -1,8 +1,9 @@
 //! What `berth run` and `berth pool start` share: the node's options, the pull limits, and
 //! building the runtime (engine, image store, node status) from them.
 
-use super::Exit;
-use crate::engine::{Docker, Engine, SharedEngine};
+use super::{CommandError, Exit};
+use crate::engine::{Docker, Engine, EngineError, SharedEngine};
+use crate::error_chain::Chain;
 use crate::gpu::{self, ExposureSetting, Gpus};
 use crate::image::progress::{BarObserver, LogObserver, PullObserver};
 use crate::image::store::{ImageStore, PullSettings};
@@ -147,16 +148,25 @@ pub fn progress_bars() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("BERTH_NO_PROGRESS").is_none()
 }
 
+/// What to do when the engine cannot be reached, printed after the error.
+pub const ENGINE_HINT: &str = "berth: start Docker (e.g. `systemctl start docker`) or point --engine / DOCKER_HOST at a running engine";
+
+/// Prints an engine that cannot be reached, and what to do about it.
+pub fn engine_failed(e: &EngineError) -> Exit {
+    super::fail(e, Exit::Failed);
+    eprintln!("{ENGINE_HINT}");
+    Exit::Failed
+}
+
 /// The runtime, a signal-driven cancellation root, and pool start done: what `berth run`
 /// and `berth pool start` both begin with. Errors are printed; the exit code is returned.
 pub async fn start_node(
     args: &NodeArgs,
     pool: PoolSpec,
 ) -> Result<(Arc<NodeContext>, CancellationToken, crate::pool::PoolStart), Exit> {
-    let rt = runtime(args, pool, false).await.map_err(|e| {
-        eprintln!("berth: {e}");
-        Exit::Failed
-    })?;
+    let rt = runtime(args, pool, false)
+        .await
+        .map_err(|e| engine_failed(&e))?;
     // A signal is berth stopping (not a terminate): see `NodeContext::stopping`.
     let cancel = rt.stopping.clone();
     crate::shutdown::cancel_on_signals(
@@ -173,10 +183,11 @@ pub async fn start_node(
     {
         Ok(started) => Ok((rt, cancel, started)),
         Err(e) => {
-            eprintln!(
-                "berth: cannot prepare the node root {}: {e}",
+            let what = format!(
+                "cannot prepare the node root {}",
                 rt.node.layout.root().display()
             );
+            super::fail(&CommandError::new(what, e), Exit::Failed);
             Err(Exit::Failed)
         }
     }
@@ -184,24 +195,21 @@ pub async fn start_node(
 
 /// Connects to the engine and assembles the runtime for `pool`. With `engine_may_wait`
 /// (the daemon) an engine that does not answer yet is no error: the caller waits for it
-/// (`pool::engine_health`).
+/// (`pool::engine_health`). Fails only when the engine cannot be reached
+/// ([`engine_failed`] prints it).
 pub async fn runtime(
     args: &NodeArgs,
     pool: PoolSpec,
     engine_may_wait: bool,
-) -> Result<Arc<NodeContext>, String> {
-    let hint = "berth: start Docker (e.g. `systemctl start docker`) or point --engine / DOCKER_HOST at a running engine";
+) -> Result<Arc<NodeContext>, EngineError> {
     let engine = if engine_may_wait {
-        let e = Docker::open(args.engine.as_deref(), crate::engine::DEFAULT_CALL_TIMEOUT)
-            .map_err(|e| format!("{e}\n{hint}"))?;
+        let e = Docker::open(args.engine.as_deref(), crate::engine::DEFAULT_CALL_TIMEOUT)?;
         if let Err(why) = e.negotiate().await {
-            tracing::warn!(error = %why, "the Docker engine does not answer yet; GPU exposure is chosen without its runtimes");
+            tracing::warn!(error = %Chain(&why), "the Docker engine does not answer yet; GPU exposure is chosen without its runtimes");
         }
         e
     } else {
-        Docker::connect(args.engine.as_deref())
-            .await
-            .map_err(|e| format!("{e}\n{hint}"))?
+        Docker::connect(args.engine.as_deref()).await?
     };
     let engine: SharedEngine = Arc::new(engine);
     let node_root = if args.node_root.is_absolute() {
@@ -273,7 +281,7 @@ async fn gpus(args: &GpuArgs, engine: &dyn Engine) -> Gpus {
         gpu::EngineGpuSupport::default()
     } else {
         let runtimes = engine.runtimes().await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot list the engine's runtimes");
+            tracing::warn!(error = %Chain(&e), "cannot list the engine's runtimes");
             vec![]
         });
         gpu::EngineGpuSupport {

@@ -2,7 +2,7 @@
 //! a few API calls over the socket; tables for people, `--json` for scripts.
 
 use super::client::{Client, ClientError};
-use super::Exit;
+use super::{Exit, InputError};
 use crate::render;
 use crate::schedule::TaskReport;
 use berth_proto::{ComputeNode, JobView, TaskState, TaskView};
@@ -90,18 +90,20 @@ pub enum NodeCmd {
 }
 
 fn fail(e: ClientError) -> ExitCode {
-    eprintln!("berth: {e}");
-    match e {
+    let code = match e {
         ClientError::Api { .. } => Exit::Failed,
         _ => Exit::Unreachable,
-    }
-    .into()
+    };
+    super::fail(&e, code)
 }
 
 fn read(file: &PathBuf) -> Result<Vec<u8>, ExitCode> {
-    std::fs::read(file).map_err(|e| {
-        eprintln!("berth: {}: {e}", file.display());
-        Exit::InvalidInput.into()
+    std::fs::read(file).map_err(|source| {
+        let e = InputError::Read {
+            path: file.clone(),
+            source,
+        };
+        super::fail(&e, Exit::InvalidInput)
     })
 }
 
@@ -298,9 +300,12 @@ async fn add_tasks(c: &Client, job: &str, files: &[PathBuf], json: bool) -> Exit
         };
         let v: serde_json::Value = match serde_json::from_slice(&text) {
             Ok(v) => v,
-            Err(e) => {
-                eprintln!("berth: {}: not JSON: {e}", f.display());
-                return Exit::InvalidInput.into();
+            Err(source) => {
+                let e = InputError::NotJson {
+                    path: f.clone(),
+                    source,
+                };
+                return super::fail(&e, Exit::InvalidInput);
             }
         };
         match v {

@@ -38,8 +38,15 @@ struct Inputs {
     tasks: Vec<TaskSpec>,
 }
 
+/// A file's text, or why it cannot be read (the problem, with its cause, in words: it
+/// joins the list of the input's problems).
 pub(crate) fn read(path: &PathBuf) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+    std::fs::read_to_string(path).map_err(|source| {
+        crate::error_chain::chain(&super::InputError::Read {
+            path: path.clone(),
+            source,
+        })
+    })
 }
 
 pub(crate) type Loader<T> = fn(&str, &str) -> Result<load::Loaded<T>, load::LoadError>;

@@ -12,6 +12,7 @@ use super::{
     ContainerState, ContainerSummary, Credentials, Engine, EngineError, Output, OutputStream,
     PullEvent, PullLimits,
 };
+use crate::error_chain::{Cause, Chain};
 use bollard::auth::DockerCredentials;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
@@ -167,16 +168,15 @@ pub(crate) fn from_bollard(
             secs: timeout_secs,
         },
         B::DockerStreamError { error } => EngineError::Stream(error),
-        B::IOError { err } => EngineError::Unavailable(err.to_string()),
-        B::HyperResponseError { err } => EngineError::Unavailable(err.to_string()),
+        B::IOError { err } => EngineError::Unavailable(Cause::new(err)),
+        B::HyperResponseError { err } => EngineError::Unavailable(Cause::new(err)),
         other => {
-            let s = other.to_string();
             // hyper's "client error (Connect)" as much as "connection refused".
-            let l = s.to_ascii_lowercase();
+            let l = other.to_string().to_ascii_lowercase();
             if l.contains("connect") || l.contains("no such file") {
-                EngineError::Unavailable(s)
+                EngineError::Unavailable(Cause::new(other))
             } else {
-                EngineError::Other(s)
+                EngineError::Other(Cause::new(other))
             }
         }
     }
@@ -188,8 +188,8 @@ pub(crate) fn classify_pull(e: EngineError) -> EngineError {
     let message = match &e {
         EngineError::Refused { message, .. }
         | EngineError::Stream(message)
-        | EngineError::Other(message)
         | EngineError::NotFound(message) => message.clone(),
+        EngineError::Other(cause) => cause.to_string(),
         _ => return e,
     };
     let m = message.to_ascii_lowercase();
@@ -269,11 +269,11 @@ impl Docker {
         } else if host.starts_with('/') {
             bollard::Docker::connect_with_socket(&host, secs, bollard::API_DEFAULT_VERSION)
         } else {
-            return Err(EngineError::Other(format!(
+            return Err(EngineError::Other(Cause::msg(format!(
                 "engine address {host:?} is not unix:///path or tcp://host:port"
-            )));
+            ))));
         }
-        .map_err(|e| EngineError::Unavailable(format!("{host}: {e}")))?
+        .map_err(|e| EngineError::Unavailable(Cause::at(&host, e)))?
         .with_request_modifier(fix_registry_auth);
         Ok(Docker {
             client_unbounded: client.clone().with_timeout(UNBOUNDED),
@@ -340,11 +340,12 @@ impl Engine for Docker {
                         secs: PROBE_TIMEOUT.as_secs(),
                     })?;
             answered.map(|_| ()).map_err(|e| {
-                EngineError::Unavailable(format!(
-                    "{}: {}",
-                    self.host,
-                    from_bollard("version", secs, e)
-                ))
+                // Unavailable already: the host says where, and the cause stays one level.
+                let cause = match from_bollard("version", secs, e) {
+                    EngineError::Unavailable(cause) => cause,
+                    other => Cause::new(other),
+                };
+                EngineError::Unavailable(Cause::at(&self.host, cause))
             })
         })
     }
@@ -523,7 +524,7 @@ impl Engine for Docker {
                         }
                     }
                     Err(e) if e.is_transient() && attempt < 5 => {
-                        tracing::warn!(container = name, attempt, error = %e, "create failed; retrying");
+                        tracing::warn!(container = name, attempt, error = %Chain(&e), "create failed; retrying");
                         tokio::time::sleep(delay).await;
                         delay *= 2;
                     }
@@ -751,7 +752,7 @@ impl Engine for Docker {
                     Err(ArchiveError::TooLarge(_)) => {
                         return Err(EngineError::FileTooLarge { path: at, limit })
                     }
-                    Err(e) => return Err(EngineError::Other(format!("{at}: {e}"))),
+                    Err(e) => return Err(EngineError::Other(Cause::msg(format!("{at}: {e}")))),
                 }
             }
             Err(EngineError::NoSuchFile(format!(
@@ -764,6 +765,35 @@ impl Engine for Docker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stopped engine (its socket file left, nothing listening): unavailable, the
+    /// address, then the client's causes down to the refused connection, each once.
+    #[tokio::test]
+    async fn an_engine_away_keeps_its_causes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("docker.sock");
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+        let host = format!("unix://{}", sock.display());
+        let e = Docker::open(Some(&host), Duration::from_secs(5))
+            .unwrap()
+            .negotiate()
+            .await
+            .unwrap_err();
+        assert!(e.is_engine_down(), "{e:?}");
+        let levels = crate::error_chain::levels(&e);
+        assert_eq!(
+            levels[..2],
+            ["the Docker engine is unavailable", &host],
+            "{levels:?}"
+        );
+        let text = crate::error_chain::chain(&e);
+        assert_eq!(text.matches("unavailable").count(), 1, "{text}");
+        assert!(
+            std::error::Error::source(&e).is_some() && text.contains("refused"),
+            "{text}"
+        );
+        assert_eq!(e.message(), text, "failure details show the whole chain");
+    }
 
     fn server(status_code: u16, message: &str) -> bollard::errors::Error {
         bollard::errors::Error::DockerResponseServerError {
@@ -840,7 +870,7 @@ mod tests {
             refused(400, "invalid reference format"),
             "what it cannot place stays as it was"
         );
-        let away = EngineError::Unavailable("client error (Connect)".into());
+        let away = EngineError::Unavailable(Cause::msg("client error (Connect)"));
         assert_eq!(
             classify_pull(away.clone()),
             away,

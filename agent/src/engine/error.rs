@@ -1,12 +1,16 @@
 //! Engine failures, classified once by the implementation (`docker.rs` reads the Docker
 //! engine's statuses and messages) so that callers decide on variants, never on text:
-//! retry, blame the image, the registry, the settings, or the engine itself.
+//! retry, blame the image, the registry, the settings, or the engine itself. What the
+//! engine said (a status's message, a stream's error) is data and stays a `String`; what
+//! went wrong on berth's side of the socket (I/O, the HTTP client) is kept as the source.
+
+use crate::error_chain::{chain, Cause};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EngineError {
     /// The engine could not be reached (socket missing, connection refused or reset).
-    #[error("the Docker engine is unavailable: {0}")]
-    Unavailable(String),
+    #[error("the Docker engine is unavailable")]
+    Unavailable(#[source] Cause),
     /// No answer within the deadline.
     #[error("the engine did not answer {op} within {secs} s")]
     Timeout { op: &'static str, secs: u64 },
@@ -45,8 +49,9 @@ pub enum EngineError {
     /// An error reported inside a stream (attach, logs) not classified above.
     #[error("{0}")]
     Stream(String),
-    #[error("{0}")]
-    Other(String),
+    /// A failure of the client not classified above.
+    #[error(transparent)]
+    Other(Cause),
 }
 
 impl EngineError {
@@ -70,14 +75,15 @@ impl EngineError {
         )
     }
 
-    /// The engine's own words, for failure details.
+    /// The engine's own words, for failure details; berth's words and their causes for
+    /// the rest.
     pub fn message(&self) -> String {
         match self {
             EngineError::Refused { message, .. }
             | EngineError::ImageNotFound(message)
             | EngineError::RegistryDenied(message)
             | EngineError::RegistryUnavailable(message) => message.clone(),
-            other => other.to_string(),
+            other => chain(other),
         }
     }
 }

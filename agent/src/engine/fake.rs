@@ -170,7 +170,7 @@ impl Default for Fake {
 }
 
 fn unavailable() -> EngineError {
-    EngineError::Unavailable("fake engine is down".into())
+    EngineError::Unavailable(crate::error_chain::Cause::msg("fake engine is down"))
 }
 
 impl Fake {

@@ -98,16 +98,9 @@ fn from_reqwest(e: reqwest::Error) -> HttpFailure {
     if e.is_timeout() {
         return HttpFailure::Timeout;
     }
-    // reqwest's messages hold the URL, query included: keep only the causes.
-    let e = e.without_url();
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    HttpFailure::Transport(msg)
+    // reqwest's messages hold the URL, query included: keep only the causes, in words,
+    // so that no later rendering can bring the URL back.
+    HttpFailure::Transport(crate::error_chain::chain(&e.without_url()))
 }
 
 /// The client every transfer shares: connection reuse, the OS trust store, and timeouts
@@ -122,13 +115,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Http {
-    pub fn new() -> Result<Http, String> {
+    pub fn new() -> Result<Http, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         Ok(Http { client })
     }
 

@@ -8,16 +8,21 @@ pub mod outputs;
 pub mod pattern;
 pub mod resources;
 
+use crate::error_chain::{chain, Cause};
+use crate::node::BeneathError;
 use berth_proto::FailureCode;
 use std::sync::OnceLock;
 
 /// A transfer that failed, as Batch reports it: a failure code and a message that names
-/// the file and the URL without its query.
+/// the file and the URL without its query; an I/O error behind it is kept as `source`.
+/// [`FileError::details`] is the text the task's failure info shows.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct FileError {
     pub code: FailureCode,
     pub message: String,
+    #[source]
+    pub source: Option<Cause>,
 }
 
 impl FileError {
@@ -25,6 +30,39 @@ impl FileError {
         FileError {
             code,
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// `message` says what failed, `source` why.
+    pub fn caused(
+        code: FailureCode,
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        FileError {
+            code,
+            message: message.into(),
+            source: Some(Cause::new(source)),
+        }
+    }
+
+    /// A file operation beneath a task's directory that failed, with `code`: the path,
+    /// and the I/O error as its cause; what the task planted, in words.
+    pub fn beneath(code: FailureCode, e: BeneathError) -> Self {
+        match e {
+            BeneathError::Io { path, source } => {
+                FileError::caused(code, path.display().to_string(), source)
+            }
+            refused => FileError::new(code, refused.to_string()),
+        }
+    }
+
+    /// The message and its causes ("stdout.txt: No space left on device").
+    pub fn details(&self) -> String {
+        match &self.source {
+            Some(s) => format!("{}: {}", self.message, chain(s)),
+            None => self.message.clone(),
         }
     }
 }
@@ -63,7 +101,7 @@ pub struct Transfers {
 }
 
 impl Transfers {
-    pub fn new(limits: Limits) -> Result<Transfers, String> {
+    pub fn new(limits: Limits) -> Result<Transfers, reqwest::Error> {
         Ok(Transfers {
             http: blob::Http::new()?,
             limits,
@@ -73,11 +111,15 @@ impl Transfers {
     /// The process's transfers, made on first use (loading the trust store costs a few ms,
     /// which tasks without files never pay).
     pub fn shared() -> Result<&'static Transfers, FileError> {
-        static SHARED: OnceLock<Result<Transfers, String>> = OnceLock::new();
+        static SHARED: OnceLock<Result<Transfers, Cause>> = OnceLock::new();
         SHARED
-            .get_or_init(|| Transfers::new(Limits::default()))
+            .get_or_init(|| Transfers::new(Limits::default()).map_err(Cause::new))
             .as_ref()
-            .map_err(|e| FileError::new(FailureCode::Unknown, format!("HTTP client: {e}")))
+            .map_err(|e| FileError {
+                code: FailureCode::Unknown,
+                message: "HTTP client".into(),
+                source: Some(e.clone()),
+            })
     }
 }
 

@@ -61,7 +61,7 @@ pub async fn upload(
     // Everything below the task directory is the task's: every file is reached through
     // this handle, without following links (`crate::node::beneath`).
     let dir = Beneath::open(task.task_dir)
-        .map_err(|e| FileError::new(FailureCode::FileUploadMiscError, e.to_string()))?;
+        .map_err(|e| FileError::beneath(FailureCode::FileUploadMiscError, e))?;
     let mut log = Log::open(&dir)?;
     let mut uploads = Vec::new();
     let mut first_error: Option<FileError> = None;
@@ -73,7 +73,7 @@ pub async fn upload(
             )),
             Ok(list) => uploads.extend(list),
             Err(e) => {
-                log.err(&e.message);
+                log.err(&e.details());
                 first_error.get_or_insert(e);
             }
         }
@@ -102,7 +102,7 @@ pub async fn upload(
                 ));
             }
             Err(e) => {
-                log.err(&format!("{}: {}", u.file.display(), e.message));
+                log.err(&format!("{}: {}", u.file.display(), e.details()));
                 first_error.get_or_insert(e);
             }
         }
@@ -192,14 +192,15 @@ fn upload_error(f: &HttpFailure, url: &str) -> FileError {
 /// on that descriptor (a regular file with one name) and read from it. Returns its size.
 pub async fn upload_file(t: &Transfers, u: &Upload, dir: &Beneath) -> Result<u64, FileError> {
     let local = |e: std::io::Error| {
-        FileError::new(
+        FileError::caused(
             FailureCode::FileUploadMiscError,
-            format!("reading {}: {e}", u.file.display()),
+            format!("reading {}", u.file.display()),
+            e,
         )
     };
     let (file, st) = dir
         .read(&u.file)
-        .map_err(|e| FileError::new(FailureCode::FileUploadMiscError, e.to_string()))?;
+        .map_err(|e| FileError::beneath(FailureCode::FileUploadMiscError, e))?;
     let file = std::sync::Arc::new(file);
     let size = st.st_size as u64;
     let block = block_size(size, t.limits.block_size as u64);
@@ -283,7 +284,7 @@ impl Log {
     fn open(dir: &Beneath) -> Result<Log, FileError> {
         let open = |name: &str| {
             dir.append(name, Some(0o644))
-                .map_err(|e| FileError::new(FailureCode::FileUploadMiscError, e.to_string()))
+                .map_err(|e| FileError::beneath(FailureCode::FileUploadMiscError, e))
         };
         Ok(Log {
             out: open("fileuploadout.txt")?,

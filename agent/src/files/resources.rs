@@ -380,7 +380,7 @@ fn io_error(code: FailureCode, p: &Path, e: std::io::Error) -> FileError {
     } else {
         code
     };
-    FileError::new(code, format!("{}: {e}", p.display()))
+    FileError::caused(code, p.display().to_string(), e)
 }
 
 /// A filesystem failure as a task failure: a full disk has its own code; what the task

@@ -4,6 +4,7 @@
 //! none (anonymous). The first two are pure; the last reads a file and may run a helper.
 
 use crate::engine::Credentials;
+use crate::error_chain::Cause;
 use berth_proto::{ContainerRegistry, ImageRef, Secret};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,11 +14,25 @@ use std::time::{Duration, Instant};
 /// A credential helper that hangs must not hold a pull forever.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A Docker config that could not be read or asked. Its causes never hold the file's or
+/// a helper's output: they may hold the secret.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("docker config {path}: {message}")]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
+pub enum ConfigError {
+    #[error("docker config {path}: cannot read")]
+    Read {
+        path: String,
+        #[source]
+        source: Cause,
+    },
+    /// The file or its credential helper answered with an error.
+    #[error("docker config {path}")]
+    Lookup {
+        path: String,
+        #[source]
+        source: Cause,
+    },
+    #[error("docker config {path}: the credential helper did not answer within {secs} s")]
+    HelperTimeout { path: String, secs: u64 },
 }
 
 /// Docker Hub answers to several names; other hosts compare case-insensitively.
@@ -80,14 +95,16 @@ pub fn from_docker_config(
     image: &ImageRef,
 ) -> Result<Option<Credentials>, ConfigError> {
     use docker_credential::{CredentialRetrievalError as E, DockerCredential};
-    let err = |message: String| ConfigError {
-        path: path.display().to_string(),
-        message,
-    };
+    let shown = || path.display().to_string();
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(err(format!("cannot read: {e}"))),
+        Err(e) => {
+            return Err(ConfigError::Read {
+                path: shown(),
+                source: Cause::new(e),
+            })
+        }
     };
     let host = canonical_host(&image.domain);
     let key = config_key(&host);
@@ -104,8 +121,14 @@ pub fn from_docker_config(
             );
             return Ok(None);
         }
-        // Never echo helper output or file content: they may hold the secret.
-        Err(e) => return Err(err(e.to_string())),
+        // Never echo helper output or file content: they may hold the secret. The other
+        // errors name the problem only.
+        Err(e) => {
+            return Err(ConfigError::Lookup {
+                path: shown(),
+                source: Cause::new(e),
+            })
+        }
     };
     Ok(Some(match c {
         DockerCredential::IdentityToken(t) => Credentials {
@@ -160,18 +183,15 @@ impl DockerConfig {
         let found = match tokio::time::timeout(HELPER_TIMEOUT, job).await {
             Ok(Ok(r)) => r?,
             Ok(Err(e)) => {
-                return Err(ConfigError {
+                return Err(ConfigError::Lookup {
                     path: shown,
-                    message: e.to_string(),
+                    source: Cause::new(e),
                 })
             }
             Err(_) => {
-                return Err(ConfigError {
+                return Err(ConfigError::HelperTimeout {
                     path: shown,
-                    message: format!(
-                        "the credential helper did not answer within {} s",
-                        HELPER_TIMEOUT.as_secs()
-                    ),
+                    secs: HELPER_TIMEOUT.as_secs(),
                 })
             }
         };

@@ -12,6 +12,7 @@ use super::credentials::{self, fingerprint};
 use super::progress::{LogObserver, PullObserver, PullUpdate};
 use crate::backoff::Backoff;
 use crate::engine::{Credentials, EngineError, PullEvent, PullLimits, SharedEngine};
+use crate::error_chain::Cause;
 use berth_proto::{ContainerRegistry, FailureCode, ImageRef};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -72,12 +73,17 @@ pub enum PullFailure {
     Other,
 }
 
+/// A pull that failed. `message` is what failed, or the registry's own words passed on by
+/// the engine (data, not a cause); an error of berth's side (the engine not answering,
+/// the Docker config) is kept as `source`. Shown to users through `error_chain::chain`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct PullError {
     pub image: String,
     pub kind: PullFailure,
     pub message: String,
+    #[source]
+    pub source: Option<Cause>,
 }
 
 impl PullError {
@@ -230,12 +236,13 @@ impl ImageStore {
         policy: PullPolicy,
         platform: Option<&str>,
     ) -> Result<(), PullError> {
-        let fail = |kind, message: String| PullError {
+        let fail = |kind, message: String, source: Option<Cause>| PullError {
             image: image.to_string(),
             kind,
             message,
+            source,
         };
-        let r = ImageRef::parse(image).map_err(|m| fail(PullFailure::Reference, m))?;
+        let r = ImageRef::parse(image).map_err(|m| fail(PullFailure::Reference, m, None))?;
         let name = canonical(&r);
         let creds = credentials::resolve(
             &r,
@@ -244,24 +251,27 @@ impl ImageStore {
             self.docker_config.as_ref(),
         )
         .await
-        .map_err(|e| fail(PullFailure::Config, e.to_string()))?;
+        .map_err(|e| {
+            fail(
+                PullFailure::Config,
+                "cannot look up the registry's credentials".into(),
+                Some(Cause::new(e)),
+            )
+        })?;
         let fp = fingerprint(creds.as_ref());
         let key: PullKey = (name.clone(), platform.map(str::to_string), fp);
         if policy != PullPolicy::Always {
             if let Some(p) = self.joinable(&key) {
                 return p.await;
             }
-            let present = self
-                .engine
-                .image_present(&name)
-                .await
-                .map_err(|e| match e {
-                    e if e.is_engine_down() => fail(
-                        PullFailure::Engine,
-                        format!("the Docker engine does not answer: {e}"),
-                    ),
-                    _ => fail(PullFailure::Other, format!("cannot inspect image: {e}")),
-                })?;
+            let present = self.engine.image_present(&name).await.map_err(|e| {
+                let (kind, what) = if e.is_engine_down() {
+                    (PullFailure::Engine, "the Docker engine does not answer")
+                } else {
+                    (PullFailure::Other, "cannot inspect image")
+                };
+                fail(kind, what.into(), Some(Cause::new(e)))
+            })?;
             if present {
                 return self.check_access(image, &name, creds.as_ref(), fp).await;
             }
@@ -269,6 +279,7 @@ impl ImageStore {
                 return Err(fail(
                     PullFailure::Absent,
                     format!("No such image: {image} (and --pull never forbids pulling it)"),
+                    None,
                 ));
             }
         }
@@ -303,7 +314,8 @@ impl ImageStore {
                 Err(PullError {
                     image,
                     kind: PullFailure::Other,
-                    message: format!("the pull stopped: {e}"),
+                    message: "the pull stopped".into(),
+                    source: Some(Cause::new(e)),
                 })
             })
         }
@@ -335,6 +347,7 @@ impl ImageStore {
                 image: name.to_string(),
                 kind,
                 message,
+                source: None,
             })
         };
         let started = tokio::time::Instant::now();
@@ -451,6 +464,7 @@ impl ImageStore {
                         "{image} is on this node from a private registry, and the registry did not accept this task's credentials for it: {}",
                         e.message()
                     ),
+                    source: None,
                 })
             }
         }
@@ -557,6 +571,7 @@ mod tests {
             image: "i".into(),
             kind,
             message: "m".into(),
+            source: None,
         };
         assert_eq!(
             e(PullFailure::Auth).code(),
@@ -575,7 +590,7 @@ mod tests {
             FailureCode::ContainerMiscError,
             "the image is not at fault"
         );
-        let away = EngineError::Unavailable("client error (Connect)".into());
+        let away = EngineError::Unavailable(Cause::msg("client error (Connect)"));
         assert_eq!(classify(&away), (PullFailure::Engine, true));
     }
 

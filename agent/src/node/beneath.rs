@@ -57,7 +57,7 @@ pub enum BeneathError {
     /// What the task left there; berth did not act on it.
     #[error("{}: {found}; berth follows no links and opens no special or multiply linked files in task directories", path.display())]
     Refused { path: PathBuf, found: Found },
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]

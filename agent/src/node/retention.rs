@@ -2,6 +2,7 @@
 //! Deadlines are recorded under `volatile/retention/` so that a later berth process (a
 //! later `berth run`, or the daemon after a restart) removes what an earlier one left.
 
+use crate::error_chain::Chain;
 use crate::node::NodeLayout;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -74,7 +75,7 @@ pub fn sweep(layout: &NodeLayout) -> std::io::Result<usize> {
                 Ok(true) => removed += 1,
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "could not remove an expired task directory");
+                    tracing::warn!(path = %path.display(), error = %Chain(&e), "could not remove an expired task directory");
                     continue;
                 }
             }

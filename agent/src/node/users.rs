@@ -38,10 +38,22 @@ impl ResolvedUser {
 pub enum UserError {
     #[error("user {name:?} is not one of the pool's userAccounts")]
     UnknownPoolUser { name: String },
+    /// `message`: what `groupadd`/`useradd` said, or what was missing after them.
     #[error("cannot create host user {name:?}: {message}")]
     Create { name: String, message: String },
-    #[error("cannot look up host user {name:?}: {message}")]
-    Lookup { name: String, message: String },
+    #[error("cannot create host user {name:?}: cannot run {tool}")]
+    Run {
+        name: String,
+        tool: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot look up host user {name:?}")]
+    Lookup {
+        name: String,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 /// Resolves (and, as root, creates) the user a task runs as.
@@ -111,7 +123,7 @@ fn own_ids() -> (u32, u32) {
 fn lookup_err(name: &str, e: nix::Error) -> UserError {
     UserError::Lookup {
         name: name.into(),
-        message: e.to_string(),
+        source: e,
     }
 }
 
@@ -175,9 +187,10 @@ fn ensure_user(
 }
 
 fn run(c: &mut Command, name: &str) -> Result<(), UserError> {
-    let out = c.output().map_err(|e| UserError::Create {
+    let out = c.output().map_err(|source| UserError::Run {
         name: name.into(),
-        message: e.to_string(),
+        tool: c.get_program().to_string_lossy().into_owned(),
+        source,
     })?;
     if !out.status.success() {
         return Err(UserError::Create {

@@ -5,6 +5,7 @@
 //! Running tasks see the loss on their own: their wait breaks off (`task::run`).
 
 use crate::backoff::Backoff;
+use crate::error_chain::{chain, Chain};
 use crate::task::NodeContext;
 use berth_proto::{NameValuePair, NodeError, NodeState};
 use std::time::Duration;
@@ -51,10 +52,10 @@ pub async fn wait_at_start(rt: &NodeContext, cancel: &CancellationToken) -> bool
             }
             Err(e) => {
                 if !said {
-                    tracing::warn!(engine = %rt.engine.host(), error = %e, "waiting for the Docker engine");
+                    tracing::warn!(engine = %rt.engine.host(), error = %Chain(&e), "waiting for the Docker engine");
                     said = true;
                 }
-                set_error(rt, Some(away_error(rt, &e.to_string())));
+                set_error(rt, Some(away_error(rt, &chain(&e))));
             }
         }
         if !delay.sleep(cancel).await {
@@ -80,7 +81,7 @@ pub async fn watch(rt: &NodeContext, wake: impl Fn(), cancel: CancellationToken)
                 tracing::info!(engine = %rt.engine.host(), "the Docker engine answers again");
                 // A restarted engine may be another version.
                 if let Err(e) = rt.engine.negotiate().await {
-                    tracing::warn!(error = %e, "API version not agreed again");
+                    tracing::warn!(error = %Chain(&e), "API version not agreed again");
                 }
                 set_error(rt, None);
                 if made_unusable && rt.status.state() == NodeState::Unusable {
@@ -92,10 +93,10 @@ pub async fn watch(rt: &NodeContext, wake: impl Fn(), cancel: CancellationToken)
             Ok(()) => {}
             Err(e) => {
                 if !away {
-                    tracing::error!(engine = %rt.engine.host(), error = %e, "the Docker engine stopped answering; no task starts until it does");
+                    tracing::error!(engine = %rt.engine.host(), error = %Chain(&e), "the Docker engine stopped answering; no task starts until it does");
                     away = true;
                 }
-                set_error(rt, Some(away_error(rt, &e.to_string())));
+                set_error(rt, Some(away_error(rt, &chain(&e))));
                 if rt.status.state().schedulable() {
                     rt.status.set_state(NodeState::Unusable);
                     made_unusable = true;

@@ -6,6 +6,7 @@
 
 pub mod engine_health;
 
+use crate::error_chain::{chain, Chain};
 use crate::node::retention;
 use crate::task::create::labels;
 use crate::task::{self, plan, NodeContext};
@@ -33,7 +34,7 @@ pub async fn clean_leftovers(rt: &NodeContext, keep_tasks: bool) -> usize {
     {
         Ok(l) => l,
         Err(e) => {
-            tracing::warn!(error = %e, "could not list leftover containers");
+            tracing::warn!(error = %Chain(&e), "could not list leftover containers");
             return 0;
         }
     };
@@ -48,7 +49,7 @@ pub async fn clean_leftovers(rt: &NodeContext, keep_tasks: bool) -> usize {
             match rt.engine.remove(&id).await {
                 Ok(()) => n += 1,
                 Err(e) => {
-                    tracing::warn!(container = %id, error = %e, "could not remove leftover container")
+                    tracing::warn!(container = %id, error = %Chain(&e), "could not remove leftover container")
                 }
             }
         }
@@ -86,6 +87,7 @@ async fn prefetch(rt: &NodeContext, concurrency: usize) -> Vec<NodeError> {
             }),
             Err(e) => {
                 let (_, message) = e.code().category_and_message();
+                let details = chain(&e);
                 errors.push(NodeError {
                     code: e.code().as_str().into(),
                     message: message.into(),
@@ -96,14 +98,14 @@ async fn prefetch(rt: &NodeContext, concurrency: usize) -> Vec<NodeError> {
                         },
                         NameValuePair {
                             name: "Message".into(),
-                            value: e.message.clone(),
+                            value: details.clone(),
                         },
                     ],
                 });
                 images.push(NodeImage {
                     image,
                     state: "failed".into(),
-                    message: Some(e.message),
+                    message: Some(details),
                 });
             }
         }

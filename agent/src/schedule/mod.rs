@@ -173,8 +173,9 @@ pub async fn run_job(
         Err(e) => {
             for r in &mut reports {
                 r.note = Some(format!(
-                    "not started: the run's store {}: {e}",
-                    path.display()
+                    "not started: the run's store {}: {}",
+                    path.display(),
+                    crate::error_chain::Chain(&e)
                 ));
             }
             return JobReport {

@@ -12,8 +12,16 @@ pub enum StoreError {
     Exists(String),
     #[error("{0} not found")]
     NotFound(String),
-    #[error("state store: {0}")]
-    Backend(String),
+    /// The database, or the disk under it, failed.
+    #[error("state store")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A stored task that no longer reads as what was written.
+    #[error("state store: task row {seq}")]
+    Row {
+        seq: i64,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// A task in the store: its view and its place in the queue (insertion order).

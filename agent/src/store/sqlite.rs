@@ -15,8 +15,8 @@ pub struct SqliteStore {
     db: Mutex<Connection>,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(e))
 }
 
 /// The store keeps secrets (registry passwords, SAS URLs) in full: it is root's alone, and
@@ -301,8 +301,8 @@ impl Store for SqliteStore {
         let mut out = vec![];
         for row in rows {
             let (seq, body) = row.map_err(backend)?;
-            let h: Head = serde_json::from_str(&body)
-                .map_err(|e| StoreError::Backend(format!("task row {seq}: {e}")))?;
+            let h: Head =
+                serde_json::from_str(&body).map_err(|source| StoreError::Row { seq, source })?;
             out.push(QueueHead {
                 seq,
                 job_id: h.job_id,
@@ -344,7 +344,38 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error_chain::chain;
     use berth_proto::{JobSpec, TaskSpec};
+    use std::error::Error;
+
+    /// A store that cannot open keeps the error that stopped it as its source, and says it
+    /// once.
+    #[test]
+    fn a_failed_open_keeps_its_cause() {
+        let d = tempfile::tempdir().unwrap();
+        // The database's directory is a file: the directory cannot be made (I/O).
+        let file = d.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        let e = SqliteStore::open(&file.join("state.db")).err().unwrap();
+        let io = e
+            .source()
+            .unwrap()
+            .downcast_ref::<std::io::Error>()
+            .unwrap();
+        assert_eq!(chain(&e), format!("state store: {io}"));
+        // The database is a directory: SQLite cannot open it.
+        let db = d.path().join("db");
+        std::fs::create_dir(&db).unwrap();
+        let e = SqliteStore::open(&db).err().unwrap();
+        let sqlite = e.source().unwrap().downcast_ref::<rusqlite::Error>();
+        assert!(sqlite.is_some(), "{e:?}");
+        let text = chain(&e);
+        assert_eq!(
+            text.matches(&sqlite.unwrap().to_string()).count(),
+            1,
+            "{text}"
+        );
+    }
 
     fn job(id: &str) -> JobView {
         JobView::new(JobSpec {

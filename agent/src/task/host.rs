@@ -5,6 +5,7 @@
 use super::exit::Finished;
 use super::plan::TaskPlan;
 use super::{logs, stop_requested, NodeContext};
+use crate::error_chain::Chain;
 use berth_proto::FailureCode;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -36,7 +37,7 @@ pub async fn attempt(
         Err(e) => {
             return fail(
                 super::exit::file_code(&e, FailureCode::ResourceDirectoryCreateFailed),
-                format!("cannot create stdout.txt/stderr.txt: {e}"),
+                format!("cannot create stdout.txt/stderr.txt: {}", Chain(&e)),
             )
         }
     };

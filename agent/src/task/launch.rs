@@ -5,7 +5,8 @@
 
 use super::plan::{PlanError, TaskPlan};
 use super::{failed_before_start, prepare_dirs, run_task, NodeContext, Resume};
-use crate::node::{users, ResolvedUser};
+use crate::error_chain::{chain, Chain};
+use crate::node::{users, ResolvedUser, UserError};
 use berth_proto::{ExecutionInfo, FailureCode, NodeGpu, UserIdentity};
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +34,7 @@ pub struct Launch<'a> {
 /// Why a task could not reach its first attempt, as Batch's failure code.
 fn before_start(e: &LaunchError) -> FailureCode {
     match e {
-        LaunchError::User(_) => FailureCode::Unknown,
+        LaunchError::User(_) | LaunchError::Resolve(_) => FailureCode::Unknown,
         LaunchError::Plan(_) => FailureCode::ContainerInvalidSettings,
         // A full disk, or a file the task planted (TaskFileRefused): the task's directory
         // could not be made ready.
@@ -45,11 +46,13 @@ fn before_start(e: &LaunchError) -> FailureCode {
 
 #[derive(Debug, thiserror::Error)]
 enum LaunchError {
-    #[error("{0}")]
-    User(String),
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error("resolving the task's user stopped")]
+    Resolve(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Plan(#[from] PlanError),
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Dirs {
         path: std::path::PathBuf,
         #[source]
@@ -64,8 +67,8 @@ pub async fn launch(rt: &NodeContext, l: Launch<'_>, cancel: &CancellationToken)
     let plan = match prepare(rt, l.identity, l.plan, l.gpus, l.fresh && resume.is_none()).await {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!(error = %e, "the {what} cannot start");
-            return failed_before_start(before_start(&e), e.to_string());
+            tracing::warn!(error = %Chain(&e), "the {what} cannot start");
+            return failed_before_start(before_start(&e), chain(&e));
         }
     };
     if !plan.gpus.is_empty() {
@@ -94,8 +97,7 @@ async fn prepare(
     // Resolving may create the user on the host: blocking work.
     let user = tokio::task::spawn_blocking(move || users::resolve(identity.as_ref(), &pool))
         .await
-        .map_err(|e| LaunchError::User(e.to_string()))?
-        .map_err(|e| LaunchError::User(e.to_string()))?;
+        .map_err(LaunchError::Resolve)??;
     let mut plan = plan(user)?;
     plan.gpus = gpus;
     prepare_dirs(&plan, fresh).map_err(|source| LaunchError::Dirs {
@@ -119,9 +121,12 @@ mod tests {
     #[test]
     fn failures_before_the_first_attempt_have_one_code_each() {
         let cases = [
-            (LaunchError::User("no such user".into()), "Unknown"),
             (
-                LaunchError::Plan(PlanError::CommandLine("'".into())),
+                LaunchError::User(UserError::UnknownPoolUser { name: "u".into() }),
+                "Unknown",
+            ),
+            (
+                LaunchError::Plan(unsplittable()),
                 "ContainerInvalidSettings",
             ),
             (dirs(libc::ENOSPC), "DiskFull"),
@@ -130,5 +135,44 @@ mod tests {
         for (e, code) in cases {
             assert_eq!(before_start(&e).as_str(), code, "{e}");
         }
+    }
+
+    fn unsplittable() -> PlanError {
+        PlanError::CommandLine(shell_words::split("echo 'x").unwrap_err())
+    }
+
+    /// The task's failure message is the whole chain, each cause once; each level keeps
+    /// the error below it as its source.
+    #[test]
+    fn failures_before_the_first_attempt_keep_their_causes() {
+        use std::error::Error;
+        let e = LaunchError::from(unsplittable());
+        let parse = e.source().unwrap();
+        assert!(parse.downcast_ref::<shell_words::ParseError>().is_some());
+        assert_eq!(
+            chain(&e),
+            "commandLine cannot be split into words: missing closing quote"
+        );
+
+        let errno = nix::errno::Errno::EIO;
+        let e = LaunchError::from(UserError::Lookup {
+            name: "u".into(),
+            source: errno,
+        });
+        assert_eq!(
+            e.source().unwrap().downcast_ref::<nix::errno::Errno>(),
+            Some(&errno),
+            "the user's lookup error is the original errno"
+        );
+        assert_eq!(
+            chain(&e),
+            format!("cannot look up host user \"u\": {errno}")
+        );
+        assert_eq!(chain(&e).matches(&errno.to_string()).count(), 1);
+
+        let e = dirs(libc::ENOSPC);
+        let text = chain(&e);
+        assert!(text.starts_with("/x: "), "{text}");
+        assert_eq!(text.matches("No space left").count(), 1, "{text}");
     }
 }

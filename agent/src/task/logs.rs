@@ -5,6 +5,7 @@
 //! the container instead of running on with its output lost.
 
 use crate::engine::{EngineError, Output};
+use crate::error_chain::Chain;
 use crate::node::beneath::{self, Beneath};
 use futures_util::{Stream, StreamExt};
 use std::path::Path;
@@ -192,7 +193,7 @@ async fn pump(
             Ok(Output::Stdout(b)) => (0, b),
             Ok(Output::Stderr(b)) => (1, b),
             Err(e) => {
-                tracing::warn!(error = %e, "output stream ended with an error");
+                tracing::warn!(error = %Chain(&e), "output stream ended with an error");
                 break;
             }
         };

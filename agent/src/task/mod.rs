@@ -285,8 +285,9 @@ pub async fn run_task(
     // Resource files come once, before the first attempt; a resumed task has them.
     if resume.is_none() && !plan.resource_files.is_empty() {
         if let Err(e) = download_resources(plan, cancel).await {
-            tracing::warn!(code = %e.code, "resource files failed: {}", e.message);
-            return failed_before_start(e.code, e.message);
+            let details = e.details();
+            tracing::warn!(code = %e.code, "resource files failed: {details}");
+            return failed_before_start(e.code, details);
         }
     }
     let (mut attempt, mut adopt) = match resume {
@@ -412,15 +413,16 @@ async fn upload_outputs(plan: &TaskPlan, info: &mut ExecutionInfo) {
         }
         Ok(None) => {}
         Err(e) => {
-            tracing::warn!(code = %e.code, "output files failed: {}", e.message);
+            let details = e.details();
+            tracing::warn!(code = %e.code, "output files failed: {details}");
             let detail = NameValuePair {
                 name: "Message".into(),
-                value: e.message.clone(),
+                value: details.clone(),
             };
             match &mut info.failure_info {
                 Some(f) => f.details.push(NameValuePair {
                     name: "FileUploadError".into(),
-                    value: format!("{}: {}", e.code, e.message),
+                    value: format!("{}: {details}", e.code),
                 }),
                 None => info.failure_info = Some(FailureInfo::new(e.code, vec![detail])),
             }

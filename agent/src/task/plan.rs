@@ -97,8 +97,8 @@ pub struct TaskPlan {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("commandLine cannot be split into words: {0}")]
-    CommandLine(String),
+    #[error("commandLine cannot be split into words")]
+    CommandLine(#[source] shell_words::ParseError),
 }
 
 /// Batch's default task retention: 7 days.
@@ -122,7 +122,7 @@ fn split_command(line: &str) -> Result<Vec<String>, PlanError> {
     if line.trim().is_empty() {
         return Ok(Vec::new());
     }
-    shell_words::split(line).map_err(|e| PlanError::CommandLine(e.to_string()))
+    shell_words::split(line).map_err(PlanError::CommandLine)
 }
 
 fn s(p: &std::path::Path) -> String {

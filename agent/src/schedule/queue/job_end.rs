@@ -42,7 +42,7 @@ impl Queue {
     pub(super) fn job_action_terminate(&mut self, id: &str) {
         tracing::warn!(job = %id, reason = berth_proto::job::TERMINATE_TASK_FAILED, "a task's exit conditions terminate its job");
         if let Err(e) = self.terminate_job(id, berth_proto::job::TERMINATE_TASK_FAILED) {
-            tracing::error!(job = %id, error = %e, "cannot terminate the job");
+            tracing::error!(job = %id, error = %Chain(&e), "cannot terminate the job");
         }
     }
 
@@ -55,7 +55,7 @@ impl Queue {
         let jobs = match self.sh.store.jobs() {
             Ok(j) => j,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the jobs");
+                tracing::error!(error = %Chain(&e), "cannot read the jobs");
                 return;
             }
         };
@@ -122,7 +122,7 @@ impl Shared {
                     .join("workitems")
                     .join(&job.spec.id);
                 if let Err(e) = crate::node::beneath::remove_all(&dir) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove the job's files");
+                    tracing::warn!(dir = %dir.display(), error = %Chain(&e), "could not remove the job's files");
                 }
                 self.store.delete_job(id)
             }
@@ -133,7 +133,7 @@ impl Shared {
             _ => return,
         };
         if let Err(e) = result {
-            tracing::error!(job = %id, error = %e, "cannot record the job's end");
+            tracing::error!(job = %id, error = %Chain(&e), "cannot record the job's end");
         }
     }
 }

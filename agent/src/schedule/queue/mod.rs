@@ -14,6 +14,7 @@ use super::job_tasks::{self, Gate, Which};
 use super::{gpu_gate, run_one, GpuGate};
 use crate::backoff::Backoff;
 use crate::config::OnShutdown;
+use crate::error_chain::Chain;
 use crate::gpu::Reservation;
 use crate::store::{JobOnNode, Store, StoreError, StoredTask};
 use crate::task::create::labels;
@@ -270,7 +271,7 @@ impl Queue {
                 view.state_transition_time = Utc::now();
                 view.execution_info = Some(*info);
                 if let Err(e) = self.sh.store.put_task(&view) {
-                    tracing::error!(error = %e, "cannot record the task's end");
+                    tracing::error!(error = %Chain(&e), "cannot record the task's end");
                 } else if job.spec.performs_exit_job_actions()
                     && record::actions(&view).job == JobAction::Terminate
                 {
@@ -286,7 +287,7 @@ impl Queue {
         };
         view.state_transition_time = Utc::now();
         if let Err(e) = self.sh.store.put_task(&view) {
-            tracing::error!(job = %view.job_id, task = %view.spec.id, error = %e, "cannot record the task as running; not starting it");
+            tracing::error!(job = %view.job_id, task = %view.spec.id, error = %Chain(&e), "cannot record the task as running; not starting it");
             self.sh.rt.gpus.release(&gpus);
             return false;
         }
@@ -353,7 +354,7 @@ impl Queue {
                             now.view.state = TaskState::Active;
                         }
                         if let Err(e) = me.store.put_task(&now.view) {
-                            tracing::error!(error = %e, "cannot record the task's state");
+                            tracing::error!(error = %Chain(&e), "cannot record the task's state");
                         }
                     }
                     return Done::Task(k, slots, false);
@@ -361,7 +362,7 @@ impl Queue {
                 view.state = TaskState::Running;
                 view.state_transition_time = Utc::now();
                 if let Err(e) = me.store.put_task(&view) {
-                    tracing::error!(error = %e, "cannot record the task as running");
+                    tracing::error!(error = %Chain(&e), "cannot record the task as running");
                 }
             }
             let retried = {
@@ -400,7 +401,7 @@ impl Queue {
             let queue = match self.sh.store.active_queue(after, QUEUE_PAGE) {
                 Ok(q) => q,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot read the task queue");
+                    tracing::error!(error = %Chain(&e), "cannot read the task queue");
                     break;
                 }
             };
@@ -537,7 +538,7 @@ impl Queue {
                         }
                         Some(Ok(Done::Preparation)) | None => {}
                         Some(Err(e)) => {
-                            tracing::error!(error = %e, "a task runner failed");
+                            tracing::error!(error = %Chain(&e), "a task runner failed");
                         }
                     }
                 }

@@ -55,13 +55,13 @@ impl Shared {
         let mut rec = match self.store.job_on_node(job) {
             Ok(r) => r.unwrap_or_default(),
             Err(e) => {
-                tracing::error!(job = %job, error = %e, "cannot record {what}");
+                tracing::error!(job = %job, error = %Chain(&e), "cannot record {what}");
                 return false;
             }
         };
         change(&mut rec);
         if let Err(e) = self.store.put_job_on_node(job, &rec) {
-            tracing::error!(job = %job, error = %e, "cannot record {what}");
+            tracing::error!(job = %job, error = %Chain(&e), "cannot record {what}");
             return false;
         }
         true
@@ -104,7 +104,7 @@ impl Shared {
         e.retry_count = retries;
         e.last_retry_time = Some(Utc::now());
         if let Err(e) = self.store.put_task(&now.view) {
-            tracing::warn!(job, task, error = %e, "cannot record the retry");
+            tracing::warn!(job, task, error = %Chain(&e), "cannot record the retry");
         }
     }
 
@@ -141,11 +141,11 @@ impl Shared {
                 Err(e) => e,
             };
             if self.shutdown.is_cancelled() {
-                tracing::error!(job, task, error = %e, "cannot record the task's completion; the agent stops");
+                tracing::error!(job, task, error = %Chain(&e), "cannot record the task's completion; the agent stops");
                 return;
             }
             if tries % 20 == 0 {
-                tracing::error!(job, task, error = %e, tries, "cannot record the task's completion; trying again");
+                tracing::error!(job, task, error = %Chain(&e), tries, "cannot record the task's completion; trying again");
             }
             tries += 1;
             // A shutdown ends the wait; the top of the loop then gives up.

@@ -30,7 +30,7 @@ async fn left_behind<'a>(rt: &NodeContext, c: &'a crate::engine::ContainerSummar
         Ok(s) => (s.status, s.started_at),
         Err(crate::engine::EngineError::NotFound(_)) => return Left::Gone,
         Err(e) => {
-            tracing::warn!(container = ?c.id, error = %e, "cannot inspect a container the earlier agent left");
+            tracing::warn!(container = ?c.id, error = %Chain(&e), "cannot inspect a container the earlier agent left");
             (listed, None)
         }
     };
@@ -68,7 +68,7 @@ impl Queue {
         let containers = match listed {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot list the task containers left running");
+                tracing::warn!(error = %Chain(&e), "cannot list the task containers left running");
                 vec![]
             }
             Err(_) => {
@@ -126,7 +126,7 @@ impl Shared {
             ..Default::default()
         });
         if let Err(e) = self.store.put_task(&view) {
-            tracing::error!(error = %e, "cannot record the task's state");
+            tracing::error!(error = %Chain(&e), "cannot record the task's state");
         }
     }
 }
@@ -162,7 +162,7 @@ impl Queue {
             if rec != before {
                 tracing::info!(job = %job.spec.id, "a job preparation or release task was cut off by the agent's stop; it runs again");
                 if let Err(e) = sh.store.put_job_on_node(&job.spec.id, &rec) {
-                    tracing::error!(error = %e, "cannot record it");
+                    tracing::error!(error = %Chain(&e), "cannot record it");
                 }
             }
         }
@@ -177,7 +177,7 @@ impl Queue {
         {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = %e, "cannot list this node's containers; tasks left running are not recovered");
+                tracing::error!(error = %Chain(&e), "cannot list this node's containers; tasks left running are not recovered");
                 vec![]
             }
         };
@@ -185,7 +185,7 @@ impl Queue {
             .store
             .tasks_in(&[TaskState::Running, TaskState::Preparing])
             .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot read the tasks left running");
+                tracing::error!(error = %Chain(&e), "cannot read the tasks left running");
                 vec![]
             });
         let label = |c: &crate::engine::ContainerSummary, k: &str| -> String { c.label(k).into() };
@@ -283,7 +283,7 @@ impl Queue {
                     view.state = TaskState::Completed;
                     view.execution_info = Some(info);
                     if let Err(e) = sh.store.put_task(&view) {
-                        tracing::error!(error = %e, "cannot record the task's state");
+                        tracing::error!(error = %Chain(&e), "cannot record the task's state");
                     }
                 }
             }
@@ -293,7 +293,7 @@ impl Queue {
             if !adopted.contains(&id) {
                 tracing::info!(container = %id, names = ?c.names, "removing a container no running task owns");
                 if let Err(e) = rt.engine.remove(&id).await {
-                    tracing::warn!(container = %id, error = %e, "could not remove it");
+                    tracing::warn!(container = %id, error = %Chain(&e), "could not remove it");
                 }
             }
         }

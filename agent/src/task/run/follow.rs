@@ -3,6 +3,7 @@
 //! waiting for an engine that went away (`engine_back`, up to `ENGINE_OUTAGE`).
 
 use super::*;
+use crate::error_chain::Chain;
 
 /// Takes over a container an earlier agent process created for this attempt (found by
 /// its labels), running or already exited: the output files get what the engine's log
@@ -30,7 +31,7 @@ pub async fn adopt(
     };
     let finished = follow(&container).await;
     if let Err(e) = rt.engine.remove(id).await {
-        tracing::error!(container = %id, error = %e, "could not remove the container");
+        tracing::error!(container = %id, error = %Chain(&e), "could not remove the container");
     }
     finished
 }
@@ -56,7 +57,7 @@ pub(super) async fn follow(c: &Container<'_>) -> Finished {
                     Writer::spawn(|stop| logs::copy(stream, out, err, limit, stop))
                 }
                 (Err(e), _) => {
-                    tracing::warn!(container = id, error = %e, "cannot attach to the container");
+                    tracing::warn!(container = id, error = %Chain(&e), "cannot attach to the container");
                     Writer::spawn(|_| async { Ok(logs::Copied::default()) })
                 }
                 (_, Err(e)) => Writer::spawn(|_| async move { Err(e) }),

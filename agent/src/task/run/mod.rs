@@ -17,6 +17,7 @@ use super::run_options::{self, PullPolicy};
 use super::{logs, stop_requested, NodeContext};
 use crate::backoff::Backoff;
 use crate::engine::EngineError;
+use crate::error_chain::{chain, Cause, Chain};
 use crate::gpu::expose;
 use berth_proto::{ContainerInfo, FailureCode, NameValuePair};
 use tokio::time::Instant;
@@ -121,7 +122,7 @@ pub async fn attempt(
     if let Err(e) = pulled {
         return not_started(
             e.code(),
-            e.message,
+            chain(&e),
             vec![nv("ContainerImage", &c.image)],
             None,
         );
@@ -132,7 +133,7 @@ pub async fn attempt(
     // bad settings fail at once.
     let image_env = if gpus.needs_image_env() {
         rt.engine.image_env(&c.image).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read the image's environment");
+            tracing::warn!(error = %Chain(&e), "cannot read the image's environment");
             vec![]
         })
     } else {
@@ -185,7 +186,7 @@ pub async fn attempt(
     };
     crash::at(Point::AfterExit, plan);
     if let Err(e) = rt.engine.remove(&id).await {
-        tracing::error!(container = %id, error = %e, "could not remove the container");
+        tracing::error!(container = %id, error = %Chain(&e), "could not remove the container");
     }
     crash::at(Point::AfterRemove, plan);
     finished
@@ -227,7 +228,7 @@ async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
         Err(e) => {
             return not_started(
                 super::exit::file_code(&e, FailureCode::ResourceDirectoryCreateFailed),
-                format!("cannot create stdout.txt/stderr.txt: {e}"),
+                format!("cannot create stdout.txt/stderr.txt: {}", Chain(&e)),
                 vec![],
                 c.info(Some("created".into()), None),
             )
@@ -325,10 +326,10 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
     let mut written: Option<std::io::Result<logs::Copied>> = None;
     let (stopped, exited) = loop {
         tokio::select! {
-            r = &mut wait => break (None, Some(r.unwrap_or_else(|e| Err(EngineError::Other(e.to_string()))))),
+            r = &mut wait => break (None, Some(r.unwrap_or_else(|e| Err(EngineError::Other(Cause::new(e)))))),
             stop = stop_requested(rt, deadline, cancel) => break (Some(stop), None),
             w = &mut writer, if written.is_none() => {
-                let w = w.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+                let w = w.unwrap_or_else(|e| Err(std::io::Error::other(e)));
                 let failed = w.is_err();
                 written = Some(w);
                 if failed {
@@ -346,13 +347,13 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
         Some(r) => r,
         None => {
             if let Err(e) = rt.engine.stop(id, grace).await {
-                tracing::warn!(container = id, error = %e, "stop failed; killing");
+                tracing::warn!(container = id, error = %Chain(&e), "stop failed; killing");
                 if let Err(e) = rt.engine.kill(id, "SIGKILL").await {
-                    tracing::error!(container = id, error = %e, "kill failed");
+                    tracing::error!(container = id, error = %Chain(&e), "kill failed");
                 }
             }
             wait.await
-                .unwrap_or_else(|e| Err(EngineError::Other(e.to_string())))
+                .unwrap_or_else(|e| Err(EngineError::Other(Cause::new(e))))
         }
     };
     let oom = probe.finish().await;
@@ -387,7 +388,7 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
             match w {
                 Ok(w) => Some(w),
                 Err(e) => {
-                    tracing::error!(error = %e, "output writer failed");
+                    tracing::error!(error = %Chain(&e), "output writer failed");
                     None
                 }
             }
@@ -425,7 +426,7 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
         || (killed && !rt.engine.listening().await)
     {
         let why = match (&code, &state) {
-            (Err(e), _) | (_, Err(e)) => e.to_string(),
+            (Err(e), _) | (_, Err(e)) => chain(e),
             _ => "the engine stopped listening as the container was killed".into(),
         };
         tracing::warn!(container = id, error = %why, "the engine went away; waiting for it to answer");
@@ -439,8 +440,9 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
             return Ended::Done(Finished::EngineLost {
                 code: code.ok(),
                 message: format!(
-                    "the Docker engine went away ({why}) and did not answer for {} s: {away}",
-                    ENGINE_OUTAGE.as_secs()
+                    "the Docker engine went away ({why}) and did not answer for {} s: {}",
+                    ENGINE_OUTAGE.as_secs(),
+                    Chain(&away)
                 ),
                 container: c.info(None, None),
             });
@@ -473,7 +475,8 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
                 return Ended::Done(Finished::EngineLost {
                     code: code.ok(),
                     message: format!(
-                        "the Docker engine stopped while the task ran, and its container is gone: {gone}"
+                        "the Docker engine stopped while the task ran, and its container is gone: {}",
+                        Chain(gone)
                     ),
                     container: c.info(None, None),
                 });
@@ -517,13 +520,14 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
         });
     }
     if let (Some(e), None) = (output_error, stopped) {
-        tracing::error!(error = %e, "the task's output could not be written");
+        tracing::error!(error = %Chain(&e), "the task's output could not be written");
         return Ended::Done(Finished::OutputLost {
             code,
             fault: super::exit::FileFault::of(&e),
             message: format!(
-                "cannot write the task's output to {}: {e}",
-                plan.task_dir.display()
+                "cannot write the task's output to {}: {}",
+                plan.task_dir.display(),
+                Chain(&e)
             ),
             container,
         });
