@@ -128,8 +128,13 @@ pub struct JobSpec {
     pub uses_task_dependencies: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constraints: Option<JobConstraints>,
+    /// -1000 (lowest) to 1000 (highest), default 0: a higher job's tasks start first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    /// The most tasks of the job that run at once on the node; -1 (default) or absent:
+    /// no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel_tasks: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_info: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,6 +199,18 @@ batch_enum!(
 );
 
 impl JobSpec {
+    /// `priority`, default 0.
+    pub fn priority(&self) -> i32 {
+        self.priority.unwrap_or(0)
+    }
+
+    /// `maxParallelTasks` as a cap; `None`: no limit.
+    pub fn parallel_cap(&self) -> Option<u32> {
+        self.max_parallel_tasks
+            .filter(|n| *n >= 0)
+            .map(|n| n as u32)
+    }
+
     /// Whether tasks' `jobAction`s are carried out.
     pub fn performs_exit_job_actions(&self) -> bool {
         self.on_task_failure == Some(OnTaskFailure::PerformExitOptionsJobAction)
@@ -202,6 +219,10 @@ impl JobSpec {
 
 /// Batch's `terminateReason` for a job ended by a task's `jobAction: terminate`.
 pub const TERMINATE_TASK_FAILED: &str = "TaskFailed";
+/// Batch's `terminateReason` for a job whose tasks all completed (`onAllTasksComplete`).
+pub const TERMINATE_ALL_TASKS_COMPLETE: &str = "AllTasksComplete";
+/// Batch's `terminateReason` for a job past its `constraints.maxWallClockTime`.
+pub const TERMINATE_MAX_WALL_CLOCK: &str = "MaxWallClockTimeExpiry";
 /// Batch's `terminateReason` for a job terminated by request without a reason.
 pub const TERMINATE_USER: &str = "UserTerminate";
 

@@ -460,6 +460,28 @@ fn exit_conditions(p: &mut Problems, path: &str, e: &crate::exit::ExitConditions
     }
 }
 
+/// `priority` and `maxParallelTasks` (Batch's ranges); also checked on job update.
+pub fn job_limits_problems(priority: Option<i32>, max_parallel: Option<i32>) -> Vec<Problem> {
+    let mut p = Problems::default();
+    job_limits(&mut p, priority, max_parallel);
+    p.0
+}
+
+fn job_limits(p: &mut Problems, priority: Option<i32>, max_parallel: Option<i32>) {
+    if let Some(n) = priority.filter(|n| !(-1000..=1000).contains(n)) {
+        p.add(
+            "$.priority",
+            format!("{n} is out of range; use -1000 to 1000"),
+        );
+    }
+    if let Some(n) = max_parallel.filter(|n| *n == 0 || *n < -1) {
+        p.add(
+            "$.maxParallelTasks",
+            format!("{n} is not accepted; use -1 (no limit) or 1 or more"),
+        );
+    }
+}
+
 /// Validates a job against the pool it runs on (users named by its preparation and
 /// release tasks must exist there).
 pub fn job(job: &JobSpec, pool: &PoolSpec) -> Vec<Problem> {
@@ -479,6 +501,7 @@ pub fn job(job: &JobSpec, pool: &PoolSpec) -> Vec<Problem> {
             c.max_task_retry_count,
         );
     }
+    job_limits(&mut p, job.priority, job.max_parallel_tasks);
     if let Some(t) = &job.job_preparation_task {
         let path = "$.jobPreparationTask";
         job_task(

@@ -889,3 +889,114 @@ fn task_files_in_the_daemon() {
     assert!(!log.contains("sig="), "a SAS reached the agent's log");
     assert_eq!(a.term(), Some(0));
 }
+
+/// Waits (60 s at most) for job `id` to be in `state`; returns it.
+fn job_in(a: &Agent, id: &str, state: &str) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let j = a.json(&format!("/jobs/{id}"));
+        if j["state"] == state {
+            return j;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{id} never {state}: {j}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Job priority orders what starts on the node; PATCH and PUT change it with Batch's
+/// rules; `onAllTasksComplete: terminatejob` ends a job once its tasks completed.
+#[test]
+fn job_priority_updates_and_automatic_end() {
+    let n = TestNode::new("jobprio");
+    let a = Agent::start(&n);
+    // One slot, held by a task while the others queue.
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "busy"}))).0, 201);
+    assert_eq!(
+        a.req("POST", "/jobs/busy/tasks", Some(&ctask("hold", "sleep 2")))
+            .0,
+        201
+    );
+    a.wait_state("busy", "hold", "running");
+    let stamp = "/bin/sh -c 'echo $AZ_BATCH_JOB_ID >> $AZ_BATCH_NODE_SHARED_DIR/order'";
+    for job in ["low", "high"] {
+        assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": job}))).0, 201);
+        assert_eq!(
+            a.req(
+                "POST",
+                &format!("/jobs/{job}/tasks"),
+                Some(&ctask("t", stamp))
+            )
+            .0,
+            201
+        );
+    }
+    // Raised while both wait: high starts first though it was queued last.
+    assert_eq!(
+        a.req("PATCH", "/jobs/high", Some(&json!({"priority": 10})))
+            .0,
+        200
+    );
+    assert_eq!(a.json("/jobs/high")["priority"], 10);
+    a.wait_state("low", "t", "completed");
+    a.wait_state("high", "t", "completed");
+    let order = std::fs::read_to_string(n.root().join("shared/order")).unwrap();
+    assert_eq!(order, "high\nlow\n", "priority 10 runs before priority 0");
+
+    // Batch's rules on updates, each naming the property.
+    let (st, b) = a.req("PATCH", "/jobs/low", Some(&json!({"priority": 2000})));
+    assert_eq!(st, 400);
+    assert!(
+        b.contains("$.priority") && b.contains("-1000 to 1000"),
+        "{b}"
+    );
+    let (st, b) = a.req("PUT", "/jobs/low", Some(&json!({"priority": 1})));
+    assert_eq!(st, 400);
+    assert!(
+        b.contains("MissingRequiredProperty") && b.contains("poolInfo"),
+        "{b}"
+    );
+    let (st, b) = a.req("PATCH", "/jobs/low", Some(&json!({"displayName": "x"})));
+    assert_eq!(st, 400);
+    assert!(b.contains("displayName"), "{b}");
+    let put = json!({"poolInfo": {"poolId": "agentpool"}, "maxParallelTasks": 2, "onAllTasksComplete": "terminatejob"});
+    assert_eq!(a.req("PUT", "/jobs/low", Some(&put)).0, 200);
+    // Its only task had completed: the job ends at once.
+    let low = job_in(&a, "low", "completed");
+    assert_eq!(
+        low["executionInfo"]["terminateReason"], "AllTasksComplete",
+        "{low}"
+    );
+    assert_eq!(low["maxParallelTasks"], 2);
+
+    // Switched on while a task runs: the job ends when that task completes.
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "auto"}))).0, 201);
+    assert_eq!(
+        a.req("POST", "/jobs/auto/tasks", Some(&ctask("t", "sleep 2")))
+            .0,
+        201
+    );
+    a.wait_state("auto", "t", "running");
+    let on = json!({"onAllTasksComplete": "terminatejob"});
+    assert_eq!(a.req("PATCH", "/jobs/auto", Some(&on)).0, 200);
+    assert_eq!(a.json("/jobs/auto")["state"], "active", "a task still runs");
+    let (st, b) = a.req(
+        "PATCH",
+        "/jobs/auto",
+        Some(&json!({"onAllTasksComplete": "noaction"})),
+    );
+    assert_eq!(st, 400, "{b}");
+    assert!(b.contains("cannot be turned back"), "{b}");
+    let j = job_in(&a, "auto", "completed");
+    assert_eq!(
+        j["executionInfo"]["terminateReason"], "AllTasksComplete",
+        "{j}"
+    );
+    assert_eq!(a.json("/jobs/auto/tasks/t")["executionInfo"]["exitCode"], 0);
+    // As in Batch, a job added with it and no task completes at once.
+    let empty = json!({"id": "empty", "onAllTasksComplete": "terminatejob"});
+    assert_eq!(a.req("POST", "/jobs", Some(&empty)).0, 201);
+    job_in(&a, "empty", "completed");
+}

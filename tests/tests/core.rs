@@ -936,3 +936,24 @@ fn a_failing_task_terminates_its_job_by_its_exit_conditions() {
     assert!(never["executionInfo"]["exitCode"].is_null(), "{never}");
     assert!(!n.task_dir("actjob", "never").join("stdout.txt").exists());
 }
+
+/// `maxParallelTasks` caps how many of the job's tasks run at once in `berth run` too.
+#[test]
+fn max_parallel_tasks_caps_a_job() {
+    let n = TestNode::new("maxpar");
+    let job = n.file("job.json", &json!({"id": "capjob", "maxParallelTasks": 1}));
+    let cmd = "/bin/sh -c 'S=$AZ_BATCH_NODE_SHARED_DIR; touch $S/run.$AZ_BATCH_TASK_ID; sleep 1; ls $S | grep -c run. ; rm $S/run.$AZ_BATCH_TASK_ID'";
+    let tasks: Vec<Value> = (0..3).map(|i| task(&format!("t{i}"), cmd, "")).collect();
+    let r = n.run(
+        &["--job", job.to_str().unwrap(), "--slots", "3"],
+        &Value::Array(tasks),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for i in 0..3 {
+        assert_eq!(
+            n.read("capjob", &format!("t{i}"), "stdout.txt"),
+            "1\n",
+            "t{i} ran beside another"
+        );
+    }
+}

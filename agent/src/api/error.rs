@@ -14,6 +14,8 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidPropertyValue(String),
     #[error("{0}")]
+    MissingRequiredProperty(String),
+    #[error("{0}")]
     InvalidQueryParameterValue(String),
     #[error("{0}")]
     InvalidHeaderValue(String),
@@ -78,6 +80,7 @@ impl ApiError {
         match self {
             InvalidRequestBody(_) => "InvalidRequestBody",
             InvalidPropertyValue(_) => "InvalidPropertyValue",
+            MissingRequiredProperty(_) => "MissingRequiredProperty",
             InvalidQueryParameterValue(_) => "InvalidQueryParameterValue",
             InvalidHeaderValue(_) | UnsupportedMediaType(_) => "InvalidHeaderValue",
             AuthenticationFailed(_) => "AuthenticationFailed",
@@ -108,6 +111,7 @@ impl ApiError {
         match self {
             InvalidRequestBody(_)
             | InvalidPropertyValue(_)
+            | MissingRequiredProperty(_)
             | InvalidQueryParameterValue(_)
             | InvalidHeaderValue(_) => StatusCode::BAD_REQUEST,
             AuthenticationFailed(_) => StatusCode::UNAUTHORIZED,

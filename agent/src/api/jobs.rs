@@ -29,13 +29,133 @@ pub async fn add(
     }
     let job = JobView::new(spec);
     match s.store.add_job(&job) {
-        Ok(()) => Ok(StatusCode::CREATED),
+        Ok(()) => {
+            s.sched.job_changed(&job.spec.id);
+            Ok(StatusCode::CREATED)
+        }
         Err(crate::store::StoreError::Exists(_)) => Err(ApiError::JobExists(format!(
             "The specified job {:?} already exists.",
             job.spec.id
         ))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The job properties Batch lets a running job change (`JobPatchParameter`,
+/// `JobUpdateParameter`) that berth keeps. Anything else is refused by name.
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JobUpdate {
+    #[serde(default)]
+    priority: Option<i32>,
+    #[serde(default)]
+    max_parallel_tasks: Option<i32>,
+    #[serde(default)]
+    on_all_tasks_complete: Option<berth_proto::OnAllTasksComplete>,
+    #[serde(default)]
+    constraints: Option<berth_proto::job::JobConstraints>,
+    #[serde(default)]
+    pool_info: Option<serde_json::Value>,
+}
+
+/// `PATCH /jobs/{job}`: changes the properties given, leaves the rest.
+pub async fn patch(
+    State(s): State<AppState>,
+    Path(job): Path<String>,
+    h: HeaderMap,
+    super::Body(body): super::Body,
+) -> Result<StatusCode, ApiError> {
+    update(s, &job, &h, &body, false).await
+}
+
+/// `PUT /jobs/{job}`: replaces every updatable property; one left out goes back to its
+/// default (`poolInfo` is required, as in Batch).
+pub async fn put(
+    State(s): State<AppState>,
+    Path(job): Path<String>,
+    h: HeaderMap,
+    super::Body(body): super::Body,
+) -> Result<StatusCode, ApiError> {
+    update(s, &job, &h, &body, true).await
+}
+
+async fn update(
+    s: AppState,
+    job: &str,
+    h: &HeaderMap,
+    body: &[u8],
+    replace: bool,
+) -> Result<StatusCode, ApiError> {
+    require_json(h)?;
+    let mut j = find_job(&s, job)?;
+    let u: JobUpdate = serde_json::from_slice(body)
+        .map_err(|e| ApiError::InvalidRequestBody(format!("job update: {e}")))?;
+    match j.state {
+        JobState::Completed => {
+            return Err(ApiError::JobCompleted(
+                "The specified job is already in a completed state.".into(),
+            ))
+        }
+        JobState::Terminating => {
+            return Err(ApiError::JobBeingTerminated(
+                "The specified job is being terminated.".into(),
+            ))
+        }
+        JobState::Deleting => {
+            return Err(ApiError::JobBeingDeleted(
+                "The specified job is being deleted.".into(),
+            ))
+        }
+        _ => {}
+    }
+    if replace && u.pool_info.is_none() {
+        return Err(ApiError::MissingRequiredProperty(
+            "$.poolInfo: a job update (PUT) must give poolInfo".into(),
+        ));
+    }
+    if let Some(p) = validate::job_limits_problems(u.priority, u.max_parallel_tasks)
+        .into_iter()
+        .next()
+    {
+        return Err(ApiError::InvalidPropertyValue(format!(
+            "{}: {}",
+            p.path, p.message
+        )));
+    }
+    let auto_end = Some(berth_proto::OnAllTasksComplete::TerminateJob);
+    let wanted = if replace {
+        u.on_all_tasks_complete
+    } else {
+        u.on_all_tasks_complete.or(j.spec.on_all_tasks_complete)
+    };
+    if j.spec.on_all_tasks_complete == auto_end && wanted != auto_end {
+        return Err(ApiError::InvalidPropertyValue(
+            "$.onAllTasksComplete: once terminatejob, it cannot be turned back to noaction".into(),
+        ));
+    }
+    let spec = &mut j.spec;
+    if replace {
+        spec.priority = u.priority;
+        spec.max_parallel_tasks = u.max_parallel_tasks;
+        spec.on_all_tasks_complete = u.on_all_tasks_complete;
+        spec.constraints = u.constraints;
+        spec.pool_info = u.pool_info;
+    } else {
+        spec.priority = u.priority.or(spec.priority);
+        spec.max_parallel_tasks = u.max_parallel_tasks.or(spec.max_parallel_tasks);
+        spec.on_all_tasks_complete = wanted;
+        spec.constraints = u.constraints.or(spec.constraints.take());
+        spec.pool_info = u.pool_info.or(spec.pool_info.take());
+    }
+    if let Some(p) = validate::job(&j.spec, &s.rt.pool).into_iter().next() {
+        return Err(ApiError::InvalidPropertyValue(format!(
+            "{}: {}",
+            p.path, p.message
+        )));
+    }
+    s.store.put_job(&j)?;
+    s.sched.job_changed(&j.spec.id);
+    Ok(StatusCode::OK)
 }
 
 pub async fn list(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

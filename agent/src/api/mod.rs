@@ -65,7 +65,13 @@ pub(crate) fn find_job(s: &AppState, id: &str) -> Result<berth_proto::JobView, A
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/jobs", post(jobs::add).get(jobs::list))
-        .route("/jobs/{job}", get(jobs::get).delete(jobs::delete))
+        .route(
+            "/jobs/{job}",
+            get(jobs::get)
+                .delete(jobs::delete)
+                .patch(jobs::patch)
+                .put(jobs::put),
+        )
         .route("/jobs/{job}/terminate", post(jobs::terminate))
         .route(
             "/jobs/{job}/jobpreparationandreleasetaskstatus",

@@ -679,3 +679,116 @@ async fn a_failed_task_terminates_its_job_when_the_job_performs_exit_actions() {
     // A job with onTaskFailure noaction (the default) stays active.
     assert_eq!(d.store.job("k").unwrap().unwrap().state, JobState::Active);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_higher_priority_jobs_tasks_start_first() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(5)));
+    let d = daemon(&f, 1, |_| {});
+    d.job(json!({"id": "low"}));
+    d.job(json!({"id": "high", "priority": 100}));
+    d.job(json!({"id": "lowest", "priority": -5}));
+    d.tasks("lowest", vec![t("z1")]);
+    d.tasks("low", vec![t("l1"), t("l2")]);
+    d.tasks("high", vec![t("h1"), t("h2")]);
+    d.until_completed("low", &["l1", "l2"]).await;
+    d.until_completed("lowest", &["z1"]).await;
+    assert_eq!(d.started(), ["h1", "h2", "l1", "l2", "z1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_parallel_tasks_caps_a_job_while_others_use_the_slots() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(5)));
+    let d = daemon(&f, 3, |_| {});
+    d.job(json!({"id": "capped", "maxParallelTasks": 1}));
+    d.job(json!({"id": "free"}));
+    d.tasks("capped", vec![t("c1"), t("c2"), t("c3")]);
+    d.tasks("free", vec![t("f1"), t("f2")]);
+    d.until_completed("capped", &["c1", "c2", "c3"]).await;
+    d.until_completed("free", &["f1", "f2"]).await;
+    let span = |job: &str, id: &str| {
+        let i = d
+            .store
+            .task(job, id)
+            .unwrap()
+            .unwrap()
+            .view
+            .execution_info
+            .unwrap();
+        (i.start_time.unwrap(), i.end_time.unwrap())
+    };
+    let c: Vec<_> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|i| span("capped", i))
+        .collect();
+    for w in c.windows(2) {
+        assert!(w[1].0 >= w[0].1, "capped tasks overlapped: {c:?}");
+    }
+    // The free job's tasks ran beside the first capped one.
+    assert!(span("free", "f2").0 < c[0].1);
+    assert_eq!(f.peak_running(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_all_tasks_complete_terminatejob_ends_the_job() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(2)));
+    let d = daemon(&f, 2, |_| {});
+    d.job(json!({"id": "j", "onAllTasksComplete": "terminatejob"}));
+    d.tasks("j", vec![t("t1"), t("t2"), t("t3")]);
+    d.until_completed("j", &["t1", "t2", "t3"]).await;
+    d.sched.settled().await;
+    let j = d.store.job("j").unwrap().unwrap();
+    assert_eq!(j.state, JobState::Completed);
+    assert_eq!(
+        j.execution_info.unwrap().terminate_reason.as_deref(),
+        Some("AllTasksComplete")
+    );
+    // As in Batch, a job with no tasks at all completes at once.
+    d.job(json!({"id": "empty", "onAllTasksComplete": "terminatejob"}));
+    d.sched.job_changed("empty");
+    d.sched.settled().await;
+    assert_eq!(
+        d.store.job("empty").unwrap().unwrap().state,
+        JobState::Completed
+    );
+    // And without it a job stays active.
+    d.job(json!({"id": "kept"}));
+    d.tasks("kept", vec![t("k1")]);
+    d.until_completed("kept", &["k1"]).await;
+    d.sched.settled().await;
+    assert_eq!(
+        d.store.job("kept").unwrap().unwrap().state,
+        JobState::Active
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_past_its_max_wall_clock_time_is_terminated() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(100)));
+    let d = daemon(&f, 1, |_| {});
+    d.job(json!({"id": "j", "constraints": {"maxWallClockTime": "PT10S"}}));
+    d.tasks("j", vec![t("t1"), t("t2")]);
+    d.sched.job_changed("j");
+    d.until_completed("j", &["t1", "t2"]).await;
+    let j = d.store.job("j").unwrap().unwrap();
+    assert_eq!(j.state, JobState::Completed);
+    let info = j.execution_info.unwrap();
+    assert_eq!(
+        info.terminate_reason.as_deref(),
+        Some("MaxWallClockTimeExpiry")
+    );
+    let lasted = info.end_time.unwrap() - info.start_time;
+    assert!(lasted < chrono::Duration::seconds(20), "{lasted}");
+    for id in ["t1", "t2"] {
+        let v = d.store.task("j", id).unwrap().unwrap().view;
+        let code = v
+            .execution_info
+            .and_then(|i| i.failure_info)
+            .map(|f| f.code);
+        assert_eq!(code.as_deref(), Some("TaskEnded"), "{id}");
+    }
+    assert_eq!(d.started(), ["t1"]);
+}

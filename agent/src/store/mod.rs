@@ -75,9 +75,15 @@ pub trait Store: Send + Sync {
     fn tasks_in(&self, states: &[TaskState]) -> Result<Vec<StoredTask>, StoreError>;
     fn delete_task(&self, job: &str, id: &str) -> Result<(), StoreError>;
     /// Up to `limit` active tasks queued after `after` (a `seq`), in queue order, only
-    /// what the scheduler decides on. Paged so that a pass that fills the slots early
-    /// reads a few rows, not every queued task.
-    fn active_queue(&self, after: i64, limit: usize) -> Result<Vec<QueueHead>, StoreError>;
+    /// what the scheduler decides on; of the jobs in `jobs` (lower-case ids) when given.
+    /// Paged so that a pass that fills the slots early reads a few rows, not every
+    /// queued task.
+    fn active_queue(
+        &self,
+        after: i64,
+        limit: usize,
+        jobs: Option<&[String]>,
+    ) -> Result<Vec<QueueHead>, StoreError>;
     /// How many tasks are in each state (states with none are left out).
     fn count_by_state(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }

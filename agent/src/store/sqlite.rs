@@ -276,7 +276,12 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn active_queue(&self, after: i64, limit: usize) -> Result<Vec<QueueHead>, StoreError> {
+    fn active_queue(
+        &self,
+        after: i64,
+        limit: usize,
+        jobs: Option<&[String]>,
+    ) -> Result<Vec<QueueHead>, StoreError> {
         /// The few fields read; serde skips the rest of the body without keeping it.
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -289,14 +294,19 @@ impl Store for SqliteStore {
         let db = self.db();
         let mut stmt = db
             .prepare_cached(
-                "SELECT seq, body FROM tasks WHERE state = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                "SELECT seq, body FROM tasks WHERE state = ?1 AND seq > ?2 \
+                 AND (?4 IS NULL OR job_key IN (SELECT value FROM json_each(?4))) \
+                 ORDER BY seq LIMIT ?3",
             )
             .map_err(backend)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The jobs as a JSON array for json_each; NULL: every job.
+        let jobs = jobs.map(|j| serde_json::to_string(j).unwrap_or_default());
         let rows = stmt
-            .query_map(params![TaskState::Active.as_str(), after, limit], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-            })
+            .query_map(
+                params![TaskState::Active.as_str(), after, limit, jobs],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
             .map_err(backend)?;
         let mut out = vec![];
         for row in rows {
@@ -441,7 +451,7 @@ mod tests {
         c.spec.depends_on =
             Some(serde_json::from_value(serde_json::json!({"taskIds": ["a"]})).unwrap());
         s.add_tasks(&[c]).unwrap();
-        let q = s.active_queue(0, 10).unwrap();
+        let q = s.active_queue(0, 10, None).unwrap();
         assert_eq!(
             q.iter()
                 .map(|h| (h.id.as_str(), h.required_slots))
@@ -451,7 +461,7 @@ mod tests {
         );
         assert_eq!(q[1].job_id, "J1");
         let page = |after, n| -> Vec<String> {
-            let q = s.active_queue(after, n).unwrap();
+            let q = s.active_queue(after, n, None).unwrap();
             q.into_iter().map(|h| h.id).collect()
         };
         assert_eq!(page(0, 1), vec!["a"], "a page holds at most `limit`");

@@ -46,6 +46,67 @@ impl Queue {
         }
     }
 
+    /// A job with `onAllTasksComplete: terminatejob` whose tasks all completed (none
+    /// queued, none running here) ends with `terminateReason` `AllTasksComplete`.
+    pub(super) fn all_tasks_complete(&mut self, id: &str) {
+        let Ok(Some(job)) = self.sh.store.job(id) else {
+            return;
+        };
+        if job.state != JobState::Active
+            || job.spec.on_all_tasks_complete != Some(berth_proto::OnAllTasksComplete::TerminateJob)
+        {
+            return;
+        }
+        let lower = id.to_ascii_lowercase();
+        if self.running.keys().any(|(j, _)| *j == lower) {
+            return;
+        }
+        match self
+            .sh
+            .store
+            .active_queue(0, 1, Some(std::slice::from_ref(&lower)))
+        {
+            Ok(q) if q.is_empty() => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(job = %id, error = %Chain(&e), "cannot read the job's queue");
+                return;
+            }
+        }
+        tracing::info!(job = %id, "all the job's tasks completed: it ends (onAllTasksComplete)");
+        if let Err(e) = self.terminate_job(id, berth_proto::job::TERMINATE_ALL_TASKS_COMPLETE) {
+            tracing::error!(job = %id, error = %Chain(&e), "cannot terminate the job");
+        }
+    }
+
+    /// Jobs whose `constraints.maxWallClockTime` passed before this process could time
+    /// them (created long ago, or an agent restart) end now.
+    pub(super) fn past_deadline(&mut self) {
+        while let Some((at, id)) = self.deadline.clone() {
+            if at > tokio::time::Instant::now() {
+                return;
+            }
+            if !self.wall_clock_expired(&id) {
+                // Tried again at the next pass.
+                return;
+            }
+            self.levels();
+        }
+    }
+
+    /// The job passed its `constraints.maxWallClockTime`: it ends with `terminateReason`
+    /// `MaxWallClockTimeExpiry`, its running tasks stopped. False if that could not be
+    /// recorded.
+    pub(super) fn wall_clock_expired(&mut self, id: &str) -> bool {
+        tracing::warn!(job = %id, "the job passed its maxWallClockTime: it ends");
+        let ended = self.terminate_job(id, berth_proto::job::TERMINATE_MAX_WALL_CLOCK);
+        if let Err(e) = &ended {
+            tracing::error!(job = %id, error = %Chain(e), "cannot terminate the job");
+        }
+        self.levels = None;
+        ended.is_ok()
+    }
+
     /// Jobs being terminated or deleted: once none of their tasks runs, their release task
     /// runs (if preparation ran here), then the job completes or is deleted.
     pub(super) fn end_jobs(&mut self) {

@@ -49,6 +49,25 @@ enum Done {
     Release(String),
 }
 
+/// Sleeps until `deadline` (a job's `maxWallClockTime`).
+async fn wall_clock(deadline: Option<&(tokio::time::Instant, String)>) {
+    match deadline {
+        Some((at, _)) => tokio::time::sleep_until(*at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What one scheduling pass remembers across its levels.
+#[derive(Default)]
+struct Pass {
+    /// Each dependency's answer (many tasks often wait on the same one).
+    deps: HashMap<Key, Option<bool>>,
+    /// Each job once: its state and its preparation record.
+    jobs: HashMap<String, Option<(JobView, Option<JobOnNode>)>>,
+    /// Tasks running per job (lower-case id), for `maxParallelTasks`.
+    running: HashMap<String, u32>,
+}
+
 /// Queued tasks read per page in a scheduling pass.
 const QUEUE_PAGE: usize = 256;
 
@@ -62,6 +81,9 @@ enum Request {
     Wake,
     /// A job is being terminated or deleted: look at ending jobs again.
     JobEnding,
+    /// A job was added or updated: one with `onAllTasksComplete: terminatejob` and no
+    /// task left to run ends; its priority and limits are read again.
+    JobChanged(String),
     /// End a task that has not completed: stop it if it runs, complete an active one
     /// `TaskEnded`. The answer says whether it could be recorded.
     End {
@@ -122,6 +144,10 @@ pub struct Queue {
     used: u32,
     /// Waiting for the queue to settle (`Request::Settled`).
     settled: Vec<oneshot::Sender<()>>,
+    /// The jobs by priority (`levels`); `None` after anything may have changed them.
+    levels: Option<Arc<Vec<Option<Vec<String>>>>>,
+    /// The next job to pass its `constraints.maxWallClockTime`, found with `levels`.
+    deadline: Option<(tokio::time::Instant, String)>,
 }
 
 impl Scheduler {
@@ -148,6 +174,8 @@ impl Scheduler {
             set: JoinSet::new(),
             used: 0,
             settled: Vec::new(),
+            levels: None,
+            deadline: None,
         };
         (Scheduler { tx, sh }, queue)
     }
@@ -156,6 +184,12 @@ impl Scheduler {
     pub fn wake(&self) {
         // A stopped loop has nothing left to wake.
         self.tx.send(Request::Wake).ok();
+    }
+
+    /// A job was added or updated (Batch: one with `onAllTasksComplete: terminatejob` and
+    /// no task left to run completes at once).
+    pub fn job_changed(&self, job: &str) {
+        self.tx.send(Request::JobChanged(job.to_string())).ok();
     }
 
     /// A job is being terminated or deleted: look at ending jobs again (`end_jobs`).
@@ -233,9 +267,12 @@ impl Queue {
 
     /// Takes one request; the pass after it looks at the queue again.
     fn handle(&mut self, req: Request) {
+        // Any request may follow a change to the jobs (added, updated, ended).
+        self.levels = None;
         match req {
             Request::Wake => {}
             Request::JobEnding => self.ending = true,
+            Request::JobChanged(job) => self.all_tasks_complete(&job),
             Request::Stop { key, reply } => {
                 let ran = self.running.get(&key).inspect(|t| t.cancel()).is_some();
                 // An asker that went away needs no answer.
@@ -393,12 +430,75 @@ impl Queue {
     /// Reads the queue a page at a time and stops once the slots are full, so a pass
     /// costs what it starts, not what is queued. Returns the slots now used.
     fn start_what_fits(&mut self, mut used: u32, total: u32) -> u32 {
+        let mut pass = Pass::default();
+        for (job, _) in self.running.keys() {
+            *pass.running.entry(job.clone()).or_default() += 1;
+        }
+        let levels = self.levels();
+        for level in levels.iter() {
+            if used >= total {
+                break;
+            }
+            used = self.start_level(used, total, level.as_deref(), &mut pass);
+        }
+        used
+    }
+
+    /// The active jobs by `priority`, highest first, each level's job keys (lower case);
+    /// one level of all jobs (`None`) when they share one priority, the usual case.
+    /// Read again only after a request, since only requests change jobs.
+    fn levels(&mut self) -> Arc<Vec<Option<Vec<String>>>> {
+        if let Some(l) = &self.levels {
+            return l.clone();
+        }
+        let jobs = match self.sh.store.jobs() {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %Chain(&e), "cannot read the jobs");
+                return Arc::new(vec![None]);
+            }
+        };
+        let mut by: std::collections::BTreeMap<std::cmp::Reverse<i32>, Vec<String>> =
+            Default::default();
+        // The earliest `constraints.maxWallClockTime` among active jobs (from creation).
+        self.deadline = jobs
+            .iter()
+            .filter(|j| j.state == JobState::Active)
+            .filter_map(|j| {
+                let limit = j.spec.constraints.as_ref()?.max_wall_clock_time?.limit()?;
+                let at = j.creation_time + chrono::Duration::from_std(limit).ok()?;
+                // On the runtime's clock, which timers (and paused tests) follow.
+                let left = (at - Utc::now()).to_std().unwrap_or_default();
+                Some((tokio::time::Instant::now() + left, j.spec.id.clone()))
+            })
+            .min();
+        for j in jobs.iter().filter(|j| j.state == JobState::Active) {
+            by.entry(std::cmp::Reverse(j.spec.priority()))
+                .or_default()
+                .push(j.spec.id.to_ascii_lowercase());
+        }
+        let levels = Arc::new(if by.len() <= 1 {
+            vec![None]
+        } else {
+            by.into_values().map(Some).collect()
+        });
+        self.levels = Some(levels.clone());
+        levels
+    }
+
+    /// Starts what fits from the queue of the jobs in `level` (all jobs: `None`), in
+    /// queue order, backfilling past tasks that cannot start yet.
+    fn start_level(
+        &mut self,
+        mut used: u32,
+        total: u32,
+        level: Option<&[String]>,
+        pass: &mut Pass,
+    ) -> u32 {
         let mut after = 0;
-        let mut seen = HashMap::new();
-        // Each job once per scan: its state and its preparation record.
-        let mut jobs: HashMap<String, Option<(JobView, Option<JobOnNode>)>> = HashMap::new();
+        let (seen, jobs) = (&mut pass.deps, &mut pass.jobs);
         while used < total {
-            let queue = match self.sh.store.active_queue(after, QUEUE_PAGE) {
+            let queue = match self.sh.store.active_queue(after, QUEUE_PAGE, level) {
                 Ok(q) => q,
                 Err(e) => {
                     tracing::error!(error = %Chain(&e), "cannot read the task queue");
@@ -415,9 +515,10 @@ impl Queue {
                 if used + slots > total {
                     continue;
                 }
+                let job_key = head.job_id.to_ascii_lowercase();
                 if self
                     .sh
-                    .deps_ready(&head.job_id, head.depends_on.as_ref(), &mut seen)
+                    .deps_ready(&head.job_id, head.depends_on.as_ref(), seen)
                     != Some(true)
                 {
                     continue;
@@ -431,6 +532,10 @@ impl Queue {
                     });
                 let Some((job, rec)) = entry else { continue };
                 if job.state != JobState::Active {
+                    continue;
+                }
+                let running = pass.running.get(&job_key).copied().unwrap_or(0);
+                if job.spec.parallel_cap().is_some_and(|cap| running >= cap) {
                     continue;
                 }
                 let gate = job_tasks::gate(&job.spec, rec.as_ref(), &self.sh.boot_id);
@@ -468,6 +573,7 @@ impl Queue {
                 let job = job.clone();
                 if self.launch(st, &job, gate == Gate::Prepare && waits) {
                     used += slots;
+                    *pass.running.entry(job_key).or_default() += 1;
                 } else if gate == Gate::Prepare && waits {
                     // It waits for GPUs: nobody prepares the job yet.
                     self.sh.record(
@@ -497,6 +603,8 @@ impl Queue {
         loop {
             if !cancel.is_cancelled() {
                 self.end_jobs();
+                self.levels();
+                self.past_deadline();
             }
             if !cancel.is_cancelled() && self.sh.rt.status.state().schedulable() {
                 self.used = self.start_what_fits(self.used, total);
@@ -531,6 +639,8 @@ impl Queue {
                             self.used = self.used.saturating_sub(slots);
                             if terminate {
                                 self.job_action_terminate(&k.0);
+                            } else {
+                                self.all_tasks_complete(&k.0);
                             }
                         }
                         Some(Ok(Done::Release(job))) => {
@@ -540,6 +650,11 @@ impl Queue {
                         Some(Err(e)) => {
                             tracing::error!(error = %Chain(&e), "a task runner failed");
                         }
+                    }
+                }
+                _ = wall_clock(self.deadline.as_ref()), if self.deadline.is_some() && !cancel.is_cancelled() => {
+                    if let Some((_, job)) = self.deadline.take() {
+                        self.wall_clock_expired(&job);
                     }
                 }
                 _ = cancel.cancelled(), if !cancel.is_cancelled() => match on_shutdown {
