@@ -957,3 +957,27 @@ fn max_parallel_tasks_caps_a_job() {
         );
     }
 }
+
+/// The job's `constraints.maxWallClockTime` ends it and stops its running task.
+#[test]
+fn a_job_past_its_wall_clock_ends_with_its_tasks() {
+    let n = TestNode::new("jobclock");
+    let job = n.file(
+        "job.json",
+        &json!({"id": "clockjob", "constraints": {"maxWallClockTime": "PT2S"}}),
+    );
+    let t0 = Instant::now();
+    let r = n.run(
+        &["--job", job.to_str().unwrap()],
+        &json!([task("long", "sleep 60", ""), task("next", "true", "")]),
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    for id in ["long", "next"] {
+        let t = r.task(id);
+        assert_eq!(
+            t["executionInfo"]["failureInfo"]["code"], "TaskEnded",
+            "{id}: {t}"
+        );
+    }
+    assert!(n.containers().is_empty());
+}

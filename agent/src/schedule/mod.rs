@@ -196,12 +196,16 @@ pub async fn run_job(
     }
     if !cancel.is_cancelled() {
         // The job ends as a terminate ends it in the daemon: its release task runs (when
-        // its preparation ran), then it completes.
+        // its preparation ran), then it completes. Its blocked tasks stay `active`, as
+        // the run reports them. One that ended already (its wall clock, a task's
+        // jobAction) is left as it is.
         if let Ok(Some(mut j)) = store.job(&job.id) {
-            j.state = berth_proto::JobState::Terminating;
-            j.state_transition_time = Utc::now();
-            if store.put_job(&j).is_ok() {
-                sched.job_ending();
+            if j.state == berth_proto::JobState::Active {
+                j.state = berth_proto::JobState::Terminating;
+                j.state_transition_time = Utc::now();
+                if store.put_job(&j).is_ok() {
+                    sched.job_ending();
+                }
             }
         }
         // Settled again once the release task ran and the job completed.
