@@ -198,6 +198,17 @@ batch_enum!(
     }
 );
 
+batch_enum!(
+    /// `disableTasks` of a job disable: what happens to the job's running tasks.
+    /// `requeue`: stopped and queued again (`requeueCount` + 1), to run once the job is
+    /// enabled; `terminate`: stopped and completed `TaskEnded`; `wait`: left to finish.
+    DisableJobOption {
+        Requeue => "requeue",
+        Terminate => "terminate",
+        Wait => "wait",
+    }
+);
+
 impl JobSpec {
     /// `priority`, default 0.
     pub fn priority(&self) -> i32 {

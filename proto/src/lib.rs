@@ -30,8 +30,8 @@ pub use failure::{FailureCategory, FailureCode};
 pub use files::{OutputFile, ResourceFile, UploadCondition};
 pub use image_ref::ImageRef;
 pub use job::{
-    JobExecutionInfo, JobPrepReleaseStatus, JobPreparationTask, JobReleaseTask, JobSpec, JobState,
-    JobTaskExecutionInfo, JobView, OnAllTasksComplete, OnTaskFailure,
+    DisableJobOption, JobExecutionInfo, JobPrepReleaseStatus, JobPreparationTask, JobReleaseTask,
+    JobSpec, JobState, JobTaskExecutionInfo, JobView, OnAllTasksComplete, OnTaskFailure,
 };
 pub use load::{LoadError, Loaded};
 pub use node::{

@@ -401,7 +401,7 @@ fn job_task(
 /// `usesTaskDependencies`, a `jobAction` needs `onTaskFailure` `performexitoptionsjobaction`
 /// (Batch refuses both with 400); ranges must run upwards.
 fn exit_conditions(p: &mut Problems, path: &str, e: &crate::exit::ExitConditions, job: &JobSpec) {
-    use crate::exit::{ExitOptions, JobAction};
+    use crate::exit::ExitOptions;
     let mut options: Vec<(String, &ExitOptions)> = vec![];
     for (i, m) in e.exit_codes.iter().enumerate() {
         options.push((
@@ -450,10 +450,6 @@ fn exit_conditions(p: &mut Problems, path: &str, e: &crate::exit::ExitConditions
                     "job {:?} does not set onTaskFailure to performexitoptionsjobaction, so a jobAction would have no effect (Batch refuses it too)",
                     job.id
                 ),
-            ),
-            Some(JobAction::Disable) => p.add(
-                format!("{at}.jobAction"),
-                "disable is not supported by berth yet (it needs job disable); use none or terminate",
             ),
             _ => {}
         }
@@ -758,7 +754,6 @@ mod tests {
             msgs(super::task("$", &task, &acting, &pool)),
             vec![
                 "$.exitConditions.exitCodeRanges[0]: start 5 is above end 4; a range is start..end, inclusive",
-                "$.exitConditions.default.jobAction: disable is not supported by berth yet (it needs job disable); use none or terminate",
             ]
         );
         // A wrong value names what is accepted.

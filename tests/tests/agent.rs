@@ -1000,3 +1000,66 @@ fn job_priority_updates_and_automatic_end() {
     assert_eq!(a.req("POST", "/jobs", Some(&empty)).0, 201);
     job_in(&a, "empty", "completed");
 }
+
+/// Job disable and enable, through the CLI: a disabled job starts nothing; `requeue`
+/// stops its running task and queues it again; enabled, everything runs.
+#[test]
+fn job_disable_and_enable() {
+    let n = TestNode::new("jobdisable");
+    let a = Agent::start(&n);
+    let cli = |args: &[&str]| {
+        let out = Command::new(berth_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(&a.sock)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(
+        a.req(
+            "POST",
+            "/jobs",
+            Some(&json!({"id": "dj", "maxParallelTasks": 1}))
+        )
+        .0,
+        201
+    );
+    // Each run appends a line, so a requeued task shows two.
+    let run = "/bin/sh -c 'echo run >> $AZ_BATCH_NODE_SHARED_DIR/$AZ_BATCH_TASK_ID; sleep 3'";
+    for id in ["a", "b"] {
+        assert_eq!(
+            a.req("POST", "/jobs/dj/tasks", Some(&ctask(id, run))).0,
+            201
+        );
+    }
+    a.wait_state("dj", "a", "running");
+    let out = cli(&["job", "disable", "dj", "--disable-tasks", "requeue"]);
+    assert!(out.contains("disabled (requeue)"), "{out}");
+    job_in(&a, "dj", "disabled");
+    let t = a.wait_state("dj", "a", "active");
+    assert_eq!(t["executionInfo"]["requeueCount"], 1, "{t}");
+    // A disabled job takes no task and starts none.
+    let (st, b) = a.req("POST", "/jobs/dj/tasks", Some(&ctask("c", "true")));
+    assert_eq!(st, 409);
+    assert!(b.contains("JobDisabled"), "{b}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(a.json("/jobs/dj/tasks/b")["state"], "active");
+    // Bad bodies name the property.
+    let (st, b) = a.req("POST", "/jobs/dj/disable", Some(&json!({})));
+    assert_eq!(st, 400);
+    assert!(b.contains("disableTasks"), "{b}");
+    cli(&["job", "enable", "dj"]);
+    assert_eq!(a.json("/jobs/dj")["state"], "active");
+    a.wait_state_for("dj", "a", "completed", Duration::from_secs(60));
+    a.wait_state_for("dj", "b", "completed", Duration::from_secs(60));
+    let runs = |id: &str| std::fs::read_to_string(n.root().join("shared").join(id)).unwrap();
+    assert_eq!(runs("a"), "run\nrun\n", "a ran again after the requeue");
+    assert_eq!(runs("b"), "run\n");
+    assert!(n.containers().is_empty());
+}

@@ -43,6 +43,8 @@ pub enum ApiError {
     #[error("{0}")]
     JobNotActive(String),
     #[error("{0}")]
+    JobDisabled(String),
+    #[error("{0}")]
     JobCompleted(String),
     #[error("{0}")]
     JobBeingDeleted(String),
@@ -93,6 +95,7 @@ impl ApiError {
             TaskIdSameAsJobPreparationTask(_) => "TaskIdSameAsJobPreparationTask",
             TaskIdSameAsJobReleaseTask(_) => "TaskIdSameAsJobReleaseTask",
             JobNotActive(_) => "JobNotActive",
+            JobDisabled(_) => "JobDisabled",
             JobCompleted(_) => "JobCompleted",
             JobBeingDeleted(_) => "JobBeingDeleted",
             JobBeingTerminated(_) => "JobBeingTerminated",
@@ -123,6 +126,7 @@ impl ApiError {
             | TaskIdSameAsJobPreparationTask(_)
             | TaskIdSameAsJobReleaseTask(_)
             | JobNotActive(_)
+            | JobDisabled(_)
             | JobCompleted(_)
             | JobBeingDeleted(_)
             | JobBeingTerminated(_)

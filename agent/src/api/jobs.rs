@@ -158,6 +158,65 @@ async fn update(
     Ok(StatusCode::OK)
 }
 
+/// Batch's job disable body: `{"disableTasks": "requeue" | "terminate" | "wait"}`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DisableBody {
+    disable_tasks: Option<berth_proto::DisableJobOption>,
+}
+
+/// A job in a state no disable or enable applies to: Batch's 409.
+fn not_switchable(j: &JobView) -> Option<ApiError> {
+    match j.state {
+        JobState::Completed => Some(ApiError::JobCompleted(
+            "The specified job is already in a completed state.".into(),
+        )),
+        JobState::Terminating => Some(ApiError::JobBeingTerminated(
+            "The specified job is being terminated.".into(),
+        )),
+        JobState::Deleting => Some(ApiError::JobBeingDeleted(
+            "The specified job is being deleted.".into(),
+        )),
+        _ => None,
+    }
+}
+
+/// `POST /jobs/{job}/disable`: no task of the job starts until it is enabled.
+pub async fn disable(
+    State(s): State<AppState>,
+    Path(job): Path<String>,
+    h: HeaderMap,
+    super::Body(body): super::Body,
+) -> Result<StatusCode, ApiError> {
+    require_json(&h)?;
+    let j = find_job(&s, &job)?;
+    if let Some(e) = not_switchable(&j) {
+        return Err(e);
+    }
+    let b: DisableBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::InvalidRequestBody(format!("job disable: {e}")))?;
+    let Some(how) = b.disable_tasks else {
+        return Err(ApiError::MissingRequiredProperty(
+            "$.disableTasks: give requeue, terminate or wait".into(),
+        ));
+    };
+    s.sched.disable_job(&j.spec.id, how).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `POST /jobs/{job}/enable`: a disabled job's tasks may start again.
+pub async fn enable(
+    State(s): State<AppState>,
+    Path(job): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let j = find_job(&s, &job)?;
+    if let Some(e) = not_switchable(&j) {
+        return Err(e);
+    }
+    s.sched.enable_job(&j.spec.id).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
 pub async fn list(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(serde_json::json!({"value": s.store.jobs()?})))
 }

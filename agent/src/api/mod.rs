@@ -73,6 +73,8 @@ pub fn router(state: AppState) -> Router {
                 .put(jobs::put),
         )
         .route("/jobs/{job}/terminate", post(jobs::terminate))
+        .route("/jobs/{job}/disable", post(jobs::disable))
+        .route("/jobs/{job}/enable", post(jobs::enable))
         .route(
             "/jobs/{job}/jobpreparationandreleasetaskstatus",
             get(jobs::prep_release_status),

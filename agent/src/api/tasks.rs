@@ -29,6 +29,10 @@ fn active_job(s: &AppState, job: &str) -> Result<JobView, ApiError> {
         JobState::Completed => Err(ApiError::JobCompleted(
             "The specified job is already in a completed state.".into(),
         )),
+        JobState::Disabling | JobState::Disabled => Err(ApiError::JobDisabled(format!(
+            "The specified job is {}: enable it first.",
+            j.state
+        ))),
         _ => Err(ApiError::JobNotActive(format!(
             "The specified job is {}.",
             j.state

@@ -35,7 +35,22 @@ pub enum JobCmd {
     /// List the jobs.
     List,
     /// Terminate a job: its running tasks are stopped.
-    Terminate { id: String },
+    Terminate {
+        id: String,
+        /// The job's `terminateReason` (default `UserTerminate`).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Disable a job: none of its tasks starts until it is enabled.
+    Disable {
+        id: String,
+        /// What happens to its running tasks: requeue (stopped, run again once enabled),
+        /// terminate (stopped, ended) or wait (left to finish).
+        #[arg(long, value_name = "requeue|terminate|wait", default_value = "requeue")]
+        disable_tasks: berth_proto::DisableJobOption,
+    },
+    /// Enable a disabled job.
+    Enable { id: String },
     /// Delete a job, its tasks and their files.
     Delete { id: String },
 }
@@ -147,10 +162,29 @@ pub async fn job(cmd: JobCmd, conn: Conn) -> ExitCode {
                 print!("{}", jobs_table(&l.value))
             }
         }),
-        JobCmd::Terminate { id } => c
-            .request("POST", &format!("/jobs/{id}/terminate"), None, &[])
+        JobCmd::Terminate { id, reason } => {
+            let body = reason.map(|r| {
+                serde_json::to_vec(&serde_json::json!({ "terminateReason": r })).unwrap_or_default()
+            });
+            c.request("POST", &format!("/jobs/{id}/terminate"), body, &[])
+                .await
+                .map(|_| println!("job {id} terminated"))
+        }
+        JobCmd::Disable { id, disable_tasks } => {
+            let body = serde_json::json!({ "disableTasks": disable_tasks });
+            c.request(
+                "POST",
+                &format!("/jobs/{id}/disable"),
+                Some(serde_json::to_vec(&body).unwrap_or_default()),
+                &[],
+            )
             .await
-            .map(|_| println!("job {id} terminated")),
+            .map(|_| println!("job {id} disabled ({disable_tasks})"))
+        }
+        JobCmd::Enable { id } => c
+            .request("POST", &format!("/jobs/{id}/enable"), None, &[])
+            .await
+            .map(|_| println!("job {id} enabled")),
         JobCmd::Delete { id } => c
             .request("DELETE", &format!("/jobs/{id}"), None, &[])
             .await

@@ -792,3 +792,87 @@ async fn a_job_past_its_max_wall_clock_time_is_terminated() {
     }
     assert_eq!(d.started(), ["t1"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_disabled_job_starts_nothing_and_handles_running_tasks_as_asked() {
+    use berth_proto::DisableJobOption as How;
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(10)));
+    let d = daemon(&f, 6, |_| {});
+    for (job, _) in [
+        ("rq", How::Requeue),
+        ("tm", How::Terminate),
+        ("wt", How::Wait),
+    ] {
+        d.job(json!({"id": job, "maxParallelTasks": 1}));
+        d.tasks(job, vec![t("a"), t("b")]);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (job, how) in [
+        ("rq", How::Requeue),
+        ("tm", How::Terminate),
+        ("wt", How::Wait),
+    ] {
+        assert_eq!(d.state(job, "a").0, TaskState::Running, "{job}");
+        d.sched.disable_job(job, how).await.unwrap();
+    }
+    // Waiting, the job is `disabling` until its running task ends.
+    assert_eq!(
+        d.store.job("wt").unwrap().unwrap().state,
+        JobState::Disabling
+    );
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    for job in ["rq", "tm", "wt"] {
+        assert_eq!(
+            d.store.job(job).unwrap().unwrap().state,
+            JobState::Disabled,
+            "{job}"
+        );
+        assert_eq!(
+            d.state(job, "b").0,
+            TaskState::Active,
+            "{job}: nothing starts"
+        );
+    }
+    let info = |job: &str, id: &str| {
+        d.store
+            .task(job, id)
+            .unwrap()
+            .unwrap()
+            .view
+            .execution_info
+            .unwrap_or_default()
+    };
+    // requeue: back in the queue, counted; terminate: ended; wait: ran to its end.
+    assert_eq!(d.state("rq", "a").0, TaskState::Active);
+    assert_eq!(info("rq", "a").requeue_count, 1);
+    assert_eq!(
+        info("tm", "a").failure_info.map(|f| f.code).as_deref(),
+        Some("TaskEnded")
+    );
+    assert_eq!(d.state("wt", "a"), (TaskState::Completed, Some(0)));
+    for job in ["rq", "tm", "wt"] {
+        d.sched.enable_job(job).await.unwrap();
+    }
+    d.until_completed("rq", &["a", "b"]).await;
+    d.until_completed("wt", &["b"]).await;
+    d.until_completed("tm", &["b"]).await;
+    assert_eq!(d.state("rq", "a"), (TaskState::Completed, Some(0)));
+    assert_eq!(d.store.job("rq").unwrap().unwrap().state, JobState::Active);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_action_disable_requeues_the_jobs_running_tasks() {
+    let f = Fake::new();
+    f.script(exit_by_name(2));
+    let d = daemon(&f, 2, |_| {});
+    d.job(json!({"id": "j", "onTaskFailure": "performexitoptionsjobaction"}));
+    let mut fails = t("fails-code-3");
+    fails["exitConditions"] = json!({"default": {"jobAction": "disable"}});
+    d.tasks("j", vec![fails, t("long-code-0"), t("queued")]);
+    d.until_completed("j", &["fails-code-3"]).await;
+    d.sched.settled().await;
+    assert_eq!(d.store.job("j").unwrap().unwrap().state, JobState::Disabled);
+    assert_eq!(d.state("j", "long-code-0").0, TaskState::Active, "requeued");
+    assert_eq!(d.state("j", "queued").0, TaskState::Active);
+}

@@ -2,6 +2,7 @@
 //! tasks runs any more, then completes or goes (`end_jobs`, `finish_job`).
 
 use super::*;
+use berth_proto::exit::JobAction;
 
 impl Queue {
     /// Terminates an active job (see `Scheduler::terminate_job`); a job already ending or
@@ -11,7 +12,10 @@ impl Queue {
         let Some(mut job) = store.job(id)? else {
             return Ok(());
         };
-        if job.state != JobState::Active {
+        if !matches!(
+            job.state,
+            JobState::Active | JobState::Disabling | JobState::Disabled | JobState::Enabling
+        ) {
             return Ok(());
         }
         let rec = store.job_on_node(id)?;
@@ -37,13 +41,97 @@ impl Queue {
         Ok(())
     }
 
-    /// A task's `exitConditions` said `jobAction: terminate` (and its job carries such
-    /// actions out): the job ends with `terminateReason` `TaskFailed`.
-    pub(super) fn job_action_terminate(&mut self, id: &str) {
-        tracing::warn!(job = %id, reason = berth_proto::job::TERMINATE_TASK_FAILED, "a task's exit conditions terminate its job");
-        if let Err(e) = self.terminate_job(id, berth_proto::job::TERMINATE_TASK_FAILED) {
-            tracing::error!(job = %id, error = %Chain(&e), "cannot terminate the job");
+    /// A task's `exitConditions` `jobAction` (its job carries such actions out):
+    /// `terminate` ends the job with `terminateReason` `TaskFailed`; `disable` disables
+    /// it with `requeue`, as Batch does.
+    pub(super) fn job_action(&mut self, id: &str, action: JobAction) {
+        let done = match action {
+            JobAction::None => return,
+            JobAction::Terminate => {
+                tracing::warn!(job = %id, reason = berth_proto::job::TERMINATE_TASK_FAILED, "a task's exit conditions terminate its job");
+                self.terminate_job(id, berth_proto::job::TERMINATE_TASK_FAILED)
+            }
+            JobAction::Disable => {
+                tracing::warn!(job = %id, "a task's exit conditions disable its job");
+                self.disable_job(id, berth_proto::DisableJobOption::Requeue)
+            }
+        };
+        if let Err(e) = done {
+            tracing::error!(job = %id, error = %Chain(&e), "cannot carry out the task's jobAction");
         }
+    }
+
+    /// Disables an active job (see `Scheduler::disable_job`); one disabling or disabled
+    /// already is left as it is.
+    pub(super) fn disable_job(
+        &mut self,
+        id: &str,
+        how: berth_proto::DisableJobOption,
+    ) -> Result<(), StoreError> {
+        use berth_proto::DisableJobOption as How;
+        let store = self.sh.store.clone();
+        let Some(mut job) = store.job(id)? else {
+            return Ok(());
+        };
+        if job.state != JobState::Active {
+            return Ok(());
+        }
+        job.state = JobState::Disabling;
+        job.state_transition_time = Utc::now();
+        store.put_job(&job)?;
+        self.levels = None;
+        let lower = id.to_ascii_lowercase();
+        for (k, token) in self.running.iter().filter(|((j, _), _)| *j == lower) {
+            match how {
+                How::Wait => {}
+                How::Terminate => token.cancel(),
+                How::Requeue => {
+                    self.sh
+                        .requeue
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(k.clone());
+                    token.cancel();
+                }
+            }
+        }
+        self.disabled_once_idle(id);
+        Ok(())
+    }
+
+    /// A `disabling` job none of whose tasks runs any more is `disabled`.
+    pub(super) fn disabled_once_idle(&mut self, id: &str) {
+        let lower = id.to_ascii_lowercase();
+        if self.running.keys().any(|(j, _)| *j == lower) {
+            return;
+        }
+        let Ok(Some(mut job)) = self.sh.store.job(id) else {
+            return;
+        };
+        if job.state != JobState::Disabling {
+            return;
+        }
+        job.state = JobState::Disabled;
+        job.state_transition_time = Utc::now();
+        if let Err(e) = self.sh.store.put_job(&job) {
+            tracing::error!(job = %id, error = %Chain(&e), "cannot record the job as disabled");
+        }
+    }
+
+    /// Enables a disabled or disabling job: `active` again (Batch's `enabling` lasts no
+    /// longer than this write on one node).
+    pub(super) fn enable_job(&mut self, id: &str) -> Result<(), StoreError> {
+        let Some(mut job) = self.sh.store.job(id)? else {
+            return Ok(());
+        };
+        if !matches!(job.state, JobState::Disabled | JobState::Disabling) {
+            return Ok(());
+        }
+        job.state = JobState::Active;
+        job.state_transition_time = Utc::now();
+        self.sh.store.put_job(&job)?;
+        self.levels = None;
+        Ok(())
     }
 
     /// A job with `onAllTasksComplete: terminatejob` whose tasks all completed (none

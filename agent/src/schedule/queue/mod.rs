@@ -41,8 +41,8 @@ type Key = (String, String);
 /// What a runner in the loop's set returns, so the loop alone updates its state.
 enum Done {
     /// A task ended (or went back to the queue): its key, the slots it gives back, and
-    /// whether its `exitConditions` terminate its job (`jobAction: terminate`).
-    Task(Key, u32, bool),
+    /// what its `exitConditions` do to its job (`jobAction`, when the job carries it out).
+    Task(Key, u32, Option<JobAction>),
     /// A preparation task that ran beside the tasks (`waitForSuccess: false`).
     Preparation,
     /// A job's release task ended (lower-case job id).
@@ -97,6 +97,18 @@ enum Request {
         reason: String,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Disable an active job: no task of it starts; its running ones are handled per
+    /// `how`; it is `disabled` once none runs.
+    DisableJob {
+        job: String,
+        how: berth_proto::DisableJobOption,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Enable a disabled job: its tasks may start again.
+    EnableJob {
+        job: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Stop a task if it runs here; the answer says whether it ran.
     Stop {
         key: Key,
@@ -123,6 +135,8 @@ struct Shared {
     /// Cancelled when the agent shuts down (tells a shutdown from a terminate).
     shutdown: CancellationToken,
     boot_id: String,
+    /// Running tasks a job disable (`requeue`) stopped: their runners queue them again.
+    requeue: std::sync::Mutex<HashSet<Key>>,
 }
 
 /// The loop and the state only it touches.
@@ -161,6 +175,7 @@ impl Scheduler {
             store,
             shutdown,
             boot_id: job_tasks::boot_id(),
+            requeue: Default::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let queue = Queue {
@@ -249,6 +264,38 @@ impl Scheduler {
             .unwrap_or_else(|_| Err(StoreError::Backend("the scheduler has stopped".into())))
     }
 
+    /// Disables a job (Batch's job disable): it is `disabling` while tasks of it still
+    /// run, then `disabled`; `how` says what happens to those running now.
+    pub async fn disable_job(
+        &self,
+        job: &str,
+        how: berth_proto::DisableJobOption,
+    ) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = job.to_string();
+        self.ask(Request::DisableJob { job, how, reply }, answer)
+            .await
+    }
+
+    /// Enables a disabled (or disabling) job: it is `active` again.
+    pub async fn enable_job(&self, job: &str) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = job.to_string();
+        self.ask(Request::EnableJob { job, reply }, answer).await
+    }
+
+    async fn ask(
+        &self,
+        req: Request,
+        answer: oneshot::Receiver<Result<(), StoreError>>,
+    ) -> Result<(), StoreError> {
+        let stopped = || StoreError::Backend("the scheduler has stopped".into());
+        if self.tx.send(req).is_err() {
+            return Err(stopped());
+        }
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
     /// Waits until the queue has settled after everything sent before: nothing runs, no
     /// job is ending, and nothing more could start (`berth run` ends its job then).
     /// Returns at once when the loop has stopped.
@@ -292,6 +339,12 @@ impl Queue {
                 let r = self.terminate_job(&job, &reason);
                 reply.send(r).ok();
             }
+            Request::DisableJob { job, how, reply } => {
+                reply.send(self.disable_job(&job, how)).ok();
+            }
+            Request::EnableJob { job, reply } => {
+                reply.send(self.enable_job(&job)).ok();
+            }
             Request::Settled(reply) => self.settled.push(reply),
         }
     }
@@ -309,10 +362,8 @@ impl Queue {
                 view.execution_info = Some(*info);
                 if let Err(e) = self.sh.store.put_task(&view) {
                     tracing::error!(error = %Chain(&e), "cannot record the task's end");
-                } else if job.spec.performs_exit_job_actions()
-                    && record::actions(&view).job == JobAction::Terminate
-                {
-                    self.job_action_terminate(&view.job_id);
+                } else if job.spec.performs_exit_job_actions() {
+                    self.job_action(&view.job_id, record::actions(&view).job);
                 }
                 return false;
             }
@@ -394,7 +445,7 @@ impl Queue {
                             tracing::error!(error = %Chain(&e), "cannot record the task's state");
                         }
                     }
-                    return Done::Task(k, slots, false);
+                    return Done::Task(k, slots, None);
                 }
                 view.state = TaskState::Running;
                 view.state_transition_time = Utc::now();
@@ -418,11 +469,20 @@ impl Queue {
             )
             .await;
             me.rt.gpus.release(&gpus);
+            if me.requeue_requested(&k) {
+                // Stopped by a job disable with `requeue`: queued again, not ended.
+                me.requeue_stopped(&view.job_id, &view.spec.id);
+                return Done::Task(k, slots, None);
+            }
             info.requeue_count = requeues;
             view.execution_info = Some(info.clone());
-            let terminate = performs && record::actions(&view).job == JobAction::Terminate;
+            let action = record::actions(&view).job;
             me.record_end(&view.job_id, &view.spec.id, info).await;
-            Done::Task(k, slots, terminate)
+            Done::Task(
+                k,
+                slots,
+                (performs && action != JobAction::None).then_some(action),
+            )
         }));
     }
 
@@ -634,14 +694,14 @@ impl Queue {
                 },
                 done = self.set.join_next(), if !self.set.is_empty() => {
                     match done {
-                        Some(Ok(Done::Task(k, slots, terminate))) => {
+                        Some(Ok(Done::Task(k, slots, action))) => {
                             self.running.remove(&k);
                             self.used = self.used.saturating_sub(slots);
-                            if terminate {
-                                self.job_action_terminate(&k.0);
-                            } else {
-                                self.all_tasks_complete(&k.0);
+                            match action {
+                                Some(a) => self.job_action(&k.0, a),
+                                None => self.all_tasks_complete(&k.0),
                             }
+                            self.disabled_once_idle(&k.0);
                         }
                         Some(Ok(Done::Release(job))) => {
                             self.releasing.remove(&job);

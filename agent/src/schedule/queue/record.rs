@@ -170,4 +170,35 @@ impl Shared {
         ));
         self.store.put_task(&t.view)
     }
+
+    /// Whether a job disable asked for `key` to be queued again (asked once).
+    pub(super) fn requeue_requested(&self, key: &Key) -> bool {
+        self.requeue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
+    }
+
+    /// A task stopped by a job disable with `requeue` goes back to `active`, one more in
+    /// its `requeueCount`, as a reactivated task does.
+    pub(super) fn requeue_stopped(&self, job: &str, task: &str) {
+        let Ok(Some(mut now)) = self.store.task(job, task) else {
+            return;
+        };
+        let count = now
+            .view
+            .execution_info
+            .as_ref()
+            .map_or(0, |e| e.requeue_count)
+            .saturating_add(1);
+        now.view.state = TaskState::Active;
+        now.view.state_transition_time = Utc::now();
+        now.view.execution_info = Some(ExecutionInfo {
+            requeue_count: count,
+            ..Default::default()
+        });
+        if let Err(e) = self.store.put_task(&now.view) {
+            tracing::error!(job, task, error = %Chain(&e), "cannot queue the task again");
+        }
+    }
 }
