@@ -23,6 +23,8 @@ pub enum Treatment {
     /// Carried out as Batch does (see the README's sections).
     Acted,
     /// An input error when present (not null, not an empty list), with this reason.
+    /// Validation reads the serialized spec, so such a field must serialize when present
+    /// (no `skip_serializing`, as the secrets have).
     Refused(&'static str),
     /// Accepted and kept, with no effect on what runs, for this reason.
     NoOp(&'static str),
