@@ -9,6 +9,7 @@ pub mod common;
 pub mod duration;
 pub mod exit;
 pub mod failure;
+pub mod fields;
 pub mod files;
 pub mod id;
 pub mod image_ref;

@@ -1,6 +1,7 @@
 //! Checks that types alone cannot express: Batch's id rules, value ranges, and the rules
 //! that tie tasks to their job and pool. Every problem names its JSON path and says what
-//! is accepted; all problems are reported, not just the first.
+//! is accepted; all problems are reported, not just the first. Fields berth refuses come
+//! from one place, the field table ([`crate::fields`]).
 
 use crate::common::{
     ContainerHostDataPath, ContainerWorkingDirectory, EnvironmentSetting, TaskContainerSettings,
@@ -30,6 +31,18 @@ impl Problems {
             path: path.into(),
             message: message.into(),
         });
+    }
+}
+
+/// Every refused field present in `spec` (of table shape `shape`, at `path`), from the
+/// field table alone: `is not supported: <reason>`.
+fn refused<T: serde::Serialize>(p: &mut Problems, path: &str, shape: &str, spec: &T) {
+    // Serializing a spec cannot fail: its maps all have string keys.
+    let Ok(v) = serde_json::to_value(spec) else {
+        return;
+    };
+    for (at, reason) in crate::fields::refused_in(path, shape, &v) {
+        p.add(at, format!("is not supported: {reason}"));
     }
 }
 
@@ -151,18 +164,6 @@ fn resource_files(p: &mut Problems, path: &str, list: &[ResourceFile]) {
                 "has more than one source; give exactly one of httpUrl, storageContainerUrl, autoStorageContainerName",
             ),
         }
-        if f.auto_storage_container_name.is_some() {
-            p.add(
-                format!("{at}.autoStorageContainerName"),
-                "is not supported: a berth node has no linked storage account; use storageContainerUrl with a SAS",
-            );
-        }
-        if f.identity_reference.is_some() {
-            p.add(
-                format!("{at}.identityReference"),
-                "is not supported: berth has no managed identity; put a SAS in the URL",
-            );
-        }
         if let Some(u) = &f.http_url {
             http_url(p, format!("{at}.httpUrl"), u);
             if f.file_path.as_deref().is_none_or(str::is_empty) {
@@ -227,12 +228,6 @@ fn output_files(p: &mut Problems, path: &str, list: &[OutputFile]) {
                 );
             }
         }
-        if c.identity_reference.is_some() {
-            p.add(
-                format!("{at}.destination.container.identityReference"),
-                "is not supported: berth has no managed identity; put a SAS in containerUrl",
-            );
-        }
         for (j, h) in c.upload_headers.iter().enumerate() {
             let ok_name = !h.name.is_empty()
                 && h.name
@@ -267,18 +262,10 @@ fn glob_syntax(pattern: &str) -> Result<(), String> {
     })
 }
 
-fn unsupported<T>(p: &mut Problems, path: &str, v: &Option<Vec<T>>, field: &str) {
-    if v.as_ref().is_some_and(|l| !l.is_empty()) {
-        p.add(
-            format!("{path}.{field}"),
-            "is not supported by this version of berth yet",
-        );
-    }
-}
-
 /// Validates a pool on its own.
 pub fn pool(pool: &PoolSpec) -> Vec<Problem> {
     let mut p = Problems::default();
+    refused(&mut p, "$", crate::fields::POOL, pool);
     if let Err(e) = check_id(&pool.id) {
         p.add("$.id", e);
     }
@@ -482,6 +469,7 @@ fn job_limits(p: &mut Problems, priority: Option<i32>, max_parallel: Option<i32>
 /// release tasks must exist there).
 pub fn job(job: &JobSpec, pool: &PoolSpec) -> Vec<Problem> {
     let mut p = Problems::default();
+    refused(&mut p, "$", crate::fields::JOB, job);
     if let Err(e) = check_id(&job.id) {
         p.add("$.id", e);
     }
@@ -555,12 +543,6 @@ pub fn job(job: &JobSpec, pool: &PoolSpec) -> Vec<Problem> {
         }
         resource_files(&mut p, path, &t.resource_files);
     }
-    if job.job_manager_task.is_some() {
-        p.add(
-            "$.jobManagerTask",
-            "is not supported by this version of berth yet",
-        );
-    }
     p.0
 }
 
@@ -582,6 +564,7 @@ pub fn id_taken_by_job_task(id: &str, job: &JobSpec) -> Option<&'static str> {
 /// Validates one task against its job and pool. `path` is where the task sits in its file.
 pub fn task(path: &str, t: &TaskSpec, job: &JobSpec, pool: &PoolSpec) -> Vec<Problem> {
     let mut p = Problems::default();
+    refused(&mut p, path, crate::fields::TASK, t);
     if let Err(e) = check_id(&t.id) {
         p.add(format!("{path}.id"), e);
     }
@@ -696,18 +679,6 @@ pub fn task(path: &str, t: &TaskSpec, job: &JobSpec, pool: &PoolSpec) -> Vec<Pro
     }
     resource_files(&mut p, path, &t.resource_files);
     output_files(&mut p, path, &t.output_files);
-    unsupported(
-        &mut p,
-        path,
-        &t.application_package_references,
-        "applicationPackageReferences",
-    );
-    if t.multi_instance_settings.is_some() {
-        p.add(
-            format!("{path}.multiInstanceSettings"),
-            "is not supported by this version of berth yet",
-        );
-    }
     p.0
 }
 
@@ -764,6 +735,64 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(bad.contains("satisfy, block"), "{bad}");
+    }
+
+    /// A refused field anywhere in a task, a job or a pool is a problem at its JSON path,
+    /// with the table's reason; the same spec without it has none.
+    #[test]
+    fn refused_fields_are_problems_at_their_paths() {
+        let pool = PoolSpec::default_for_run();
+        let job = JobSpec::default_for_run();
+        let task = t(
+            r#"{"id":"a","commandLine":"x","authenticationTokenSettings":{"access":["job"]},
+            "containerSettings":{"imageName":"busybox","registry":{"username":"u","identityReference":{"resourceId":"r"}}}}"#,
+        );
+        assert_eq!(
+            msgs(super::task("$.value[1]", &task, &job, &pool)),
+            [
+                "$.value[1].containerSettings.registry.identityReference: is not supported: berth has no managed identity; give username and password",
+                "$.value[1].authenticationTokenSettings: is not supported: berth gives tasks no AZ_BATCH_AUTHENTICATION_TOKEN",
+            ]
+        );
+        let fine = t(
+            r#"{"id":"a","commandLine":"x","displayName":"d","affinityInfo":{"affinityId":"n"},
+            "applicationPackageReferences":[],"multiInstanceSettings":null}"#,
+        );
+        assert!(super::task("$", &fine, &job, &pool).is_empty());
+
+        let bad_job = j(r#"{"id":"j","jobPreparationTask":{"commandLine":"true",
+                "containerSettings":{"imageName":"busybox","registry":{"identityReference":{}}}},
+            "jobReleaseTask":{"commandLine":"true","resourceFiles":[{"httpUrl":"https://a/b","filePath":"b","identityReference":{}}]},
+            "jobManagerTask":{"id":"m","commandLine":"x"}}"#);
+        assert_eq!(
+            msgs(super::job(&bad_job, &pool))
+                .iter()
+                .map(|m| m.split(": is not supported").next().unwrap())
+                .collect::<Vec<_>>(),
+            [
+                "$.jobPreparationTask.containerSettings.registry.identityReference",
+                "$.jobReleaseTask.resourceFiles[0].identityReference",
+                "$.jobManagerTask",
+            ]
+        );
+
+        let bad_pool: PoolSpec = load::pool(
+            "p",
+            r#"{"id":"p","virtualMachineConfiguration":{"containerConfiguration":{"type":"dockerCompatible",
+                "containerRegistries":[{"registryServer":"r","identityReference":{}}]}},
+            "startTask":{"commandLine":"true","resourceFiles":[{"autoStorageContainerName":"c"}]}}"#,
+        )
+        .unwrap()
+        .items
+        .remove(0)
+        .1;
+        assert_eq!(
+            msgs(super::pool(&bad_pool)),
+            [
+                "$.virtualMachineConfiguration.containerConfiguration.containerRegistries[0].identityReference: is not supported: berth has no managed identity; give username and password",
+                "$.startTask.resourceFiles[0].autoStorageContainerName: is not supported: a berth node has no linked storage account; use storageContainerUrl with a SAS",
+            ]
+        );
     }
 
     #[test]

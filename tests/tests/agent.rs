@@ -179,6 +179,101 @@ fn api_surface_and_bad_requests() {
     assert!(n.containers().is_empty());
 }
 
+/// A field berth refuses (README, "Fields") is Batch's 400 `InvalidPropertyValue` naming
+/// its JSON path, for a job, a task and a task of a collection, and nothing is stored; a
+/// pool with one keeps the agent from starting (exit 2); job schedules are a Batch-shaped
+/// 404 that says berth has none.
+#[test]
+fn refused_fields_in_the_daemon() {
+    let n = TestNode::new("agentrefused");
+    let a = Agent::start(&n);
+    let refused = |(st, b): (u16, String), path: &str| {
+        assert_eq!(st, 400, "{b}");
+        let e: Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(e["code"], "InvalidPropertyValue", "{b}");
+        let m = e["message"]["value"].as_str().unwrap();
+        assert!(m.starts_with(&format!("{path}: is not supported: ")), "{m}");
+    };
+    refused(
+        a.req(
+            "POST",
+            "/jobs",
+            Some(&json!({"id": "rj", "jobPreparationTask": {"commandLine": "true",
+                "containerSettings": {"imageName": "myimage", "registry": {"identityReference": {"resourceId": "/mi"}}}}})),
+        ),
+        "$.jobPreparationTask.containerSettings.registry.identityReference",
+    );
+    assert_eq!(a.req("GET", "/jobs/rj", None).0, 404);
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "rj"}))).0, 201);
+    let mut token = ctask("token", "true");
+    token["authenticationTokenSettings"] = json!({"access": ["job"]});
+    refused(
+        a.req("POST", "/jobs/rj/tasks", Some(&token)),
+        "$.authenticationTokenSettings",
+    );
+    assert_eq!(a.req("GET", "/jobs/rj/tasks/token", None).0, 404);
+    let (st, b) = a.req(
+        "POST",
+        "/jobs/rj/addtaskcollection",
+        Some(&json!({"value": [ctask("fine", "true"), token]})),
+    );
+    assert_eq!(st, 200, "{b}");
+    let results: Value = serde_json::from_str(&b).unwrap();
+    let r = &results["value"][1];
+    assert_eq!(
+        (&r["taskId"], &r["status"]),
+        (&json!("token"), &json!("clienterror")),
+        "{b}"
+    );
+    assert_eq!(r["error"]["code"], "InvalidPropertyValue", "{b}");
+    assert!(
+        r["error"]["message"]["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("$.value[1].authenticationTokenSettings: is not supported"),
+        "{b}"
+    );
+    assert_eq!(
+        a.wait_state("rj", "fine", "completed")["executionInfo"]["exitCode"],
+        0
+    );
+    assert_eq!(a.req("GET", "/jobs/rj/tasks/token", None).0, 404);
+
+    for (method, path) in [("POST", "/jobschedules"), ("GET", "/jobschedules/s1")] {
+        let (st, b) = a.req(method, path, Some(&json!({"id": "s1"})));
+        assert_eq!(st, 404, "{path}: {b}");
+        let e: Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(e["code"], "ResourceNotFound", "{b}");
+        assert!(
+            e["message"]["value"]
+                .as_str()
+                .unwrap()
+                .contains("job schedules"),
+            "{b}"
+        );
+    }
+    assert_eq!(a.term(), Some(0));
+
+    let pool = n.file(
+        "refusedpool.json",
+        &json!({"id": "rp", "virtualMachineConfiguration": {"containerConfiguration": {
+            "containerRegistries": [{"registryServer": "myacr.azurecr.io", "identityReference": {"resourceId": "/mi"}}]}}}),
+    );
+    let out = Command::new(berth_bin())
+        .args(["agent", "--config", "/dev/null", "--socket"])
+        .arg(n.dir.path().join("other.sock"))
+        .arg("--pool")
+        .arg(&pool)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("$.virtualMachineConfiguration.containerConfiguration.containerRegistries[0].identityReference: is not supported"),
+        "{err}"
+    );
+}
+
 #[test]
 fn state_survives_a_restart() {
     let n = TestNode::new("agentstate");
@@ -912,22 +1007,29 @@ fn job_in(a: &Agent, id: &str, state: &str) -> Value {
 fn job_priority_updates_and_automatic_end() {
     let n = TestNode::new("jobprio");
     let a = Agent::start(&n);
-    // One slot, held by a task while the others queue.
     assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "busy"}))).0, 201);
-    assert_eq!(
-        a.req("POST", "/jobs/busy/tasks", Some(&ctask("hold", "sleep 2")))
-            .0,
-        201
+    // Every slot held by one task until the test says go; the others queue.
+    let mut hold = ctask(
+        "hold",
+        "/bin/sh -c 'while [ ! -e $AZ_BATCH_NODE_SHARED_DIR/go ]; do sleep 0.1; done'",
     );
+    hold["requiredSlots"] = json!(4);
+    assert_eq!(a.req("POST", "/jobs/busy/tasks", Some(&hold)).0, 201);
     a.wait_state("busy", "hold", "running");
     let stamp = "/bin/sh -c 'echo $AZ_BATCH_JOB_ID >> $AZ_BATCH_NODE_SHARED_DIR/order'";
+    // Each takes the whole node too, so they run one after the other.
+    let whole = |id: &str, cmd: &str| {
+        let mut t = ctask(id, cmd);
+        t["requiredSlots"] = json!(4);
+        t
+    };
     for job in ["low", "high"] {
         assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": job}))).0, 201);
         assert_eq!(
             a.req(
                 "POST",
                 &format!("/jobs/{job}/tasks"),
-                Some(&ctask("t", stamp))
+                Some(&whole("t", stamp))
             )
             .0,
             201
@@ -940,6 +1042,7 @@ fn job_priority_updates_and_automatic_end() {
         200
     );
     assert_eq!(a.json("/jobs/high")["priority"], 10);
+    std::fs::write(n.root().join("shared/go"), "").unwrap();
     a.wait_state("low", "t", "completed");
     a.wait_state("high", "t", "completed");
     let order = std::fs::read_to_string(n.root().join("shared/order")).unwrap();

@@ -981,3 +981,52 @@ fn a_job_past_its_wall_clock_ends_with_its_tasks() {
     }
     assert!(n.containers().is_empty());
 }
+
+/// A field berth refuses (README, "Fields"), in a task, the job or the pool, stops `berth
+/// run` before anything runs (exit 2), each named by file and JSON path; the documented
+/// no-ops run as if absent.
+#[test]
+fn refused_fields_stop_the_run() {
+    let n = TestNode::new("refused");
+    let pool = n.file(
+        "pool.json",
+        &json!({"id": "rp", "virtualMachineConfiguration": {"containerConfiguration": {
+            "type": "dockerCompatible",
+            "containerRegistries": [{"registryServer": "myacr.azurecr.io", "identityReference": {"resourceId": "/mi"}}]}}}),
+    );
+    let job = n.file(
+        "job.json",
+        &json!({"id": "rj", "jobPreparationTask": {"commandLine": "true",
+            "containerSettings": {"imageName": "myimage", "registry": {"identityReference": {"resourceId": "/mi"}}}}}),
+    );
+    let mut token = task("token", "/bin/sh -c 'echo ran'", "");
+    token["authenticationTokenSettings"] = json!({"access": ["job"]});
+    let tasks = json!([task("plain", "/bin/sh -c 'echo ran'", ""), token]);
+    let r = n.run(
+        &[
+            "--pool",
+            pool.to_str().unwrap(),
+            "--job",
+            job.to_str().unwrap(),
+        ],
+        &tasks,
+    );
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    for needle in [
+        "pool.json: $.virtualMachineConfiguration.containerConfiguration.containerRegistries[0].identityReference: is not supported: berth has no managed identity",
+        "job.json: $.jobPreparationTask.containerSettings.registry.identityReference: is not supported",
+        "tasks.json: $[1].authenticationTokenSettings: is not supported: berth gives tasks no AZ_BATCH_AUTHENTICATION_TOKEN",
+    ] {
+        assert!(r.stderr.contains(needle), "{needle}\n{}", r.stderr);
+    }
+    assert!(!n.root().join("workitems").exists(), "nothing ran");
+
+    let mut noop = task("noop", "/bin/sh -c 'echo ran'", "");
+    noop["displayName"] = json!("a label");
+    noop["affinityInfo"] = json!({"affinityId": "TVM:elsewhere"});
+    noop["authenticationTokenSettings"] = Value::Null;
+    let r = n.run(&[], &noop);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(n.read("berthjob", "noop", "stdout.txt"), "ran\n");
+    assert_eq!(r.task("noop")["displayName"], "a label");
+}

@@ -19,7 +19,7 @@ use crate::task::NodeContext;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use std::path::Path;
 use std::sync::Arc;
@@ -94,9 +94,20 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{job}/tasks/{task}/files/{*path}", get(files::get))
         .route("/node", get(node))
         .route("/metrics", get(metrics))
+        .route("/jobschedules", any(no_job_schedules))
+        .route("/jobschedules/{*rest}", any(no_job_schedules))
         .fallback(|| async { ApiError::ResourceNotFound("no such API path".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY - 1))
         .with_state(state)
+}
+
+/// Job schedules are refused as a whole (README, "Fields"): say so, rather than "no such
+/// path", to a client written for Batch.
+async fn no_job_schedules() -> ApiError {
+    ApiError::ResourceNotFound(
+        "job schedules (/jobschedules) are not supported by berth: add each job with POST /jobs"
+            .into(),
+    )
 }
 
 async fn node(
