@@ -119,11 +119,13 @@ pub static SHAPES: &[Shape] = &[
                 "affinityInfo",
                 "a hint for choosing one of a pool's nodes; a berth node runs every task it is given",
             ),
-            refused(
-                "authenticationTokenSettings",
-                "berth gives tasks no AZ_BATCH_AUTHENTICATION_TOKEN",
-            ),
+            object("authenticationTokenSettings", "AuthenticationTokenSettings"),
         ],
+    },
+    Shape {
+        name: "AuthenticationTokenSettings",
+        rust: "AuthenticationTokenSettings",
+        fields: &[acted("access")],
     },
     Shape {
         name: "TaskContainerSettings",
@@ -299,10 +301,7 @@ pub static SHAPES: &[Shape] = &[
             acted("onTaskFailure"),
             object("jobPreparationTask", "JobPreparationTask"),
             object("jobReleaseTask", "JobReleaseTask"),
-            refused(
-                "jobManagerTask",
-                "berth runs no job manager task; add the job's tasks to it directly",
-            ),
+            object("jobManagerTask", "JobManagerTask"),
         ],
     },
     Shape {
@@ -311,6 +310,29 @@ pub static SHAPES: &[Shape] = &[
         fields: &[
             acted("maxWallClockTime"),
             acted("maxTaskRetryCount"),
+        ],
+    },
+    Shape {
+        name: "JobManagerTask",
+        rust: "JobManagerTask",
+        fields: &[
+            acted("id"),
+            no_op("displayName", LABEL),
+            acted("commandLine"),
+            object("containerSettings", "TaskContainerSettings"),
+            object("resourceFiles", "ResourceFile"),
+            object("outputFiles", "OutputFile"),
+            object("environmentSettings", "EnvironmentSetting"),
+            object("constraints", "TaskConstraints"),
+            acted("requiredSlots"),
+            acted("killJobOnCompletion"),
+            object("userIdentity", "UserIdentity"),
+            acted("runExclusive"),
+            object("authenticationTokenSettings", "AuthenticationTokenSettings"),
+            no_op(
+                "allowLowPriorityNode",
+                "chooses among a pool's dedicated and Spot nodes; a berth node runs the task itself",
+            ),
         ],
     },
     Shape {

@@ -147,7 +147,7 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_release_task: Option<JobReleaseTask>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_manager_task: Option<serde_json::Value>,
+    pub job_manager_task: Option<JobManagerTask>,
 }
 
 impl JobSpec {
@@ -180,6 +180,73 @@ crate::common::batch_enum!(
         Deleting => "deleting",
     }
 );
+
+/// `jobManagerTask` (Batch's `JobManagerTask`): a task created with the job, first in
+/// its queue. `runExclusive` (default true) has it run alone on the node; with
+/// `killJobOnCompletion` (default true) its end terminates the job (`JMComplete`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobManagerTask {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub command_line: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_settings: Option<TaskContainerSettings>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_files: Vec<crate::files::ResourceFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_files: Vec<crate::files::OutputFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environment_settings: Vec<EnvironmentSetting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<TaskConstraints>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_slots: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_job_on_completion: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_identity: Option<UserIdentity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_exclusive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication_token_settings: Option<crate::task::AuthenticationTokenSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_low_priority_node: Option<bool>,
+}
+
+/// Batch's `terminateReason` for a job whose manager task completed with
+/// `killJobOnCompletion`.
+pub const TERMINATE_JM_COMPLETE: &str = "JMComplete";
+
+impl JobManagerTask {
+    pub fn kills_job(&self) -> bool {
+        self.kill_job_on_completion.unwrap_or(true)
+    }
+
+    /// The task berth queues for it: `runExclusive` takes every slot of the node.
+    pub fn task_spec(&self, slots_per_node: u32) -> crate::task::TaskSpec {
+        let exclusive = self.run_exclusive.unwrap_or(true);
+        crate::task::TaskSpec {
+            id: self.id.clone(),
+            display_name: self.display_name.clone(),
+            command_line: self.command_line.clone(),
+            container_settings: self.container_settings.clone(),
+            environment_settings: self.environment_settings.clone(),
+            constraints: self.constraints.clone(),
+            required_slots: if exclusive {
+                i32::try_from(slots_per_node).ok()
+            } else {
+                self.required_slots
+            },
+            user_identity: self.user_identity.clone(),
+            resource_files: self.resource_files.clone(),
+            output_files: self.output_files.clone(),
+            authentication_token_settings: self.authentication_token_settings.clone(),
+            ..Default::default()
+        }
+    }
+}
 
 batch_enum!(
     /// `onTaskFailure`: what a failed task does to its job (`performexitoptionsjobaction`:

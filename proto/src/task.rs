@@ -76,11 +76,36 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity_info: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authentication_token_settings: Option<serde_json::Value>,
+    pub authentication_token_settings: Option<AuthenticationTokenSettings>,
 }
 
 impl TaskSpec {
     pub fn required_slots(&self) -> u32 {
         self.required_slots.unwrap_or(1).max(1) as u32
+    }
+}
+
+crate::common::batch_enum!(
+    /// `authenticationTokenSettings.access`: what the task's token may do.
+    AccessScope {
+        Job => "job",
+    }
+);
+
+/// `authenticationTokenSettings`: the task gets `AZ_BATCH_AUTHENTICATION_TOKEN`, good for
+/// its own job's operations only, and `AZ_BATCH_ACCOUNT_URL`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthenticationTokenSettings {
+    #[serde(default)]
+    pub access: Vec<AccessScope>,
+}
+
+impl TaskSpec {
+    /// Whether the task asked for a token for its job.
+    pub fn wants_job_token(&self) -> bool {
+        self.authentication_token_settings
+            .as_ref()
+            .is_some_and(|a| a.access.contains(&AccessScope::Job))
     }
 }

@@ -543,6 +543,15 @@ pub fn job(job: &JobSpec, pool: &PoolSpec) -> Vec<Problem> {
         }
         resource_files(&mut p, path, &t.resource_files);
     }
+    if let Some(m) = &job.job_manager_task {
+        // Checked as the task berth queues for it; refused fields were checked above.
+        let spec = m.task_spec(pool.task_slots());
+        p.0.extend(
+            task("$.jobManagerTask", &spec, job, pool)
+                .into_iter()
+                .filter(|q| !q.message.starts_with("is not supported")),
+        );
+    }
     p.0
 }
 
@@ -744,14 +753,14 @@ mod tests {
         let pool = PoolSpec::default_for_run();
         let job = JobSpec::default_for_run();
         let task = t(
-            r#"{"id":"a","commandLine":"x","authenticationTokenSettings":{"access":["job"]},
+            r#"{"id":"a","commandLine":"x","multiInstanceSettings":{"numberOfInstances":2},
             "containerSettings":{"imageName":"busybox","registry":{"username":"u","identityReference":{"resourceId":"r"}}}}"#,
         );
         assert_eq!(
             msgs(super::task("$.value[1]", &task, &job, &pool)),
             [
                 "$.value[1].containerSettings.registry.identityReference: is not supported: berth has no managed identity; give username and password",
-                "$.value[1].authenticationTokenSettings: is not supported: berth gives tasks no AZ_BATCH_AUTHENTICATION_TOKEN",
+                "$.value[1].multiInstanceSettings: is not supported: a berth node runs each task on itself alone; multi-instance (MPI) tasks span several nodes",
             ]
         );
         let fine = t(
@@ -763,7 +772,7 @@ mod tests {
         let bad_job = j(r#"{"id":"j","jobPreparationTask":{"commandLine":"true",
                 "containerSettings":{"imageName":"busybox","registry":{"identityReference":{}}}},
             "jobReleaseTask":{"commandLine":"true","resourceFiles":[{"httpUrl":"https://a/b","filePath":"b","identityReference":{}}]},
-            "jobManagerTask":{"id":"m","commandLine":"x"}}"#);
+            "jobManagerTask":{"id":"m","commandLine":"x","containerSettings":{"imageName":"busybox","registry":{"identityReference":{}}}}}"#);
         assert_eq!(
             msgs(super::job(&bad_job, &pool))
                 .iter()
@@ -772,7 +781,7 @@ mod tests {
             [
                 "$.jobPreparationTask.containerSettings.registry.identityReference",
                 "$.jobReleaseTask.resourceFiles[0].identityReference",
-                "$.jobManagerTask",
+                "$.jobManagerTask.containerSettings.registry.identityReference",
             ]
         );
 

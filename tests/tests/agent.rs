@@ -206,10 +206,10 @@ fn refused_fields_in_the_daemon() {
     assert_eq!(a.req("GET", "/jobs/rj", None).0, 404);
     assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "rj"}))).0, 201);
     let mut token = ctask("token", "true");
-    token["authenticationTokenSettings"] = json!({"access": ["job"]});
+    token["multiInstanceSettings"] = json!({"numberOfInstances": 2});
     refused(
         a.req("POST", "/jobs/rj/tasks", Some(&token)),
-        "$.authenticationTokenSettings",
+        "$.multiInstanceSettings",
     );
     assert_eq!(a.req("GET", "/jobs/rj/tasks/token", None).0, 404);
     let (st, b) = a.req(
@@ -230,7 +230,7 @@ fn refused_fields_in_the_daemon() {
         r["error"]["message"]["value"]
             .as_str()
             .unwrap()
-            .starts_with("$.value[1].authenticationTokenSettings: is not supported"),
+            .starts_with("$.value[1].multiInstanceSettings: is not supported"),
         "{b}"
     );
     assert_eq!(
@@ -1165,4 +1165,157 @@ fn job_disable_and_enable() {
     assert_eq!(runs("a"), "run\nrun\n", "a ran again after the requeue");
     assert_eq!(runs("b"), "run\n");
     assert!(n.containers().is_empty());
+}
+
+/// A job manager task, in a container, adds ten tasks to its own job through
+/// `AZ_BATCH_ACCOUNT_URL` with its `AZ_BATCH_AUTHENTICATION_TOKEN`, waits for them, and
+/// its end ends the job (`JMComplete`). Its token reaches nothing but its own job, and
+/// dies with the job.
+#[test]
+fn a_job_manager_task_adds_tasks_with_its_token() {
+    let n = TestNode::new("jobmanager");
+    let admin = "admin-token-0123456789abcdef";
+    let tf = n.dir.path().join("token");
+    std::fs::write(&tf, format!("{admin}\n")).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let a = Agent::start_with(
+        &n,
+        &[
+            ("BERTH_TCP_ADDRESS", addr.as_str()),
+            ("BERTH_TOKEN_FILE", tf.to_str().unwrap()),
+        ],
+    );
+    // The manager's script: add w1..w10, then wait until they completed. It keeps its
+    // token in its working directory for the test's own checks.
+    let script = r#"set -e
+echo "$AZ_BATCH_AUTHENTICATION_TOKEN" > token
+api="$AZ_BATCH_ACCOUNT_URL/jobs/$AZ_BATCH_JOB_ID"
+auth="Authorization: Bearer $AZ_BATCH_AUTHENTICATION_TOKEN"
+for i in 1 2 3 4 5 6 7 8 9 10; do
+  wget -q -O /dev/null --header "$auth" --header "Content-Type: application/json" \
+    --post-data "{\"id\":\"w$i\",\"commandLine\":\"true\",\"containerSettings\":{\"imageName\":\"myimage\",\"containerRunOptions\":\"--network none\"}}" "$api/tasks"
+done
+n=0
+while [ "$(wget -q -O - --header "$auth" "$api/tasks" | grep -o '"state":"completed"' | wc -l)" -lt 10 ]; do
+  n=$((n+1)); [ $n -lt 600 ]; sleep 0.1
+done
+echo added and waited
+"#;
+    a.wait_node("idle");
+    let shared = n.root().join("shared");
+    std::fs::write(shared.join("jm.sh"), script).unwrap();
+    let jm = json!({"id": "manager", "commandLine": "/bin/sh -c 'exec /bin/sh $AZ_BATCH_NODE_SHARED_DIR/jm.sh'",
+        "runExclusive": false,
+        "containerSettings": {"imageName": "myimage", "containerRunOptions": "--network host"},
+        "authenticationTokenSettings": {"access": ["job"]}});
+    let (st, b) = a.req(
+        "POST",
+        "/jobs",
+        Some(&json!({"id": "jmjob", "jobManagerTask": jm})),
+    );
+    assert_eq!(st, 201, "{b}");
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "other"}))).0, 201);
+    let t = a.wait_state_for("jmjob", "manager", "completed", Duration::from_secs(120));
+    assert_eq!(
+        t["executionInfo"]["exitCode"],
+        0,
+        "{t}\n{}",
+        n.read("jmjob", "manager", "stderr.txt")
+    );
+    assert_eq!(
+        n.read("jmjob", "manager", "stdout.txt"),
+        "added and waited\n"
+    );
+    for i in 1..=10 {
+        let w = a.json(&format!("/jobs/jmjob/tasks/w{i}"));
+        assert_eq!(w["executionInfo"]["exitCode"], 0, "{w}");
+    }
+    let j = job_in(&a, "jmjob", "completed");
+    assert_eq!(j["executionInfo"]["terminateReason"], "JMComplete", "{j}");
+
+    // Its token: nothing outside its job, and nothing once the job ended.
+    let token = std::fs::read_to_string(n.task_dir("jmjob", "manager").join("wd/token")).unwrap();
+    let token = token.trim();
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: berth\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.get(9..12).unwrap_or("").to_string()
+    };
+    assert_eq!(
+        get("/jobs/other"),
+        "401",
+        "the job ended: the token with it"
+    );
+    let log = std::fs::read_to_string(n.dir.path().join("agent.log")).unwrap();
+    assert!(!log.contains(token), "the job token reached the log");
+}
+
+/// A job token reaches its own job's tasks and nothing else (another job, the node).
+#[test]
+fn a_job_token_is_refused_outside_its_job() {
+    let n = TestNode::new("jobtoken");
+    let admin = "admin-token-0123456789abcdef";
+    let tf = n.dir.path().join("token");
+    std::fs::write(&tf, format!("{admin}\n")).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let a = Agent::start_with(
+        &n,
+        &[
+            ("BERTH_TCP_ADDRESS", addr.as_str()),
+            ("BERTH_TOKEN_FILE", tf.to_str().unwrap()),
+        ],
+    );
+    let jm = json!({"id": "manager", "commandLine": "/bin/sh -c 'echo $AZ_BATCH_AUTHENTICATION_TOKEN > token; sleep 30'",
+        "containerSettings": {"imageName": "myimage", "containerRunOptions": "--network none"},
+        "authenticationTokenSettings": {"access": ["job"]}});
+    assert_eq!(
+        a.req(
+            "POST",
+            "/jobs",
+            Some(&json!({"id": "mine", "jobManagerTask": jm}))
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        a.req("POST", "/jobs", Some(&json!({"id": "theirs"}))).0,
+        201
+    );
+    a.wait_state("mine", "manager", "running");
+    let file = n.task_dir("mine", "manager").join("wd/token");
+    let t0 = Instant::now();
+    while !file.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let token = std::fs::read_to_string(&file).unwrap();
+    let token = token.trim().to_string();
+    let req = |method: &str, path: &str, auth: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "{method} {path} HTTP/1.0\r\nHost: berth\r\nAuthorization: Bearer {auth}\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        (out.get(9..12).unwrap_or("").to_string(), out)
+    };
+    assert_eq!(req("GET", "/jobs/mine/tasks", &token).0, "200");
+    let (st, body) = req("GET", "/jobs/theirs/tasks", &token);
+    assert_eq!(st, "403", "{body}");
+    assert!(body.contains("AuthorizationFailure"), "{body}");
+    assert_eq!(req("GET", "/node", &token).0, "403");
+    assert_eq!(req("POST", "/jobs/mine/terminate", &token).0, "403");
+    // A forged token (another signature) is no token at all.
+    let forged = format!("{}AA", &token[..token.len() - 2]);
+    assert_eq!(req("GET", "/jobs/mine/tasks", &forged).0, "401");
+    // The agent's own token still reaches everything.
+    assert_eq!(req("GET", "/node", admin).0, "200");
+    // Its job ends (killJobOnCompletion): the token goes with it.
+    assert_eq!(req("POST", "/jobs/mine/terminate", admin).0, "202");
+    job_in(&a, "mine", "completed");
+    assert_eq!(req("GET", "/jobs/mine/tasks", &token).0, "401");
 }

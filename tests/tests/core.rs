@@ -1000,7 +1000,7 @@ fn refused_fields_stop_the_run() {
             "containerSettings": {"imageName": "myimage", "registry": {"identityReference": {"resourceId": "/mi"}}}}}),
     );
     let mut token = task("token", "/bin/sh -c 'echo ran'", "");
-    token["authenticationTokenSettings"] = json!({"access": ["job"]});
+    token["multiInstanceSettings"] = json!({"numberOfInstances": 2});
     let tasks = json!([task("plain", "/bin/sh -c 'echo ran'", ""), token]);
     let r = n.run(
         &[
@@ -1015,7 +1015,7 @@ fn refused_fields_stop_the_run() {
     for needle in [
         "pool.json: $.virtualMachineConfiguration.containerConfiguration.containerRegistries[0].identityReference: is not supported: berth has no managed identity",
         "job.json: $.jobPreparationTask.containerSettings.registry.identityReference: is not supported",
-        "tasks.json: $[1].authenticationTokenSettings: is not supported: berth gives tasks no AZ_BATCH_AUTHENTICATION_TOKEN",
+        "tasks.json: $[1].multiInstanceSettings: is not supported: a berth node runs each task on itself alone",
     ] {
         assert!(r.stderr.contains(needle), "{needle}\n{}", r.stderr);
     }
@@ -1024,7 +1024,7 @@ fn refused_fields_stop_the_run() {
     let mut noop = task("noop", "/bin/sh -c 'echo ran'", "");
     noop["displayName"] = json!("a label");
     noop["affinityInfo"] = json!({"affinityId": "TVM:elsewhere"});
-    noop["authenticationTokenSettings"] = Value::Null;
+    noop["multiInstanceSettings"] = Value::Null;
     let r = n.run(&[], &noop);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert_eq!(n.read("berthjob", "noop", "stdout.txt"), "ran\n");

@@ -39,7 +39,15 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-pub async fn require_token(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
+/// What the TCP guard checks requests against: the agent's token (every operation), and
+/// job tokens (their job's operations only, while the job lasts).
+#[derive(Clone)]
+pub struct TcpGuard {
+    pub token: Arc<str>,
+    pub state: super::AppState,
+}
+
+pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) -> Response {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -47,43 +55,44 @@ pub async fn require_token(State(token): State<Arc<str>>, req: Request, next: Ne
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => next.run(req).await,
-        _ => {
-            let mut r = ApiError::AuthenticationFailed(
-                "send Authorization: Bearer <the token in the agent's token_file>".into(),
-            )
-            .into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                "Bearer".parse().expect("static header"),
-            );
-            r
-        }
+        Some(t) if constant_time_eq(t.as_bytes(), g.token.as_bytes()) => next.run(req).await,
+        Some(t) if t.starts_with("bjt1.") => match job_token(&g.state, t) {
+            Some(claim)
+                if crate::node::job_token::allows(&claim, req.method(), req.uri().path()) =>
+            {
+                next.run(req).await
+            }
+            Some(claim) => ApiError::AuthorizationFailure(format!(
+                "a job token is good for job {:?}'s own tasks only",
+                claim.job_id
+            ))
+            .into_response(),
+            None => refused(),
+        },
+        _ => refused(),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The job a token is good for, if it is valid and its job still runs (not completed,
+/// not being deleted, not another job of the same id).
+fn job_token(s: &super::AppState, token: &str) -> Option<crate::node::job_token::JobClaim> {
+    let claim = s.rt.job_tokens.get()?.tokens.verify(token)?;
+    let job = s.store.job(&claim.job_id).ok()??;
+    let live = !matches!(
+        job.state,
+        berth_proto::JobState::Completed | berth_proto::JobState::Deleting
+    );
+    (live && job.creation_time == claim.created).then_some(claim)
+}
 
-    #[test]
-    fn comparison() {
-        assert!(constant_time_eq(b"abcdefghijklmnop", b"abcdefghijklmnop"));
-        assert!(!constant_time_eq(b"abcdefghijklmnop", b"abcdefghijklmnoq"));
-        assert!(!constant_time_eq(b"abcdefghijklmnop", b"abcdefghijklmno"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(!constant_time_eq(b"x", b""));
-        assert!(constant_time_eq(b"", b""));
-    }
-
-    #[test]
-    fn token_files() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("token");
-        std::fs::write(&f, "0123456789abcdef\n").unwrap();
-        assert_eq!(&*read_token(&f).unwrap(), "0123456789abcdef");
-        std::fs::write(&f, "short\n").unwrap();
-        assert!(read_token(&f).unwrap_err().contains("at least 16"));
-        assert!(read_token(&d.path().join("absent")).is_err());
-    }
+fn refused() -> Response {
+    let mut r = ApiError::AuthenticationFailed(
+        "send Authorization: Bearer <the token in the agent's token_file, or a task's AZ_BATCH_AUTHENTICATION_TOKEN>".into(),
+    )
+    .into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        "Bearer".parse().expect("static header"),
+    );
+    r
 }

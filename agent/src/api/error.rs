@@ -22,6 +22,9 @@ pub enum ApiError {
     // 401
     #[error("{0}")]
     AuthenticationFailed(String),
+    // 403
+    #[error("{0}")]
+    AuthorizationFailure(String),
     // 404
     #[error("{0}")]
     JobNotFound(String),
@@ -86,6 +89,7 @@ impl ApiError {
             InvalidQueryParameterValue(_) => "InvalidQueryParameterValue",
             InvalidHeaderValue(_) | UnsupportedMediaType(_) => "InvalidHeaderValue",
             AuthenticationFailed(_) => "AuthenticationFailed",
+            AuthorizationFailure(_) => "AuthorizationFailure",
             JobNotFound(_) => "JobNotFound",
             TaskNotFound(_) => "TaskNotFound",
             FileNotFound(_) => "FileNotFound",
@@ -118,6 +122,7 @@ impl ApiError {
             | InvalidQueryParameterValue(_)
             | InvalidHeaderValue(_) => StatusCode::BAD_REQUEST,
             AuthenticationFailed(_) => StatusCode::UNAUTHORIZED,
+            AuthorizationFailure(_) => StatusCode::FORBIDDEN,
             JobNotFound(_) | TaskNotFound(_) | FileNotFound(_) | ResourceNotFound(_) => {
                 StatusCode::NOT_FOUND
             }

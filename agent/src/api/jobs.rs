@@ -27,9 +27,28 @@ pub async fn add(
             p.path, p.message
         )));
     }
+    let wants_token = spec.job_manager_task.as_ref().is_some_and(|m| {
+        m.authentication_token_settings
+            .as_ref()
+            .is_some_and(|a| a.access.contains(&berth_proto::task::AccessScope::Job))
+    });
+    if wants_token && s.rt.job_tokens.get().is_none() {
+        return Err(ApiError::InvalidPropertyValue(
+            "$.jobManagerTask.authenticationTokenSettings: this agent serves no TCP API for a job token to be used at; set tcp_address and token_file".into(),
+        ));
+    }
     let job = JobView::new(spec);
     match s.store.add_job(&job) {
         Ok(()) => {
+            // The job manager task is created with the job, first in its queue.
+            if let Some(m) = &job.spec.job_manager_task {
+                let t = m.task_spec(s.rt.pool.task_slots());
+                let view = crate::schedule::TaskReport::active(&s.rt, &job.spec, t, None).view;
+                if let Err(e) = s.store.add_tasks(std::slice::from_ref(&view)) {
+                    s.store.delete_job(&job.spec.id).ok();
+                    return Err(e.into());
+                }
+            }
             s.sched.job_changed(&job.spec.id);
             Ok(StatusCode::CREATED)
         }

@@ -8,7 +8,7 @@ mod files;
 mod jobs;
 mod tasks;
 
-pub use auth::read_token;
+pub use auth::{read_token, TcpGuard};
 pub use conn::{HEADER_TIMEOUT, MAX_CONNECTIONS};
 pub use error::ApiError;
 pub use tasks::MAX_COLLECTION;
@@ -151,15 +151,15 @@ pub(crate) fn require_json(h: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Serves on `listener` (TCP), every request checked against `token`, until `cancel`.
+/// Serves on `listener` (TCP), every request checked by `guard`, until `cancel`.
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     app: Router,
-    token: Arc<str>,
+    guard: auth::TcpGuard,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let app = app.layer(axum::middleware::from_fn_with_state(
-        token,
+        guard,
         auth::require_token,
     ));
     tracing::info!(address = %listener.local_addr()?, "API listening on TCP (bearer token)");

@@ -136,7 +136,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
 
     let app = api::router(api::AppState {
         rt: rt.clone(),
-        store,
+        store: store.clone(),
         sched: sched.clone(),
     });
     let api_stop = CancellationToken::new();
@@ -151,9 +151,35 @@ pub async fn run(args: AgentArgs) -> ExitCode {
                 )
             }
         };
+        // Tasks that ask for a job token get one good at this address.
+        let key = rt.node.layout.root().join("berth").join("job-token.key");
+        match crate::node::job_token::JobTokens::open(&key) {
+            Ok(tokens) => {
+                let url = match listener.local_addr() {
+                    Ok(a) => format!("http://{a}"),
+                    Err(_) => format!("http://{addr}"),
+                };
+                let issuer = crate::node::job_token::Issuer {
+                    tokens,
+                    account_url: url,
+                };
+                rt.job_tokens.set(Arc::new(issuer)).ok();
+            }
+            Err(e) => {
+                tracing::error!(error = %crate::error_chain::Chain(&e), "tasks cannot be given job tokens");
+            }
+        }
+        let guard = api::TcpGuard {
+            token,
+            state: api::AppState {
+                rt: rt.clone(),
+                store: store.clone(),
+                sched: sched.clone(),
+            },
+        };
         let (app, stop) = (app.clone(), api_stop.clone());
         tokio::spawn(async move {
-            if let Err(e) = api::serve_tcp(listener, app, token, stop).await {
+            if let Err(e) = api::serve_tcp(listener, app, guard, stop).await {
                 tracing::error!(address = %addr, error = %e, "the TCP API stopped");
             }
         });

@@ -1,6 +1,7 @@
 //! Where things live on this machine: the Batch directory tree and the task users.
 
 pub mod beneath;
+pub mod job_token;
 pub mod layout;
 pub mod retention;
 pub mod status;

@@ -85,7 +85,7 @@ pub(crate) fn gpu_gate(rt: &NodeContext, job: &JobSpec, spec: &TaskSpec) -> GpuG
 /// Runs one task from spec to final execution info: user, plan, directories, attempts.
 pub(crate) async fn run_one(
     rt: Arc<NodeContext>,
-    job: JobSpec,
+    view: berth_proto::JobView,
     spec: TaskSpec,
     gpus: Reservation,
     cancel: CancellationToken,
@@ -93,8 +93,24 @@ pub(crate) async fn run_one(
     on_retry: &(dyn Fn(i32) + Sync),
 ) -> ExecutionInfo {
     use tracing::Instrument;
+    let (job, job_created) = (view.spec, view.creation_time);
     let span = tracing::info_span!("task", job = %job.id, task = %spec.id);
     async move {
+        // A token good for this job's operations, and where to use it.
+        let token_env = match (spec.wants_job_token(), rt.job_tokens.get()) {
+            (false, _) => vec![],
+            (true, Some(issuer)) => issuer
+                .env(&job.id, job_created)
+                .into_iter()
+                .map(|(k, v)| (k, v.expose().to_string()))
+                .collect(),
+            (true, None) => {
+                return task::failed_before_start(
+                    FailureCode::ContainerInvalidSettings,
+                    "authenticationTokenSettings asks for a job token, and this agent serves no TCP API to use it at (set tcp_address and token_file)".into(),
+                )
+            }
+        };
         if plan::needs_container_settings(&spec, &rt.pool) {
             return task::failed_before_start(
                 FailureCode::ContainerTaskSettingsNotFound,
@@ -104,7 +120,12 @@ pub(crate) async fn run_one(
         let launch = task::launch::Launch {
             what: "task",
             identity: spec.user_identity.clone(),
-            plan: Box::new(|user| plan::task(&spec, &job, &rt.node, user)),
+            plan: Box::new(|user| {
+                plan::task(&spec, &job, &rt.node, user).map(|mut p| {
+                    p.batch_env.extend(token_env);
+                    p
+                })
+            }),
             gpus: rt.gpus.devices(&gpus),
             fresh: true,
             // A task taken over after an agent restart keeps its directory and output.
@@ -145,9 +166,15 @@ pub async fn run_job(
     cancel: CancellationToken,
 ) -> JobReport {
     use crate::store::Store;
-    let mut reports: Vec<TaskReport> = tasks
-        .iter()
-        .map(|t| TaskReport::active(&rt, job, t.clone(), None))
+    // The job manager task is created with the job, first in its queue.
+    let manager = job
+        .job_manager_task
+        .as_ref()
+        .map(|m| m.task_spec(rt.pool.task_slots()));
+    let mut reports: Vec<TaskReport> = manager
+        .into_iter()
+        .chain(tasks)
+        .map(|t| TaskReport::active(&rt, job, t, None))
         .collect();
     // The run's own store, beside the node's state; gone with the run.
     let path = rt

@@ -876,3 +876,44 @@ async fn a_job_action_disable_requeues_the_jobs_running_tasks() {
     assert_eq!(d.state("j", "long-code-0").0, TaskState::Active, "requeued");
     assert_eq!(d.state("j", "queued").0, TaskState::Active);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_job_manager_runs_alone_and_its_end_ends_the_job() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(5)));
+    let d = daemon(&f, 3, |_| {});
+    d.job(
+        json!({"id": "j", "jobManagerTask": {"id": "jm", "commandLine": "/bin/true",
+        "containerSettings": {"imageName": IMAGE}}}),
+    );
+    // As the API does: the manager is queued with the job, first.
+    let spec = d.store.job("j").unwrap().unwrap().spec;
+    let jm = spec.job_manager_task.as_ref().unwrap().task_spec(3);
+    let view = crate::schedule::TaskReport::active(&d.rt, &spec, jm, None).view;
+    d.store.add_tasks(&[view]).unwrap();
+    d.tasks("j", vec![t("t1"), t("t2")]);
+    d.until_completed("j", &["jm", "t1", "t2"]).await;
+    d.sched.settled().await;
+    // runExclusive: the manager held the node; killJobOnCompletion: its end ended the job
+    // and the tasks still queued.
+    assert_eq!(f.peak_running(), 1);
+    assert_eq!(d.started(), ["jm"]);
+    let j = d.store.job("j").unwrap().unwrap();
+    assert_eq!(j.state, JobState::Completed);
+    assert_eq!(
+        j.execution_info.unwrap().terminate_reason.as_deref(),
+        Some("JMComplete")
+    );
+    let code = |id: &str| {
+        d.store
+            .task("j", id)
+            .unwrap()
+            .unwrap()
+            .view
+            .execution_info
+            .and_then(|i| i.failure_info)
+            .map(|f| f.code)
+    };
+    assert_eq!(code("t1").as_deref(), Some("TaskEnded"));
+    assert_eq!(code("jm"), None);
+}

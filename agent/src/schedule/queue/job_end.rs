@@ -61,6 +61,15 @@ impl Queue {
         }
     }
 
+    /// The job manager task completed and its job ends with it (`killJobOnCompletion`,
+    /// `terminateReason` `JMComplete`), its other tasks with it.
+    pub(super) fn manager_done(&mut self, id: &str) {
+        tracing::info!(job = %id, "the job manager task completed: the job ends (killJobOnCompletion)");
+        if let Err(e) = self.terminate_job(id, berth_proto::job::TERMINATE_JM_COMPLETE) {
+            tracing::error!(job = %id, error = %Chain(&e), "cannot terminate the job");
+        }
+    }
+
     /// Disables an active job (see `Scheduler::disable_job`); one disabling or disabled
     /// already is left as it is.
     pub(super) fn disable_job(

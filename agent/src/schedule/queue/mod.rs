@@ -41,8 +41,8 @@ type Key = (String, String);
 /// What a runner in the loop's set returns, so the loop alone updates its state.
 enum Done {
     /// A task ended (or went back to the queue): its key, the slots it gives back, and
-    /// what its `exitConditions` do to its job (`jobAction`, when the job carries it out).
-    Task(Key, u32, Option<JobAction>),
+    /// what its end does to its job.
+    Task(Key, u32, Option<JobEnd>),
     /// A preparation task that ran beside the tasks (`waitForSuccess: false`).
     Preparation,
     /// A job's release task ended (lower-case job id).
@@ -66,6 +66,15 @@ struct Pass {
     jobs: HashMap<String, Option<(JobView, Option<JobOnNode>)>>,
     /// Tasks running per job (lower-case id), for `maxParallelTasks`.
     running: HashMap<String, u32>,
+}
+
+/// What a task's end does to its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobEnd {
+    /// Its `exitConditions` `jobAction` (the job carries such actions out).
+    Action(JobAction),
+    /// It was the job manager task, with `killJobOnCompletion`.
+    ManagerDone,
 }
 
 /// Queued tasks read per page in a scheduling pass.
@@ -379,7 +388,7 @@ impl Queue {
             self.sh.rt.gpus.release(&gpus);
             return false;
         }
-        self.spawn(view, job.spec.clone(), gpus, None);
+        self.spawn(view, job, gpus, None);
         true
     }
 
@@ -397,10 +406,12 @@ impl Queue {
     fn spawn(
         &mut self,
         view: TaskView,
-        job: JobSpec,
+        job: &JobView,
         gpus: Reservation,
         resume: Option<task::Resume>,
     ) {
+        let job_view = job.clone();
+        let job = job.spec.clone();
         let k = key(&view.job_id, &view.spec.id);
         // A child of `stopping`: a stopping agent stops every task, a terminate one.
         let token = self.sh.shutdown.child_token();
@@ -458,9 +469,13 @@ impl Queue {
                 move |retries: i32| me.record_retry(&job, &task, retries)
             };
             let performs = job.performs_exit_job_actions();
+            let manager_kills = job
+                .job_manager_task
+                .as_ref()
+                .is_some_and(|m| m.kills_job() && m.id.eq_ignore_ascii_case(&view.spec.id));
             let mut info = run_one(
                 me.rt.clone(),
-                job,
+                job_view,
                 view.spec.clone(),
                 gpus.clone(),
                 token,
@@ -478,11 +493,14 @@ impl Queue {
             view.execution_info = Some(info.clone());
             let action = record::actions(&view).job;
             me.record_end(&view.job_id, &view.spec.id, info).await;
-            Done::Task(
-                k,
-                slots,
-                (performs && action != JobAction::None).then_some(action),
-            )
+            let effect = if performs && action != JobAction::None {
+                Some(JobEnd::Action(action))
+            } else if manager_kills {
+                Some(JobEnd::ManagerDone)
+            } else {
+                None
+            };
+            Done::Task(k, slots, effect)
         }));
     }
 
@@ -698,7 +716,8 @@ impl Queue {
                             self.running.remove(&k);
                             self.used = self.used.saturating_sub(slots);
                             match action {
-                                Some(a) => self.job_action(&k.0, a),
+                                Some(JobEnd::Action(a)) => self.job_action(&k.0, a),
+                                Some(JobEnd::ManagerDone) => self.manager_done(&k.0),
                                 None => self.all_tasks_complete(&k.0),
                             }
                             self.disabled_once_idle(&k.0);

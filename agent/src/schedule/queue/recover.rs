@@ -238,7 +238,7 @@ impl Queue {
                         attempt,
                         started,
                     };
-                    self.spawn(view, job.spec, gpus, Some(resume));
+                    self.spawn(view, &job, gpus, Some(resume));
                 }
                 // Removed below, before anything is scheduled: a start that comes later
                 // still finds no container to run.
