@@ -384,3 +384,32 @@ fn start_task_in_a_container_and_node_state() {
     assert!(node["errors"].is_null());
     assert!(r.stderr.contains("to=waitingforstarttask"), "{}", r.stderr);
 }
+
+/// A registry host written with upper-case letters is what docker's reference grammar
+/// accepts (only the repository path must be lower case): the image is pulled, and the
+/// pool's `registryServer` in other case still gives its credentials.
+#[test]
+fn a_registry_host_in_upper_case_is_pulled_with_its_credentials() {
+    let reg = TestRegistry::with_users(&[("alice", PASSWORD)]);
+    let n = TestNode::new("upperhost");
+    let image = reg.push_unique("team/app:1");
+    let port = reg.addr.rsplit_once(':').unwrap().1;
+    let path = image.split_once('/').unwrap().1;
+    let upper = format!("LocalHost:{port}/{path}");
+    let p = pool(
+        &[&upper],
+        json!([registry(&format!("LOCALHOST:{port}"), "alice", PASSWORD)]),
+    );
+    let r = n.pool_start(&p, &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.node()["images"][0]["state"], "ready", "{}", r.stdout);
+    let pf = n.file("pool.json", &p);
+    let t = json!({"id": "up", "commandLine": "/bin/sh -c 'cat /nonce >/dev/null && echo ran'",
+        "containerSettings": {"imageName": upper, "containerRunOptions": "--network none"}});
+    let r = n.run(&["--pool", pf.to_str().unwrap()], &t);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(n.read("berthjob", "up", "stdout.txt"), "ran\n");
+    assert_no_secret(&n, &r, PASSWORD);
+    rmi(&upper);
+    rmi(&image);
+}
