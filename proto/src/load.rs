@@ -1,4 +1,5 @@
-//! Reading Batch JSON files: a task, an array of tasks, `{"value": [...]}`, a pool or a job.
+//! Reading Batch JSON files: a task, an array of tasks, `{"value": [...]}`, a pool, a job
+//! or a job schedule.
 //!
 //! Every error names the file, the JSON path and the problem. Unknown fields are not
 //! errors: they come back as warnings, so files written for newer Batch APIs still load.
@@ -179,6 +180,14 @@ pub fn pool(file: &str, text: &str) -> Result<Loaded<PoolSpec>, LoadError> {
 /// Loads a job (`JobAddParameter` subset).
 pub fn job(file: &str, text: &str) -> Result<Loaded<JobSpec>, LoadError> {
     single(file, text, "job")
+}
+
+/// Loads a job schedule (`JobScheduleAddParameter`).
+pub fn job_schedule(
+    file: &str,
+    text: &str,
+) -> Result<Loaded<crate::job_schedule::JobScheduleSpec>, LoadError> {
+    single(file, text, "job schedule")
 }
 
 fn kind(v: &Value) -> &'static str {
