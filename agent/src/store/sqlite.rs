@@ -87,7 +87,10 @@ fn update_schedule(db: &Connection, s: &StoredSchedule) -> Result<(), StoreError
         )
         .map_err(backend)?;
     if n == 0 {
-        return Err(StoreError::NotFound(format!("job schedule {:?}", s.spec.id)));
+        return Err(StoreError::NotFound(format!(
+            "job schedule {:?}",
+            s.spec.id
+        )));
     }
     Ok(())
 }
@@ -117,7 +120,10 @@ fn rows_to_tasks(
 /// Inserts `job` in `tx`; `Exists` when a job, or a job schedule, has its id.
 fn insert_job(tx: &rusqlite::Transaction<'_>, job: &JobView) -> Result<(), StoreError> {
     if has_key(tx, "job_schedules", &job.spec.id)? {
-        return Err(StoreError::Exists(format!("job schedule {:?}", job.spec.id)));
+        return Err(StoreError::Exists(format!(
+            "job schedule {:?}",
+            job.spec.id
+        )));
     }
     let n = tx
         .execute(
@@ -578,13 +584,13 @@ mod tests {
         let v = s.schedule("NIGHTLY").unwrap().unwrap().view();
         assert_eq!(v.state, JobScheduleState::Completed);
         assert!(v.execution_info.end_time.is_some());
-        assert!(v.execution_info.next_run_time.is_none(), "only while active");
+        assert!(
+            v.execution_info.next_run_time.is_none(),
+            "only while active"
+        );
         s.delete_schedule("nightly").unwrap();
         assert!(s.schedule("nightly").unwrap().is_none());
-        assert!(matches!(
-            s.put_schedule(&sch),
-            Err(StoreError::NotFound(_))
-        ));
+        assert!(matches!(s.put_schedule(&sch), Err(StoreError::NotFound(_))));
     }
 
     #[test]
