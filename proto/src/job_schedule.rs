@@ -6,8 +6,7 @@
 use crate::common::{batch_enum, EnvironmentSetting};
 use crate::duration::IsoDuration;
 use crate::job::{
-    JobConstraints, JobPreparationTask, JobReleaseTask, JobSpec, OnAllTasksComplete,
-    OnTaskFailure,
+    JobConstraints, JobPreparationTask, JobReleaseTask, JobSpec, OnAllTasksComplete, OnTaskFailure,
 };
 use crate::pool::PoolSpec;
 use crate::status::NameValuePair;
@@ -118,6 +117,25 @@ pub struct JobScheduleSpec {
     pub job_specification: JobSpecification,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metadata: Vec<NameValuePair>,
+}
+
+/// `JobSchedulePatchParameter` and `JobScheduleUpdateParameter`: PATCH changes what it
+/// gives; PUT must give `schedule` and `jobSpecification`, and clears `metadata` it leaves
+/// out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobScheduleUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_specification: Option<JobSpecification>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Vec<NameValuePair>>,
+}
+
+impl JobScheduleUpdate {
+    /// The properties an update may give.
+    pub const FIELDS: &'static [&'static str] = &["schedule", "jobSpecification", "metadata"];
 }
 
 batch_enum!(

@@ -35,7 +35,8 @@ pub use job::{
     JobSpec, JobState, JobTaskExecutionInfo, JobView, OnAllTasksComplete, OnTaskFailure,
 };
 pub use job_schedule::{
-    JobScheduleSpec, JobScheduleState, JobScheduleView, JobSpecification, Schedule,
+    JobScheduleSpec, JobScheduleState, JobScheduleUpdate, JobScheduleView, JobSpecification,
+    Schedule,
 };
 pub use load::{LoadError, Loaded};
 pub use node::{

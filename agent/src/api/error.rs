@@ -31,6 +31,8 @@ pub enum ApiError {
     FileNotFound(String),
     #[error("{0}")]
     ResourceNotFound(String),
+    #[error("{0}")]
+    JobScheduleNotFound(String),
     // 409
     #[error("{0}")]
     JobExists(String),
@@ -58,6 +60,14 @@ pub enum ApiError {
     TaskSucceeded(String),
     #[error("{0}")]
     TaskNotCompleted(String),
+    #[error("{0}")]
+    JobScheduleExists(String),
+    #[error("{0}")]
+    JobScheduleCompleted(String),
+    #[error("{0}")]
+    JobScheduleBeingTerminated(String),
+    #[error("{0}")]
+    JobScheduleBeingDeleted(String),
     // 413
     #[error("{0}")]
     RequestBodyTooLarge(String),
@@ -103,6 +113,11 @@ impl ApiError {
             TaskCompleted(_) => "TaskCompleted",
             TaskSucceeded(_) => "TaskSucceeded",
             TaskNotCompleted(_) => "TaskNotCompleted",
+            JobScheduleNotFound(_) => "JobScheduleNotFound",
+            JobScheduleExists(_) => "JobScheduleExists",
+            JobScheduleCompleted(_) => "JobScheduleCompleted",
+            JobScheduleBeingTerminated(_) => "JobScheduleBeingTerminated",
+            JobScheduleBeingDeleted(_) => "JobScheduleBeingDeleted",
             RequestBodyTooLarge(_) => "RequestBodyTooLarge",
             InternalError(_) => "InternalError",
         }
@@ -118,9 +133,11 @@ impl ApiError {
             | InvalidQueryParameterValue(_)
             | InvalidHeaderValue(_) => StatusCode::BAD_REQUEST,
             AuthenticationFailed(_) => StatusCode::UNAUTHORIZED,
-            JobNotFound(_) | TaskNotFound(_) | FileNotFound(_) | ResourceNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            JobNotFound(_)
+            | TaskNotFound(_)
+            | FileNotFound(_)
+            | ResourceNotFound(_)
+            | JobScheduleNotFound(_) => StatusCode::NOT_FOUND,
             JobExists(_)
             | TaskExists(_)
             | TaskIdSameAsJobPreparationTask(_)
@@ -133,7 +150,11 @@ impl ApiError {
             | JobPreparationTaskNotSpecified(_)
             | TaskCompleted(_)
             | TaskSucceeded(_)
-            | TaskNotCompleted(_) => StatusCode::CONFLICT,
+            | TaskNotCompleted(_)
+            | JobScheduleExists(_)
+            | JobScheduleCompleted(_)
+            | JobScheduleBeingTerminated(_)
+            | JobScheduleBeingDeleted(_) => StatusCode::CONFLICT,
             RequestBodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             InternalError(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -198,6 +219,16 @@ mod tests {
                 ApiError::JobBeingDeleted("m".into()),
                 409,
                 "JobBeingDeleted",
+            ),
+            (
+                ApiError::JobScheduleNotFound("m".into()),
+                404,
+                "JobScheduleNotFound",
+            ),
+            (
+                ApiError::JobScheduleBeingTerminated("m".into()),
+                409,
+                "JobScheduleBeingTerminated",
             ),
             (
                 ApiError::RequestBodyTooLarge("m".into()),

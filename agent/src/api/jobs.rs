@@ -27,6 +27,13 @@ pub async fn add(
             p.path, p.message
         )));
     }
+    if s.store.schedule(&spec.id)?.is_some() {
+        // Both would own `workitems/<id>`.
+        return Err(ApiError::JobExists(format!(
+            "The id {:?} is a job schedule's; a job cannot have it.",
+            spec.id
+        )));
+    }
     let job = JobView::new(spec);
     match s.store.add_job(&job) {
         Ok(()) => {

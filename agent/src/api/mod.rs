@@ -5,6 +5,7 @@ mod auth;
 mod conn;
 mod error;
 mod files;
+mod job_schedules;
 mod jobs;
 mod tasks;
 
@@ -53,6 +54,8 @@ pub struct AppState {
     pub rt: Arc<NodeContext>,
     pub store: Arc<dyn Store>,
     pub sched: Scheduler,
+    /// Every change to a job schedule goes through its timer.
+    pub schedules: crate::job_schedule::JobSchedules,
 }
 
 /// The job `id`, or Batch's 404 `JobNotFound`.
@@ -92,6 +95,30 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/jobs/{job}/tasks/{task}/files", get(files::list))
         .route("/jobs/{job}/tasks/{task}/files/{*path}", get(files::get))
+        .route(
+            "/jobschedules",
+            post(job_schedules::add).get(job_schedules::list),
+        )
+        .route(
+            "/jobschedules/{schedule}",
+            get(job_schedules::get)
+                .delete(job_schedules::delete)
+                .patch(job_schedules::patch)
+                .put(job_schedules::put),
+        )
+        .route(
+            "/jobschedules/{schedule}/disable",
+            post(job_schedules::disable),
+        )
+        .route(
+            "/jobschedules/{schedule}/enable",
+            post(job_schedules::enable),
+        )
+        .route(
+            "/jobschedules/{schedule}/terminate",
+            post(job_schedules::terminate),
+        )
+        .route("/jobschedules/{schedule}/jobs", get(job_schedules::jobs))
         .route("/node", get(node))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::ResourceNotFound("no such API path".into()) })
