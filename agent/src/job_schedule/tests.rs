@@ -352,3 +352,41 @@ async fn updates() {
         Err(ScheduleError::Exists(_))
     ));
 }
+
+/// A process killed right after it stored a run's job, before telling the scheduler: the
+/// next process neither creates that run again nor leaves the job unseen (an empty
+/// `terminatejob` job would otherwise stay active and hold the schedule).
+#[tokio::test]
+async fn a_job_stored_before_a_crash_is_taken_up() {
+    let n = node();
+    let t = t0();
+    let sched = json!({"doNotRunUntil": t, "recurrenceInterval": "PT1M"});
+    let first = n.timer();
+    first.add(spec("cut", sched, self_ending()), t).unwrap();
+    // What the dead process committed: the run and its job, in one transaction.
+    let mut s = n.schedule("cut");
+    s.created = 1;
+    s.recent_job = Some("cut:job-1".into());
+    s.last_due = Some(t);
+    s.next_due = Some(secs(t, 60));
+    let job = JobView::new(s.spec.job_specification.job("cut:job-1".into()));
+    n.store.add_schedule_job(&s, &job).unwrap();
+    drop(first);
+    let timer = n.timer();
+    timer.pass(secs(t, 1)).await;
+    assert_eq!(
+        n.jobs("cut"),
+        vec!["cut:job-1"],
+        "the run is not created again"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        n.store.job("cut:job-1").unwrap().unwrap().state,
+        JobState::Active,
+        "nobody told the scheduler yet"
+    );
+    timer.recover();
+    n.job_becomes("cut:job-1", Some(JobState::Completed)).await;
+    timer.pass(secs(t, 60)).await;
+    assert_eq!(n.jobs("cut"), vec!["cut:job-1", "cut:job-2"]);
+}
