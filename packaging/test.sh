@@ -117,7 +117,7 @@ expect_mode /run/berth "750 root:berth"
 check "group berth exists" getent group berth
 check "the unit is enabled" test -L /etc/systemd/system/multi-user.target.wants/berth.service
 check "man berth finds the page" man -w berth
-check "bash completion completes subcommands" bash -c '. /usr/share/bash-completion/completions/berth; COMP_WORDS=(berth jo); COMP_CWORD=1; _berth berth jo berth; [ "${COMPREPLY[*]}" = job ]'
+check "bash completion completes subcommands" bash -c '. /usr/share/bash-completion/completions/berth; COMP_WORDS=(berth jo); COMP_CWORD=1; _berth berth jo berth; [ "${COMPREPLY[*]}" = "job jobschedule" ]'
 check "berth --version" sh -c '/usr/bin/berth --version | grep -q "^berth "'
 
 echo "== start the installed agent as the unit does"

@@ -13,6 +13,7 @@
 //!                ──task::exit──>        Outcome             (exit code, failureInfo, retry or not)
 //!                ──task (retries)──>    ExecutionInfo       (berth_proto::status)
 //! schedule:    decides when each task runs (slots, FIFO, dependsOn, retention)
+//! job_schedule: creates the jobs of job schedules when they are due
 //! gpu:         finds the GPUs (NVML), gives each running task its own, adds them to the body
 //! engine:      the only module that talks to Docker
 //! ```
@@ -26,6 +27,7 @@ pub mod error_chain;
 pub mod files;
 pub mod gpu;
 pub mod image;
+pub mod job_schedule;
 pub mod logging;
 pub mod metrics;
 pub mod node;

@@ -36,6 +36,15 @@ enum Cmd {
         #[command(flatten)]
         conn: control::Conn,
     },
+    /// Job schedules on the running agent: add, show, list, terminate, disable, enable,
+    /// delete.
+    #[command(name = "jobschedule")]
+    JobSchedule {
+        #[command(subcommand)]
+        cmd: control::JobScheduleCmd,
+        #[command(flatten)]
+        conn: control::Conn,
+    },
     /// Tasks on the running agent: add, show, list, logs (-f), terminate.
     Task {
         #[command(subcommand)]
@@ -135,6 +144,7 @@ fn main() -> ExitCode {
         Cmd::Pool(cmd) => rt.block_on(berth_agent::cli::pool::run(cmd)),
         Cmd::Agent(args) => rt.block_on(berth_agent::cli::agent::run(args)),
         Cmd::Job { cmd, conn } => rt.block_on(control::job(cmd, conn)),
+        Cmd::JobSchedule { cmd, conn } => rt.block_on(control::job_schedule(cmd, conn)),
         Cmd::Task { cmd, conn } => rt.block_on(control::task(cmd, conn)),
         Cmd::Node { cmd, conn } => rt.block_on(control::node(cmd, conn)),
         Cmd::Completions { .. } | Cmd::Manpages { .. } => unreachable!("handled before logging"),

@@ -9,8 +9,6 @@
 //! reference); a shape whose fields mean something else in one place (the job
 //! preparation task's `constraints`) has a shape of its own for that place.
 //!
-//! Job schedules (`JobScheduleAddParameter`) have no shape: berth refuses them as a whole
-//! (the API has no `/jobschedules` routes).
 
 #[cfg(test)]
 mod probe;
@@ -54,6 +52,8 @@ pub const TASK: &str = "TaskAddParameter";
 pub const JOB: &str = "JobAddParameter";
 /// The pool (`--pool`, the agent's `pool`).
 pub const POOL: &str = "PoolAddParameter";
+/// The job schedule (`POST /jobschedules`).
+pub const JOB_SCHEDULE: &str = "JobScheduleAddParameter";
 
 const fn acted(name: &'static str) -> Field {
     Field {
@@ -287,6 +287,51 @@ pub static SHAPES: &[Shape] = &[
         rust: "JobSpec",
         fields: &[
             acted("id"),
+            no_op("displayName", LABEL),
+            object("commonEnvironmentSettings", "EnvironmentSetting"),
+            acted("usesTaskDependencies"),
+            object("constraints", "JobConstraints"),
+            acted("priority"),
+            acted("maxParallelTasks"),
+            no_op(
+                "poolInfo",
+                "names the pool the job runs on; a berth node runs every job it is given, on its own pool",
+            ),
+            acted("onAllTasksComplete"),
+            acted("onTaskFailure"),
+            object("jobPreparationTask", "JobPreparationTask"),
+            object("jobReleaseTask", "JobReleaseTask"),
+            object("jobManagerTask", "JobManagerTask"),
+        ],
+    },
+    Shape {
+        name: JOB_SCHEDULE,
+        rust: "JobScheduleSpec",
+        fields: &[
+            acted("id"),
+            no_op("displayName", LABEL),
+            object("schedule", "Schedule"),
+            object("jobSpecification", "JobSpecification"),
+            no_op(
+                "metadata",
+                "name-value pairs kept and returned for the caller; berth acts on none",
+            ),
+        ],
+    },
+    Shape {
+        name: "Schedule",
+        rust: "Schedule",
+        fields: &[
+            acted("doNotRunUntil"),
+            acted("doNotRunAfter"),
+            acted("startWindow"),
+            acted("recurrenceInterval"),
+        ],
+    },
+    Shape {
+        name: "JobSpecification",
+        rust: "JobSpecification",
+        fields: &[
             no_op("displayName", LABEL),
             object("commonEnvironmentSettings", "EnvironmentSetting"),
             acted("usesTaskDependencies"),

@@ -14,6 +14,7 @@ pub mod files;
 pub mod id;
 pub mod image_ref;
 pub mod job;
+pub mod job_schedule;
 pub mod load;
 pub mod node;
 pub mod pool;
@@ -33,6 +34,10 @@ pub use image_ref::ImageRef;
 pub use job::{
     DisableJobOption, JobExecutionInfo, JobPrepReleaseStatus, JobPreparationTask, JobReleaseTask,
     JobSpec, JobState, JobTaskExecutionInfo, JobView, OnAllTasksComplete, OnTaskFailure,
+};
+pub use job_schedule::{
+    JobScheduleSpec, JobScheduleState, JobScheduleUpdate, JobScheduleView, JobSpecification,
+    Schedule,
 };
 pub use load::{LoadError, Loaded};
 pub use node::{

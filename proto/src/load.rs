@@ -1,4 +1,5 @@
-//! Reading Batch JSON files: a task, an array of tasks, `{"value": [...]}`, a pool or a job.
+//! Reading Batch JSON files: a task, an array of tasks, `{"value": [...]}`, a pool, a job
+//! or a job schedule.
 //!
 //! Every error names the file, the JSON path and the problem. Unknown fields are not
 //! errors: they come back as warnings, so files written for newer Batch APIs still load.
@@ -181,6 +182,38 @@ pub fn job(file: &str, text: &str) -> Result<Loaded<JobSpec>, LoadError> {
     single(file, text, "job")
 }
 
+/// Loads a job schedule (`JobScheduleAddParameter`).
+pub fn job_schedule(
+    file: &str,
+    text: &str,
+) -> Result<Loaded<crate::job_schedule::JobScheduleSpec>, LoadError> {
+    single(file, text, "job schedule")
+}
+
+/// Loads a job schedule update (PATCH or PUT body); a property an update cannot change
+/// (`id`, `displayName`, ...) is an error naming it, not a warning.
+pub fn job_schedule_update(
+    file: &str,
+    text: &str,
+) -> Result<Loaded<crate::job_schedule::JobScheduleUpdate>, LoadError> {
+    use crate::job_schedule::JobScheduleUpdate;
+    let doc = parse_json(file, text)?;
+    if let Some(k) = doc.as_object().and_then(|m| {
+        m.keys()
+            .find(|k| !JobScheduleUpdate::FIELDS.contains(&k.as_str()))
+    }) {
+        return Err(LoadError {
+            file: file.into(),
+            path: join_path("$", k),
+            problem: format!(
+                "cannot be changed by a job schedule update (accepted: {})",
+                JobScheduleUpdate::FIELDS.join(", ")
+            ),
+        });
+    }
+    single(file, text, "job schedule update")
+}
+
 fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -270,5 +303,37 @@ mod tests {
         assert!(tasks("f", "3").unwrap_err().problem.contains("a number"));
         assert!(tasks("f", "[]").unwrap_err().problem.contains("no tasks"));
         assert!(pool("p", "[]").unwrap_err().problem.contains("pool object"));
+    }
+
+    #[test]
+    fn job_schedules_and_their_updates() {
+        let l = job_schedule(
+            "s.json",
+            r#"{"id":"s","schedule":{"recurrenceInterval":"PT1H"},
+                "jobSpecification":{"priority":1,"future":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(l.items[0].1.id, "s");
+        assert_eq!(
+            l.warnings,
+            vec!["s.json: $.jobSpecification.future: unknown field, ignored"]
+        );
+        let e = job_schedule("s.json", r#"{"id":"s","jobSpecification":{}}"#).unwrap_err();
+        assert!(e.problem.contains("schedule"), "{e}");
+        let e = job_schedule(
+            "s.json",
+            r#"{"id":"s","schedule":{"startWindow":"5m"},"jobSpecification":{}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "$.schedule.startWindow");
+        let u = job_schedule_update("b", r#"{"metadata":[]}"#).unwrap();
+        assert_eq!(u.items[0].1.metadata, Some(vec![]));
+        assert!(u.items[0].1.schedule.is_none());
+        let e = job_schedule_update("b", r#"{"displayName":"x"}"#).unwrap_err();
+        assert_eq!(e.path, "$.displayName");
+        assert!(
+            e.problem.contains("schedule, jobSpecification, metadata"),
+            "{e}"
+        );
     }
 }

@@ -473,6 +473,14 @@ pub fn job(job: &JobSpec, pool: &PoolSpec) -> Vec<Problem> {
     if let Err(e) = check_id(&job.id) {
         p.add("$.id", e);
     }
+    p.0.extend(job_fields(job, pool));
+    p.0
+}
+
+/// Validates a job's fields but its id: a job stored already (its id was checked when
+/// it was added), or a job schedule's `jobSpecification`, whose jobs' ids hold a `:`.
+pub fn job_fields(job: &JobSpec, pool: &PoolSpec) -> Vec<Problem> {
+    let mut p = Problems::default();
     env(
         &mut p,
         "$.commonEnvironmentSettings",

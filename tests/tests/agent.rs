@@ -181,8 +181,7 @@ fn api_surface_and_bad_requests() {
 
 /// A field berth refuses (README, "Fields") is Batch's 400 `InvalidPropertyValue` naming
 /// its JSON path, for a job, a task and a task of a collection, and nothing is stored; a
-/// pool with one keeps the agent from starting (exit 2); job schedules are a Batch-shaped
-/// 404 that says berth has none.
+/// pool with one keeps the agent from starting (exit 2).
 #[test]
 fn refused_fields_in_the_daemon() {
     let n = TestNode::new("agentrefused");
@@ -239,19 +238,6 @@ fn refused_fields_in_the_daemon() {
     );
     assert_eq!(a.req("GET", "/jobs/rj/tasks/token", None).0, 404);
 
-    for (method, path) in [("POST", "/jobschedules"), ("GET", "/jobschedules/s1")] {
-        let (st, b) = a.req(method, path, Some(&json!({"id": "s1"})));
-        assert_eq!(st, 404, "{path}: {b}");
-        let e: Value = serde_json::from_str(&b).unwrap();
-        assert_eq!(e["code"], "ResourceNotFound", "{b}");
-        assert!(
-            e["message"]["value"]
-                .as_str()
-                .unwrap()
-                .contains("job schedules"),
-            "{b}"
-        );
-    }
     assert_eq!(a.term(), Some(0));
 
     let pool = n.file(

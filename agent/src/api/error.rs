@@ -34,6 +34,8 @@ pub enum ApiError {
     FileNotFound(String),
     #[error("{0}")]
     ResourceNotFound(String),
+    #[error("{0}")]
+    JobScheduleNotFound(String),
     // 409
     #[error("{0}")]
     JobExists(String),
@@ -61,6 +63,14 @@ pub enum ApiError {
     TaskSucceeded(String),
     #[error("{0}")]
     TaskNotCompleted(String),
+    #[error("{0}")]
+    JobScheduleExists(String),
+    #[error("{0}")]
+    JobScheduleCompleted(String),
+    #[error("{0}")]
+    JobScheduleBeingTerminated(String),
+    #[error("{0}")]
+    JobScheduleBeingDeleted(String),
     // 413
     #[error("{0}")]
     RequestBodyTooLarge(String),
@@ -107,6 +117,11 @@ impl ApiError {
             TaskCompleted(_) => "TaskCompleted",
             TaskSucceeded(_) => "TaskSucceeded",
             TaskNotCompleted(_) => "TaskNotCompleted",
+            JobScheduleNotFound(_) => "JobScheduleNotFound",
+            JobScheduleExists(_) => "JobScheduleExists",
+            JobScheduleCompleted(_) => "JobScheduleCompleted",
+            JobScheduleBeingTerminated(_) => "JobScheduleBeingTerminated",
+            JobScheduleBeingDeleted(_) => "JobScheduleBeingDeleted",
             RequestBodyTooLarge(_) => "RequestBodyTooLarge",
             InternalError(_) => "InternalError",
         }
@@ -123,9 +138,11 @@ impl ApiError {
             | InvalidHeaderValue(_) => StatusCode::BAD_REQUEST,
             AuthenticationFailed(_) => StatusCode::UNAUTHORIZED,
             AuthorizationFailure(_) => StatusCode::FORBIDDEN,
-            JobNotFound(_) | TaskNotFound(_) | FileNotFound(_) | ResourceNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            JobNotFound(_)
+            | TaskNotFound(_)
+            | FileNotFound(_)
+            | ResourceNotFound(_)
+            | JobScheduleNotFound(_) => StatusCode::NOT_FOUND,
             JobExists(_)
             | TaskExists(_)
             | TaskIdSameAsJobPreparationTask(_)
@@ -138,7 +155,11 @@ impl ApiError {
             | JobPreparationTaskNotSpecified(_)
             | TaskCompleted(_)
             | TaskSucceeded(_)
-            | TaskNotCompleted(_) => StatusCode::CONFLICT,
+            | TaskNotCompleted(_)
+            | JobScheduleExists(_)
+            | JobScheduleCompleted(_)
+            | JobScheduleBeingTerminated(_)
+            | JobScheduleBeingDeleted(_) => StatusCode::CONFLICT,
             RequestBodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             InternalError(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -203,6 +224,16 @@ mod tests {
                 ApiError::JobBeingDeleted("m".into()),
                 409,
                 "JobBeingDeleted",
+            ),
+            (
+                ApiError::JobScheduleNotFound("m".into()),
+                404,
+                "JobScheduleNotFound",
+            ),
+            (
+                ApiError::JobScheduleBeingTerminated("m".into()),
+                409,
+                "JobScheduleBeingTerminated",
             ),
             (
                 ApiError::RequestBodyTooLarge("m".into()),

@@ -37,6 +37,13 @@ pub async fn add(
             "$.jobManagerTask.authenticationTokenSettings: this agent serves no TCP API for a job token to be used at; set tcp_address and token_file".into(),
         ));
     }
+    if s.store.schedule(&spec.id)?.is_some() {
+        // Both would own `workitems/<id>`.
+        return Err(ApiError::JobExists(format!(
+            "The id {:?} is a job schedule's; a job cannot have it.",
+            spec.id
+        )));
+    }
     let job = JobView::new(spec);
     match s.store.add_job(&job) {
         Ok(()) => {
@@ -166,7 +173,8 @@ async fn update(
         spec.constraints = u.constraints.or(spec.constraints.take());
         spec.pool_info = u.pool_info.or(spec.pool_info.take());
     }
-    if let Some(p) = validate::job(&j.spec, &s.rt.pool).into_iter().next() {
+    // The id was checked when the job was added (a job schedule's has a `:`).
+    if let Some(p) = validate::job_fields(&j.spec, &s.rt.pool).into_iter().next() {
         return Err(ApiError::InvalidPropertyValue(format!(
             "{}: {}",
             p.path, p.message
@@ -341,7 +349,7 @@ pub async fn delete(
         return Ok(StatusCode::ACCEPTED);
     }
     s.store.delete_job(&job)?;
-    let dir = s.rt.node.layout.root().join("workitems").join(&j.spec.id);
+    let dir = s.rt.node.layout.job_files(&j.spec.id);
     // Tasks own what is inside: removed without following their links.
     if let Err(e) = crate::node::beneath::remove_all(&dir) {
         tracing::warn!(dir = %dir.display(), error = %Chain(&e), "could not remove the job's files");

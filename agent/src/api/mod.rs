@@ -5,6 +5,7 @@ mod auth;
 mod conn;
 mod error;
 mod files;
+mod job_schedules;
 mod jobs;
 mod tasks;
 
@@ -19,7 +20,7 @@ use crate::task::NodeContext;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use axum::Router;
 use std::path::Path;
 use std::sync::Arc;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub rt: Arc<NodeContext>,
     pub store: Arc<dyn Store>,
     pub sched: Scheduler,
+    /// Every change to a job schedule goes through its timer.
+    pub schedules: crate::job_schedule::JobSchedules,
 }
 
 /// The job `id`, or Batch's 404 `JobNotFound`.
@@ -92,22 +95,35 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/jobs/{job}/tasks/{task}/files", get(files::list))
         .route("/jobs/{job}/tasks/{task}/files/{*path}", get(files::get))
+        .route(
+            "/jobschedules",
+            post(job_schedules::add).get(job_schedules::list),
+        )
+        .route(
+            "/jobschedules/{schedule}",
+            get(job_schedules::get)
+                .delete(job_schedules::delete)
+                .patch(job_schedules::patch)
+                .put(job_schedules::put),
+        )
+        .route(
+            "/jobschedules/{schedule}/disable",
+            post(job_schedules::disable),
+        )
+        .route(
+            "/jobschedules/{schedule}/enable",
+            post(job_schedules::enable),
+        )
+        .route(
+            "/jobschedules/{schedule}/terminate",
+            post(job_schedules::terminate),
+        )
+        .route("/jobschedules/{schedule}/jobs", get(job_schedules::jobs))
         .route("/node", get(node))
         .route("/metrics", get(metrics))
-        .route("/jobschedules", any(no_job_schedules))
-        .route("/jobschedules/{*rest}", any(no_job_schedules))
         .fallback(|| async { ApiError::ResourceNotFound("no such API path".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY - 1))
         .with_state(state)
-}
-
-/// Job schedules are refused as a whole (README, "Fields"): say so, rather than "no such
-/// path", to a client written for Batch.
-async fn no_job_schedules() -> ApiError {
-    ApiError::ResourceNotFound(
-        "job schedules (/jobschedules) are not supported by berth: add each job with POST /jobs"
-            .into(),
-    )
 }
 
 async fn node(

@@ -8,7 +8,7 @@ use super::{fail, CommandError, Exit};
 use crate::config::AgentConfig;
 use crate::schedule::queue::Scheduler;
 use crate::store::{sqlite::SqliteStore, Store};
-use crate::{api, pool};
+use crate::{api, job_schedule, pool};
 use berth_proto::{load, validate, PoolSpec};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -132,13 +132,19 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         }
     };
     let (sched, queue) = Scheduler::new(rt.clone(), store.clone());
+    // Job schedules' jobs are only records until the scheduler runs: the timer starts at
+    // once, so that schedule requests are answered during pool start too.
+    let (schedules, timer) = job_schedule::Timer::new(rt.clone(), store.clone(), sched.clone());
+    let timer = tokio::spawn(timer.run(cancel.child_token()));
     reload_on_hup(args.config.clone(), cfg.clone());
 
-    let app = api::router(api::AppState {
+    let state = api::AppState {
         rt: rt.clone(),
         store: store.clone(),
         sched: sched.clone(),
-    });
+        schedules,
+    };
+    let app = api::router(state.clone());
     let api_stop = CancellationToken::new();
     let socket = cfg.socket.clone();
     if let Some((addr, token)) = tcp {
@@ -171,11 +177,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         }
         let guard = api::TcpGuard {
             token,
-            state: api::AppState {
-                rt: rt.clone(),
-                store: store.clone(),
-                sched: sched.clone(),
-            },
+            state: state.clone(),
         };
         let (app, stop) = (app.clone(), api_stop.clone());
         tokio::spawn(async move {
@@ -243,6 +245,10 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     ))]);
 
     queue.run(cancel.clone(), cfg.on_shutdown).await;
+    // Stopped by `cancel` too; between two store writes, never within one.
+    if let Err(e) = timer.await {
+        tracing::error!(error = %e, "the job schedule timer failed");
+    }
     // `leave` dropped its runners, which end at once; only a start task still running on
     // the host could hold the exit, and it must not.
     let deadline = match cfg.on_shutdown {

@@ -1,11 +1,12 @@
-//! `berth job`, `berth task`, `berth node`: the daemon's CLI client. Each command is one or
-//! a few API calls over the socket; tables for people, `--json` for scripts.
+//! `berth job`, `berth jobschedule`, `berth task`, `berth node`: the daemon's CLI client.
+//! Each command is one or a few API calls over the socket; tables for people, `--json`
+//! for scripts.
 
 use super::client::{Client, ClientError};
 use super::{Exit, InputError};
 use crate::render;
 use crate::schedule::TaskReport;
-use berth_proto::{ComputeNode, JobView, TaskState, TaskView};
+use berth_proto::{ComputeNode, JobScheduleView, JobView, TaskState, TaskView};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -52,6 +53,24 @@ pub enum JobCmd {
     /// Enable a disabled job.
     Enable { id: String },
     /// Delete a job, its tasks and their files.
+    Delete { id: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum JobScheduleCmd {
+    /// Add a job schedule from a JSON file (Batch's JobScheduleAddParameter).
+    Add { file: PathBuf },
+    /// Show one job schedule: state, next run, recent job.
+    Show { id: String },
+    /// List the job schedules.
+    List,
+    /// Terminate a job schedule: no more jobs; its active job is terminated.
+    Terminate { id: String },
+    /// Disable a job schedule: no job is created until it is enabled.
+    Disable { id: String },
+    /// Enable a disabled job schedule.
+    Enable { id: String },
+    /// Delete a job schedule and its jobs.
     Delete { id: String },
 }
 
@@ -191,6 +210,88 @@ pub async fn job(cmd: JobCmd, conn: Conn) -> ExitCode {
             .map(|_| println!("job {id} deleted")),
     };
     r.map(|_| Exit::Ok.into()).unwrap_or_else(fail)
+}
+
+pub async fn job_schedule(cmd: JobScheduleCmd, conn: Conn) -> ExitCode {
+    let c = Client::new(&conn.socket);
+    let post = |id: &str, verb: &str, done: &'static str| {
+        let (c, id, path) = (&c, id.to_string(), format!("/jobschedules/{id}/{verb}"));
+        async move {
+            c.request("POST", &path, None, &[])
+                .await
+                .map(|_| println!("job schedule {id} {done}"))
+        }
+    };
+    let r = match cmd {
+        JobScheduleCmd::Add { file } => {
+            let body = match read(&file) {
+                Ok(b) => b,
+                Err(code) => return code,
+            };
+            c.request("POST", "/jobschedules", Some(body), &[])
+                .await
+                .map(|_| {
+                    if !conn.json {
+                        println!("job schedule added");
+                    }
+                })
+        }
+        JobScheduleCmd::Show { id } => c
+            .get_json::<JobScheduleView>(&format!("/jobschedules/{id}"))
+            .await
+            .map(|s| {
+                if conn.json {
+                    print_json(&s)
+                } else {
+                    print!("{}", schedules_table(std::slice::from_ref(&s)))
+                }
+            }),
+        JobScheduleCmd::List => c
+            .get_json::<Listing<JobScheduleView>>("/jobschedules")
+            .await
+            .map(|l| {
+                if conn.json {
+                    print_json(&l.value)
+                } else {
+                    print!("{}", schedules_table(&l.value))
+                }
+            }),
+        JobScheduleCmd::Terminate { id } => post(&id, "terminate", "terminated").await,
+        JobScheduleCmd::Disable { id } => post(&id, "disable", "disabled").await,
+        JobScheduleCmd::Enable { id } => post(&id, "enable", "enabled").await,
+        JobScheduleCmd::Delete { id } => c
+            .request("DELETE", &format!("/jobschedules/{id}"), None, &[])
+            .await
+            .map(|_| println!("job schedule {id} deleted")),
+    };
+    r.map(|_| Exit::Ok.into()).unwrap_or_else(fail)
+}
+
+/// One line per schedule: id, state, when its next job is due, its last job.
+fn schedules_table(all: &[JobScheduleView]) -> String {
+    let w = all
+        .iter()
+        .map(|s| s.spec.id.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    let mut out = format!(
+        "{:<w$}  {:<11}  {:<19}  RECENT JOB\n",
+        "SCHEDULE", "STATE", "NEXT RUN"
+    );
+    for s in all {
+        let info = &s.execution_info;
+        out.push_str(&format!(
+            "{:<w$}  {:<11}  {:<19}  {}\n",
+            s.spec.id,
+            s.state.to_string(),
+            info.next_run_time
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|| "-".into()),
+            info.recent_job.as_ref().map_or("-", |j| j.id.as_str())
+        ));
+    }
+    out
 }
 
 /// The job's preparation and release tasks on this node, one line each.

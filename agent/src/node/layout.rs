@@ -34,9 +34,26 @@ impl NodeLayout {
     pub fn volatile(&self) -> PathBuf {
         self.root.join("volatile")
     }
-    /// `workitems/<job>/job-1`: a plain job's directory.
+    /// A job's directory: `workitems/<job>/job-1` for a plain job; for a job schedule's
+    /// job `<schedule>:job-N`, `workitems/<schedule>/job-N`, as Batch lays them out (a
+    /// schedule is a work item with one job per run).
     pub fn job_dir(&self, job: &str) -> PathBuf {
-        self.root.join("workitems").join(job).join("job-1")
+        match berth_proto::job_schedule::split_job_id(job) {
+            Some((schedule, name)) => self.root.join("workitems").join(schedule).join(name),
+            None => self.root.join("workitems").join(job).join("job-1"),
+        }
+    }
+    /// Everything of a job on the node, removed with it: `workitems/<job>` for a plain
+    /// job, its `job-N` directory for a schedule's job (the schedule's other jobs stay).
+    pub fn job_files(&self, job: &str) -> PathBuf {
+        match berth_proto::job_schedule::split_job_id(job) {
+            Some(_) => self.job_dir(job),
+            None => self.root.join("workitems").join(job),
+        }
+    }
+    /// A job schedule's work item, `workitems/<schedule>`: its jobs' directories.
+    pub fn schedule_dir(&self, schedule: &str) -> PathBuf {
+        self.root.join("workitems").join(schedule)
     }
     pub fn task_dir(&self, job: &str, task: &str) -> PathBuf {
         self.job_dir(job).join(task)
@@ -104,6 +121,23 @@ mod tests {
         assert_eq!(
             l.task_dir("myjob", "t1"),
             Path::new("/mnt/batch/tasks/workitems/myjob/job-1/t1")
+        );
+        assert_eq!(
+            l.task_dir("nightly:job-3", "t1"),
+            Path::new("/mnt/batch/tasks/workitems/nightly/job-3/t1"),
+            "a schedule's job, as Batch lays it out"
+        );
+        assert_eq!(
+            l.job_files("nightly:job-3"),
+            Path::new("/mnt/batch/tasks/workitems/nightly/job-3")
+        );
+        assert_eq!(
+            l.job_files("myjob"),
+            Path::new("/mnt/batch/tasks/workitems/myjob")
+        );
+        assert_eq!(
+            l.schedule_dir("nightly"),
+            Path::new("/mnt/batch/tasks/workitems/nightly")
         );
         assert_eq!(l.startup_wd(), Path::new("/mnt/batch/tasks/startup/wd"));
         assert_eq!(l.shared(), Path::new("/mnt/batch/tasks/shared"));

@@ -4,7 +4,12 @@
 
 pub mod sqlite;
 
-use berth_proto::{JobTaskExecutionInfo, JobView, TaskState, TaskView};
+use berth_proto::job_schedule::{JobScheduleExecutionInfo, RecentJob};
+use berth_proto::{
+    JobScheduleSpec, JobScheduleState, JobScheduleView, JobTaskExecutionInfo, JobView, TaskState,
+    TaskView,
+};
+use chrono::{DateTime, Utc};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,7 +60,90 @@ pub struct JobOnNode {
     pub boot_id: Option<String>,
 }
 
+/// A job schedule and what its timer has done: the Batch object is [`StoredSchedule::view`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredSchedule {
+    pub spec: JobScheduleSpec,
+    pub state: JobScheduleState,
+    pub state_transition_time: DateTime<Utc>,
+    pub creation_time: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<DateTime<Utc>>,
+    /// When the next run is due (one not yet created or skipped); `None`: no run left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_due: Option<DateTime<Utc>>,
+    /// The due time of the last run created or skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_due: Option<DateTime<Utc>>,
+    /// Jobs created so far: the next is `{id}:job-{created + 1}`.
+    #[serde(default)]
+    pub created: u64,
+    /// Runs that could not be created in time (start window passed, next run due).
+    #[serde(default)]
+    pub skipped: u64,
+    /// The last job created (it may have been deleted since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_job: Option<String>,
+}
+
+impl StoredSchedule {
+    /// A schedule added at `now`, active, its first run due at `first_due`.
+    pub fn new(spec: JobScheduleSpec, now: DateTime<Utc>, first_due: DateTime<Utc>) -> Self {
+        StoredSchedule {
+            spec,
+            state: JobScheduleState::Active,
+            state_transition_time: now,
+            creation_time: now,
+            end_time: None,
+            next_due: Some(first_due),
+            last_due: None,
+            created: 0,
+            skipped: 0,
+            recent_job: None,
+        }
+    }
+
+    /// Moves to `state` at `now` (a completed schedule gets its `endTime`).
+    pub fn set_state(&mut self, state: JobScheduleState, now: DateTime<Utc>) {
+        self.state = state;
+        self.state_transition_time = now;
+        if state == JobScheduleState::Completed {
+            self.end_time = Some(now);
+        }
+    }
+
+    /// The schedule as Batch reports it: `nextRunTime` only while active and a run is
+    /// left before `doNotRunAfter`, `endTime` only once completed.
+    pub fn view(&self) -> JobScheduleView {
+        let before_deadline = |t: &DateTime<Utc>| {
+            self.spec
+                .schedule
+                .do_not_run_after
+                .is_none_or(|after| *t < after)
+        };
+        JobScheduleView {
+            spec: self.spec.clone(),
+            state: self.state,
+            state_transition_time: self.state_transition_time,
+            creation_time: self.creation_time,
+            execution_info: JobScheduleExecutionInfo {
+                next_run_time: self
+                    .next_due
+                    .filter(|_| self.state == JobScheduleState::Active)
+                    .filter(before_deadline),
+                recent_job: self.recent_job.as_deref().map(RecentJob::new),
+                end_time: self
+                    .end_time
+                    .filter(|_| self.state == JobScheduleState::Completed),
+            },
+        }
+    }
+}
+
 pub trait Store: Send + Sync {
+    /// Adds a job; fails with `Exists` on an id a job or a job schedule already has (a
+    /// schedule's jobs live in `workitems/<schedule>`, where a job of that id would too).
     fn add_job(&self, job: &JobView) -> Result<(), StoreError>;
     fn put_job(&self, job: &JobView) -> Result<(), StoreError>;
     fn job(&self, id: &str) -> Result<Option<JobView>, StoreError>;
@@ -86,4 +174,22 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<QueueHead>, StoreError>;
     /// How many tasks are in each state (states with none are left out).
     fn count_by_state(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Adds a job schedule; fails with `Exists` on an id a schedule or a job already has.
+    fn add_schedule(&self, s: &StoredSchedule) -> Result<(), StoreError>;
+    fn put_schedule(&self, s: &StoredSchedule) -> Result<(), StoreError>;
+    fn schedule(&self, id: &str) -> Result<Option<StoredSchedule>, StoreError>;
+    /// Every job schedule, in the order they were added.
+    fn schedules(&self) -> Result<Vec<StoredSchedule>, StoreError>;
+    /// Deletes the schedule alone (its jobs are deleted as jobs first).
+    fn delete_schedule(&self, id: &str) -> Result<(), StoreError>;
+    /// A schedule's run: adds the job it creates and writes the schedule (which counts
+    /// the run), in one transaction, so that a crash can neither create a run's job twice
+    /// nor lose it. `Exists` if the job's id is taken; nothing is written then.
+    fn add_schedule_job(
+        &self,
+        s: &StoredSchedule,
+        job: &JobView,
+        tasks: &[TaskView],
+    ) -> Result<(), StoreError>;
 }

@@ -5,7 +5,7 @@
 //! `synchronous = NORMAL` with WAL: a committed write survives the agent being killed
 //! (`kill -9`); a power loss can drop the last commits (documented in the README).
 
-use super::{JobOnNode, QueueHead, Store, StoreError, StoredTask};
+use super::{JobOnNode, QueueHead, Store, StoreError, StoredSchedule, StoredTask};
 use berth_proto::{JobView, TaskState, TaskView};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS job_on_node (
     key TEXT PRIMARY KEY,
     body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS job_schedules (
+    key TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
 ";
 
 impl SqliteStore {
@@ -75,6 +79,22 @@ impl SqliteStore {
     }
 }
 
+fn update_schedule(db: &Connection, s: &StoredSchedule) -> Result<(), StoreError> {
+    let n = db
+        .execute(
+            "UPDATE job_schedules SET body = ?2 WHERE key = ?1",
+            params![key(&s.spec.id), json(s)?],
+        )
+        .map_err(backend)?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!(
+            "job schedule {:?}",
+            s.spec.id
+        )));
+    }
+    Ok(())
+}
+
 fn key(id: &str) -> String {
     id.to_ascii_lowercase()
 }
@@ -97,19 +117,122 @@ fn rows_to_tasks(
     Ok(out)
 }
 
+/// Inserts `job` in `tx`; `Exists` when a job, or a job schedule, has its id.
+fn insert_job(tx: &rusqlite::Transaction<'_>, job: &JobView) -> Result<(), StoreError> {
+    if has_key(tx, "job_schedules", &job.spec.id)? {
+        return Err(StoreError::Exists(format!(
+            "job schedule {:?}",
+            job.spec.id
+        )));
+    }
+    let n = tx
+        .execute(
+            "INSERT OR IGNORE INTO jobs (key, body) VALUES (?1, ?2)",
+            params![key(&job.spec.id), json(job)?],
+        )
+        .map_err(backend)?;
+    if n == 0 {
+        return Err(StoreError::Exists(format!("job {:?}", job.spec.id)));
+    }
+    Ok(())
+}
+
+/// Whether `table` (one of the store's own) has a row for `id`.
+fn has_key(db: &Connection, table: &str, id: &str) -> Result<bool, StoreError> {
+    db.query_row(
+        &format!("SELECT 1 FROM {table} WHERE key = ?1"),
+        params![key(id)],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|r| r.is_some())
+    .map_err(backend)
+}
+
 impl Store for SqliteStore {
     fn add_job(&self, job: &JobView) -> Result<(), StoreError> {
-        let n = self
-            .db()
+        let mut db = self.db();
+        let tx = db.transaction().map_err(backend)?;
+        insert_job(&tx, job)?;
+        tx.commit().map_err(backend)
+    }
+
+    fn add_schedule(&self, s: &StoredSchedule) -> Result<(), StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(backend)?;
+        if has_key(&tx, "jobs", &s.spec.id)? {
+            return Err(StoreError::Exists(format!("job {:?}", s.spec.id)));
+        }
+        let n = tx
             .execute(
-                "INSERT OR IGNORE INTO jobs (key, body) VALUES (?1, ?2)",
-                params![key(&job.spec.id), json(job)?],
+                "INSERT OR IGNORE INTO job_schedules (key, body) VALUES (?1, ?2)",
+                params![key(&s.spec.id), json(s)?],
             )
             .map_err(backend)?;
         if n == 0 {
-            return Err(StoreError::Exists(format!("job {:?}", job.spec.id)));
+            return Err(StoreError::Exists(format!("job schedule {:?}", s.spec.id)));
+        }
+        tx.commit().map_err(backend)
+    }
+
+    fn put_schedule(&self, s: &StoredSchedule) -> Result<(), StoreError> {
+        update_schedule(&self.db(), s)
+    }
+
+    fn schedule(&self, id: &str) -> Result<Option<StoredSchedule>, StoreError> {
+        let body: Option<String> = self
+            .db()
+            .query_row(
+                "SELECT body FROM job_schedules WHERE key = ?1",
+                params![key(id)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        body.map(|b| parse(&b)).transpose()
+    }
+
+    fn schedules(&self) -> Result<Vec<StoredSchedule>, StoreError> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare("SELECT body FROM job_schedules ORDER BY rowid")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(backend)?;
+        rows.map(|r| r.map_err(backend).and_then(|b| parse(&b)))
+            .collect()
+    }
+
+    fn delete_schedule(&self, id: &str) -> Result<(), StoreError> {
+        let n = self
+            .db()
+            .execute("DELETE FROM job_schedules WHERE key = ?1", params![key(id)])
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("job schedule {id:?}")));
         }
         Ok(())
+    }
+
+    fn add_schedule_job(
+        &self,
+        s: &StoredSchedule,
+        job: &JobView,
+        tasks: &[TaskView],
+    ) -> Result<(), StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(backend)?;
+        insert_job(&tx, job)?;
+        for t in tasks {
+            tx.execute(
+                "INSERT INTO tasks (job_key, key, state, body) VALUES (?1, ?2, ?3, ?4)",
+                params![key(&t.job_id), key(&t.spec.id), t.state.as_str(), json(t)?],
+            )
+            .map_err(backend)?;
+        }
+        update_schedule(&tx, s)?;
+        tx.commit().map_err(backend)
     }
 
     fn put_job(&self, job: &JobView) -> Result<(), StoreError> {
@@ -355,7 +478,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use crate::error_chain::chain;
-    use berth_proto::{JobSpec, TaskSpec};
+    use berth_proto::{JobScheduleState, JobSpec, TaskSpec};
     use std::error::Error;
 
     /// A store that cannot open keeps the error that stopped it as its source, and says it
@@ -406,6 +529,81 @@ mod tests {
             execution_info: None,
             node_info: None,
         }
+    }
+
+    fn schedule(id: &str) -> StoredSchedule {
+        let spec = serde_json::from_value(serde_json::json!({
+            "id": id, "schedule": {"recurrenceInterval": "PT1M"}, "jobSpecification": {}
+        }))
+        .unwrap();
+        let now = chrono::Utc::now();
+        StoredSchedule::new(spec, now, now)
+    }
+
+    /// A schedule's run and the job it creates are written together or not at all; a
+    /// schedule and a job never share an id (both would own `workitems/<id>`).
+    #[test]
+    fn schedules_and_their_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("berth.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            let mut sch = schedule("Nightly");
+            s.add_schedule(&sch).unwrap();
+            assert!(matches!(
+                s.add_schedule(&schedule("nightly")),
+                Err(StoreError::Exists(_))
+            ));
+            assert!(
+                matches!(s.add_job(&job("NIGHTLY")), Err(StoreError::Exists(e)) if e.contains("schedule")),
+                "a job cannot take a schedule's id"
+            );
+            s.add_job(&job("plain")).unwrap();
+            assert!(matches!(
+                s.add_schedule(&schedule("plain")),
+                Err(StoreError::Exists(_))
+            ));
+            sch.created = 1;
+            sch.recent_job = Some("Nightly:job-1".into());
+            s.add_schedule_job(&sch, &job("Nightly:job-1"), &[])
+                .unwrap();
+            // The same run again (a replay) adds nothing and counts nothing.
+            let mut again = sch.clone();
+            again.created = 2;
+            assert!(matches!(
+                s.add_schedule_job(&again, &job("nightly:JOB-1"), &[]),
+                Err(StoreError::Exists(_))
+            ));
+            assert_eq!(s.schedule("nightly").unwrap().unwrap().created, 1);
+            // A run of a schedule that is gone adds no job.
+            assert!(matches!(
+                s.add_schedule_job(&schedule("gone"), &job("gone:job-1"), &[]),
+                Err(StoreError::NotFound(_))
+            ));
+            assert!(s.job("gone:job-1").unwrap().is_none());
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let all = s.schedules().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].created, 1);
+        assert_eq!(
+            all[0].view().execution_info.recent_job.unwrap().id,
+            "Nightly:job-1"
+        );
+        assert!(s.job("nightly:job-1").unwrap().is_some());
+        let mut sch = all[0].clone();
+        sch.set_state(JobScheduleState::Completed, chrono::Utc::now());
+        s.put_schedule(&sch).unwrap();
+        let v = s.schedule("NIGHTLY").unwrap().unwrap().view();
+        assert_eq!(v.state, JobScheduleState::Completed);
+        assert!(v.execution_info.end_time.is_some());
+        assert!(
+            v.execution_info.next_run_time.is_none(),
+            "only while active"
+        );
+        s.delete_schedule("nightly").unwrap();
+        assert!(s.schedule("nightly").unwrap().is_none());
+        assert!(matches!(s.put_schedule(&sch), Err(StoreError::NotFound(_))));
     }
 
     #[test]

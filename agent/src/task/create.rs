@@ -71,7 +71,9 @@ pub fn container_name(kind: &TaskKind, who: &ContainerIdentity) -> String {
             format!(
                 "berth.{}.{}.{}.{}",
                 name_part(&who.node_id),
-                job_id,
+                // A schedule's job `s:job-2` (docker refuses `:`): `s.job-2`, which no other
+                // job id can spell, since ids have no `.`.
+                job_id.replace(':', "."),
                 task_id,
                 who.attempt
             )
@@ -342,6 +344,17 @@ mod tests {
                 &who()
             ),
             "berth.node-1.j.t.2"
+        );
+        assert_eq!(
+            container_name(
+                &TaskKind::Task {
+                    job_id: "nightly:job-3".into(),
+                    task_id: "t".into()
+                },
+                &who()
+            ),
+            "berth.node-1.nightly.job-3.t.2",
+            "a job schedule's job"
         );
     }
 

@@ -79,6 +79,12 @@ fn the_table_holds_every_field_of_the_structs() {
     audit::<TaskSpec>(TASK, &mut vec![], &mut seen, &mut errors);
     audit::<JobSpec>(JOB, &mut vec![], &mut seen, &mut errors);
     audit::<PoolSpec>(POOL, &mut vec![], &mut seen, &mut errors);
+    audit::<crate::job_schedule::JobScheduleSpec>(
+        JOB_SCHEDULE,
+        &mut vec![],
+        &mut seen,
+        &mut errors,
+    );
     for s in SHAPES {
         if !seen.contains(s.name) {
             errors.insert(format!("{}: no acted-on field holds this shape", s.name));

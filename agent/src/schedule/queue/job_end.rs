@@ -272,13 +272,7 @@ impl Shared {
         };
         let result = match job.state {
             JobState::Deleting => {
-                let dir = self
-                    .rt
-                    .node
-                    .layout
-                    .root()
-                    .join("workitems")
-                    .join(&job.spec.id);
+                let dir = self.rt.node.layout.job_files(&job.spec.id);
                 if let Err(e) = crate::node::beneath::remove_all(&dir) {
                     tracing::warn!(dir = %dir.display(), error = %Chain(&e), "could not remove the job's files");
                 }
