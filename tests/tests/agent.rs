@@ -1305,3 +1305,37 @@ fn a_job_token_is_refused_outside_its_job() {
     job_in(&a, "mine", "completed");
     assert_eq!(req("GET", "/jobs/mine/tasks", &token).0, "401");
 }
+
+/// `exitConditions` through the daemon: a failure listed as `satisfy` lets its dependant
+/// run; a job that carries out `jobAction`s is terminated by a failure (`TaskFailed`).
+#[test]
+fn exit_conditions_in_the_daemon() {
+    let n = TestNode::new("agentexit");
+    let a = Agent::start(&n);
+    let job = json!({"id": "ej", "usesTaskDependencies": true, "onTaskFailure": "performexitoptionsjobaction"});
+    assert_eq!(a.req("POST", "/jobs", Some(&job)).0, 201);
+    let mut first = ctask("first", "/bin/sh -c 'exit 3'");
+    first["exitConditions"] = json!({"exitCodes": [{"code": 3, "exitOptions": {"dependencyAction": "satisfy", "jobAction": "none"}}]});
+    let mut then = ctask("then", "/bin/sh -c 'exit 5'");
+    then["dependsOn"] = json!({"taskIds": ["first"]});
+    let mut last = ctask("last", "true");
+    last["dependsOn"] = json!({"taskIds": ["then"]});
+    for t in [first, then, last] {
+        assert_eq!(a.req("POST", "/jobs/ej/tasks", Some(&t)).0, 201);
+    }
+    assert_eq!(
+        a.wait_state("ej", "then", "completed")["executionInfo"]["exitCode"],
+        5
+    );
+    let j = job_in(&a, "ej", "completed");
+    assert_eq!(j["executionInfo"]["terminateReason"], "TaskFailed", "{j}");
+    let last = a.json("/jobs/ej/tasks/last");
+    assert_eq!(
+        last["executionInfo"]["failureInfo"]["code"], "TaskEnded",
+        "{last}"
+    );
+    // A job in the wrong state answers with Batch's code.
+    let (st, b) = a.req("POST", "/jobs/ej/tasks", Some(&ctask("late", "true")));
+    assert_eq!(st, 409);
+    assert!(b.contains("JobCompleted"), "{b}");
+}

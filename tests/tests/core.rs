@@ -1030,3 +1030,36 @@ fn refused_fields_stop_the_run() {
     assert_eq!(n.read("berthjob", "noop", "stdout.txt"), "ran\n");
     assert_eq!(r.task("noop")["displayName"], "a label");
 }
+
+/// A job file's `jobManagerTask` runs in `berth run` too: first, alone on the node
+/// (`runExclusive`), then the tasks.
+#[test]
+fn a_job_manager_task_runs_first_in_berth_run() {
+    let n = TestNode::new("jmrun");
+    let job = n.file(
+        "job.json",
+        &json!({"id": "jmrunjob", "jobManagerTask": {"id": "manager", "killJobOnCompletion": false,
+            "commandLine": "/bin/sh -c 'echo managed'",
+            "containerSettings": {"imageName": "myimage", "containerRunOptions": "--network none"}}}),
+    );
+    let r = n.run(
+        &["--job", job.to_str().unwrap(), "--slots", "2"],
+        &json!([task("t1", "true", ""), task("t2", "true", "")]),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(n.read("jmrunjob", "manager", "stdout.txt"), "managed\n");
+    let end = r.task("manager")["executionInfo"]["endTime"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for t in ["t1", "t2"] {
+        let start = r.task(t)["executionInfo"]["startTime"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            start >= end,
+            "{t} started at {start}, before the manager ended at {end}"
+        );
+    }
+}

@@ -116,24 +116,7 @@ async fn update(
     let mut j = find_job(&s, job)?;
     let u: JobUpdate = serde_json::from_slice(body)
         .map_err(|e| ApiError::InvalidRequestBody(format!("job update: {e}")))?;
-    match j.state {
-        JobState::Completed => {
-            return Err(ApiError::JobCompleted(
-                "The specified job is already in a completed state.".into(),
-            ))
-        }
-        JobState::Terminating => {
-            return Err(ApiError::JobBeingTerminated(
-                "The specified job is being terminated.".into(),
-            ))
-        }
-        JobState::Deleting => {
-            return Err(ApiError::JobBeingDeleted(
-                "The specified job is being deleted.".into(),
-            ))
-        }
-        _ => {}
-    }
+    super::job_state::check(j.state, super::job_state::JobOp::Update)?;
     if replace && u.pool_info.is_none() {
         return Err(ApiError::MissingRequiredProperty(
             "$.poolInfo: a job update (PUT) must give poolInfo".into(),
@@ -192,22 +175,6 @@ struct DisableBody {
     disable_tasks: Option<berth_proto::DisableJobOption>,
 }
 
-/// A job in a state no disable or enable applies to: Batch's 409.
-fn not_switchable(j: &JobView) -> Option<ApiError> {
-    match j.state {
-        JobState::Completed => Some(ApiError::JobCompleted(
-            "The specified job is already in a completed state.".into(),
-        )),
-        JobState::Terminating => Some(ApiError::JobBeingTerminated(
-            "The specified job is being terminated.".into(),
-        )),
-        JobState::Deleting => Some(ApiError::JobBeingDeleted(
-            "The specified job is being deleted.".into(),
-        )),
-        _ => None,
-    }
-}
-
 /// `POST /jobs/{job}/disable`: no task of the job starts until it is enabled.
 pub async fn disable(
     State(s): State<AppState>,
@@ -217,9 +184,7 @@ pub async fn disable(
 ) -> Result<StatusCode, ApiError> {
     require_json(&h)?;
     let j = find_job(&s, &job)?;
-    if let Some(e) = not_switchable(&j) {
-        return Err(e);
-    }
+    super::job_state::check(j.state, super::job_state::JobOp::Disable)?;
     let b: DisableBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidRequestBody(format!("job disable: {e}")))?;
     let Some(how) = b.disable_tasks else {
@@ -237,9 +202,7 @@ pub async fn enable(
     Path(job): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let j = find_job(&s, &job)?;
-    if let Some(e) = not_switchable(&j) {
-        return Err(e);
-    }
+    super::job_state::check(j.state, super::job_state::JobOp::Enable)?;
     s.sched.enable_job(&j.spec.id).await?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -289,24 +252,7 @@ pub async fn terminate(
     super::Body(body): super::Body,
 ) -> Result<StatusCode, ApiError> {
     let j = find_job(&s, &job)?;
-    match j.state {
-        JobState::Completed => {
-            return Err(ApiError::JobCompleted(
-                "The specified job is already in a completed state.".into(),
-            ))
-        }
-        JobState::Terminating => {
-            return Err(ApiError::JobBeingTerminated(
-                "The specified job is being terminated.".into(),
-            ))
-        }
-        JobState::Deleting => {
-            return Err(ApiError::JobBeingDeleted(
-                "The specified job is being deleted.".into(),
-            ))
-        }
-        _ => {}
-    }
+    super::job_state::check(j.state, super::job_state::JobOp::Terminate)?;
     let given: TerminateBody = if body.iter().all(u8::is_ascii_whitespace) {
         TerminateBody::default()
     } else {
@@ -333,11 +279,7 @@ pub async fn delete(
     Path(job): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let mut j = find_job(&s, &job)?;
-    if j.state == JobState::Deleting {
-        return Err(ApiError::JobBeingDeleted(
-            "The specified job is being deleted.".into(),
-        ));
-    }
+    super::job_state::check(j.state, super::job_state::JobOp::Delete)?;
     let waits = j.state == JobState::Terminating || release_pending(&s, &j)?;
     j.state = JobState::Deleting;
     j.state_transition_time = Utc::now();

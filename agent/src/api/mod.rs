@@ -6,6 +6,7 @@ mod conn;
 mod error;
 mod files;
 mod job_schedules;
+mod job_state;
 mod jobs;
 mod tasks;
 

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use berth_proto::{load, validate, JobState, JobView, TaskSpec, TaskState, TaskView};
+use berth_proto::{load, validate, JobView, TaskSpec, TaskState, TaskView};
 use chrono::Utc;
 use std::collections::HashMap;
 
@@ -22,22 +22,11 @@ fn find(s: &AppState, job: &str, id: &str) -> Result<TaskView, ApiError> {
         .ok_or_else(|| ApiError::TaskNotFound(format!("The specified task {id:?} does not exist.")))
 }
 
+/// The job, if it takes tasks now (see `job_state`).
 fn active_job(s: &AppState, job: &str) -> Result<JobView, ApiError> {
     let j = find_job(s, job)?;
-    match j.state {
-        JobState::Active => Ok(j),
-        JobState::Completed => Err(ApiError::JobCompleted(
-            "The specified job is already in a completed state.".into(),
-        )),
-        JobState::Disabling | JobState::Disabled => Err(ApiError::JobDisabled(format!(
-            "The specified job is {}: enable it first.",
-            j.state
-        ))),
-        _ => Err(ApiError::JobNotActive(format!(
-            "The specified job is {}.",
-            j.state
-        ))),
-    }
+    super::job_state::check(j.state, super::job_state::JobOp::AddTask)?;
+    Ok(j)
 }
 
 fn parse_tasks(body: &Bytes) -> Result<Vec<(String, TaskSpec)>, ApiError> {
