@@ -57,6 +57,16 @@ pub async fn open_append(task_dir: &Path) -> std::io::Result<(tokio::fs::File, t
     Ok((open(STDOUT)?, open(STDERR)?))
 }
 
+/// Opens the output files as an append does, creating nothing: what the task left in
+/// their place (a link, a FIFO, a hard link, nothing) is an error.
+pub fn still_output_files(task_dir: &Path) -> std::io::Result<()> {
+    let dir = Beneath::open(task_dir)?;
+    for n in [STDOUT, STDERR] {
+        dir.append(n, None)?;
+    }
+    Ok(())
+}
+
 /// The line written once where a file reached the limit.
 pub fn marker(name: &str, limit: u64) -> String {
     format!("\n[berth: {name} reached this node's task output limit of {limit} bytes; the rest was dropped]\n")

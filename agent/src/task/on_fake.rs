@@ -566,3 +566,26 @@ async fn a_takeover_without_a_store_says_what_is_lost() {
     );
     assert!(read(&p, logs::STDERR).contains("--log-driver none"));
 }
+
+/// A link the task puts in place of its stdout.txt while it runs fails it at the end of
+/// that attempt, `TaskFileRefused`, and the link's target is not touched.
+#[tokio::test(start_paused = true)]
+async fn an_output_file_swapped_for_a_link_fails_the_attempt() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(10)).with_output(b"out\n", b""));
+    let n = node(&f);
+    let p = plan(&n, "swapped", json!({}));
+    let victim = n._dir.path().join("victim");
+    std::fs::write(&victim, "host\n").unwrap();
+    let (out, target) = (p.task_dir.join(logs::STDOUT), victim.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        std::fs::remove_file(&out).unwrap();
+        std::os::unix::fs::symlink(&target, &out).unwrap();
+    });
+    let info = run(&n, &p).await;
+    assert_eq!(code(&info), "TaskFileRefused", "{:?}", info.failure_info);
+    assert_eq!(info.exit_code, Some(0), "the exit code is kept");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host\n");
+    assert!(n.fake.containers().is_empty());
+}

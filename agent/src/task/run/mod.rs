@@ -547,6 +547,13 @@ async fn finish(c: &Container<'_>, writer: Writer, source: Source, gaps: &mut lo
                 Err(e) => output_error = Some(e),
             }
         }
+    } else if output_error.is_none() && !no_log_store {
+        // The files must still be the task's own output files, as the append of the log
+        // store after every exit found them: a link or FIFO the task put in their place
+        // fails it here (`TaskFileRefused`), not at its next attempt.
+        if let Err(e) = logs::still_output_files(&plan.task_dir) {
+            output_error = Some(e);
+        }
     }
     let state = state.ok();
     let code = match (code, &state) {
