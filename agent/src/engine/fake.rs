@@ -244,6 +244,12 @@ impl Fake {
         self
     }
 
+    /// Removes `image` (as `docker rmi` or a prune would).
+    pub fn remove_image(&self, image: &str) -> &Self {
+        self.lock().images.remove(image);
+        self
+    }
+
     /// Whether pulls of images that are not present succeed (default) or fail as not
     /// found in the registry.
     pub fn pulls_succeed(&self, yes: bool) -> &Self {

@@ -567,6 +567,36 @@ async fn a_takeover_without_a_store_says_what_is_lost() {
     assert!(read(&p, logs::STDERR).contains("--log-driver none"));
 }
 
+/// The engine is asked once whether an image is present, not for every task; an image
+/// removed since (a prune) fails the create, and is then fetched again, once.
+#[tokio::test(start_paused = true)]
+async fn an_image_seen_once_is_not_asked_for_again_until_it_is_gone() {
+    let f = Fake::new();
+    let n = node(&f);
+    for id in ["one", "two"] {
+        let info = run(&n, &plan(&n, id, json!({}))).await;
+        assert_eq!(info.result, Some(TaskResult::Success), "{id}");
+    }
+    assert_eq!(ops(&n, "image_present"), 1);
+    f.remove_image(IMAGE);
+    let info = run(&n, &plan(&n, "pruned", json!({}))).await;
+    assert_eq!(
+        info.result,
+        Some(TaskResult::Success),
+        "{:?}",
+        info.failure_info
+    );
+    assert_eq!((ops(&n, "image_present"), ops(&n, "pull")), (2, 1));
+    assert_eq!(
+        ops(&n, "create"),
+        4,
+        "one create failed, then again after the pull"
+    );
+    f.remove_image(IMAGE).pulls_succeed(false);
+    let info = run(&n, &plan(&n, "gone", json!({}))).await;
+    assert_eq!(code(&info), "ContainerInvalidImage");
+}
+
 /// A link the task puts in place of its stdout.txt while it runs fails it at the end of
 /// that attempt, `TaskFileRefused`, and the link's target is not touched.
 #[tokio::test(start_paused = true)]

@@ -111,23 +111,28 @@ pub async fn attempt(
     if let Some(Err(e)) = early {
         return invalid(e);
     }
-    let pull = rt.images.ensure(
-        &c.image,
-        c.registry.as_ref(),
-        opts.pull.unwrap_or(PullPolicy::Missing),
-        opts.platform.as_deref(),
-    );
-    let pulled = tokio::select! {
-        r = pull => r,
-        stop = stop_requested(rt, deadline, cancel) => return stop.finished(None, None),
-    };
-    if let Err(e) = pulled {
-        return not_started(
-            e.code(),
-            e.message,
-            vec![nv("ContainerImage", &c.image)],
-            None,
+    let ensure = || async {
+        let pull = rt.images.ensure(
+            &c.image,
+            c.registry.as_ref(),
+            opts.pull.unwrap_or(PullPolicy::Missing),
+            opts.platform.as_deref(),
         );
+        let pulled = tokio::select! {
+            r = pull => r,
+            stop = stop_requested(rt, deadline, cancel) => return Err(stop.finished(None, None)),
+        };
+        pulled.map_err(|e| {
+            not_started(
+                e.code(),
+                e.message,
+                vec![nv("ContainerImage", &c.image)],
+                None,
+            )
+        })
+    };
+    if let Err(f) = ensure().await {
+        return f;
     }
 
     // Only GPUs that extend the image's library path need the image's Env, which needs
@@ -159,11 +164,19 @@ pub async fn attempt(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         crash::die(Point::AfterCreateSent, plan);
     }
-    let id = match rt
-        .engine
-        .create(&name, body, opts.platform.as_deref())
-        .await
-    {
+    let platform = opts.platform.as_deref();
+    let created = match rt.engine.create(&name, body.clone(), platform).await {
+        // Removed since berth last saw it (a prune): fetched again, once.
+        Err(EngineError::ImageNotFound(m)) if rt.images.forget(&c.image, platform) => {
+            tracing::info!(image = %c.image, "the image is gone from the node ({m}); fetching it again");
+            if let Err(f) = ensure().await {
+                return f;
+            }
+            rt.engine.create(&name, body, platform).await
+        }
+        r => r,
+    };
+    let id = match created {
         Ok(id) => id,
         Err(e) => {
             let (code, msg) = engine_failure("create", &e, &c.image);
@@ -322,11 +335,12 @@ async fn finish(c: &Container<'_>, writer: Writer, source: Source, gaps: &mut lo
         stop_timeout,
         no_log_store,
     } = *c;
-    let wait = tokio::spawn(rt.engine.wait(id));
-    let pid = rt.engine.inspect(id).await.ok().and_then(|s| s.pid);
-    let probe = OomProbe::start(pid);
-
-    let mut wait = wait;
+    let mut wait = tokio::spawn(rt.engine.wait(id));
+    // The OOM probe needs the process's pid: asked beside the wait rather than before it,
+    // so that a quick exit is not held up (its cgroup is gone by then anyway).
+    let pid = rt.engine.inspect(id);
+    tokio::pin!(pid);
+    let mut probe = None;
     let Writer {
         task: mut writer,
         stop: stop_writer,
@@ -337,6 +351,9 @@ async fn finish(c: &Container<'_>, writer: Writer, source: Source, gaps: &mut lo
     let (stopped, exited) = loop {
         tokio::select! {
             r = &mut wait => break (None, Some(r.unwrap_or_else(|e| Err(EngineError::Other(e.to_string()))))),
+            s = &mut pid, if probe.is_none() => {
+                probe = Some(OomProbe::start(s.ok().and_then(|s| s.pid)));
+            }
             stop = stop_requested(rt, deadline, cancel) => break (Some(stop), None),
             w = &mut writer, if written.is_none() => {
                 let w = w.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
@@ -349,6 +366,10 @@ async fn finish(c: &Container<'_>, writer: Writer, source: Source, gaps: &mut lo
             }
         }
     };
+    if probe.is_none() && exited.is_none() {
+        // Still running while berth stops it: an OOM kill in the grace counts too.
+        probe = Some(OomProbe::start(pid.await.ok().and_then(|s| s.pid)));
+    }
     let output_failed = exited.is_none() && stopped.is_none();
     let grace = stop_timeout
         .map(|s| std::time::Duration::from_secs(s.max(0) as u64))
@@ -366,7 +387,10 @@ async fn finish(c: &Container<'_>, writer: Writer, source: Source, gaps: &mut lo
                 .unwrap_or_else(|e| Err(EngineError::Other(e.to_string())))
         }
     };
-    let oom = probe.finish().await;
+    let oom = match probe {
+        Some(p) => p.finish().await,
+        None => Default::default(),
+    };
     // The container's stream closes once the engine has passed on its last bytes (it
     // gives them 2 s after exit); don't hang on a stuck one, but count it short. A store
     // read still behind (a fast writer's backlog) is stopped: the check below completes it.
