@@ -43,9 +43,9 @@ fn untouched(p: &Path, text: &str, mode: u32) {
 }
 
 /// A task that runs `plant` (in its task directory) on its first attempt and fails, and
-/// prints `second` on the next one. With the engine's log store berth completes the
-/// output files after the exit (the append path); without one (`--log-driver none`) the
-/// retry creates them again (the create, truncate and chown path).
+/// prints `second` on the next one. With the engine's log store berth opens the output
+/// files after the exit as an append does (the append path); without one (`--log-driver
+/// none`) the retry creates them again (the create, truncate and chown path).
 fn planting(id: &str, plant: &str, options: &str) -> Value {
     let cmd = format!(
         "/bin/sh -c 'cd $AZ_BATCH_TASK_DIR; if [ ! -e wd/once ]; then touch wd/once; {plant}; exit 3; fi; echo second'"

@@ -96,18 +96,36 @@ fn fix_registry_auth(mut req: bollard::BollardRequest) -> bollard::BollardReques
     req
 }
 
+/// One item of a multiplexed output stream (berth never asks for a TTY, so every byte
+/// the process wrote comes in a stdout or stderr frame). bollard hands anything else over
+/// as `Console`: the engine's own error frame (stream type 3, "Error grabbing logs: ..."),
+/// or what is left of a frame cut off. That is the engine's, not the task's: an error.
 fn map_output(
     item: Result<bollard::container::LogOutput, bollard::errors::Error>,
     timeout: u64,
 ) -> Option<Result<Output, EngineError>> {
     use bollard::container::LogOutput;
     match item {
-        Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-            Some(Ok(Output::Stdout(message.to_vec())))
-        }
+        Ok(LogOutput::StdOut { message }) => Some(Ok(Output::Stdout(message.to_vec()))),
         Ok(LogOutput::StdErr { message }) => Some(Ok(Output::Stderr(message.to_vec()))),
         Ok(LogOutput::StdIn { .. }) => None,
+        Ok(LogOutput::Console { message }) => Some(Err(unframed(&message))),
         Err(e) => Some(Err(from_bollard("output", timeout, e))),
+    }
+}
+
+/// The error an unframed stream item stands for: the engine's words when it is an error
+/// frame (type 3, an 8-byte header), else how much arrived outside any frame.
+fn unframed(message: &[u8]) -> EngineError {
+    match message {
+        [3, _, _, _, _, _, _, _, text @ ..] => EngineError::Stream(format!(
+            "the engine reported an error in the output stream: {}",
+            String::from_utf8_lossy(text).trim_end()
+        )),
+        _ => EngineError::Stream(format!(
+            "{} bytes arrived outside the output stream's frames",
+            message.len()
+        )),
     }
 }
 
@@ -534,8 +552,10 @@ impl Engine for Docker {
         })
     }
 
-    /// A follow stream can end before the last bytes (seen on 20.10 with fast exits): read
-    /// once more without `follow` after exit to complete it (`task::logs::complete`).
+    /// Read only where the container's own stream could not be (an agent restart, the
+    /// engine away): what the store holds depends on its driver and options (json-file
+    /// writes bytes that are not UTF-8 as U+FFFD, rotation drops the oldest), which is
+    /// why `task::logs::from_store` checks it against what berth already has.
     fn logs_of(&self, id: &str, follow: bool, [stdout, stderr]: [bool; 2]) -> OutputStream {
         let opts = LogsOptionsBuilder::default()
             .follow(follow)
@@ -550,9 +570,10 @@ impl Engine for Docker {
         )
     }
 
-    /// Used only when the container has no readable log store (`--log-driver none`):
-    /// bytes written before the attach is wired can be missed, which is why `logs` is
-    /// preferred.
+    /// The container's own stdout and stderr, as `docker run` reads them: the exact bytes,
+    /// whatever the log driver, with backpressure (a slow reader slows the writer; nothing
+    /// is dropped). No `logs`: only the live stream. The engine wires the stream before it
+    /// answers, so an attach made before start sees the first byte.
     fn attach<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<OutputStream, EngineError>> {
         Box::pin(async move {
             let opts = AttachContainerOptionsBuilder::default()
@@ -800,6 +821,47 @@ mod tests {
             status_code,
             message: message.into(),
         }
+    }
+
+    /// Only stdout and stderr frames are the task's bytes; the engine's error frame (what
+    /// `docker logs` prints as "error from daemon in stream") is an error, never output.
+    #[test]
+    fn only_stdout_and_stderr_frames_are_output() {
+        use bollard::container::LogOutput;
+        let m = |b: &'static [u8]| bytes::Bytes::from_static(b);
+        let out = map_output(
+            Ok(LogOutput::StdOut {
+                message: m(b"\xff\x00a\r\n"),
+            }),
+            1,
+        );
+        assert_eq!(out, Some(Ok(Output::Stdout(b"\xff\x00a\r\n".to_vec()))));
+        let err = map_output(Ok(LogOutput::StdErr { message: m(b"e") }), 1);
+        assert_eq!(err, Some(Ok(Output::Stderr(b"e".to_vec()))));
+        assert_eq!(
+            map_output(Ok(LogOutput::StdIn { message: m(b"i") }), 1),
+            None
+        );
+        let frame =
+            m(b"\x03\x00\x00\x00\x00\x00\x00\x2eError grabbing logs: no such file or directory\n");
+        match map_output(Ok(LogOutput::Console { message: frame }), 1) {
+            Some(Err(EngineError::Stream(e))) => {
+                assert!(
+                    e.ends_with(": Error grabbing logs: no such file or directory"),
+                    "{e}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            map_output(
+                Ok(LogOutput::Console {
+                    message: m(b"\x01\x00")
+                }),
+                1
+            ),
+            Some(Err(EngineError::Stream(_)))
+        ));
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! [`Fake`]: an [`Engine`] in memory, for unit tests of the logic above the seam and for
 //! node simulations. A container "runs" for its [`Script`]'s time on tokio's clock (so a
 //! test with paused time takes none), has its output from the moment it starts, and exits
-//! with the scripted code. Faults are scripted per operation; every call is recorded.
+//! with the scripted code. Its log store may hold less or other bytes than it wrote
+//! ([`LogStore`]: rotated, rewritten, none), and its own stream may break off. Faults are
+//! scripted per operation; every call is recorded (`logs` for each read of the store).
 //!
 //! It keeps the [`Engine`] contract where berth relies on it: create removes a leftover
 //! container holding the name, stop and remove of a stopped or gone container succeed,
 //! `wait` answers at once for an exited container, a follow stream ends when the container
-//! stops, and an engine taken down fails every call and every wait in flight.
+//! stops, an attach to an exited container sends nothing and never ends (as dockerd's
+//! waits for a start), and an engine taken down fails every call and every wait in flight.
 
 use super::{
     ContainerState, ContainerSummary, Credentials, Engine, EngineError, Output, OutputStream,
@@ -33,6 +36,24 @@ pub struct Script {
     /// The exit code on SIGTERM (stop); `None`: it ignores SIGTERM and is killed (137)
     /// once the stop's grace has passed.
     pub on_term: Option<i64>,
+    /// What the engine's log store gives back of the output.
+    pub log: LogStore,
+    /// The live (attach) stream sends this many bytes of stdout, then ends with an engine
+    /// error (a cut connection, the engine's error frame); the rest never comes.
+    pub live_breaks_after: Option<usize>,
+}
+
+/// What a fake container's log store holds (the real one depends on the log driver).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LogStore {
+    /// Every byte as written.
+    #[default]
+    Whole,
+    /// These bytes instead: a rotated store's tail, or text with U+FFFD for bytes that
+    /// are not UTF-8 (json-file).
+    Holds { stdout: Vec<u8>, stderr: Vec<u8> },
+    /// Nothing to read (`--log-driver none`): a read fails.
+    Unreadable,
 }
 
 impl Default for Script {
@@ -44,6 +65,8 @@ impl Default for Script {
             stderr: vec![],
             oom_killed: false,
             on_term: Some(143),
+            log: LogStore::Whole,
+            live_breaks_after: None,
         }
     }
 }
@@ -238,6 +261,12 @@ impl Fake {
         self
     }
 
+    /// Removes `image` (as `docker rmi` or a prune would).
+    pub fn remove_image(&self, image: &str) -> &Self {
+        self.lock().images.remove(image);
+        self
+    }
+
     /// Whether pulls of images that are not present succeed (default) or fail as not
     /// found in the registry.
     pub fn pulls_succeed(&self, yes: bool) -> &Self {
@@ -398,41 +427,88 @@ impl Fake {
         }
     }
 
-    /// The output of a started container, in one chunk per stream.
-    fn output_of(c: &Container, [out, err]: [bool; 2]) -> Vec<Result<Output, EngineError>> {
+    /// The output of a started container, in one chunk per stream: from its own stream
+    /// (`live`) or from its log store.
+    fn output_of(
+        c: &Container,
+        [out, err]: [bool; 2],
+        live: bool,
+    ) -> Vec<Result<Output, EngineError>> {
         let mut v = vec![];
         if matches!(c.status, Status::Created) {
             return v;
         }
-        if out && !c.script.stdout.is_empty() {
-            v.push(Ok(Output::Stdout(c.script.stdout.clone())));
+        let s = &c.script;
+        let (stdout, stderr) = match (&s.log, live) {
+            (_, true) | (LogStore::Whole, false) => (&s.stdout, &s.stderr),
+            (LogStore::Holds { stdout, stderr }, false) => (stdout, stderr),
+            (LogStore::Unreadable, false) => {
+                return vec![Err(EngineError::Refused {
+                    status: 501,
+                    message: "configured logging driver does not support reading".into(),
+                })]
+            }
+        };
+        if let (Some(k), true) = (s.live_breaks_after, live) {
+            let k = k.min(stdout.len());
+            if k > 0 {
+                v.push(Ok(Output::Stdout(stdout[..k].to_vec())));
+            }
+            v.push(Err(EngineError::Stream(
+                "Error grabbing logs: unexpected EOF".into(),
+            )));
+            return v;
         }
-        if err && !c.script.stderr.is_empty() {
-            v.push(Ok(Output::Stderr(c.script.stderr.clone())));
+        if out && !stdout.is_empty() {
+            v.push(Ok(Output::Stdout(stdout.clone())));
+        }
+        if err && !stderr.is_empty() {
+            v.push(Ok(Output::Stderr(stderr.clone())));
         }
         v
     }
 
-    /// A stream of the container's output that, when `follow`, ends only once it stops.
-    fn output_stream(&self, id: &str, follow: bool, which: [bool; 2]) -> OutputStream {
-        let me = self.clone();
-        let id = id.to_string();
-        Box::pin(async_stream(async move {
-            if follow {
-                // Ends with the container (or the engine).
-                if let Err(e) = me.clone().wait_exit(id.clone()).await {
-                    return vec![Err(e)];
+    /// A stream of the container's output that, when `follow`, ends only once it stops:
+    /// its own stream (`live`, what attach gives: everything at its exit) or its log store
+    /// (everything at once, as a store read finds it written already).
+    fn output_stream(&self, id: &str, follow: bool, which: [bool; 2], live: bool) -> OutputStream {
+        use futures_util::StreamExt;
+        let (me, id) = (self.clone(), id.to_string());
+        let waited = {
+            let (me, id) = (self.clone(), id.clone());
+            async move {
+                if follow {
+                    // Ends with the container (or the engine).
+                    me.wait_exit(id).await.err()
+                } else {
+                    None
                 }
             }
+        };
+        let read = move || {
             let mut s = me.lock();
             if !s.up {
                 return vec![Err(unavailable())];
             }
             match Self::find(&mut s, &id) {
-                Some(c) => Self::output_of(c, which),
+                Some(c) => Self::output_of(c, which, live),
                 None => vec![Err(Self::no_such(&id))],
             }
-        }))
+        };
+        if live {
+            return Box::pin(async_stream(async move {
+                match waited.await {
+                    Some(e) => vec![Err(e)],
+                    None => read(),
+                }
+            }));
+        }
+        let now = read();
+        Box::pin(
+            futures_util::stream::iter(now).chain(async_stream(async move {
+                waited.await.map(Err).into_iter().collect()
+            })),
+        )
     }
 }
 
@@ -572,17 +648,21 @@ impl Engine for Fake {
             op: "logs",
             target: id.to_string(),
         });
-        self.output_stream(id, follow, which)
+        self.output_stream(id, follow, which, false)
     }
 
     fn attach<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<OutputStream, EngineError>> {
         Box::pin(async move {
             let mut s = self.enter("attach", id)?;
-            if Self::find(&mut s, id).is_none() {
-                return Err(Self::no_such(id));
+            match Self::find(&mut s, id) {
+                None => return Err(Self::no_such(id)),
+                Some(c) if matches!(c.status, Status::Exited { .. }) => {
+                    return Ok(Box::pin(futures_util::stream::pending()) as OutputStream)
+                }
+                Some(_) => {}
             }
             drop(s);
-            Ok(self.output_stream(id, true, [true, true]))
+            Ok(self.output_stream(id, true, [true, true], true))
         })
     }
 

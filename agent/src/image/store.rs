@@ -186,6 +186,10 @@ pub struct ImageStore {
     private: PrivateImages,
     /// (image, credentials) pairs the registry accepted in this process.
     verified: Mutex<HashSet<(String, u64)>>,
+    /// (image, platform) pairs the engine said it has, in this process: not asked again
+    /// for every task. An image removed since fails the create, which [`ImageStore::forget`]s
+    /// it and ensures it again.
+    present: Mutex<HashSet<(String, Option<String>)>>,
 }
 
 impl ImageStore {
@@ -199,6 +203,7 @@ impl ImageStore {
             pulls: Mutex::new(HashMap::new()),
             private: PrivateImages::load(None),
             verified: Mutex::new(HashSet::new()),
+            present: Mutex::new(HashSet::new()),
         }
     }
 
@@ -264,6 +269,10 @@ impl ImageStore {
             if let Some(p) = self.joinable(&key) {
                 return p.await;
             }
+            let seen = (name.clone(), key.1.clone());
+            if self.lock_present().contains(&seen) {
+                return self.check_access(image, &name, creds.as_ref(), fp).await;
+            }
             let present = self.engine.image_present(&name).await.map_err(|e| {
                 let (kind, what) = if e.is_engine_down() {
                     (PullFailure::Engine, "the Docker engine does not answer")
@@ -273,6 +282,7 @@ impl ImageStore {
                 fail(kind, what.into(), Some(Cause::new(e)))
             })?;
             if present {
+                self.lock_present().insert(seen);
                 return self.check_access(image, &name, creds.as_ref(), fp).await;
             }
             if policy == PullPolicy::Never {
@@ -284,6 +294,30 @@ impl ImageStore {
             }
         }
         self.shared_pull(key, r, creds).await
+    }
+
+    fn lock_present(&self) -> std::sync::MutexGuard<'_, HashSet<(String, Option<String>)>> {
+        self.present.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets that `image` (for `platform`) is present, after the engine said it is not
+    /// (removed since it was seen or pulled): the next [`ImageStore::ensure`] asks the engine
+    /// again and pulls it if need be. Returns whether it was known present.
+    pub fn forget(&self, image: &str, platform: Option<&str>) -> bool {
+        let Ok(r) = ImageRef::parse(image) else {
+            return false;
+        };
+        let name = canonical(&r);
+        let platform = platform.map(str::to_string);
+        let seen = self
+            .lock_present()
+            .remove(&(name.clone(), platform.clone()));
+        let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        let before = pulls.len();
+        pulls.retain(|(n, p, _), pull| {
+            !(n == &name && p == &platform && matches!(pull.peek(), Some(Ok(()))))
+        });
+        seen || pulls.len() < before
     }
 
     /// A pull of `key` that is running, or finished well (the image is then present).

@@ -4,10 +4,11 @@
 //! goes away mid-task) in milliseconds. Each has a real-engine twin in `tests/`.
 
 use super::*;
-use crate::engine::fake::{Fake, Script};
+use crate::engine::fake::{Fake, LogStore, Script};
 use crate::engine::EngineError;
 use crate::node::ResolvedUser;
 use berth_proto::{JobSpec, TaskSpec};
+use logs::Gap;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -225,6 +226,7 @@ async fn a_container_that_survives_an_engine_restart_is_followed_to_its_real_exi
     assert_eq!(info.exit_code, Some(7), "{:?}", info.failure_info);
     assert_eq!(code(&info), "FailureExitCode");
     assert_eq!(read(&p, logs::STDOUT), "done\n");
+    assert!(info.output_truncated.is_empty(), "the store lined up");
     assert!(n.fake.containers().is_empty());
 }
 
@@ -288,6 +290,7 @@ async fn an_earlier_agents_running_container_is_taken_over_to_its_exit() {
     assert_eq!(n.fake.count("create"), 0, "taken over, not started again");
     assert_eq!(n.fake.count("start"), 0);
     assert_eq!(read(&p, logs::STDOUT), "from before\n");
+    assert!(info.output_truncated.is_empty(), "the store lined up");
     assert!(n.fake.containers().is_empty());
 }
 
@@ -471,4 +474,274 @@ async fn without_the_images_files_only_numbers_resolve() {
     );
     assert_eq!(code(&run(&n, &plan(&n, "plain", json!({}))).await), "");
     assert_eq!(n.fake.count("read_file"), reads, "numbers need no file");
+}
+
+fn ops(n: &Node, op: &str) -> usize {
+    n.fake.count(op)
+}
+
+/// The container's own stream is the output, whatever its log store holds (here: bytes a
+/// json-file store would have rewritten); the store is never read on this path.
+#[tokio::test(start_paused = true)]
+async fn the_output_is_the_containers_own_stream_never_its_log_store() {
+    let f = Fake::new();
+    f.script(|_, _| Script {
+        log: LogStore::Holds {
+            stdout: "caf\u{FFFD}\n".into(),
+            stderr: vec![],
+        },
+        ..Script::exits(0, Duration::from_secs(1)).with_output(b"caf\xe9\n", b"\x00\xff")
+    });
+    let n = node(&f);
+    let p = plan(&n, "exact", json!({}));
+    let info = run(&n, &p).await;
+    assert_eq!(info.result, Some(TaskResult::Success));
+    assert_eq!(
+        std::fs::read(p.task_dir.join(logs::STDOUT)).unwrap(),
+        b"caf\xe9\n"
+    );
+    assert_eq!(
+        std::fs::read(p.task_dir.join(logs::STDERR)).unwrap(),
+        b"\x00\xff"
+    );
+    assert!(info.output_truncated.is_empty());
+    assert_eq!((ops(&n, "attach"), ops(&n, "logs")), (1, 0));
+}
+
+/// A stream that breaks off (the engine's error inside it) is completed from a log store
+/// that lines up with what the files hold: whole output, no gap, no engine words.
+#[tokio::test(start_paused = true)]
+async fn a_broken_stream_is_completed_from_a_store_that_lines_up() {
+    let f = Fake::new();
+    f.script(|_, _| Script {
+        live_breaks_after: Some(3),
+        ..Script::exits(0, Duration::from_secs(1)).with_output(b"hello world\n", b"err\n")
+    });
+    let n = node(&f);
+    let p = plan(&n, "mended", json!({}));
+    let info = run(&n, &p).await;
+    assert_eq!(read(&p, logs::STDOUT), "hello world\n");
+    assert_eq!(read(&p, logs::STDERR), "err\n");
+    assert!(info.output_truncated.is_empty());
+    assert_eq!(ops(&n, "logs"), 1);
+}
+
+/// The same break with a store that was rotated (it holds only the end): berth cannot
+/// have the bytes in between, and says so in the file and in `outputTruncated`; the
+/// engine's words are in neither.
+#[tokio::test(start_paused = true)]
+async fn a_broken_stream_and_a_rotated_store_say_the_output_may_be_incomplete() {
+    let f = Fake::new();
+    f.script(|_, _| Script {
+        live_breaks_after: Some(3),
+        log: LogStore::Holds {
+            stdout: b"world\n".to_vec(),
+            stderr: b"err\n".to_vec(),
+        },
+        ..Script::exits(0, Duration::from_secs(1)).with_output(b"hello world\n", b"err\n")
+    });
+    let n = node(&f);
+    let p = plan(&n, "rotated", json!({}));
+    let info = run(&n, &p).await;
+    assert_eq!(
+        info.result,
+        Some(TaskResult::Success),
+        "the exit code decides"
+    );
+    assert_eq!(
+        read(&p, logs::STDOUT),
+        format!("hel{}", logs::gap_line(logs::STDOUT, Gap::Differs))
+    );
+    assert_eq!(read(&p, logs::STDERR), "err\n", "stderr's store lines up");
+    assert_eq!(info.output_truncated, vec![logs::STDOUT.to_string()]);
+    assert!(!read(&p, logs::STDOUT).contains("grabbing"));
+}
+
+/// Without a log store, a stream that breaks off leaves both files unvouched for.
+#[tokio::test(start_paused = true)]
+async fn a_broken_stream_without_a_store_says_so() {
+    let f = Fake::new();
+    f.script(|_, _| Script {
+        live_breaks_after: Some(3),
+        log: LogStore::Unreadable,
+        ..Script::exits(0, Duration::from_secs(1)).with_output(b"hello world\n", b"")
+    });
+    let n = node(&f);
+    let p = plan(
+        &n,
+        "nolog",
+        json!({"containerSettings": {"imageName": IMAGE, "containerRunOptions": "--log-driver none"}}),
+    );
+    let info = run(&n, &p).await;
+    assert_eq!(
+        read(&p, logs::STDOUT),
+        format!("hel{}", logs::gap_line(logs::STDOUT, Gap::NoStore))
+    );
+    assert_eq!(info.output_truncated.len(), 2);
+    assert_eq!(ops(&n, "logs"), 0, "no store to read");
+}
+
+/// A taken-over container's output comes from its log store (the only source of what
+/// it wrote while no agent ran), lined up with the files: here the store was rotated, so
+/// the new agent appends nothing it cannot place, and says so.
+#[tokio::test(start_paused = true)]
+async fn a_takeover_from_a_rotated_store_says_the_output_may_be_incomplete() {
+    let f = Fake::new();
+    let n = node(&f);
+    let p = plan(&n, "gap", json!({}));
+    std::fs::write(p.task_dir.join(logs::STDOUT), "before\n").unwrap();
+    std::fs::write(p.task_dir.join(logs::STDERR), "").unwrap();
+    let id = f.run_detached(
+        "earlier",
+        &[],
+        Script {
+            log: LogStore::Holds {
+                stdout: b"e\nafter\n".to_vec(),
+                stderr: vec![],
+            },
+            ..Script::exits(0, Duration::ZERO).with_output(b"before\nmiddle\nafter\n", b"")
+        },
+    );
+    let resume = Resume::Container {
+        container_id: id,
+        attempt: 0,
+        started: None,
+    };
+    let info = run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await;
+    assert_eq!(info.exit_code, Some(0));
+    assert!(ops(&n, "logs") >= 1, "the store is the only source here");
+    assert_eq!(
+        read(&p, logs::STDOUT),
+        format!("before\n{}", logs::gap_line(logs::STDOUT, Gap::Differs))
+    );
+    assert_eq!(info.output_truncated, vec![logs::STDOUT.to_string()]);
+    assert!(n.fake.containers().is_empty());
+}
+
+/// A running container taken over whose store cannot be lined up: that stream comes from
+/// the container's own stream for the rest (the fake's carries only what is still to
+/// come), the other from the store; the gap is said.
+#[tokio::test(start_paused = true)]
+async fn a_takeover_reads_a_stream_the_store_cannot_place_live() {
+    let f = Fake::new();
+    let n = node(&f);
+    let p = plan(&n, "live", json!({}));
+    std::fs::write(p.task_dir.join(logs::STDOUT), "before\n").unwrap();
+    std::fs::write(p.task_dir.join(logs::STDERR), "e1\n").unwrap();
+    let id = f.run_detached(
+        "earlier",
+        &[],
+        Script {
+            log: LogStore::Holds {
+                stdout: b"rotated\n".to_vec(),
+                stderr: b"e1\ne2\n".to_vec(),
+            },
+            ..Script::exits(3, Duration::from_secs(30)).with_output(b"after\n", b"")
+        },
+    );
+    let resume = Resume::Container {
+        container_id: id,
+        attempt: 0,
+        started: None,
+    };
+    let info = run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await;
+    assert_eq!(info.exit_code, Some(3));
+    assert_eq!(ops(&n, "attach"), 1);
+    assert_eq!(
+        read(&p, logs::STDOUT),
+        format!(
+            "before\nafter\n{}",
+            logs::gap_line(logs::STDOUT, Gap::Differs)
+        )
+    );
+    assert_eq!(read(&p, logs::STDERR), "e1\ne2\n");
+    assert_eq!(info.output_truncated, vec![logs::STDOUT.to_string()]);
+}
+
+/// No log store: what a taken-over container wrote while no agent ran is gone.
+#[tokio::test(start_paused = true)]
+async fn a_takeover_without_a_store_says_what_is_lost() {
+    let f = Fake::new();
+    let n = node(&f);
+    let p = plan(
+        &n,
+        "nostore",
+        json!({"containerSettings": {"imageName": IMAGE, "containerRunOptions": "--log-driver none"}}),
+    );
+    earlier_output_files(&p);
+    let id = f.run_detached(
+        "earlier",
+        &[],
+        Script {
+            log: LogStore::Unreadable,
+            ..Script::exits(0, Duration::ZERO).with_output(b"lost\n", b"")
+        },
+    );
+    let resume = Resume::Container {
+        container_id: id,
+        attempt: 0,
+        started: None,
+    };
+    let info = run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await;
+    assert_eq!(info.exit_code, Some(0));
+    assert_eq!(
+        info.output_truncated.len(),
+        2,
+        "{:?}",
+        info.output_truncated
+    );
+    assert!(read(&p, logs::STDERR).contains("--log-driver none"));
+}
+
+/// The engine is asked once whether an image is present, not for every task; an image
+/// removed since (a prune) fails the create, and is then fetched again, once.
+#[tokio::test(start_paused = true)]
+async fn an_image_seen_once_is_not_asked_for_again_until_it_is_gone() {
+    let f = Fake::new();
+    let n = node(&f);
+    for id in ["one", "two"] {
+        let info = run(&n, &plan(&n, id, json!({}))).await;
+        assert_eq!(info.result, Some(TaskResult::Success), "{id}");
+    }
+    assert_eq!(ops(&n, "image_present"), 1);
+    f.remove_image(IMAGE);
+    let info = run(&n, &plan(&n, "pruned", json!({}))).await;
+    assert_eq!(
+        info.result,
+        Some(TaskResult::Success),
+        "{:?}",
+        info.failure_info
+    );
+    assert_eq!((ops(&n, "image_present"), ops(&n, "pull")), (2, 1));
+    assert_eq!(
+        ops(&n, "create"),
+        4,
+        "one create failed, then again after the pull"
+    );
+    f.remove_image(IMAGE).pulls_succeed(false);
+    let info = run(&n, &plan(&n, "gone", json!({}))).await;
+    assert_eq!(code(&info), "ContainerInvalidImage");
+}
+
+/// A link the task puts in place of its stdout.txt while it runs fails it at the end of
+/// that attempt, `TaskFileRefused`, and the link's target is not touched.
+#[tokio::test(start_paused = true)]
+async fn an_output_file_swapped_for_a_link_fails_the_attempt() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(10)).with_output(b"out\n", b""));
+    let n = node(&f);
+    let p = plan(&n, "swapped", json!({}));
+    let victim = n._dir.path().join("victim");
+    std::fs::write(&victim, "host\n").unwrap();
+    let (out, target) = (p.task_dir.join(logs::STDOUT), victim.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        std::fs::remove_file(&out).unwrap();
+        std::os::unix::fs::symlink(&target, &out).unwrap();
+    });
+    let info = run(&n, &p).await;
+    assert_eq!(code(&info), "TaskFileRefused", "{:?}", info.failure_info);
+    assert_eq!(info.exit_code, Some(0), "the exit code is kept");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host\n");
+    assert!(n.fake.containers().is_empty());
 }

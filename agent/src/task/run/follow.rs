@@ -1,13 +1,19 @@
 //! FOLLOWING a container berth did not just start: one an earlier agent process left
 //! (`adopt`), or its own after the engine dropped the wait and came back (`follow`), and
-//! waiting for an engine that went away (`engine_back`, up to `ENGINE_OUTAGE`).
+//! waiting for an engine that went away (`engine_back`, up to `ENGINE_OUTAGE`). What the
+//! container wrote while nobody read its stream is only in the engine's log store: it is
+//! read from there, lined up with the files (`logs::from_store`), and a stream the store
+//! cannot line up with is read from the container's own stream for the rest.
 
 use super::*;
+use crate::engine::SharedEngine;
 use crate::error_chain::Chain;
+use std::path::Path;
 
 /// Takes over a container an earlier agent process created for this attempt (found by
 /// its labels), running or already exited: the output files get what the engine's log
-/// store holds beyond them, then the attempt ends as any other. The container is removed.
+/// store holds beyond them (and say so where it cannot vouch for it), then the attempt
+/// ends as any other. The container is removed.
 pub async fn adopt(
     rt: &NodeContext,
     plan: &TaskPlan,
@@ -29,7 +35,9 @@ pub async fn adopt(
         stop_timeout: opts.as_ref().and_then(|o| o.stop_timeout),
         no_log_store: opts.as_ref().is_some_and(no_log_store),
     };
-    let finished = follow(&container).await;
+    let mut gaps = logs::Gaps::default();
+    let finished = follow(&container, &mut gaps).await;
+    logs::mark(&plan.task_dir, &gaps);
     if let Err(e) = rt.engine.remove(id).await {
         tracing::error!(container = %id, error = %Chain(&e), "could not remove the container");
     }
@@ -38,10 +46,10 @@ pub async fn adopt(
 
 /// Follows a container berth did not just start (an earlier agent's, or one whose engine
 /// came back): output from where the files end, then [`finish`], again for as long as
-/// the engine drops the wait and the container outlives it.
-pub(super) async fn follow(c: &Container<'_>) -> Finished {
+/// the engine drops the wait and the container outlives it. Adds to `gaps` what it could
+/// not vouch for.
+pub(super) async fn follow(c: &Container<'_>, gaps: &mut logs::Gaps) -> Finished {
     let (rt, plan, id) = (c.rt, c.plan, c.id);
-    let dir = plan.task_dir.clone();
     for round in 0.. {
         if round > 0 {
             tracing::info!(
@@ -49,28 +57,22 @@ pub(super) async fn follow(c: &Container<'_>) -> Finished {
                 "the container outlived the engine's restart; following it again"
             );
         }
-        let writer = if c.no_log_store {
-            // No log store: only what the container writes from now on can be had.
-            match (rt.engine.attach(id).await, logs::open_append(&dir).await) {
-                (Ok(stream), Ok((out, err))) => {
-                    let limit = rt.output_limit;
-                    Writer::spawn(|stop| logs::copy(stream, out, err, limit, stop))
-                }
-                (Err(e), _) => {
-                    tracing::warn!(container = id, error = %Chain(&e), "cannot attach to the container");
-                    Writer::spawn(|_| async { Ok(logs::Copied::default()) })
-                }
-                (_, Err(e)) => Writer::spawn(|_| async move { Err(e) }),
-            }
+        let (engine, id, dir) = (rt.engine.clone(), id.to_string(), plan.task_dir.clone());
+        let limit = rt.output_limit;
+        let (writer, source) = if c.no_log_store {
+            // No log store: what the container wrote while nobody read it is gone.
+            logs::merge(gaps, [Some(logs::Gap::NoStore); 2]);
+            let w = Writer::spawn(|stop| async move {
+                live_rest(&engine, &id, &dir, limit, [true, true], stop).await
+            });
+            (w, Source::LiveRest)
         } else {
-            let (engine, id) = (rt.engine.clone(), id.to_string());
-            let dir = dir.clone();
-            let limit = rt.output_limit;
-            Writer::spawn(|stop| async move {
-                logs::complete(|which| engine.logs_of(&id, true, which), &dir, limit, stop).await
-            })
+            let w = Writer::spawn(|stop| async move {
+                store_then_live(&engine, &id, &dir, limit, stop).await
+            });
+            (w, Source::Store)
         };
-        match finish(c, writer).await {
+        match finish(c, writer, source, gaps).await {
             Ended::Done(f) => return f,
             // An engine that answers yet keeps dropping the wait must not spin.
             Ended::Again if round < MAX_REFOLLOWS => {
@@ -88,6 +90,66 @@ pub(super) async fn follow(c: &Container<'_>) -> Finished {
             error: None,
         }),
     }
+}
+
+/// The store from the first byte, following the container; a stream that does not line
+/// up with its file (rotated, rewritten) is taken from the container's own stream from
+/// then on, the other stays with the store.
+async fn store_then_live(
+    engine: &SharedEngine,
+    id: &str,
+    dir: &Path,
+    limit: Option<u64>,
+    stop: CancellationToken,
+) -> std::io::Result<logs::Copied> {
+    let logs = |which| engine.logs_of(id, true, which);
+    let first = logs::from_store(logs, dir, limit, [true, true], true, stop.clone()).await?;
+    let differs = first.gaps.map(|g| g == Some(logs::Gap::Differs));
+    if differs == [false, false] || stop.is_cancelled() {
+        return Ok(first);
+    }
+    let store = differs.map(|d| !d);
+    let (stored, live) = tokio::join!(
+        async {
+            if store == [false, false] {
+                return Ok(logs::Copied::default());
+            }
+            let logs = |which| engine.logs_of(id, true, which);
+            logs::from_store(logs, dir, limit, store, false, stop.clone()).await
+        },
+        live_rest(engine, id, dir, limit, differs, stop.clone()),
+    );
+    Ok(first.and(stored?).and(live?))
+}
+
+/// The container's own stream from now on, appended to the files `keep` chooses; nothing
+/// when it no longer runs (an attach would then wait for a start that never comes).
+async fn live_rest(
+    engine: &SharedEngine,
+    id: &str,
+    dir: &Path,
+    limit: Option<u64>,
+    keep: [bool; 2],
+    stop: CancellationToken,
+) -> std::io::Result<logs::Copied> {
+    let running = engine.inspect(id).await.is_ok_and(|s| {
+        matches!(
+            s.status.as_deref(),
+            Some("running" | "paused" | "restarting")
+        )
+    });
+    if !running {
+        return Ok(logs::Copied::default());
+    }
+    let stream = match engine.attach(id).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(container = id, error = %e, "cannot attach to the container");
+            return Ok(logs::Copied::default());
+        }
+    };
+    let files = logs::open_append(dir).await?;
+    logs::copy(stream, files, limit, keep, stop).await
 }
 
 /// How often one attempt follows its container again after losing the engine.

@@ -1,6 +1,8 @@
 //! One container attempt: pull -> create -> attach -> start -> wait (under the wall clock
 //! and cancellation) -> output saved -> inspect -> remove. Removal always happens once the
-//! container exists, whatever went wrong.
+//! container exists, whatever went wrong. The output is the container's own stream,
+//! attached before start; the engine's log store stands in only for what that stream could
+//! not give (see `task::logs`).
 
 mod follow;
 mod user;
@@ -109,23 +111,28 @@ pub async fn attempt(
     if let Some(Err(e)) = early {
         return invalid(e);
     }
-    let pull = rt.images.ensure(
-        &c.image,
-        c.registry.as_ref(),
-        opts.pull.unwrap_or(PullPolicy::Missing),
-        opts.platform.as_deref(),
-    );
-    let pulled = tokio::select! {
-        r = pull => r,
-        stop = stop_requested(rt, deadline, cancel) => return stop.finished(None, None),
-    };
-    if let Err(e) = pulled {
-        return not_started(
-            e.code(),
-            chain(&e),
-            vec![nv("ContainerImage", &c.image)],
-            None,
+    let ensure = || async {
+        let pull = rt.images.ensure(
+            &c.image,
+            c.registry.as_ref(),
+            opts.pull.unwrap_or(PullPolicy::Missing),
+            opts.platform.as_deref(),
         );
+        let pulled = tokio::select! {
+            r = pull => r,
+            stop = stop_requested(rt, deadline, cancel) => return Err(stop.finished(None, None)),
+        };
+        pulled.map_err(|e| {
+            not_started(
+                e.code(),
+                chain(&e),
+                vec![nv("ContainerImage", &c.image)],
+                None,
+            )
+        })
+    };
+    if let Err(f) = ensure().await {
+        return f;
     }
 
     // Only GPUs that extend the image's library path need the image's Env, which needs
@@ -157,11 +164,19 @@ pub async fn attempt(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         crash::die(Point::AfterCreateSent, plan);
     }
-    let id = match rt
-        .engine
-        .create(&name, body, opts.platform.as_deref())
-        .await
-    {
+    let platform = opts.platform.as_deref();
+    let created = match rt.engine.create(&name, body.clone(), platform).await {
+        // Removed since berth last saw it (a prune): fetched again, once.
+        Err(EngineError::ImageNotFound(m)) if rt.images.forget(&c.image, platform) => {
+            tracing::info!(image = %c.image, "the image is gone from the node ({m}); fetching it again");
+            if let Err(f) = ensure().await {
+                return f;
+            }
+            rt.engine.create(&name, body, platform).await
+        }
+        r => r,
+    };
+    let id = match created {
         Ok(id) => id,
         Err(e) => {
             let (code, msg) = engine_failure("create", &e, &c.image);
@@ -234,18 +249,14 @@ async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
             )
         }
     };
-    // Output comes from the engine's log store (complete from the first byte); attach,
-    // before start, only without one. The wait starts after start (see Engine::wait).
-    let attached = if c.no_log_store {
-        match rt.engine.attach(id).await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                let (code, msg) = engine_failure("attach", &e, "");
-                return not_started(code, msg, vec![], c.info(Some("created".into()), None));
-            }
+    // The container's own stream, attached before start so that it has the first byte,
+    // whatever the log driver keeps. The wait starts after start (see Engine::wait).
+    let stream = match rt.engine.attach(id).await {
+        Ok(s) => s,
+        Err(e) => {
+            let (code, msg) = engine_failure("attach", &e, "");
+            return not_started(code, msg, vec![], c.info(Some("created".into()), None));
         }
-    } else {
-        None
     };
     if crash::is_armed(Point::AfterStartSent) {
         // The request must have left when the process dies: send it beside, give it a
@@ -265,13 +276,28 @@ async fn run_created(c: &Container<'_>, owner: Option<(u32, u32)>) -> Finished {
         );
     }
     crash::at(Point::AfterStartReturned, plan);
-    let stream = attached.unwrap_or_else(|| rt.engine.logs(id, true));
     let limit = rt.output_limit;
-    let writer = Writer::spawn(|stop| logs::copy(stream, out, err, limit, stop));
-    match finish(c, writer).await {
+    let writer = Writer::spawn(|stop| logs::copy(stream, (out, err), limit, [true, true], stop));
+    let mut gaps = logs::Gaps::default();
+    let finished = match finish(c, writer, Source::Live, &mut gaps).await {
         Ended::Done(f) => f,
-        Ended::Again => follow(c).await,
-    }
+        Ended::Again => follow(c, &mut gaps).await,
+    };
+    logs::mark(&plan.task_dir, &gaps);
+    finished
+}
+
+/// Where a [`Writer`] takes the container's output from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Its own stream from the first byte: whole, unless it broke off or did not end.
+    Live,
+    /// Its log store, from the first byte (lined up with the files), read once more after
+    /// exit to check and complete it.
+    Store,
+    /// Its own stream from now on, with no store for what came before (a gap already
+    /// counted).
+    LiveRest,
 }
 
 /// The task writing a container's live output, and how to stop it between two writes.
@@ -301,8 +327,10 @@ enum Ended {
 }
 
 /// A started container to its end: wait under the wall clock and cancellation, stop it if
-/// asked, let `writer` finish the output, complete it from the log store, read the exit.
-async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
+/// asked, let `writer` finish the output (from `source`), complete it from the log store
+/// where the source fell short (adding to `gaps` what the store could not vouch for),
+/// read the exit.
+async fn finish(c: &Container<'_>, writer: Writer, source: Source, gaps: &mut logs::Gaps) -> Ended {
     let Container {
         rt,
         plan,
@@ -312,11 +340,12 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
         stop_timeout,
         no_log_store,
     } = *c;
-    let wait = tokio::spawn(rt.engine.wait(id));
-    let pid = rt.engine.inspect(id).await.ok().and_then(|s| s.pid);
-    let probe = OomProbe::start(pid);
-
-    let mut wait = wait;
+    let mut wait = tokio::spawn(rt.engine.wait(id));
+    // The OOM probe needs the process's pid: asked beside the wait rather than before it,
+    // so that a quick exit is not held up (its cgroup is gone by then anyway).
+    let pid = rt.engine.inspect(id);
+    tokio::pin!(pid);
+    let mut probe = None;
     let Writer {
         task: mut writer,
         stop: stop_writer,
@@ -327,6 +356,9 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
     let (stopped, exited) = loop {
         tokio::select! {
             r = &mut wait => break (None, Some(r.unwrap_or_else(|e| Err(EngineError::Other(Cause::new(e)))))),
+            s = &mut pid, if probe.is_none() => {
+                probe = Some(OomProbe::start(s.ok().and_then(|s| s.pid)));
+            }
             stop = stop_requested(rt, deadline, cancel) => break (Some(stop), None),
             w = &mut writer, if written.is_none() => {
                 let w = w.unwrap_or_else(|e| Err(std::io::Error::other(e)));
@@ -339,6 +371,10 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
             }
         }
     };
+    if probe.is_none() && exited.is_none() {
+        // Still running while berth stops it: an OOM kill in the grace counts too.
+        probe = Some(OomProbe::start(pid.await.ok().and_then(|s| s.pid)));
+    }
     let output_failed = exited.is_none() && stopped.is_none();
     let grace = stop_timeout
         .map(|s| std::time::Duration::from_secs(s.max(0) as u64))
@@ -356,21 +392,31 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
                 .unwrap_or_else(|e| Err(EngineError::Other(Cause::new(e))))
         }
     };
-    let oom = probe.finish().await;
-    // The live stream closes after exit; don't hang on a stuck one. One still behind
-    // (a fast writer's backlog) is stopped: the log store completes the files below,
-    // reading only the streams not yet at the limit. Without a log store it is all there is.
+    let oom = match probe {
+        Some(p) => p.finish().await,
+        None => Default::default(),
+    };
+    // The container's stream closes once the engine has passed on its last bytes (it
+    // gives them 2 s after exit); don't hang on a stuck one, but count it short. A store
+    // read still behind (a fast writer's backlog) is stopped: the check below completes it.
+    let mut stuck = false;
     let written = match written {
         Some(w) => Some(w),
         None => {
-            let patience = std::time::Duration::from_secs(if no_log_store { 30 } else { 2 });
+            let patience = std::time::Duration::from_secs(match source {
+                Source::Store => 2,
+                Source::Live | Source::LiveRest => 30,
+            });
             let w = match tokio::time::timeout(patience, &mut writer).await {
                 Ok(w) => w,
                 Err(_) => {
-                    if no_log_store {
-                        tracing::error!("output stream did not close 30 s after exit");
+                    stuck = true;
+                    if source == Source::Store {
+                        tracing::debug!("log store read still behind 2 s after exit; stopping it");
                     } else {
-                        tracing::debug!("output stream still behind 2 s after exit; completing from the log store");
+                        tracing::warn!(
+                            "the container's stream did not end 30 s after exit; stopping it"
+                        );
                     }
                     // Stopped between two writes, so the files end on whole chunks.
                     stop_writer.cancel();
@@ -394,18 +440,31 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
             }
         }
     };
+    // Whether the stream read may have missed bytes the process wrote.
+    let mut short = stuck;
     let mut output_error = match written {
-        Some(Ok(c)) => {
+        Some(Ok(w)) => {
             tracing::debug!(
-                stdout = c.stdout,
-                stderr = c.stderr,
-                dropped = c.dropped,
+                stdout = w.stdout,
+                stderr = w.stderr,
+                dropped = w.dropped,
                 "output streamed"
             );
+            logs::merge(gaps, w.gaps);
+            short |= w.broken.is_some();
             None
         }
         Some(Err(e)) => Some(e),
-        None => None,
+        None => {
+            short = true;
+            None
+        }
+    };
+    // Files whose end berth cannot have: the stream fell short and the engine is gone.
+    let unknown = |gaps: &mut logs::Gaps| {
+        if short || source == Source::Store {
+            logs::merge(gaps, [Some(logs::Gap::Unreadable); 2]);
+        }
     };
     // The engine may be going away. A stopping dockerd closes its listener first, then
     // kills its containers: a wait already in flight still answers (137), and pooled
@@ -433,10 +492,12 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
         let back = tokio::select! {
             r = engine_back(rt) => r,
             stop = stop_requested(rt, deadline, cancel) => {
+                unknown(gaps);
                 return Ended::Done(stop.finished(code.ok(), c.info(None, Some(format!("the engine was away: {why}")))));
             }
         };
         if let Err(away) = back {
+            unknown(gaps);
             return Ended::Done(Finished::EngineLost {
                 code: code.ok(),
                 message: format!(
@@ -472,6 +533,7 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
                 ));
             }
             Err(gone) => {
+                unknown(gaps);
                 return Ended::Done(Finished::EngineLost {
                     code: code.ok(),
                     message: format!(
@@ -483,23 +545,45 @@ async fn finish(c: &Container<'_>, writer: Writer) -> Ended {
             }
         }
     }
-    // The follow stream may have ended early: complete the files from the log store.
-    if !no_log_store && output_error.is_none() {
-        match logs::complete(
-            |which| rt.engine.logs_of(id, false, which),
-            &plan.task_dir,
-            rt.output_limit,
-            CancellationToken::new(),
-        )
-        .await
-        {
-            Ok(c) if c == logs::Copied::default() => {}
-            Ok(c) => tracing::debug!(
-                stdout = c.stdout,
-                stderr = c.stderr,
-                "output completed after exit"
-            ),
-            Err(e) => output_error = Some(e),
+    // The log store stands in where the stream fell short, and is checked once more
+    // after a read of it (a store read while it rotates can skip).
+    let check = match source {
+        Source::Live => short,
+        Source::Store => true,
+        Source::LiveRest => false,
+    };
+    if check && output_error.is_none() {
+        if no_log_store {
+            logs::merge(gaps, [Some(logs::Gap::NoStore); 2]);
+        } else {
+            match logs::from_store(
+                |which| rt.engine.logs_of(id, false, which),
+                &plan.task_dir,
+                rt.output_limit,
+                [true, true],
+                false,
+                CancellationToken::new(),
+            )
+            .await
+            {
+                Ok(w) => {
+                    tracing::debug!(
+                        stdout = w.stdout,
+                        stderr = w.stderr,
+                        gaps = ?w.gaps,
+                        "output completed from the log store"
+                    );
+                    logs::merge(gaps, w.gaps);
+                }
+                Err(e) => output_error = Some(e),
+            }
+        }
+    } else if output_error.is_none() && !no_log_store {
+        // The files must still be the task's own output files, as the append of the log
+        // store after every exit found them: a link or FIFO the task put in their place
+        // fails it here (`TaskFileRefused`), not at its next attempt.
+        if let Err(e) = logs::still_output_files(&plan.task_dir) {
+            output_error = Some(e);
         }
     }
     let state = state.ok();
