@@ -1128,6 +1128,13 @@ fn job_disable_and_enable() {
         );
     }
     a.wait_state("dj", "a", "running");
+    // Its process ran (the store says `running` just before the container starts).
+    let ran = n.root().join("shared").join("a");
+    let t0 = Instant::now();
+    while !ran.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "a never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let out = cli(&["job", "disable", "dj", "--disable-tasks", "requeue"]);
     assert!(out.contains("disabled (requeue)"), "{out}");
     job_in(&a, "dj", "disabled");
