@@ -27,11 +27,11 @@ pub async fn add(
             p.path, p.message
         )));
     }
-    let wants_token = spec.job_manager_task.as_ref().is_some_and(|m| {
-        m.authentication_token_settings
-            .as_ref()
-            .is_some_and(|a| a.access.contains(&berth_proto::task::AccessScope::Job))
-    });
+    let slots = s.rt.pool.task_slots();
+    let wants_token = spec
+        .job_manager_task
+        .as_ref()
+        .is_some_and(|m| m.task_spec(slots).wants_job_token());
     if wants_token && s.rt.job_tokens.get().is_none() {
         return Err(ApiError::InvalidPropertyValue(
             "$.jobManagerTask.authenticationTokenSettings: this agent serves no TCP API for a job token to be used at; set tcp_address and token_file".into(),

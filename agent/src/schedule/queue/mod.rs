@@ -265,12 +265,7 @@ impl Scheduler {
             reason: reason.to_string(),
             reply,
         };
-        if self.tx.send(req).is_err() {
-            return Err(StoreError::Backend("the scheduler has stopped".into()));
-        }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Backend("the scheduler has stopped".into())))
+        self.ask(req, answer).await
     }
 
     /// Disables a job (Batch's job disable): it is `disabling` while tasks of it still
