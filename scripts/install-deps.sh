@@ -2,7 +2,7 @@
 # Installs what berth's demo and tests need on Debian/Ubuntu: Docker's engine (docker.io),
 # a registry (docker-registry) and htpasswd (apache2-utils) for its auth tests,
 # busybox-static (offline test images), iproute2, the packaging tests' tools (rpm, python3,
-# man-db, systemd-analyze, setpriv), Azurite (npm) for the task-file tests, and a Rust
+# man-db, systemd-analyze, setpriv), PostgreSQL (pool mode's service), Azurite (npm) for the task-file tests, and a Rust
 # toolchain if none is present.
 # Idempotent; needs root (or sudo).
 set -eu
@@ -10,9 +10,10 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=""
 for pair in dockerd:docker.io docker-registry:docker-registry htpasswd:apache2-utils ip:iproute2 file:file \
-    rpm:rpm python3:python3 man:man-db systemd-analyze:systemd setpriv:util-linux; do
+    rpm:rpm python3:python3 man:man-db systemd-analyze:systemd setpriv:util-linux \
+    /usr/lib/postgresql/15/bin/initdb:postgresql; do
   cmd=${pair%%:*}; pkg=${pair#*:}
-  command -v "$cmd" >/dev/null 2>&1 || need="$need $pkg"
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || need="$need $pkg"
 done
 [ -x /bin/busybox ] && ! file /bin/busybox | grep -q 'dynamically linked' || need="$need busybox-static"
 if [ -n "$need" ]; then

@@ -34,6 +34,7 @@ pub mod node;
 pub mod pool;
 pub mod render;
 pub mod schedule;
+pub mod service;
 pub mod shutdown;
 pub mod size;
 pub mod store;

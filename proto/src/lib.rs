@@ -17,6 +17,7 @@ pub mod job;
 pub mod job_schedule;
 pub mod load;
 pub mod node;
+pub mod node_protocol;
 pub mod pool;
 pub mod status;
 pub mod task;
