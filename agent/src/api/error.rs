@@ -36,6 +36,10 @@ pub enum ApiError {
     ResourceNotFound(String),
     #[error("{0}")]
     JobScheduleNotFound(String),
+    #[error("{0}")]
+    PoolNotFound(String),
+    #[error("{0}")]
+    NodeNotFound(String),
     // 409
     #[error("{0}")]
     JobExists(String),
@@ -71,6 +75,24 @@ pub enum ApiError {
     JobScheduleBeingTerminated(String),
     #[error("{0}")]
     JobScheduleBeingDeleted(String),
+    #[error("{0}")]
+    PoolExists(String),
+    #[error("{0}")]
+    PoolBeingDeleted(String),
+    /// The pool still has jobs or nodes in a state that forbids the request.
+    #[error("{0}")]
+    PoolNotEmpty(String),
+    /// The node that holds a task's files cannot answer now (unknown, gone, unreachable).
+    #[error("{0}")]
+    TaskFilesUnavailable(String),
+    #[error("{0}")]
+    NodeNotReady(String),
+    /// Node protocol: the attempt is no longer the task's current one.
+    #[error("{0}")]
+    AttemptFenced(String),
+    /// Node protocol: a newer enrolment owns this node id.
+    #[error("{0}")]
+    NodeSuperseded(String),
     // 413
     #[error("{0}")]
     RequestBodyTooLarge(String),
@@ -80,6 +102,9 @@ pub enum ApiError {
     // 500
     #[error("{0}")]
     InternalError(String),
+    // 503: the service's database is away; the client retries.
+    #[error("{0}")]
+    ServerBusy(String),
 }
 
 impl ApiError {
@@ -122,8 +147,18 @@ impl ApiError {
             JobScheduleCompleted(_) => "JobScheduleCompleted",
             JobScheduleBeingTerminated(_) => "JobScheduleBeingTerminated",
             JobScheduleBeingDeleted(_) => "JobScheduleBeingDeleted",
+            PoolNotFound(_) => "PoolNotFound",
+            NodeNotFound(_) => "NodeNotFound",
+            PoolExists(_) => "PoolExists",
+            PoolBeingDeleted(_) => "PoolBeingDeleted",
+            PoolNotEmpty(_) => "PoolNotEmpty",
+            TaskFilesUnavailable(_) => "TaskFilesUnavailable",
+            NodeNotReady(_) => "NodeNotReady",
+            AttemptFenced(_) => berth_proto::node_protocol::FENCED,
+            NodeSuperseded(_) => berth_proto::node_protocol::SUPERSEDED,
             RequestBodyTooLarge(_) => "RequestBodyTooLarge",
             InternalError(_) => "InternalError",
+            ServerBusy(_) => "ServerBusy",
         }
     }
 
@@ -142,7 +177,9 @@ impl ApiError {
             | TaskNotFound(_)
             | FileNotFound(_)
             | ResourceNotFound(_)
-            | JobScheduleNotFound(_) => StatusCode::NOT_FOUND,
+            | JobScheduleNotFound(_)
+            | PoolNotFound(_)
+            | NodeNotFound(_) => StatusCode::NOT_FOUND,
             JobExists(_)
             | TaskExists(_)
             | TaskIdSameAsJobPreparationTask(_)
@@ -159,10 +196,18 @@ impl ApiError {
             | JobScheduleExists(_)
             | JobScheduleCompleted(_)
             | JobScheduleBeingTerminated(_)
-            | JobScheduleBeingDeleted(_) => StatusCode::CONFLICT,
+            | JobScheduleBeingDeleted(_)
+            | PoolExists(_)
+            | PoolBeingDeleted(_)
+            | PoolNotEmpty(_)
+            | TaskFilesUnavailable(_)
+            | NodeNotReady(_)
+            | AttemptFenced(_)
+            | NodeSuperseded(_) => StatusCode::CONFLICT,
             RequestBodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             InternalError(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ServerBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -175,6 +220,21 @@ impl ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         ApiError::internal(e)
+    }
+}
+
+impl From<crate::service::db::DbError> for ApiError {
+    /// A database that is away is 503 `ServerBusy` (retry); anything else is berth's own
+    /// failure, 500.
+    fn from(e: crate::service::db::DbError) -> Self {
+        if e.is_unavailable() {
+            ApiError::ServerBusy(format!(
+                "the service's database cannot be reached now; retry later ({})",
+                chain(&e)
+            ))
+        } else {
+            ApiError::internal(e)
+        }
     }
 }
 

@@ -5,3 +5,6 @@
 //! network call.
 
 pub mod db;
+pub mod job_end;
+pub mod state;
+pub mod wake;

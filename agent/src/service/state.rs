@@ -1,0 +1,33 @@
+//! What every handler of the service shares: the database and the settings. Nothing else:
+//! the service keeps no state of its own between requests (any replica answers any call).
+
+use super::db::Db;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct ServiceState {
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    /// Wakes long-polling claims when tasks become claimable (fed by PostgreSQL's
+    /// `LISTEN berth_ready`, see `service::wake`).
+    pub wake: Arc<super::wake::Wake>,
+}
+
+/// The service's secrets and knobs, from its configuration file and flags.
+#[derive(Clone, Default)]
+pub struct Settings {
+    /// Bearer tokens clients (SDKs, the CLI) may use; any one of them is good.
+    pub client_tokens: Vec<String>,
+    /// The secret an agent shows to enrol a node (`Authorization: Bearer <secret>`).
+    pub enrolment_secret: String,
+}
+
+impl std::fmt::Debug for Settings {
+    /// Never prints a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("client_tokens", &format_args!("[{} redacted]", self.client_tokens.len()))
+            .field("enrolment_secret", &"<redacted>")
+            .finish()
+    }
+}
