@@ -24,7 +24,8 @@ struct Cli {
 enum Cmd {
     /// Run task files once on this node: pool start (images, start task), tasks, report.
     Run(berth_agent::cli::run::RunArgs),
-    /// Pool start alone: prefetch the pool's images, run its start task, report the node.
+    /// Pool start alone (prefetch the pool's images, run its start task, report the node);
+    /// and pools in a pool's service: add, show, list, delete (--service).
     #[command(subcommand)]
     Pool(berth_agent::cli::pool::PoolCmd),
     /// The node daemon: a Batch-shaped API on a Unix socket, durable state, the scheduler.

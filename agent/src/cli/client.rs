@@ -1,5 +1,6 @@
-//! The CLI's side of the daemon's API: HTTP/1.1 over the agent's Unix socket, and errors
-//! that say what to do (start the agent, join the `berth` group) instead of an errno.
+//! The CLI's side of the API: HTTP/1.1 over the agent's Unix socket, or HTTP(S) to a pool's
+//! `berth service` (one or more replica URLs, tried in order, with a bearer token), and
+//! errors that say what to do (start the agent, join the `berth` group) instead of an errno.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -17,6 +18,13 @@ pub enum ClientError {
     #[error("{}", path.display())]
     Transport {
         path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No replica of the service answered (each URL's error is logged at debug).
+    #[error("the berth service cannot be reached at {urls}")]
+    ServiceUnreachable {
+        urls: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -43,13 +51,55 @@ pub struct Reply {
 
 pub struct Client {
     socket: PathBuf,
+    service: Option<Service>,
+}
+
+/// A pool's service: its replicas' base URLs and the client token.
+struct Service {
+    urls: Vec<String>,
+    token: String,
+    http: reqwest::Client,
 }
 
 impl Client {
+    /// The agent on its Unix socket.
     pub fn new(socket: &Path) -> Self {
         Client {
             socket: socket.to_path_buf(),
+            service: None,
         }
+    }
+
+    /// A pool's `berth service` at `urls` (replicas, tried in order), with the client
+    /// `token`; `ca_cert` (PEM) is trusted beside the system's roots.
+    pub fn service(
+        urls: &[String],
+        token: String,
+        ca_cert: Option<&[u8]>,
+    ) -> Result<Self, ClientError> {
+        let urls: Vec<String> = urls
+            .iter()
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        let unreachable = |e: Box<dyn std::error::Error + Send + Sync>| {
+            ClientError::ServiceUnreachable {
+                urls: urls.join(", "),
+                source: e,
+            }
+        };
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(120));
+        if let Some(pem) = ca_cert {
+            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| unreachable(Box::new(e)))?;
+            b = b.add_root_certificate(cert);
+        }
+        let http = b.build().map_err(|e| unreachable(Box::new(e)))?;
+        Ok(Client {
+            socket: PathBuf::new(),
+            service: Some(Service { urls, token, http }),
+        })
     }
 
     fn transport(&self, e: impl std::error::Error + Send + Sync + 'static) -> ClientError {
@@ -67,6 +117,9 @@ impl Client {
         body: Option<Vec<u8>>,
         headers: &[(&str, &str)],
     ) -> Result<Reply, ClientError> {
+        if let Some(svc) = &self.service {
+            return svc.request(method, path, body, headers).await;
+        }
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|e| match e.kind() {
@@ -119,6 +172,71 @@ impl Client {
             path: path.into(),
             source,
         })
+    }
+}
+
+impl Service {
+    /// Tries each replica in turn: one that cannot be reached, or answers 503 (its
+    /// database away), gives way to the next.
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, ClientError> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|e| self.unreachable(Box::new(e)))?;
+        let mut last: Option<Result<Reply, ClientError>> = None;
+        for url in &self.urls {
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{url}{path}"))
+                .bearer_auth(&self.token);
+            if let Some(b) = &body {
+                req = req
+                    .header("content-type", "application/json")
+                    .body(b.clone());
+            }
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(url, error = %crate::error_chain::Chain(&e), "service replica unreachable");
+                    last = Some(Err(self.unreachable(Box::new(e))));
+                    continue;
+                }
+            };
+            let status = resp.status().as_u16();
+            let bytes = match resp.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    last = Some(Err(self.unreachable(Box::new(e))));
+                    continue;
+                }
+            };
+            if status == 503 {
+                last = Some(Err(api_error(status, &bytes)));
+                continue;
+            }
+            if !(200..300).contains(&status) {
+                return Err(api_error(status, &bytes));
+            }
+            return Ok(Reply {
+                status,
+                body: bytes,
+            });
+        }
+        last.unwrap_or_else(|| Err(self.unreachable("no service URL given".into())))
+    }
+
+    fn unreachable(&self, e: Box<dyn std::error::Error + Send + Sync>) -> ClientError {
+        ClientError::ServiceUnreachable {
+            urls: self.urls.join(", "),
+            source: e,
+        }
     }
 }
 

@@ -22,9 +22,49 @@ pub struct Conn {
         value_name = "PATH"
     )]
     pub socket: PathBuf,
+    /// A pool's `berth service` instead of the local agent: its URL, or several replicas'
+    /// URLs separated by commas (tried in order).
+    #[arg(long, global = true, env = "BERTH_SERVICE", value_delimiter = ',', value_name = "URL")]
+    pub service: Vec<String>,
+    /// The file holding the client token for --service.
+    #[arg(long, global = true, env = "BERTH_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for --service's TLS, beside the system's roots.
+    #[arg(long, global = true, env = "BERTH_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+impl Conn {
+    /// The client these flags name: the service when `--service` is given, else the
+    /// agent's socket. A token or certificate that cannot be read is bad input (exit 2).
+    pub fn client(&self) -> Result<Client, ExitCode> {
+        if self.service.is_empty() {
+            return Ok(Client::new(&self.socket));
+        }
+        let Some(file) = &self.token_file else {
+            let e = super::CommandError::plain(
+                "--service needs a client token: give --token-file FILE (or BERTH_TOKEN_FILE)",
+            );
+            return Err(super::fail(&e, Exit::InvalidInput));
+        };
+        let token = crate::api::read_token(file)
+            .map_err(|e| super::fail(&super::CommandError::plain(e), Exit::InvalidInput))?;
+        let ca = match &self.ca_cert {
+            Some(p) => Some(std::fs::read(p).map_err(|source| {
+                let e = InputError::Read {
+                    path: p.clone(),
+                    source,
+                };
+                super::fail(&e, Exit::InvalidInput)
+            })?),
+            None => None,
+        };
+        Client::service(&self.service, token.to_string(), ca.as_deref())
+            .map_err(|e| super::fail(&e, Exit::InvalidInput))
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -119,8 +159,63 @@ pub enum TaskCmd {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum NodeCmd {
-    /// The node: state, start task, images, GPUs, errors.
-    Show,
+    /// A node: state, start task, images, GPUs, errors. Without --service, the local
+    /// agent's node; with it, NODE of --pool.
+    Show {
+        #[arg(long, requires = "id")]
+        pool: Option<String>,
+        id: Option<String>,
+    },
+    /// A pool's nodes (--service), optionally only those in a state (idle, running,
+    /// unknown, offline, ...).
+    List {
+        #[arg(long)]
+        pool: String,
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Disable scheduling on a node (--service): no new task goes to it; its running
+    /// tasks are requeued, terminated or left to complete.
+    Disable {
+        #[arg(long)]
+        pool: String,
+        id: String,
+        #[arg(long, value_name = "requeue|terminate|taskcompletion", default_value = "requeue")]
+        option: NodeOption,
+    },
+    /// Enable scheduling on a node again (--service).
+    Enable {
+        #[arg(long)]
+        pool: String,
+        id: String,
+    },
+    /// Remove nodes from their pool (--service); their running tasks as --option says.
+    Remove {
+        #[arg(long)]
+        pool: String,
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[arg(long, value_name = "requeue|terminate|taskcompletion", default_value = "requeue")]
+        option: NodeOption,
+    },
+}
+
+/// Batch's `nodeDisableSchedulingOption` / `nodeDeallocationOption` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum NodeOption {
+    Requeue,
+    Terminate,
+    Taskcompletion,
+}
+
+impl NodeOption {
+    fn as_str(self) -> &'static str {
+        match self {
+            NodeOption::Requeue => "requeue",
+            NodeOption::Terminate => "terminate",
+            NodeOption::Taskcompletion => "taskcompletion",
+        }
+    }
 }
 
 fn fail(e: ClientError) -> ExitCode {
@@ -146,7 +241,10 @@ fn print_json(v: &impl serde::Serialize) {
 }
 
 pub async fn job(cmd: JobCmd, conn: Conn) -> ExitCode {
-    let c = Client::new(&conn.socket);
+    let c = match conn.client() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let r = match cmd {
         JobCmd::Add { file } => {
             let body = match read(&file) {
@@ -213,7 +311,10 @@ pub async fn job(cmd: JobCmd, conn: Conn) -> ExitCode {
 }
 
 pub async fn job_schedule(cmd: JobScheduleCmd, conn: Conn) -> ExitCode {
-    let c = Client::new(&conn.socket);
+    let c = match conn.client() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let post = |id: &str, verb: &str, done: &'static str| {
         let (c, id, path) = (&c, id.to_string(), format!("/jobschedules/{id}/{verb}"));
         async move {
@@ -363,7 +464,10 @@ fn tasks_table(tasks: Vec<TaskView>) -> String {
 }
 
 pub async fn task(cmd: TaskCmd, conn: Conn) -> ExitCode {
-    let c = Client::new(&conn.socket);
+    let c = match conn.client() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     match cmd {
         TaskCmd::Add { job, files } => add_tasks(&c, &job, &files, conn.json).await,
         TaskCmd::Show { job, id } => c
@@ -555,19 +659,213 @@ async fn logs(
 }
 
 pub async fn node(cmd: NodeCmd, conn: Conn) -> ExitCode {
-    let c = Client::new(&conn.socket);
-    match cmd {
-        NodeCmd::Show => c
-            .get_json::<ComputeNode>("/node")
-            .await
-            .map(|n| {
-                if conn.json {
-                    println!("{}", render::node_json(&n))
-                } else {
-                    print!("{}", render::node(&n))
-                }
-                Exit::Ok.into()
-            })
-            .unwrap_or_else(fail),
+    let c = match conn.client() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let needs_service = !matches!(cmd, NodeCmd::Show { id: None, .. });
+    if needs_service && conn.service.is_empty() {
+        let e = super::CommandError::plain(
+            "this node command acts on a pool: give --service URL (or BERTH_SERVICE)",
+        );
+        return super::fail(&e, Exit::InvalidInput);
     }
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, PATH).to_string();
+    let r = match cmd {
+        NodeCmd::Show { id: None, .. } => c.get_json::<ComputeNode>("/node").await.map(|n| {
+            if conn.json {
+                println!("{}", render::node_json(&n))
+            } else {
+                print!("{}", render::node(&n))
+            }
+        }),
+        NodeCmd::Show { pool, id: Some(id) } => {
+            let pool = pool.unwrap_or_default();
+            let path = format!("/pools/{}/nodes/{}", enc(&pool), enc(&id));
+            c.get_json::<serde_json::Value>(&path).await.map(|n| {
+                if conn.json {
+                    print_json(&n)
+                } else {
+                    print!("{}", pool_nodes_table(std::slice::from_ref(&n)))
+                }
+            })
+        }
+        NodeCmd::List { pool, state } => {
+            let mut path = format!("/pools/{}/nodes", enc(&pool));
+            if let Some(st) = state {
+                let f = format!("state eq '{}'", st.replace('\'', "''"));
+                path.push_str(&format!("?$filter={}", enc(&f)));
+            }
+            c.get_json::<Listing<serde_json::Value>>(&path)
+                .await
+                .map(|l| {
+                    if conn.json {
+                        print_json(&l.value)
+                    } else {
+                        print!("{}", pool_nodes_table(&l.value))
+                    }
+                })
+        }
+        NodeCmd::Disable { pool, id, option } => {
+            let body = serde_json::json!({ "nodeDisableSchedulingOption": option.as_str() });
+            let path = format!(
+                "/pools/{}/nodes/{}/disablescheduling",
+                enc(&pool),
+                enc(&id)
+            );
+            c.request("POST", &path, Some(body.to_string().into_bytes()), &[])
+                .await
+                .map(|_| println!("scheduling disabled on node {id}"))
+        }
+        NodeCmd::Enable { pool, id } => {
+            let path = format!(
+                "/pools/{}/nodes/{}/enablescheduling",
+                enc(&pool),
+                enc(&id)
+            );
+            c.request("POST", &path, None, &[])
+                .await
+                .map(|_| println!("scheduling enabled on node {id}"))
+        }
+        NodeCmd::Remove { pool, ids, option } => {
+            let body = serde_json::json!({
+                "nodeList": ids,
+                "nodeDeallocationOption": option.as_str(),
+            });
+            let path = format!("/pools/{}/removenodes", enc(&pool));
+            c.request("POST", &path, Some(body.to_string().into_bytes()), &[])
+                .await
+                .map(|_| println!("nodes {} are being removed", ids.join(", ")))
+        }
+    };
+    match r {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => fail(e),
+    }
+}
+
+/// Characters escaped in a path segment or query value.
+const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Nodes as the service lists them: id, state, scheduling, running tasks, errors.
+fn pool_nodes_table(nodes: &[serde_json::Value]) -> String {
+    let s = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or("-").to_string();
+    let w = nodes
+        .iter()
+        .map(|n| s(n, "id").len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let mut out = format!(
+        "{:<w$}  {:<19}  {:<10}  {:>7}  ERRORS\n",
+        "NODE", "STATE", "SCHEDULING", "RUNNING"
+    );
+    for n in nodes {
+        let errors: Vec<String> = n["errors"]
+            .as_array()
+            .map(|a| a.iter().map(|e| s(e, "code")).collect())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<w$}  {:<19}  {:<10}  {:>7}  {}\n",
+            s(n, "id"),
+            s(n, "state"),
+            s(n, "schedulingState"),
+            n["runningTasksCount"].as_i64().unwrap_or(0),
+            if errors.is_empty() {
+                "-".to_string()
+            } else {
+                errors.join(",")
+            }
+        ));
+    }
+    out
+}
+
+/// `berth pool add|show|list|delete` against a pool's service.
+pub async fn pool(cmd: super::pool::ServiceCmd) -> ExitCode {
+    use super::pool::ServiceCmd;
+    let conn = match &cmd {
+        ServiceCmd::Add { conn, .. }
+        | ServiceCmd::Show { conn, .. }
+        | ServiceCmd::List { conn }
+        | ServiceCmd::Delete { conn, .. } => conn.clone(),
+    };
+    if conn.service.is_empty() {
+        let e = super::CommandError::plain(
+            "pools live in a pool's service: give --service URL (or BERTH_SERVICE)",
+        );
+        return super::fail(&e, Exit::InvalidInput);
+    }
+    let c = match conn.client() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, PATH).to_string();
+    let r = match cmd {
+        ServiceCmd::Add { file, .. } => {
+            let body = match read(&file) {
+                Ok(b) => b,
+                Err(code) => return code,
+            };
+            c.request("POST", "/pools", Some(body), &[])
+                .await
+                .map(|_| println!("pool added"))
+        }
+        ServiceCmd::Show { id, .. } => c
+            .get_json::<serde_json::Value>(&format!("/pools/{}", enc(&id)))
+            .await
+            .map(|p| {
+                if conn.json {
+                    print_json(&p)
+                } else {
+                    print!("{}", pools_table(std::slice::from_ref(&p)))
+                }
+            }),
+        ServiceCmd::List { .. } => c
+            .get_json::<Listing<serde_json::Value>>("/pools")
+            .await
+            .map(|l| {
+                if conn.json {
+                    print_json(&l.value)
+                } else {
+                    print!("{}", pools_table(&l.value))
+                }
+            }),
+        ServiceCmd::Delete { id, .. } => c
+            .request("DELETE", &format!("/pools/{}", enc(&id)), None, &[])
+            .await
+            .map(|_| println!("pool {id} is being deleted")),
+    };
+    match r {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => fail(e),
+    }
+}
+
+fn pools_table(pools: &[serde_json::Value]) -> String {
+    let s = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or("-").to_string();
+    let w = pools
+        .iter()
+        .map(|p| s(p, "id").len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let mut out = format!("{:<w$}  {:<8}  {:>5}  {:>5}  FILL\n", "POOL", "STATE", "SLOTS", "NODES");
+    for p in pools {
+        out.push_str(&format!(
+            "{:<w$}  {:<8}  {:>5}  {:>5}  {}\n",
+            s(p, "id"),
+            s(p, "state"),
+            p["taskSlotsPerNode"].as_i64().unwrap_or(1),
+            p["currentDedicatedNodes"].as_i64().unwrap_or(0),
+            p["taskSchedulingPolicy"]["nodeFillType"]
+                .as_str()
+                .unwrap_or("spread")
+        ));
+    }
+    out
 }

@@ -14,6 +14,39 @@ use std::process::ExitCode;
 pub enum PoolCmd {
     /// Prefetch the pool's images and run its start task, then report the node's state.
     Start(PoolStartArgs),
+    /// Pools in a pool's service (`--service URL`): add, show, list, delete.
+    #[command(flatten)]
+    Service(ServiceCmd),
+}
+
+/// The pool commands that talk to a `berth service`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ServiceCmd {
+    /// Add a pool from a JSON file (Batch's PoolAddParameter: taskSlotsPerNode,
+    /// virtualMachineConfiguration.containerConfiguration, startTask, userAccounts,
+    /// taskSchedulingPolicy).
+    Add {
+        file: PathBuf,
+        #[command(flatten)]
+        conn: super::control::Conn,
+    },
+    /// Show one pool.
+    Show {
+        id: String,
+        #[command(flatten)]
+        conn: super::control::Conn,
+    },
+    /// List the pools.
+    List {
+        #[command(flatten)]
+        conn: super::control::Conn,
+    },
+    /// Delete a pool: its nodes leave.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        conn: super::control::Conn,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -31,6 +64,7 @@ pub struct PoolStartArgs {
 pub async fn run(cmd: PoolCmd) -> ExitCode {
     match cmd {
         PoolCmd::Start(a) => start(a).await,
+        PoolCmd::Service(c) => super::control::pool(c).await,
     }
 }
 
