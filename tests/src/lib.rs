@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod azurite;
 pub mod engine;
+pub mod pool;
 pub mod postgres;
 
 use serde_json::Value;
