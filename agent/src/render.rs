@@ -11,13 +11,25 @@ pub fn json(reports: &[TaskReport]) -> String {
 
 /// A table: task, state, exit code, time, and the failure (or why it did not run).
 pub fn table(reports: &[TaskReport]) -> String {
-    let mut rows = vec![[
+    table_of(reports, false)
+}
+
+/// [`table`] with the node each task ran on (`nodeInfo.nodeId`), for a pool's tasks.
+pub fn table_with_nodes(reports: &[TaskReport]) -> String {
+    table_of(reports, true)
+}
+
+fn table_of(reports: &[TaskReport], nodes: bool) -> String {
+    let mut rows = vec![vec![
         "TASK".to_string(),
         "STATE".into(),
         "EXIT".into(),
         "TIME".into(),
-        "RESULT".into(),
     ]];
+    if nodes {
+        rows[0].push("NODE".into());
+    }
+    rows[0].push("RESULT".into());
     for r in reports {
         let v = &r.view;
         let e = v.execution_info.as_ref();
@@ -48,9 +60,16 @@ pub fn table(reports: &[TaskReport]) -> String {
         if let Some(retries) = e.map(|e| e.retry_count).filter(|n| *n > 0) {
             result.push_str(&format!(" (retries: {retries})"));
         }
-        rows.push([v.spec.id.clone(), v.state.to_string(), exit, time, result]);
+        let mut row = vec![v.spec.id.clone(), v.state.to_string(), exit, time];
+        if nodes {
+            let node = v.node_info.as_ref().map(|n| n.node_id.as_str());
+            row.push(node.unwrap_or("-").to_string());
+        }
+        row.push(result);
+        rows.push(row);
     }
-    let widths: Vec<usize> = (0..4)
+    let last = rows[0].len() - 1;
+    let widths: Vec<usize> = (0..last)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -58,7 +77,7 @@ pub fn table(reports: &[TaskReport]) -> String {
         for (c, w) in widths.iter().enumerate() {
             out.push_str(&format!("{:<w$}  ", r[c], w = *w));
         }
-        out.push_str(&r[4]);
+        out.push_str(&r[last]);
         out.push('\n');
     }
     out

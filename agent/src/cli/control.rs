@@ -455,12 +455,17 @@ fn jobs_table(jobs: &[JobView]) -> String {
     out
 }
 
-fn tasks_table(tasks: Vec<TaskView>) -> String {
+/// A pool's tasks (`pool`: through a service) get the node each ran on.
+fn tasks_table(tasks: Vec<TaskView>, pool: bool) -> String {
     let reports: Vec<TaskReport> = tasks
         .into_iter()
         .map(|view| TaskReport { view, note: None })
         .collect();
-    render::table(&reports)
+    if pool {
+        render::table_with_nodes(&reports)
+    } else {
+        render::table(&reports)
+    }
 }
 
 pub async fn task(cmd: TaskCmd, conn: Conn) -> ExitCode {
@@ -477,7 +482,7 @@ pub async fn task(cmd: TaskCmd, conn: Conn) -> ExitCode {
                 if conn.json {
                     print_json(&t)
                 } else {
-                    print!("{}", tasks_table(vec![t]))
+                    print!("{}", tasks_table(vec![t], !conn.service.is_empty()))
                 }
                 Exit::Ok.into()
             })
@@ -492,7 +497,7 @@ pub async fn task(cmd: TaskCmd, conn: Conn) -> ExitCode {
                     if conn.json {
                         print_json(&l.value)
                     } else {
-                        print!("{}", tasks_table(l.value))
+                        print!("{}", tasks_table(l.value, !conn.service.is_empty()))
                     }
                     Exit::Ok.into()
                 })
