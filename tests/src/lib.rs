@@ -12,6 +12,7 @@ pub mod agent;
 pub mod azurite;
 pub mod engine;
 pub mod postgres;
+pub mod service;
 
 use serde_json::Value;
 use std::io::{Read, Write};
