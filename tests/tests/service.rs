@@ -254,3 +254,110 @@ fn tls_is_served_and_plain_http_is_explicit() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--tls-cert") && err.contains("--insecure-http"), "{err}");
 }
+
+/// A task on a node (as a claim leaves it: attempt live, slots taken, out of `ready`),
+/// written straight into the tables: the node protocol is not needed to test what the
+/// client's transitions do to tasks that run.
+fn put_on_node(pg: &Postgres, job: &str, task: &str, attempt: i64) {
+    pg.psql(&format!(
+        "INSERT INTO nodes (pool_id, id, epoch, token_hash, state, report, slots, used_slots, last_heartbeat, state_transition_time)
+           SELECT 'p', 'n1', 1, '\\x00', 'running', '{{}}', 4, 0, now(), now()
+           WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE id = 'n1');
+         INSERT INTO attempts (id, task_seq, pool_id, node_id, epoch, required_slots)
+           SELECT {attempt}, seq, 'p', 'n1', 1, 1 FROM tasks WHERE job_id = '{job}' AND id = '{task}';
+         UPDATE nodes SET used_slots = used_slots + 1 WHERE id = 'n1';
+         UPDATE jobs SET running = running + 1 WHERE id = '{job}';
+         DELETE FROM ready WHERE task_seq = (SELECT seq FROM tasks WHERE job_id = '{job}' AND id = '{task}');
+         UPDATE tasks SET state = 'running', current_attempt = {attempt}, node_id = 'n1',
+             view = jsonb_set(view, '{{state}}', '\"running\"')
+           WHERE job_id = '{job}' AND id = '{task}';"
+    ));
+}
+
+/// The node's completion report, as the node protocol records it, then the job-end hook
+/// in the same transaction (in-process, on the same database).
+async fn complete_on_node(url: &str, job: &str, task: &str, exit_code: i64) {
+    let db = berth_agent::service::db::Db::new(url).unwrap();
+    let mut c = db.conn().await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    let row = tx
+        .query_one("SELECT seq, view, current_attempt FROM tasks WHERE job_id = $1 AND id = $2", &[&job, &task])
+        .await
+        .unwrap();
+    let (seq, attempt): (i64, i64) = (row.get(0), row.get(2));
+    let mut view: berth_proto::TaskView = serde_json::from_value(row.get(1)).unwrap();
+    view.state = berth_proto::TaskState::Completed;
+    view.execution_info = Some(serde_json::from_value(json!({
+        "exitCode": exit_code, "retryCount": 0, "requeueCount": 0,
+        "result": if exit_code == 0 { "success" } else { "failure" },
+        "failureInfo": if exit_code == 0 { Value::Null } else { json!({"category": "usererror", "code": "FailureExitCode", "message": "m"}) },
+    })).unwrap());
+    let v = serde_json::to_value(&view).unwrap();
+    tx.execute("UPDATE tasks SET state = 'completed', view = $2, current_attempt = NULL WHERE seq = $1", &[&seq, &v]).await.unwrap();
+    tx.execute("UPDATE attempts SET state = 'completed', pending_command = NULL WHERE id = $1", &[&attempt]).await.unwrap();
+    tx.execute("UPDATE jobs SET running = running - 1 WHERE id = $1", &[&job]).await.unwrap();
+    tx.execute("UPDATE nodes SET used_slots = used_slots - 1 WHERE id = 'n1'", &[]).await.unwrap();
+    berth_agent::service::job_end::after_task_completed(&tx, &view).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// What the client's job and task transitions do to tasks on nodes: terminate asks the
+/// node and the job completes on its report; a failed task's jobAction ends its job;
+/// disable with requeue takes a running task back (requeueCount 1, the node told to drop
+/// it, its slot freed).
+#[tokio::test(flavor = "multi_thread")]
+async fn transitions_of_tasks_on_nodes() {
+    let pg = Postgres::start();
+    let s = Service::start(&pg.url);
+    wait_ok(&s, "/pools", Duration::from_secs(20));
+    assert_eq!(s.req("POST", "/pools", Some(&pool("p", 4))).0, 201);
+
+    // Terminate: the running task is the node's to end; the job waits for its report.
+    assert_eq!(s.req("POST", "/jobs", Some(&json!({"id": "a", "poolInfo": {"poolId": "p"}}))).0, 201);
+    for t in ["r", "q"] {
+        assert_eq!(s.req("POST", "/jobs/a/tasks", Some(&json!({"id": t, "commandLine": "x"}))).0, 201);
+    }
+    put_on_node(&pg, "a", "r", 101);
+    assert_eq!(s.req("POST", "/jobs/a/terminate", None).0, 202);
+    assert_eq!(s.json("/jobs/a")["state"], "terminating");
+    assert_eq!(s.json("/jobs/a/tasks/q")["state"], "completed");
+    assert_eq!(pg.psql("SELECT pending_command FROM attempts WHERE id = 101").trim(), "terminate");
+    complete_on_node(&pg.url, "a", "r", 137).await;
+    let a = s.json("/jobs/a");
+    assert_eq!((a["state"].as_str(), a["executionInfo"]["terminateReason"].as_str()), (Some("completed"), Some("UserTerminate")));
+
+    // A failed task whose job performs exit options' jobAction (default: terminate).
+    let job = json!({"id": "b", "poolInfo": {"poolId": "p"}, "onTaskFailure": "performexitoptionsjobaction"});
+    assert_eq!(s.req("POST", "/jobs", Some(&job)).0, 201);
+    for t in ["f", "w"] {
+        assert_eq!(s.req("POST", "/jobs/b/tasks", Some(&json!({"id": t, "commandLine": "x"}))).0, 201);
+    }
+    put_on_node(&pg, "b", "f", 102);
+    complete_on_node(&pg.url, "b", "f", 3).await;
+    let b = s.json("/jobs/b");
+    assert_eq!((b["state"].as_str(), b["executionInfo"]["terminateReason"].as_str()), (Some("completed"), Some("TaskFailed")), "{b}");
+    assert_eq!(s.json("/jobs/b/tasks/w")["executionInfo"]["failureInfo"]["code"], "TaskEnded");
+
+    // Disable with requeue: the running task is active again, out of `ready` until enabled.
+    assert_eq!(s.req("POST", "/jobs", Some(&json!({"id": "c", "poolInfo": {"poolId": "p"}}))).0, 201);
+    assert_eq!(s.req("POST", "/jobs/c/tasks", Some(&json!({"id": "t", "commandLine": "x"}))).0, 201);
+    put_on_node(&pg, "c", "t", 103);
+    let (st, v) = s.req("POST", "/jobs/c/disable", Some(&json!({"disableTasks": "requeue"})));
+    assert_eq!(st, 202, "{v}");
+    let t = s.json("/jobs/c/tasks/t");
+    assert_eq!((t["state"].as_str(), t["executionInfo"]["requeueCount"].as_i64()), (Some("active"), Some(1)), "{t}");
+    assert_eq!(s.json("/jobs/c")["state"], "disabled");
+    assert_eq!(pg.psql("SELECT state, pending_command FROM attempts WHERE id = 103").trim(), "requeued|fence");
+    assert_eq!(pg.psql("SELECT used_slots FROM nodes WHERE id = 'n1'").trim(), "0");
+    assert_eq!(pg.psql("SELECT running FROM jobs WHERE id = 'c'").trim(), "0");
+    assert_eq!(s.req("POST", "/jobs/c/enable", None).0, 202);
+    assert_eq!(pg.psql("SELECT count(*) FROM ready WHERE job_id = 'c'").trim(), "1");
+
+    // A task deleted while on a node gives its slot back.
+    put_on_node(&pg, "c", "t", 104);
+    assert_eq!(s.req("DELETE", "/jobs/c/tasks/t", None).0, 200);
+    assert_eq!(pg.psql("SELECT used_slots FROM nodes WHERE id = 'n1'").trim(), "0");
+    assert_eq!(pg.psql("SELECT count(*) FROM attempts WHERE id = 104").trim(), "0");
+    assert_eq!(s.json("/nodecounts")["value"][0]["dedicated"]["running"], 1);
+    assert_eq!(s.json("/pools/p")["currentDedicatedNodes"], 1);
+}
