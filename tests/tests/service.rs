@@ -70,7 +70,8 @@ fn two_replicas_share_one_schema_and_one_state() {
     assert_eq!(p["userAccounts"][0]["name"], "worker");
     assert!(!p.to_string().contains("never-shown"), "{p}");
     assert_eq!(
-        pg.psql("SELECT heartbeat_ms, requeue_ms, node_fill_type FROM pools").trim(),
+        pg.psql("SELECT heartbeat_ms, requeue_ms, node_fill_type FROM pools")
+            .trim(),
         "1000|15000|pack"
     );
     assert_eq!(b.json("/pools")["value"].as_array().unwrap().len(), 1);
@@ -78,7 +79,11 @@ fn two_replicas_share_one_schema_and_one_state() {
     assert_eq!((st, code(&v)), (404, "PoolNotFound"));
 
     // Jobs: the pool must exist.
-    let (st, v) = a.req("POST", "/jobs", Some(&json!({"id": "j", "poolInfo": {"poolId": "none"}})));
+    let (st, v) = a.req(
+        "POST",
+        "/jobs",
+        Some(&json!({"id": "j", "poolInfo": {"poolId": "none"}})),
+    );
     assert_eq!((st, code(&v)), (400, "InvalidPropertyValue"));
     assert!(message(&v).contains("poolInfo.poolId"), "{v}");
     let (st, v) = a.req("POST", "/jobs", Some(&json!({"id": "j"})));
@@ -94,10 +99,18 @@ fn two_replicas_share_one_schema_and_one_state() {
     assert_eq!((st, code(&v)), (409, "PoolNotEmpty"), "{v}");
 
     // Tasks: requiredSlots must fit a node; dependencies wait; collections answer per task.
-    let (st, v) = b.req("POST", "/jobs/j1/tasks", Some(&json!({"id": "big", "commandLine": "x", "requiredSlots": 3})));
+    let (st, v) = b.req(
+        "POST",
+        "/jobs/j1/tasks",
+        Some(&json!({"id": "big", "commandLine": "x", "requiredSlots": 3})),
+    );
     assert_eq!((st, code(&v)), (400, "InvalidPropertyValue"));
     assert!(message(&v).contains("requiredSlots"), "{v}");
-    let (st, v) = a.req("POST", "/jobs/j1/tasks", Some(&json!({"id": "t1", "commandLine": "x", "requiredSlots": 2})));
+    let (st, v) = a.req(
+        "POST",
+        "/jobs/j1/tasks",
+        Some(&json!({"id": "t1", "commandLine": "x", "requiredSlots": 2})),
+    );
     assert_eq!(st, 201, "{v}");
     let (st, v) = b.req(
         "POST",
@@ -109,7 +122,12 @@ fn two_replicas_share_one_schema_and_one_state() {
         ]})),
     );
     assert_eq!(st, 200, "{v}");
-    let statuses: Vec<&str> = v["value"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = v["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["success", "clienterror", "success"]);
     assert_eq!(v["value"][1]["error"]["code"], "TaskExists");
     // t1 and t3 are claimable, at the job's priority; t2 waits on both.
@@ -117,7 +135,11 @@ fn two_replicas_share_one_schema_and_one_state() {
         pg.psql("SELECT t.id, r.job_priority, r.required_slots FROM ready r JOIN tasks t ON t.seq = r.task_seq ORDER BY t.seq").trim(),
         "t1|5|2\nt3|5|1"
     );
-    assert_eq!(pg.psql("SELECT waiting_on FROM tasks WHERE id = 't2'").trim(), "2");
+    assert_eq!(
+        pg.psql("SELECT waiting_on FROM tasks WHERE id = 't2'")
+            .trim(),
+        "2"
+    );
     let active = a.json("/jobs/j1/tasks?$filter=state%20eq%20'active'");
     assert_eq!(active["value"].as_array().unwrap().len(), 3);
     let counts = b.json("/jobs/J1/taskcounts");
@@ -127,12 +149,31 @@ fn two_replicas_share_one_schema_and_one_state() {
     assert_eq!((st, code(&v)), (400, "InvalidQueryParameterValue"));
 
     // Priority changes reach the ready set; disable takes the job's tasks out of it.
-    assert_eq!(a.req("PATCH", "/jobs/j1", Some(&json!({"priority": 100}))).0, 200);
-    assert_eq!(pg.psql("SELECT DISTINCT job_priority FROM ready").trim(), "100");
-    assert_eq!(b.req("POST", "/jobs/j1/disable", Some(&json!({"disableTasks": "requeue"}))).0, 202);
+    assert_eq!(
+        a.req("PATCH", "/jobs/j1", Some(&json!({"priority": 100})))
+            .0,
+        200
+    );
+    assert_eq!(
+        pg.psql("SELECT DISTINCT job_priority FROM ready").trim(),
+        "100"
+    );
+    assert_eq!(
+        b.req(
+            "POST",
+            "/jobs/j1/disable",
+            Some(&json!({"disableTasks": "requeue"}))
+        )
+        .0,
+        202
+    );
     assert_eq!(a.json("/jobs/j1")["state"], "disabled");
     assert_eq!(pg.psql("SELECT count(*) FROM ready").trim(), "0");
-    let (st, v) = a.req("POST", "/jobs/j1/tasks", Some(&json!({"id": "t9", "commandLine": "x"})));
+    let (st, v) = a.req(
+        "POST",
+        "/jobs/j1/tasks",
+        Some(&json!({"id": "t9", "commandLine": "x"})),
+    );
     assert_eq!((st, code(&v)), (409, "JobDisabled"));
     assert_eq!(a.req("POST", "/jobs/j1/enable", None).0, 202);
     assert_eq!(pg.psql("SELECT count(*) FROM ready").trim(), "2");
@@ -150,15 +191,43 @@ fn two_replicas_share_one_schema_and_one_state() {
     let j = b.json("/jobs/j1");
     assert_eq!(j["state"], "completed", "{j}");
     assert_eq!(j["executionInfo"]["terminateReason"], "AllTasksComplete");
-    assert_eq!(a.json("/jobs?$filter=state%20eq%20'completed'")["value"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        a.json("/jobs?$filter=state%20eq%20'completed'")["value"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // A job that is terminated by request; then deleted, and the pool with it.
     let job2 = json!({"id": "j2", "poolInfo": {"poolId": "Pool1"}});
     assert_eq!(a.req("POST", "/jobs", Some(&job2)).0, 201);
-    assert_eq!(a.req("POST", "/jobs/j2/tasks", Some(&json!({"id": "a", "commandLine": "x"}))).0, 201);
-    assert_eq!(b.req("POST", "/jobs/j2/terminate", Some(&json!({"terminateReason": "enough"}))).0, 202);
+    assert_eq!(
+        a.req(
+            "POST",
+            "/jobs/j2/tasks",
+            Some(&json!({"id": "a", "commandLine": "x"}))
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        b.req(
+            "POST",
+            "/jobs/j2/terminate",
+            Some(&json!({"terminateReason": "enough"}))
+        )
+        .0,
+        202
+    );
     let j2 = a.json("/jobs/j2");
-    assert_eq!((j2["state"].as_str(), j2["executionInfo"]["terminateReason"].as_str()), (Some("completed"), Some("enough")));
+    assert_eq!(
+        (
+            j2["state"].as_str(),
+            j2["executionInfo"]["terminateReason"].as_str()
+        ),
+        (Some("completed"), Some("enough"))
+    );
     assert_eq!(a.json("/jobs/j2/tasks/a")["state"], "completed");
     assert_eq!(b.req("DELETE", "/jobs/j2/tasks/a", None).0, 200);
     assert_eq!(b.req("DELETE", "/jobs/j2", None).0, 202);
@@ -225,17 +294,41 @@ fn tls_is_served_and_plain_http_is_explicit() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=berth-test", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=berth-test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .expect("openssl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cert_s = cert.to_str().unwrap();
     let key_s = key.to_str().unwrap();
-    let s = Service::start_with(&pg.url, &["--tls-cert", cert_s, "--tls-key", key_s], Some(&cert));
+    let s = Service::start_with(
+        &pg.url,
+        &["--tls-cert", cert_s, "--tls-key", key_s],
+        Some(&cert),
+    );
     assert!(s.url.starts_with("https://"));
     wait_ok(&s, "/pools", Duration::from_secs(20));
     // Plain HTTP on the TLS port is no answer.
@@ -247,12 +340,21 @@ fn tls_is_served_and_plain_http_is_explicit() {
     assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
     // Neither TLS nor --insecure-http: refused at start, naming the flags.
     let out = std::process::Command::new(berth_tests::berth_bin())
-        .args(["service", "--database-url", &pg.url, "--listen", "127.0.0.1:0"])
+        .args([
+            "service",
+            "--database-url",
+            &pg.url,
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--tls-cert") && err.contains("--insecure-http"), "{err}");
+    assert!(
+        err.contains("--tls-cert") && err.contains("--insecure-http"),
+        "{err}"
+    );
 }
 
 /// A task on a node (as a claim leaves it: attempt live, slots taken, out of `ready`),
@@ -281,7 +383,10 @@ async fn complete_on_node(url: &str, job: &str, task: &str, exit_code: i64) {
     let mut c = db.conn().await.unwrap();
     let tx = c.transaction().await.unwrap();
     let row = tx
-        .query_one("SELECT seq, view, current_attempt FROM tasks WHERE job_id = $1 AND id = $2", &[&job, &task])
+        .query_one(
+            "SELECT seq, view, current_attempt FROM tasks WHERE job_id = $1 AND id = $2",
+            &[&job, &task],
+        )
         .await
         .unwrap();
     let (seq, attempt): (i64, i64) = (row.get(0), row.get(2));
@@ -293,11 +398,33 @@ async fn complete_on_node(url: &str, job: &str, task: &str, exit_code: i64) {
         "failureInfo": if exit_code == 0 { Value::Null } else { json!({"category": "usererror", "code": "FailureExitCode", "message": "m"}) },
     })).unwrap());
     let v = serde_json::to_value(&view).unwrap();
-    tx.execute("UPDATE tasks SET state = 'completed', view = $2, current_attempt = NULL WHERE seq = $1", &[&seq, &v]).await.unwrap();
-    tx.execute("UPDATE attempts SET state = 'completed', pending_command = NULL WHERE id = $1", &[&attempt]).await.unwrap();
-    tx.execute("UPDATE jobs SET running = running - 1 WHERE id = $1", &[&job]).await.unwrap();
-    tx.execute("UPDATE nodes SET used_slots = used_slots - 1 WHERE id = 'n1'", &[]).await.unwrap();
-    berth_agent::service::job_end::after_task_completed(&tx, &view).await.unwrap();
+    tx.execute(
+        "UPDATE tasks SET state = 'completed', view = $2, current_attempt = NULL WHERE seq = $1",
+        &[&seq, &v],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "UPDATE attempts SET state = 'completed', pending_command = NULL WHERE id = $1",
+        &[&attempt],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "UPDATE jobs SET running = running - 1 WHERE id = $1",
+        &[&job],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "UPDATE nodes SET used_slots = used_slots - 1 WHERE id = 'n1'",
+        &[],
+    )
+    .await
+    .unwrap();
+    berth_agent::service::job_end::after_task_completed(&tx, &view)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -313,51 +440,145 @@ async fn transitions_of_tasks_on_nodes() {
     assert_eq!(s.req("POST", "/pools", Some(&pool("p", 4))).0, 201);
 
     // Terminate: the running task is the node's to end; the job waits for its report.
-    assert_eq!(s.req("POST", "/jobs", Some(&json!({"id": "a", "poolInfo": {"poolId": "p"}}))).0, 201);
+    assert_eq!(
+        s.req(
+            "POST",
+            "/jobs",
+            Some(&json!({"id": "a", "poolInfo": {"poolId": "p"}}))
+        )
+        .0,
+        201
+    );
     for t in ["r", "q"] {
-        assert_eq!(s.req("POST", "/jobs/a/tasks", Some(&json!({"id": t, "commandLine": "x"}))).0, 201);
+        assert_eq!(
+            s.req(
+                "POST",
+                "/jobs/a/tasks",
+                Some(&json!({"id": t, "commandLine": "x"}))
+            )
+            .0,
+            201
+        );
     }
     put_on_node(&pg, "a", "r", 101);
     assert_eq!(s.req("POST", "/jobs/a/terminate", None).0, 202);
     assert_eq!(s.json("/jobs/a")["state"], "terminating");
     assert_eq!(s.json("/jobs/a/tasks/q")["state"], "completed");
-    assert_eq!(pg.psql("SELECT pending_command FROM attempts WHERE id = 101").trim(), "terminate");
+    assert_eq!(
+        pg.psql("SELECT pending_command FROM attempts WHERE id = 101")
+            .trim(),
+        "terminate"
+    );
     complete_on_node(&pg.url, "a", "r", 137).await;
     let a = s.json("/jobs/a");
-    assert_eq!((a["state"].as_str(), a["executionInfo"]["terminateReason"].as_str()), (Some("completed"), Some("UserTerminate")));
+    assert_eq!(
+        (
+            a["state"].as_str(),
+            a["executionInfo"]["terminateReason"].as_str()
+        ),
+        (Some("completed"), Some("UserTerminate"))
+    );
 
     // A failed task whose job performs exit options' jobAction (default: terminate).
     let job = json!({"id": "b", "poolInfo": {"poolId": "p"}, "onTaskFailure": "performexitoptionsjobaction"});
     assert_eq!(s.req("POST", "/jobs", Some(&job)).0, 201);
     for t in ["f", "w"] {
-        assert_eq!(s.req("POST", "/jobs/b/tasks", Some(&json!({"id": t, "commandLine": "x"}))).0, 201);
+        assert_eq!(
+            s.req(
+                "POST",
+                "/jobs/b/tasks",
+                Some(&json!({"id": t, "commandLine": "x"}))
+            )
+            .0,
+            201
+        );
     }
     put_on_node(&pg, "b", "f", 102);
     complete_on_node(&pg.url, "b", "f", 3).await;
     let b = s.json("/jobs/b");
-    assert_eq!((b["state"].as_str(), b["executionInfo"]["terminateReason"].as_str()), (Some("completed"), Some("TaskFailed")), "{b}");
-    assert_eq!(s.json("/jobs/b/tasks/w")["executionInfo"]["failureInfo"]["code"], "TaskEnded");
+    assert_eq!(
+        (
+            b["state"].as_str(),
+            b["executionInfo"]["terminateReason"].as_str()
+        ),
+        (Some("completed"), Some("TaskFailed")),
+        "{b}"
+    );
+    assert_eq!(
+        s.json("/jobs/b/tasks/w")["executionInfo"]["failureInfo"]["code"],
+        "TaskEnded"
+    );
 
     // Disable with requeue: the running task is active again, out of `ready` until enabled.
-    assert_eq!(s.req("POST", "/jobs", Some(&json!({"id": "c", "poolInfo": {"poolId": "p"}}))).0, 201);
-    assert_eq!(s.req("POST", "/jobs/c/tasks", Some(&json!({"id": "t", "commandLine": "x"}))).0, 201);
+    assert_eq!(
+        s.req(
+            "POST",
+            "/jobs",
+            Some(&json!({"id": "c", "poolInfo": {"poolId": "p"}}))
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        s.req(
+            "POST",
+            "/jobs/c/tasks",
+            Some(&json!({"id": "t", "commandLine": "x"}))
+        )
+        .0,
+        201
+    );
     put_on_node(&pg, "c", "t", 103);
-    let (st, v) = s.req("POST", "/jobs/c/disable", Some(&json!({"disableTasks": "requeue"})));
+    let (st, v) = s.req(
+        "POST",
+        "/jobs/c/disable",
+        Some(&json!({"disableTasks": "requeue"})),
+    );
     assert_eq!(st, 202, "{v}");
     let t = s.json("/jobs/c/tasks/t");
-    assert_eq!((t["state"].as_str(), t["executionInfo"]["requeueCount"].as_i64()), (Some("active"), Some(1)), "{t}");
+    assert_eq!(
+        (
+            t["state"].as_str(),
+            t["executionInfo"]["requeueCount"].as_i64()
+        ),
+        (Some("active"), Some(1)),
+        "{t}"
+    );
     assert_eq!(s.json("/jobs/c")["state"], "disabled");
-    assert_eq!(pg.psql("SELECT state, pending_command FROM attempts WHERE id = 103").trim(), "requeued|fence");
-    assert_eq!(pg.psql("SELECT used_slots FROM nodes WHERE id = 'n1'").trim(), "0");
-    assert_eq!(pg.psql("SELECT running FROM jobs WHERE id = 'c'").trim(), "0");
+    assert_eq!(
+        pg.psql("SELECT state, pending_command FROM attempts WHERE id = 103")
+            .trim(),
+        "requeued|fence"
+    );
+    assert_eq!(
+        pg.psql("SELECT used_slots FROM nodes WHERE id = 'n1'")
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        pg.psql("SELECT running FROM jobs WHERE id = 'c'").trim(),
+        "0"
+    );
     assert_eq!(s.req("POST", "/jobs/c/enable", None).0, 202);
-    assert_eq!(pg.psql("SELECT count(*) FROM ready WHERE job_id = 'c'").trim(), "1");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM ready WHERE job_id = 'c'")
+            .trim(),
+        "1"
+    );
 
     // A task deleted while on a node gives its slot back.
     put_on_node(&pg, "c", "t", 104);
     assert_eq!(s.req("DELETE", "/jobs/c/tasks/t", None).0, 200);
-    assert_eq!(pg.psql("SELECT used_slots FROM nodes WHERE id = 'n1'").trim(), "0");
-    assert_eq!(pg.psql("SELECT count(*) FROM attempts WHERE id = 104").trim(), "0");
+    assert_eq!(
+        pg.psql("SELECT used_slots FROM nodes WHERE id = 'n1'")
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM attempts WHERE id = 104")
+            .trim(),
+        "0"
+    );
     assert_eq!(s.json("/nodecounts")["value"][0]["dedicated"]["running"], 1);
     assert_eq!(s.json("/pools/p")["currentDedicatedNodes"], 1);
 }

@@ -65,7 +65,10 @@ impl FileConfig {
 /// How the service answers: HTTPS with this certificate and key, or plain HTTP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
-    Tls { cert: PathBuf, key: PathBuf },
+    Tls {
+        cert: PathBuf,
+        key: PathBuf,
+    },
     /// Only with `insecure_http` given explicitly.
     Plain,
 }

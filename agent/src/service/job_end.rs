@@ -62,10 +62,7 @@ pub async fn after_task_completed(
 }
 
 /// The job `id` (exact id, as tasks and attempts name it), locked; None when it is gone.
-pub(crate) async fn lock_job(
-    c: &impl GenericClient,
-    id: &str,
-) -> Result<Option<JobView>, DbError> {
+pub(crate) async fn lock_job(c: &impl GenericClient, id: &str) -> Result<Option<JobView>, DbError> {
     let Some(row) = c
         .query_opt("SELECT view FROM jobs WHERE id = $1 FOR UPDATE", &[&id])
         .await?
@@ -74,12 +71,18 @@ pub(crate) async fn lock_job(
     };
     serde_json::from_value(row.get(0))
         .map(Some)
-        .map_err(|source| DbError::Row { what: "job", source })
+        .map_err(|source| DbError::Row {
+            what: "job",
+            source,
+        })
 }
 
 /// Writes `job`'s view and the columns read from it; `ready` rows keep the job's priority.
 pub(crate) async fn put_job(c: &impl GenericClient, job: &JobView) -> Result<(), DbError> {
-    let view = serde_json::to_value(job).map_err(|source| DbError::Row { what: "job", source })?;
+    let view = serde_json::to_value(job).map_err(|source| DbError::Row {
+        what: "job",
+        source,
+    })?;
     let priority = job.spec.priority();
     c.execute(
         "UPDATE jobs SET view = $2, state = $3, priority = $4, max_parallel = $5, last_modified = now()
@@ -144,7 +147,10 @@ pub(crate) async fn end_active_task(
     view.state = TaskState::Completed;
     view.state_transition_time = Utc::now();
     view.execution_info = Some(ended_info(view.execution_info.as_ref()));
-    let v = serde_json::to_value(&view).map_err(|source| DbError::Row { what: "task", source })?;
+    let v = serde_json::to_value(&view).map_err(|source| DbError::Row {
+        what: "task",
+        source,
+    })?;
     c.execute("DELETE FROM ready WHERE task_seq = $1", &[&seq])
         .await?;
     c.execute(
@@ -179,8 +185,10 @@ async fn end_tasks(c: &impl GenericClient, id: &str) -> Result<(), DbError> {
         )
         .await?;
     for r in rows {
-        let view: TaskView = serde_json::from_value(r.get(1))
-            .map_err(|source| DbError::Row { what: "task", source })?;
+        let view: TaskView = serde_json::from_value(r.get(1)).map_err(|source| DbError::Row {
+            what: "task",
+            source,
+        })?;
         end_active_task(c, r.get(0), view).await?;
     }
     terminate_live(c, id).await
@@ -270,8 +278,11 @@ async fn requeue_live(c: &impl GenericClient, id: &str) -> Result<(), DbError> {
         let row = c
             .query_one("SELECT view FROM tasks WHERE seq = $1", &[&seq])
             .await?;
-        let mut view: TaskView = serde_json::from_value(row.get(0))
-            .map_err(|source| DbError::Row { what: "task", source })?;
+        let mut view: TaskView =
+            serde_json::from_value(row.get(0)).map_err(|source| DbError::Row {
+                what: "task",
+                source,
+            })?;
         let count = view
             .execution_info
             .as_ref()
@@ -284,8 +295,10 @@ async fn requeue_live(c: &impl GenericClient, id: &str) -> Result<(), DbError> {
             ..Default::default()
         });
         view.node_info = None;
-        let v = serde_json::to_value(&view)
-            .map_err(|source| DbError::Row { what: "task", source })?;
+        let v = serde_json::to_value(&view).map_err(|source| DbError::Row {
+            what: "task",
+            source,
+        })?;
         c.execute(
             "UPDATE tasks SET state = 'active', view = $2, current_attempt = NULL, node_id = NULL,
                  requeue_count = requeue_count + 1, last_modified = now()

@@ -64,7 +64,10 @@ pub fn app(state: ServiceState, migrated: Arc<AtomicBool>) -> Router {
         .merge(super::node_api::router())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { ApiError::ResourceNotFound("no such API path".into()) })
-        .layer(axum::middleware::from_fn_with_state(migrated, until_migrated))
+        .layer(axum::middleware::from_fn_with_state(
+            migrated,
+            until_migrated,
+        ))
         .layer(DefaultBodyLimit::max(crate::api::MAX_BODY - 1))
         .with_state(state)
 }
@@ -208,7 +211,10 @@ async fn serve(
         .await
         .is_err()
     {
-        tracing::info!(connections = conns.len(), "connections still open at exit are closed");
+        tracing::info!(
+            connections = conns.len(),
+            "connections still open at exit are closed"
+        );
     }
 }
 

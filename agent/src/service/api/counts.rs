@@ -36,7 +36,9 @@ pub async fn tasks(
         })
         .collect();
     let (tasks, slots) = task_counts(&groups);
-    Ok(Json(json!({ "taskCounts": tasks, "taskSlotCounts": slots })))
+    Ok(Json(
+        json!({ "taskCounts": tasks, "taskSlotCounts": slots }),
+    ))
 }
 
 /// `(state, succeeded, tasks, slots)` groups -> the two Batch count objects.
@@ -57,9 +59,7 @@ fn task_counts(groups: &[(String, bool, i64, i64)]) -> (Value, Value) {
             }
         }
     }
-    let obj = |v: [i64; 5]| {
-        json!({"active": v[0], "running": v[1], "completed": v[2], "succeeded": v[3], "failed": v[4]})
-    };
+    let obj = |v: [i64; 5]| json!({"active": v[0], "running": v[1], "completed": v[2], "succeeded": v[3], "failed": v[4]});
     (obj(n), obj(sl))
 }
 
@@ -92,7 +92,10 @@ fn node_counts(pairs: &[(String, i64)]) -> Value {
     let mut total = 0;
     for (state, n) in pairs {
         total += n;
-        if let Some((_, key)) = NODE_STATES.iter().find(|(s, _)| s.eq_ignore_ascii_case(state)) {
+        if let Some((_, key)) = NODE_STATES
+            .iter()
+            .find(|(s, _)| s.eq_ignore_ascii_case(state))
+        {
             m.insert((*key).into(), json!(n));
         }
     }
@@ -153,7 +156,10 @@ mod tests {
     #[test]
     fn node_counts_have_every_state_and_a_total() {
         let v = node_counts(&[("idle".into(), 2), ("starttaskfailed".into(), 1)]);
-        assert_eq!((v["idle"].clone(), v["startTaskFailed"].clone()), (json!(2), json!(1)));
+        assert_eq!(
+            (v["idle"].clone(), v["startTaskFailed"].clone()),
+            (json!(2), json!(1))
+        );
         assert_eq!(v["total"], 3);
         assert_eq!(v["running"], 0);
     }

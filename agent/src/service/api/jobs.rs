@@ -3,7 +3,7 @@
 //! terminate, delete. The job state rules are the standalone agent's (`api::job_state`);
 //! the transitions themselves are `service::job_end`'s.
 
-use super::{find_job, find_pool, Lock, first_problem, is_unique_violation, Sql};
+use super::{find_job, find_pool, first_problem, is_unique_violation, Lock, Sql};
 use crate::api::job_state::{check, JobOp};
 use crate::api::{require_json, ApiError, Body};
 use crate::service::db::DbError;
@@ -17,10 +17,7 @@ use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
 
 /// The pool a job names (`poolInfo.poolId`), which must exist and take jobs.
-async fn job_pool(
-    c: &impl GenericClient,
-    spec: &JobSpec,
-) -> Result<(String, PoolSpec), ApiError> {
+async fn job_pool(c: &impl GenericClient, spec: &JobSpec) -> Result<(String, PoolSpec), ApiError> {
     let Some(id) = spec
         .pool_info
         .as_ref()

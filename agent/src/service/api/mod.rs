@@ -121,8 +121,7 @@ pub(crate) fn stored<T: serde::de::DeserializeOwned>(
     v: serde_json::Value,
     what: &'static str,
 ) -> Result<T, ApiError> {
-    serde_json::from_value(v)
-        .map_err(|source| super::db::DbError::Row { what, source }.into())
+    serde_json::from_value(v).map_err(|source| super::db::DbError::Row { what, source }.into())
 }
 
 /// The first validation problem as Batch's 400 `InvalidPropertyValue`, naming its path.

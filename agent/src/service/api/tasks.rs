@@ -400,8 +400,10 @@ mod tests {
         info.result = Some(TaskResult::Failure);
         assert!(!satisfies(&t));
         t.spec.exit_conditions = Some(
-            serde_json::from_str(r#"{"exitCodes":[{"code":3,"exitOptions":{"dependencyAction":"satisfy"}}]}"#)
-                .unwrap(),
+            serde_json::from_str(
+                r#"{"exitCodes":[{"code":3,"exitOptions":{"dependencyAction":"satisfy"}}]}"#,
+            )
+            .unwrap(),
         );
         assert!(satisfies(&t));
         t.state = TaskState::Running;
