@@ -58,6 +58,10 @@ pub fn router() -> Router<ServiceState> {
             get(tasks::get).delete(tasks::delete),
         )
         .route("/jobs/{job}/tasks/{task}/terminate", post(tasks::terminate))
+        .route(
+            "/jobs/{job}/tasks/{task}/reactivate",
+            post(tasks::reactivate),
+        )
 }
 
 /// A job as stored: its pool's id and its view.

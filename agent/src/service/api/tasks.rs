@@ -66,6 +66,17 @@ fn dependency_keys(spec: &TaskSpec) -> Vec<String> {
     keys
 }
 
+/// The whole GPUs a task asks for by number (`BERTH_GPUS=N`), which a node must have
+/// free to claim it; 0 otherwise (the node's own share rules apply when it runs).
+fn gpus_asked(spec: &TaskSpec) -> i32 {
+    spec.environment_settings
+        .iter()
+        .find(|e| e.name == crate::gpu::assign::REQUEST_ENV)
+        .and_then(|e| e.value.as_deref()?.trim().parse::<i32>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(0)
+}
+
 /// Checks one task and inserts it (with its dependencies, into `ready` when claimable).
 async fn insert_task(
     c: &impl GenericClient,
@@ -104,6 +115,7 @@ async fn insert_task(
     }
     let now = Utc::now();
     let slots = spec.required_slots() as i32;
+    let gpus = gpus_asked(&spec);
     let id = spec.id.clone();
     let view = TaskView {
         spec,
@@ -118,9 +130,9 @@ async fn insert_task(
     let seq: Option<i64> = c
         .query_opt(
             "INSERT INTO tasks (job_id, id, id_key, state, required_slots, gpus, view, waiting_on)
-             VALUES ($1, $2, lower($2), 'active', $3, 0, $4, $5)
+             VALUES ($1, $2, lower($2), 'active', $3, $4, $5, $6)
              ON CONFLICT (job_id, id_key) DO NOTHING RETURNING seq",
-            &[&job.spec.id, &id, &slots, &v, &waiting],
+            &[&job.spec.id, &id, &slots, &gpus, &v, &waiting],
         )
         .await
         .sql()?
@@ -316,6 +328,49 @@ pub async fn terminate(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST .../reactivate`: a task that completed without success is `active` again (one
+/// more `requeueCount`), claimable at once when its job is active.
+pub async fn reactivate(
+    State(s): State<ServiceState>,
+    Path((job, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let mut c = s.db.conn().await?;
+    let tx = c.transaction().await.sql()?;
+    let j = find_job(&tx, &job, Lock::Share).await?;
+    check_job(j.view.state, JobOp::AddTask)?;
+    let mut t = find_task(&tx, &j.view.spec.id, &id, true).await?;
+    if t.view.state != TaskState::Completed {
+        return Err(ApiError::TaskNotCompleted(
+            "The specified task is not in a completed state.".into(),
+        ));
+    }
+    let info = t.view.execution_info.take().unwrap_or_default();
+    if info.result == Some(TaskResult::Success) {
+        return Err(ApiError::TaskSucceeded(
+            "The specified task completed successfully and cannot be reactivated.".into(),
+        ));
+    }
+    t.view.state = TaskState::Active;
+    t.view.state_transition_time = Utc::now();
+    t.view.node_info = None;
+    t.view.execution_info = Some(berth_proto::ExecutionInfo {
+        requeue_count: info.requeue_count + 1,
+        ..Default::default()
+    });
+    let v = serde_json::to_value(&t.view).map_err(ApiError::internal)?;
+    tx.execute(
+        "UPDATE tasks SET state = 'active', view = $2, requeue_count = requeue_count + 1,
+             last_modified = now()
+         WHERE seq = $1",
+        &[&t.seq, &v],
+    )
+    .await
+    .sql()?;
+    job_end::make_ready(&tx, &j.view.spec.id, Some(t.seq)).await?;
+    tx.commit().await.sql()?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// `DELETE`: the task goes, whatever its state; a live attempt goes with it (its slots
 /// are freed; its node is fenced when it next reports on it).
 pub async fn delete(
@@ -376,6 +431,18 @@ async fn free_attempt(c: &impl GenericClient, a: i64, job_id: &str) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpus_asked_by_number_only() {
+        let spec = |v: &str| -> TaskSpec {
+            serde_json::from_value(serde_json::json!({"id": "t", "commandLine": "x",
+                "environmentSettings": [{"name": "BERTH_GPUS", "value": v}]}))
+            .unwrap()
+        };
+        assert_eq!(gpus_asked(&spec("2")), 2);
+        assert_eq!(gpus_asked(&spec("all")), 0);
+        assert_eq!(gpus_asked(&spec("0")), 0);
+    }
 
     #[test]
     fn dependency_ids_are_expanded_and_folded() {
