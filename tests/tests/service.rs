@@ -504,6 +504,8 @@ async fn transitions_of_tasks_on_nodes() {
         (Some("completed"), Some("TaskFailed")),
         "{b}"
     );
+    let (st, v) = s.req("POST", "/jobs/b/tasks/f/reactivate", None);
+    assert_eq!((st, code(&v)), (409, "JobCompleted"));
     assert_eq!(
         s.json("/jobs/b/tasks/w")["executionInfo"]["failureInfo"]["code"],
         "TaskEnded"
@@ -565,6 +567,27 @@ async fn transitions_of_tasks_on_nodes() {
             .trim(),
         "1"
     );
+
+    // Reactivate: a failed task is active and claimable again; a successful one is not.
+    let g = json!({"id": "g", "commandLine": "x",
+        "environmentSettings": [{"name": "BERTH_GPUS", "value": "2"}]});
+    assert_eq!(s.req("POST", "/jobs/c/tasks", Some(&g)).0, 201);
+    let gpus =
+        pg.psql("SELECT r.gpus FROM ready r JOIN tasks t ON t.seq = r.task_seq WHERE t.id = 'g'");
+    assert_eq!(gpus.trim(), "2");
+    put_on_node(&pg, "c", "g", 105);
+    complete_on_node(&pg.url, "c", "g", 1).await;
+    let (st, v) = s.req("POST", "/jobs/c/tasks/g/reactivate", None);
+    assert_eq!(st, 204, "{v}");
+    let g = s.json("/jobs/c/tasks/g");
+    assert_eq!(g["state"], "active", "{g}");
+    assert_eq!(g["executionInfo"]["requeueCount"], 1, "{g}");
+    let ready = pg.psql("SELECT count(*) FROM ready WHERE job_id = 'c'");
+    assert_eq!(ready.trim(), "2");
+    put_on_node(&pg, "c", "g", 106);
+    complete_on_node(&pg.url, "c", "g", 0).await;
+    let (st, v) = s.req("POST", "/jobs/c/tasks/g/reactivate", None);
+    assert_eq!((st, code(&v)), (409, "TaskSucceeded"));
 
     // A task deleted while on a node gives its slot back.
     put_on_node(&pg, "c", "t", 104);
