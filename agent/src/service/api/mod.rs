@@ -7,7 +7,7 @@
 pub mod auth;
 mod counts;
 pub(crate) mod jobs;
-mod pools;
+pub mod pools;
 pub(crate) mod tasks;
 
 use super::state::ServiceState;
