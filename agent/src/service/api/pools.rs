@@ -32,7 +32,7 @@ pub fn timers(p: LeaseProfile) -> Timers {
     }
 }
 
-pub async fn add(
+pub(crate) async fn add(
     State(s): State<ServiceState>,
     h: HeaderMap,
     Body(body): Body,
@@ -106,7 +106,7 @@ fn view(row: &tokio_postgres::Row) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-pub async fn get(
+pub(crate) async fn get(
     State(s): State<ServiceState>,
     Path(pool): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -121,7 +121,7 @@ pub async fn get(
     Ok(Json(view(&row)?))
 }
 
-pub async fn list(State(s): State<ServiceState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn list(State(s): State<ServiceState>) -> Result<Json<Value>, ApiError> {
     let c = s.db.conn().await?;
     let rows = c
         .query(&format!("{VIEW_SQL} ORDER BY p.creation_time, p.id"), &[])
@@ -131,7 +131,7 @@ pub async fn list(State(s): State<ServiceState>) -> Result<Json<Value>, ApiError
     Ok(Json(json!({ "value": pools })))
 }
 
-pub async fn delete(
+pub(crate) async fn delete(
     State(s): State<ServiceState>,
     Path(pool): Path<String>,
 ) -> Result<StatusCode, ApiError> {
