@@ -30,6 +30,8 @@ enum Cmd {
     Pool(berth_agent::cli::pool::PoolCmd),
     /// The node daemon: a Batch-shaped API on a Unix socket, durable state, the scheduler.
     Agent(berth_agent::cli::agent::AgentArgs),
+    /// Pool mode's control plane: Batch's REST API for pools of agents, state in PostgreSQL.
+    Service(berth_agent::cli::service::ServiceArgs),
     /// Jobs on the running agent: add, show, list, terminate, delete.
     Job {
         #[command(subcommand)]
@@ -144,6 +146,7 @@ fn main() -> ExitCode {
         Cmd::Run(args) => rt.block_on(berth_agent::cli::run::run(args)),
         Cmd::Pool(cmd) => rt.block_on(berth_agent::cli::pool::run(cmd)),
         Cmd::Agent(args) => rt.block_on(berth_agent::cli::agent::run(args)),
+        Cmd::Service(args) => rt.block_on(berth_agent::cli::service::run(args)),
         Cmd::Job { cmd, conn } => rt.block_on(control::job(cmd, conn)),
         Cmd::JobSchedule { cmd, conn } => rt.block_on(control::job_schedule(cmd, conn)),
         Cmd::Task { cmd, conn } => rt.block_on(control::task(cmd, conn)),

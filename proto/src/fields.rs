@@ -438,7 +438,14 @@ pub static SHAPES: &[Shape] = &[
             ),
             object("startTask", "StartTask"),
             object("userAccounts", "UserAccount"),
+            object("taskSchedulingPolicy", "TaskSchedulingPolicy"),
+            acted("berthLeaseProfile"),
         ],
+    },
+    Shape {
+        name: "TaskSchedulingPolicy",
+        rust: "TaskSchedulingPolicy",
+        fields: &[acted("nodeFillType")],
     },
     Shape {
         name: "VirtualMachineConfiguration",

@@ -79,6 +79,34 @@ pub struct UserAccount {
     pub windows_user_configuration: Option<serde_json::Value>,
 }
 
+batch_enum!(
+    /// `taskSchedulingPolicy.nodeFillType` (pool mode): `spread` gives each task to the
+    /// least-used node; `pack` fills one node before the next.
+    NodeFillType {
+        Spread => "spread",
+        Pack => "pack",
+    }
+);
+
+/// `taskSchedulingPolicy`: how a pool's service places tasks on its nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSchedulingPolicy {
+    /// Default `spread`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_fill_type: Option<NodeFillType>,
+}
+
+batch_enum!(
+    /// berth's own `berthLeaseProfile` (pool mode): the node lease timers
+    /// (`node_protocol::Timers`): `default`, `fast`, or `keep` (never self-fence or requeue).
+    LeaseProfile {
+        Default => "default",
+        Fast => "fast",
+        Keep => "keep",
+    }
+);
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolSpec {
@@ -95,9 +123,28 @@ pub struct PoolSpec {
     pub start_task: Option<StartTask>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub user_accounts: Vec<UserAccount>,
+    /// Pool mode: how the service places tasks (a standalone node is its own pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_scheduling_policy: Option<TaskSchedulingPolicy>,
+    /// berth's own, pool mode: the node lease timers' profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub berth_lease_profile: Option<LeaseProfile>,
 }
 
 impl PoolSpec {
+    /// `taskSchedulingPolicy.nodeFillType`, default `spread`.
+    pub fn node_fill_type(&self) -> NodeFillType {
+        self.task_scheduling_policy
+            .as_ref()
+            .and_then(|p| p.node_fill_type)
+            .unwrap_or(NodeFillType::Spread)
+    }
+
+    /// `berthLeaseProfile`, default `default`.
+    pub fn lease_profile(&self) -> LeaseProfile {
+        self.berth_lease_profile.unwrap_or(LeaseProfile::Default)
+    }
+
     /// The pool `berth run` uses without `--pool`: a one-slot container pool, as Batch's defaults.
     pub fn default_for_run() -> Self {
         PoolSpec {

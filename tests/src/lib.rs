@@ -13,6 +13,7 @@ pub mod azurite;
 pub mod engine;
 pub mod pool;
 pub mod postgres;
+pub mod service;
 
 use serde_json::Value;
 use std::io::{Read, Write};

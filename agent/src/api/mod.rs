@@ -4,13 +4,14 @@
 mod auth;
 mod conn;
 mod error;
+pub(crate) use error::body as error_body;
 mod files;
 mod job_schedules;
-mod job_state;
+pub(crate) mod job_state;
 mod jobs;
 mod tasks;
 
-pub use auth::{read_token, TcpGuard};
+pub use auth::{constant_time_eq, read_token, TcpGuard};
 pub use conn::{HEADER_TIMEOUT, MAX_CONNECTIONS};
 pub use error::ApiError;
 pub use tasks::MAX_COLLECTION;

@@ -6,6 +6,7 @@ pub mod common;
 pub mod control;
 pub mod pool;
 pub mod run;
+pub mod service;
 
 use crate::error_chain;
 use std::error::Error;

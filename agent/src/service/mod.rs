@@ -4,7 +4,11 @@
 //! (`berth_proto::node_protocol`), always as the caller. No transaction is held across a
 //! network call.
 
+pub mod api;
+pub mod config;
 pub mod db;
 pub mod job_end;
+pub mod node_api;
+pub mod server;
 pub mod state;
 pub mod wake;

@@ -1,0 +1,479 @@
+//! Tasks on the service: add one, add a collection (at most 100, per-task results, one
+//! transaction), get, list (`$filter` on state), terminate, delete.
+//!
+//! Dependencies: each `dependsOn` id (ranges expanded) is a `task_deps` row; the task's
+//! `waiting_on` counts those not yet satisfied (a dependency that completed successfully,
+//! or failed with `dependencyAction: satisfy`, is satisfied; one not added yet is not).
+//! The dependency rows already there are read `FOR SHARE`, so a completion recorded at the
+//! same time either is seen here or, waiting for this transaction, sees the new
+//! `task_deps` rows when it releases its dependents.
+
+use super::{find_job, find_pool, first_problem, Lock, Sql};
+use crate::api::job_state::{check as check_job, JobOp};
+use crate::api::{require_json, ApiError, Body};
+use crate::service::db::DbError;
+use crate::service::job_end;
+use crate::service::state::ServiceState;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use berth_proto::exit::{self, DependencyAction};
+use berth_proto::{load, validate, JobView, PoolSpec, TaskResult, TaskSpec, TaskState, TaskView};
+use chrono::Utc;
+use deadpool_postgres::GenericClient;
+use std::collections::HashMap;
+
+/// Batch's limit for one add-collection call.
+pub const MAX_COLLECTION: usize = crate::api::MAX_COLLECTION;
+
+fn parse_tasks(body: &Bytes) -> Result<Vec<(String, TaskSpec)>, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::InvalidRequestBody("the body is not UTF-8".into()))?;
+    let l = load::tasks("request body", text)
+        .map_err(|e| ApiError::InvalidRequestBody(e.to_string()))?;
+    l.warnings.iter().for_each(|w| tracing::warn!("{w}"));
+    Ok(l.items)
+}
+
+/// Whether a completed task satisfies the tasks that depend on it.
+pub(crate) fn satisfies(t: &TaskView) -> bool {
+    if t.state != TaskState::Completed {
+        return false;
+    }
+    let Some(info) = &t.execution_info else {
+        return false;
+    };
+    if info.result == Some(TaskResult::Success) {
+        return true;
+    }
+    let outcome = exit::Outcome::of(info);
+    exit::actions(t.spec.exit_conditions.as_ref(), outcome).dependency == DependencyAction::Satisfy
+}
+
+/// The distinct (lower-case) ids `spec` depends on.
+fn dependency_keys(spec: &TaskSpec) -> Vec<String> {
+    let mut keys: Vec<String> = spec
+        .depends_on
+        .as_ref()
+        .map(|d| d.all_ids())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|k| k.to_ascii_lowercase())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The whole GPUs a task asks for by number (`BERTH_GPUS=N`), which a node must have
+/// free to claim it; 0 otherwise (the node's own share rules apply when it runs).
+fn gpus_asked(spec: &TaskSpec) -> i32 {
+    spec.environment_settings
+        .iter()
+        .find(|e| e.name == crate::gpu::assign::REQUEST_ENV)
+        .and_then(|e| e.value.as_deref()?.trim().parse::<i32>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(0)
+}
+
+/// Checks one task and inserts it (with its dependencies, into `ready` when claimable).
+async fn insert_task(
+    c: &impl GenericClient,
+    job: &JobView,
+    pool: &PoolSpec,
+    path: &str,
+    spec: TaskSpec,
+) -> Result<(), ApiError> {
+    if let Some(code) = validate::id_taken_by_job_task(&spec.id, &job.spec) {
+        let message = format!(
+            "{path}.id: {:?} is the id of the job's preparation or release task.",
+            spec.id
+        );
+        return Err(if code == "TaskIdSameAsJobPreparationTask" {
+            ApiError::TaskIdSameAsJobPreparationTask(message)
+        } else {
+            ApiError::TaskIdSameAsJobReleaseTask(message)
+        });
+    }
+    first_problem(validate::task(path, &spec, &job.spec, pool))?;
+    let deps = dependency_keys(&spec);
+    let mut waiting = deps.len() as i32;
+    if !deps.is_empty() {
+        let rows = c
+            .query(
+                "SELECT view FROM tasks WHERE job_id = $1 AND id_key = ANY($2) FOR SHARE",
+                &[&job.spec.id, &deps],
+            )
+            .await
+            .sql()?;
+        for r in rows {
+            if satisfies(&super::stored::<TaskView>(r.get(0), "task")?) {
+                waiting -= 1;
+            }
+        }
+    }
+    let now = Utc::now();
+    let slots = spec.required_slots() as i32;
+    let gpus = gpus_asked(&spec);
+    let id = spec.id.clone();
+    let view = TaskView {
+        spec,
+        job_id: job.spec.id.clone(),
+        state: TaskState::Active,
+        state_transition_time: now,
+        creation_time: now,
+        execution_info: None,
+        node_info: None,
+    };
+    let v = serde_json::to_value(&view).map_err(ApiError::internal)?;
+    let seq: Option<i64> = c
+        .query_opt(
+            "INSERT INTO tasks (job_id, id, id_key, state, required_slots, gpus, view, waiting_on)
+             VALUES ($1, $2, lower($2), 'active', $3, $4, $5, $6)
+             ON CONFLICT (job_id, id_key) DO NOTHING RETURNING seq",
+            &[&job.spec.id, &id, &slots, &gpus, &v, &waiting],
+        )
+        .await
+        .sql()?
+        .map(|r| r.get(0));
+    let Some(seq) = seq else {
+        return Err(ApiError::TaskExists(format!(
+            "The specified task {id:?} already exists."
+        )));
+    };
+    if !deps.is_empty() {
+        c.execute(
+            "INSERT INTO task_deps (job_id, task_key, depends_on_key)
+             SELECT $1, lower($2), unnest($3::text[]) ON CONFLICT DO NOTHING",
+            &[&job.spec.id, &id, &deps],
+        )
+        .await
+        .sql()?;
+    }
+    if waiting == 0 {
+        job_end::make_ready(c, &job.spec.id, Some(seq)).await?;
+    }
+    Ok(())
+}
+
+pub async fn add(
+    State(s): State<ServiceState>,
+    Path(job): Path<String>,
+    h: HeaderMap,
+    Body(body): Body,
+) -> Result<StatusCode, ApiError> {
+    require_json(&h)?;
+    let mut items = parse_tasks(&body)?;
+    if items.len() != 1 || body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::InvalidRequestBody(
+            "add task takes one task object; use addtaskcollection for several".into(),
+        ));
+    }
+    let (path, spec) = items.remove(0);
+    let mut c = s.db.conn().await?;
+    let tx = c.transaction().await.sql()?;
+    let j = find_job(&tx, &job, Lock::Share).await?;
+    check_job(j.view.state, JobOp::AddTask)?;
+    let (_, pool, _) = find_pool(&tx, &j.pool_id).await?;
+    insert_task(&tx, &j.view, &pool, &path, spec).await?;
+    tx.commit().await.sql()?;
+    Ok(StatusCode::CREATED)
+}
+
+pub async fn add_collection(
+    State(s): State<ServiceState>,
+    Path(job): Path<String>,
+    h: HeaderMap,
+    Body(body): Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_json(&h)?;
+    let items = parse_tasks(&body)?;
+    if items.len() > MAX_COLLECTION {
+        return Err(ApiError::RequestBodyTooLarge(format!(
+            "{} tasks in one call; at most {MAX_COLLECTION}",
+            items.len()
+        )));
+    }
+    let mut c = s.db.conn().await?;
+    let tx = c.transaction().await.sql()?;
+    let j = find_job(&tx, &job, Lock::Share).await?;
+    check_job(j.view.state, JobOp::AddTask)?;
+    let (_, pool, _) = find_pool(&tx, &j.pool_id).await?;
+    let mut results = vec![];
+    for (path, spec) in items {
+        let id = spec.id.clone();
+        let outcome = insert_task(&tx, &j.view, &pool, &path, spec).await;
+        results.push(match outcome {
+            Ok(()) => serde_json::json!({"status": "success", "taskId": id}),
+            // The database failed: the transaction is gone, and with it every add.
+            Err(e) if e.status().is_server_error() => return Err(e),
+            Err(e) => serde_json::json!({
+                "status": "clienterror",
+                "taskId": id,
+                "error": crate::api::error_body(e.code(), &e.message()),
+            }),
+        });
+    }
+    tx.commit().await.sql()?;
+    Ok(Json(serde_json::json!({ "value": results })))
+}
+
+pub async fn list(
+    State(s): State<ServiceState>,
+    Path(job): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let filter = q
+        .get("$filter")
+        .map(|f| super::state_filter::<TaskState>(f))
+        .transpose()?;
+    let c = s.db.conn().await?;
+    let j = find_job(&c, &job, Lock::None).await?;
+    let rows = match filter {
+        None => {
+            c.query(
+                "SELECT view FROM tasks WHERE job_id = $1 ORDER BY seq",
+                &[&j.view.spec.id],
+            )
+            .await
+        }
+        Some((eq, st)) => {
+            c.query(
+                "SELECT view FROM tasks WHERE job_id = $1 AND (state = $2) = $3 ORDER BY seq",
+                &[&j.view.spec.id, &st.as_str(), &eq],
+            )
+            .await
+        }
+    }
+    .sql()?;
+    let tasks = rows
+        .into_iter()
+        .map(|r| super::stored::<TaskView>(r.get(0), "task"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(serde_json::json!({ "value": tasks })))
+}
+
+/// A task row: `seq`, view, live attempt.
+struct TaskRow {
+    seq: i64,
+    view: TaskView,
+    attempt: Option<i64>,
+}
+
+async fn find_task(
+    c: &impl GenericClient,
+    job_id: &str,
+    id: &str,
+    lock: bool,
+) -> Result<TaskRow, ApiError> {
+    let sql = if lock {
+        "SELECT seq, view, current_attempt FROM tasks WHERE job_id = $1 AND id_key = lower($2) FOR UPDATE"
+    } else {
+        "SELECT seq, view, current_attempt FROM tasks WHERE job_id = $1 AND id_key = lower($2)"
+    };
+    let r = c
+        .query_opt(sql, &[&job_id, &id])
+        .await
+        .sql()?
+        .ok_or_else(|| {
+            ApiError::TaskNotFound(format!("The specified task {id:?} does not exist."))
+        })?;
+    Ok(TaskRow {
+        seq: r.get(0),
+        view: super::stored(r.get(1), "task")?,
+        attempt: r.get(2),
+    })
+}
+
+pub async fn get(
+    State(s): State<ServiceState>,
+    Path((job, id)): Path<(String, String)>,
+) -> Result<Json<TaskView>, ApiError> {
+    let c = s.db.conn().await?;
+    let j = find_job(&c, &job, Lock::None).await?;
+    Ok(Json(find_task(&c, &j.view.spec.id, &id, false).await?.view))
+}
+
+/// `POST .../terminate`: an active task completes now (`TaskEnded`); one on a node is
+/// ended by its node (told through the node protocol) and completes on its report.
+pub async fn terminate(
+    State(s): State<ServiceState>,
+    Path((job, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let mut c = s.db.conn().await?;
+    let tx = c.transaction().await.sql()?;
+    let j = find_job(&tx, &job, Lock::Update).await?;
+    let t = find_task(&tx, &j.view.spec.id, &id, true).await?;
+    if t.view.state == TaskState::Completed {
+        return Err(ApiError::TaskCompleted(
+            "The specified task is already in a completed state.".into(),
+        ));
+    }
+    match t.attempt {
+        Some(a) => {
+            tx.execute(
+                "UPDATE attempts SET pending_command = 'terminate' WHERE id = $1 AND state = 'live'",
+                &[&a],
+            )
+            .await
+            .sql()?;
+        }
+        None => {
+            let view = job_end::end_active_task(&tx, t.seq, t.view).await?;
+            job_end::after_task_completed(&tx, &view).await?;
+        }
+    }
+    tx.commit().await.sql()?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST .../reactivate`: a task that completed without success is `active` again (one
+/// more `requeueCount`), claimable at once when its job is active.
+pub async fn reactivate(
+    State(s): State<ServiceState>,
+    Path((job, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let mut c = s.db.conn().await?;
+    let tx = c.transaction().await.sql()?;
+    let j = find_job(&tx, &job, Lock::Share).await?;
+    check_job(j.view.state, JobOp::AddTask)?;
+    let mut t = find_task(&tx, &j.view.spec.id, &id, true).await?;
+    if t.view.state != TaskState::Completed {
+        return Err(ApiError::TaskNotCompleted(
+            "The specified task is not in a completed state.".into(),
+        ));
+    }
+    let info = t.view.execution_info.take().unwrap_or_default();
+    if info.result == Some(TaskResult::Success) {
+        return Err(ApiError::TaskSucceeded(
+            "The specified task completed successfully and cannot be reactivated.".into(),
+        ));
+    }
+    t.view.state = TaskState::Active;
+    t.view.state_transition_time = Utc::now();
+    t.view.node_info = None;
+    t.view.execution_info = Some(berth_proto::ExecutionInfo {
+        requeue_count: info.requeue_count + 1,
+        ..Default::default()
+    });
+    let v = serde_json::to_value(&t.view).map_err(ApiError::internal)?;
+    tx.execute(
+        "UPDATE tasks SET state = 'active', view = $2, requeue_count = requeue_count + 1,
+             last_modified = now()
+         WHERE seq = $1",
+        &[&t.seq, &v],
+    )
+    .await
+    .sql()?;
+    job_end::make_ready(&tx, &j.view.spec.id, Some(t.seq)).await?;
+    tx.commit().await.sql()?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE`: the task goes, whatever its state; a live attempt goes with it (its slots
+/// are freed; its node is fenced when it next reports on it).
+pub async fn delete(
+    State(s): State<ServiceState>,
+    Path((job, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let mut c = s.db.conn().await?;
+    let tx = c.transaction().await.sql()?;
+    let mut j = find_job(&tx, &job, Lock::Update).await?;
+    let t = find_task(&tx, &j.view.spec.id, &id, true).await?;
+    if let Some(a) = t.attempt {
+        free_attempt(&tx, a, &j.view.spec.id).await?;
+    }
+    tx.execute(
+        "DELETE FROM task_deps WHERE job_id = $1 AND task_key = lower($2)",
+        &[&j.view.spec.id, &t.view.spec.id],
+    )
+    .await
+    .sql()?;
+    tx.execute("DELETE FROM tasks WHERE seq = $1", &[&t.seq])
+        .await
+        .sql()?;
+    if j.view.state != berth_proto::JobState::Active {
+        job_end::settle(&tx, &mut j.view).await?;
+    }
+    tx.commit().await.sql()?;
+    Ok(StatusCode::OK)
+}
+
+/// Gives back what live attempt `a` of a job held: its node's slots and GPUs, the job's
+/// running count.
+async fn free_attempt(c: &impl GenericClient, a: i64, job_id: &str) -> Result<(), DbError> {
+    let Some(r) = c
+        .query_opt(
+            "SELECT pool_id, node_id, required_slots, gpus FROM attempts WHERE id = $1 AND state = 'live'",
+            &[&a],
+        )
+        .await?
+    else {
+        return Ok(());
+    };
+    let (pool, node, slots, gpus): (String, String, i32, i32) =
+        (r.get(0), r.get(1), r.get(2), r.get(3));
+    c.execute(
+        "UPDATE nodes SET used_slots = greatest(used_slots - $3, 0), used_gpus = greatest(used_gpus - $4, 0)
+         WHERE pool_id = $1 AND id = $2",
+        &[&pool, &node, &slots, &gpus],
+    )
+    .await?;
+    c.execute(
+        "UPDATE jobs SET running = greatest(running - 1, 0) WHERE id = $1",
+        &[&job_id],
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpus_asked_by_number_only() {
+        let spec = |v: &str| -> TaskSpec {
+            serde_json::from_value(serde_json::json!({"id": "t", "commandLine": "x",
+                "environmentSettings": [{"name": "BERTH_GPUS", "value": v}]}))
+            .unwrap()
+        };
+        assert_eq!(gpus_asked(&spec("2")), 2);
+        assert_eq!(gpus_asked(&spec("all")), 0);
+        assert_eq!(gpus_asked(&spec("0")), 0);
+    }
+
+    #[test]
+    fn dependency_ids_are_expanded_and_folded() {
+        let spec: TaskSpec = serde_json::from_str(
+            r#"{"id":"t","commandLine":"x","dependsOn":{"taskIds":["A","a","b"],"taskIdRanges":[{"start":1,"end":3}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(dependency_keys(&spec), vec!["1", "2", "3", "a", "b"]);
+    }
+
+    #[test]
+    fn what_satisfies_a_dependant() {
+        let mut t: TaskView = serde_json::from_value(serde_json::json!({
+            "id": "d", "commandLine": "x", "jobId": "j", "state": "completed",
+            "stateTransitionTime": "2026-01-01T00:00:00Z", "creationTime": "2026-01-01T00:00:00Z",
+            "executionInfo": {"exitCode": 0, "retryCount": 0, "requeueCount": 0, "result": "success"}
+        }))
+        .unwrap();
+        assert!(satisfies(&t));
+        let info = t.execution_info.as_mut().unwrap();
+        info.exit_code = Some(3);
+        info.result = Some(TaskResult::Failure);
+        assert!(!satisfies(&t));
+        t.spec.exit_conditions = Some(
+            serde_json::from_str(
+                r#"{"exitCodes":[{"code":3,"exitOptions":{"dependencyAction":"satisfy"}}]}"#,
+            )
+            .unwrap(),
+        );
+        assert!(satisfies(&t));
+        t.state = TaskState::Running;
+        assert!(!satisfies(&t));
+    }
+}

@@ -1,0 +1,204 @@
+//! `berth service`'s configuration: a TOML file (`/etc/berth/service.toml` when present,
+//! or `--config FILE`), each key overridden by its flag.
+//!
+//! ```toml
+//! database_url = "postgres://berth@127.0.0.1:5432/berth"
+//! listen = "0.0.0.0:8443"
+//! tls_cert = "/etc/berth/service.crt"     # PEM chain
+//! tls_key = "/etc/berth/service.key"      # PEM (PKCS#8, PKCS#1 or SEC1)
+//! # insecure_http = true                  # plain HTTP: only when asked for
+//! token_file = "/etc/berth/client-tokens" # client tokens, one per line
+//! enrolment_secret_file = "/etc/berth/enrolment-secret"
+//! ```
+
+use super::state::Settings;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Where the configuration is read from when `--config` is not given (if it exists).
+pub const DEFAULT_PATH: &str = "/etc/berth/service.toml";
+
+/// The file's keys; every one optional here (flags may give them).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub database_url: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub insecure_http: Option<bool>,
+    pub token_file: Option<PathBuf>,
+    pub enrolment_secret_file: Option<PathBuf>,
+}
+
+impl FileConfig {
+    /// Reads `path`; `None` when `path` is the default one and does not exist.
+    pub fn read(path: Option<&Path>) -> Result<FileConfig, String> {
+        let (path, required) = match path {
+            Some(p) => (p, true),
+            None => (Path::new(DEFAULT_PATH), false),
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(FileConfig::default())
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// `self` with every key `over` gives replaced (flags over the file).
+    pub fn overridden(self, over: FileConfig) -> FileConfig {
+        FileConfig {
+            database_url: over.database_url.or(self.database_url),
+            listen: over.listen.or(self.listen),
+            tls_cert: over.tls_cert.or(self.tls_cert),
+            tls_key: over.tls_key.or(self.tls_key),
+            insecure_http: over.insecure_http.or(self.insecure_http),
+            token_file: over.token_file.or(self.token_file),
+            enrolment_secret_file: over.enrolment_secret_file.or(self.enrolment_secret_file),
+        }
+    }
+}
+
+/// How the service answers: HTTPS with this certificate and key, or plain HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Tls {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    /// Only with `insecure_http` given explicitly.
+    Plain,
+}
+
+/// The whole configuration, checked.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub transport: Transport,
+    pub settings: Settings,
+}
+
+/// The default listen address (Batch's HTTPS port).
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:443";
+
+impl ServiceConfig {
+    /// Checks `c` and reads its token and secret files. Errors name the key.
+    pub fn resolve(c: FileConfig) -> Result<ServiceConfig, String> {
+        let database_url = c
+            .database_url
+            .ok_or("database_url (--database-url) is required")?;
+        let listen = c
+            .listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("static address"));
+        let transport = match (c.tls_cert, c.tls_key, c.insecure_http.unwrap_or(false)) {
+            (Some(_), _, true) | (_, Some(_), true) => {
+                return Err("insecure_http and tls_cert/tls_key exclude each other".into())
+            }
+            (None, None, true) => Transport::Plain,
+            (Some(cert), Some(key), false) => Transport::Tls { cert, key },
+            _ => {
+                return Err(
+                    "tls_cert and tls_key (--tls-cert, --tls-key) are required; plain HTTP only with insecure_http (--insecure-http)"
+                        .into(),
+                )
+            }
+        };
+        let token_file = c
+            .token_file
+            .ok_or("token_file (--token-file) is required: the clients' bearer tokens")?;
+        let client_tokens = read_tokens(&token_file)?;
+        let secret_file = c.enrolment_secret_file.ok_or(
+            "enrolment_secret_file (--enrolment-secret-file) is required: the secret agents enrol with",
+        )?;
+        let mut secrets = read_tokens(&secret_file)?;
+        if secrets.len() != 1 {
+            return Err(format!(
+                "enrolment_secret_file {}: one secret, on one line",
+                secret_file.display()
+            ));
+        }
+        Ok(ServiceConfig {
+            database_url,
+            listen,
+            transport,
+            settings: Settings {
+                client_tokens,
+                enrolment_secret: secrets.remove(0),
+            },
+        })
+    }
+}
+
+/// The tokens in `path`, one per line (blank lines and `#` comments skipped), each one word
+/// of at least 16 characters.
+fn read_tokens(path: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let tokens = parse_tokens(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+        tracing::warn!(file = %path.display(), "others can read this secret file; chmod 600 it");
+    }
+    Ok(tokens)
+}
+
+fn parse_tokens(text: &str) -> Result<Vec<String>, String> {
+    let mut out = vec![];
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if t.len() < 16 || t.contains(char::is_whitespace) {
+            return Err(format!(
+                "line {}: a token must be one word of at least 16 characters",
+                i + 1
+            ));
+        }
+        out.push(t.to_string());
+    }
+    if out.is_empty() {
+        return Err("no token in the file".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_one_per_line() {
+        assert_eq!(
+            parse_tokens("# clients\nabcdefghijklmnop\n\n  qrstuvwxyz0123456789 \n").unwrap(),
+            vec!["abcdefghijklmnop", "qrstuvwxyz0123456789"]
+        );
+        assert!(parse_tokens("short\n").unwrap_err().contains("line 1"));
+        assert!(parse_tokens("# none\n").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file_and_tls_is_required() {
+        let file: FileConfig = toml::from_str(
+            "database_url = \"postgres://a@h/db\"\nlisten = \"127.0.0.1:1\"\ninsecure_http = true",
+        )
+        .unwrap();
+        let flags = FileConfig {
+            listen: Some("127.0.0.1:2".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = file.overridden(flags);
+        assert_eq!(c.listen, Some("127.0.0.1:2".parse().unwrap()));
+        assert_eq!(c.database_url.as_deref(), Some("postgres://a@h/db"));
+        let no_tls = FileConfig {
+            database_url: Some("postgres://a@h/db".into()),
+            ..Default::default()
+        };
+        let e = ServiceConfig::resolve(no_tls).unwrap_err();
+        assert!(e.contains("--insecure-http"), "{e}");
+        assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+    }
+}

@@ -1,0 +1,240 @@
+//! The service's server: binds, serves HTTPS (rustls, ring) or, only when asked for,
+//! plain HTTP; the client API under its bearer-token guard merged with the node protocol
+//! (which checks node tokens itself). Migrations run in the background at start, retried
+//! with backoff while PostgreSQL is away; until they are done every request is answered
+//! 503 `ServerBusy`.
+
+use super::config::{ServiceConfig, Transport};
+use super::db::Db;
+use super::state::ServiceState;
+use crate::api::ApiError;
+use crate::backoff::Backoff;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_rustls::rustls;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+/// How long a client has to send a request's head (and a TLS handshake to finish).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stopping service lets requests in progress finish (a claim's long poll
+/// is answered empty sooner: it watches the same cancellation).
+const DRAIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("database URL")]
+    Db(#[from] super::db::DbError),
+    #[error("TLS certificate or key {path}")]
+    Pem {
+        path: String,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("TLS configuration")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The whole app: client routes (guarded), node routes, Batch's 404 and 405 bodies, and
+/// 503 until the schema is migrated.
+pub fn app(state: ServiceState, migrated: Arc<AtomicBool>) -> Router {
+    let client = super::api::router().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        super::api::auth::require_client,
+    ));
+    client
+        .merge(super::node_api::router())
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(|| async { ApiError::ResourceNotFound("no such API path".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            migrated,
+            until_migrated,
+        ))
+        .layer(DefaultBodyLimit::max(crate::api::MAX_BODY - 1))
+        .with_state(state)
+}
+
+/// 405 with Batch's error body (`UnsupportedHttpVerb`).
+async fn method_not_allowed() -> Response {
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(crate::api::error_body(
+            "UnsupportedHttpVerb",
+            "The resource doesn't support the specified HTTP verb.",
+        )),
+    )
+        .into_response()
+}
+
+async fn until_migrated(State(done): State<Arc<AtomicBool>>, req: Request, next: Next) -> Response {
+    if done.load(Ordering::Acquire) {
+        return next.run(req).await;
+    }
+    ApiError::ServerBusy(
+        "the service is preparing its database (PostgreSQL not reached yet); retry later".into(),
+    )
+    .into_response()
+}
+
+/// Runs migrations until they succeed (or `cancel`), then marks `done`.
+async fn migrate(db: Db, done: Arc<AtomicBool>, cancel: CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match super::db::migrate::run(&db).await {
+            Ok(applied) => {
+                tracing::info!(?applied, "database schema up to date");
+                done.store(true, Ordering::Release);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain::Chain(&e), "database not ready; retrying")
+            }
+        }
+        if !backoff.sleep(&cancel).await {
+            return;
+        }
+    }
+}
+
+/// The TLS server configuration of a PEM certificate chain and key.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pem = |p: &Path| {
+        let p = p.display().to_string();
+        move |source| ServerError::Pem { path: p, source }
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(pem(cert))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem(cert))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(pem(key))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Serves `cfg` until `cancel`. Prints `listening on ADDR` on stderr once bound.
+pub async fn run(cfg: ServiceConfig, cancel: CancellationToken) -> Result<(), ServerError> {
+    let db = Db::new(&cfg.database_url)?;
+    let tls = match &cfg.transport {
+        Transport::Tls { cert, key } => Some(TlsAcceptor::from(Arc::new(tls_config(cert, key)?))),
+        Transport::Plain => None,
+    };
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("listening on {addr}");
+    tracing::info!(address = %addr, scheme, "service listening");
+    let state = ServiceState {
+        db: db.clone(),
+        settings: Arc::new(cfg.settings),
+        wake: Arc::default(),
+    };
+    let migrated = Arc::new(AtomicBool::new(false));
+    tokio::spawn(migrate(db, migrated.clone(), cancel.clone()));
+    let app = app(state, migrated);
+    serve(listener, tls, app, cancel).await;
+    Ok(())
+}
+
+/// Accepts connections until `cancel`, then lets open requests finish for [`DRAIN`].
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    cancel: CancellationToken,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors, mostly: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        tcp.set_nodelay(true).ok();
+        let svc = TowerToHyperService::new(app.clone());
+        let stop = cancel.clone();
+        let tls = tls.clone();
+        conns.spawn(async move {
+            match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(io)) => http(io, svc, stop).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => http(tcp, svc, stop).await,
+            }
+        });
+    }
+    if tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            connections = conns.len(),
+            "connections still open at exit are closed"
+        );
+    }
+}
+
+async fn http<Io>(io: Io, svc: TowerToHyperService<Router>, stop: CancellationToken)
+where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let conn = http.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "connection ended");
+    }
+}
