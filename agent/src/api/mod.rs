@@ -10,7 +10,7 @@ mod job_state;
 mod jobs;
 mod tasks;
 
-pub use auth::{read_token, TcpGuard};
+pub use auth::{constant_time_eq, read_token, TcpGuard};
 pub use conn::{HEADER_TIMEOUT, MAX_CONNECTIONS};
 pub use error::ApiError;
 pub use tasks::MAX_COLLECTION;

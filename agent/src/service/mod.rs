@@ -8,3 +8,7 @@ pub mod db;
 pub mod job_end;
 pub mod state;
 pub mod wake;
+pub mod attempts;
+pub mod claim;
+pub mod metrics;
+pub mod node_api;

@@ -1,0 +1,144 @@
+//! `POST {PREFIX}/report`, `/adopt` and `/leave`: what a node says about its attempts.
+//! Every change is fenced by the attempt id (`service::attempts`): a report for an
+//! attempt that is not current is 409 `AttemptFenced` and changes nothing.
+
+use super::{json, Caller};
+use crate::api::{ApiError, Body};
+use crate::service::attempts::{self, Completion, Requeue};
+use crate::service::db::DbError;
+use crate::service::metrics;
+use crate::service::state::ServiceState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use berth_proto::node_protocol::{AdoptReply, AdoptRequest, LeaveRequest, Report, ReportEvent};
+
+pub async fn report(
+    State(st): State<ServiceState>,
+    caller: Caller,
+    Body(body): Body,
+) -> Result<StatusCode, ApiError> {
+    let r: Report = json(&body)?;
+    caller.check_epoch(r.epoch)?;
+    let mut conn = st.db.conn().await?;
+    let tx = conn.transaction().await.map_err(DbError::from)?;
+    let counted = match r.event {
+        ReportEvent::Running { task } => {
+            let view = serde_json::to_value(&task).map_err(ApiError::internal)?;
+            attempts::running(&tx, &caller.node, r.attempt, view).await?
+        }
+        ReportEvent::Completed { task } => {
+            let view = serde_json::to_value(&task).map_err(ApiError::internal)?;
+            match attempts::complete(&tx, &caller.node, r.attempt, view).await? {
+                Completion::Done(_) | Completion::Repeated => true,
+                Completion::Fenced => false,
+            }
+        }
+        ReportEvent::Abandoned { reason } => {
+            let mine = tx
+                .query_opt(
+                    "SELECT 1 FROM attempts WHERE id = $1 AND pool_id = $2 AND node_id = $3",
+                    &[&r.attempt, &caller.node.pool_id, &caller.node.node_id],
+                )
+                .await
+                .map_err(DbError::from)?
+                .is_some();
+            let requeued = mine && attempts::requeue(&tx, r.attempt, Requeue::Lost).await?;
+            if requeued {
+                tracing::info!(attempt = r.attempt, node = %caller.node.node_id, %reason,
+                    "attempt abandoned by its node: task requeued");
+                metrics::requeued(1);
+            }
+            // Giving up an attempt that already ended is no conflict.
+            mine
+        }
+    };
+    if !counted {
+        drop(tx);
+        metrics::fenced();
+        return Err(ApiError::AttemptFenced(format!(
+            "attempt {} of task {} of job {} is no longer current; kill and remove its container",
+            r.attempt, r.task_id, r.job_id
+        )));
+    }
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(StatusCode::OK)
+}
+
+/// Which of the attempts a restarted agent found are still live and current here.
+pub async fn adopt(
+    State(st): State<ServiceState>,
+    caller: Caller,
+    Body(body): Body,
+) -> Result<Json<AdoptReply>, ApiError> {
+    let req: AdoptRequest = json(&body)?;
+    caller.check_epoch(req.epoch)?;
+    let conn = st.db.conn().await?;
+    let current = conn
+        .query(
+            "SELECT x.id FROM attempts x JOIN tasks t ON t.seq = x.task_seq
+             WHERE x.id = ANY($3) AND x.state = 'live' AND t.current_attempt = x.id
+               AND x.pool_id = $1 AND x.node_id = $2
+             ORDER BY x.id",
+            &[&caller.node.pool_id, &caller.node.node_id, &req.attempts],
+        )
+        .await
+        .map_err(DbError::from)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(Json(AdoptReply { current }))
+}
+
+/// A graceful stop: the node's live attempts go back to the queue at once
+/// (`requeueCount` + 1) and the node leaves the pool (its row goes, as Batch forgets a
+/// removed node; its token then answers `NodeSuperseded`).
+pub async fn leave(
+    State(st): State<ServiceState>,
+    caller: Caller,
+    Body(body): Body,
+) -> Result<StatusCode, ApiError> {
+    let req: LeaveRequest = json(&body)?;
+    caller.check_epoch(req.epoch)?;
+    let mut conn = st.db.conn().await?;
+    let tx = conn.transaction().await.map_err(DbError::from)?;
+    let n = leave_pool(&tx, &caller.node.pool_id, &caller.node.node_id).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    metrics::requeued(n);
+    tracing::info!(pool = %caller.node.pool_id, node = %caller.node.node_id, requeued = n,
+        "node left the pool");
+    Ok(StatusCode::OK)
+}
+
+/// Requeues `node`'s live attempts (graceful) and removes the node; how many were requeued.
+pub async fn leave_pool(
+    tx: &tokio_postgres::Transaction<'_>,
+    pool: &str,
+    node: &str,
+) -> Result<u64, DbError> {
+    let live: Vec<i64> = tx
+        .query(
+            "SELECT id FROM attempts WHERE pool_id = $1 AND node_id = $2 AND state = 'live'
+             ORDER BY id FOR UPDATE",
+            &[&pool, &node],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for a in &live {
+        attempts::requeue(tx, *a, Requeue::Graceful).await?;
+    }
+    // A node gone counts as released for every job it ran.
+    tx.execute(
+        "DELETE FROM job_nodes WHERE pool_id = $1 AND node_id = $2",
+        &[&pool, &node],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM nodes WHERE pool_id = $1 AND id = $2",
+        &[&pool, &node],
+    )
+    .await?;
+    Ok(live.len() as u64)
+}
