@@ -12,3 +12,5 @@ pub mod attempts;
 pub mod claim;
 pub mod metrics;
 pub mod node_api;
+pub mod sweep;
+pub mod api;

@@ -25,9 +25,9 @@ pub async fn heartbeat(
     tx.execute(
         "UPDATE nodes SET last_heartbeat = now(), report = $4, gpus = $5,
                 file_address = COALESCE($6, file_address),
-                state_transition_time = CASE WHEN state = $3 THEN state_transition_time
-                                             ELSE now() END,
-                state = $3
+                state_transition_time = CASE WHEN state = $3 OR removed
+                                             THEN state_transition_time ELSE now() END,
+                state = CASE WHEN removed THEN 'leavingpool' ELSE $3 END
          WHERE pool_id = $1 AND id = $2",
         &[
             &caller.node.pool_id,

@@ -10,6 +10,8 @@ mod heartbeat;
 mod report;
 mod token;
 
+pub use report::leave_pool;
+
 use super::attempts::NodeRef;
 use super::state::ServiceState;
 use crate::api::ApiError;

@@ -1,0 +1,4 @@
+//! The service's client REST (Batch's paths and JSON).
+
+pub mod files;
+pub mod nodes;
