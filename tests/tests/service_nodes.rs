@@ -34,7 +34,11 @@ impl Svc {
             wake: Arc::new(wake::Wake::default()),
         };
         let cancel = CancellationToken::new();
-        tokio::spawn(wake::listen(pg.url.clone(), st.wake.clone(), cancel.clone()));
+        tokio::spawn(wake::listen(
+            pg.url.clone(),
+            st.wake.clone(),
+            cancel.clone(),
+        ));
         tokio::spawn(sweep::run(pg.url.clone(), cancel.clone()));
         let app = node_api::router()
             .merge(berth_agent::service::api::nodes::router())
@@ -123,7 +127,11 @@ impl Svc {
     async fn post(&self, path: &str, bearer: &str, body: &Value) -> (u16, Value) {
         let r = self
             .http
-            .post(format!("{}{}{path}", self.base, berth_proto::node_protocol::PREFIX))
+            .post(format!(
+                "{}{}{path}",
+                self.base,
+                berth_proto::node_protocol::PREFIX
+            ))
             .bearer_auth(bearer)
             .header("content-type", "application/json")
             .body(body.to_string())
@@ -189,7 +197,14 @@ impl Svc {
             .collect()
     }
 
-    async fn complete(&self, n: &Node, attempt: i64, job: &str, task: &str, result: &str) -> (u16, Value) {
+    async fn complete(
+        &self,
+        n: &Node,
+        attempt: i64,
+        job: &str,
+        task: &str,
+        result: &str,
+    ) -> (u16, Value) {
         let view = json!({"id": task, "commandLine": "true", "jobId": job, "state": "completed",
             "stateTransitionTime": "2026-01-01T00:00:01Z", "creationTime": "2026-01-01T00:00:00Z",
             "poolAttempt": attempt,
@@ -230,23 +245,43 @@ async fn enrol_gives_a_token_that_only_its_epoch_may_use() {
     let svc = Svc::start().await;
     svc.pool("P1", 2, "spread", (5000, Some(15000)));
     let (s, v) = svc
-        .post("/enrol", "wrong", &json!({"poolId": "p1", "nodeId": "n1", "agentVersion": "t"}))
+        .post(
+            "/enrol",
+            "wrong",
+            &json!({"poolId": "p1", "nodeId": "n1", "agentVersion": "t"}),
+        )
         .await;
     assert_eq!((s, v["code"].as_str()), (401, Some("AuthenticationFailed")));
     let (s, v) = svc
-        .post("/enrol", SECRET, &json!({"poolId": "nope", "nodeId": "n1", "agentVersion": "t"}))
+        .post(
+            "/enrol",
+            SECRET,
+            &json!({"poolId": "nope", "nodeId": "n1", "agentVersion": "t"}),
+        )
         .await;
     assert_eq!((s, v["code"].as_str()), (404, Some("PoolNotFound")));
     let (s, v) = svc
-        .post("/enrol", SECRET, &json!({"poolId": "p1", "nodeId": "bad id", "agentVersion": "t"}))
+        .post(
+            "/enrol",
+            SECRET,
+            &json!({"poolId": "p1", "nodeId": "bad id", "agentVersion": "t"}),
+        )
         .await;
     assert_eq!((s, v["code"].as_str()), (400, Some("InvalidPropertyValue")));
 
     let n = svc.enrol("p1", "n1").await;
-    assert_eq!(svc.one("SELECT pool_id || '/' || state FROM nodes"), "P1/idle");
+    assert_eq!(
+        svc.one("SELECT pool_id || '/' || state FROM nodes"),
+        "P1/idle"
+    );
     let forged = Node {
         token: format!("{}.AAAA", n.epoch),
-        ..Node { id: n.id.clone(), pool: n.pool.clone(), token: String::new(), epoch: n.epoch }
+        ..Node {
+            id: n.id.clone(),
+            pool: n.pool.clone(),
+            token: String::new(),
+            epoch: n.epoch,
+        }
     };
     let (s, v) = svc.heartbeat(&forged, "idle", &[]).await;
     assert_eq!((s, v["code"].as_str()), (401, Some("AuthenticationFailed")));
@@ -277,8 +312,14 @@ async fn claims_honour_priority_slots_and_max_parallel() {
     // b2 waits for b1 (maxParallelTasks 1); big (3 slots) no longer fits after b1, a1.
     assert_eq!(ids(&got), ["b1", "a1", "a2"]);
     assert_eq!(svc.one("SELECT used_slots FROM nodes"), "3");
-    assert_eq!(svc.one("SELECT state FROM tasks WHERE id = 'b1'"), "preparing");
-    assert!(svc.claim(&n, 1, 0).await.is_empty(), "b2 is held by maxParallelTasks");
+    assert_eq!(
+        svc.one("SELECT state FROM tasks WHERE id = 'b1'"),
+        "preparing"
+    );
+    assert!(
+        svc.claim(&n, 1, 0).await.is_empty(),
+        "b2 is held by maxParallelTasks"
+    );
     let b1 = got[0].0;
     assert_eq!(svc.complete(&n, b1, "high", "b1", "success").await.0, 200);
     assert_eq!(ids(&svc.claim(&n, 2, 0).await), ["b2"]);
@@ -314,20 +355,30 @@ async fn spread_and_pack_over_three_nodes() {
         svc.task("jk", &format!("t{i}"), 1, &[]);
     }
     assert_eq!(svc.claim(&spread[0], 2, 0).await.len(), 1);
-    assert!(svc.claim(&spread[0], 1, 0).await.is_empty(), "others hold fewer");
+    assert!(
+        svc.claim(&spread[0], 1, 0).await.is_empty(),
+        "others hold fewer"
+    );
     assert_eq!(svc.claim(&spread[1], 2, 0).await.len(), 1);
     assert_eq!(svc.claim(&spread[2], 2, 0).await.len(), 1);
     assert_eq!(
-        svc.one("SELECT string_agg(used_slots::text, ',' ORDER BY id) FROM nodes WHERE pool_id = 's'"),
+        svc.one(
+            "SELECT string_agg(used_slots::text, ',' ORDER BY id) FROM nodes WHERE pool_id = 's'"
+        ),
         "1,1,1"
     );
 
-    assert!(svc.claim(&pack[1], 2, 0).await.is_empty(), "n1 is first in line");
+    assert!(
+        svc.claim(&pack[1], 2, 0).await.is_empty(),
+        "n1 is first in line"
+    );
     assert_eq!(svc.claim(&pack[0], 2, 0).await.len(), 2);
     assert!(svc.claim(&pack[2], 2, 0).await.is_empty(), "n2 before n3");
     assert_eq!(svc.claim(&pack[1], 2, 0).await.len(), 1);
     assert_eq!(
-        svc.one("SELECT string_agg(used_slots::text, ',' ORDER BY id) FROM nodes WHERE pool_id = 'k'"),
+        svc.one(
+            "SELECT string_agg(used_slots::text, ',' ORDER BY id) FROM nodes WHERE pool_id = 'k'"
+        ),
         "2,1,0"
     );
 }
@@ -348,24 +399,42 @@ async fn a_silent_node_is_requeued_and_its_late_report_fenced() {
     let t0 = Instant::now();
     let mut again = vec![];
     while again.is_empty() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "not requeued in time");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "not requeued in time"
+        );
         svc.heartbeat(&live, "idle", &[]).await;
         again = svc.claim(&live, 1, 300).await;
     }
     assert_eq!(ids(&again), ["t"]);
-    assert_eq!(svc.one("SELECT state FROM nodes WHERE id = 'lost'"), "unknown");
+    assert_eq!(
+        svc.one("SELECT state FROM nodes WHERE id = 'lost'"),
+        "unknown"
+    );
     let v = svc.task_view("j", "t");
     assert_eq!(v["executionInfo"]["systemRetryCount"], 1, "{v}");
     assert_eq!(v["executionInfo"]["requeueCount"], 0, "{v}");
-    assert_eq!(svc.one(&format!("SELECT state FROM attempts WHERE id = {}", got[0].0)), "lost");
+    assert_eq!(
+        svc.one(&format!(
+            "SELECT state FROM attempts WHERE id = {}",
+            got[0].0
+        )),
+        "lost"
+    );
 
     let (s, body) = svc.complete(&lost, got[0].0, "j", "t", "success").await;
     assert_eq!((s, body["code"].as_str()), (409, Some("AttemptFenced")));
     // Its heartbeat, naming the old attempt, is told to fence it; the new one counts.
     let (s, reply) = svc.heartbeat(&lost, "running", &[got[0].0]).await;
     assert_eq!(s, 200);
-    assert_eq!(reply["commands"][0], json!({"command": "fence", "attempt": got[0].0}));
-    assert_eq!(svc.complete(&live, again[0].0, "j", "t", "success").await.0, 200);
+    assert_eq!(
+        reply["commands"][0],
+        json!({"command": "fence", "attempt": got[0].0})
+    );
+    assert_eq!(
+        svc.complete(&live, again[0].0, "j", "t", "success").await.0,
+        200
+    );
     assert_eq!(svc.one("SELECT state FROM tasks"), "completed");
 }
 
@@ -385,7 +454,10 @@ async fn the_mass_loss_brake_holds_until_nodes_return() {
     }
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert_eq!(svc.one("SELECT mass_loss_brake FROM pools"), "t");
-    assert_eq!(svc.one("SELECT count(*) FROM attempts WHERE state = 'live'"), "4");
+    assert_eq!(
+        svc.one("SELECT count(*) FROM attempts WHERE state = 'live'"),
+        "4"
+    );
     // Two come back: two lapsed of four is under the brake's three.
     for n in &nodes[..2] {
         let running: Vec<i64> = vec![];
@@ -393,7 +465,10 @@ async fn the_mass_loss_brake_holds_until_nodes_return() {
     }
     let t0 = Instant::now();
     while svc.one("SELECT count(*) FROM attempts WHERE state = 'lost'") != "2" {
-        assert!(t0.elapsed() < Duration::from_secs(5), "not requeued after the brake");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "not requeued after the brake"
+        );
         for n in &nodes[..2] {
             svc.heartbeat(n, "running", &[]).await;
         }
@@ -413,13 +488,18 @@ async fn leave_requeues_with_requeue_count() {
     svc.task("j", "b", 1, &[]);
     let n = svc.enrol("p", "n1").await;
     assert_eq!(svc.claim(&n, 2, 0).await.len(), 2);
-    let (s, _) = svc.post("/leave", &n.token, &json!({"epoch": n.epoch})).await;
+    let (s, _) = svc
+        .post("/leave", &n.token, &json!({"epoch": n.epoch}))
+        .await;
     assert_eq!(s, 200);
     assert_eq!(svc.one("SELECT count(*) FROM nodes"), "0");
     assert_eq!(svc.one("SELECT count(*) FROM ready"), "2");
     assert_eq!(svc.one("SELECT running FROM jobs"), "0");
     let v = svc.task_view("j", "a");
-    assert_eq!((v["state"].as_str(), &v["executionInfo"]["requeueCount"]), (Some("active"), &json!(1)));
+    assert_eq!(
+        (v["state"].as_str(), &v["executionInfo"]["requeueCount"]),
+        (Some("active"), &json!(1))
+    );
     assert!(v["executionInfo"].get("systemRetryCount").is_none());
     let (s, v) = svc.heartbeat(&n, "idle", &[]).await;
     assert_eq!((s, v["code"].as_str()), (409, Some("NodeSuperseded")));
@@ -438,11 +518,23 @@ async fn dependents_are_released_by_success_only() {
     let n1 = svc.enrol("p", "n1").await;
     let got = svc.claim(&n1, 4, 0).await;
     assert_eq!(ids(&got), ["a", "c"]);
-    assert_eq!(svc.complete(&n1, got[1].0, "j", "c", "failure").await.0, 200);
-    assert!(svc.claim(&n1, 4, 0).await.is_empty(), "d waits on a failed c");
-    assert_eq!(svc.complete(&n1, got[0].0, "j", "a", "success").await.0, 200);
+    assert_eq!(
+        svc.complete(&n1, got[1].0, "j", "c", "failure").await.0,
+        200
+    );
+    assert!(
+        svc.claim(&n1, 4, 0).await.is_empty(),
+        "d waits on a failed c"
+    );
+    assert_eq!(
+        svc.complete(&n1, got[0].0, "j", "a", "success").await.0,
+        200
+    );
     assert_eq!(ids(&svc.claim(&n1, 4, 0).await), ["b"]);
-    assert_eq!(svc.one("SELECT state || waiting_on FROM tasks WHERE id = 'd'"), "active1");
+    assert_eq!(
+        svc.one("SELECT state || waiting_on FROM tasks WHERE id = 'd'"),
+        "active1"
+    );
 }
 
 /// A waiting claim returns soon after a task is added (NOTIFY, not the 1 s re-check).
@@ -456,7 +548,12 @@ async fn a_long_poll_returns_when_a_task_is_added() {
     for i in 0..3 {
         let s = svc.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let node = Node { id: n.id.clone(), pool: n.pool.clone(), token: n.token.clone(), epoch: n.epoch };
+        let node = Node {
+            id: n.id.clone(),
+            pool: n.pool.clone(),
+            token: n.token.clone(),
+            epoch: n.epoch,
+        };
         let poll = tokio::spawn(async move {
             let got = s.claim(&node, 1, 10_000).await;
             tx.send(Instant::now()).ok();
@@ -476,8 +573,292 @@ async fn a_long_poll_returns_when_a_task_is_added() {
         assert_eq!(got.len(), 1);
         let lag = answered.saturating_duration_since(added);
         worst = worst.max(lag);
-        assert_eq!(svc.complete(&n, got[0].0, "j", &got[0].1, "success").await.0, 200);
+        assert_eq!(
+            svc.complete(&n, got[0].0, "j", &got[0].1, "success")
+                .await
+                .0,
+            200
+        );
     }
     println!("long poll answered {worst:?} after the add committed (worst of 3)");
     assert!(worst < Duration::from_millis(500), "{worst:?}");
+}
+
+impl Svc {
+    async fn rest(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(b) = body {
+            r = r
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+/// Nodes through the client REST: list with $filter, get, disable scheduling with each
+/// option, enable, removenodes; and the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_rest_disable_enable_and_remove() {
+    let svc = Svc::start().await;
+    svc.pool("p", 3, "pack", (5000, Some(15000)));
+    svc.job("j", "p", 0, -1);
+    for t in ["a", "b", "c"] {
+        svc.task("j", t, 1, &[]);
+    }
+    let n1 = svc.enrol("p", "n1").await;
+    let n2 = svc.enrol("p", "n2").await;
+    let got = svc.claim(&n1, 3, 0).await;
+    assert_eq!(ids(&got), ["a", "b", "c"]);
+
+    let (s, v) = svc.rest("GET", "/pools/P/nodes", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["value"].as_array().unwrap().len(), 2);
+    assert_eq!(v["value"][0]["runningTasksCount"], 3);
+    assert_eq!(v["value"][0]["runningTaskSlotsCount"], 3);
+    let (_, v) = svc
+        .rest(
+            "GET",
+            "/pools/p/nodes?$filter=state%20eq%20'unknown'%20or%20state%20eq%20'idle'",
+            None,
+        )
+        .await;
+    assert_eq!(v["value"].as_array().unwrap().len(), 2, "{v}");
+    let (s, v) = svc
+        .rest("GET", "/pools/p/nodes?$filter=state%20eq%20'nap'", None)
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("InvalidQueryParameterValue"))
+    );
+    let (s, v) = svc.rest("GET", "/pools/p/nodes/n9", None).await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("NodeNotFound")));
+
+    // taskcompletion: the attempts stay; terminate: the node is told; requeue: back in the queue.
+    let disable = |opt: &str| Some(json!({"nodeDisableSchedulingOption": opt}));
+    assert_eq!(
+        svc.rest(
+            "POST",
+            "/pools/p/nodes/n1/disablescheduling",
+            disable("taskcompletion")
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        svc.one("SELECT count(*) FROM attempts WHERE state = 'live'"),
+        "3"
+    );
+    let (_, v) = svc
+        .heartbeat(&n1, "running", &[got[0].0, got[1].0, got[2].0])
+        .await;
+    assert_eq!(
+        v["commands"],
+        json!([{"command": "schedulingState", "enabled": false}])
+    );
+    assert_eq!(
+        svc.rest(
+            "POST",
+            "/pools/p/nodes/n1/disablescheduling",
+            disable("terminate")
+        )
+        .await
+        .0,
+        200
+    );
+    let (_, v) = svc
+        .heartbeat(&n1, "running", &[got[0].0, got[1].0, got[2].0])
+        .await;
+    assert_eq!(
+        v["commands"][0],
+        json!({"command": "terminate", "attempt": got[0].0}),
+        "{v}"
+    );
+    assert_eq!(
+        svc.complete(&n1, got[0].0, "j", "a", "failure").await.0,
+        200
+    );
+    let (s, v) = svc
+        .rest(
+            "POST",
+            "/pools/p/nodes/n1/disablescheduling",
+            disable("later"),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("InvalidPropertyValue")));
+    assert_eq!(
+        svc.rest("POST", "/pools/p/nodes/n1/disablescheduling", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(svc.one("SELECT count(*) FROM ready"), "2");
+    assert_eq!(svc.task_view("j", "b")["executionInfo"]["requeueCount"], 1);
+    assert!(
+        svc.claim(&n1, 3, 0).await.is_empty(),
+        "a disabled node claims nothing"
+    );
+    let (_, v) = svc.rest("GET", "/pools/p/nodes/n1", None).await;
+    assert_eq!(
+        (v["state"].as_str(), v["schedulingState"].as_str()),
+        (Some("running"), Some("disabled"))
+    );
+    assert_eq!(
+        svc.rest("POST", "/pools/p/nodes/n1/enablescheduling", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(svc.claim(&n1, 3, 0).await.len(), 2);
+
+    // removenodes: the node is told to leave; its tasks go back at once.
+    let (s, v) = svc
+        .rest(
+            "POST",
+            "/pools/p/removenodes",
+            Some(json!({"nodeList": []})),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("InvalidPropertyValue")));
+    let (s, _) = svc
+        .rest(
+            "POST",
+            "/pools/p/removenodes",
+            Some(json!({"nodeList": ["n1"], "nodeDeallocationOption": "requeue"})),
+        )
+        .await;
+    assert_eq!(s, 202);
+    assert_eq!(svc.one("SELECT count(*) FROM ready"), "2");
+    let (_, v) = svc.heartbeat(&n1, "idle", &[]).await;
+    assert!(
+        v["commands"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"command": "remove"})),
+        "{v}"
+    );
+    assert_eq!(
+        svc.one("SELECT state FROM nodes WHERE id = 'n1'"),
+        "leavingpool"
+    );
+    assert_eq!(
+        svc.post("/leave", &n1.token, &json!({"epoch": n1.epoch}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(svc.claim(&n2, 3, 0).await.len(), 2);
+
+    let r = svc
+        .http
+        .get(format!("{}/metrics", svc.base))
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("berth_service_tasks{pool=\"p\",state=\"preparing\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("berth_service_nodes{pool=\"p\",state=\"idle\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("berth_service_claim_seconds_count"), "{text}");
+}
+
+/// A task's files are read through the service from the node that ran it, with the
+/// node's proxy token and the range passed on; a node that cannot answer is 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn task_files_are_proxied_to_the_owning_node() {
+    use axum::http::HeaderMap;
+    let svc = Svc::start().await;
+    svc.pool("p", 1, "spread", (5000, Some(15000)));
+    svc.job("j", "p", 0, -1);
+    svc.task("j", "t", 1, &[]);
+    // The node's file API: answers with what it was asked.
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let s2 = seen.clone();
+    let agent = axum::Router::new().route(
+        "/jobs/{job}/tasks/{task}/files/{*path}",
+        axum::routing::get(move |uri: axum::http::Uri, h: HeaderMap| {
+            let seen = s2.clone();
+            async move {
+                let auth = h
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_string());
+                let range = h.get("ocp-range").map(|v| v.to_str().unwrap().to_string());
+                seen.lock()
+                    .unwrap()
+                    .push(format!("{uri} {auth:?} {range:?}"));
+                ([("content-type", "application/octet-stream")], "llo")
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, agent).await.ok() });
+
+    let (s, v) = svc
+        .post(
+            "/enrol",
+            SECRET,
+            &json!({"poolId": "p", "nodeId": "n1", "agentVersion": "t", "fileAddress": addr}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let proxy = v["proxyToken"].as_str().unwrap().to_string();
+    let n = Node {
+        id: "n1".into(),
+        pool: "p".into(),
+        token: v["nodeToken"].as_str().unwrap().into(),
+        epoch: v["epoch"].as_i64().unwrap(),
+    };
+    svc.heartbeat(&n, "idle", &[]).await;
+    let (s, v) = svc
+        .rest("GET", "/jobs/j/tasks/t/files/stdout.txt", None)
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (409, Some("TaskFilesUnavailable")),
+        "not run yet"
+    );
+    assert_eq!(svc.claim(&n, 1, 0).await.len(), 1);
+    let r = svc
+        .http
+        .get(format!("{}/jobs/j/tasks/t/files/stdout.txt?x=1", svc.base))
+        .header("ocp-range", "bytes=2-4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.text().await.unwrap(), "llo");
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        [format!(
+            "/jobs/j/tasks/t/files/stdout.txt?x=1 Some(\"Bearer {proxy}\") Some(\"bytes=2-4\")"
+        )]
+    );
+    let (s, v) = svc
+        .rest("GET", "/jobs/j/tasks/nope/files/stdout.txt", None)
+        .await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("TaskNotFound")));
+    let (s, v) = svc.rest("GET", "/pools/p/nodes/n1/files/x", None).await;
+    assert_eq!(
+        s, 404,
+        "the fake agent has no node files: its 404 passes through ({v})"
+    );
+    svc.pg.psql("UPDATE nodes SET state = 'unknown'");
+    let (s, v) = svc
+        .rest("GET", "/jobs/j/tasks/t/files/stdout.txt", None)
+        .await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("TaskFilesUnavailable")));
+    let (s, v) = svc.rest("GET", "/pools/p/nodes/n1/files/x", None).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("NodeNotReady")));
 }

@@ -203,11 +203,8 @@ pub async fn make_ready(tx: &Transaction<'_>, seq: i64) -> Result<bool, DbError>
         .await?;
     let Some(row) = row else { return Ok(false) };
     let pool: String = row.get(0);
-    tx.execute(
-        "SELECT pg_notify($1, lower($2))",
-        &[&CHANNEL, &pool],
-    )
-    .await?;
+    tx.execute("SELECT pg_notify($1, lower($2))", &[&CHANNEL, &pool])
+        .await?;
     Ok(true)
 }
 
@@ -235,7 +232,11 @@ async fn release_dependents(tx: &Transaction<'_>, job_id: &str, key: &str) -> Re
 /// Ends live attempt `id` as `state` and gives back what it held: the job's running
 /// count (maxParallelTasks) and the node's slots and GPUs. The attempt's task, or None
 /// when the attempt was not live.
-async fn end_attempt(tx: &Transaction<'_>, id: AttemptId, state: &str) -> Result<Option<i64>, DbError> {
+async fn end_attempt(
+    tx: &Transaction<'_>,
+    id: AttemptId,
+    state: &str,
+) -> Result<Option<i64>, DbError> {
     let Some(a) = tx
         .query_opt(
             "UPDATE attempts SET state = $2, ended_at = now(), pending_command = NULL
@@ -252,7 +253,12 @@ async fn end_attempt(tx: &Transaction<'_>, id: AttemptId, state: &str) -> Result
         "UPDATE nodes SET used_slots = GREATEST(used_slots - $3, 0),
                           used_gpus = GREATEST(used_gpus - $4, 0)
          WHERE pool_id = $1 AND id = $2",
-        &[&a.get::<_, String>(1), &a.get::<_, String>(2), &a.get::<_, i32>(3), &a.get::<_, i32>(4)],
+        &[
+            &a.get::<_, String>(1),
+            &a.get::<_, String>(2),
+            &a.get::<_, i32>(3),
+            &a.get::<_, i32>(4),
+        ],
     )
     .await?;
     tx.execute(
@@ -288,7 +294,9 @@ fn requeued_view(view: &mut Value, requeues: i32, lost: i32) {
 }
 
 fn set_counters(view: &mut Value, requeues: i32, lost: i32) {
-    let Some(o) = view.as_object_mut() else { return };
+    let Some(o) = view.as_object_mut() else {
+        return;
+    };
     let info = o
         .entry("executionInfo")
         .or_insert_with(|| serde_json::json!({"retryCount": 0}));

@@ -158,7 +158,14 @@ pub async fn claim(
             .query_one(
                 "INSERT INTO attempts (task_seq, pool_id, node_id, epoch, required_slots, gpus)
                  VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                &[&seq, &node.pool_id, &node.node_id, &epoch, &need, &need_gpus],
+                &[
+                    &seq,
+                    &node.pool_id,
+                    &node.node_id,
+                    &epoch,
+                    &need,
+                    &need_gpus,
+                ],
             )
             .await?
             .get(0);
@@ -231,7 +238,11 @@ mod tests {
             (c("a", 1, 4), vec![c("b", 1, 4)], true),
         ];
         for (me, others, want) in cases {
-            assert_eq!(my_turn(FillType::Spread, &me, &others), want, "{me:?} {others:?}");
+            assert_eq!(
+                my_turn(FillType::Spread, &me, &others),
+                want,
+                "{me:?} {others:?}"
+            );
         }
     }
 
@@ -246,7 +257,11 @@ mod tests {
             (c("c", 0, 2), vec![c("a", 2, 2), c("b", 1, 2)], false),
         ];
         for (me, others, want) in cases {
-            assert_eq!(my_turn(FillType::Pack, &me, &others), want, "{me:?} {others:?}");
+            assert_eq!(
+                my_turn(FillType::Pack, &me, &others),
+                want,
+                "{me:?} {others:?}"
+            );
         }
     }
 }

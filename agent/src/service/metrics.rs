@@ -77,36 +77,74 @@ pub async fn metrics(State(st): State<ServiceState>) -> Result<impl IntoResponse
             );
         }
     };
-    gauge(&mut out, "berth_service_tasks", "Tasks by pool and state.", &tasks);
-    gauge(&mut out, "berth_service_nodes", "Nodes by pool and state.", &nodes);
+    gauge(
+        &mut out,
+        "berth_service_tasks",
+        "Tasks by pool and state.",
+        &tasks,
+    );
+    gauge(
+        &mut out,
+        "berth_service_nodes",
+        "Nodes by pool and state.",
+        &nodes,
+    );
     render_counters(&mut out);
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
-    ))
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }
 
 fn render_counters(out: &mut String) {
     let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
     };
-    counter(out, "berth_service_claims_total", "Tasks claimed by nodes (this replica).", CLAIMS.load(Relaxed));
-    counter(out, "berth_service_requeues_total", "Attempts ended without a result and their tasks requeued (this replica).", REQUEUES.load(Relaxed));
-    counter(out, "berth_service_fenced_reports_total", "Node reports refused because their attempt was no longer current (this replica).", FENCED.load(Relaxed));
+    counter(
+        out,
+        "berth_service_claims_total",
+        "Tasks claimed by nodes (this replica).",
+        CLAIMS.load(Relaxed),
+    );
+    counter(
+        out,
+        "berth_service_requeues_total",
+        "Attempts ended without a result and their tasks requeued (this replica).",
+        REQUEUES.load(Relaxed),
+    );
+    counter(
+        out,
+        "berth_service_fenced_reports_total",
+        "Node reports refused because their attempt was no longer current (this replica).",
+        FENCED.load(Relaxed),
+    );
     let name = "berth_service_claim_seconds";
-    let _ = writeln!(out, "# HELP {name} Time of claim transactions that claimed something.\n# TYPE {name} histogram");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time of claim transactions that claimed something.\n# TYPE {name} histogram"
+    );
     for (i, b) in BUCKETS.iter().enumerate() {
-        let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", CLAIM_BUCKETS[i].load(Relaxed));
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"{b}\"}} {}",
+            CLAIM_BUCKETS[i].load(Relaxed)
+        );
     }
     let n = CLAIM_TRANSACTIONS.load(Relaxed);
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {n}");
-    let _ = writeln!(out, "{name}_sum {}", CLAIM_MICROS.load(Relaxed) as f64 / 1e6);
+    let _ = writeln!(
+        out,
+        "{name}_sum {}",
+        CLAIM_MICROS.load(Relaxed) as f64 / 1e6
+    );
     let _ = writeln!(out, "{name}_count {n}");
 }
 
 /// A label value as Prometheus reads it.
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

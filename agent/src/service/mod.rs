@@ -4,13 +4,13 @@
 //! (`berth_proto::node_protocol`), always as the caller. No transaction is held across a
 //! network call.
 
-pub mod db;
-pub mod job_end;
-pub mod state;
-pub mod wake;
+pub mod api;
 pub mod attempts;
 pub mod claim;
+pub mod db;
+pub mod job_end;
 pub mod metrics;
 pub mod node_api;
+pub mod state;
 pub mod sweep;
-pub mod api;
+pub mod wake;

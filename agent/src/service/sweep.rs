@@ -80,7 +80,10 @@ async fn hold_and_sweep(
                             &[],
                         )
                         .await?;
-                    tracing::info!(nodes = n, "this replica sweeps node leases; every lease extended to now");
+                    tracing::info!(
+                        nodes = n,
+                        "this replica sweeps node leases; every lease extended to now"
+                    );
                 }
             }
             if holding {

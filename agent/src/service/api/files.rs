@@ -62,7 +62,12 @@ async fn task_files(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let arg = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let arg = |k: &str| {
+        p.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     let (job, task) = (arg("job"), arg("task"));
     let conn = st.db.conn().await?;
     let row = conn
@@ -88,10 +93,14 @@ async fn task_files(
         .map_err(DbError::from)?
         .get(0);
     if !exists {
-        return Err(ApiError::TaskNotFound(format!("task {task} of job {job} does not exist")));
+        return Err(ApiError::TaskNotFound(format!(
+            "task {task} of job {job} does not exist"
+        )));
     }
     let unavailable = |why: &str| {
-        ApiError::TaskFilesUnavailable(format!("the files of task {task} cannot be read now: {why}"))
+        ApiError::TaskFilesUnavailable(format!(
+            "the files of task {task} cannot be read now: {why}"
+        ))
     };
     let (Some(node), Some(pool)) = (node, pool) else {
         return Err(unavailable("it has not been given to a node"));
@@ -112,7 +121,12 @@ async fn node_files(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let arg = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let arg = |k: &str| {
+        p.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     let (pool, node) = (arg("pool"), arg("node"));
     let conn = st.db.conn().await?;
     let pool_id: String = conn
@@ -130,9 +144,12 @@ async fn node_files(
         .map_err(DbError::from)?
         .is_some();
     if !known {
-        return Err(ApiError::NodeNotFound(format!("node {node} is not in pool {pool}")));
+        return Err(ApiError::NodeNotFound(format!(
+            "node {node} is not in pool {pool}"
+        )));
     }
-    let not_ready = |why: &str| ApiError::NodeNotReady(format!("node {node} cannot answer now: {why}"));
+    let not_ready =
+        |why: &str| ApiError::NodeNotReady(format!("node {node} cannot answer now: {why}"));
     let target = node_address(&conn, &pool_id, &node)
         .await?
         .ok_or_else(|| not_ready("it is not reachable"))?;
@@ -180,9 +197,7 @@ async fn forward(
 ) -> Result<Response, String> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let url = format!("{}{}", target.address.trim_end_matches('/'), path);
-    let mut req = client()
-        .request(method, &url)
-        .bearer_auth(&target.token);
+    let mut req = client().request(method, &url).bearer_auth(&target.token);
     for h in PASSED_ON {
         if let Some(v) = headers.get(h) {
             req = req.header(h, v);

@@ -22,7 +22,10 @@ pub fn router() -> Router<ServiceState> {
     Router::new()
         .route("/pools/{pool}/nodes", get(list))
         .route("/pools/{pool}/nodes/{node}", get(show))
-        .route("/pools/{pool}/nodes/{node}/disablescheduling", post(disable))
+        .route(
+            "/pools/{pool}/nodes/{node}/disablescheduling",
+            post(disable),
+        )
         .route("/pools/{pool}/nodes/{node}/enablescheduling", post(enable))
         .route("/pools/{pool}/removenodes", post(remove))
         .merge(super::files::router())
@@ -48,7 +51,9 @@ fn view(r: &tokio_postgres::Row) -> Value {
     } else {
         state
     };
-    let o = v.as_object_mut().expect("a stored node report is an object");
+    let o = v
+        .as_object_mut()
+        .expect("a stored node report is an object");
     o.insert("id".into(), json!(r.get::<_, String>(0)));
     o.insert("poolId".into(), json!(r.get::<_, String>(1)));
     o.insert("state".into(), json!(shown));
@@ -81,7 +86,9 @@ pub fn state_filter(f: &str) -> Result<Vec<String>, ApiError> {
     f.split(" or ")
         .map(|part| {
             let words: Vec<&str> = part.split_whitespace().collect();
-            let [field, op, value] = words[..] else { return Err(bad()) };
+            let [field, op, value] = words[..] else {
+                return Err(bad());
+            };
             if !field.eq_ignore_ascii_case("state") || !op.eq_ignore_ascii_case("eq") {
                 return Err(bad());
             }
@@ -89,9 +96,9 @@ pub fn state_filter(f: &str) -> Result<Vec<String>, ApiError> {
                 .strip_prefix('\'')
                 .and_then(|v| v.strip_suffix('\''))
                 .ok_or_else(bad)?;
-            let st: NodeState = value.parse().map_err(|e| {
-                ApiError::InvalidQueryParameterValue(format!("$filter: {e}"))
-            })?;
+            let st: NodeState = value
+                .parse()
+                .map_err(|e| ApiError::InvalidQueryParameterValue(format!("$filter: {e}")))?;
             Ok(st.to_string())
         })
         .collect()
@@ -235,7 +242,10 @@ async fn disable(
     Body(body): Body,
 ) -> Result<StatusCode, ApiError> {
     let b = body_json(&body)?;
-    let opt = parse_option(b.get("nodeDisableSchedulingOption"), "nodeDisableSchedulingOption")?;
+    let opt = parse_option(
+        b.get("nodeDisableSchedulingOption"),
+        "nodeDisableSchedulingOption",
+    )?;
     let mut conn = st.db.conn().await?;
     let pool = pool_id(&conn, &pool).await?;
     let tx = conn.transaction().await.map_err(DbError::from)?;
@@ -347,7 +357,13 @@ mod tests {
             state_filter("state eq 'Idle' or state eq 'unknown'").unwrap(),
             ["idle", "unknown"]
         );
-        for bad in ["state ne 'idle'", "id eq 'x'", "state eq idle", "state eq 'nap'", ""] {
+        for bad in [
+            "state ne 'idle'",
+            "id eq 'x'",
+            "state eq idle",
+            "state eq 'nap'",
+            "",
+        ] {
             assert!(state_filter(bad).is_err(), "{bad:?}");
         }
     }
@@ -359,7 +375,10 @@ mod tests {
             parse_option(Some(&json!("TaskCompletion")), "f").unwrap(),
             RunningTasks::TaskCompletion
         );
-        assert_eq!(parse_option(Some(&json!("terminate")), "f").unwrap(), RunningTasks::Terminate);
+        assert_eq!(
+            parse_option(Some(&json!("terminate")), "f").unwrap(),
+            RunningTasks::Terminate
+        );
         let e = parse_option(Some(&json!("later")), "nodeDeallocationOption").unwrap_err();
         assert!(e.message().contains("nodeDeallocationOption"));
     }

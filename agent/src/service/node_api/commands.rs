@@ -29,7 +29,11 @@ pub async fn owed(
                 &[pool, node, &running],
             )
             .await?;
-        out.extend(stale.iter().map(|r| NodeCommand::Fence { attempt: r.get(0) }));
+        out.extend(
+            stale
+                .iter()
+                .map(|r| NodeCommand::Fence { attempt: r.get(0) }),
+        );
     }
     let terminate = c
         .query(
@@ -39,7 +43,11 @@ pub async fn owed(
             &[pool, node],
         )
         .await?;
-    out.extend(terminate.iter().map(|r| NodeCommand::Terminate { attempt: r.get(0) }));
+    out.extend(
+        terminate
+            .iter()
+            .map(|r| NodeCommand::Terminate { attempt: r.get(0) }),
+    );
     // Delivered once: a node that missed it runs the release when it next hears of the
     // job's end (or never, as Batch's release on a lost node).
     let ended = c
@@ -51,7 +59,11 @@ pub async fn owed(
             &[pool, node],
         )
         .await?;
-    out.extend(ended.iter().map(|r| NodeCommand::EndJob { job_id: r.get(0) }));
+    out.extend(
+        ended
+            .iter()
+            .map(|r| NodeCommand::EndJob { job_id: r.get(0) }),
+    );
     let n = c
         .query_opt(
             "SELECT scheduling_state = 'enabled', removed FROM nodes

@@ -111,7 +111,15 @@ pub async fn enrol(
              report = excluded.report, file_address = excluded.file_address,
              slots = excluded.slots, used_slots = 0, used_gpus = 0, poll_until = NULL,
              last_heartbeat = now(), state_transition_time = now()",
-        &[&pool_id, &req.node_id, &epoch, &hash, &report, &req.file_address, &slots],
+        &[
+            &pool_id,
+            &req.node_id,
+            &epoch,
+            &hash,
+            &report,
+            &req.file_address,
+            &slots,
+        ],
     )
     .await
     .map_err(DbError::from)?;
