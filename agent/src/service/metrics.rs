@@ -9,7 +9,6 @@ use crate::api::ApiError;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -66,14 +65,16 @@ pub async fn metrics(State(st): State<ServiceState>) -> Result<impl IntoResponse
         .map_err(DbError::from)?;
     let mut out = String::new();
     let gauge = |out: &mut String, name: &str, help: &str, rows: &[tokio_postgres::Row]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        line(out, format!("# HELP {name} {help}\n# TYPE {name} gauge"));
         for r in rows {
             let (pool, state, n): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
-            let _ = writeln!(
+            line(
                 out,
-                "{name}{{pool=\"{}\",state=\"{}\"}} {n}",
-                escape(&pool),
-                escape(&state)
+                format!(
+                    "{name}{{pool=\"{}\",state=\"{}\"}} {n}",
+                    escape(&pool),
+                    escape(&state)
+                ),
             );
         }
     };
@@ -95,9 +96,9 @@ pub async fn metrics(State(st): State<ServiceState>) -> Result<impl IntoResponse
 
 fn render_counters(out: &mut String) {
     let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-        let _ = writeln!(
+        line(
             out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"),
         );
     };
     counter(
@@ -119,25 +120,29 @@ fn render_counters(out: &mut String) {
         FENCED.load(Relaxed),
     );
     let name = "berth_service_claim_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time of claim transactions that claimed something.\n# TYPE {name} histogram"
-    );
+    line(out, format!("# HELP {name} Time of claim transactions that claimed something.\n# TYPE {name} histogram"));
     for (i, b) in BUCKETS.iter().enumerate() {
-        let _ = writeln!(
+        line(
             out,
-            "{name}_bucket{{le=\"{b}\"}} {}",
-            CLAIM_BUCKETS[i].load(Relaxed)
+            format!(
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                CLAIM_BUCKETS[i].load(Relaxed)
+            ),
         );
     }
     let n = CLAIM_TRANSACTIONS.load(Relaxed);
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {n}");
-    let _ = writeln!(
+    line(out, format!("{name}_bucket{{le=\"+Inf\"}} {n}"));
+    line(
         out,
-        "{name}_sum {}",
-        CLAIM_MICROS.load(Relaxed) as f64 / 1e6
+        format!("{name}_sum {}", CLAIM_MICROS.load(Relaxed) as f64 / 1e6),
     );
-    let _ = writeln!(out, "{name}_count {n}");
+    line(out, format!("{name}_count {n}"));
+}
+
+/// Appends `l` and a newline.
+fn line(out: &mut String, l: String) {
+    out.push_str(&l);
+    out.push('\n');
 }
 
 /// A label value as Prometheus reads it.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The advisory lock whose holder sweeps ("berti" in ASCII; migrations use "berth").
-const LOCK: i64 = 0x6265_7274_69;
+const LOCK: i64 = 0x0062_6572_7469;
 /// How often the sweeper looks.
 const PERIOD: Duration = Duration::from_secs(1);
 
