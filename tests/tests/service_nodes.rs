@@ -862,3 +862,87 @@ async fn task_files_are_proxied_to_the_owning_node() {
     let (s, v) = svc.rest("GET", "/pools/p/nodes/n1/files/x", None).await;
     assert_eq!((s, v["code"].as_str()), (409, Some("NodeNotReady")));
 }
+
+/// A restarted agent keeps only the attempts still current on its node; Running reports
+/// count only for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adopt_keeps_only_current_attempts() {
+    let svc = Svc::start().await;
+    svc.pool("p", 2, "pack", (5000, Some(15000)));
+    svc.job("j", "p", 0, -1);
+    svc.task("j", "a", 1, &[]);
+    svc.task("j", "b", 1, &[]);
+    let n = svc.enrol("p", "n1").await;
+    let got = svc.claim(&n, 2, 0).await;
+    assert_eq!(got.len(), 2);
+    let (a, b) = (got[0].0, got[1].0);
+    assert_eq!(svc.complete(&n, b, "j", "b", "success").await.0, 200);
+    let (s, v) = svc
+        .post(
+            "/adopt",
+            &n.token,
+            &json!({"epoch": n.epoch, "attempts": [a, b, 999]}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["current"], json!([a]));
+    let running = |attempt: i64, task: &str| {
+        json!({"epoch": n.epoch, "attempt": attempt, "jobId": "j", "taskId": task,
+               "event": "running", "task": {"id": task, "commandLine": "true", "jobId": "j",
+               "state": "running", "stateTransitionTime": "2026-01-01T00:00:01Z",
+               "creationTime": "2026-01-01T00:00:00Z",
+               "executionInfo": {"retryCount": 0, "requeueCount": 0,
+                                 "startTime": "2026-01-01T00:00:01Z"}}})
+    };
+    assert_eq!(svc.post("/report", &n.token, &running(a, "a")).await.0, 200);
+    assert_eq!(svc.one("SELECT state FROM tasks WHERE id = 'a'"), "running");
+    let (s, v) = svc.post("/report", &n.token, &running(b, "b")).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("AttemptFenced")));
+    // A body of another epoch is stale.
+    let mut stale = running(a, "a");
+    stale["epoch"] = json!(n.epoch - 1);
+    assert_eq!(svc.post("/report", &n.token, &stale).await.0, 409);
+}
+
+/// PostgreSQL away for longer than the requeue time: calls are 503 ServerBusy meanwhile,
+/// and when it returns no lease has lapsed (the sweeper extends them all first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_requeues_nothing() {
+    let svc = Svc::start().await;
+    svc.pool("p", 1, "spread", (800, Some(1500)));
+    svc.job("j", "p", 0, -1);
+    svc.task("j", "t", 1, &[]);
+    let n = svc.enrol("p", "n1").await;
+    assert_eq!(svc.claim(&n, 1, 0).await.len(), 1);
+    svc.pg.stop();
+    let (s, v) = svc.heartbeat(&n, "running", &[]).await;
+    assert_eq!((s, v["code"].as_str()), (503, Some("ServerBusy")), "{v}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    svc.pg.restart();
+    // Silent still, past the requeue time: the sweeper's first act on its new connection
+    // is to extend every lease, so its first sweep requeues nothing.
+    let t0 = Instant::now();
+    while svc.one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted") != "1" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no sweeper came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(svc.one("SELECT state FROM attempts"), "live");
+    // The node heartbeats again.
+    while svc.heartbeat(&n, "running", &[]).await.0 != 200 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the service did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..6 {
+        svc.heartbeat(&n, "running", &[]).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(svc.one("SELECT state FROM attempts"), "live");
+    assert_eq!(svc.one("SELECT system_retry_count FROM tasks"), "0");
+}

@@ -3,6 +3,10 @@
 //! queue. Every change is fenced: a task moves only while the attempt is its
 //! `current_attempt`. Used by node reports, the lease sweeper and node commands; each
 //! function runs inside the caller's transaction.
+//!
+//! Lock order, the same on every path so that no two transactions deadlock: the node's
+//! row first ([`lock_node`], or the caller's own update of it), then the attempt, the
+//! task, and the job last.
 
 use super::db::DbError;
 use super::wake::CHANNEL;
@@ -15,6 +19,18 @@ use tokio_postgres::Transaction;
 pub struct NodeRef {
     pub pool_id: String,
     pub node_id: String,
+}
+
+/// Locks `node`'s row for the rest of the transaction (the first lock of every path
+/// that changes the node's attempts). False when the node is not there.
+pub async fn lock_node(tx: &Transaction<'_>, pool: &str, node: &str) -> Result<bool, DbError> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM nodes WHERE pool_id = $1 AND id = $2 FOR UPDATE",
+            &[&pool, &node],
+        )
+        .await?
+        .is_some())
 }
 
 /// Why an attempt ends without a result; decides which counter the task's retry shows.
@@ -40,17 +56,21 @@ impl Requeue {
 /// Ends live attempt `id` without a result and puts its task back in the queue (ready
 /// at once unless it waits on something). False when the attempt was not live.
 pub async fn requeue(tx: &Transaction<'_>, id: AttemptId, why: Requeue) -> Result<bool, DbError> {
-    let Some(task_seq) = end_attempt(tx, id, why.attempt_state()).await? else {
+    let Some(held) = mark_ended(tx, id, why.attempt_state()).await? else {
         return Ok(false);
     };
-    let Some(row) = tx
+    let task_seq = held.task_seq;
+    // Locks in the one order every path takes (attempt, task, node, job): no deadlock
+    // with a completion report of the same node.
+    let row = tx
         .query_opt(
             "SELECT view, requeue_count, system_retry_count FROM tasks
              WHERE seq = $1 AND current_attempt = $2 FOR UPDATE",
             &[&task_seq, &id],
         )
-        .await?
-    else {
+        .await?;
+    give_back(tx, &held).await?;
+    let Some(row) = row else {
         // The task already ended otherwise (terminated meanwhile): nothing to requeue.
         return Ok(true);
     };
@@ -229,6 +249,15 @@ async fn release_dependents(tx: &Transaction<'_>, job_id: &str, key: &str) -> Re
     Ok(())
 }
 
+/// What a live attempt held, as [`mark_ended`] found it.
+struct Held {
+    task_seq: i64,
+    pool_id: String,
+    node_id: String,
+    slots: i32,
+    gpus: i32,
+}
+
 /// Ends live attempt `id` as `state` and gives back what it held: the job's running
 /// count (maxParallelTasks) and the node's slots and GPUs. The attempt's task, or None
 /// when the attempt was not live.
@@ -237,37 +266,52 @@ async fn end_attempt(
     id: AttemptId,
     state: &str,
 ) -> Result<Option<i64>, DbError> {
-    let Some(a) = tx
+    let Some(held) = mark_ended(tx, id, state).await? else {
+        return Ok(None);
+    };
+    give_back(tx, &held).await?;
+    Ok(Some(held.task_seq))
+}
+
+/// Marks live attempt `id` ended as `state`; what it held, or None when it was not live.
+async fn mark_ended(
+    tx: &Transaction<'_>,
+    id: AttemptId,
+    state: &str,
+) -> Result<Option<Held>, DbError> {
+    let row = tx
         .query_opt(
             "UPDATE attempts SET state = $2, ended_at = now(), pending_command = NULL
              WHERE id = $1 AND state = 'live'
              RETURNING task_seq, pool_id, node_id, required_slots, gpus",
             &[&id, &state],
         )
-        .await?
-    else {
-        return Ok(None);
-    };
-    let task_seq: i64 = a.get(0);
+        .await?;
+    Ok(row.map(|a| Held {
+        task_seq: a.get(0),
+        pool_id: a.get(1),
+        node_id: a.get(2),
+        slots: a.get(3),
+        gpus: a.get(4),
+    }))
+}
+
+/// Gives the node its slots and GPUs back and the job its running count.
+async fn give_back(tx: &Transaction<'_>, h: &Held) -> Result<(), DbError> {
     tx.execute(
         "UPDATE nodes SET used_slots = GREATEST(used_slots - $3, 0),
                           used_gpus = GREATEST(used_gpus - $4, 0)
          WHERE pool_id = $1 AND id = $2",
-        &[
-            &a.get::<_, String>(1),
-            &a.get::<_, String>(2),
-            &a.get::<_, i32>(3),
-            &a.get::<_, i32>(4),
-        ],
+        &[&h.pool_id, &h.node_id, &h.slots, &h.gpus],
     )
     .await?;
     tx.execute(
         "UPDATE jobs SET running = GREATEST(running - 1, 0)
          WHERE id = (SELECT job_id FROM tasks WHERE seq = $1)",
-        &[&task_seq],
+        &[&h.task_seq],
     )
     .await?;
-    Ok(Some(task_seq))
+    Ok(())
 }
 
 /// A node's task view as the service stores it: in `state`, with the service's own

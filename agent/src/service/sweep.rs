@@ -104,10 +104,10 @@ async fn hold_and_sweep(
     }
 }
 
-/// One sweep over every pool, in one transaction.
+/// One sweep over every pool: the unknown marks, then each pool's requeues in a
+/// transaction of its own.
 pub async fn sweep(client: &mut tokio_postgres::Client) -> Result<(), DbError> {
-    let tx = client.transaction().await?;
-    let unknown = tx
+    let unknown = client
         .query(
             "UPDATE nodes n SET state = 'unknown', state_transition_time = now()
              FROM pools p
@@ -121,7 +121,7 @@ pub async fn sweep(client: &mut tokio_postgres::Client) -> Result<(), DbError> {
         tracing::warn!(pool = %r.get::<_, String>(0), node = %r.get::<_, String>(1),
             "node unheard past its lease: unknown, no new work goes to it");
     }
-    let pools = tx
+    let pools = client
         .query(
             "SELECT p.id, p.mass_loss_brake, p.requeue_ms,
                     (SELECT count(*) FROM nodes n WHERE n.pool_id = p.id),
@@ -138,6 +138,7 @@ pub async fn sweep(client: &mut tokio_postgres::Client) -> Result<(), DbError> {
         let (pool, braked, requeue_ms, total, lapsed): (String, bool, i64, i64, i64) =
             (p.get(0), p.get(1), p.get(2), p.get(3), p.get(4));
         let brake = brake_holds(total, lapsed);
+        let tx = client.transaction().await?;
         if brake != braked {
             tx.execute(
                 "UPDATE pools SET mass_loss_brake = $2 WHERE id = $1",
@@ -152,16 +153,23 @@ pub async fn sweep(client: &mut tokio_postgres::Client) -> Result<(), DbError> {
             }
         }
         if brake {
+            tx.commit().await?;
             continue;
         }
+        // Node rows first (the lock order of `attempts`); a node busy in another
+        // transaction (its late report) is taken at the next sweep.
         let due: Vec<i64> = tx
             .query(
-                "SELECT a.id FROM attempts a
-                 JOIN nodes n ON n.pool_id = a.pool_id AND n.id = a.node_id
-                 WHERE a.pool_id = $1 AND a.state = 'live'
-                   AND n.last_heartbeat < now() - $2::bigint * interval '1 millisecond'
-                 ORDER BY a.id
-                 FOR UPDATE OF a SKIP LOCKED",
+                "WITH lapsed AS (
+                     SELECT n.pool_id, n.id FROM nodes n
+                     WHERE n.pool_id = $1
+                       AND n.last_heartbeat < now() - $2::bigint * interval '1 millisecond'
+                     ORDER BY n.id
+                     FOR UPDATE SKIP LOCKED)
+                 SELECT a.id FROM attempts a
+                 JOIN lapsed n ON n.pool_id = a.pool_id AND n.id = a.node_id
+                 WHERE a.state = 'live'
+                 ORDER BY a.id",
                 &[&pool, &requeue_ms],
             )
             .await?
@@ -176,8 +184,8 @@ pub async fn sweep(client: &mut tokio_postgres::Client) -> Result<(), DbError> {
                 "node leases lapsed: their attempts requeued (internal retry)");
             super::metrics::requeued(due.len() as u64);
         }
+        tx.commit().await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 

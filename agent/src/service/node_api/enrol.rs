@@ -69,6 +69,7 @@ pub async fn enrol(
         .get(0);
     let node_token = token::mint(epoch).map_err(ApiError::internal)?;
     let proxy_token = token::mint(epoch).map_err(ApiError::internal)?;
+    attempts::lock_node(&tx, &pool_id, &req.node_id).await?;
     // An agent enrolling again lost what its older self ran: hand it back (internal retry).
     let old: Vec<i64> = tx
         .query(

@@ -22,6 +22,7 @@ pub async fn report(
     caller.check_epoch(r.epoch)?;
     let mut conn = st.db.conn().await?;
     let tx = conn.transaction().await.map_err(DbError::from)?;
+    attempts::lock_node(&tx, &caller.node.pool_id, &caller.node.node_id).await?;
     let counted = match r.event {
         ReportEvent::Running { task } => {
             let view = serde_json::to_value(&task).map_err(ApiError::internal)?;
@@ -116,6 +117,7 @@ pub async fn leave_pool(
     pool: &str,
     node: &str,
 ) -> Result<u64, DbError> {
+    attempts::lock_node(tx, pool, node).await?;
     let live: Vec<i64> = tx
         .query(
             "SELECT id FROM attempts WHERE pool_id = $1 AND node_id = $2 AND state = 'live'
