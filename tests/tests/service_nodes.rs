@@ -535,6 +535,12 @@ async fn dependents_are_released_by_success_only() {
         svc.one("SELECT state || waiting_on FROM tasks WHERE id = 'd'"),
         "active1"
     );
+    // The job ends: the node that ran its tasks hears it once.
+    svc.pg.psql("UPDATE jobs SET state = 'completed'");
+    let (_, v) = svc.heartbeat(&n1, "idle", &[]).await;
+    assert_eq!(v["commands"], json!([{"command": "endJob", "jobId": "j"}]));
+    let (_, v) = svc.heartbeat(&n1, "idle", &[]).await;
+    assert_eq!(v["commands"], json!([]));
 }
 
 /// A waiting claim returns soon after a task is added (NOTIFY, not the 1 s re-check).
@@ -902,6 +908,20 @@ async fn adopt_keeps_only_current_attempts() {
     let mut stale = running(a, "a");
     stale["epoch"] = json!(n.epoch - 1);
     assert_eq!(svc.post("/report", &n.token, &stale).await.0, 409);
+    // Given up by the node: an internal retry, claimable again at once.
+    let abandon = json!({"epoch": n.epoch, "attempt": a, "jobId": "j", "taskId": "a",
+                         "event": "abandoned", "reason": "fenced itself"});
+    assert_eq!(svc.post("/report", &n.token, &abandon).await.0, 200);
+    assert_eq!(
+        svc.task_view("j", "a")["executionInfo"]["systemRetryCount"],
+        1
+    );
+    assert_eq!(
+        svc.post("/report", &n.token, &abandon).await.0,
+        200,
+        "said twice"
+    );
+    assert_eq!(ids(&svc.claim(&n, 2, 0).await), ["a"]);
 }
 
 /// PostgreSQL away for longer than the requeue time: calls are 503 ServerBusy meanwhile,

@@ -20,50 +20,80 @@ pub async fn report(
 ) -> Result<StatusCode, ApiError> {
     let r: Report = json(&body)?;
     caller.check_epoch(r.epoch)?;
-    let mut conn = st.db.conn().await?;
-    let tx = conn.transaction().await.map_err(DbError::from)?;
-    attempts::lock_node(&tx, &caller.node.pool_id, &caller.node.node_id).await?;
-    let counted = match r.event {
-        ReportEvent::Running { task } => {
-            let view = serde_json::to_value(&task).map_err(ApiError::internal)?;
-            attempts::running(&tx, &caller.node, r.attempt, view).await?
-        }
-        ReportEvent::Completed { task } => {
-            let view = serde_json::to_value(&task).map_err(ApiError::internal)?;
-            match attempts::complete(&tx, &caller.node, r.attempt, view).await? {
-                Completion::Done(_) | Completion::Repeated => true,
-                Completion::Fenced => false,
-            }
-        }
-        ReportEvent::Abandoned { reason } => {
-            let mine = tx
-                .query_opt(
-                    "SELECT 1 FROM attempts WHERE id = $1 AND pool_id = $2 AND node_id = $3",
-                    &[&r.attempt, &caller.node.pool_id, &caller.node.node_id],
-                )
-                .await
-                .map_err(DbError::from)?
-                .is_some();
-            let requeued = mine && attempts::requeue(&tx, r.attempt, Requeue::Lost).await?;
-            if requeued {
-                tracing::info!(attempt = r.attempt, node = %caller.node.node_id, %reason,
-                    "attempt abandoned by its node: task requeued");
-                metrics::requeued(1);
-            }
-            // Giving up an attempt that already ended is no conflict.
-            mine
+    // A deadlock with a client's transaction (a job terminate locks in its own order) is
+    // PostgreSQL's to break; the loser here simply tries again.
+    let mut tries = 0;
+    let counted = loop {
+        tries += 1;
+        match record(&st, &caller, &r).await {
+            Err(e) if tries < 3 && is_conflict(&e) => continue,
+            other => break other?,
         }
     };
     if !counted {
-        drop(tx);
         metrics::fenced();
         return Err(ApiError::AttemptFenced(format!(
             "attempt {} of task {} of job {} is no longer current; kill and remove its container",
             r.attempt, r.task_id, r.job_id
         )));
     }
-    tx.commit().await.map_err(DbError::from)?;
+    if let ReportEvent::Abandoned { reason } = &r.event {
+        tracing::info!(attempt = r.attempt, node = %caller.node.node_id, %reason,
+            "attempt abandoned by its node");
+    }
     Ok(StatusCode::OK)
+}
+
+/// Whether a transaction failed only for meeting another one (deadlock, serialisation):
+/// worth running again.
+fn is_conflict(e: &DbError) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(e, DbError::Query(q) if q.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    }))
+}
+
+/// Records one report in one transaction; false when its attempt is fenced (nothing
+/// written).
+async fn record(st: &ServiceState, caller: &Caller, r: &Report) -> Result<bool, DbError> {
+    let mut conn = st.db.conn().await?;
+    let tx = conn.transaction().await?;
+    attempts::lock_node(&tx, &caller.node.pool_id, &caller.node.node_id).await?;
+    let view = |task: &berth_proto::TaskView| {
+        serde_json::to_value(task).map_err(|source| DbError::Row {
+            what: "reported task view",
+            source,
+        })
+    };
+    let counted = match &r.event {
+        ReportEvent::Running { task } => {
+            attempts::running(&tx, &caller.node, r.attempt, view(task)?).await?
+        }
+        ReportEvent::Completed { task } => {
+            match attempts::complete(&tx, &caller.node, r.attempt, view(task)?).await? {
+                Completion::Done(_) | Completion::Repeated => true,
+                Completion::Fenced => false,
+            }
+        }
+        ReportEvent::Abandoned { .. } => {
+            let mine = tx
+                .query_opt(
+                    "SELECT 1 FROM attempts WHERE id = $1 AND pool_id = $2 AND node_id = $3",
+                    &[&r.attempt, &caller.node.pool_id, &caller.node.node_id],
+                )
+                .await?
+                .is_some();
+            if mine && attempts::requeue(&tx, r.attempt, Requeue::Lost).await? {
+                metrics::requeued(1);
+            }
+            // Giving up an attempt that already ended is no conflict.
+            mine
+        }
+    };
+    if counted {
+        tx.commit().await?;
+    }
+    Ok(counted)
 }
 
 /// Which of the attempts a restarted agent found are still live and current here.
