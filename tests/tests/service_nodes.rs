@@ -454,6 +454,9 @@ async fn the_mass_loss_brake_holds_until_nodes_return() {
     }
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert_eq!(svc.one("SELECT mass_loss_brake FROM pools"), "t");
+    let (_, v) = svc.rest("GET", "/pools/p/nodes/n0", None).await;
+    assert_eq!(v["state"], "unknown");
+    assert_eq!(v["errors"][0]["code"], "MassNodeLoss", "{v}");
     assert_eq!(
         svc.one("SELECT count(*) FROM attempts WHERE state = 'live'"),
         "4"
@@ -965,4 +968,57 @@ async fn a_database_outage_requeues_nothing() {
     }
     assert_eq!(svc.one("SELECT state FROM attempts"), "live");
     assert_eq!(svc.one("SELECT system_retry_count FROM tasks"), "0");
+}
+
+/// Four nodes claiming at once over forty tasks: every task is claimed exactly once and
+/// spread evenly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claims_take_each_task_once() {
+    let svc = Arc::new(Svc::start().await);
+    svc.pool("p", 10, "spread", (5000, Some(15000)));
+    svc.job("j", "p", 0, -1);
+    let mut nodes = vec![];
+    for i in 0..4 {
+        let n = svc.enrol("p", &format!("n{i}")).await;
+        assert!(svc.claim(&n, 10, 0).await.is_empty());
+        nodes.push(n);
+    }
+    let sql: String = (0..40)
+        .map(|i| {
+            let view = json!({"id": format!("t{i}"), "commandLine": "true", "jobId": "j",
+                "state": "active", "stateTransitionTime": "2026-01-01T00:00:00Z",
+                "creationTime": "2026-01-01T00:00:00Z"});
+            format!(
+                "INSERT INTO tasks (job_id, id, id_key, state, view)
+                     VALUES ('j', 't{i}', 't{i}', 'active', '{view}');"
+            )
+        })
+        .collect();
+    svc.pg.psql(&format!(
+        "{sql} INSERT INTO ready (task_seq, pool_id, job_id, job_priority, job_seq, required_slots)
+               SELECT t.seq, 'p', 'j', 0, 1, 1 FROM tasks t;"
+    ));
+    let mut polls = vec![];
+    for n in nodes {
+        let s = svc.clone();
+        polls.push(tokio::spawn(async move {
+            let mut got = vec![];
+            let t0 = Instant::now();
+            while got.len() < 10 && t0.elapsed() < Duration::from_secs(20) {
+                got.extend(s.claim(&n, 10 - got.len() as u32, 200).await);
+            }
+            got
+        }));
+    }
+    let mut all = vec![];
+    for p in polls {
+        let got = p.await.unwrap();
+        assert_eq!(got.len(), 10, "each node took its share");
+        all.extend(got.into_iter().map(|g| g.1));
+    }
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 40);
+    assert_eq!(svc.one("SELECT count(*) FROM attempts"), "40");
+    assert_eq!(svc.one("SELECT count(*) FROM ready"), "0");
 }
