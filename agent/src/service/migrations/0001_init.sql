@@ -125,7 +125,7 @@ CREATE SEQUENCE node_epochs;
 -- checked against its SHA-256; it is good only while the node's row has that epoch.
 CREATE TABLE enrolments (
     epoch               bigint PRIMARY KEY,
-    pool_id             text NOT NULL,
+    pool_id             text NOT NULL REFERENCES pools (id) ON DELETE CASCADE,
     node_id             text NOT NULL,
     token_hash          bytea NOT NULL,
     -- Shown to the node's file address when the service proxies a file read.
