@@ -33,21 +33,23 @@ impl FillType {
 pub struct Candidate {
     pub node_id: String,
     pub used_slots: i32,
-    pub slots: i32,
+    /// Slots it can take now: the service's count, capped by what the node last said.
+    pub free: i32,
 }
 
 /// Whether `me` may claim now, given the other eligible nodes of its pool (idle or
 /// running, scheduling enabled, lease live, asking for work). Pure, for table tests.
 pub fn my_turn(fill: FillType, me: &Candidate, others: &[Candidate]) -> bool {
-    if me.used_slots >= me.slots {
+    if me.free <= 0 {
         return false;
     }
+    // A node that cannot take anything holds no one back.
+    let mut open = others.iter().filter(|o| o.free > 0);
     match fill {
-        FillType::Spread => !others.iter().any(|o| o.used_slots < me.used_slots),
-        FillType::Pack => !others.iter().any(|o| {
-            o.used_slots < o.slots
-                && (o.used_slots > me.used_slots
-                    || (o.used_slots == me.used_slots && o.node_id < me.node_id))
+        FillType::Spread => !open.any(|o| o.used_slots < me.used_slots),
+        FillType::Pack => !open.any(|o| {
+            o.used_slots > me.used_slots
+                || (o.used_slots == me.used_slots && o.node_id < me.node_id)
         }),
     }
 }
@@ -89,7 +91,9 @@ pub async fn claim(
     let fill = FillType::parse(&fill);
     let others: Vec<Candidate> = tx
         .query(
-            "SELECT n.id, n.used_slots, n.slots FROM nodes n JOIN pools p ON p.id = n.pool_id
+            "SELECT n.id, n.used_slots,
+                    LEAST(n.slots - n.used_slots, COALESCE(n.poll_free_slots, n.slots))
+             FROM nodes n JOIN pools p ON p.id = n.pool_id
              WHERE n.pool_id = $1 AND n.id <> $2
                AND n.state IN ('idle', 'running') AND n.scheduling_state = 'enabled'
                AND NOT n.removed
@@ -102,13 +106,13 @@ pub async fn claim(
         .map(|r| Candidate {
             node_id: r.get(0),
             used_slots: r.get(1),
-            slots: r.get(2),
+            free: r.get(2),
         })
         .collect();
     let me = Candidate {
         node_id: node.node_id.clone(),
         used_slots: used,
-        slots,
+        free: room.free_slots.min(slots - used),
     };
     if !my_turn(fill, &me, &others) {
         return Ok(vec![]);
@@ -223,7 +227,7 @@ mod tests {
         Candidate {
             node_id: id.into(),
             used_slots: used,
-            slots,
+            free: slots - used,
         }
     }
 
@@ -236,6 +240,14 @@ mod tests {
             (c("a", 0, 2), vec![c("b", 1, 2), c("c", 1, 2)], true),
             (c("a", 2, 2), vec![], false),
             (c("a", 1, 4), vec![c("b", 1, 4)], true),
+            (
+                c("b", 1, 2),
+                vec![Candidate {
+                    free: 0,
+                    ..c("a", 0, 2)
+                }],
+                true,
+            ),
         ];
         for (me, others, want) in cases {
             assert_eq!(
@@ -255,6 +267,15 @@ mod tests {
             // a full node no longer holds the others back
             (c("b", 0, 2), vec![c("a", 2, 2)], true),
             (c("c", 0, 2), vec![c("a", 2, 2), c("b", 1, 2)], false),
+            // a node that says it has no room (its own count) holds no one back
+            (
+                c("b", 0, 2),
+                vec![Candidate {
+                    free: 0,
+                    ..c("a", 1, 2)
+                }],
+                true,
+            ),
         ];
         for (me, others, want) in cases {
             assert_eq!(

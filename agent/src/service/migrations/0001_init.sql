@@ -113,6 +113,8 @@ CREATE TABLE nodes (
     -- The end of the node's current claim long poll: spread/pack weigh only nodes asking
     -- for work (poll_until within the last 3 s), at one write per poll.
     poll_until          timestamptz,
+    -- The free slots the node said it had when it last asked (its own count caps ours).
+    poll_free_slots     integer,
     state_transition_time timestamptz NOT NULL,
     -- Set by removenodes: the node leaves once its attempts are dealt with.
     removed             boolean NOT NULL DEFAULT false,

@@ -46,9 +46,14 @@ pub async fn claim(
         if first {
             // One write per poll: spread/pack count this node as asking until then.
             tx.execute(
-                "UPDATE nodes SET poll_until = $3, last_poll = now()
+                "UPDATE nodes SET poll_until = $3, last_poll = now(), poll_free_slots = $4
                  WHERE pool_id = $1 AND id = $2",
-                &[&caller.node.pool_id, &caller.node.node_id, &poll_until],
+                &[
+                    &caller.node.pool_id,
+                    &caller.node.node_id,
+                    &poll_until,
+                    &room.free_slots,
+                ],
             )
             .await
             .map_err(DbError::from)?;
