@@ -53,6 +53,11 @@ pub struct EnrolResponse {
     /// The pool this node runs: images to prefetch, start task, users, slots.
     pub pool: PoolSpec,
     pub timers: Timers,
+    /// What the service shows on this node's file address when it proxies a client's read
+    /// of task or node files (`Authorization: Bearer <proxyToken>`): the agent accepts it
+    /// for file reads only. Random per enrolment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_token: Option<String>,
 }
 
 /// The lease timers of a pool (design notes, section 3), in milliseconds. `None` for

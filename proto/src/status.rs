@@ -94,6 +94,15 @@ pub struct ExecutionInfo {
     /// holds a marker line where the rest was dropped). Batch has no such limit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_truncated: Vec<String>,
+    /// berth's own (pool mode): how often the task's node was lost under it and the service
+    /// ran it again elsewhere (Batch's internal retry, counted in neither `retryCount` nor
+    /// `requeueCount`). Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub system_retry_count: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

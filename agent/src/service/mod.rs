@@ -5,10 +5,14 @@
 //! network call.
 
 pub mod api;
+pub mod attempts;
+pub mod claim;
 pub mod config;
 pub mod db;
 pub mod job_end;
+pub mod metrics;
 pub mod node_api;
 pub mod server;
 pub mod state;
+pub mod sweep;
 pub mod wake;

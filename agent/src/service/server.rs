@@ -56,7 +56,9 @@ pub enum ServerError {
 /// The whole app: client routes (guarded), node routes, Batch's 404 and 405 bodies, and
 /// 503 until the schema is migrated.
 pub fn app(state: ServiceState, migrated: Arc<AtomicBool>) -> Router {
-    let client = super::api::router().route_layer(axum::middleware::from_fn_with_state(
+    let client = super::api::router()
+        .merge(super::api::nodes::router())
+        .route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         super::api::auth::require_client,
     ));
@@ -162,7 +164,20 @@ pub async fn run(cfg: ServiceConfig, cancel: CancellationToken) -> Result<(), Se
         wake: Arc::default(),
     };
     let migrated = Arc::new(AtomicBool::new(false));
-    tokio::spawn(migrate(db, migrated.clone(), cancel.clone()));
+    tokio::spawn({
+        // The listener and the sweeper need the schema: they start once it is there.
+        let (url, wake, cancel, done) = (
+            cfg.database_url.clone(),
+            state.wake.clone(),
+            cancel.clone(),
+            migrated.clone(),
+        );
+        async move {
+            migrate(db, done, cancel.clone()).await;
+            tokio::spawn(super::wake::listen(url.clone(), wake, cancel.clone()));
+            tokio::spawn(super::sweep::run(url, cancel));
+        }
+    });
     let app = app(state, migrated);
     serve(listener, tls, app, cancel).await;
     Ok(())

@@ -6,7 +6,9 @@
 
 pub mod auth;
 mod counts;
+pub mod files;
 pub(crate) mod jobs;
+pub mod nodes;
 pub mod pools;
 pub(crate) mod tasks;
 

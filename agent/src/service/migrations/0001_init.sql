@@ -19,6 +19,9 @@ CREATE TABLE pools (
     self_fence_ms       bigint,
     requeue_ms          bigint,
     state               text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'deleting')),
+    -- Set by the lease sweeper while too many of the pool's nodes lapsed at once: nothing
+    -- is requeued and every node of the pool shows the error (service/sweep.rs).
+    mass_loss_brake     boolean NOT NULL DEFAULT false,
     creation_time       timestamptz NOT NULL DEFAULT now(),
     last_modified       timestamptz NOT NULL DEFAULT now()
 );
@@ -107,6 +110,11 @@ CREATE TABLE nodes (
     last_heartbeat      timestamptz NOT NULL,
     -- When the node last asked for work (spread/pack count only nodes asking).
     last_poll           timestamptz,
+    -- The end of the node's current claim long poll: spread/pack weigh only nodes asking
+    -- for work (poll_until within the last 3 s), at one write per poll.
+    poll_until          timestamptz,
+    -- The free slots the node said it had when it last asked (its own count caps ours).
+    poll_free_slots     integer,
     state_transition_time timestamptz NOT NULL,
     -- Set by removenodes: the node leaves once its attempts are dealt with.
     removed             boolean NOT NULL DEFAULT false,
@@ -114,6 +122,18 @@ CREATE TABLE nodes (
 );
 
 CREATE SEQUENCE node_epochs;
+
+-- One row per enrolment: a node token is `<epoch>.<secret>`, found here by its epoch and
+-- checked against its SHA-256; it is good only while the node's row has that epoch.
+CREATE TABLE enrolments (
+    epoch               bigint PRIMARY KEY,
+    pool_id             text NOT NULL REFERENCES pools (id) ON DELETE CASCADE,
+    node_id             text NOT NULL,
+    token_hash          bytea NOT NULL,
+    -- Shown to the node's file address when the service proxies a file read.
+    proxy_token         text NOT NULL,
+    created             timestamptz NOT NULL DEFAULT now()
+);
 
 CREATE TABLE attempts (
     id                  bigserial PRIMARY KEY,

@@ -1,0 +1,221 @@
+//! Task files and node files through the service: the files live on the node, so the
+//! service forwards the read (GET or HEAD, same path and query, `ocp-range`/`range`
+//! passed on) to the owning agent's file address with the node's proxy token, and streams
+//! the answer back. No database connection is held while the node answers. A node that
+//! cannot answer (unknown, gone, unreachable) is 409 `TaskFilesUnavailable` for task
+//! files, `NodeNotReady` for node files.
+
+use crate::api::ApiError;
+use crate::service::db::DbError;
+use crate::service::state::ServiceState;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub fn router() -> Router<ServiceState> {
+    Router::new()
+        .route("/jobs/{job}/tasks/{task}/files", get(task_files))
+        .route("/jobs/{job}/tasks/{task}/files/{*path}", get(task_files))
+        .route("/pools/{pool}/nodes/{node}/files", get(node_files))
+        .route("/pools/{pool}/nodes/{node}/files/{*path}", get(node_files))
+}
+
+/// Request headers a file read passes on to the node.
+const PASSED_ON: [&str; 5] = [
+    "ocp-range",
+    "range",
+    "if-modified-since",
+    "if-unmodified-since",
+    "accept",
+];
+/// Response headers the node's answer keeps.
+const KEPT: [&str; 8] = [
+    "content-type",
+    "content-length",
+    "content-range",
+    "accept-ranges",
+    "last-modified",
+    "etag",
+    "ocp-batch-file-isdirectory",
+    "ocp-batch-file-url",
+];
+
+fn client() -> &'static reqwest::Client {
+    static C: OnceLock<reqwest::Client> = OnceLock::new();
+    C.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client with default settings")
+    })
+}
+
+async fn task_files(
+    State(st): State<ServiceState>,
+    Path(p): Path<Vec<(String, String)>>,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let arg = |k: &str| {
+        p.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (job, task) = (arg("job"), arg("task"));
+    let conn = st.db.conn().await?;
+    let row = conn
+        .query_opt(
+            "SELECT t.node_id, p.id, j.id IS NOT NULL
+             FROM jobs j LEFT JOIN tasks t ON t.job_id = j.id AND t.id_key = lower($2)
+                         LEFT JOIN pools p ON p.id_key = lower(j.pool_id)
+             WHERE j.id_key = lower($1)",
+            &[&job, &task],
+        )
+        .await
+        .map_err(DbError::from)?
+        .ok_or_else(|| ApiError::JobNotFound(format!("job {job} does not exist")))?;
+    let node: Option<String> = row.get(0);
+    let pool: Option<String> = row.get(1);
+    let exists: bool = conn
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM tasks t JOIN jobs j ON j.id = t.job_id
+                            WHERE j.id_key = lower($1) AND t.id_key = lower($2))",
+            &[&job, &task],
+        )
+        .await
+        .map_err(DbError::from)?
+        .get(0);
+    if !exists {
+        return Err(ApiError::TaskNotFound(format!(
+            "task {task} of job {job} does not exist"
+        )));
+    }
+    let unavailable = |why: &str| {
+        ApiError::TaskFilesUnavailable(format!(
+            "the files of task {task} cannot be read now: {why}"
+        ))
+    };
+    let (Some(node), Some(pool)) = (node, pool) else {
+        return Err(unavailable("it has not been given to a node"));
+    };
+    let target = node_address(&conn, &pool, &node)
+        .await?
+        .ok_or_else(|| unavailable("its node is not reachable"))?;
+    drop(conn);
+    forward(method, &uri, &headers, target)
+        .await
+        .map_err(|e| unavailable(&e))
+}
+
+async fn node_files(
+    State(st): State<ServiceState>,
+    Path(p): Path<Vec<(String, String)>>,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let arg = |k: &str| {
+        p.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (pool, node) = (arg("pool"), arg("node"));
+    let conn = st.db.conn().await?;
+    let pool_id: String = conn
+        .query_opt("SELECT id FROM pools WHERE id_key = lower($1)", &[&pool])
+        .await
+        .map_err(DbError::from)?
+        .ok_or_else(|| ApiError::PoolNotFound(format!("pool {pool} does not exist")))?
+        .get(0);
+    let known = conn
+        .query_opt(
+            "SELECT 1 FROM nodes WHERE pool_id = $1 AND id = $2",
+            &[&pool_id, &node],
+        )
+        .await
+        .map_err(DbError::from)?
+        .is_some();
+    if !known {
+        return Err(ApiError::NodeNotFound(format!(
+            "node {node} is not in pool {pool}"
+        )));
+    }
+    let not_ready =
+        |why: &str| ApiError::NodeNotReady(format!("node {node} cannot answer now: {why}"));
+    let target = node_address(&conn, &pool_id, &node)
+        .await?
+        .ok_or_else(|| not_ready("it is not reachable"))?;
+    drop(conn);
+    forward(method, &uri, &headers, target)
+        .await
+        .map_err(|e| not_ready(&e))
+}
+
+/// Where and how to reach a node's file API.
+struct Target {
+    address: String,
+    token: String,
+}
+
+/// The node's file address and proxy token, when the node is there to answer.
+async fn node_address(
+    c: &tokio_postgres::Client,
+    pool: &str,
+    node: &str,
+) -> Result<Option<Target>, ApiError> {
+    let row = c
+        .query_opt(
+            "SELECT n.file_address, e.proxy_token FROM nodes n
+             JOIN enrolments e ON e.epoch = n.epoch
+             WHERE n.pool_id = $1 AND n.id = $2 AND n.file_address IS NOT NULL
+               AND n.state NOT IN ('unknown', 'offline', 'preempted')",
+            &[&pool, &node],
+        )
+        .await
+        .map_err(DbError::from)?;
+    Ok(row.map(|r| Target {
+        address: r.get(0),
+        token: r.get(1),
+    }))
+}
+
+/// The same request to the node, its answer streamed back; Err says why the node could
+/// not answer (then the caller answers 409).
+async fn forward(
+    method: Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    target: Target,
+) -> Result<Response, String> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("{}{}", target.address.trim_end_matches('/'), path);
+    let mut req = client().request(method, &url).bearer_auth(&target.token);
+    for h in PASSED_ON {
+        if let Some(v) = headers.get(h) {
+            req = req.header(h, v);
+        }
+    }
+    let resp = req.send().await.map_err(|e| {
+        tracing::debug!(%url, error = %crate::error_chain::chain(&e), "file proxy");
+        "its agent did not answer".to_string()
+    })?;
+    if resp.status().is_server_error() || resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(format!("its agent answered {}", resp.status()));
+    }
+    let mut out = Response::builder().status(resp.status().as_u16());
+    for h in KEPT {
+        if let Some(v) = resp.headers().get(h) {
+            out = out.header(h, v.as_bytes());
+        }
+    }
+    out.body(Body::from_stream(resp.bytes_stream()))
+        .map_err(|e| e.to_string())
+}

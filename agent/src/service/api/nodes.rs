@@ -1,0 +1,385 @@
+//! Compute nodes through the service (Batch's `/pools/{id}/nodes...`): list with
+//! `$filter` on state, get, disable and enable scheduling, remove nodes; and `/metrics`.
+//! Each node is shown as Batch's ComputeNode: what the node last reported, with the
+//! service's own word on state, scheduling, slots and lease. Client authentication is the
+//! server's (a layer around every client route).
+
+use crate::api::{ApiError, Body};
+use crate::service::attempts::{self, Requeue};
+use crate::service::db::DbError;
+use crate::service::metrics;
+use crate::service::state::ServiceState;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_proto::node::NodeState;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// The nodes routes, the file proxy and `/metrics`.
+pub fn router() -> Router<ServiceState> {
+    Router::new()
+        .route("/pools/{pool}/nodes", get(list))
+        .route("/pools/{pool}/nodes/{node}", get(show))
+        .route(
+            "/pools/{pool}/nodes/{node}/disablescheduling",
+            post(disable),
+        )
+        .route("/pools/{pool}/nodes/{node}/enablescheduling", post(enable))
+        .route("/pools/{pool}/removenodes", post(remove))
+        .merge(super::files::router())
+        .route("/metrics", get(metrics::metrics))
+}
+
+/// The columns [`view`] reads, in order.
+const COLUMNS: &str = "n.id, n.pool_id, n.state, n.scheduling_state, n.report,
+    n.state_transition_time, n.used_slots, p.mass_loss_brake,
+    (SELECT count(*) FROM attempts a WHERE a.pool_id = n.pool_id AND a.node_id = n.id
+       AND a.state = 'live'),
+    (SELECT count(*) FROM attempts a WHERE a.pool_id = n.pool_id AND a.node_id = n.id)";
+
+/// A node row as Batch's ComputeNode.
+fn view(r: &tokio_postgres::Row) -> Value {
+    let mut v: Value = r.get(4);
+    let state: String = r.get(2);
+    let scheduling: String = r.get(3);
+    let running: i64 = r.get(8);
+    // Batch's `offline`: scheduling disabled and nothing left running.
+    let shown = if scheduling == "disabled" && running == 0 && state == "idle" {
+        "offline".to_string()
+    } else {
+        state
+    };
+    let o = v
+        .as_object_mut()
+        .expect("a stored node report is an object");
+    o.insert("id".into(), json!(r.get::<_, String>(0)));
+    o.insert("poolId".into(), json!(r.get::<_, String>(1)));
+    o.insert("state".into(), json!(shown));
+    o.insert("schedulingState".into(), json!(scheduling));
+    o.insert(
+        "stateTransitionTime".into(),
+        json!(r.get::<_, chrono::DateTime<chrono::Utc>>(5)),
+    );
+    o.insert("runningTasksCount".into(), json!(running));
+    o.insert("runningTaskSlotsCount".into(), json!(r.get::<_, i32>(6)));
+    o.insert("totalTasksRun".into(), json!(r.get::<_, i64>(9)));
+    if r.get::<_, bool>(7) {
+        let errors = o.entry("errors").or_insert_with(|| json!([]));
+        if let Some(e) = errors.as_array_mut() {
+            e.push(json!({"code": "MassNodeLoss",
+                "message": "berth: too many of this pool's nodes lost contact at once; \
+                            their tasks are not requeued until they return or are removed"}));
+        }
+    }
+    v
+}
+
+/// `$filter`: `state eq 'idle'`, joined by `or`. The states asked for.
+pub fn state_filter(f: &str) -> Result<Vec<String>, ApiError> {
+    let bad = || {
+        ApiError::InvalidQueryParameterValue(format!(
+            "$filter {f:?} is not supported; use state eq '<state>' [or state eq '<state>' ...]"
+        ))
+    };
+    f.split(" or ")
+        .map(|part| {
+            let words: Vec<&str> = part.split_whitespace().collect();
+            let [field, op, value] = words[..] else {
+                return Err(bad());
+            };
+            if !field.eq_ignore_ascii_case("state") || !op.eq_ignore_ascii_case("eq") {
+                return Err(bad());
+            }
+            let value = value
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .ok_or_else(bad)?;
+            let st: NodeState = value
+                .parse()
+                .map_err(|e| ApiError::InvalidQueryParameterValue(format!("$filter: {e}")))?;
+            Ok(st.to_string())
+        })
+        .collect()
+}
+
+/// The pool's canonical id; 404 `PoolNotFound`.
+async fn pool_id(c: &tokio_postgres::Client, pool: &str) -> Result<String, ApiError> {
+    c.query_opt("SELECT id FROM pools WHERE id_key = lower($1)", &[&pool])
+        .await
+        .map_err(DbError::from)?
+        .map(|r| r.get(0))
+        .ok_or_else(|| ApiError::PoolNotFound(format!("pool {pool} does not exist")))
+}
+
+async fn list(
+    State(st): State<ServiceState>,
+    Path(pool): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let states = q.get("$filter").map(|f| state_filter(f)).transpose()?;
+    let conn = st.db.conn().await?;
+    let pool = pool_id(&conn, &pool).await?;
+    let rows = conn
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM nodes n JOIN pools p ON p.id = n.pool_id
+                 WHERE n.pool_id = $1 ORDER BY n.id"
+            ),
+            &[&pool],
+        )
+        .await
+        .map_err(DbError::from)?;
+    let value: Vec<Value> = rows
+        .iter()
+        .map(view)
+        .filter(|v| {
+            states
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|s| v["state"] == s.as_str()))
+        })
+        .collect();
+    Ok(Json(json!({ "value": value })))
+}
+
+async fn show(
+    State(st): State<ServiceState>,
+    Path((pool, node)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let conn = st.db.conn().await?;
+    let pool = pool_id(&conn, &pool).await?;
+    let row = conn
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM nodes n JOIN pools p ON p.id = n.pool_id
+                 WHERE n.pool_id = $1 AND n.id = $2"
+            ),
+            &[&pool, &node],
+        )
+        .await
+        .map_err(DbError::from)?
+        .ok_or_else(|| not_found(&pool, &node))?;
+    Ok(Json(view(&row)))
+}
+
+fn not_found(pool: &str, node: &str) -> ApiError {
+    ApiError::NodeNotFound(format!("node {node} is not in pool {pool}"))
+}
+
+/// What happens to a node's running tasks when it is disabled or removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunningTasks {
+    /// Killed and run again elsewhere (`requeueCount` + 1).
+    Requeue,
+    /// Ended now, completed with Batch's terminated failure.
+    Terminate,
+    /// Left to finish.
+    TaskCompletion,
+}
+
+/// Batch's option value (`requeue`, `terminate`, `taskcompletion`, and for removal
+/// `retaineddata`, which berth treats as `taskcompletion`); `field` names it in errors.
+pub fn parse_option(v: Option<&Value>, field: &str) -> Result<RunningTasks, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(RunningTasks::Requeue),
+        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "requeue" => Ok(RunningTasks::Requeue),
+            "terminate" => Ok(RunningTasks::Terminate),
+            "taskcompletion" | "retaineddata" => Ok(RunningTasks::TaskCompletion),
+            _ => Err(ApiError::InvalidPropertyValue(format!(
+                "{field} {s:?} is not one of requeue, terminate, taskcompletion"
+            ))),
+        },
+        Some(other) => Err(ApiError::InvalidPropertyValue(format!(
+            "{field} must be a string, not {other}"
+        ))),
+    }
+}
+
+/// Applies `opt` to the node's live attempts; how many were requeued.
+async fn apply(
+    tx: &tokio_postgres::Transaction<'_>,
+    pool: &str,
+    node: &str,
+    opt: RunningTasks,
+) -> Result<u64, DbError> {
+    let live: Vec<i64> = tx
+        .query(
+            "SELECT id FROM attempts WHERE pool_id = $1 AND node_id = $2 AND state = 'live'
+             ORDER BY id FOR UPDATE",
+            &[&pool, &node],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut n = 0;
+    for a in live {
+        match opt {
+            RunningTasks::Requeue => {
+                if attempts::requeue(tx, a, Requeue::Graceful).await? {
+                    n += 1;
+                }
+            }
+            RunningTasks::Terminate => attempts::ask_terminate(tx, a).await?,
+            RunningTasks::TaskCompletion => {}
+        }
+    }
+    Ok(n)
+}
+
+fn body_json(body: &[u8]) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequestBody(e.to_string()))
+}
+
+async fn disable(
+    State(st): State<ServiceState>,
+    Path((pool, node)): Path<(String, String)>,
+    Body(body): Body,
+) -> Result<StatusCode, ApiError> {
+    let b = body_json(&body)?;
+    let opt = parse_option(
+        b.get("nodeDisableSchedulingOption"),
+        "nodeDisableSchedulingOption",
+    )?;
+    let mut conn = st.db.conn().await?;
+    let pool = pool_id(&conn, &pool).await?;
+    let tx = conn.transaction().await.map_err(DbError::from)?;
+    let found = tx
+        .execute(
+            "UPDATE nodes SET scheduling_state = 'disabled' WHERE pool_id = $1 AND id = $2",
+            &[&pool, &node],
+        )
+        .await
+        .map_err(DbError::from)?;
+    if found == 0 {
+        return Err(not_found(&pool, &node));
+    }
+    let n = apply(&tx, &pool, &node, opt).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    metrics::requeued(n);
+    Ok(StatusCode::OK)
+}
+
+async fn enable(
+    State(st): State<ServiceState>,
+    Path((pool, node)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let conn = st.db.conn().await?;
+    let pool = pool_id(&conn, &pool).await?;
+    let found = conn
+        .execute(
+            "UPDATE nodes SET scheduling_state = 'enabled' WHERE pool_id = $1 AND id = $2",
+            &[&pool, &node],
+        )
+        .await
+        .map_err(DbError::from)?;
+    if found == 0 {
+        return Err(not_found(&pool, &node));
+    }
+    // The node may claim now: wake its waiting claim.
+    st.wake.ready(&pool);
+    Ok(StatusCode::OK)
+}
+
+/// Batch's limit on `nodeList`.
+const MAX_REMOVE: usize = 100;
+
+async fn remove(
+    State(st): State<ServiceState>,
+    Path(pool): Path<String>,
+    Body(body): Body,
+) -> Result<StatusCode, ApiError> {
+    let b = body_json(&body)?;
+    let list: Vec<String> = match b.get("nodeList") {
+        Some(Value::Array(a)) if !a.is_empty() && a.len() <= MAX_REMOVE => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                ApiError::InvalidPropertyValue("nodeList must hold node ids (strings)".into())
+            })?,
+        Some(_) => {
+            return Err(ApiError::InvalidPropertyValue(format!(
+                "nodeList must hold 1 to {MAX_REMOVE} node ids"
+            )))
+        }
+        None => return Err(ApiError::MissingRequiredProperty("nodeList".into())),
+    };
+    let opt = parse_option(b.get("nodeDeallocationOption"), "nodeDeallocationOption")?;
+    let mut conn = st.db.conn().await?;
+    let pool = pool_id(&conn, &pool).await?;
+    let tx = conn.transaction().await.map_err(DbError::from)?;
+    let mut requeued = 0;
+    for node in &list {
+        let state: String = tx
+            .query_opt(
+                "UPDATE nodes SET removed = true, scheduling_state = 'disabled'
+                 WHERE pool_id = $1 AND id = $2
+                 RETURNING state",
+                &[&pool, node],
+            )
+            .await
+            .map_err(DbError::from)?
+            .ok_or_else(|| not_found(&pool, node))?
+            .get(0);
+        if state == "unknown" {
+            // No agent will come to leave: the node goes now, its tasks back to the queue.
+            requeued += crate::service::node_api::leave_pool(&tx, &pool, node).await?;
+            continue;
+        }
+        requeued += apply(&tx, &pool, node, opt).await?;
+        tx.execute(
+            "UPDATE nodes SET state = 'leavingpool', state_transition_time = now()
+             WHERE pool_id = $1 AND id = $2",
+            &[&pool, node],
+        )
+        .await
+        .map_err(DbError::from)?;
+    }
+    tx.commit().await.map_err(DbError::from)?;
+    metrics::requeued(requeued);
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_on_state_with_or() {
+        assert_eq!(state_filter("state eq 'idle'").unwrap(), ["idle"]);
+        assert_eq!(
+            state_filter("state eq 'Idle' or state eq 'unknown'").unwrap(),
+            ["idle", "unknown"]
+        );
+        for bad in [
+            "state ne 'idle'",
+            "id eq 'x'",
+            "state eq idle",
+            "state eq 'nap'",
+            "",
+        ] {
+            assert!(state_filter(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn options_default_to_requeue_and_name_their_field() {
+        assert_eq!(parse_option(None, "f").unwrap(), RunningTasks::Requeue);
+        assert_eq!(
+            parse_option(Some(&json!("TaskCompletion")), "f").unwrap(),
+            RunningTasks::TaskCompletion
+        );
+        assert_eq!(
+            parse_option(Some(&json!("terminate")), "f").unwrap(),
+            RunningTasks::Terminate
+        );
+        let e = parse_option(Some(&json!("later")), "nodeDeallocationOption").unwrap_err();
+        assert!(e.message().contains("nodeDeallocationOption"));
+    }
+}

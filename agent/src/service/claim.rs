@@ -1,0 +1,288 @@
+//! The claim: which ready tasks a node takes now (pool-mode design notes, section 5).
+//! One short transaction: the node's turn (spread or pack), the ready rows in order
+//! (job priority, job creation, task order) that fit its free slots and GPUs, locked with
+//! `FOR UPDATE SKIP LOCKED` so concurrent claims never wait on each other, each job's
+//! `maxParallelTasks` checked by a conditional update, then the attempt rows.
+
+use super::attempts::NodeRef;
+use super::db::DbError;
+use berth_proto::node_protocol::Claim;
+use tokio_postgres::Transaction;
+
+/// How the pool spreads its tasks over nodes (`taskSchedulingPolicy.nodeFillType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillType {
+    /// One task per claim, and only while no other asking node holds fewer slots.
+    Spread,
+    /// The busiest node that still has room takes as many as fit; the others wait.
+    Pack,
+}
+
+impl FillType {
+    pub fn parse(s: &str) -> FillType {
+        if s == "pack" {
+            FillType::Pack
+        } else {
+            FillType::Spread
+        }
+    }
+}
+
+/// A node that may be given work, as the turn rule sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub node_id: String,
+    pub used_slots: i32,
+    /// Slots it can take now: the service's count, capped by what the node last said.
+    pub free: i32,
+}
+
+/// Whether `me` may claim now, given the other eligible nodes of its pool (idle or
+/// running, scheduling enabled, lease live, asking for work). Pure, for table tests.
+pub fn my_turn(fill: FillType, me: &Candidate, others: &[Candidate]) -> bool {
+    if me.free <= 0 {
+        return false;
+    }
+    // A node that cannot take anything holds no one back.
+    let mut open = others.iter().filter(|o| o.free > 0);
+    match fill {
+        FillType::Spread => !open.any(|o| o.used_slots < me.used_slots),
+        FillType::Pack => !open.any(|o| {
+            o.used_slots > me.used_slots
+                || (o.used_slots == me.used_slots && o.node_id < me.node_id)
+        }),
+    }
+}
+
+/// What the node says it can take now.
+#[derive(Debug, Clone, Copy)]
+pub struct Room {
+    pub free_slots: i32,
+    pub free_gpus: i32,
+}
+
+/// Claims what `node` may take now; empty when nothing fits or it is not its turn.
+pub async fn claim(
+    tx: &Transaction<'_>,
+    node: &NodeRef,
+    epoch: i64,
+    room: Room,
+) -> Result<Vec<Claim>, DbError> {
+    // The node's own row, locked: two claims of one node never overbook it.
+    let Some(me) = tx
+        .query_opt(
+            "SELECT n.used_slots, n.slots, n.gpus - n.used_gpus, p.node_fill_type,
+                    n.state IN ('idle', 'running') AND n.scheduling_state = 'enabled'
+                      AND NOT n.removed
+             FROM nodes n JOIN pools p ON p.id = n.pool_id
+             WHERE n.pool_id = $1 AND n.id = $2 AND n.epoch = $3
+             FOR UPDATE OF n",
+            &[&node.pool_id, &node.node_id, &epoch],
+        )
+        .await?
+    else {
+        return Ok(vec![]);
+    };
+    let (used, slots, gpus_left, fill, schedulable): (i32, i32, i32, String, bool) =
+        (me.get(0), me.get(1), me.get(2), me.get(3), me.get(4));
+    if !schedulable {
+        return Ok(vec![]);
+    }
+    let fill = FillType::parse(&fill);
+    let others: Vec<Candidate> = tx
+        .query(
+            "SELECT n.id, n.used_slots,
+                    LEAST(n.slots - n.used_slots, COALESCE(n.poll_free_slots, n.slots))
+             FROM nodes n JOIN pools p ON p.id = n.pool_id
+             WHERE n.pool_id = $1 AND n.id <> $2
+               AND n.state IN ('idle', 'running') AND n.scheduling_state = 'enabled'
+               AND NOT n.removed
+               AND n.last_heartbeat > now() - p.unknown_ms * interval '1 millisecond'
+               AND n.poll_until > now() - interval '3 seconds'",
+            &[&node.pool_id, &node.node_id],
+        )
+        .await?
+        .iter()
+        .map(|r| Candidate {
+            node_id: r.get(0),
+            used_slots: r.get(1),
+            free: r.get(2),
+        })
+        .collect();
+    let me = Candidate {
+        node_id: node.node_id.clone(),
+        used_slots: used,
+        free: room.free_slots.min(slots - used),
+    };
+    if !my_turn(fill, &me, &others) {
+        return Ok(vec![]);
+    }
+    let mut free = room.free_slots.min(slots - used);
+    // A node that reported no GPUs yet claims only GPU-less tasks.
+    let mut free_gpus = room.free_gpus.min(gpus_left.max(0));
+    let want: i64 = match fill {
+        FillType::Spread => 1,
+        FillType::Pack => i64::from(free.max(0)),
+    };
+    let rows = tx
+        .query(
+            "WITH picked AS (
+                 SELECT r.task_seq, r.job_id, r.required_slots, r.gpus
+                 FROM ready r JOIN jobs j ON j.id = r.job_id
+                 WHERE r.pool_id = $1 AND r.required_slots <= $2 AND r.gpus <= $3
+                   AND j.state = 'active' AND (j.max_parallel < 0 OR j.running < j.max_parallel)
+                 ORDER BY r.job_priority DESC, r.job_seq, r.task_seq
+                 LIMIT $4
+                 FOR UPDATE OF r SKIP LOCKED)
+             SELECT task_seq, job_id, required_slots, gpus FROM picked",
+            &[&node.pool_id, &free, &free_gpus, &(want * 4)],
+        )
+        .await?;
+    let mut claims = vec![];
+    for r in rows {
+        if claims.len() as i64 >= want {
+            break;
+        }
+        let (seq, job_id, need, need_gpus): (i64, String, i32, i32) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        if need > free || need_gpus > free_gpus {
+            continue;
+        }
+        let job = tx
+            .query_opt(
+                "UPDATE jobs SET running = running + 1
+                 WHERE id = $1 AND state = 'active'
+                   AND (max_parallel < 0 OR running < max_parallel)
+                 RETURNING view",
+                &[&job_id],
+            )
+            .await?;
+        let Some(job) = job else { continue };
+        let attempt: i64 = tx
+            .query_one(
+                "INSERT INTO attempts (task_seq, pool_id, node_id, epoch, required_slots, gpus)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                &[
+                    &seq,
+                    &node.pool_id,
+                    &node.node_id,
+                    &epoch,
+                    &need,
+                    &need_gpus,
+                ],
+            )
+            .await?
+            .get(0);
+        // The claim carries the task as it was (active); the service shows it preparing.
+        let task = tx
+            .query_one(
+                "UPDATE tasks t SET state = 'preparing', current_attempt = $2, node_id = $3,
+                        view = jsonb_set(jsonb_set(t.view, '{state}', '\"preparing\"'),
+                                         '{stateTransitionTime}', to_jsonb($4::text)),
+                        last_modified = now()
+                 FROM tasks old WHERE t.seq = $1 AND old.seq = t.seq
+                 RETURNING old.view",
+                &[&seq, &attempt, &node.node_id, &now_text()],
+            )
+            .await?;
+        tx.execute("DELETE FROM ready WHERE task_seq = $1", &[&seq])
+            .await?;
+        tx.execute(
+            "INSERT INTO job_nodes (job_id, pool_id, node_id) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            &[&job_id, &node.pool_id, &node.node_id],
+        )
+        .await?;
+        let job = serde_json::from_value(job.get(0)).map_err(|source| DbError::Row {
+            what: "job view",
+            source,
+        })?;
+        let task = serde_json::from_value(task.get(0)).map_err(|source| DbError::Row {
+            what: "task view",
+            source,
+        })?;
+        free -= need;
+        free_gpus -= need_gpus;
+        tx.execute(
+            "UPDATE nodes SET used_slots = used_slots + $3, used_gpus = used_gpus + $4
+             WHERE pool_id = $1 AND id = $2",
+            &[&node.pool_id, &node.node_id, &need, &need_gpus],
+        )
+        .await?;
+        claims.push(Claim { attempt, job, task });
+    }
+    Ok(claims)
+}
+
+/// Now as the views write times (RFC 3339, UTC).
+fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: &str, used: i32, slots: i32) -> Candidate {
+        Candidate {
+            node_id: id.into(),
+            used_slots: used,
+            free: slots - used,
+        }
+    }
+
+    #[test]
+    fn spread_goes_to_the_least_used_nodes() {
+        let cases = [
+            // (me, others, my turn)
+            (c("b", 0, 2), vec![c("a", 0, 2)], true),
+            (c("b", 1, 2), vec![c("a", 0, 2)], false),
+            (c("a", 0, 2), vec![c("b", 1, 2), c("c", 1, 2)], true),
+            (c("a", 2, 2), vec![], false),
+            (c("a", 1, 4), vec![c("b", 1, 4)], true),
+            (
+                c("b", 1, 2),
+                vec![Candidate {
+                    free: 0,
+                    ..c("a", 0, 2)
+                }],
+                true,
+            ),
+        ];
+        for (me, others, want) in cases {
+            assert_eq!(
+                my_turn(FillType::Spread, &me, &others),
+                want,
+                "{me:?} {others:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pack_fills_the_busiest_node_first_ties_to_the_lowest_id() {
+        let cases = [
+            (c("a", 0, 2), vec![c("b", 0, 2)], true),
+            (c("b", 0, 2), vec![c("a", 0, 2)], false),
+            (c("b", 1, 2), vec![c("a", 0, 2)], true),
+            // a full node no longer holds the others back
+            (c("b", 0, 2), vec![c("a", 2, 2)], true),
+            (c("c", 0, 2), vec![c("a", 2, 2), c("b", 1, 2)], false),
+            // a node that says it has no room (its own count) holds no one back
+            (
+                c("b", 0, 2),
+                vec![Candidate {
+                    free: 0,
+                    ..c("a", 1, 2)
+                }],
+                true,
+            ),
+        ];
+        for (me, others, want) in cases {
+            assert_eq!(
+                my_turn(FillType::Pack, &me, &others),
+                want,
+                "{me:?} {others:?}"
+            );
+        }
+    }
+}

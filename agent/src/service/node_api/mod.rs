@@ -1,0 +1,112 @@
+//! berth's node protocol as the service serves it (`berth_proto::node_protocol`, under
+//! its `PREFIX`): enrol, heartbeat, claim (a long poll), report, adopt, leave. Every call
+//! but enrol is authorised by the node token minted at enrol; a token names its epoch,
+//! and only the node's newest epoch counts (an older one is answered `NodeSuperseded`).
+
+mod claim;
+mod commands;
+mod enrol;
+mod heartbeat;
+mod report;
+mod token;
+
+pub use report::leave_pool;
+
+use super::attempts::NodeRef;
+use super::state::ServiceState;
+use crate::api::ApiError;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::routing::post;
+use axum::Router;
+use berth_proto::node_protocol::PREFIX;
+use serde::de::DeserializeOwned;
+
+/// The node protocol's routes, each under `PREFIX` (`/nodeagent/v1/enrol`, ...).
+pub fn router() -> Router<ServiceState> {
+    let r = |p: &str| format!("{PREFIX}/{p}");
+    Router::new()
+        .route(&r("enrol"), post(enrol::enrol))
+        .route(&r("heartbeat"), post(heartbeat::heartbeat))
+        .route(&r("claim"), post(claim::claim))
+        .route(&r("report"), post(report::report))
+        .route(&r("adopt"), post(report::adopt))
+        .route(&r("leave"), post(report::leave))
+}
+
+/// The node a call comes from, proven by its token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub node: NodeRef,
+    pub epoch: i64,
+}
+
+impl Caller {
+    /// The body's epoch must be the token's: a body of another enrolment is stale.
+    fn check_epoch(&self, epoch: i64) -> Result<(), ApiError> {
+        if epoch == self.epoch {
+            Ok(())
+        } else {
+            Err(ApiError::NodeSuperseded(format!(
+                "the request names epoch {epoch}, the token epoch {}",
+                self.epoch
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<ServiceState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &ServiceState) -> Result<Self, ApiError> {
+        let tok = bearer(&parts.headers)?;
+        let refused = || ApiError::AuthenticationFailed("the node token is not valid".into());
+        let (epoch, _) = token::parse(tok).ok_or_else(refused)?;
+        let conn = st.db.conn().await?;
+        let row = conn
+            .query_opt(
+                "SELECT e.pool_id, e.node_id, e.token_hash, n.epoch
+                 FROM enrolments e LEFT JOIN nodes n ON n.pool_id = e.pool_id AND n.id = e.node_id
+                 WHERE e.epoch = $1",
+                &[&epoch],
+            )
+            .await
+            .map_err(super::db::DbError::from)?
+            .ok_or_else(refused)?;
+        let hash: Vec<u8> = row.get(2);
+        if !crate::api::constant_time_eq(&hash, &token::hash(tok)) {
+            return Err(refused());
+        }
+        let node = NodeRef {
+            pool_id: row.get(0),
+            node_id: row.get(1),
+        };
+        if row.get::<_, Option<i64>>(3) != Some(epoch) {
+            return Err(ApiError::NodeSuperseded(format!(
+                "node {} of pool {} was enrolled again or removed; this agent must stop",
+                node.node_id, node.pool_id
+            )));
+        }
+        Ok(Caller { node, epoch })
+    }
+}
+
+/// The `Authorization: Bearer <token>` of a request; 401 when absent.
+fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::AuthenticationFailed(
+                "the request has no Authorization: Bearer credential".into(),
+            )
+        })
+}
+
+/// A JSON body of the node protocol; 400 naming what does not read.
+fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequestBody(e.to_string()))
+}

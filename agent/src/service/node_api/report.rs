@@ -1,0 +1,176 @@
+//! `POST {PREFIX}/report`, `/adopt` and `/leave`: what a node says about its attempts.
+//! Every change is fenced by the attempt id (`service::attempts`): a report for an
+//! attempt that is not current is 409 `AttemptFenced` and changes nothing.
+
+use super::{json, Caller};
+use crate::api::{ApiError, Body};
+use crate::service::attempts::{self, Completion, Requeue};
+use crate::service::db::DbError;
+use crate::service::metrics;
+use crate::service::state::ServiceState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use berth_proto::node_protocol::{AdoptReply, AdoptRequest, LeaveRequest, Report, ReportEvent};
+
+pub async fn report(
+    State(st): State<ServiceState>,
+    caller: Caller,
+    Body(body): Body,
+) -> Result<StatusCode, ApiError> {
+    let r: Report = json(&body)?;
+    caller.check_epoch(r.epoch)?;
+    // A deadlock with a client's transaction (a job terminate locks in its own order) is
+    // PostgreSQL's to break; the loser here simply tries again.
+    let mut tries = 0;
+    let counted = loop {
+        tries += 1;
+        match record(&st, &caller, &r).await {
+            Err(e) if tries < 3 && is_conflict(&e) => continue,
+            other => break other?,
+        }
+    };
+    if !counted {
+        metrics::fenced();
+        return Err(ApiError::AttemptFenced(format!(
+            "attempt {} of task {} of job {} is no longer current; kill and remove its container",
+            r.attempt, r.task_id, r.job_id
+        )));
+    }
+    if let ReportEvent::Abandoned { reason } = &r.event {
+        tracing::info!(attempt = r.attempt, node = %caller.node.node_id, %reason,
+            "attempt abandoned by its node");
+    }
+    Ok(StatusCode::OK)
+}
+
+/// Whether a transaction failed only for meeting another one (deadlock, serialisation):
+/// worth running again.
+fn is_conflict(e: &DbError) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(e, DbError::Query(q) if q.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    }))
+}
+
+/// Records one report in one transaction; false when its attempt is fenced (nothing
+/// written).
+async fn record(st: &ServiceState, caller: &Caller, r: &Report) -> Result<bool, DbError> {
+    let mut conn = st.db.conn().await?;
+    let tx = conn.transaction().await?;
+    attempts::lock_node(&tx, &caller.node.pool_id, &caller.node.node_id).await?;
+    let view = |task: &berth_proto::TaskView| {
+        serde_json::to_value(task).map_err(|source| DbError::Row {
+            what: "reported task view",
+            source,
+        })
+    };
+    let counted = match &r.event {
+        ReportEvent::Running { task } => {
+            attempts::running(&tx, &caller.node, r.attempt, view(task)?).await?
+        }
+        ReportEvent::Completed { task } => {
+            match attempts::complete(&tx, &caller.node, r.attempt, view(task)?).await? {
+                Completion::Done(_) | Completion::Repeated => true,
+                Completion::Fenced => false,
+            }
+        }
+        ReportEvent::Abandoned { .. } => {
+            let mine = tx
+                .query_opt(
+                    "SELECT 1 FROM attempts WHERE id = $1 AND pool_id = $2 AND node_id = $3",
+                    &[&r.attempt, &caller.node.pool_id, &caller.node.node_id],
+                )
+                .await?
+                .is_some();
+            if mine && attempts::requeue(&tx, r.attempt, Requeue::Lost).await? {
+                metrics::requeued(1);
+            }
+            // Giving up an attempt that already ended is no conflict.
+            mine
+        }
+    };
+    if counted {
+        tx.commit().await?;
+    }
+    Ok(counted)
+}
+
+/// Which of the attempts a restarted agent found are still live and current here.
+pub async fn adopt(
+    State(st): State<ServiceState>,
+    caller: Caller,
+    Body(body): Body,
+) -> Result<Json<AdoptReply>, ApiError> {
+    let req: AdoptRequest = json(&body)?;
+    caller.check_epoch(req.epoch)?;
+    let conn = st.db.conn().await?;
+    let current = conn
+        .query(
+            "SELECT x.id FROM attempts x JOIN tasks t ON t.seq = x.task_seq
+             WHERE x.id = ANY($3) AND x.state = 'live' AND t.current_attempt = x.id
+               AND x.pool_id = $1 AND x.node_id = $2
+             ORDER BY x.id",
+            &[&caller.node.pool_id, &caller.node.node_id, &req.attempts],
+        )
+        .await
+        .map_err(DbError::from)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(Json(AdoptReply { current }))
+}
+
+/// A graceful stop: the node's live attempts go back to the queue at once
+/// (`requeueCount` + 1) and the node leaves the pool (its row goes, as Batch forgets a
+/// removed node; its token then answers `NodeSuperseded`).
+pub async fn leave(
+    State(st): State<ServiceState>,
+    caller: Caller,
+    Body(body): Body,
+) -> Result<StatusCode, ApiError> {
+    let req: LeaveRequest = json(&body)?;
+    caller.check_epoch(req.epoch)?;
+    let mut conn = st.db.conn().await?;
+    let tx = conn.transaction().await.map_err(DbError::from)?;
+    let n = leave_pool(&tx, &caller.node.pool_id, &caller.node.node_id).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    metrics::requeued(n);
+    tracing::info!(pool = %caller.node.pool_id, node = %caller.node.node_id, requeued = n,
+        "node left the pool");
+    Ok(StatusCode::OK)
+}
+
+/// Requeues `node`'s live attempts (graceful) and removes the node; how many were requeued.
+pub async fn leave_pool(
+    tx: &tokio_postgres::Transaction<'_>,
+    pool: &str,
+    node: &str,
+) -> Result<u64, DbError> {
+    attempts::lock_node(tx, pool, node).await?;
+    let live: Vec<i64> = tx
+        .query(
+            "SELECT id FROM attempts WHERE pool_id = $1 AND node_id = $2 AND state = 'live'
+             ORDER BY id FOR UPDATE",
+            &[&pool, &node],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for a in &live {
+        attempts::requeue(tx, *a, Requeue::Graceful).await?;
+    }
+    // A node gone counts as released for every job it ran.
+    tx.execute(
+        "DELETE FROM job_nodes WHERE pool_id = $1 AND node_id = $2",
+        &[&pool, &node],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM nodes WHERE pool_id = $1 AND id = $2",
+        &[&pool, &node],
+    )
+    .await?;
+    Ok(live.len() as u64)
+}
