@@ -53,6 +53,10 @@ pub struct EnrolResponse {
     /// The pool this node runs: images to prefetch, start task, users, slots.
     pub pool: PoolSpec,
     pub timers: Timers,
+    /// The credential the service's file proxy sends to this agent's TCP file API
+    /// (`Authorization: Bearer <proxyToken>`); none: the service does not proxy here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_token: Option<String>,
 }
 
 /// The lease timers of a pool (design notes, section 3), in milliseconds. `None` for

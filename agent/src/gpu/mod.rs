@@ -173,6 +173,12 @@ impl Gpus {
         }
     }
 
+    /// Whole GPUs no task holds now.
+    pub fn free(&self) -> u32 {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        u32::try_from(held.free()).unwrap_or(u32::MAX)
+    }
+
     pub fn release(&self, r: &Reservation) {
         if r.exclusive {
             self.held

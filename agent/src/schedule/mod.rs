@@ -45,6 +45,7 @@ impl TaskReport {
                     node_id: rt.node.node_id.clone(),
                     task_root_directory,
                 }),
+                pool_attempt: None,
             },
             note,
         }
@@ -83,16 +84,18 @@ pub(crate) fn gpu_gate(rt: &NodeContext, job: &JobSpec, spec: &TaskSpec) -> GpuG
 }
 
 /// Runs one task from spec to final execution info: user, plan, directories, attempts.
+/// A pool task's `poolAttempt` labels its containers.
 pub(crate) async fn run_one(
     rt: Arc<NodeContext>,
     view: berth_proto::JobView,
-    spec: TaskSpec,
+    task: &TaskView,
     gpus: Reservation,
     cancel: CancellationToken,
     resume: Option<task::Resume>,
     on_retry: &(dyn Fn(i32) + Sync),
 ) -> ExecutionInfo {
     use tracing::Instrument;
+    let (spec, pool_attempt) = (task.spec.clone(), task.pool_attempt);
     let (job, job_created) = (view.spec, view.creation_time);
     let span = tracing::info_span!("task", job = %job.id, task = %spec.id);
     async move {
@@ -123,6 +126,7 @@ pub(crate) async fn run_one(
             plan: Box::new(|user| {
                 plan::task(&spec, &job, &rt.node, user).map(|mut p| {
                     p.batch_env.extend(token_env);
+                    p.pool_attempt = pool_attempt;
                     p
                 })
             }),

@@ -8,7 +8,7 @@ use super::{Db, DbError};
 pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
 
 /// The advisory lock key that serialises migrations (any fixed number; "berth" in ASCII).
-const LOCK: i64 = 0x6265_7274_68;
+const LOCK: i64 = 0x0062_6572_7468;
 
 /// Brings the schema up to the newest version; returns the versions applied now.
 pub async fn run(db: &Db) -> Result<Vec<i32>, DbError> {
