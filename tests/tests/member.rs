@@ -1,0 +1,311 @@
+//! `berth agent --service URL --pool ID` on the real engine, against a fake service in
+//! this test (axum on 127.0.0.1, the node protocol served from memory, fast timers): the
+//! agent enrols, runs what it claims, reports `running` and `completed` with the right
+//! attempts, labels the containers with their attempt; a `fence` command kills a running
+//! one, and a service that stops answering past the self-fence time gets the node to kill
+//! its own container and report it `abandoned` once the service answers again.
+#![allow(clippy::disallowed_types)]
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use berth_proto::node_protocol::*;
+use berth_proto::{JobView, TaskView};
+use berth_tests::agent::Agent;
+use berth_tests::*;
+use serde_json::json;
+use std::collections::VecDeque;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the fake service holds and records.
+#[derive(Default)]
+struct Fake {
+    /// Answer every call 503 while set (the service or its database away).
+    down: bool,
+    claims: VecDeque<Claim>,
+    commands: Vec<NodeCommand>,
+    reports: Vec<Report>,
+    heartbeats: Vec<Heartbeat>,
+    enrolled: Vec<EnrolRequest>,
+}
+
+type Shared = Arc<Mutex<Fake>>;
+
+const TOKEN: &str = "node-token-1";
+
+fn refused(status: StatusCode, code: &str) -> Response {
+    let body = json!({"code": code, "message": {"lang": "en-US", "value": code}});
+    (status, Json(body)).into_response()
+}
+
+/// 503 while down; 401 without the node token.
+fn gate(s: &Shared, h: &axum::http::HeaderMap, token: &str) -> Option<Response> {
+    if s.lock().unwrap().down {
+        return Some(refused(StatusCode::SERVICE_UNAVAILABLE, "ServerBusy"));
+    }
+    let auth = h.get("authorization").and_then(|v| v.to_str().ok());
+    (auth != Some(&format!("Bearer {token}"))).then(|| refused(StatusCode::UNAUTHORIZED, "AuthenticationFailed"))
+}
+
+async fn enrol(State(s): State<Shared>, h: axum::http::HeaderMap, Json(r): Json<EnrolRequest>) -> Response {
+    if let Some(no) = gate(&s, &h, "the-secret") {
+        return no;
+    }
+    s.lock().unwrap().enrolled.push(r.clone());
+    let pool = serde_json::from_value(json!({"id": r.pool_id, "taskSlotsPerNode": 2,
+        "virtualMachineConfiguration": {"containerConfiguration": {"type": "dockerCompatible"}}}))
+    .unwrap();
+    Json(EnrolResponse {
+        node_token: TOKEN.into(),
+        epoch: 1,
+        pool,
+        timers: Timers {
+            heartbeat_ms: 300,
+            unknown_ms: 1_000,
+            self_fence_ms: Some(3_000),
+            requeue_ms: Some(5_000),
+        },
+        proxy_token: None,
+    })
+    .into_response()
+}
+
+async fn heartbeat(State(s): State<Shared>, h: axum::http::HeaderMap, Json(b): Json<Heartbeat>) -> Response {
+    if let Some(no) = gate(&s, &h, TOKEN) {
+        return no;
+    }
+    let mut f = s.lock().unwrap();
+    f.heartbeats.push(b);
+    let commands = std::mem::take(&mut f.commands);
+    Json(HeartbeatReply { commands }).into_response()
+}
+
+async fn claim(State(s): State<Shared>, h: axum::http::HeaderMap, Json(c): Json<ClaimRequest>) -> Response {
+    if let Some(no) = gate(&s, &h, TOKEN) {
+        return no;
+    }
+    // A short long poll: the test hands out work in its own time.
+    for _ in 0..10 {
+        {
+            let mut f = s.lock().unwrap();
+            if !f.claims.is_empty() {
+                let n = (c.free_slots as usize).min(f.claims.len());
+                let claims = f.claims.drain(..n).collect();
+                return Json(ClaimReply { claims, commands: vec![] }).into_response();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Json(ClaimReply::default()).into_response()
+}
+
+async fn report(State(s): State<Shared>, h: axum::http::HeaderMap, Json(r): Json<Report>) -> Response {
+    if let Some(no) = gate(&s, &h, TOKEN) {
+        return no;
+    }
+    s.lock().unwrap().reports.push(r);
+    Json(json!({})).into_response()
+}
+
+async fn adopt(State(s): State<Shared>, h: axum::http::HeaderMap, Json(_): Json<AdoptRequest>) -> Response {
+    if let Some(no) = gate(&s, &h, TOKEN) {
+        return no;
+    }
+    Json(AdoptReply { current: vec![] }).into_response()
+}
+
+async fn leave(State(s): State<Shared>, h: axum::http::HeaderMap) -> Response {
+    if let Some(no) = gate(&s, &h, TOKEN) {
+        return no;
+    }
+    Json(json!({})).into_response()
+}
+
+/// Serves the fake on a thread of its own; its URL.
+fn serve(s: Shared) -> String {
+    let app = Router::new()
+        .route("/nodeagent/v1/enrol", post(enrol))
+        .route("/nodeagent/v1/heartbeat", post(heartbeat))
+        .route("/nodeagent/v1/claim", post(claim))
+        .route("/nodeagent/v1/report", post(report))
+        .route("/nodeagent/v1/adopt", post(adopt))
+        .route("/nodeagent/v1/leave", post(leave))
+        .with_state(s);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            axum::serve(l, app).await.unwrap();
+        });
+    });
+    url
+}
+
+fn claim_of(attempt: AttemptId, job: &JobView, id: &str, command: &str) -> Claim {
+    let task: TaskView = serde_json::from_value(json!({
+        "id": id, "commandLine": command, "jobId": job.spec.id, "state": "active",
+        "stateTransitionTime": chrono::Utc::now(), "creationTime": chrono::Utc::now(),
+        "containerSettings": {"imageName": "myimage", "containerRunOptions": "--network none"},
+    }))
+    .unwrap();
+    Claim {
+        attempt,
+        job: job.clone(),
+        task,
+    }
+}
+
+/// Waits until `check` holds over the fake's records.
+fn wait_for(s: &Shared, what: &str, limit: Duration, check: impl Fn(&Fake) -> bool) {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if check(&s.lock().unwrap()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn reported(f: &Fake, attempt: AttemptId, event: &str) -> Option<Report> {
+    f.reports
+        .iter()
+        .find(|r| {
+            r.attempt == attempt
+                && serde_json::to_value(&r.event).unwrap()["event"] == event
+        })
+        .cloned()
+}
+
+/// Container ids labelled with `attempt`.
+fn containers_of(attempt: AttemptId) -> Vec<String> {
+    let out = docker(&[
+        "ps", "-aq", "--filter", &format!("label={ATTEMPT_LABEL}={attempt}"),
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+fn wait_containers(attempt: AttemptId, present: bool, limit: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if containers_of(attempt).is_empty() != present {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("attempt {attempt}'s container: expected present={present}");
+}
+
+fn start_agent(n: &TestNode, url: &str) -> Agent {
+    let secret = n.dir.path().join("secret");
+    std::fs::write(&secret, "the-secret\n").unwrap();
+    let sock = n.dir.path().join("berth.sock");
+    let log_path = n.dir.path().join("agent.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(berth_bin())
+        .args(["agent", "--config", "/dev/null", "--engine", &n.engine, "--node-id", &n.node_id])
+        .arg("--node-root")
+        .arg(n.root())
+        .arg("--socket")
+        .arg(&sock)
+        .args(["--service", url, "--pool", "fakepool"])
+        .env("BERTH_ENROLMENT_SECRET_FILE", &secret)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Agent {
+        child,
+        sock,
+        log: log_path,
+    }
+}
+
+#[test]
+fn a_member_runs_claims_reports_them_and_fences_itself() {
+    let n = TestNode::new("member");
+    let s: Shared = Default::default();
+    let url = serve(s.clone());
+    let job = JobView::new(
+        serde_json::from_value(json!({"id": "mjob", "poolInfo": {"poolId": "fakepool"},
+            "onAllTasksComplete": "terminatejob"}))
+        .unwrap(),
+    );
+    s.lock().unwrap().claims.extend([
+        claim_of(101, &job, "quick", "sh -c 'echo hi'"),
+        claim_of(102, &job, "long", "sleep 300"),
+    ]);
+    let agent = start_agent(&n, &url);
+
+    // Enrolled, both run; the quick one is reported with its attempt, its output kept.
+    wait_for(&s, "the quick task's completion", Duration::from_secs(60), |f| {
+        reported(f, 101, "completed").is_some() && reported(f, 102, "running").is_some()
+    });
+    {
+        let f = s.lock().unwrap();
+        assert_eq!(f.enrolled[0].pool_id, "fakepool");
+        assert_eq!(f.enrolled[0].node_id, n.node_id);
+        assert!(reported(&f, 101, "running").is_some(), "running before completed");
+        let Some(Report { event: ReportEvent::Completed { task }, job_id, task_id, epoch, .. }) =
+            reported(&f, 101, "completed")
+        else {
+            unreachable!()
+        };
+        assert_eq!((job_id.as_str(), task_id.as_str(), epoch), ("mjob", "quick", 1));
+        let info = task.execution_info.unwrap();
+        assert_eq!(info.exit_code, Some(0), "{info:?}");
+        assert_eq!(task.pool_attempt, Some(101));
+        assert_eq!(task.node_info.unwrap().node_id, n.node_id);
+    }
+    let out = std::fs::read_to_string(n.task_dir("mjob", "quick").join("stdout.txt")).unwrap();
+    assert_eq!(out, "hi\n");
+    // The running one's container carries its attempt; heartbeats name it.
+    wait_containers(102, true, Duration::from_secs(10));
+    wait_for(&s, "a heartbeat naming attempt 102", Duration::from_secs(10), |f| {
+        f.heartbeats.last().is_some_and(|h| h.running.contains(&102))
+    });
+
+    // A fence command kills it, and its end is never reported.
+    s.lock().unwrap().commands.push(NodeCommand::Fence { attempt: 102 });
+    wait_containers(102, false, Duration::from_secs(15));
+    wait_for(&s, "heartbeats without attempt 102", Duration::from_secs(10), |f| {
+        f.heartbeats.last().is_some_and(|h| !h.running.contains(&102))
+    });
+
+    // Another claim runs; then the service goes away past the self-fence time.
+    s.lock().unwrap().claims.push_back(claim_of(103, &job, "long2", "sleep 300"));
+    wait_for(&s, "attempt 103 running", Duration::from_secs(30), |f| {
+        reported(f, 103, "running").is_some()
+    });
+    wait_containers(103, true, Duration::from_secs(10));
+    let down = Instant::now();
+    s.lock().unwrap().down = true;
+    wait_containers(103, false, Duration::from_secs(20));
+    let took = down.elapsed();
+    assert!(took >= Duration::from_millis(2_500), "fenced itself after {took:?}, before F");
+    std::thread::sleep(Duration::from_secs(1));
+    s.lock().unwrap().down = false;
+    wait_for(&s, "attempt 103 abandoned", Duration::from_secs(20), |f| {
+        reported(f, 103, "abandoned").is_some()
+    });
+    {
+        let f = s.lock().unwrap();
+        assert!(reported(&f, 102, "completed").is_none(), "a fenced attempt's end is not reported");
+        assert!(reported(&f, 103, "completed").is_none(), "a self-fenced attempt's end is not reported");
+    }
+    assert_eq!(agent.term(), Some(0));
+}
