@@ -31,6 +31,9 @@ struct Fake {
     reports: Vec<Report>,
     heartbeats: Vec<Heartbeat>,
     enrolled: Vec<EnrolRequest>,
+    /// What `adopt` answers is still current, and what it was asked.
+    current: Vec<AttemptId>,
+    adopt_asked: Vec<AdoptRequest>,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -55,13 +58,17 @@ async fn enrol(State(s): State<Shared>, h: axum::http::HeaderMap, Json(r): Json<
     if let Some(no) = gate(&s, &h, "the-secret") {
         return no;
     }
-    s.lock().unwrap().enrolled.push(r.clone());
+    let epoch = {
+        let mut f = s.lock().unwrap();
+        f.enrolled.push(r.clone());
+        f.enrolled.len() as i64
+    };
     let pool = serde_json::from_value(json!({"id": r.pool_id, "taskSlotsPerNode": 2,
         "virtualMachineConfiguration": {"containerConfiguration": {"type": "dockerCompatible"}}}))
     .unwrap();
     Json(EnrolResponse {
         node_token: TOKEN.into(),
-        epoch: 1,
+        epoch,
         pool,
         timers: Timers {
             heartbeat_ms: 300,
@@ -111,11 +118,14 @@ async fn report(State(s): State<Shared>, h: axum::http::HeaderMap, Json(r): Json
     Json(json!({})).into_response()
 }
 
-async fn adopt(State(s): State<Shared>, h: axum::http::HeaderMap, Json(_): Json<AdoptRequest>) -> Response {
+async fn adopt(State(s): State<Shared>, h: axum::http::HeaderMap, Json(a): Json<AdoptRequest>) -> Response {
     if let Some(no) = gate(&s, &h, TOKEN) {
         return no;
     }
-    Json(AdoptReply { current: vec![] }).into_response()
+    let mut f = s.lock().unwrap();
+    let current = a.attempts.iter().copied().filter(|x| f.current.contains(x)).collect();
+    f.adopt_asked.push(a);
+    Json(AdoptReply { current }).into_response()
 }
 
 async fn leave(State(s): State<Shared>, h: axum::http::HeaderMap) -> Response {
@@ -307,5 +317,53 @@ fn a_member_runs_claims_reports_them_and_fences_itself() {
         assert!(reported(&f, 102, "completed").is_none(), "a fenced attempt's end is not reported");
         assert!(reported(&f, 103, "completed").is_none(), "a self-fenced attempt's end is not reported");
     }
+    assert_eq!(agent.term(), Some(0));
+}
+
+#[test]
+fn a_restarted_member_adopts_only_the_attempts_still_current() {
+    let n = TestNode::new("member-restart");
+    let s: Shared = Default::default();
+    let url = serve(s.clone());
+    let job = JobView::new(serde_json::from_value(json!({"id": "rjob"})).unwrap());
+    {
+        let mut f = s.lock().unwrap();
+        f.claims.extend([
+            claim_of(201, &job, "kept", "sh -c 'sleep 5; echo done'"),
+            claim_of(202, &job, "stale", "sleep 300"),
+        ]);
+        f.current = vec![201];
+    }
+    let mut agent = start_agent(&n, &url);
+    wait_for(&s, "both running", Duration::from_secs(60), |f| {
+        reported(f, 201, "running").is_some() && reported(f, 202, "running").is_some()
+    });
+    wait_containers(201, true, Duration::from_secs(10));
+    wait_containers(202, true, Duration::from_secs(10));
+    // The agent dies; its containers run on.
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    drop(agent);
+    let agent = start_agent(&n, &url);
+    wait_for(&s, "the kept attempt's completion", Duration::from_secs(60), |f| {
+        reported(f, 201, "completed").is_some()
+    });
+    wait_containers(202, false, Duration::from_secs(10));
+    {
+        let f = s.lock().unwrap();
+        assert_eq!(f.enrolled.len(), 2);
+        let asked = &f.adopt_asked[0];
+        assert_eq!((asked.epoch, asked.attempts.clone()), (2, vec![201, 202]));
+        let Some(Report { event: ReportEvent::Completed { task }, epoch, .. }) =
+            reported(&f, 201, "completed")
+        else {
+            unreachable!()
+        };
+        assert_eq!(epoch, 2);
+        assert_eq!(task.execution_info.unwrap().exit_code, Some(0));
+        assert!(reported(&f, 202, "completed").is_none(), "the stale attempt is not reported");
+    }
+    let out = std::fs::read_to_string(n.task_dir("rjob", "kept").join("stdout.txt")).unwrap();
+    assert_eq!(out, "done\n");
     assert_eq!(agent.term(), Some(0));
 }

@@ -54,6 +54,10 @@ pub struct Member {
     pub self_fenced: std::sync::atomic::AtomicBool,
     /// Cancelled to stop the agent (SIGTERM, `Remove`).
     pub stop: CancellationToken,
+    /// Cancelled once the member began (after pool start and adoption); commands that
+    /// come before wait in `early`.
+    pub begun: CancellationToken,
+    pub early: Mutex<Vec<NodeCommand>>,
 }
 
 /// Request timeout of the short calls (heartbeat, report, adopt, leave).
@@ -167,6 +171,12 @@ impl Member {
 
     /// Carries out the service's commands, in order.
     pub async fn apply(self: &Arc<Self>, commands: Vec<NodeCommand>) {
+        if !self.begun.is_cancelled() {
+            // During pool start: nothing runs yet that a command could be about.
+            let mut early = self.early.lock().unwrap_or_else(|p| p.into_inner());
+            early.extend(commands);
+            return;
+        }
         for c in commands {
             match c {
                 NodeCommand::Fence { attempt } => self.fence(attempt, None).await,

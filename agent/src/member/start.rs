@@ -84,7 +84,8 @@ pub fn journal(rt: &NodeContext, inner: Arc<dyn Store>) -> std::io::Result<Journ
     Ok((store, ledger, rx))
 }
 
-/// The member, once the scheduler over the journalled store exists.
+/// The member, once the scheduler over the journalled store exists; its heartbeat
+/// starts now, so that the service sees the node through pool start.
 pub fn member(
     j: Joined,
     rt: Arc<NodeContext>,
@@ -97,7 +98,7 @@ pub fn member(
     if let Some(a) = &j.request.file_address {
         file_address.set(a.clone()).ok();
     }
-    Arc::new(Member {
+    let m = Arc::new(Member {
         client: j.client,
         session: std::sync::RwLock::new(Session {
             token: j.response.node_token,
@@ -114,21 +115,28 @@ pub fn member(
         last_ok: std::sync::Mutex::new(tokio::time::Instant::now()),
         self_fenced: Default::default(),
         stop,
-    })
+        begun: CancellationToken::new(),
+        early: Default::default(),
+    });
+    tokio::spawn(super::heartbeat::run(m.clone()));
+    m
 }
 
 /// After pool start: adoption (only current attempts keep their containers), then the
-/// reporter, the heartbeat, the lease watchdog and the claim loop. False when the
-/// agent stopped first.
+/// reporter, the lease watchdog, the claim loop and the commands that came during pool
+/// start. False when the agent stopped first.
 pub async fn begin(m: &Arc<Member>, notes: mpsc::UnboundedReceiver<Note>) -> bool {
     let session = m.session.read().unwrap_or_else(|p| p.into_inner()).clone();
     if !enrol::adopt(&m.client, &session, &m.rt, m.store.as_ref(), &m.stop).await {
         return false;
     }
+    m.begun.cancel();
+    let early = std::mem::take(&mut *m.early.lock().unwrap_or_else(|p| p.into_inner()));
     tokio::spawn(super::report::run(m.clone(), notes));
-    tokio::spawn(super::heartbeat::run(m.clone()));
     tokio::spawn(super::heartbeat::watchdog(m.clone()));
     tokio::spawn(super::claim::run(m.clone()));
+    let m = m.clone();
+    tokio::spawn(async move { m.apply(early).await });
     true
 }
 
