@@ -10,6 +10,8 @@ pub mod client;
 pub mod enrol;
 pub mod heartbeat;
 pub mod journal;
+#[cfg(test)]
+mod on_fake;
 pub mod report;
 pub mod start;
 
