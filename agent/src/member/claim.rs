@@ -77,21 +77,51 @@ pub async fn run(m: Arc<Member>) {
 async fn accept(m: &Member, c: Claim) {
     let (job, task, attempt) = (c.job.spec.id.clone(), c.task.spec.id.clone(), c.attempt);
     tracing::info!(job, task, attempt, "claimed a task");
-    if let Err(e) = write(m, &c.job, c.task, attempt) {
-        tracing::error!(job, task, attempt, error = %Chain(&e), "cannot write the claimed task; giving it back");
-        m.ledger.fence(attempt);
-        m.ledger.report(super::journal::Pending {
-            attempt,
-            job_id: job,
-            task_id: task,
-            event: berth_proto::node_protocol::ReportEvent::Abandoned {
-                reason: "the node could not record the claim".into(),
-            },
-        });
-    }
+    let e = match write(m, &c.job, c.task, attempt) {
+        Ok(Written::Yes) => return,
+        Ok(Written::Busy(old)) => {
+            // An older attempt of the same task still runs here: it is stale (the service
+            // moved on), and the new one could not be told apart from it in the store.
+            tracing::warn!(job, task, attempt, old, "an older attempt of the task still runs here; fencing it and giving the new one back");
+            m.fence(old, None).await;
+            "an older attempt of the task was still running on the node".to_string()
+        }
+        Err(e) => {
+            tracing::error!(job, task, attempt, error = %Chain(&e), "cannot write the claimed task; giving it back");
+            "the node could not record the claim".to_string()
+        }
+    };
+    m.ledger.fence(attempt);
+    m.ledger.report(super::journal::Pending {
+        attempt,
+        job_id: job,
+        task_id: task,
+        event: berth_proto::node_protocol::ReportEvent::Abandoned { reason: e },
+    });
 }
 
-fn write(m: &Member, job: &JobView, task: TaskView, attempt: AttemptId) -> Result<(), StoreError> {
+enum Written {
+    Yes,
+    /// Not written: this older attempt of the task is still live here.
+    Busy(AttemptId),
+}
+
+fn write(
+    m: &Member,
+    job: &JobView,
+    task: TaskView,
+    attempt: AttemptId,
+) -> Result<Written, StoreError> {
+    if let Some(old) = m.store.task(&job.spec.id, &task.spec.id)? {
+        match old.view.pool_attempt {
+            // The same claim again: it is here already.
+            Some(a) if a == attempt => return Ok(Written::Yes),
+            Some(a) if old.view.state != berth_proto::TaskState::Completed => {
+                return Ok(Written::Busy(a))
+            }
+            _ => {}
+        }
+    }
     let local = local_job(job);
     match m.store.job(&job.spec.id)? {
         None => m.store.add_job(&local)?,
@@ -104,7 +134,7 @@ fn write(m: &Member, job: &JobView, task: TaskView, attempt: AttemptId) -> Resul
         m.store.delete_task(&job.spec.id, &task.spec.id)?;
     }
     m.store.add_tasks(&[local_task(m, &local, task, attempt)])?;
-    Ok(())
+    Ok(Written::Yes)
 }
 
 /// The local copy of a service's job: the service makes the job-level decisions
