@@ -298,6 +298,20 @@ mod tests {
         std::fs::write(&f, "forbid_run_options = [\"sudo\"]\n").unwrap();
         let e = AgentConfig::load(Some(&f)).unwrap_err();
         assert!(e.contains("\"sudo\" is not a run-options rule"), "{e}");
+        // Pool mode's keys.
+        std::fs::write(
+            &f,
+            "service = [\"https://a:1\"]\npool_id = \"p1\"\nenrolment_secret_file = \"/s\"\n",
+        )
+        .unwrap();
+        let mut c = AgentConfig::load(Some(&f)).unwrap();
+        assert_eq!(
+            (c.service.clone(), c.pool_id.as_deref()),
+            (vec!["https://a:1".to_string()], Some("p1"))
+        );
+        c.apply_env(|k| (k == "BERTH_SERVICE").then(|| "https://a:1, https://b:2,".to_string()))
+            .unwrap();
+        assert_eq!(c.service, ["https://a:1", "https://b:2"]);
         std::fs::write(&f, "task_output_limit = \"64M\"\n").unwrap();
         assert_eq!(
             AgentConfig::load(Some(&f)).unwrap().task_output_limit,

@@ -51,10 +51,15 @@ fn gate(s: &Shared, h: &axum::http::HeaderMap, token: &str) -> Option<Response> 
         return Some(refused(StatusCode::SERVICE_UNAVAILABLE, "ServerBusy"));
     }
     let auth = h.get("authorization").and_then(|v| v.to_str().ok());
-    (auth != Some(&format!("Bearer {token}"))).then(|| refused(StatusCode::UNAUTHORIZED, "AuthenticationFailed"))
+    (auth != Some(&format!("Bearer {token}")))
+        .then(|| refused(StatusCode::UNAUTHORIZED, "AuthenticationFailed"))
 }
 
-async fn enrol(State(s): State<Shared>, h: axum::http::HeaderMap, Json(r): Json<EnrolRequest>) -> Response {
+async fn enrol(
+    State(s): State<Shared>,
+    h: axum::http::HeaderMap,
+    Json(r): Json<EnrolRequest>,
+) -> Response {
     if let Some(no) = gate(&s, &h, "the-secret") {
         return no;
     }
@@ -81,7 +86,11 @@ async fn enrol(State(s): State<Shared>, h: axum::http::HeaderMap, Json(r): Json<
     .into_response()
 }
 
-async fn heartbeat(State(s): State<Shared>, h: axum::http::HeaderMap, Json(b): Json<Heartbeat>) -> Response {
+async fn heartbeat(
+    State(s): State<Shared>,
+    h: axum::http::HeaderMap,
+    Json(b): Json<Heartbeat>,
+) -> Response {
     if let Some(no) = gate(&s, &h, TOKEN) {
         return no;
     }
@@ -91,7 +100,11 @@ async fn heartbeat(State(s): State<Shared>, h: axum::http::HeaderMap, Json(b): J
     Json(HeartbeatReply { commands }).into_response()
 }
 
-async fn claim(State(s): State<Shared>, h: axum::http::HeaderMap, Json(c): Json<ClaimRequest>) -> Response {
+async fn claim(
+    State(s): State<Shared>,
+    h: axum::http::HeaderMap,
+    Json(c): Json<ClaimRequest>,
+) -> Response {
     if let Some(no) = gate(&s, &h, TOKEN) {
         return no;
     }
@@ -102,7 +115,11 @@ async fn claim(State(s): State<Shared>, h: axum::http::HeaderMap, Json(c): Json<
             if !f.claims.is_empty() {
                 let n = (c.free_slots as usize).min(f.claims.len());
                 let claims = f.claims.drain(..n).collect();
-                return Json(ClaimReply { claims, commands: vec![] }).into_response();
+                return Json(ClaimReply {
+                    claims,
+                    commands: vec![],
+                })
+                .into_response();
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -110,7 +127,11 @@ async fn claim(State(s): State<Shared>, h: axum::http::HeaderMap, Json(c): Json<
     Json(ClaimReply::default()).into_response()
 }
 
-async fn report(State(s): State<Shared>, h: axum::http::HeaderMap, Json(r): Json<Report>) -> Response {
+async fn report(
+    State(s): State<Shared>,
+    h: axum::http::HeaderMap,
+    Json(r): Json<Report>,
+) -> Response {
     if let Some(no) = gate(&s, &h, TOKEN) {
         return no;
     }
@@ -118,12 +139,21 @@ async fn report(State(s): State<Shared>, h: axum::http::HeaderMap, Json(r): Json
     Json(json!({})).into_response()
 }
 
-async fn adopt(State(s): State<Shared>, h: axum::http::HeaderMap, Json(a): Json<AdoptRequest>) -> Response {
+async fn adopt(
+    State(s): State<Shared>,
+    h: axum::http::HeaderMap,
+    Json(a): Json<AdoptRequest>,
+) -> Response {
     if let Some(no) = gate(&s, &h, TOKEN) {
         return no;
     }
     let mut f = s.lock().unwrap();
-    let current = a.attempts.iter().copied().filter(|x| f.current.contains(x)).collect();
+    let current = a
+        .attempts
+        .iter()
+        .copied()
+        .filter(|x| f.current.contains(x))
+        .collect();
     f.adopt_asked.push(a);
     Json(AdoptReply { current }).into_response()
 }
@@ -191,17 +221,17 @@ fn wait_for(s: &Shared, what: &str, limit: Duration, check: impl Fn(&Fake) -> bo
 fn reported(f: &Fake, attempt: AttemptId, event: &str) -> Option<Report> {
     f.reports
         .iter()
-        .find(|r| {
-            r.attempt == attempt
-                && serde_json::to_value(&r.event).unwrap()["event"] == event
-        })
+        .find(|r| r.attempt == attempt && serde_json::to_value(&r.event).unwrap()["event"] == event)
         .cloned()
 }
 
 /// Container ids labelled with `attempt`.
 fn containers_of(attempt: AttemptId) -> Vec<String> {
     let out = docker(&[
-        "ps", "-aq", "--filter", &format!("label={ATTEMPT_LABEL}={attempt}"),
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label={ATTEMPT_LABEL}={attempt}"),
     ]);
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
@@ -227,7 +257,15 @@ fn start_agent(n: &TestNode, url: &str) -> Agent {
     let log_path = n.dir.path().join("agent.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let child = Command::new(berth_bin())
-        .args(["agent", "--config", "/dev/null", "--engine", &n.engine, "--node-id", &n.node_id])
+        .args([
+            "agent",
+            "--config",
+            "/dev/null",
+            "--engine",
+            &n.engine,
+            "--node-id",
+            &n.node_id,
+        ])
         .arg("--node-root")
         .arg(n.root())
         .arg("--socket")
@@ -262,20 +300,34 @@ fn a_member_runs_claims_reports_them_and_fences_itself() {
     let agent = start_agent(&n, &url);
 
     // Enrolled, both run; the quick one is reported with its attempt, its output kept.
-    wait_for(&s, "the quick task's completion", Duration::from_secs(60), |f| {
-        reported(f, 101, "completed").is_some() && reported(f, 102, "running").is_some()
-    });
+    wait_for(
+        &s,
+        "the quick task's completion",
+        Duration::from_secs(60),
+        |f| reported(f, 101, "completed").is_some() && reported(f, 102, "running").is_some(),
+    );
     {
         let f = s.lock().unwrap();
         assert_eq!(f.enrolled[0].pool_id, "fakepool");
         assert_eq!(f.enrolled[0].node_id, n.node_id);
-        assert!(reported(&f, 101, "running").is_some(), "running before completed");
-        let Some(Report { event: ReportEvent::Completed { task }, job_id, task_id, epoch, .. }) =
-            reported(&f, 101, "completed")
+        assert!(
+            reported(&f, 101, "running").is_some(),
+            "running before completed"
+        );
+        let Some(Report {
+            event: ReportEvent::Completed { task },
+            job_id,
+            task_id,
+            epoch,
+            ..
+        }) = reported(&f, 101, "completed")
         else {
             unreachable!()
         };
-        assert_eq!((job_id.as_str(), task_id.as_str(), epoch), ("mjob", "quick", 1));
+        assert_eq!(
+            (job_id.as_str(), task_id.as_str(), epoch),
+            ("mjob", "quick", 1)
+        );
         let info = task.execution_info.unwrap();
         assert_eq!(info.exit_code, Some(0), "{info:?}");
         assert_eq!(task.pool_attempt, Some(101));
@@ -285,19 +337,39 @@ fn a_member_runs_claims_reports_them_and_fences_itself() {
     assert_eq!(out, "hi\n");
     // The running one's container carries its attempt; heartbeats name it.
     wait_containers(102, true, Duration::from_secs(10));
-    wait_for(&s, "a heartbeat naming attempt 102", Duration::from_secs(10), |f| {
-        f.heartbeats.last().is_some_and(|h| h.running.contains(&102))
-    });
+    wait_for(
+        &s,
+        "a heartbeat naming attempt 102",
+        Duration::from_secs(10),
+        |f| {
+            f.heartbeats
+                .last()
+                .is_some_and(|h| h.running.contains(&102))
+        },
+    );
 
     // A fence command kills it, and its end is never reported.
-    s.lock().unwrap().commands.push(NodeCommand::Fence { attempt: 102 });
+    s.lock()
+        .unwrap()
+        .commands
+        .push(NodeCommand::Fence { attempt: 102 });
     wait_containers(102, false, Duration::from_secs(15));
-    wait_for(&s, "heartbeats without attempt 102", Duration::from_secs(10), |f| {
-        f.heartbeats.last().is_some_and(|h| !h.running.contains(&102))
-    });
+    wait_for(
+        &s,
+        "heartbeats without attempt 102",
+        Duration::from_secs(10),
+        |f| {
+            f.heartbeats
+                .last()
+                .is_some_and(|h| !h.running.contains(&102))
+        },
+    );
 
     // Another claim runs; then the service goes away past the self-fence time.
-    s.lock().unwrap().claims.push_back(claim_of(103, &job, "long2", "sleep 300"));
+    s.lock()
+        .unwrap()
+        .claims
+        .push_back(claim_of(103, &job, "long2", "sleep 300"));
     wait_for(&s, "attempt 103 running", Duration::from_secs(30), |f| {
         reported(f, 103, "running").is_some()
     });
@@ -306,7 +378,10 @@ fn a_member_runs_claims_reports_them_and_fences_itself() {
     s.lock().unwrap().down = true;
     wait_containers(103, false, Duration::from_secs(20));
     let took = down.elapsed();
-    assert!(took >= Duration::from_millis(2_500), "fenced itself after {took:?}, before F");
+    assert!(
+        took >= Duration::from_millis(2_500),
+        "fenced itself after {took:?}, before F"
+    );
     std::thread::sleep(Duration::from_secs(1));
     s.lock().unwrap().down = false;
     wait_for(&s, "attempt 103 abandoned", Duration::from_secs(20), |f| {
@@ -314,8 +389,14 @@ fn a_member_runs_claims_reports_them_and_fences_itself() {
     });
     {
         let f = s.lock().unwrap();
-        assert!(reported(&f, 102, "completed").is_none(), "a fenced attempt's end is not reported");
-        assert!(reported(&f, 103, "completed").is_none(), "a self-fenced attempt's end is not reported");
+        assert!(
+            reported(&f, 102, "completed").is_none(),
+            "a fenced attempt's end is not reported"
+        );
+        assert!(
+            reported(&f, 103, "completed").is_none(),
+            "a self-fenced attempt's end is not reported"
+        );
     }
     assert_eq!(agent.term(), Some(0));
 }
@@ -345,23 +426,32 @@ fn a_restarted_member_adopts_only_the_attempts_still_current() {
     agent.child.wait().unwrap();
     drop(agent);
     let agent = start_agent(&n, &url);
-    wait_for(&s, "the kept attempt's completion", Duration::from_secs(60), |f| {
-        reported(f, 201, "completed").is_some()
-    });
+    wait_for(
+        &s,
+        "the kept attempt's completion",
+        Duration::from_secs(60),
+        |f| reported(f, 201, "completed").is_some(),
+    );
     wait_containers(202, false, Duration::from_secs(10));
     {
         let f = s.lock().unwrap();
         assert_eq!(f.enrolled.len(), 2);
         let asked = &f.adopt_asked[0];
         assert_eq!((asked.epoch, asked.attempts.clone()), (2, vec![201, 202]));
-        let Some(Report { event: ReportEvent::Completed { task }, epoch, .. }) =
-            reported(&f, 201, "completed")
+        let Some(Report {
+            event: ReportEvent::Completed { task },
+            epoch,
+            ..
+        }) = reported(&f, 201, "completed")
         else {
             unreachable!()
         };
         assert_eq!(epoch, 2);
         assert_eq!(task.execution_info.unwrap().exit_code, Some(0));
-        assert!(reported(&f, 202, "completed").is_none(), "the stale attempt is not reported");
+        assert!(
+            reported(&f, 202, "completed").is_none(),
+            "the stale attempt is not reported"
+        );
     }
     let out = std::fs::read_to_string(n.task_dir("rjob", "kept").join("stdout.txt")).unwrap();
     assert_eq!(out, "done\n");

@@ -59,8 +59,7 @@ pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) 
     match given {
         Some(t) if constant_time_eq(t.as_bytes(), g.token.as_bytes()) => next.run(req).await,
         Some(t)
-            if g
-                .proxy_token
+            if g.proxy_token
                 .as_ref()
                 .is_some_and(|p| constant_time_eq(t.as_bytes(), p.as_bytes())) =>
         {
@@ -119,4 +118,28 @@ fn refused() -> Response {
         "Bearer".parse().expect("static header"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn the_proxy_credential_reads_files_only() {
+        assert!(proxy_allows(
+            &Method::GET,
+            "/jobs/j/tasks/t/files/stdout.txt"
+        ));
+        assert!(proxy_allows(
+            &Method::HEAD,
+            "/pools/p/nodes/n/files/startup/stdout.txt"
+        ));
+        assert!(!proxy_allows(
+            &Method::DELETE,
+            "/jobs/j/tasks/t/files/stdout.txt"
+        ));
+        assert!(!proxy_allows(&Method::GET, "/jobs/j/tasks/t"));
+        assert!(!proxy_allows(&Method::POST, "/jobs"));
+    }
 }

@@ -70,7 +70,9 @@ pub async fn run(args: AgentArgs) -> ExitCode {
             cfg.pool_id = Some(p.to_string_lossy().into_owned());
         }
         if cfg.pool_id.is_none() {
-            let e = CommandError::plain("service is set but the pool to join is not (pool_id or --pool POOLID)");
+            let e = CommandError::plain(
+                "service is set but the pool to join is not (pool_id or --pool POOLID)",
+            );
             return fail(&e, Exit::InvalidInput);
         }
     } else if let Some(p) = args.pool {

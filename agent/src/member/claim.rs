@@ -6,7 +6,7 @@
 use super::Member;
 use crate::error_chain::Chain;
 use crate::store::StoreError;
-use berth_proto::node_protocol::{Claim, ClaimReply, ClaimRequest, AttemptId};
+use berth_proto::node_protocol::{AttemptId, Claim, ClaimReply, ClaimRequest};
 use berth_proto::{ExecutionInfo, JobState, JobView, TaskView};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,7 +18,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// Runs until the agent stops.
 pub async fn run(m: Arc<Member>) {
     let total = m.rt.pool.task_slots();
-    let mut delay = crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+    let mut delay =
+        crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     loop {
         if m.stop.is_cancelled() {
             return;
@@ -52,7 +53,10 @@ pub async fn run(m: Arc<Member>) {
         };
         match r {
             Ok(reply) => {
-                delay = crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+                delay = crate::backoff::Backoff::new(
+                    Duration::from_millis(250),
+                    Duration::from_secs(5),
+                );
                 let n = reply.claims.len();
                 for c in reply.claims {
                     accept(&m, c).await;

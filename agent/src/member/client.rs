@@ -231,7 +231,11 @@ mod tests {
         let t = Duration::from_secs(5);
         let v: serde_json::Value = c.post("/x", "tok", &(), t).await.unwrap();
         assert_eq!(v["auth"], "Bearer tok");
-        assert_eq!(c.preferred.load(Ordering::Relaxed), 2, "asked first next time");
+        assert_eq!(
+            c.preferred.load(Ordering::Relaxed),
+            2,
+            "asked first next time"
+        );
         let e = c
             .post::<_, serde_json::Value>("/fenced", "tok", &(), t)
             .await

@@ -8,7 +8,9 @@ use crate::error_chain::Chain;
 use crate::store::Store;
 use crate::task::create::labels;
 use crate::task::NodeContext;
-use berth_proto::node_protocol::{AdoptReply, AdoptRequest, AttemptId, EnrolRequest, EnrolResponse};
+use berth_proto::node_protocol::{
+    AdoptReply, AdoptRequest, AttemptId, EnrolRequest, EnrolResponse,
+};
 use berth_proto::TaskState;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -129,7 +131,10 @@ pub async fn adopt(
         }
     };
     for a in found.iter().filter(|a| !reply.current.contains(a)) {
-        tracing::warn!(attempt = a, "an attempt left by the earlier agent is no longer current: removing it");
+        tracing::warn!(
+            attempt = a,
+            "an attempt left by the earlier agent is no longer current: removing it"
+        );
         kill_attempt(rt, *a).await;
         for t in local.iter().filter(|t| t.view.pool_attempt == Some(*a)) {
             store.delete_task(&t.view.job_id, &t.view.spec.id).ok();

@@ -47,10 +47,14 @@ pub async fn run(m: Arc<Member>) {
                 m.apply(reply.commands).await;
             }
             Err(e) if e.is(SUPERSEDED) => {
-                tracing::error!("a newer enrolment owns this node id: fencing every task and enrolling again");
+                tracing::error!(
+                    "a newer enrolment owns this node id: fencing every task and enrolling again"
+                );
                 m.fence_all("node superseded").await;
                 match super::enrol::again(&m).await {
-                    Some(()) => *m.last_ok.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now(),
+                    Some(()) => {
+                        *m.last_ok.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now()
+                    }
                     None => return,
                 }
             }

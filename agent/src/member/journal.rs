@@ -300,8 +300,8 @@ mod tests {
     use crate::store::sqlite::SqliteStore;
 
     fn task(attempt: Option<i64>, state: TaskState) -> TaskView {
-        let spec = serde_json::from_value(serde_json::json!({"id": "t", "commandLine": "true"}))
-            .unwrap();
+        let spec =
+            serde_json::from_value(serde_json::json!({"id": "t", "commandLine": "true"})).unwrap();
         TaskView {
             spec,
             job_id: "j".into(),
@@ -338,7 +338,12 @@ mod tests {
             events.push(p.order().1);
         }
         assert_eq!(events, ["running", "completed"]);
-        let listed: Vec<_> = ledger.pending.list().into_iter().map(|(_, p)| p.order().1).collect();
+        let listed: Vec<_> = ledger
+            .pending
+            .list()
+            .into_iter()
+            .map(|(_, p)| p.order().1)
+            .collect();
         assert_eq!(listed, ["running", "completed"], "kept across a restart");
         assert_eq!(ledger.pending.ended(), HashSet::from([7]));
         // A fenced attempt's end is not reported: the reporter forgets its task.

@@ -117,7 +117,11 @@ impl Member {
     pub async fn fence(&self, a: AttemptId, abandon: Option<&str>) {
         let first = self.ledger.fence(a);
         if first {
-            tracing::warn!(attempt = a, reason = abandon.unwrap_or("fenced by the service"), "fencing a pool attempt");
+            tracing::warn!(
+                attempt = a,
+                reason = abandon.unwrap_or("fenced by the service"),
+                "fencing a pool attempt"
+            );
         }
         let local = self
             .store
@@ -250,7 +254,8 @@ impl Member {
         };
         let r: Result<serde_json::Value, _> = tokio::time::timeout(
             Duration::from_secs(5),
-            self.client.post("/leave", &self.token(), &req, CALL_TIMEOUT),
+            self.client
+                .post("/leave", &self.token(), &req, CALL_TIMEOUT),
         )
         .await
         .unwrap_or_else(|_| Err(client::ClientError::Unavailable("timeout".into())));

@@ -73,28 +73,32 @@ fn router(s: Shared) -> Router {
     Router::new()
         .route(
             "/nodeagent/v1/enrol",
-            post(|State(s): State<Shared>, Json(r): Json<EnrolRequest>| async move {
-                let epoch = {
-                    let mut f = s.lock().unwrap();
-                    f.enrolments += 1;
-                    f.enrolments
-                };
-                Json(enrolled(&r.pool_id, epoch))
-            }),
+            post(
+                |State(s): State<Shared>, Json(r): Json<EnrolRequest>| async move {
+                    let epoch = {
+                        let mut f = s.lock().unwrap();
+                        f.enrolments += 1;
+                        f.enrolments
+                    };
+                    Json(enrolled(&r.pool_id, epoch))
+                },
+            ),
         )
         .route("/nodeagent/v1/heartbeat", post(heartbeat))
         .route("/nodeagent/v1/claim", post(claim))
         .route(
             "/nodeagent/v1/report",
-            post(|State(s): State<Shared>, Json(r): Json<Report>| async move {
-                let mut f = s.lock().unwrap();
-                if r.epoch < f.enrolments {
-                    let body = json!({"code": SUPERSEDED, "message": {"value": "newer"}});
-                    return (http::StatusCode::CONFLICT, Json(body)).into_response();
-                }
-                f.reports.push(r);
-                Json(json!({})).into_response()
-            }),
+            post(
+                |State(s): State<Shared>, Json(r): Json<Report>| async move {
+                    let mut f = s.lock().unwrap();
+                    if r.epoch < f.enrolments {
+                        let body = json!({"code": SUPERSEDED, "message": {"value": "newer"}});
+                        return (http::StatusCode::CONFLICT, Json(body)).into_response();
+                    }
+                    f.reports.push(r);
+                    Json(json!({})).into_response()
+                },
+            ),
         )
         .with_state(s)
 }
@@ -143,9 +147,7 @@ fn event(s: &Shared, attempt: AttemptId, what: &str) -> Option<Report> {
         .unwrap()
         .reports
         .iter()
-        .find(|r| {
-            r.attempt == attempt && serde_json::to_value(&r.event).unwrap()["event"] == what
-        })
+        .find(|r| r.attempt == attempt && serde_json::to_value(&r.event).unwrap()["event"] == what)
         .cloned()
 }
 
@@ -182,7 +184,14 @@ async fn commands_scheduling_state_and_a_newer_enrolment() {
     let (store, ledger, notes) = start::journal(&rt, inner).unwrap();
     let (sched, queue) = Scheduler::new(rt.clone(), store.clone());
     let stop = CancellationToken::new();
-    let m = start::member(joined, rt.clone(), store.clone(), sched, ledger, stop.clone());
+    let m = start::member(
+        joined,
+        rt.clone(),
+        store.clone(),
+        sched,
+        ledger,
+        stop.clone(),
+    );
     let queue_stop = CancellationToken::new();
     let q = tokio::spawn(queue.run(queue_stop.clone(), OnShutdown::Stop));
     assert!(start::begin(&m, notes).await);
@@ -210,7 +219,10 @@ async fn commands_scheduling_state_and_a_newer_enrolment() {
     else {
         unreachable!()
     };
-    let code = task.execution_info.and_then(|i| i.failure_info).map(|f| f.code);
+    let code = task
+        .execution_info
+        .and_then(|i| i.failure_info)
+        .map(|f| f.code);
     assert_eq!(code.as_deref(), Some("TaskEnded"));
 
     // Disabled: a free slot claims nothing until enabled again.
@@ -258,9 +270,10 @@ async fn commands_scheduling_state_and_a_newer_enrolment() {
     assert!(event(&s, 2, "completed").is_none() && event(&s, 3, "completed").is_none());
 
     // The job ended in the service: ended here, then forgotten.
-    s.lock().unwrap().commands.push(NodeCommand::EndJob {
-        job_id: "j".into(),
-    });
+    s.lock()
+        .unwrap()
+        .commands
+        .push(NodeCommand::EndJob { job_id: "j".into() });
     until("the job forgotten", || store.job("j").unwrap().is_none()).await;
 
     stop.cancel();

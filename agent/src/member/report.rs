@@ -54,7 +54,9 @@ async fn send(m: &Arc<Member>, path: Option<PathBuf>, p: Pending) {
             .await;
         match r {
             // A newer enrolment is on its way (the heartbeat re-enrols): wait for it.
-            Err(e) if e.is(berth_proto::node_protocol::SUPERSEDED) || e.is("AuthenticationFailed") => {
+            Err(e)
+                if e.is(berth_proto::node_protocol::SUPERSEDED) || e.is("AuthenticationFailed") =>
+            {
                 if !delay.sleep(&m.stop).await {
                     return;
                 }

@@ -150,3 +150,18 @@ pub fn stop_gracefully(m: Arc<Member>, queue_stop: CancellationToken) {
         queue_stop.cancel();
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_address_is_file_address_then_tcp_address() {
+        let mut c = AgentConfig::default();
+        assert_eq!(file_address(&c), None);
+        c.tcp_address = Some("10.0.0.5:8470".into());
+        assert_eq!(file_address(&c).as_deref(), Some("http://10.0.0.5:8470"));
+        c.file_address = Some("https://node5:8470".into());
+        assert_eq!(file_address(&c).as_deref(), Some("https://node5:8470"));
+    }
+}
