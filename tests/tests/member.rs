@@ -39,6 +39,26 @@ struct Fake {
 type Shared = Arc<Mutex<Fake>>;
 
 const TOKEN: &str = "node-token-1";
+/// What the service's file proxy sends to the agent's TCP file API.
+const PROXY: &str = "proxy-credential-0123456789";
+
+/// One HTTP/1.0 request over TCP to `base` (`http://host:port`); (status, body).
+fn http(base: &str, method: &str, path: &str, token: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!("{method} {path} HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut out = vec![];
+    s.read_to_end(&mut out).ok();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
 
 fn refused(status: StatusCode, code: &str) -> Response {
     let body = json!({"code": code, "message": {"lang": "en-US", "value": code}});
@@ -81,7 +101,7 @@ async fn enrol(
             self_fence_ms: Some(3_000),
             requeue_ms: Some(5_000),
         },
-        proxy_token: None,
+        proxy_token: Some(PROXY.into()),
     })
     .into_response()
 }
@@ -253,6 +273,8 @@ fn wait_containers(attempt: AttemptId, present: bool, limit: Duration) {
 fn start_agent(n: &TestNode, url: &str) -> Agent {
     let secret = n.dir.path().join("secret");
     std::fs::write(&secret, "the-secret\n").unwrap();
+    let token = n.dir.path().join("token");
+    std::fs::write(&token, "agent-token-0123456789\n").unwrap();
     let sock = n.dir.path().join("berth.sock");
     let log_path = n.dir.path().join("agent.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -272,6 +294,8 @@ fn start_agent(n: &TestNode, url: &str) -> Agent {
         .arg(&sock)
         .args(["--service", url, "--pool", "fakepool"])
         .env("BERTH_ENROLMENT_SECRET_FILE", &secret)
+        .env("BERTH_TCP_ADDRESS", "127.0.0.1:0")
+        .env("BERTH_TOKEN_FILE", &token)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -335,6 +359,74 @@ fn a_member_runs_claims_reports_them_and_fences_itself() {
     }
     let out = std::fs::read_to_string(n.task_dir("mjob", "quick").join("stdout.txt")).unwrap();
     assert_eq!(out, "hi\n");
+    // The service's proxy reads task and node files at the address the heartbeat gives,
+    // and nothing else; berth's own state is never a node file.
+    wait_for(&s, "a file address", Duration::from_secs(10), |f| {
+        f.heartbeats
+            .last()
+            .is_some_and(|h| h.file_address.is_some())
+    });
+    let files = s
+        .lock()
+        .unwrap()
+        .heartbeats
+        .last()
+        .unwrap()
+        .file_address
+        .clone()
+        .unwrap();
+    let (st, body) = http(
+        &files,
+        "GET",
+        "/jobs/mjob/tasks/quick/files/stdout.txt",
+        PROXY,
+    );
+    assert_eq!((st, body.as_str()), (200, "hi\n"));
+    let node_files = format!("/pools/fakepool/nodes/{}/files", n.node_id);
+    let (st, body) = http(
+        &files,
+        "GET",
+        &format!("{node_files}/workitems/mjob/job-1/quick/stdout.txt"),
+        PROXY,
+    );
+    assert_eq!((st, body.as_str()), (200, "hi\n"));
+    let (st, body) = http(&files, "GET", &node_files, PROXY);
+    assert_eq!(st, 200, "{body}");
+    let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&body).unwrap()["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        names.contains(&"workitems".to_string()) && !names.contains(&"berth".to_string()),
+        "{names:?}"
+    );
+    assert_eq!(
+        http(
+            &files,
+            "GET",
+            &format!("{node_files}/berth/state.db"),
+            PROXY
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        http(&files, "GET", "/jobs", PROXY).0,
+        403,
+        "the proxy reads files only"
+    );
+    assert_eq!(
+        http(
+            &files,
+            "GET",
+            "/jobs/mjob/tasks/quick/files/stdout.txt",
+            "forged-credential-0000"
+        )
+        .0,
+        401
+    );
     // The running one's container carries its attempt; heartbeats name it.
     wait_containers(102, true, Duration::from_secs(10));
     wait_for(

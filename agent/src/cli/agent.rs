@@ -243,9 +243,8 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         }
         if let Some(m) = &member {
             if let Ok(a) = listener.local_addr() {
-                if m.enrol.file_address.is_none() || addr.ends_with(":0") {
-                    m.file_address.set(format!("http://{a}")).ok();
-                }
+                // Unless `file_address` (or a fixed port) said where already.
+                m.file_address.set(format!("http://{a}")).ok();
             }
         }
         let guard = api::TcpGuard {

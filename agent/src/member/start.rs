@@ -24,9 +24,13 @@ pub struct Joined {
 }
 
 /// The file API's address as the service should use it: `file_address`, else
-/// `tcp_address` (with `http://` when no scheme is given); none without either.
+/// `tcp_address` (with `http://` when no scheme is given); none without either, or
+/// while it is a port 0 the listener has yet to choose (the heartbeat sends it then).
 pub fn file_address(cfg: &AgentConfig) -> Option<String> {
     let a = cfg.file_address.as_ref().or(cfg.tcp_address.as_ref())?;
+    if a.ends_with(":0") {
+        return None;
+    }
     Some(if a.contains("://") {
         a.clone()
     } else {
@@ -161,6 +165,8 @@ mod tests {
         assert_eq!(file_address(&c), None);
         c.tcp_address = Some("10.0.0.5:8470".into());
         assert_eq!(file_address(&c).as_deref(), Some("http://10.0.0.5:8470"));
+        c.tcp_address = Some("127.0.0.1:0".into());
+        assert_eq!(file_address(&c), None, "known once bound");
         c.file_address = Some("https://node5:8470".into());
         assert_eq!(file_address(&c).as_deref(), Some("https://node5:8470"));
     }
