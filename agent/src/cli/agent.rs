@@ -149,7 +149,21 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     let (pool, joined) = if pool_mode {
         let node_id = cfg.node_id.clone().unwrap_or_else(common::default_node_id);
         let pool_id = cfg.pool_id.clone().unwrap_or_default();
-        match crate::member::start::join(&cfg, &pool_id, &node_id, &cancel).await {
+        // systemd waits for readiness while the service cannot be reached: say so, and
+        // ask it to wait longer rather than kill a node whose service is away.
+        let joining = crate::member::start::join(&cfg, &pool_id, &node_id, &cancel);
+        tokio::pin!(joining);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        let joined = loop {
+            tokio::select! {
+                r = &mut joining => break r,
+                _ = tick.tick() => notify(&[
+                    sd_notify::NotifyState::Status("enrolling with the pool's service"),
+                    sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000),
+                ]),
+            }
+        };
+        match joined {
             Ok(Some(j)) => (j.response.pool.clone(), Some(j)),
             Ok(None) => return Exit::Ok.into(),
             Err(e) => return fail(&CommandError::plain(e), Exit::Failed),

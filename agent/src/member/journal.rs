@@ -45,7 +45,11 @@ pub enum Note {
     /// Send this report (its file, when it could be written).
     Report(Option<PathBuf>, Box<Pending>),
     /// A fenced attempt's local task has ended: forget it.
-    Forget { job: String, task: String },
+    Forget {
+        job: String,
+        task: String,
+        attempt: AttemptId,
+    },
 }
 
 /// The pending reports' directory.
@@ -147,6 +151,14 @@ impl Ledger {
             .contains(&a)
     }
 
+    /// `a` is gone from this node: nothing of it is written any more.
+    pub fn forgotten(&self, a: AttemptId) {
+        self.fenced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&a);
+    }
+
     /// Marks `a` fenced; false if it already was.
     pub fn fence(&self, a: AttemptId) -> bool {
         self.fenced
@@ -178,7 +190,7 @@ impl Ledger {
         if self.is_fenced(attempt) {
             if t.state == TaskState::Completed {
                 let (job, task) = (t.job_id.clone(), t.spec.id.clone());
-                self.notes.send(Note::Forget { job, task }).ok();
+                self.notes.send(Note::Forget { job, task, attempt }).ok();
             }
             return;
         }
@@ -194,7 +206,13 @@ impl Ledger {
                 }
                 ReportEvent::Running { task: t.clone() }
             }
-            TaskState::Completed => ReportEvent::Completed { task: t.clone() },
+            TaskState::Completed => {
+                self.running_sent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&attempt);
+                ReportEvent::Completed { task: t.clone() }
+            }
             TaskState::Active => return,
         };
         self.report(Pending {

@@ -137,6 +137,7 @@ impl Member {
         if let Some(t) = &local {
             if t.view.state == TaskState::Completed {
                 self.forget(&t.view.job_id, &t.view.spec.id);
+                self.ledger.forgotten(a);
             } else if let Err(e) = self.sched.end(&t.view.job_id, &t.view.spec.id).await {
                 tracing::error!(attempt = a, error = %Chain(&e), "cannot end the fenced task");
             }

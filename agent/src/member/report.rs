@@ -22,7 +22,10 @@ pub async fn run(m: Arc<Member>, mut notes: mpsc::UnboundedReceiver<Note>) {
         };
         match note {
             Some(Note::Report(path, p)) => send(&m, path, *p).await,
-            Some(Note::Forget { job, task }) => m.forget(&job, &task),
+            Some(Note::Forget { job, task, attempt }) => {
+                m.forget(&job, &task);
+                m.ledger.forgotten(attempt);
+            }
             None => return,
         }
     }
