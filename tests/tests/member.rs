@@ -34,6 +34,8 @@ struct Fake {
     /// What `adopt` answers is still current, and what it was asked.
     current: Vec<AttemptId>,
     adopt_asked: Vec<AdoptRequest>,
+    /// `leave` calls.
+    left: usize,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -182,6 +184,7 @@ async fn leave(State(s): State<Shared>, h: axum::http::HeaderMap) -> Response {
     if let Some(no) = gate(&s, &h, TOKEN) {
         return no;
     }
+    s.lock().unwrap().left += 1;
     Json(json!({})).into_response()
 }
 
@@ -490,7 +493,9 @@ fn a_member_runs_claims_reports_them_and_fences_itself() {
             "a self-fenced attempt's end is not reported"
         );
     }
+    // SIGTERM: the node leaves (the service requeues), then stops.
     assert_eq!(agent.term(), Some(0));
+    assert_eq!(s.lock().unwrap().left, 1);
 }
 
 #[test]
@@ -547,5 +552,20 @@ fn a_restarted_member_adopts_only_the_attempts_still_current() {
     }
     let out = std::fs::read_to_string(n.task_dir("rjob", "kept").join("stdout.txt")).unwrap();
     assert_eq!(out, "done\n");
-    assert_eq!(agent.term(), Some(0));
+    // Removed from the pool: the node leaves and the agent exits 0.
+    s.lock().unwrap().commands.push(NodeCommand::Remove);
+    let mut agent = agent;
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = agent.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the agent did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(s.lock().unwrap().left, 1);
 }
