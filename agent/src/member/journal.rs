@@ -213,7 +213,24 @@ impl Ledger {
                     .remove(&attempt);
                 ReportEvent::Completed { task: t.clone() }
             }
-            TaskState::Active => return,
+            // Back in the local queue after it began (its job's preparation failed here):
+            // it is given back, for another node to run.
+            TaskState::Active => {
+                let began = self
+                    .running_sent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&attempt);
+                if !began {
+                    return;
+                }
+                self.fence(attempt);
+                let (job, task) = (t.job_id.clone(), t.spec.id.clone());
+                self.notes.send(Note::Forget { job, task, attempt }).ok();
+                ReportEvent::Abandoned {
+                    reason: "the task went back to the node's queue (its job preparation task failed here)".into(),
+                }
+            }
         };
         self.report(Pending {
             attempt,
@@ -370,6 +387,17 @@ mod tests {
         j.put_task(&task(Some(7), TaskState::Completed)).unwrap();
         assert!(matches!(rx.try_recv(), Ok(Note::Forget { .. })));
         assert!(ledger.pending.list().is_empty());
+        // Back in the local queue after it began: given back.
+        j.put_task(&task(Some(8), TaskState::Running)).unwrap();
+        j.put_task(&task(Some(8), TaskState::Active)).unwrap();
+        let got: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|n| match n {
+                Note::Report(_, p) => p.order().1.to_string(),
+                Note::Forget { attempt, .. } => format!("forget {attempt}"),
+            })
+            .collect();
+        assert_eq!(got, ["running", "forget 8", "abandoned"]);
+        assert!(ledger.is_fenced(8));
         // A local task is not the service's business.
         j.put_task(&task(None, TaskState::Completed)).unwrap();
         assert!(rx.try_recv().is_err());
