@@ -43,7 +43,7 @@ pub async fn run(m: Arc<Member>) {
         let req = ClaimRequest {
             epoch: m.epoch(),
             free_slots: free,
-            free_gpus: m.rt.gpus.free(),
+            free_gpus: m.free_gpus(),
             wait_ms: WAIT.as_millis() as u64,
         };
         let token = m.token();

@@ -95,6 +95,35 @@ impl Member {
             .collect()
     }
 
+    /// Whole GPUs free for new claims: those no task holds, less those the claimed
+    /// tasks not started yet will take.
+    pub fn free_gpus(&self) -> u32 {
+        let free = self.rt.gpus.free();
+        if free == 0 {
+            return 0;
+        }
+        let slots = self.rt.pool.task_slots();
+        let queued = self
+            .store
+            .tasks_in(&[TaskState::Active])
+            .unwrap_or_default();
+        let mut jobs = std::collections::HashMap::new();
+        let promised: u32 = queued
+            .iter()
+            .filter(|t| t.view.pool_attempt.is_some())
+            .map(|t| {
+                let job = jobs
+                    .entry(t.view.job_id.to_ascii_lowercase())
+                    .or_insert_with(|| self.store.job(&t.view.job_id).ok().flatten());
+                let Some(job) = job else { return 0 };
+                let request = crate::schedule::gpu_request(&job.spec, &t.view.spec);
+                let need = t.view.spec.required_slots();
+                self.rt.gpus.whole_need(request.as_deref(), need, slots)
+            })
+            .sum();
+        free.saturating_sub(promised)
+    }
+
     /// Attempts this node holds for the service: live ones not fenced, plus those whose
     /// end is not yet acknowledged.
     pub fn running(&self) -> Vec<AttemptId> {

@@ -60,15 +60,19 @@ pub(crate) enum GpuGate {
     Refuse(Box<ExecutionInfo>),
 }
 
-/// Reserves the task's GPUs (`BERTH_GPUS` from the task, else the job; else the node's
-/// default share).
-pub(crate) fn gpu_gate(rt: &NodeContext, job: &JobSpec, spec: &TaskSpec) -> GpuGate {
-    let request = spec
-        .environment_settings
+/// The task's `BERTH_GPUS` (from the task, else the job), if set.
+pub(crate) fn gpu_request(job: &JobSpec, spec: &TaskSpec) -> Option<String> {
+    spec.environment_settings
         .iter()
         .chain(job.common_environment_settings.iter())
         .find(|e| e.name == gpu::assign::REQUEST_ENV)
-        .map(|e| e.value.clone().unwrap_or_default());
+        .map(|e| e.value.clone().unwrap_or_default())
+}
+
+/// Reserves the task's GPUs (`BERTH_GPUS` from the task, else the job; else the node's
+/// default share).
+pub(crate) fn gpu_gate(rt: &NodeContext, job: &JobSpec, spec: &TaskSpec) -> GpuGate {
+    let request = gpu_request(job, spec);
     match rt.gpus.reserve(
         request.as_deref(),
         spec.required_slots(),
