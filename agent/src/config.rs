@@ -54,6 +54,16 @@ pub struct AgentConfig {
     pub task_output_limit: u64,
     /// The `--pids-limit` of a container whose `containerRunOptions` set none; 0: none.
     pub default_pids_limit: u64,
+    /// Pool mode: the service's URLs (`https://host:port`), tried in turn; empty: the
+    /// standalone agent.
+    pub service: Vec<String>,
+    /// Pool mode: the pool this node joins.
+    pub pool_id: Option<String>,
+    /// Pool mode: the file holding the service's node enrolment secret (one line).
+    pub enrolment_secret_file: Option<PathBuf>,
+    /// Pool mode: where the service reaches this agent's file API (`host:port` or a URL);
+    /// none: `tcp_address`, if set.
+    pub file_address: Option<String>,
 }
 
 fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -104,6 +114,15 @@ impl OnShutdown {
     }
 }
 
+/// `URL[,URL...]` as a list, blanks dropped.
+pub fn split_urls(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
@@ -122,6 +141,10 @@ impl Default for AgentConfig {
             forbid_run_options: Policy::default(),
             task_output_limit: 1 << 30,
             default_pids_limit: DEFAULT_PIDS_LIMIT,
+            service: vec![],
+            pool_id: None,
+            enrolment_secret_file: None,
+            file_address: None,
         }
     }
 }
@@ -160,6 +183,18 @@ impl AgentConfig {
         }
         if let Some(v) = get("BERTH_POOL") {
             self.pool = Some(v.into());
+        }
+        if let Some(v) = get("BERTH_SERVICE") {
+            self.service = split_urls(&v);
+        }
+        if let Some(v) = get("BERTH_POOL_ID") {
+            self.pool_id = Some(v);
+        }
+        if let Some(v) = get("BERTH_ENROLMENT_SECRET_FILE") {
+            self.enrolment_secret_file = Some(v.into());
+        }
+        if let Some(v) = get("BERTH_FILE_ADDRESS") {
+            self.file_address = Some(v);
         }
         if let Some(v) = get("BERTH_NODE_ID") {
             self.node_id = Some(v);
@@ -263,6 +298,20 @@ mod tests {
         std::fs::write(&f, "forbid_run_options = [\"sudo\"]\n").unwrap();
         let e = AgentConfig::load(Some(&f)).unwrap_err();
         assert!(e.contains("\"sudo\" is not a run-options rule"), "{e}");
+        // Pool mode's keys.
+        std::fs::write(
+            &f,
+            "service = [\"https://a:1\"]\npool_id = \"p1\"\nenrolment_secret_file = \"/s\"\n",
+        )
+        .unwrap();
+        let mut c = AgentConfig::load(Some(&f)).unwrap();
+        assert_eq!(
+            (c.service.clone(), c.pool_id.as_deref()),
+            (vec!["https://a:1".to_string()], Some("p1"))
+        );
+        c.apply_env(|k| (k == "BERTH_SERVICE").then(|| "https://a:1, https://b:2,".to_string()))
+            .unwrap();
+        assert_eq!(c.service, ["https://a:1", "https://b:2"]);
         std::fs::write(&f, "task_output_limit = \"64M\"\n").unwrap();
         assert_eq!(
             AgentConfig::load(Some(&f)).unwrap().task_output_limit,

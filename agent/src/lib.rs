@@ -29,6 +29,7 @@ pub mod gpu;
 pub mod image;
 pub mod job_schedule;
 pub mod logging;
+pub mod member;
 pub mod metrics;
 pub mod node;
 pub mod pool;

@@ -154,6 +154,7 @@ fn request(c: &Case) -> Value {
         node_id: node.node_id.clone(),
         pool_id: node.pool_id.clone(),
         attempt: 0,
+        pool_attempt: None,
     };
     let add = expose::additions(
         &inv,

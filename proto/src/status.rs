@@ -127,4 +127,9 @@ pub struct TaskView {
     pub execution_info: Option<ExecutionInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_info: Option<NodeInfo>,
+    /// berth's own, pool mode only: the service's attempt this node runs the task as
+    /// (`node_protocol::AttemptId`). Set on the agent's local copy of a claimed task; the
+    /// service never shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_attempt: Option<i64>,
 }

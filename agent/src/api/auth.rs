@@ -44,6 +44,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(Clone)]
 pub struct TcpGuard {
     pub token: Arc<str>,
+    /// Pool mode: the service's file proxy credential, good for reading files only.
+    pub proxy_token: Option<Arc<str>>,
     pub state: super::AppState,
 }
 
@@ -56,6 +58,20 @@ pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) 
         .map(str::trim);
     match given {
         Some(t) if constant_time_eq(t.as_bytes(), g.token.as_bytes()) => next.run(req).await,
+        Some(t)
+            if g.proxy_token
+                .as_ref()
+                .is_some_and(|p| constant_time_eq(t.as_bytes(), p.as_bytes())) =>
+        {
+            if proxy_allows(req.method(), req.uri().path()) {
+                next.run(req).await
+            } else {
+                ApiError::AuthorizationFailure(
+                    "the service's proxy credential is good for reading files only".into(),
+                )
+                .into_response()
+            }
+        }
         Some(t) if t.starts_with("bjt1.") => match job_token(&g.state, t) {
             Some(claim)
                 if crate::node::job_token::allows(&claim, req.method(), req.uri().path()) =>
@@ -71,6 +87,13 @@ pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) 
         },
         _ => refused(),
     }
+}
+
+/// What the service's file proxy may do: read task files and node files.
+fn proxy_allows(method: &axum::http::Method, path: &str) -> bool {
+    let read = method == axum::http::Method::GET || method == axum::http::Method::HEAD;
+    let files = path.split('/').any(|s| s == "files");
+    read && files
 }
 
 /// The job a token is good for, if it is valid and its job still runs (not completed,
@@ -95,4 +118,28 @@ fn refused() -> Response {
         "Bearer".parse().expect("static header"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn the_proxy_credential_reads_files_only() {
+        assert!(proxy_allows(
+            &Method::GET,
+            "/jobs/j/tasks/t/files/stdout.txt"
+        ));
+        assert!(proxy_allows(
+            &Method::HEAD,
+            "/pools/p/nodes/n/files/startup/stdout.txt"
+        ));
+        assert!(!proxy_allows(
+            &Method::DELETE,
+            "/jobs/j/tasks/t/files/stdout.txt"
+        ));
+        assert!(!proxy_allows(&Method::GET, "/jobs/j/tasks/t"));
+        assert!(!proxy_allows(&Method::POST, "/jobs"));
+    }
 }

@@ -38,6 +38,21 @@ pub fn relative(rel: &str) -> Result<&std::path::Path, ApiError> {
     Ok(p)
 }
 
+/// The node directories Batch's node files show (`startup`, `shared`, `workitems`,
+/// `applications`); berth's own state (`berth/`) and the rest are never served.
+const NODE_DIRS: &[&str] = &["startup", "shared", "workitems", "applications"];
+
+/// The node root, when `pool` and `node` name this node.
+fn node_root(s: &AppState, pool: &str, node: &str) -> Result<PathBuf, ApiError> {
+    let n = &s.rt.node;
+    if !pool.eq_ignore_ascii_case(&n.pool_id) || !node.eq_ignore_ascii_case(&n.node_id) {
+        return Err(ApiError::NodeNotFound(format!(
+            "The specified node {node:?} of pool {pool:?} is not this node."
+        )));
+    }
+    Ok(n.layout.root().to_path_buf())
+}
+
 pub async fn list(
     State(s): State<AppState>,
     Path((job, task)): Path<(String, String)>,
@@ -45,9 +60,45 @@ pub async fn list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let dir = task_dir(&s, &job, &task)?;
     let recursive = q.get("recursive").is_some_and(|v| v == "true");
+    Ok(Json(
+        serde_json::json!({"value": listing(&dir, recursive, None)}),
+    ))
+}
+
+/// Batch's node files list: the node directories in [`NODE_DIRS`].
+pub async fn node_list(
+    State(s): State<AppState>,
+    Path((pool, node)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let dir = node_root(&s, &pool, &node)?;
+    let recursive = q.get("recursive").is_some_and(|v| v == "true");
+    let value = listing(&dir, recursive, Some(NODE_DIRS));
+    Ok(Json(serde_json::json!({ "value": value })))
+}
+
+/// Batch's node file read, beneath one of [`NODE_DIRS`].
+pub async fn node_get(
+    State(s): State<AppState>,
+    Path((pool, node, path)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let dir = node_root(&s, &pool, &node)?;
+    let top = path.split('/').next().unwrap_or("");
+    if !NODE_DIRS.contains(&top) {
+        return Err(ApiError::FileNotFound(format!(
+            "The specified file {path:?} does not exist."
+        )));
+    }
+    serve(&dir, &path, &headers).await
+}
+
+/// The entries beneath `dir` (all levels when `recursive`), by name; at the top only
+/// those named in `top`, when given.
+fn listing(dir: &std::path::Path, recursive: bool, top: Option<&[&str]>) -> Vec<serde_json::Value> {
     let mut out = vec![];
     // No directory yet (the task has not started): nothing to list.
-    let mut stack: Vec<(Beneath, String)> = Beneath::open(&dir)
+    let mut stack: Vec<(Beneath, String)> = Beneath::open(dir)
         .map(|d| vec![(d, String::new())])
         .unwrap_or_default();
     while let Some((d, prefix)) = stack.pop() {
@@ -55,6 +106,13 @@ pub async fn list(
             continue;
         };
         for e in entries {
+            let shown = e
+                .name
+                .to_str()
+                .is_some_and(|n| top.is_none_or(|t| t.contains(&n)));
+            if prefix.is_empty() && !shown {
+                continue;
+            }
             let name = format!("{prefix}{}", e.name.to_string_lossy());
             let st = &e.stat;
             let is_dir = beneath::kind(st) == rustix::fs::FileType::Directory;
@@ -80,7 +138,7 @@ pub async fn list(
         }
     }
     out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Ok(Json(serde_json::json!({"value": out})))
+    out
 }
 
 /// Batch's `ocp-range: bytes=START-[END]` (END inclusive): where to begin and how much.
@@ -117,10 +175,19 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let dir = task_dir(&s, &job, &task)?;
-    let rel = relative(&path)?;
+    serve(&dir, &path, &headers).await
+}
+
+/// Reads `path` beneath `dir`, from the `ocp-range` asked for.
+async fn serve(
+    dir: &std::path::Path,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let rel = relative(path)?;
     let not_found =
         || ApiError::FileNotFound(format!("The specified file {path:?} does not exist."));
-    let opened = match Beneath::open(&dir) {
+    let opened = match Beneath::open(dir) {
         Ok(d) => d.read(rel),
         Err(e) => Err(e),
     };
@@ -142,7 +209,7 @@ pub async fn get(
     };
     let f = tokio::fs::File::from_std(f);
     let md_len = u64::try_from(st.st_size).unwrap_or(0);
-    let (start, len) = range(&headers, md_len)?;
+    let (start, len) = range(headers, md_len)?;
     let mut f = f;
     if start > 0 {
         use tokio::io::AsyncSeekExt;

@@ -97,6 +97,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/jobs/{job}/tasks/{task}/files", get(files::list))
         .route("/jobs/{job}/tasks/{task}/files/{*path}", get(files::get))
+        .route("/pools/{pool}/nodes/{node}/files", get(files::node_list))
+        .route(
+            "/pools/{pool}/nodes/{node}/files/{*path}",
+            get(files::node_get),
+        )
         .route(
             "/jobschedules",
             post(job_schedules::add).get(job_schedules::list),

@@ -20,9 +20,13 @@ pub struct AgentArgs {
     /// Configuration file (default /etc/berth/berth.toml when it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Overrides `pool` in the configuration.
-    #[arg(long, value_name = "POOL.json")]
+    /// Overrides `pool` in the configuration; with `--service`, the pool id to join
+    /// (overrides `pool_id`).
+    #[arg(long, value_name = "POOL.json|POOLID")]
     pub pool: Option<PathBuf>,
+    /// Pool mode: the service's URLs (overrides `service`); the pool comes from it.
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub service: Option<String>,
     /// Overrides `socket`.
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
@@ -52,7 +56,26 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&CommandError::plain(e), Exit::InvalidInput),
     };
-    if let Some(p) = args.pool {
+    if let Some(s) = &args.service {
+        cfg.service = crate::config::split_urls(s);
+    }
+    let pool_mode = !cfg.service.is_empty();
+    if pool_mode {
+        // The service gives the pool: a pool file as well is a mistake to say out loud.
+        if cfg.pool.is_some() {
+            let e = CommandError::plain("pool (a pool file) and service cannot both be set: the service gives the pool; use pool_id or --pool POOLID");
+            return fail(&e, Exit::InvalidInput);
+        }
+        if let Some(p) = args.pool {
+            cfg.pool_id = Some(p.to_string_lossy().into_owned());
+        }
+        if cfg.pool_id.is_none() {
+            let e = CommandError::plain(
+                "service is set but the pool to join is not (pool_id or --pool POOLID)",
+            );
+            return fail(&e, Exit::InvalidInput);
+        }
+    } else if let Some(p) = args.pool {
         cfg.pool = Some(p);
     }
     if let Some(s) = args.socket {
@@ -91,6 +114,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
             return Exit::InvalidInput.into();
         }
     };
+    let cancel = CancellationToken::new();
     // Pull options keep their command-line defaults; the daemon's only knob here is concurrency.
     let pull = PullArgs {
         prefetch_concurrency: cfg.prefetch_concurrency,
@@ -112,11 +136,41 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     };
     // The Docker client needs the engine's socket file to exist; until it does (dockerd
     // not started yet, and no socket unit holding it) there is nothing to serve either.
-    let cancel = CancellationToken::new();
-    crate::shutdown::cancel_on_signals(cancel.clone(), cfg.on_shutdown.consequence());
+    let consequence = if pool_mode {
+        "this node leaves the pool (its tasks are requeued) and its containers are stopped"
+    } else {
+        cfg.on_shutdown.consequence()
+    };
+    crate::shutdown::cancel_on_signals(cancel.clone(), consequence);
     if !wait_for_socket(node_args.engine.as_deref(), &cancel).await {
         return Exit::Ok.into();
     }
+    // Pool mode: enrol first, since the pool comes from the service.
+    let (pool, joined) = if pool_mode {
+        let node_id = cfg.node_id.clone().unwrap_or_else(common::default_node_id);
+        let pool_id = cfg.pool_id.clone().unwrap_or_default();
+        // systemd waits for readiness while the service cannot be reached: say so, and
+        // ask it to wait longer rather than kill a node whose service is away.
+        let joining = crate::member::start::join(&cfg, &pool_id, &node_id, &cancel);
+        tokio::pin!(joining);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        let joined = loop {
+            tokio::select! {
+                r = &mut joining => break r,
+                _ = tick.tick() => notify(&[
+                    sd_notify::NotifyState::Status("enrolling with the pool's service"),
+                    sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000),
+                ]),
+            }
+        };
+        match joined {
+            Ok(Some(j)) => (j.response.pool.clone(), Some(j)),
+            Ok(None) => return Exit::Ok.into(),
+            Err(e) => return fail(&CommandError::plain(e), Exit::Failed),
+        }
+    } else {
+        (pool, None)
+    };
     let rt = match common::runtime(&node_args, pool, true).await {
         Ok(rt) => rt,
         Err(e) => return common::engine_failed(&e).into(),
@@ -131,7 +185,33 @@ pub async fn run(args: AgentArgs) -> ExitCode {
             )
         }
     };
+    // Pool mode: claimed tasks' starts and ends are journalled for the service.
+    let (store, journal) = match joined.is_some() {
+        false => (store, None),
+        true => match crate::member::start::journal(&rt, store) {
+            Ok((store, ledger, notes)) => (store, Some((ledger, notes))),
+            Err(e) => return fail(&CommandError::new("pool reports", e), Exit::Failed),
+        },
+    };
     let (sched, queue) = Scheduler::new(rt.clone(), store.clone());
+    let proxy_token = joined
+        .as_ref()
+        .and_then(|j| j.response.proxy_token.clone())
+        .map(Arc::<str>::from);
+    let (member, notes) = match (joined, journal) {
+        (Some(j), Some((ledger, notes))) => {
+            let m = crate::member::start::member(
+                j,
+                rt.clone(),
+                store.clone(),
+                sched.clone(),
+                ledger,
+                cancel.clone(),
+            );
+            (Some(m), Some(notes))
+        }
+        _ => (None, None),
+    };
     // Job schedules' jobs are only records until the scheduler runs: the timer starts at
     // once, so that schedule requests are answered during pool start too.
     let (schedules, timer) = job_schedule::Timer::new(rt.clone(), store.clone(), sched.clone());
@@ -175,8 +255,15 @@ pub async fn run(args: AgentArgs) -> ExitCode {
                 tracing::error!(error = %crate::error_chain::Chain(&e), "tasks cannot be given job tokens");
             }
         }
+        if let Some(m) = &member {
+            if let Ok(a) = listener.local_addr() {
+                // Unless `file_address` (or a fixed port) said where already.
+                m.file_address.set(format!("http://{a}")).ok();
+            }
+        }
         let guard = api::TcpGuard {
             token,
+            proxy_token: proxy_token.clone(),
             state: state.clone(),
         };
         let (app, stop) = (app.clone(), api_stop.clone());
@@ -244,14 +331,31 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         node.state
     ))]);
 
-    queue.run(cancel.clone(), cfg.on_shutdown).await;
+    let queue_stop = match (&member, notes) {
+        (Some(m), Some(notes)) => {
+            if !crate::member::start::begin(m, notes).await {
+                api_stop.cancel();
+                return Exit::Ok.into();
+            }
+            let queue_stop = CancellationToken::new();
+            crate::member::start::stop_gracefully(m.clone(), queue_stop.clone());
+            queue_stop
+        }
+        _ => cancel.clone(),
+    };
+    // A member stops its containers: the service has requeued their tasks.
+    let on_shutdown = match member {
+        Some(_) => crate::config::OnShutdown::Stop,
+        None => cfg.on_shutdown,
+    };
+    queue.run(queue_stop, on_shutdown).await;
     // Stopped by `cancel` too; between two store writes, never within one.
     if let Err(e) = timer.await {
         tracing::error!(error = %e, "the job schedule timer failed");
     }
     // `leave` dropped its runners, which end at once; only a start task still running on
     // the host could hold the exit, and it must not.
-    let deadline = match cfg.on_shutdown {
+    let deadline = match on_shutdown {
         crate::config::OnShutdown::Leave => std::time::Duration::from_secs(1),
         _ => crate::shutdown::DRAIN,
     };

@@ -134,7 +134,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn default_node_id() -> String {
+/// The host name, or `node`.
+pub(crate) fn default_node_id() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

@@ -173,6 +173,33 @@ impl Gpus {
         }
     }
 
+    /// Whole GPUs a task would hold once it starts (0 for none, shared, or a request
+    /// it cannot get: it is refused when it would start).
+    pub fn whole_need(
+        &self,
+        request: Option<&str>,
+        required_slots: u32,
+        slots_per_node: u32,
+    ) -> u32 {
+        let total = self.inventory.gpus.len() as u32;
+        match assign::need(
+            request,
+            required_slots,
+            slots_per_node,
+            total,
+            self.per_slot,
+        ) {
+            Ok(assign::Need::Whole(n)) => n,
+            _ => 0,
+        }
+    }
+
+    /// Whole GPUs no task holds now.
+    pub fn free(&self) -> u32 {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        u32::try_from(held.free()).unwrap_or(u32::MAX)
+    }
+
     pub fn release(&self, r: &Reservation) {
         if r.exclusive {
             self.held
@@ -228,5 +255,30 @@ mod tests {
             e.contains("auto, device-requests, runtime, manual or off"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn free_and_whole_needs() {
+        let gpu = |i: u32| NodeGpu {
+            index: i,
+            uuid: format!("GPU-{i}"),
+            name: "g".into(),
+            memory_bytes: 1,
+            minor_number: i,
+            mig_enabled: false,
+        };
+        let inv = Inventory {
+            gpus: (0..4).map(gpu).collect(),
+            ..Default::default()
+        };
+        let g = Gpus::new(inv, Exposure::Manual, None);
+        assert_eq!(g.free(), 4);
+        assert_eq!(g.whole_need(None, 1, 2), 2, "an equal share per slot");
+        assert_eq!(g.whole_need(Some("1"), 1, 2), 1);
+        assert_eq!(g.whole_need(Some("x"), 1, 2), 0, "refused at start");
+        let r = g.reserve(Some("3"), 1, 2).unwrap().unwrap();
+        assert_eq!(g.free(), 1);
+        g.release(&r);
+        assert_eq!(g.free(), 4);
     }
 }

@@ -45,6 +45,7 @@ impl TaskReport {
                     node_id: rt.node.node_id.clone(),
                     task_root_directory,
                 }),
+                pool_attempt: None,
             },
             note,
         }
@@ -59,15 +60,19 @@ pub(crate) enum GpuGate {
     Refuse(Box<ExecutionInfo>),
 }
 
-/// Reserves the task's GPUs (`BERTH_GPUS` from the task, else the job; else the node's
-/// default share).
-pub(crate) fn gpu_gate(rt: &NodeContext, job: &JobSpec, spec: &TaskSpec) -> GpuGate {
-    let request = spec
-        .environment_settings
+/// The task's `BERTH_GPUS` (from the task, else the job), if set.
+pub(crate) fn gpu_request(job: &JobSpec, spec: &TaskSpec) -> Option<String> {
+    spec.environment_settings
         .iter()
         .chain(job.common_environment_settings.iter())
         .find(|e| e.name == gpu::assign::REQUEST_ENV)
-        .map(|e| e.value.clone().unwrap_or_default());
+        .map(|e| e.value.clone().unwrap_or_default())
+}
+
+/// Reserves the task's GPUs (`BERTH_GPUS` from the task, else the job; else the node's
+/// default share).
+pub(crate) fn gpu_gate(rt: &NodeContext, job: &JobSpec, spec: &TaskSpec) -> GpuGate {
+    let request = gpu_request(job, spec);
     match rt.gpus.reserve(
         request.as_deref(),
         spec.required_slots(),
@@ -83,16 +88,18 @@ pub(crate) fn gpu_gate(rt: &NodeContext, job: &JobSpec, spec: &TaskSpec) -> GpuG
 }
 
 /// Runs one task from spec to final execution info: user, plan, directories, attempts.
+/// A pool task's `poolAttempt` labels its containers.
 pub(crate) async fn run_one(
     rt: Arc<NodeContext>,
     view: berth_proto::JobView,
-    spec: TaskSpec,
+    task: &TaskView,
     gpus: Reservation,
     cancel: CancellationToken,
     resume: Option<task::Resume>,
     on_retry: &(dyn Fn(i32) + Sync),
 ) -> ExecutionInfo {
     use tracing::Instrument;
+    let (spec, pool_attempt) = (task.spec.clone(), task.pool_attempt);
     let (job, job_created) = (view.spec, view.creation_time);
     let span = tracing::info_span!("task", job = %job.id, task = %spec.id);
     async move {
@@ -123,6 +130,7 @@ pub(crate) async fn run_one(
             plan: Box::new(|user| {
                 plan::task(&spec, &job, &rt.node, user).map(|mut p| {
                     p.batch_env.extend(token_env);
+                    p.pool_attempt = pool_attempt;
                     p
                 })
             }),

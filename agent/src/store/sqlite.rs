@@ -528,6 +528,7 @@ mod tests {
             creation_time: chrono::Utc::now(),
             execution_info: None,
             node_info: None,
+            pool_attempt: None,
         }
     }
 

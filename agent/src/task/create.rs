@@ -29,6 +29,8 @@ pub mod labels {
     pub const KIND: &str = "berth.kind";
     /// The UUIDs of the GPUs the task holds, so that a restarted agent gives them back to it.
     pub const GPUS: &str = "berth.gpus";
+    /// Pool mode: the service's attempt the container runs (fencing, adoption).
+    pub const POOL_ATTEMPT: &str = berth_proto::node_protocol::ATTEMPT_LABEL;
 }
 
 /// Who the container belongs to.
@@ -38,6 +40,8 @@ pub struct ContainerIdentity {
     pub pool_id: String,
     /// 0 for the first run, then one more per retry.
     pub attempt: u32,
+    /// Pool mode: the service's attempt id (the `berth.pool-attempt` label); none alone.
+    pub pool_attempt: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,6 +93,9 @@ pub fn container_labels(kind: &TaskKind, who: &ContainerIdentity) -> HashMap<Str
         (labels::POOL.to_string(), who.pool_id.clone()),
         (labels::ATTEMPT.to_string(), who.attempt.to_string()),
     ]);
+    if let Some(a) = who.pool_attempt {
+        l.insert(labels::POOL_ATTEMPT.into(), a.to_string());
+    }
     if let Some((job_id, task_id)) = kind.job_task() {
         l.insert(labels::JOB.into(), job_id.to_string());
         l.insert(labels::TASK.into(), task_id.to_string());
@@ -282,6 +289,7 @@ mod tests {
             node_id: "node-1".into(),
             pool_id: "p".into(),
             attempt: 2,
+            pool_attempt: None,
         }
     }
     fn user(admin: bool) -> ResolvedUser {

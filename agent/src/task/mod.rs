@@ -328,6 +328,7 @@ pub async fn run_task(
                     node_id: rt.node.node_id.clone(),
                     pool_id: rt.node.pool_id.clone(),
                     attempt,
+                    pool_attempt: plan.pool_attempt,
                 };
                 run::attempt(rt, plan, &who, deadline, cancel).await
             }

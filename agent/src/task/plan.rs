@@ -93,6 +93,8 @@ pub struct TaskPlan {
     pub resource_files: Vec<berth_proto::ResourceFile>,
     /// Uploaded after the last attempt.
     pub output_files: Vec<berth_proto::OutputFile>,
+    /// Pool mode: the service's attempt id, put on the containers as a label.
+    pub pool_attempt: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -302,6 +304,7 @@ fn build(
         gpus: vec![],
         resource_files: vec![],
         output_files: vec![],
+        pool_attempt: None,
     })
 }
 

@@ -471,7 +471,7 @@ impl Queue {
             let mut info = run_one(
                 me.rt.clone(),
                 job_view,
-                view.spec.clone(),
+                &view,
                 gpus.clone(),
                 token,
                 resume,
