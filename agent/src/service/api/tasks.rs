@@ -125,6 +125,7 @@ async fn insert_task(
         creation_time: now,
         execution_info: None,
         node_info: None,
+        pool_attempt: None,
     };
     let v = serde_json::to_value(&view).map_err(ApiError::internal)?;
     let seq: Option<i64> = c
