@@ -125,11 +125,17 @@ impl Service {
             if tasks.len() >= n && done == tasks.len() {
                 return tasks;
             }
-            assert!(
-                t0.elapsed() < Duration::from_secs(limit),
-                "{job}: {done} of {} tasks completed after {limit} s",
-                tasks.len()
-            );
+            if t0.elapsed() > Duration::from_secs(limit) {
+                let left: Vec<String> = tasks
+                    .iter()
+                    .filter(|t| t["state"] != "completed")
+                    .map(|t| format!("{} {} {}", t["id"], t["state"], t["dependsOn"]))
+                    .collect();
+                panic!(
+                    "{job}: {done} of {} tasks completed after {limit} s; left: {left:?}",
+                    tasks.len()
+                );
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -182,12 +188,17 @@ impl PoolAgent {
     pub fn start(name: &str, pool: &str, services: &[String]) -> PoolAgent {
         let node = TestNode::new(name);
         let secret = secret_file(&node.dir, "enrol", SECRET);
+        // The node's own API token: its TCP API (port chosen by the kernel) is where the
+        // service reads the node's files from.
+        let token = secret_file(&node.dir, "token", "node-api-token-0123456789abcdef");
         let config = node.dir.path().join("berth.toml");
         std::fs::write(
             &config,
             format!(
-                "service = {services:?}\npool_id = {pool:?}\nenrolment_secret_file = {:?}\n",
-                secret.display().to_string()
+                "service = {services:?}\npool_id = {pool:?}\nenrolment_secret_file = {:?}\n\
+                 tcp_address = \"127.0.0.1:0\"\ntoken_file = {:?}\n",
+                secret.display().to_string(),
+                token.display().to_string()
             ),
         )
         .unwrap();

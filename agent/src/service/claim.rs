@@ -12,7 +12,7 @@ use tokio_postgres::Transaction;
 /// How the pool spreads its tasks over nodes (`taskSchedulingPolicy.nodeFillType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FillType {
-    /// One task per claim, and only while no other asking node holds fewer slots.
+    /// Even: a node holds back while less-used nodes can take every ready task.
     Spread,
     /// The busiest node that still has room takes as many as fit; the others wait.
     Pack,
@@ -37,20 +37,45 @@ pub struct Candidate {
     pub free: i32,
 }
 
-/// Whether `me` may claim now, given the other eligible nodes of its pool (idle or
-/// running, scheduling enabled, lease live, asking for work). Pure, for table tests.
-pub fn my_turn(fill: FillType, me: &Candidate, others: &[Candidate]) -> bool {
-    if me.free <= 0 {
-        return false;
+/// How many tasks `me` takes now (0: not its turn), given the other eligible nodes of its
+/// pool (idle or running, scheduling enabled, lease live, asking for work) and `ready`,
+/// the claimable tasks that fit it. Pure, for table tests.
+///
+/// Spread: a node holds back only while the nodes with fewer slots in use can take every
+/// ready task themselves; otherwise it takes its share (`ready` over the asking nodes),
+/// so a long queue fills every node at once and a short one lands one task per node.
+/// Pack: the busiest node that still has room (ties: lowest id) takes all that fits.
+pub fn my_turn(fill: FillType, me: &Candidate, others: &[Candidate], ready: i64) -> i64 {
+    if me.free <= 0 || ready <= 0 {
+        return 0;
     }
     // A node that cannot take anything holds no one back.
-    let mut open = others.iter().filter(|o| o.free > 0);
+    let open: Vec<&Candidate> = others.iter().filter(|o| o.free > 0).collect();
     match fill {
-        FillType::Spread => !open.any(|o| o.used_slots < me.used_slots),
-        FillType::Pack => !open.any(|o| {
-            o.used_slots > me.used_slots
-                || (o.used_slots == me.used_slots && o.node_id < me.node_id)
-        }),
+        FillType::Spread => {
+            let ahead: i64 = open
+                .iter()
+                .filter(|o| o.used_slots < me.used_slots)
+                .map(|o| i64::from(o.free))
+                .sum();
+            if ahead >= ready {
+                return 0;
+            }
+            let nodes = open.len() as i64 + 1;
+            let share = (ready + nodes - 1) / nodes;
+            share.clamp(1, i64::from(me.free))
+        }
+        FillType::Pack => {
+            let first = !open.iter().any(|o| {
+                o.used_slots > me.used_slots
+                    || (o.used_slots == me.used_slots && o.node_id < me.node_id)
+            });
+            if first {
+                i64::from(me.free)
+            } else {
+                0
+            }
+        }
     }
 }
 
@@ -114,16 +139,22 @@ pub async fn claim(
         used_slots: used,
         free: room.free_slots.min(slots - used),
     };
-    if !my_turn(fill, &me, &others) {
+    let mut free = room.free_slots.min(slots - used);
+    // The claimable tasks that could fit this node (bounded: the rule needs no more).
+    let ready: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM (SELECT 1 FROM ready r WHERE r.pool_id = $1
+                 AND r.required_slots <= $2 LIMIT 10000) x",
+            &[&node.pool_id, &free],
+        )
+        .await?
+        .get(0);
+    let want = my_turn(fill, &me, &others, ready);
+    if want == 0 {
         return Ok(vec![]);
     }
-    let mut free = room.free_slots.min(slots - used);
     // A node that reported no GPUs yet claims only GPU-less tasks.
     let mut free_gpus = room.free_gpus.min(gpus_left.max(0));
-    let want: i64 = match fill {
-        FillType::Spread => 1,
-        FillType::Pack => i64::from(free.max(0)),
-    };
     let rows = tx
         .query(
             "WITH picked AS (
@@ -234,24 +265,31 @@ mod tests {
     #[test]
     fn spread_goes_to_the_least_used_nodes() {
         let cases = [
-            // (me, others, my turn)
-            (c("b", 0, 2), vec![c("a", 0, 2)], true),
-            (c("b", 1, 2), vec![c("a", 0, 2)], false),
-            (c("a", 0, 2), vec![c("b", 1, 2), c("c", 1, 2)], true),
-            (c("a", 2, 2), vec![], false),
-            (c("a", 1, 4), vec![c("b", 1, 4)], true),
+            // (me, others, ready, how many I take)
+            (c("b", 0, 2), vec![c("a", 0, 2)], 1, 1),
+            (c("b", 1, 2), vec![c("a", 0, 2)], 1, 0),
+            (c("b", 1, 2), vec![c("a", 0, 2)], 2, 0),
+            // more ready than the less-used nodes can take: everyone takes a share
+            (c("b", 1, 2), vec![c("a", 0, 2)], 3, 1),
+            (c("a", 0, 4), vec![c("b", 0, 4), c("c", 0, 4)], 3, 1),
+            (c("a", 0, 4), vec![c("b", 0, 4), c("c", 0, 4)], 60, 4),
+            (c("a", 0, 2), vec![c("b", 1, 2), c("c", 1, 2)], 1, 1),
+            (c("a", 2, 2), vec![], 5, 0),
+            (c("a", 0, 2), vec![], 0, 0),
+            (c("a", 1, 4), vec![c("b", 1, 4)], 1, 1),
             (
                 c("b", 1, 2),
                 vec![Candidate {
                     free: 0,
                     ..c("a", 0, 2)
                 }],
-                true,
+                1,
+                1,
             ),
         ];
-        for (me, others, want) in cases {
+        for (me, others, ready, want) in cases {
             assert_eq!(
-                my_turn(FillType::Spread, &me, &others),
+                my_turn(FillType::Spread, &me, &others, ready),
                 want,
                 "{me:?} {others:?}"
             );
@@ -261,12 +299,12 @@ mod tests {
     #[test]
     fn pack_fills_the_busiest_node_first_ties_to_the_lowest_id() {
         let cases = [
-            (c("a", 0, 2), vec![c("b", 0, 2)], true),
-            (c("b", 0, 2), vec![c("a", 0, 2)], false),
-            (c("b", 1, 2), vec![c("a", 0, 2)], true),
+            (c("a", 0, 2), vec![c("b", 0, 2)], 2),
+            (c("b", 0, 2), vec![c("a", 0, 2)], 0),
+            (c("b", 1, 2), vec![c("a", 0, 2)], 1),
             // a full node no longer holds the others back
-            (c("b", 0, 2), vec![c("a", 2, 2)], true),
-            (c("c", 0, 2), vec![c("a", 2, 2), c("b", 1, 2)], false),
+            (c("b", 0, 2), vec![c("a", 2, 2)], 2),
+            (c("c", 0, 2), vec![c("a", 2, 2), c("b", 1, 2)], 0),
             // a node that says it has no room (its own count) holds no one back
             (
                 c("b", 0, 2),
@@ -274,12 +312,12 @@ mod tests {
                     free: 0,
                     ..c("a", 1, 2)
                 }],
-                true,
+                2,
             ),
         ];
         for (me, others, want) in cases {
             assert_eq!(
-                my_turn(FillType::Pack, &me, &others),
+                my_turn(FillType::Pack, &me, &others, 5),
                 want,
                 "{me:?} {others:?}"
             );
