@@ -174,7 +174,7 @@ pub async fn job(cmd: JobCmd, conn: Conn) -> ExitCode {
             }
             Err(e) => Err(e),
         },
-        JobCmd::List => c.get_json::<Listing<JobView>>("/jobs").await.map(|l| {
+        JobCmd::List => c.get_list::<JobView>("/jobs").await.map(|l| {
             if conn.json {
                 print_json(&l.value)
             } else {
@@ -247,7 +247,7 @@ pub async fn job_schedule(cmd: JobScheduleCmd, conn: Conn) -> ExitCode {
                 }
             }),
         JobScheduleCmd::List => c
-            .get_json::<Listing<JobScheduleView>>("/jobschedules")
+            .get_list::<JobScheduleView>("/jobschedules")
             .await
             .map(|l| {
                 if conn.json {
@@ -297,7 +297,7 @@ fn schedules_table(all: &[JobScheduleView]) -> String {
 /// The job's preparation and release tasks on this node, one line each.
 async fn job_tasks_lines(c: &Client, id: &str) -> Result<(), ClientError> {
     let l = c
-        .get_json::<Listing<berth_proto::JobPrepReleaseStatus>>(&format!(
+        .get_json::<super::client::Listing<berth_proto::JobPrepReleaseStatus>>(&format!(
             "/jobs/{id}/jobpreparationandreleasetaskstatus"
         ))
         .await?;
@@ -327,11 +327,6 @@ async fn job_tasks_lines(c: &Client, id: &str) -> Result<(), ClientError> {
         println!("{line} ({})", i.task_root_directory);
     }
     Ok(())
-}
-
-#[derive(serde::Deserialize)]
-struct Listing<T> {
-    value: Vec<T>,
 }
 
 fn jobs_table(jobs: &[JobView]) -> String {
@@ -382,7 +377,7 @@ pub async fn task(cmd: TaskCmd, conn: Conn) -> ExitCode {
             let q = state
                 .map(|s| format!("?$filter=state%20eq%20'{s}'"))
                 .unwrap_or_default();
-            c.get_json::<Listing<TaskView>>(&format!("/jobs/{job}/tasks{q}"))
+            c.get_list::<TaskView>(&format!("/jobs/{job}/tasks{q}"))
                 .await
                 .map(|l| {
                     if conn.json {
