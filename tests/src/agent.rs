@@ -182,6 +182,22 @@ impl Agent {
         serde_json::from_str(&b).unwrap()
     }
 
+    /// Every item of the list at `path`, following `odata.nextLink` page after page (a
+    /// page holds 1000 at most), as the SDKs do.
+    pub fn list(&self, path: &str) -> Vec<Value> {
+        let mut page = self.json(path);
+        let mut all = page["value"].as_array().cloned().unwrap_or_default();
+        while let Some(next) = page["odata.nextLink"].as_str() {
+            let rel = next
+                .strip_prefix("http://berth")
+                .unwrap_or(next)
+                .to_string();
+            page = self.json(&rel);
+            all.extend(page["value"].as_array().cloned().unwrap_or_default());
+        }
+        all
+    }
+
     pub fn wait_state(&self, job: &str, task: &str, state: &str) -> Value {
         self.wait_state_for(job, task, state, Duration::from_secs(60))
     }
