@@ -339,7 +339,8 @@ mod tests {
         let patch = Method::PATCH;
         let before = "Thu, 01 Jan 2026 10:00:04 GMT";
         let same = "Thu, 01 Jan 2026 10:00:05 GMT";
-        let cases: Vec<(Method, Vec<(&'static str, &str)>, Result<Condition, &str>)> = vec![
+        type Case<'a> = (Method, Vec<(&'static str, &'a str)>, Result<Condition, &'a str>);
+        let cases: Vec<Case<'_>> = vec![
             (get.clone(), vec![], Ok(Condition::Proceed)),
             (
                 patch.clone(),
