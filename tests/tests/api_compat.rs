@@ -457,3 +457,68 @@ fn task_lists_filter_on_execution_info() {
         "t0's tag is not t1's: {b}"
     );
 }
+
+/// The Python SDK 14.x (`azure-batch==14.2.0`, msrest), unchanged, with a bearer token on
+/// the TCP API: jobs added, a filtered list paged one job at a time through
+/// `odata.nextLink`, `eTag`/`lastModified`/`url`, a stale `If-Match` refused, a bad filter
+/// refused by name. `scripts/install-deps.sh` makes its virtual environment.
+#[test]
+fn the_python_sdk_lists_filtered_jobs_with_a_token() {
+    let python = workspace().join(".tools/azure-batch-14/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run ./scripts/install-deps.sh (it installs azure-batch 14.2.0 there)",
+        python.display()
+    );
+    let n = TestNode::new("compatsdk");
+    let token = "sdk-token-0123456789abcdef";
+    let tf = n.dir.path().join("token");
+    std::fs::write(&tf, format!("{token}\n")).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _a = Agent::start_with(
+        &n,
+        &[
+            ("BERTH_TCP_ADDRESS", addr.as_str()),
+            ("BERTH_TOKEN_FILE", tf.to_str().unwrap()),
+        ],
+    );
+    let out = std::process::Command::new(&python)
+        .arg(workspace().join("tests/sdk/batch14.py"))
+        .arg(format!("http://{addr}"))
+        .arg(token)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the SDK failed: {stderr}");
+    let seen: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(
+        seen["listed"],
+        json!([["sdk-2", 20], ["sdk-3", 30], ["sdk-4", 40]]),
+        "{seen}"
+    );
+    let etag = seen["etag"].as_str().unwrap();
+    assert!(etag.starts_with("0x"), "{seen}");
+    assert_eq!(seen["etag_header"], etag);
+    assert!(seen["last_modified"].is_string(), "{seen}");
+    assert_eq!(seen["url"], format!("http://{addr}/jobs/sdk-1"));
+    assert_eq!(
+        seen["request_id"].as_str().map(str::len),
+        Some(36),
+        "{seen}"
+    );
+    assert_eq!(seen["stale_patch"], "ConditionNotMet", "{seen}");
+    assert_eq!(seen["priority_after"], 99);
+    assert_eq!(seen["bad_filter"], "InvalidQueryParameterValue");
+    assert!(
+        seen["bad_filter_message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown property 'nosuch' for jobs"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["after_delete"],
+        json!(["sdk-0", "sdk-1", "sdk-2", "sdk-3", "sdk-4"])
+    );
+}
