@@ -312,6 +312,25 @@ fn etags_and_conditional_requests() {
     let tag = header(&head, "etag").unwrap().to_string();
     let (st, _, _) = a.request("GET", "/jobschedules/cs", &[("If-None-Match", &tag)]);
     assert_eq!(st, 304);
+    // An update moves Last-Modified on (HTTP dates have whole seconds).
+    let (_, head, _) = a.request("GET", "/jobschedules/cs", &[]);
+    let before = header(&head, "last-modified").unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    let patch = |body: &[u8]| {
+        a.exact(
+            "PATCH",
+            &versioned("/jobschedules/cs"),
+            &[
+                ("Content-Type", "application/json"),
+                ("If-Unmodified-Since", &before),
+            ],
+            body,
+        )
+    };
+    let (st, _, b) = patch(br#"{"metadata": [{"name": "k", "value": "v"}]}"#);
+    assert_eq!(st, 200, "{b}");
+    let (st, _, b) = patch(br#"{"metadata": []}"#);
+    assert_eq!((st, error_code(&b)), (412, "ConditionNotMet".into()), "{b}");
     let (st, _, b) = a.exact(
         "POST",
         &versioned("/jobschedules/cs/disable"),
