@@ -643,16 +643,10 @@ pub const JOB_SCHEDULES: Schema = Schema {
 };
 
 /// A filter checked against a schema: every property known, every value of its type.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Filter {
     expr: Expr,
     schema: Schema,
-}
-
-impl PartialEq for Schema {
-    fn eq(&self, o: &Schema) -> bool {
-        self.entity == o.entity
-    }
 }
 
 impl Schema {

@@ -339,7 +339,11 @@ mod tests {
         let patch = Method::PATCH;
         let before = "Thu, 01 Jan 2026 10:00:04 GMT";
         let same = "Thu, 01 Jan 2026 10:00:05 GMT";
-        type Case<'a> = (Method, Vec<(&'static str, &'a str)>, Result<Condition, &'a str>);
+        type Case<'a> = (
+            Method,
+            Vec<(&'static str, &'a str)>,
+            Result<Condition, &'a str>,
+        );
         let cases: Vec<Case<'_>> = vec![
             (get.clone(), vec![], Ok(Condition::Proceed)),
             (

@@ -148,25 +148,24 @@ impl ListQuery {
         path: &str,
         metadata: &str,
     ) -> Value {
-        let mut matching = items
+        let matching: Vec<_> = items
             .into_iter()
-            .filter(|(_, _, e)| self.filter.as_ref().is_none_or(|f| f.matches(e)));
-        let mut rest: Vec<_> = match &self.after {
-            None => matching.collect(),
-            Some(c) => {
-                let all: Vec<_> = matching.by_ref().collect();
-                let start = all
-                    .iter()
-                    .position(|(_, id, _)| id.eq_ignore_ascii_case(&c.id))
-                    .map(|i| i + 1)
-                    .unwrap_or_else(|| {
-                        all.iter()
-                            .position(|(o, _, _)| *o > c.order)
-                            .unwrap_or(all.len())
-                    });
-                all.into_iter().skip(start).collect()
-            }
-        };
+            .filter(|(_, _, e)| self.filter.as_ref().is_none_or(|f| f.matches(e)))
+            .collect();
+        // After the last item answered; if it is gone, after its place in the order.
+        let start = self.after.as_ref().map_or(0, |c| {
+            matching
+                .iter()
+                .position(|(_, id, _)| id.eq_ignore_ascii_case(&c.id))
+                .map(|i| i + 1)
+                .unwrap_or_else(|| {
+                    matching
+                        .iter()
+                        .position(|(o, _, _)| *o > c.order)
+                        .unwrap_or(matching.len())
+                })
+        });
+        let mut rest: Vec<_> = matching.into_iter().skip(start).collect();
         let more = rest.len() > self.max;
         rest.truncate(self.max);
         let base = base_url(h);
