@@ -642,6 +642,19 @@ pub const JOB_SCHEDULES: Schema = Schema {
     ],
 };
 
+/// `GET .../tasks/{task}/files`: a task's files.
+pub const FILES: Schema = Schema {
+    entity: "files",
+    props: &[
+        ("name", Kind::Str),
+        ("url", Kind::Str),
+        ("isDirectory", Kind::Bool),
+        ("properties/contentLength", Kind::Int),
+        ("properties/lastModified", Kind::DateTime),
+        ("properties/creationTime", Kind::DateTime),
+    ],
+};
+
 /// A filter checked against a schema: every property known, every value of its type.
 #[derive(Debug, Clone)]
 pub struct Filter {

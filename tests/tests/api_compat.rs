@@ -392,7 +392,8 @@ fn api_versions_and_methods() {
     );
 }
 
-/// Task lists on a real engine: filters on executionInfo, paging, select.
+/// Task lists on a real engine: filters on executionInfo, paging, select; a task's
+/// files as a Batch list, and a file's Batch headers.
 #[test]
 fn task_lists_filter_on_execution_info() {
     images();
@@ -461,6 +462,33 @@ fn task_lists_filter_on_execution_info() {
     let page = get(&a, "/jobs/tj/tasks?maxresults=2&$select=id");
     assert_eq!(page["odata.metadata"], "http://berth/$metadata#tasks");
     assert_eq!(page["value"][0], json!({"id": "t0"}));
+    // A task's files: a Batch list too, and Batch's file headers.
+    let files = get(
+        &a,
+        "/jobs/tj/tasks/t0/files?$filter=startswith(name,%27std%27)&maxresults=1",
+    );
+    assert_eq!(files["value"][0]["name"], "stderr.txt", "{files}");
+    assert_eq!(
+        files["value"][0]["url"],
+        "http://berth/jobs/tj/tasks/t0/files/stderr.txt"
+    );
+    let next = files["odata.nextLink"].as_str().unwrap();
+    let rest = get(&a, next.strip_prefix("http://berth").unwrap());
+    assert_eq!(rest["value"][0]["name"], "stdout.txt", "{rest}");
+    assert!(rest.get("odata.nextLink").is_none(), "{rest}");
+    let (st, head, _) = a.request("GET", "/jobs/tj/tasks/t0/files/stdout.txt", &[]);
+    assert_eq!(st, 200, "{head}");
+    assert_eq!(
+        header(&head, "ocp-batch-file-url"),
+        Some("http://berth/jobs/tj/tasks/t0/files/stdout.txt")
+    );
+    assert!(header(&head, "ocp-batch-file-mode").is_some(), "{head}");
+    assert!(
+        header(&head, "ocp-creation-time").is_some_and(|t| t.ends_with(" GMT")),
+        "{head}"
+    );
+    assert!(header(&head, "last-modified").is_some(), "{head}");
+
     let (st, head, _) = a.request("GET", "/jobs/tj/tasks/t0", &[]);
     assert_eq!(st, 200);
     let tag = header(&head, "etag").unwrap().to_string();

@@ -4,15 +4,15 @@
 //! ([`crate::node::beneath`]), then checked and read through that descriptor; listings walk
 //! descriptors the same way. No `..`, no absolute paths, no links.
 
+use super::entity::{base_url, seg};
 use super::find_job;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Pairs};
 use crate::node::beneath::{self, Beneath, BeneathError, Found};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::Json;
-use std::collections::HashMap;
 use std::path::{Component, PathBuf};
 
 fn task_dir(s: &AppState, job: &str, task: &str) -> Result<PathBuf, ApiError> {
@@ -38,13 +38,37 @@ pub fn relative(rel: &str) -> Result<&std::path::Path, ApiError> {
     Ok(p)
 }
 
+/// A time of `stat`, as seconds and nanoseconds.
+fn time(secs: i64, nanos: impl TryInto<u32>) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(secs, nanos.try_into().unwrap_or(0))
+}
+
+/// The URL of file `name` (slashes kept) of a task.
+fn file_url(h: &HeaderMap, job: &str, task: &str, name: &str) -> String {
+    let path: Vec<String> = name.split('/').map(seg).collect();
+    format!(
+        "{}/jobs/{}/tasks/{}/files/{}",
+        base_url(h),
+        seg(job),
+        seg(task),
+        path.join("/")
+    )
+}
+
+/// `GET .../files[?recursive=true]`: a Batch list (`$filter`, `maxresults`,
+/// `odata.nextLink`), by name. `creationTime` is the inode's change time: Linux keeps no
+/// creation time that every file system reports.
 pub async fn list(
     State(s): State<AppState>,
     Path((job, task)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
+    h: HeaderMap,
+    q: Pairs,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let dir = task_dir(&s, &job, &task)?;
-    let recursive = q.get("recursive").is_some_and(|v| v == "true");
+    let recursive = q
+        .iter()
+        .any(|(k, v)| k == "recursive" && v.eq_ignore_ascii_case("true"));
+    let query = super::list::ListQuery::parse(q.0, &berth_proto::odata::FILES)?;
     let mut out = vec![];
     // No directory yet (the task has not started): nothing to list.
     let mut stack: Vec<(Beneath, String)> = Beneath::open(&dir)
@@ -58,15 +82,13 @@ pub async fn list(
             let name = format!("{prefix}{}", e.name.to_string_lossy());
             let st = &e.stat;
             let is_dir = beneath::kind(st) == rustix::fs::FileType::Directory;
-            let modified = chrono::DateTime::<chrono::Utc>::from_timestamp(
-                st.st_mtime,
-                u32::try_from(st.st_mtime_nsec).unwrap_or(0),
-            );
             out.push(serde_json::json!({
                 "name": name,
+                "url": file_url(&h, &job, &task, &name),
                 "isDirectory": is_dir,
                 "properties": {
-                    "lastModified": modified,
+                    "creationTime": time(st.st_ctime, st.st_ctime_nsec),
+                    "lastModified": time(st.st_mtime, st.st_mtime_nsec),
                     "contentLength": st.st_size,
                     "contentType": "application/octet-stream",
                     "fileMode": format!("{:o}", st.st_mode & 0o7777),
@@ -80,7 +102,16 @@ pub async fn list(
         }
     }
     out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Ok(Json(serde_json::json!({"value": out})))
+    let items = out
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let name = e["name"].as_str().unwrap_or_default().to_string();
+            (i64::try_from(i).unwrap_or(i64::MAX), name, e)
+        })
+        .collect();
+    let path = format!("/jobs/{}/tasks/{}/files", seg(&job), seg(&task));
+    Ok(Json(query.page(items, &h, &path, "files")))
 }
 
 /// Batch's `ocp-range: bytes=START-[END]` (END inclusive): where to begin and how much.
@@ -153,10 +184,25 @@ pub async fn get(
     use tokio::io::AsyncReadExt;
     // The length is fixed when asked: a file still being written may grow meanwhile.
     let stream = tokio_util::io::ReaderStream::new(f.take(len));
+    let http_date = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        httpdate::fmt_http_date(std::time::SystemTime::from(t.unwrap_or_default()))
+    };
+    // Batch's file properties, as the SDKs read them (the HEAD of a file is its
+    // properties alone).
     Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, len)
+        .header(
+            header::LAST_MODIFIED,
+            http_date(time(st.st_mtime, st.st_mtime_nsec)),
+        )
+        .header(
+            "ocp-creation-time",
+            http_date(time(st.st_ctime, st.st_ctime_nsec)),
+        )
         .header("ocp-batch-file-isdirectory", "false")
+        .header("ocp-batch-file-url", file_url(&headers, &job, &task, &path))
+        .header("ocp-batch-file-mode", format!("{:o}", st.st_mode & 0o7777))
         .body(Body::from_stream(stream))
         .map_err(ApiError::internal)
 }
