@@ -351,6 +351,7 @@ pub async fn delete(
 pub async fn prep_release_status(
     State(s): State<AppState>,
     Path(job): Path<String>,
+    h: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let j = find_job(&s, &job)?;
     if j.spec.job_preparation_task.is_none() {
@@ -367,7 +368,8 @@ pub async fn prep_release_status(
             job_release_task_execution_info: r.release,
         })
     });
-    Ok(Json(
-        serde_json::json!({"value": entry.into_iter().collect::<Vec<_>>()}),
-    ))
+    Ok(Json(serde_json::json!({
+        "odata.metadata": format!("{}/$metadata#jobpreparationandreleasetaskstatuslist", entity::base_url(&h)),
+        "value": entry.into_iter().collect::<Vec<_>>(),
+    })))
 }
