@@ -1,8 +1,9 @@
 //! What Batch puts on, and asks of, every request:
 //!
 //! * [`request_ids`] (outermost, so that refusals by the TCP guard have them too): a
-//!   `request-id` (a UUID v4, also on the request's log span) on every response, and the
-//!   client's `client-request-id` echoed when `return-client-request-id: true` asks.
+//!   `request-id` (a UUID v4) on every response and on the request's log span, so that
+//!   whatever the request logs (a 500's cause) carries it, and the client's
+//!   `client-request-id` echoed when `return-client-request-id: true` asks.
 //! * [`batch_rules`] (on the router): `api-version` required on every Batch path and one
 //!   of [`API_VERSIONS`] (berth's own `/node` and `/metrics` are exempt), and a method a
 //!   path does not allow answered 405 with Batch's error body.
