@@ -28,6 +28,10 @@ use std::fmt;
 /// Nesting deeper than this is refused, so that a hostile filter cannot exhaust the stack.
 pub const MAX_DEPTH: usize = 64;
 
+/// At most this many conditions: a long `a and b and ...` chain is a deep tree too, which
+/// evaluating (and dropping) walks recursively.
+pub const MAX_CONDITIONS: usize = 256;
+
 /// A parsed `$filter`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -290,6 +294,7 @@ struct Parser {
     toks: Vec<(usize, Tok)>,
     at: usize,
     depth: usize,
+    conditions: usize,
 }
 
 fn is_keyword(w: &str, k: &str) -> bool {
@@ -371,6 +376,13 @@ impl Parser {
     }
 
     fn primary(&mut self) -> Result<Expr, FilterError> {
+        self.conditions += 1;
+        if self.conditions > MAX_CONDITIONS {
+            return Err(err(
+                self.peek().0,
+                format!("the filter has more than {MAX_CONDITIONS} conditions"),
+            ));
+        }
         if self.peek().1 == Tok::LParen {
             self.bump();
             let e = self.or()?;
@@ -466,6 +478,7 @@ pub fn parse(src: &str) -> Result<Expr, FilterError> {
         toks,
         at: 0,
         depth: 0,
+        conditions: 0,
     };
     if p.peek().1 == Tok::End {
         return Err(p.expected("a filter expression"));
@@ -1021,6 +1034,10 @@ mod tests {
         assert!(parse(&deep).unwrap_err().message.contains("nests deeper"));
         let nots = format!("{}state eq 'a'", "not ".repeat(200));
         assert!(parse(&nots).unwrap_err().message.contains("nests deeper"));
+        let chain = vec!["id eq 'a'"; 300].join(" and ");
+        let e = parse(&chain).unwrap_err();
+        assert!(e.message.contains("more than 256 conditions"), "{e}");
+        assert!(parse(&vec!["id eq 'a'"; 200].join(" or ")).is_ok());
     }
 
     #[test]
