@@ -2,8 +2,9 @@
 # Installs what berth's demo and tests need on Debian/Ubuntu: Docker's engine (docker.io),
 # a registry (docker-registry) and htpasswd (apache2-utils) for its auth tests,
 # busybox-static (offline test images), iproute2, the packaging tests' tools (rpm, python3,
-# man-db, systemd-analyze, setpriv), PostgreSQL (pool mode's service), Azurite (npm) for the task-file tests, and a Rust
-# toolchain if none is present.
+# man-db, systemd-analyze, setpriv), PostgreSQL (pool mode's service), Azurite (npm) for the task-file tests,
+# the Azure Batch Python SDK (a pinned azure-batch in a virtual environment) for the API
+# compatibility test, and a Rust toolchain if none is present.
 # Idempotent; needs root (or sudo).
 set -eu
 SUDO=""
@@ -45,5 +46,19 @@ if [ "$("$root/.tools/azurite/node_modules/.bin/azurite-blob" --version 2>/dev/n
   echo "install-deps: installing azurite $AZURITE_VERSION"
   mkdir -p "$root/.tools/azurite"
   (cd "$root/.tools/azurite" && npm install --silent --no-audit --no-fund --no-save "azurite@$AZURITE_VERSION" >/dev/null)
+fi
+# The Azure Batch Python SDK 14.x (msrest), pinned with its dependencies
+# (tests/sdk/batch14-requirements.txt), for tests/tests/api_compat.rs.
+AZURE_BATCH_VERSION=14.2.0
+venv="$root/.tools/azure-batch-14"
+if [ "$("$venv/bin/python" -c 'import azure.batch; print(azure.batch.__version__)' 2>/dev/null)" != "$AZURE_BATCH_VERSION" ]; then
+  if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    echo "install-deps: installing python3-venv"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  fi
+  echo "install-deps: installing azure-batch $AZURE_BATCH_VERSION"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$root/tests/sdk/batch14-requirements.txt"
 fi
 echo "install-deps: ok"

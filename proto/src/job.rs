@@ -328,6 +328,10 @@ pub struct JobView {
     /// Absent only for jobs an older berth stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_info: Option<JobExecutionInfo>,
+    /// When an update (PATCH, PUT) last changed the job; its `Last-Modified` is the latest
+    /// of this and its other times. Absent for jobs never updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl JobView {
@@ -343,6 +347,7 @@ impl JobView {
                 start_time: now,
                 ..Default::default()
             }),
+            last_modified: None,
         }
     }
 

@@ -190,6 +190,10 @@ pub struct JobScheduleView {
     pub state: JobScheduleState,
     pub state_transition_time: DateTime<Utc>,
     pub creation_time: DateTime<Utc>,
+    /// When an update last changed it; absent when never updated (its `Last-Modified` is
+    /// the latest of this and its other times).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<DateTime<Utc>>,
     pub execution_info: JobScheduleExecutionInfo,
 }
 

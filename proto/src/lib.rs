@@ -18,6 +18,7 @@ pub mod job_schedule;
 pub mod load;
 pub mod node;
 pub mod node_protocol;
+pub mod odata;
 pub mod pool;
 pub mod status;
 pub mod task;

@@ -27,6 +27,7 @@ fn req(sock: &Path, method: &str, path: &str, body: Option<&Value>) -> (u16, Str
         return (0, String::new());
     };
     let b = body.map(|v| v.to_string()).unwrap_or_default();
+    let path = berth_tests::agent::versioned(path);
     let head = format!(
         "{method} {path} HTTP/1.0\r\nHost: berth\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         b.len()

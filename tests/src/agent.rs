@@ -10,6 +10,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The Batch API version the tests send (Batch requires one on every request).
+pub const API_VERSION: &str = "2024-07-01.20.0";
+
+/// `path` with `api-version`, unless it has one.
+pub fn versioned(path: &str) -> String {
+    if path.contains("api-version=") {
+        return path.to_string();
+    }
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}api-version={API_VERSION}")
+}
+
 /// `berth agent` on a test node, reached over its Unix socket; killed on drop (its log
 /// tail printed when the test failed).
 pub struct Agent {
@@ -77,8 +89,9 @@ impl Agent {
         panic!("the agent did not answer on {}", a.sock.display());
     }
 
-    /// One HTTP/1.0 request; returns (status, body).
+    /// One HTTP/1.0 request (`api-version` added); returns (status, body).
     pub fn raw(&self, method: &str, path: &str, ctype: &str, body: &[u8]) -> (u16, String) {
+        let path = versioned(path);
         // Status 0: nothing answers (not started yet, or killed).
         let Ok(mut s) = UnixStream::connect(&self.sock) else {
             return (0, String::new());
@@ -98,12 +111,25 @@ impl Agent {
         (status, body)
     }
 
-    /// A body-less request with extra headers; returns (status, response head, body).
+    /// A body-less request with extra headers (`api-version` added); returns (status,
+    /// response head, body).
     pub fn request(
         &self,
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
+    ) -> (u16, String, String) {
+        self.exact(method, &versioned(path), headers, b"")
+    }
+
+    /// One request exactly as given (no `api-version` added), with extra headers and a
+    /// body; returns (status, response head, body).
+    pub fn exact(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
     ) -> (u16, String, String) {
         let Ok(mut s) = UnixStream::connect(&self.sock) else {
             return (0, String::new(), String::new());
@@ -113,8 +139,12 @@ impl Agent {
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
+        if !body.is_empty() {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
         head.push_str("\r\n");
         s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).ok();
         let mut out = vec![];
         // A connection cut short still has its head.
         s.read_to_end(&mut out).ok();
@@ -150,6 +180,22 @@ impl Agent {
         let (st, b) = self.req("GET", path, None);
         assert_eq!(st, 200, "{path}: {b}");
         serde_json::from_str(&b).unwrap()
+    }
+
+    /// Every item of the list at `path`, following `odata.nextLink` page after page (a
+    /// page holds 1000 at most), as the SDKs do.
+    pub fn list(&self, path: &str) -> Vec<Value> {
+        let mut page = self.json(path);
+        let mut all = page["value"].as_array().cloned().unwrap_or_default();
+        while let Some(next) = page["odata.nextLink"].as_str() {
+            let rel = next
+                .strip_prefix("http://berth")
+                .unwrap_or(next)
+                .to_string();
+            page = self.json(&rel);
+            all.extend(page["value"].as_array().cloned().unwrap_or_default());
+        }
+        all
     }
 
     pub fn wait_state(&self, job: &str, task: &str, state: &str) -> Value {

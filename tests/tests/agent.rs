@@ -1186,10 +1186,10 @@ api="$AZ_BATCH_ACCOUNT_URL/jobs/$AZ_BATCH_JOB_ID"
 auth="Authorization: Bearer $AZ_BATCH_AUTHENTICATION_TOKEN"
 for i in 1 2 3 4 5 6 7 8 9 10; do
   wget -q -O /dev/null --header "$auth" --header "Content-Type: application/json" \
-    --post-data "{\"id\":\"w$i\",\"commandLine\":\"true\",\"containerSettings\":{\"imageName\":\"myimage\",\"containerRunOptions\":\"--network none\"}}" "$api/tasks"
+    --post-data "{\"id\":\"w$i\",\"commandLine\":\"true\",\"containerSettings\":{\"imageName\":\"myimage\",\"containerRunOptions\":\"--network none\"}}" "$api/tasks?api-version=2024-07-01.20.0"
 done
 n=0
-while [ "$(wget -q -O - --header "$auth" "$api/tasks" | grep -o '"state":"completed"' | wc -l)" -lt 10 ]; do
+while [ "$(wget -q -O - --header "$auth" "$api/tasks?api-version=2024-07-01.20.0" | grep -o '"state":"completed"' | wc -l)" -lt 10 ]; do
   n=$((n+1)); [ $n -lt 600 ]; sleep 0.1
 done
 echo added and waited
@@ -1233,7 +1233,8 @@ echo added and waited
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         write!(
             s,
-            "GET {path} HTTP/1.0\r\nHost: berth\r\nAuthorization: Bearer {token}\r\n\r\n"
+            "GET {} HTTP/1.0\r\nHost: berth\r\nAuthorization: Bearer {token}\r\n\r\n",
+            berth_tests::agent::versioned(path)
         )
         .unwrap();
         let mut out = String::new();
@@ -1291,6 +1292,7 @@ fn a_job_token_is_refused_outside_its_job() {
     let token = token.trim().to_string();
     let req = |method: &str, path: &str, auth: &str| {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let path = berth_tests::agent::versioned(path);
         write!(s, "{method} {path} HTTP/1.0\r\nHost: berth\r\nAuthorization: Bearer {auth}\r\nContent-Length: 0\r\n\r\n").unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();

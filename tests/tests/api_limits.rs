@@ -188,7 +188,7 @@ fn idle_connections_are_bounded_and_memory_returns() {
                 for i in 0..25 {
                     let mut s = UnixStream::connect(&sock).unwrap();
                     let body = json!({"id": format!("b{c}x{i}")}).to_string();
-                    write!(s, "POST /jobs HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+                    write!(s, "POST /jobs?api-version=2024-07-01.20.0 HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
                     let mut out = String::new();
                     s.read_to_string(&mut out).unwrap();
                     assert!(out.starts_with("HTTP/1.0 201"), "{out}");

@@ -65,10 +65,7 @@ fn runs(n: &TestNode) -> HashMap<String, usize> {
 fn all_completed(a: &Agent, job: &str, count: usize, limit: Duration) -> Vec<Value> {
     let t0 = Instant::now();
     loop {
-        let tasks = a.json(&format!("/jobs/{job}/tasks"))["value"]
-            .as_array()
-            .unwrap()
-            .clone();
+        let tasks = a.list(&format!("/jobs/{job}/tasks"));
         if tasks.len() == count && tasks.iter().all(|t| t["state"] == "completed") {
             return tasks;
         }

@@ -88,10 +88,7 @@ fn many_short_tasks_lose_nothing_and_leak_nothing() {
     std::thread::sleep(Duration::from_secs(1));
     let (fds1, (rss1, hwm1)) = (open_fds(pid), memory_kib(pid));
 
-    let tasks = a.json("/jobs/load/tasks")["value"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let tasks = a.list("/jobs/load/tasks");
     let ours: Vec<&Value> = tasks
         .iter()
         .filter(|t| t["id"].as_str().unwrap().starts_with('t'))

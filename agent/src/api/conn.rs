@@ -93,21 +93,23 @@ where
     }
 }
 
-/// The answer to a connection past the limit: Batch's 503 `ServerBusy`, rendered once.
-fn busy_answer() -> &'static [u8] {
-    static ANSWER: OnceLock<Vec<u8>> = OnceLock::new();
-    ANSWER.get_or_init(|| {
-        let body = error::body(
+/// The answer to a connection past the limit: Batch's 503 `ServerBusy` with a
+/// `request-id`, as every answer has; the body is rendered once.
+fn busy_answer() -> Vec<u8> {
+    static BODY: OnceLock<String> = OnceLock::new();
+    let body = BODY.get_or_init(|| {
+        error::body(
             "ServerBusy",
             &format!("the agent serves {MAX_CONNECTIONS} connections at once; try again"),
         )
-        .to_string();
-        format!(
-            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json;odata=minimalmetadata\r\nretry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
-    })
+        .to_string()
+    });
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json;odata=minimalmetadata\r\nretry-after: 1\r\nrequest-id: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        super::headers::uuid_v4(),
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// Answers a connection past the limit and closes it, keeping nothing but, for TCP, a
@@ -118,8 +120,9 @@ where
 {
     // Written on the descriptor itself: the runtime has not yet seen the new socket
     // writable, but its empty send buffer takes the short answer at once.
-    match nix::unistd::write(&io, busy_answer()) {
-        Ok(n) if n == busy_answer().len() => {}
+    let answer = busy_answer();
+    match nix::unistd::write(&io, &answer) {
+        Ok(n) if n == answer.len() => {}
         Ok(n) => tracing::debug!(written = n, "a refused connection took part of its 503"),
         Err(e) => tracing::debug!(error = %e, "could not answer a connection past the limit"),
     }
@@ -144,10 +147,12 @@ mod tests {
 
     #[test]
     fn the_busy_answer_is_batchs_503() {
-        let a = std::str::from_utf8(busy_answer()).unwrap();
+        let a = busy_answer();
+        let a = std::str::from_utf8(&a).unwrap();
         let (head, body) = a.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
         assert!(head.contains("\r\nretry-after: 1\r\n"), "{head}");
+        assert!(head.contains("\r\nrequest-id: "), "{head}");
         assert!(head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())));
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["code"], "ServerBusy");

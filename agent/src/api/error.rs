@@ -19,6 +19,8 @@ pub enum ApiError {
     InvalidQueryParameterValue(String),
     #[error("{0}")]
     InvalidHeaderValue(String),
+    #[error("{0}")]
+    MissingRequiredQueryParameter(String),
     // 401
     #[error("{0}")]
     AuthenticationFailed(String),
@@ -93,6 +95,12 @@ pub enum ApiError {
     /// Node protocol: a newer enrolment owns this node id.
     #[error("{0}")]
     NodeSuperseded(String),
+    // 405
+    #[error("{0}")]
+    UnsupportedHttpVerb(String),
+    // 412
+    #[error("{0}")]
+    ConditionNotMet(String),
     // 413
     #[error("{0}")]
     RequestBodyTooLarge(String),
@@ -123,6 +131,9 @@ impl ApiError {
             MissingRequiredProperty(_) => "MissingRequiredProperty",
             InvalidQueryParameterValue(_) => "InvalidQueryParameterValue",
             InvalidHeaderValue(_) | UnsupportedMediaType(_) => "InvalidHeaderValue",
+            MissingRequiredQueryParameter(_) => "MissingRequiredQueryParameter",
+            UnsupportedHttpVerb(_) => "UnsupportedHttpVerb",
+            ConditionNotMet(_) => "ConditionNotMet",
             AuthenticationFailed(_) => "AuthenticationFailed",
             AuthorizationFailure(_) => "AuthorizationFailure",
             JobNotFound(_) => "JobNotFound",
@@ -170,7 +181,10 @@ impl ApiError {
             | InvalidPropertyValue(_)
             | MissingRequiredProperty(_)
             | InvalidQueryParameterValue(_)
+            | MissingRequiredQueryParameter(_)
             | InvalidHeaderValue(_) => StatusCode::BAD_REQUEST,
+            UnsupportedHttpVerb(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ConditionNotMet(_) => StatusCode::PRECONDITION_FAILED,
             AuthenticationFailed(_) => StatusCode::UNAUTHORIZED,
             AuthorizationFailure(_) => StatusCode::FORBIDDEN,
             JobNotFound(_)
@@ -294,6 +308,21 @@ mod tests {
                 ApiError::JobScheduleBeingTerminated("m".into()),
                 409,
                 "JobScheduleBeingTerminated",
+            ),
+            (
+                ApiError::MissingRequiredQueryParameter("m".into()),
+                400,
+                "MissingRequiredQueryParameter",
+            ),
+            (
+                ApiError::UnsupportedHttpVerb("m".into()),
+                405,
+                "UnsupportedHttpVerb",
+            ),
+            (
+                ApiError::ConditionNotMet("m".into()),
+                412,
+                "ConditionNotMet",
             ),
             (
                 ApiError::RequestBodyTooLarge("m".into()),

@@ -4,15 +4,15 @@
 //! ([`crate::node::beneath`]), then checked and read through that descriptor; listings walk
 //! descriptors the same way. No `..`, no absolute paths, no links.
 
+use super::entity::{base_url, seg};
 use super::find_job;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Pairs};
 use crate::node::beneath::{self, Beneath, BeneathError, Found};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::Json;
-use std::collections::HashMap;
 use std::path::{Component, PathBuf};
 
 fn task_dir(s: &AppState, job: &str, task: &str) -> Result<PathBuf, ApiError> {
@@ -53,49 +53,63 @@ fn node_root(s: &AppState, pool: &str, node: &str) -> Result<PathBuf, ApiError> 
     Ok(n.layout.root().to_path_buf())
 }
 
+/// A time of `stat`, as seconds and nanoseconds.
+fn time(secs: i64, nanos: impl TryInto<u32>) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(secs, nanos.try_into().unwrap_or(0))
+}
+
+/// The URL of file `name` (slashes kept) under `files` (the task's or the node's files
+/// path).
+fn file_url(h: &HeaderMap, files: &str, name: &str) -> String {
+    let path: Vec<String> = name.split('/').map(seg).collect();
+    format!("{}{files}/{}", base_url(h), path.join("/"))
+}
+
+fn task_files(job: &str, task: &str) -> String {
+    format!("/jobs/{}/tasks/{}/files", seg(job), seg(task))
+}
+
+fn node_files(pool: &str, node: &str) -> String {
+    format!("/pools/{}/nodes/{}/files", seg(pool), seg(node))
+}
+
+/// `GET .../files[?recursive=true]`: a Batch list (`$filter`, `maxresults`,
+/// `odata.nextLink`), by name. `creationTime` is the inode's change time: Linux keeps no
+/// creation time that every file system reports.
 pub async fn list(
     State(s): State<AppState>,
     Path((job, task)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
+    h: HeaderMap,
+    q: Pairs,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let dir = task_dir(&s, &job, &task)?;
-    let recursive = q.get("recursive").is_some_and(|v| v == "true");
-    Ok(Json(
-        serde_json::json!({"value": listing(&dir, recursive, None)}),
-    ))
+    page(&dir, None, &task_files(&job, &task), &h, q)
 }
 
-/// Batch's node files list: the node directories in [`NODE_DIRS`].
+/// Batch's node files list: the node directories in [`NODE_DIRS`], as a Batch list.
 pub async fn node_list(
     State(s): State<AppState>,
     Path((pool, node)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
+    h: HeaderMap,
+    q: Pairs,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let dir = node_root(&s, &pool, &node)?;
-    let recursive = q.get("recursive").is_some_and(|v| v == "true");
-    let value = listing(&dir, recursive, Some(NODE_DIRS));
-    Ok(Json(serde_json::json!({ "value": value })))
+    page(&dir, Some(NODE_DIRS), &node_files(&pool, &node), &h, q)
 }
 
-/// Batch's node file read, beneath one of [`NODE_DIRS`].
-pub async fn node_get(
-    State(s): State<AppState>,
-    Path((pool, node, path)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let dir = node_root(&s, &pool, &node)?;
-    let top = path.split('/').next().unwrap_or("");
-    if !NODE_DIRS.contains(&top) {
-        return Err(ApiError::FileNotFound(format!(
-            "The specified file {path:?} does not exist."
-        )));
-    }
-    serve(&dir, &path, &headers).await
-}
-
-/// The entries beneath `dir` (all levels when `recursive`), by name; at the top only
-/// those named in `top`, when given.
-fn listing(dir: &std::path::Path, recursive: bool, top: Option<&[&str]>) -> Vec<serde_json::Value> {
+/// The entries beneath `dir` (all levels with `recursive=true`; at the top only those
+/// named in `top`, when given), by name, as one page of a Batch list at `files`.
+fn page(
+    dir: &std::path::Path,
+    top: Option<&[&str]>,
+    files: &str,
+    h: &HeaderMap,
+    q: Pairs,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let recursive = q
+        .iter()
+        .any(|(k, v)| k == "recursive" && v.eq_ignore_ascii_case("true"));
+    let query = super::list::ListQuery::parse(q.0, &berth_proto::odata::FILES)?;
     let mut out = vec![];
     // No directory yet (the task has not started): nothing to list.
     let mut stack: Vec<(Beneath, String)> = Beneath::open(dir)
@@ -116,15 +130,13 @@ fn listing(dir: &std::path::Path, recursive: bool, top: Option<&[&str]>) -> Vec<
             let name = format!("{prefix}{}", e.name.to_string_lossy());
             let st = &e.stat;
             let is_dir = beneath::kind(st) == rustix::fs::FileType::Directory;
-            let modified = chrono::DateTime::<chrono::Utc>::from_timestamp(
-                st.st_mtime,
-                u32::try_from(st.st_mtime_nsec).unwrap_or(0),
-            );
             out.push(serde_json::json!({
                 "name": name,
+                "url": file_url(h, files, &name),
                 "isDirectory": is_dir,
                 "properties": {
-                    "lastModified": modified,
+                    "creationTime": time(st.st_ctime, st.st_ctime_nsec),
+                    "lastModified": time(st.st_mtime, st.st_mtime_nsec),
                     "contentLength": st.st_size,
                     "contentType": "application/octet-stream",
                     "fileMode": format!("{:o}", st.st_mode & 0o7777),
@@ -138,7 +150,15 @@ fn listing(dir: &std::path::Path, recursive: bool, top: Option<&[&str]>) -> Vec<
         }
     }
     out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    out
+    let items = out
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let name = e["name"].as_str().unwrap_or_default().to_string();
+            (i64::try_from(i).unwrap_or(i64::MAX), name, e)
+        })
+        .collect();
+    Ok(Json(query.page(items, h, files, "files")))
 }
 
 /// Batch's `ocp-range: bytes=START-[END]` (END inclusive): where to begin and how much.
@@ -175,14 +195,32 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let dir = task_dir(&s, &job, &task)?;
-    serve(&dir, &path, &headers).await
+    serve(&dir, &path, &headers, &task_files(&job, &task)).await
 }
 
-/// Reads `path` beneath `dir`, from the `ocp-range` asked for.
+/// Batch's node file read, beneath one of [`NODE_DIRS`].
+pub async fn node_get(
+    State(s): State<AppState>,
+    Path((pool, node, path)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let dir = node_root(&s, &pool, &node)?;
+    let top = path.split('/').next().unwrap_or("");
+    if !NODE_DIRS.contains(&top) {
+        return Err(ApiError::FileNotFound(format!(
+            "The specified file {path:?} does not exist."
+        )));
+    }
+    serve(&dir, &path, &headers, &node_files(&pool, &node)).await
+}
+
+/// Reads `path` beneath `dir` from the `ocp-range` asked for, with Batch's file
+/// properties as headers (`files`: the list path its URL is under).
 async fn serve(
     dir: &std::path::Path,
     path: &str,
     headers: &HeaderMap,
+    files: &str,
 ) -> Result<Response, ApiError> {
     let rel = relative(path)?;
     let not_found =
@@ -220,10 +258,25 @@ async fn serve(
     use tokio::io::AsyncReadExt;
     // The length is fixed when asked: a file still being written may grow meanwhile.
     let stream = tokio_util::io::ReaderStream::new(f.take(len));
+    let http_date = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        httpdate::fmt_http_date(std::time::SystemTime::from(t.unwrap_or_default()))
+    };
+    // Batch's file properties, as the SDKs read them (the HEAD of a file is its
+    // properties alone).
     Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, len)
+        .header(
+            header::LAST_MODIFIED,
+            http_date(time(st.st_mtime, st.st_mtime_nsec)),
+        )
+        .header(
+            "ocp-creation-time",
+            http_date(time(st.st_ctime, st.st_ctime_nsec)),
+        )
         .header("ocp-batch-file-isdirectory", "false")
+        .header("ocp-batch-file-url", file_url(headers, files, path))
+        .header("ocp-batch-file-mode", format!("{:o}", st.st_mode & 0o7777))
         .body(Body::from_stream(stream))
         .map_err(ApiError::internal)
 }

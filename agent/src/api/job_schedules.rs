@@ -2,11 +2,13 @@
 //! delete, and the jobs of one. Handlers read the store and validate; every change goes
 //! to the timer (`job_schedule::JobSchedules`), which alone writes schedules.
 
-use super::{require_json, ApiError, AppState};
+use super::entity::{self, seg};
+use super::{require_json, ApiError, AppState, Pairs};
 use crate::job_schedule::{Change, ScheduleError};
 use crate::store::StoredSchedule;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use berth_proto::job_schedule::{self, JobScheduleView};
 use berth_proto::load;
@@ -50,6 +52,15 @@ fn invalid(problems: Vec<berth_proto::validate::Problem>) -> Result<(), ApiError
     }
 }
 
+fn schedule_path(id: &str) -> String {
+    format!("/jobschedules/{}", seg(id))
+}
+
+/// Checks the conditional headers of a change to schedule `id`.
+fn check_write(s: &AppState, id: &str, h: &HeaderMap, method: &Method) -> Result<(), ApiError> {
+    entity::check_write(h, method, &find(s, id)?.view())
+}
+
 fn utf8(body: &[u8]) -> Result<&str, ApiError> {
     std::str::from_utf8(body)
         .map_err(|_| ApiError::InvalidRequestBody("the body is not UTF-8".into()))
@@ -60,34 +71,69 @@ pub async fn add(
     State(s): State<AppState>,
     h: HeaderMap,
     super::Body(body): super::Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     require_json(&h)?;
     let mut l = load::job_schedule("request body", utf8(&body)?)
         .map_err(|e| ApiError::InvalidRequestBody(e.to_string()))?;
     l.warnings.iter().for_each(|w| tracing::warn!("{w}"));
     let spec = l.items.remove(0).1;
     invalid(job_schedule::validate(&spec, &s.rt.pool))?;
+    let id = spec.id.clone();
     s.schedules.add(spec).await.map_err(refused)?;
-    Ok(StatusCode::CREATED)
+    let view = find(&s, &id)?.view();
+    entity::created(&h, &view, &schedule_path(&id))
 }
 
-pub async fn list(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let all: Vec<JobScheduleView> = s.store.schedules()?.iter().map(|s| s.view()).collect();
-    Ok(Json(serde_json::json!({ "value": all })))
+/// Job schedules as a Batch list: `$filter`, `$select`, `maxresults`, `odata.nextLink`.
+pub async fn list(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    q: Pairs,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = super::list::ListQuery::parse(q.0, &berth_proto::odata::JOB_SCHEDULES)?;
+    let base = entity::base_url(&h);
+    let items = s
+        .store
+        .schedules()?
+        .iter()
+        .enumerate()
+        .map(|(i, sch)| {
+            let view: JobScheduleView = sch.view();
+            let e = entity::item(&view, &base, &schedule_path(&sch.spec.id))?;
+            Ok((i64::try_from(i).unwrap_or(i64::MAX), sch.spec.id.clone(), e))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Json(q.page(items, &h, "/jobschedules", "jobschedules")))
 }
 
-/// `GET` (and `HEAD`, Batch's exists check) `/jobschedules/{schedule}`.
+/// `GET` (and `HEAD`, Batch's exists check) `/jobschedules/{schedule}`, with `$select`;
+/// conditional.
 pub async fn get(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<JobScheduleView>, ApiError> {
-    Ok(Json(find(&s, &id)?.view()))
+    method: Method,
+    h: HeaderMap,
+    q: Pairs,
+) -> Result<Response, ApiError> {
+    let view = find(&s, &id)?.view();
+    let path = schedule_path(&view.spec.id);
+    entity::answer(
+        &h,
+        &method,
+        &view,
+        &path,
+        "jobschedules",
+        super::select_of(&q)?,
+    )
 }
 
-/// `GET /jobschedules/{schedule}/jobs`: the jobs it created that still exist.
+/// `GET /jobschedules/{schedule}/jobs`: the jobs it created that still exist, as a
+/// Batch list of jobs.
 pub async fn jobs(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    h: HeaderMap,
+    q: Pairs,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let sch = find(&s, &id)?;
     let jobs: Vec<_> = s
@@ -96,7 +142,8 @@ pub async fn jobs(
         .into_iter()
         .filter(|j| job_schedule::is_job_of(&j.spec.id, &sch.spec.id))
         .collect();
-    Ok(Json(serde_json::json!({ "value": jobs })))
+    let path = format!("{}/jobs", schedule_path(&sch.spec.id));
+    super::jobs::listing(jobs, q.0, &h, &path)
 }
 
 /// `PATCH /jobschedules/{schedule}`: changes what the body gives.
@@ -128,7 +175,8 @@ async fn update(
     replace: bool,
 ) -> Result<StatusCode, ApiError> {
     require_json(h)?;
-    find(&s, id)?;
+    let method = if replace { Method::PUT } else { Method::PATCH };
+    check_write(&s, id, h, &method)?;
     let mut l = load::job_schedule_update("request body", utf8(body)?)
         .map_err(|e| ApiError::InvalidRequestBody(e.to_string()))?;
     l.warnings.iter().for_each(|w| tracing::warn!("{w}"));
@@ -168,7 +216,9 @@ async fn update(
 pub async fn disable(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    h: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    check_write(&s, &id, &h, &Method::POST)?;
     s.schedules.disable(&id).await.map_err(refused)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -177,7 +227,9 @@ pub async fn disable(
 pub async fn enable(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    h: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    check_write(&s, &id, &h, &Method::POST)?;
     s.schedules.enable(&id).await.map_err(refused)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -187,7 +239,9 @@ pub async fn enable(
 pub async fn terminate(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    h: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    check_write(&s, &id, &h, &Method::POST)?;
     s.schedules.terminate(&id).await.map_err(refused)?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -196,7 +250,9 @@ pub async fn terminate(
 pub async fn delete(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    h: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    check_write(&s, &id, &h, &Method::DELETE)?;
     s.schedules.delete(&id).await.map_err(refused)?;
     Ok(StatusCode::ACCEPTED)
 }

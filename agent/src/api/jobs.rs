@@ -1,10 +1,12 @@
 //! Jobs: add, get, list, terminate, delete.
 
-use super::{find_job, require_json, ApiError, AppState};
+use super::entity::{self, seg};
+use super::{find_job, require_json, ApiError, AppState, Pairs};
 use crate::error_chain::Chain;
 use crate::schedule::job_tasks;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use berth_proto::{load, validate, JobPrepReleaseStatus, JobState, JobView, TaskState};
 use chrono::Utc;
@@ -13,7 +15,7 @@ pub async fn add(
     State(s): State<AppState>,
     h: HeaderMap,
     super::Body(body): super::Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     require_json(&h)?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::InvalidRequestBody("the body is not UTF-8".into()))?;
@@ -57,7 +59,7 @@ pub async fn add(
                 }
             }
             s.sched.job_changed(&job.spec.id);
-            Ok(StatusCode::CREATED)
+            entity::created(&h, &job, &format!("/jobs/{}", seg(&job.spec.id)))
         }
         Err(crate::store::StoreError::Exists(_)) => Err(ApiError::JobExists(format!(
             "The specified job {:?} already exists.",
@@ -90,7 +92,7 @@ pub async fn patch(
     Path(job): Path<String>,
     h: HeaderMap,
     super::Body(body): super::Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     update(s, &job, &h, &body, false).await
 }
 
@@ -101,7 +103,7 @@ pub async fn put(
     Path(job): Path<String>,
     h: HeaderMap,
     super::Body(body): super::Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     update(s, &job, &h, &body, true).await
 }
 
@@ -111,9 +113,11 @@ async fn update(
     h: &HeaderMap,
     body: &[u8],
     replace: bool,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     require_json(h)?;
     let mut j = find_job(&s, job)?;
+    let method = if replace { Method::PUT } else { Method::PATCH };
+    entity::check_write(h, &method, &j)?;
     let u: JobUpdate = serde_json::from_slice(body)
         .map_err(|e| ApiError::InvalidRequestBody(format!("job update: {e}")))?;
     super::job_state::check(j.state, super::job_state::JobOp::Update)?;
@@ -163,9 +167,15 @@ async fn update(
             p.path, p.message
         )));
     }
+    j.last_modified = Some(Utc::now());
     s.store.put_job(&j)?;
     s.sched.job_changed(&j.spec.id);
-    Ok(StatusCode::OK)
+    entity::changed(
+        h,
+        StatusCode::OK,
+        Some(&j),
+        &format!("/jobs/{}", seg(&j.spec.id)),
+    )
 }
 
 /// Batch's job disable body: `{"disableTasks": "requeue" | "terminate" | "wait"}`.
@@ -184,6 +194,7 @@ pub async fn disable(
 ) -> Result<StatusCode, ApiError> {
     require_json(&h)?;
     let j = find_job(&s, &job)?;
+    entity::check_write(&h, &Method::POST, &j)?;
     super::job_state::check(j.state, super::job_state::JobOp::Disable)?;
     let b: DisableBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidRequestBody(format!("job disable: {e}")))?;
@@ -200,22 +211,54 @@ pub async fn disable(
 pub async fn enable(
     State(s): State<AppState>,
     Path(job): Path<String>,
+    h: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let j = find_job(&s, &job)?;
+    entity::check_write(&h, &Method::POST, &j)?;
     super::job_state::check(j.state, super::job_state::JobOp::Enable)?;
     s.sched.enable_job(&j.spec.id).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
-pub async fn list(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(serde_json::json!({"value": s.store.jobs()?})))
+/// Jobs as a Batch list: `$filter`, `$select`, `maxresults`, `odata.nextLink`.
+pub(crate) fn listing(
+    jobs: Vec<JobView>,
+    q: Vec<(String, String)>,
+    h: &HeaderMap,
+    path: &str,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = super::list::ListQuery::parse(q, &berth_proto::odata::JOBS)?;
+    let base = entity::base_url(h);
+    let items = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| {
+            let e = entity::item(j, &base, &format!("/jobs/{}", seg(&j.spec.id)))?;
+            Ok((i64::try_from(i).unwrap_or(i64::MAX), j.spec.id.clone(), e))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Json(q.page(items, h, path, "jobs")))
 }
 
+pub async fn list(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    q: Pairs,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    listing(s.store.jobs()?, q.0, &h, "/jobs")
+}
+
+/// `GET` (and `HEAD`) `/jobs/{job}`, with `$select`; conditional.
 pub async fn get(
     State(s): State<AppState>,
     Path(job): Path<String>,
-) -> Result<Json<JobView>, ApiError> {
-    Ok(Json(find_job(&s, &job)?))
+    method: Method,
+    h: HeaderMap,
+    q: Pairs,
+) -> Result<Response, ApiError> {
+    let j = find_job(&s, &job)?;
+    let path = format!("/jobs/{}", seg(&j.spec.id));
+    entity::answer(&h, &method, &j, &path, "jobs", super::select_of(&q)?)
 }
 
 /// Ends every task of the job that has not completed (running ones are stopped).
@@ -249,9 +292,11 @@ const MAX_TERMINATE_REASON: usize = 64;
 pub async fn terminate(
     State(s): State<AppState>,
     Path(job): Path<String>,
+    h: HeaderMap,
     super::Body(body): super::Body,
 ) -> Result<StatusCode, ApiError> {
     let j = find_job(&s, &job)?;
+    entity::check_write(&h, &Method::POST, &j)?;
     super::job_state::check(j.state, super::job_state::JobOp::Terminate)?;
     let given: TerminateBody = if body.iter().all(u8::is_ascii_whitespace) {
         TerminateBody::default()
@@ -277,8 +322,10 @@ pub async fn terminate(
 pub async fn delete(
     State(s): State<AppState>,
     Path(job): Path<String>,
+    h: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let mut j = find_job(&s, &job)?;
+    entity::check_write(&h, &Method::DELETE, &j)?;
     super::job_state::check(j.state, super::job_state::JobOp::Delete)?;
     let waits = j.state == JobState::Terminating || release_pending(&s, &j)?;
     j.state = JobState::Deleting;
@@ -304,6 +351,7 @@ pub async fn delete(
 pub async fn prep_release_status(
     State(s): State<AppState>,
     Path(job): Path<String>,
+    h: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let j = find_job(&s, &job)?;
     if j.spec.job_preparation_task.is_none() {
@@ -320,7 +368,8 @@ pub async fn prep_release_status(
             job_release_task_execution_info: r.release,
         })
     });
-    Ok(Json(
-        serde_json::json!({"value": entry.into_iter().collect::<Vec<_>>()}),
-    ))
+    Ok(Json(serde_json::json!({
+        "odata.metadata": format!("{}/$metadata#jobpreparationandreleasetaskstatuslist", entity::base_url(&h)),
+        "value": entry.into_iter().collect::<Vec<_>>(),
+    })))
 }

@@ -3,17 +3,21 @@
 
 mod auth;
 mod conn;
+mod entity;
 mod error;
 pub(crate) use error::body as error_body;
 mod files;
+mod headers;
 mod job_schedules;
 pub(crate) mod job_state;
 mod jobs;
+mod list;
 mod tasks;
 
 pub use auth::{constant_time_eq, read_token, TcpGuard};
 pub use conn::{HEADER_TIMEOUT, MAX_CONNECTIONS};
 pub use error::ApiError;
+pub use headers::{API_VERSION, API_VERSIONS};
 pub use tasks::MAX_COLLECTION;
 
 use crate::schedule::queue::Scheduler;
@@ -130,7 +134,19 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::ResourceNotFound("no such API path".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY - 1))
+        .layer(axum::middleware::from_fn(headers::batch_rules))
         .with_state(state)
+}
+
+/// The query's pairs, for handlers that read `$select` and list options.
+pub(crate) type Pairs = axum::extract::Query<Vec<(String, String)>>;
+
+/// `$select` of a GET of one entity, if given.
+pub(crate) fn select_of(q: &[(String, String)]) -> Result<Option<Vec<String>>, ApiError> {
+    q.iter()
+        .find(|(k, _)| k == "$select")
+        .map(|(_, v)| list::parse_select(v))
+        .transpose()
 }
 
 async fn node(
@@ -181,10 +197,12 @@ pub async fn serve_tcp(
     guard: auth::TcpGuard,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = app.layer(axum::middleware::from_fn_with_state(
-        guard,
-        auth::require_token,
-    ));
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            auth::require_token,
+        ))
+        .layer(axum::middleware::from_fn(headers::request_ids));
     tracing::info!(address = %listener.local_addr()?, "API listening on TCP (bearer token)");
     conn::serve(listener, app, cancel, true).await;
     Ok(())
@@ -223,6 +241,7 @@ pub async fn serve_unix(
     app: Router,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
+    let app = app.layer(axum::middleware::from_fn(headers::request_ids));
     conn::serve(listener, app, cancel, false).await;
     std::fs::remove_file(path).ok();
     Ok(())

@@ -1,16 +1,17 @@
-//! Tasks: add one, add a collection (at most 100, per-task results), get, list with
-//! `$filter` on `state`, terminate, reactivate, delete.
+//! Tasks: add one, add a collection (at most 100, per-task results), get, list (Batch's
+//! list queries, see `list`), terminate, reactivate, delete.
 
+use super::entity::{self, seg};
 use super::find_job;
-use super::{require_json, ApiError, AppState};
+use super::{require_json, ApiError, AppState, Pairs};
 use crate::error_chain::Chain;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use berth_proto::{load, validate, JobView, TaskSpec, TaskState, TaskView};
 use chrono::Utc;
-use std::collections::HashMap;
 
 /// Batch's limit for one add-collection call.
 pub const MAX_COLLECTION: usize = 100;
@@ -36,6 +37,10 @@ fn parse_tasks(body: &Bytes) -> Result<Vec<(String, TaskSpec)>, ApiError> {
         .map_err(|e| ApiError::InvalidRequestBody(e.to_string()))?;
     l.warnings.iter().for_each(|w| tracing::warn!("{w}"));
     Ok(l.items)
+}
+
+fn task_path(t: &TaskView) -> String {
+    format!("/jobs/{}/tasks/{}", seg(&t.job_id), seg(&t.spec.id))
 }
 
 fn new_view(s: &AppState, job: &JobView, spec: TaskSpec) -> TaskView {
@@ -71,7 +76,7 @@ pub async fn add(
     Path(job): Path<String>,
     h: HeaderMap,
     super::Body(body): super::Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     require_json(&h)?;
     let j = active_job(&s, &job)?;
     let mut items = parse_tasks(&body)?;
@@ -86,7 +91,7 @@ pub async fn add(
     match s.store.add_tasks(std::slice::from_ref(&view)) {
         Ok(_) => {
             s.sched.wake();
-            Ok(StatusCode::CREATED)
+            entity::created(&h, &view, &task_path(&view))
         }
         Err(crate::store::StoreError::Exists(_)) => Err(ApiError::TaskExists(format!(
             "The specified task {:?} already exists.",
@@ -137,58 +142,46 @@ pub async fn add_collection(
     Ok(Json(serde_json::json!({"value": results})))
 }
 
-/// `state eq 'running'`, `state ne 'completed'`: the filter berth understands.
-fn state_filter(f: &str) -> Result<(bool, TaskState), ApiError> {
-    let bad = || {
-        ApiError::InvalidQueryParameterValue(format!(
-            "$filter {f:?} is not supported; use state eq '<state>' or state ne '<state>'"
-        ))
-    };
-    let words: Vec<&str> = f.split_whitespace().collect();
-    let [prop, op, value] = words[..] else {
-        return Err(bad());
-    };
-    if prop != "state" {
-        return Err(bad());
-    }
-    let eq = match op {
-        "eq" => true,
-        "ne" => false,
-        _ => return Err(bad()),
-    };
-    let v = value
-        .strip_prefix('\'')
-        .and_then(|v| v.strip_suffix('\''))
-        .ok_or_else(bad)?;
-    let st = v
-        .parse::<TaskState>()
-        .map_err(|e| ApiError::InvalidQueryParameterValue(format!("$filter: {e}")))?;
-    Ok((eq, st))
-}
-
 pub async fn list(
     State(s): State<AppState>,
     Path(job): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    h: HeaderMap,
+    q: Pairs,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    find_job(&s, &job)?;
-    let filter = q.get("$filter").map(|f| state_filter(f)).transpose()?;
-    let tasks: Vec<TaskView> = s
+    let j = find_job(&s, &job)?;
+    let q = super::list::ListQuery::parse(q.0, &berth_proto::odata::TASKS)?;
+    let base = entity::base_url(&h);
+    let items = s
         .store
         .tasks(&job, None)?
         .into_iter()
-        .map(|t| t.view)
-        .filter(|t| filter.is_none_or(|(eq, st)| (t.state == st) == eq))
-        .collect();
-    Ok(Json(serde_json::json!({"value": tasks})))
+        .map(|t| {
+            let e = entity::item(&t.view, &base, &task_path(&t.view))?;
+            Ok((t.seq, t.view.spec.id, e))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let path = format!("/jobs/{}/tasks", seg(&j.spec.id));
+    Ok(Json(q.page(items, &h, &path, "tasks")))
 }
 
+/// `GET` (and `HEAD`) `/jobs/{job}/tasks/{task}`, with `$select`; conditional.
 pub async fn get(
     State(s): State<AppState>,
     Path((job, id)): Path<(String, String)>,
-) -> Result<Json<TaskView>, ApiError> {
+    method: Method,
+    h: HeaderMap,
+    q: Pairs,
+) -> Result<Response, ApiError> {
     find_job(&s, &job)?;
-    Ok(Json(find(&s, &job, &id)?))
+    let t = find(&s, &job, &id)?;
+    entity::answer(
+        &h,
+        &method,
+        &t,
+        &task_path(&t),
+        "tasks",
+        super::select_of(&q)?,
+    )
 }
 
 /// Ends a task that has not completed: a running one is stopped (its runner records
@@ -201,9 +194,11 @@ pub(crate) async fn end(s: &AppState, t: &TaskView) -> Result<(), ApiError> {
 pub async fn terminate(
     State(s): State<AppState>,
     Path((job, id)): Path<(String, String)>,
+    h: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     find_job(&s, &job)?;
     let t = find(&s, &job, &id)?;
+    entity::check_write(&h, &Method::POST, &t)?;
     if t.state == TaskState::Completed {
         return Err(ApiError::TaskCompleted(
             "The specified task is already in a completed state.".into(),
@@ -216,9 +211,11 @@ pub async fn terminate(
 pub async fn reactivate(
     State(s): State<AppState>,
     Path((job, id)): Path<(String, String)>,
+    h: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     active_job(&s, &job)?;
     let mut t = find(&s, &job, &id)?;
+    entity::check_write(&h, &Method::POST, &t)?;
     if t.state != TaskState::Completed {
         return Err(ApiError::TaskNotCompleted(
             "The specified task is not in a completed state.".into(),
@@ -248,9 +245,11 @@ pub async fn reactivate(
 pub async fn delete(
     State(s): State<AppState>,
     Path((job, id)): Path<(String, String)>,
+    h: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     find_job(&s, &job)?;
     let t = find(&s, &job, &id)?;
+    entity::check_write(&h, &Method::DELETE, &t)?;
     s.sched.stop(&t.job_id, &t.spec.id).await;
     s.store.delete_task(&job, &id)?;
     let dir = s.rt.node.layout.task_dir(&t.job_id, &t.spec.id);
@@ -259,27 +258,4 @@ pub async fn delete(
         tracing::warn!(dir = %dir.display(), error = %Chain(&e), "could not remove the task's files");
     }
     Ok(StatusCode::OK)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filters() {
-        assert_eq!(
-            state_filter("state eq 'running'").unwrap(),
-            (true, TaskState::Running)
-        );
-        assert_eq!(
-            state_filter("state  ne 'Completed'").unwrap(),
-            (false, TaskState::Completed)
-        );
-        assert_eq!(
-            state_filter("state eq 'done'").unwrap_err().code(),
-            "InvalidQueryParameterValue"
-        );
-        assert!(state_filter("id eq 'x'").is_err());
-        assert!(state_filter("state eq running").is_err());
-    }
 }

@@ -133,9 +133,10 @@ impl Client {
             .await
             .map_err(|e| self.transport(e))?;
         tokio::spawn(conn);
+        let uri = with_api_version(path);
         let mut req = Request::builder()
             .method(method)
-            .uri(path)
+            .uri(&uri)
             .header("host", "berth");
         if body.is_some() {
             req = req.header("content-type", "application/json");
@@ -238,6 +239,44 @@ impl Service {
             source: e,
         }
     }
+}
+
+/// A Batch list body, the fields the CLI reads.
+#[derive(serde::Deserialize)]
+pub struct Listing<T> {
+    pub value: Vec<T>,
+    #[serde(default, rename = "odata.nextLink")]
+    next_link: Option<String>,
+}
+
+impl Client {
+    /// Every item of the list at `path`, following `odata.nextLink` page after page.
+    pub async fn get_list<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Listing<T>, ClientError> {
+        let mut all: Listing<T> = self.get_json(path).await?;
+        while let Some(next) = all.next_link.take() {
+            // The link is absolute (`http://berth/jobs?...`); the socket needs its path.
+            let rel = next
+                .split_once("://")
+                .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
+                .unwrap_or(next);
+            let page: Listing<T> = self.get_json(&rel).await?;
+            all.value.extend(page.value);
+            all.next_link = page.next_link;
+        }
+        Ok(all)
+    }
+}
+
+/// `path` with Batch's required `api-version` query parameter, unless it has one.
+fn with_api_version(path: &str) -> String {
+    if path.contains("api-version=") {
+        return path.to_string();
+    }
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}api-version={}", crate::api::API_VERSION)
 }
 
 /// Batch's error body `{"code", "message": {"value"}}`, or the raw text.

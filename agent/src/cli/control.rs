@@ -272,7 +272,7 @@ pub async fn job(cmd: JobCmd, conn: Conn) -> ExitCode {
             }
             Err(e) => Err(e),
         },
-        JobCmd::List => c.get_json::<Listing<JobView>>("/jobs").await.map(|l| {
+        JobCmd::List => c.get_list::<JobView>("/jobs").await.map(|l| {
             if conn.json {
                 print_json(&l.value)
             } else {
@@ -348,7 +348,7 @@ pub async fn job_schedule(cmd: JobScheduleCmd, conn: Conn) -> ExitCode {
                 }
             }),
         JobScheduleCmd::List => c
-            .get_json::<Listing<JobScheduleView>>("/jobschedules")
+            .get_list::<JobScheduleView>("/jobschedules")
             .await
             .map(|l| {
                 if conn.json {
@@ -398,7 +398,7 @@ fn schedules_table(all: &[JobScheduleView]) -> String {
 /// The job's preparation and release tasks on this node, one line each.
 async fn job_tasks_lines(c: &Client, id: &str) -> Result<(), ClientError> {
     let l = c
-        .get_json::<Listing<berth_proto::JobPrepReleaseStatus>>(&format!(
+        .get_json::<super::client::Listing<berth_proto::JobPrepReleaseStatus>>(&format!(
             "/jobs/{id}/jobpreparationandreleasetaskstatus"
         ))
         .await?;
@@ -428,11 +428,6 @@ async fn job_tasks_lines(c: &Client, id: &str) -> Result<(), ClientError> {
         println!("{line} ({})", i.task_root_directory);
     }
     Ok(())
-}
-
-#[derive(serde::Deserialize)]
-struct Listing<T> {
-    value: Vec<T>,
 }
 
 fn jobs_table(jobs: &[JobView]) -> String {
@@ -491,7 +486,7 @@ pub async fn task(cmd: TaskCmd, conn: Conn) -> ExitCode {
             let q = state
                 .map(|s| format!("?$filter=state%20eq%20'{s}'"))
                 .unwrap_or_default();
-            c.get_json::<Listing<TaskView>>(&format!("/jobs/{job}/tasks{q}"))
+            c.get_list::<TaskView>(&format!("/jobs/{job}/tasks{q}"))
                 .await
                 .map(|l| {
                     if conn.json {
@@ -701,7 +696,7 @@ pub async fn node(cmd: NodeCmd, conn: Conn) -> ExitCode {
                 let f = format!("state eq '{}'", st.replace('\'', "''"));
                 path.push_str(&format!("?$filter={}", enc(&f)));
             }
-            c.get_json::<Listing<serde_json::Value>>(&path)
+            c.get_list::<serde_json::Value>(&path)
                 .await
                 .map(|l| {
                     if conn.json {
@@ -831,7 +826,7 @@ pub async fn pool(cmd: super::pool::ServiceCmd) -> ExitCode {
                 }
             }),
         ServiceCmd::List { .. } => c
-            .get_json::<Listing<serde_json::Value>>("/pools")
+            .get_list::<serde_json::Value>("/pools")
             .await
             .map(|l| {
                 if conn.json {

@@ -301,6 +301,7 @@ impl Timer {
         if let Some(m) = c.metadata {
             s.spec.metadata = m;
         }
+        s.last_modified = Some(now);
         self.store.put_schedule(&s)?;
         Ok(())
     }

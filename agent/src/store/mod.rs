@@ -85,6 +85,9 @@ pub struct StoredSchedule {
     /// The last job created (it may have been deleted since).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recent_job: Option<String>,
+    /// When an update (PATCH, PUT) last changed it (part of its `Last-Modified`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<DateTime<Utc>>,
 }
 
 impl StoredSchedule {
@@ -101,6 +104,7 @@ impl StoredSchedule {
             created: 0,
             skipped: 0,
             recent_job: None,
+            last_modified: None,
         }
     }
 
@@ -127,6 +131,7 @@ impl StoredSchedule {
             state: self.state,
             state_transition_time: self.state_transition_time,
             creation_time: self.creation_time,
+            last_modified: self.last_modified,
             execution_info: JobScheduleExecutionInfo {
                 next_run_time: self
                     .next_due

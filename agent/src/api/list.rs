@@ -1,0 +1,366 @@
+//! Batch's list queries: `$filter` (parsed by [`berth_proto::odata`] against the list's
+//! properties), `$select` (top-level properties), `maxresults` (1 to 1000, default 1000)
+//! and paging by `odata.nextLink`, whose `$skiptoken` is an opaque continuation.
+//!
+//! A continuation names the last item answered (its place in the list's order and its
+//! id): the next page starts after that item, or, if it was deleted in between, after its
+//! place. Lists are read whole and filtered here: a node holds thousands of items, not
+//! millions.
+
+use super::entity::base_url;
+use super::ApiError;
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use berth_proto::odata::{Filter, Schema};
+use serde_json::{Map, Value};
+
+/// Batch's largest (and default) page.
+pub const MAX_RESULTS: usize = 1000;
+
+const SKIP_TOKEN: &str = "$skiptoken";
+
+/// Where the previous page ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Cursor {
+    order: i64,
+    id: String,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{}:{}", self.order, self.id))
+    }
+
+    fn decode(token: &str) -> Option<Cursor> {
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let (order, id) = text.split_once(':')?;
+        Some(Cursor {
+            order: order.parse().ok()?,
+            id: id.to_string(),
+        })
+    }
+}
+
+/// A list request's query, checked.
+#[derive(Debug)]
+pub struct ListQuery {
+    filter: Option<Filter>,
+    select: Option<Vec<String>>,
+    max: usize,
+    after: Option<Cursor>,
+    /// The query as given, less the continuation: the next page's link repeats it.
+    pairs: Vec<(String, String)>,
+}
+
+fn invalid(name: &str, why: impl std::fmt::Display) -> ApiError {
+    ApiError::InvalidQueryParameterValue(format!("{name}: {why}"))
+}
+
+/// The top-level properties `$select` names (`id,state`); refused when empty or not
+/// plain names.
+pub fn parse_select(v: &str) -> Result<Vec<String>, ApiError> {
+    let names: Vec<String> = v.split(',').map(|s| s.trim().to_string()).collect();
+    for n in &names {
+        if n.is_empty()
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            return Err(invalid(
+                "$select",
+                format!("{n:?} is not a property name; give top-level properties separated by commas (id,state)"),
+            ));
+        }
+    }
+    Ok(names)
+}
+
+/// Keeps only the `names` of `entity`'s top-level properties (matched without regard to
+/// case).
+pub fn select(entity: Value, names: &[String]) -> Value {
+    match entity {
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .filter(|(k, _)| names.iter().any(|n| n.eq_ignore_ascii_case(k)))
+                .collect::<Map<_, _>>(),
+        ),
+        v => v,
+    }
+}
+
+impl ListQuery {
+    /// Reads `$filter` (against `schema`), `$select`, `maxresults` and `$skiptoken` from
+    /// `pairs`; others (`api-version`, `timeout`, `$expand`) are kept for the next link.
+    pub fn parse(pairs: Vec<(String, String)>, schema: &Schema) -> Result<ListQuery, ApiError> {
+        let mut q = ListQuery {
+            filter: None,
+            select: None,
+            max: MAX_RESULTS,
+            after: None,
+            pairs: vec![],
+        };
+        for (k, v) in pairs {
+            match k.as_str() {
+                "$filter" if !v.trim().is_empty() => {
+                    q.filter = Some(schema.parse(&v).map_err(|e| {
+                        invalid("$filter", e.to_string().trim_start_matches("$filter: "))
+                    })?);
+                }
+                "$select" => q.select = Some(parse_select(&v)?),
+                "maxresults" => {
+                    q.max = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_RESULTS).contains(n))
+                        .ok_or_else(|| {
+                            invalid(
+                                "maxresults",
+                                format!("{v:?} is not a number from 1 to {MAX_RESULTS}"),
+                            )
+                        })?;
+                }
+                SKIP_TOKEN => {
+                    q.after = Some(Cursor::decode(&v).ok_or_else(|| {
+                        invalid(
+                            SKIP_TOKEN,
+                            "not a continuation this agent gave (take odata.nextLink as it is)",
+                        )
+                    })?);
+                    continue;
+                }
+                _ => {}
+            }
+            q.pairs.push((k, v));
+        }
+        Ok(q)
+    }
+
+    /// One page of `items` (in the list's order: `(order, id, decorated entity)`) as
+    /// Batch's list body: `odata.metadata`, `value`, and `odata.nextLink` when more match.
+    pub fn page(
+        &self,
+        items: Vec<(i64, String, Value)>,
+        h: &HeaderMap,
+        path: &str,
+        metadata: &str,
+    ) -> Value {
+        let matching: Vec<_> = items
+            .into_iter()
+            .filter(|(_, _, e)| self.filter.as_ref().is_none_or(|f| f.matches(e)))
+            .collect();
+        // After the last item answered; if it is gone, after its place in the order.
+        let start = self.after.as_ref().map_or(0, |c| {
+            matching
+                .iter()
+                .position(|(_, id, _)| id.eq_ignore_ascii_case(&c.id))
+                .map(|i| i + 1)
+                .unwrap_or_else(|| {
+                    matching
+                        .iter()
+                        .position(|(o, _, _)| *o > c.order)
+                        .unwrap_or(matching.len())
+                })
+        });
+        let mut rest: Vec<_> = matching.into_iter().skip(start).collect();
+        let more = rest.len() > self.max;
+        rest.truncate(self.max);
+        let base = base_url(h);
+        let next = more.then(|| {
+            let (order, id, _) = rest.last().expect("a full page");
+            let cursor = Cursor {
+                order: *order,
+                id: id.clone(),
+            };
+            let mut query: Vec<String> = self
+                .pairs
+                .iter()
+                .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+                .collect();
+            query.push(format!("{SKIP_TOKEN}={}", cursor.encode()));
+            format!("{base}{path}?{}", query.join("&"))
+        });
+        let value: Vec<Value> = rest
+            .into_iter()
+            .map(|(_, _, e)| match &self.select {
+                Some(names) => select(e, names),
+                None => e,
+            })
+            .collect();
+        let mut body = Map::new();
+        body.insert(
+            "odata.metadata".into(),
+            Value::String(format!("{base}/$metadata#{metadata}")),
+        );
+        body.insert("value".into(), Value::Array(value));
+        if let Some(n) = next {
+            body.insert("odata.nextLink".into(), Value::String(n));
+        }
+        Value::Object(body)
+    }
+}
+
+/// A query component, percent-encoded (unreserved characters and `$` kept).
+fn enc(s: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'$');
+    utf8_percent_encode(s, KEEP).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_proto::odata::TASKS;
+    use serde_json::json;
+
+    fn items(n: i64) -> Vec<(i64, String, Value)> {
+        (1..=n)
+            .map(|i| {
+                let id = format!("t{i}");
+                let state = if i % 2 == 0 { "completed" } else { "active" };
+                (i * 10, id.clone(), json!({"id": id, "state": state}))
+            })
+            .collect()
+    }
+
+    fn q(pairs: &[(&str, &str)]) -> Result<ListQuery, ApiError> {
+        ListQuery::parse(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            &TASKS,
+        )
+    }
+
+    fn ids(body: &Value) -> Vec<&str> {
+        body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap())
+            .collect()
+    }
+
+    /// The query of a next link, as the client sends it back.
+    fn follow(body: &Value) -> Vec<(String, String)> {
+        let link = body["odata.nextLink"].as_str().unwrap();
+        let (head, query) = link.split_once('?').unwrap();
+        assert_eq!(head, "http://berth/jobs/j/tasks");
+        query
+            .split('&')
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                let dec = |s: &str| {
+                    percent_encoding::percent_decode_str(s)
+                        .decode_utf8()
+                        .unwrap()
+                        .into_owned()
+                };
+                (dec(k), dec(v))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pages_follow_the_next_link_to_the_end() {
+        let h = HeaderMap::new();
+        let first = q(&[
+            ("api-version", "2024-07-01.20.0"),
+            ("$filter", "state eq 'active'"),
+            ("maxresults", "2"),
+        ])
+        .unwrap();
+        let body = first.page(items(9), &h, "/jobs/j/tasks", "tasks");
+        assert_eq!(body["odata.metadata"], "http://berth/$metadata#tasks");
+        assert_eq!(ids(&body), ["t1", "t3"]);
+        let mut seen = ids(&body).iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut next = follow(&body);
+        assert!(
+            next.contains(&("api-version".into(), "2024-07-01.20.0".into())),
+            "{next:?}"
+        );
+        loop {
+            let page = ListQuery::parse(next, &TASKS).unwrap().page(
+                items(9),
+                &h,
+                "/jobs/j/tasks",
+                "tasks",
+            );
+            seen.extend(ids(&page).iter().map(|s| s.to_string()));
+            if page.get("odata.nextLink").is_none() {
+                break;
+            }
+            next = follow(&page);
+        }
+        assert_eq!(seen, ["t1", "t3", "t5", "t7", "t9"]);
+    }
+
+    #[test]
+    fn a_deleted_last_item_resumes_at_its_place() {
+        let h = HeaderMap::new();
+        let body = q(&[("maxresults", "3")])
+            .unwrap()
+            .page(items(6), &h, "/jobs/j/tasks", "tasks");
+        assert_eq!(ids(&body), ["t1", "t2", "t3"]);
+        let mut left = items(6);
+        left.remove(2); // t3 goes
+        let page = ListQuery::parse(follow(&body), &TASKS).unwrap().page(
+            left,
+            &h,
+            "/jobs/j/tasks",
+            "tasks",
+        );
+        assert_eq!(ids(&page), ["t4", "t5", "t6"]);
+        assert!(page.get("odata.nextLink").is_none());
+    }
+
+    #[test]
+    fn select_keeps_the_properties_named() {
+        let body = q(&[("$select", "id, State")]).unwrap().page(
+            vec![(
+                1,
+                "a".into(),
+                json!({"id": "a", "state": "active", "url": "u"}),
+            )],
+            &HeaderMap::new(),
+            "/jobs/j/tasks",
+            "tasks",
+        );
+        assert_eq!(body["value"][0], json!({"id": "a", "state": "active"}));
+    }
+
+    #[test]
+    fn bad_queries_are_refused_by_name() {
+        let cases = [
+            (
+                ("maxresults", "0"),
+                "maxresults: \"0\" is not a number from 1 to 1000",
+            ),
+            (("maxresults", "1001"), "maxresults"),
+            (("$skiptoken", "!!"), "$skiptoken: not a continuation"),
+            (("$select", "id,,state"), "$select"),
+            (
+                ("$filter", "nope eq 1"),
+                "$filter: unknown property 'nope' for tasks",
+            ),
+            (
+                ("$filter", "state eq"),
+                "$filter: at position 8: expected a property or a value",
+            ),
+        ];
+        for ((k, v), msg) in cases {
+            let e = q(&[(k, v)]).unwrap_err();
+            assert_eq!(e.code(), "InvalidQueryParameterValue");
+            assert!(e.message().starts_with(msg), "{k}={v}: {e}");
+        }
+    }
+}

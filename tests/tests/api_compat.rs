@@ -1,0 +1,571 @@
+//! What Batch's SDKs read and send, through `berth agent`: `$filter` (Batch's grammar,
+//! refused by name), `$select`, `maxresults` paging by `odata.nextLink`, `odata.metadata`;
+//! `request-id` and `client-request-id`; `ETag`, `Last-Modified` and the conditional
+//! headers; `Location` and `DataServiceId` on create; `api-version` required and checked;
+//! 405 with Batch's body.
+
+use berth_tests::agent::{versioned, Agent};
+use berth_tests::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// The response header `name` (lower case) of a raw response head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A GET's body as JSON, asserting 200.
+fn get(a: &Agent, path: &str) -> Value {
+    a.json(path)
+}
+
+/// Every id of a list, following `odata.nextLink` as the SDKs do (the link as given).
+fn all_pages(a: &Agent, first: &str) -> (Vec<String>, usize) {
+    let mut page = get(a, first);
+    let mut seen = ids(&page);
+    let mut pages = 1;
+    while let Some(next) = page["odata.nextLink"].as_str() {
+        let path = next
+            .strip_prefix("http://berth")
+            .unwrap_or_else(|| panic!("{next}"));
+        page = get(a, path);
+        seen.extend(ids(&page));
+        pages += 1;
+    }
+    (seen, pages)
+}
+
+fn error_code(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    v["code"].as_str().unwrap_or("").to_string()
+}
+
+/// Jobs need no engine: filters, select, paging, and the errors naming the problem.
+#[test]
+fn job_lists_filter_select_and_page() {
+    let n = TestNode::new("compatjobs");
+    let a = Agent::start(&n);
+    for i in 0..7 {
+        let job = json!({"id": format!("job-{i}"), "priority": i * 100});
+        assert_eq!(a.req("POST", "/jobs", Some(&job)).0, 201);
+    }
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "other"}))).0, 201);
+    assert_eq!(
+        a.req("POST", "/jobs/job-6/terminate", Some(&json!({}))).0,
+        202
+    );
+
+    // Batch's grammar: comparisons, and/or/not, parentheses, startswith, datetimes.
+    let q = |f: &str| {
+        let path = format!(
+            "/jobs?$filter={}",
+            f.replace(' ', "%20").replace('\'', "%27")
+        );
+        let mut v = ids(&get(&a, &path));
+        v.sort();
+        v
+    };
+    assert_eq!(q("id eq 'job-3'"), ["job-3"]);
+    assert_eq!(q("id eq 'JOB-3'"), ["job-3"], "ids ignore case");
+    assert_eq!(
+        q("priority ge 400 and state eq 'active'"),
+        ["job-4", "job-5"]
+    );
+    assert_eq!(q("priority lt 100 or id eq 'other'"), ["job-0", "other"]);
+    assert_eq!(q("not startswith(id, 'job-')"), ["other"]);
+    assert_eq!(q("state eq 'completed'"), ["job-6"]);
+    assert_eq!(
+        q("(state eq 'completed' or priority eq 500) and startswith(id,'job')"),
+        ["job-5", "job-6"]
+    );
+    assert_eq!(q("creationTime gt datetime'2000-01-01T00:00:00Z'").len(), 8);
+    assert_eq!(q("creationTime lt 2000-01-01T00:00:00Z").len(), 0);
+
+    // Refused with Batch's 400, naming the problem.
+    for (f, says) in [
+        ("nosuch eq 'x'", "unknown property 'nosuch' for jobs"),
+        ("state eq 'done'", "'done' is not a value of 'state'"),
+        (
+            "priority eq",
+            "at position 11: expected a property or a value",
+        ),
+        (
+            "id eq 'x' id",
+            "at position 10: expected a logical operator",
+        ),
+    ] {
+        let path = format!(
+            "/jobs?$filter={}",
+            f.replace(' ', "%20").replace('\'', "%27")
+        );
+        let (st, b) = a.req("GET", &path, None);
+        assert_eq!(st, 400, "{f}: {b}");
+        assert_eq!(error_code(&b), "InvalidQueryParameterValue", "{b}");
+        assert!(b.contains(says), "{f}: {b}");
+    }
+
+    // $select and odata.metadata; url, eTag and lastModified on every item.
+    let all = get(&a, "/jobs");
+    assert_eq!(all["odata.metadata"], "http://berth/$metadata#jobs");
+    let first = &all["value"][0];
+    assert_eq!(first["url"], "http://berth/jobs/job-0", "{first}");
+    assert!(first["eTag"].as_str().unwrap().starts_with("0x"), "{first}");
+    assert!(first["lastModified"].is_string(), "{first}");
+    let sel = get(&a, "/jobs?$select=id,state&$filter=id%20eq%20'job-1'");
+    assert_eq!(sel["value"][0], json!({"id": "job-1", "state": "active"}));
+
+    // maxresults pages through odata.nextLink, which keeps the filter.
+    let (seen, pages) = all_pages(&a, "/jobs?maxresults=3");
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 8);
+    let (seen, pages) = all_pages(
+        &a,
+        "/jobs?maxresults=2&$filter=startswith(id,%27job-%27)%20and%20priority%20gt%20100",
+    );
+    assert_eq!(
+        (seen, pages),
+        (
+            vec!["job-2", "job-3", "job-4", "job-5", "job-6"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            3
+        )
+    );
+    for bad in [
+        "maxresults=0",
+        "maxresults=1001",
+        "maxresults=x",
+        "$skiptoken=%21",
+    ] {
+        let (st, b) = a.req("GET", &format!("/jobs?{bad}"), None);
+        assert_eq!(
+            (st, error_code(&b)),
+            (400, "InvalidQueryParameterValue".into()),
+            "{bad}: {b}"
+        );
+    }
+    // The CLI follows the links too (its list is every job).
+    let out = std::process::Command::new(berth_bin())
+        .args(["job", "list", "--json", "--socket"])
+        .arg(&a.sock)
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(listed.as_array().map(Vec::len), Some(8), "{listed}");
+}
+
+/// Every response has a request-id; client-request-id is echoed only when asked.
+#[test]
+fn request_ids_and_client_request_ids() {
+    let n = TestNode::new("compatids");
+    let a = Agent::start(&n);
+    let (st, head, _) = a.request("GET", "/jobs", &[]);
+    assert_eq!(st, 200);
+    let id = header(&head, "request-id").unwrap_or_else(|| panic!("{head}"));
+    assert_eq!((id.len(), &id[14..15]), (36, "4"), "a UUID v4: {id}");
+    let (_, head2, _) = a.request("GET", "/nosuchpath", &[]);
+    assert_ne!(header(&head2, "request-id"), Some(id), "{head2}");
+    let mine = "9f6c1c4e-0000-4000-8000-000000000001";
+    let (_, head, _) = a.request(
+        "GET",
+        "/jobs",
+        &[
+            ("client-request-id", mine),
+            ("return-client-request-id", "true"),
+        ],
+    );
+    assert_eq!(header(&head, "client-request-id"), Some(mine), "{head}");
+    let (_, head, _) = a.request("GET", "/jobs", &[("client-request-id", mine)]);
+    assert_eq!(header(&head, "client-request-id"), None, "{head}");
+    // Errors have one too, and berth's own paths.
+    let (st, head, _) = a.request("GET", "/jobs/none", &[]);
+    assert_eq!(st, 404);
+    assert!(header(&head, "request-id").is_some(), "{head}");
+    let (_, head, _) = a.exact("GET", "/node", &[], b"");
+    assert!(header(&head, "request-id").is_some(), "{head}");
+}
+
+/// ETag and Last-Modified on GETs, honoured by If-Match and friends; Location and
+/// DataServiceId on creates.
+#[test]
+fn etags_and_conditional_requests() {
+    let n = TestNode::new("compatetag");
+    let a = Agent::start(&n);
+    let body = json!({"id": "cj", "priority": 1}).to_string();
+    let (st, head, _) = a.exact(
+        "POST",
+        &versioned("/jobs"),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(st, 201, "{head}");
+    assert_eq!(
+        header(&head, "location"),
+        Some("http://berth/jobs/cj"),
+        "{head}"
+    );
+    assert_eq!(
+        header(&head, "dataserviceid"),
+        Some("http://berth/jobs/cj"),
+        "{head}"
+    );
+    let created_tag = header(&head, "etag").unwrap().to_string();
+
+    let (st, head, b) = a.request("GET", "/jobs/cj", &[]);
+    assert_eq!(st, 200);
+    let etag = header(&head, "etag").unwrap().to_string();
+    assert_eq!(etag, created_tag);
+    let last = header(&head, "last-modified").unwrap().to_string();
+    assert!(last.ends_with(" GMT"), "{last}");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["eTag"], etag.as_str());
+    assert_eq!(v["url"], "http://berth/jobs/cj");
+    assert_eq!(v["odata.metadata"], "http://berth/$metadata#jobs/@Element");
+
+    // A GET the client already has: 304, no body.
+    let (st, _, b) = a.request("GET", "/jobs/cj", &[("If-None-Match", &etag)]);
+    assert_eq!((st, b.as_str()), (304, ""));
+    let (st, _, _) = a.request("GET", "/jobs/cj", &[("If-Modified-Since", &last)]);
+    assert_eq!(st, 304);
+    let (st, _, _) = a.request("GET", "/jobs/cj", &[("If-None-Match", "0x0")]);
+    assert_eq!(st, 200);
+    let (st, _, b) = a.request("GET", "/jobs/cj?$select=id,priority", &[]);
+    assert_eq!(
+        (
+            st,
+            serde_json::from_str::<Value>(&b).unwrap()["priority"].clone()
+        ),
+        (200, json!(1))
+    );
+
+    // A PATCH with a stale ETag: 412 ConditionNotMet, nothing changed.
+    let patch = |tag: &str, priority: i32| {
+        let body = json!({"priority": priority}).to_string();
+        a.exact(
+            "PATCH",
+            &versioned("/jobs/cj"),
+            &[("Content-Type", "application/json"), ("If-Match", tag)],
+            body.as_bytes(),
+        )
+    };
+    let (st, head, _) = patch(&etag, 5);
+    assert_eq!(st, 200, "{head}");
+    let new_tag = header(&head, "etag").unwrap().to_string();
+    assert_ne!(new_tag, etag, "a write changes the ETag");
+    let (st, _, b) = patch(&etag, 9);
+    assert_eq!((st, error_code(&b)), (412, "ConditionNotMet".into()), "{b}");
+    assert_eq!(get(&a, "/jobs/cj")["priority"], 5);
+    let (st, _, b) = a.exact(
+        "POST",
+        &versioned("/jobs/cj/disable"),
+        &[
+            ("Content-Type", "application/json"),
+            ("If-Unmodified-Since", "Sat, 01 Jan 2000 00:00:00 GMT"),
+        ],
+        br#"{"disableTasks":"wait"}"#,
+    );
+    assert_eq!((st, error_code(&b)), (412, "ConditionNotMet".into()), "{b}");
+    let (st, _, b) = a.exact(
+        "DELETE",
+        &versioned("/jobs/cj"),
+        &[("If-Match", "0x1234")],
+        b"",
+    );
+    assert_eq!((st, error_code(&b)), (412, "ConditionNotMet".into()), "{b}");
+    let (st, _, _) = a.exact(
+        "DELETE",
+        &versioned("/jobs/cj"),
+        &[("If-Match", &new_tag)],
+        b"",
+    );
+    assert_eq!(st, 202);
+
+    // Job schedules: the same headers.
+    let sch = json!({"id": "cs", "schedule": {"recurrenceInterval": "PT1H", "doNotRunUntil": "2999-01-01T00:00:00Z"},
+                     "jobSpecification": {}})
+    .to_string();
+    let (st, head, b) = a.exact(
+        "POST",
+        &versioned("/jobschedules"),
+        &[("Content-Type", "application/json")],
+        sch.as_bytes(),
+    );
+    assert_eq!(st, 201, "{b}");
+    assert_eq!(
+        header(&head, "location"),
+        Some("http://berth/jobschedules/cs")
+    );
+    let (_, head, _) = a.request("GET", "/jobschedules/cs", &[]);
+    let tag = header(&head, "etag").unwrap().to_string();
+    let (st, _, _) = a.request("GET", "/jobschedules/cs", &[("If-None-Match", &tag)]);
+    assert_eq!(st, 304);
+    // An update moves Last-Modified on (HTTP dates have whole seconds).
+    let (_, head, _) = a.request("GET", "/jobschedules/cs", &[]);
+    let before = header(&head, "last-modified").unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    let patch = |body: &[u8]| {
+        a.exact(
+            "PATCH",
+            &versioned("/jobschedules/cs"),
+            &[
+                ("Content-Type", "application/json"),
+                ("If-Unmodified-Since", &before),
+            ],
+            body,
+        )
+    };
+    let (st, _, b) = patch(br#"{"metadata": [{"name": "k", "value": "v"}]}"#);
+    assert_eq!(st, 200, "{b}");
+    let (st, _, b) = patch(br#"{"metadata": []}"#);
+    assert_eq!((st, error_code(&b)), (412, "ConditionNotMet".into()), "{b}");
+    let (st, _, b) = a.exact(
+        "POST",
+        &versioned("/jobschedules/cs/disable"),
+        &[("If-Match", "0x0")],
+        b"",
+    );
+    assert_eq!((st, error_code(&b)), (412, "ConditionNotMet".into()), "{b}");
+    let list = get(
+        &a,
+        "/jobschedules?$filter=state%20eq%20%27active%27&$select=id",
+    );
+    assert_eq!(list["value"], json!([{"id": "cs"}]));
+}
+
+/// api-version: required on Batch's paths and checked; berth's own paths need none; a
+/// method a path does not allow is 405 with Batch's body.
+#[test]
+fn api_versions_and_methods() {
+    let n = TestNode::new("compatversion");
+    let a = Agent::start(&n);
+    let (st, _, b) = a.exact("GET", "/jobs", &[], b"");
+    assert_eq!(
+        (st, error_code(&b)),
+        (400, "MissingRequiredQueryParameter".into()),
+        "{b}"
+    );
+    assert!(b.contains("api-version"), "{b}");
+    let (st, _, b) = a.exact("GET", "/jobs?api-version=2012-01-01.1.0", &[], b"");
+    assert_eq!(
+        (st, error_code(&b)),
+        (400, "InvalidQueryParameterValue".into()),
+        "{b}"
+    );
+    assert!(b.contains("2012-01-01.1.0"), "{b}");
+    for v in [
+        "2023-05-01.17.0",
+        "2024-02-01.19.0",
+        "2024-07-01.20.0",
+        "2025-06-01",
+    ] {
+        let (st, _, b) = a.exact("GET", &format!("/jobs?api-version={v}"), &[], b"");
+        assert_eq!(st, 200, "{v}: {b}");
+    }
+    assert_eq!(a.exact("GET", "/node", &[], b"").0, 200);
+    assert_eq!(a.exact("GET", "/metrics", &[], b"").0, 200);
+
+    let (st, head, b) = a.request("PUT", "/jobs", &[]);
+    assert_eq!(
+        (st, error_code(&b)),
+        (405, "UnsupportedHttpVerb".into()),
+        "{b}"
+    );
+    assert!(header(&head, "allow").is_some(), "{head}");
+    let (st, _, b) = a.request("DELETE", "/jobs/x/tasks", &[]);
+    assert_eq!(
+        (st, error_code(&b)),
+        (405, "UnsupportedHttpVerb".into()),
+        "{b}"
+    );
+}
+
+/// Task lists on a real engine: filters on executionInfo, paging, select; a task's
+/// files as a Batch list, and a file's Batch headers.
+#[test]
+fn task_lists_filter_on_execution_info() {
+    images();
+    let n = TestNode::new("compattasks");
+    let a = Agent::start(&n);
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "tj"}))).0, 201);
+    let tasks: Vec<Value> = (0..5)
+        .map(|i| {
+            task(
+                &format!("t{i}"),
+                &format!("/bin/sh -c 'exit {}'", i % 3),
+                "",
+            )
+        })
+        .collect();
+    let (st, b) = a.req(
+        "POST",
+        "/jobs/tj/addtaskcollection",
+        Some(&json!({"value": tasks})),
+    );
+    assert_eq!(st, 200, "{b}");
+    let t0 = Instant::now();
+    while ids(&get(
+        &a,
+        "/jobs/tj/tasks?$filter=state%20eq%20%27completed%27",
+    ))
+    .len()
+        < 5
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the tasks never completed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let q = |f: &str| {
+        let mut v = ids(&get(
+            &a,
+            &format!(
+                "/jobs/tj/tasks?$filter={}",
+                f.replace(' ', "%20").replace('\'', "%27")
+            ),
+        ));
+        v.sort();
+        v
+    };
+    assert_eq!(q("executionInfo/exitCode eq 0"), ["t0", "t3"]);
+    assert_eq!(
+        q("executionInfo/exitCode gt 0 and executionInfo/exitCode le 1"),
+        ["t1", "t4"]
+    );
+    assert_eq!(q("executionInfo/result eq 'failure'"), ["t1", "t2", "t4"]);
+    assert_eq!(
+        q("executionInfo/endTime ge executionInfo/startTime").len(),
+        5
+    );
+    let (st, b) = a.req(
+        "GET",
+        "/jobs/tj/tasks?$filter=executionInfo/exitCode%20eq%20%27x%27",
+        None,
+    );
+    assert_eq!(st, 400, "{b}");
+    assert!(b.contains("'executionInfo/exitCode' is an integer"), "{b}");
+    let (seen, pages) = all_pages(&a, "/jobs/tj/tasks?maxresults=2&$select=id");
+    assert_eq!((seen.len(), pages), (5, 3));
+    let page = get(&a, "/jobs/tj/tasks?maxresults=2&$select=id");
+    assert_eq!(page["odata.metadata"], "http://berth/$metadata#tasks");
+    assert_eq!(page["value"][0], json!({"id": "t0"}));
+    // A task's files: a Batch list too, and Batch's file headers.
+    let files = get(
+        &a,
+        "/jobs/tj/tasks/t0/files?$filter=startswith(name,%27std%27)&maxresults=1",
+    );
+    assert_eq!(files["value"][0]["name"], "stderr.txt", "{files}");
+    assert_eq!(
+        files["value"][0]["url"],
+        "http://berth/jobs/tj/tasks/t0/files/stderr.txt"
+    );
+    let next = files["odata.nextLink"].as_str().unwrap();
+    let rest = get(&a, next.strip_prefix("http://berth").unwrap());
+    assert_eq!(rest["value"][0]["name"], "stdout.txt", "{rest}");
+    assert!(rest.get("odata.nextLink").is_none(), "{rest}");
+    let (st, head, _) = a.request("GET", "/jobs/tj/tasks/t0/files/stdout.txt", &[]);
+    assert_eq!(st, 200, "{head}");
+    assert_eq!(
+        header(&head, "ocp-batch-file-url"),
+        Some("http://berth/jobs/tj/tasks/t0/files/stdout.txt")
+    );
+    assert!(header(&head, "ocp-batch-file-mode").is_some(), "{head}");
+    assert!(
+        header(&head, "ocp-creation-time").is_some_and(|t| t.ends_with(" GMT")),
+        "{head}"
+    );
+    assert!(header(&head, "last-modified").is_some(), "{head}");
+
+    let (st, head, _) = a.request("GET", "/jobs/tj/tasks/t0", &[]);
+    assert_eq!(st, 200);
+    let tag = header(&head, "etag").unwrap().to_string();
+    let (st, _, b) = a.exact(
+        "POST",
+        &versioned("/jobs/tj/tasks/t1/reactivate"),
+        &[("If-Match", &tag)],
+        b"",
+    );
+    assert_eq!(
+        (st, error_code(&b)),
+        (412, "ConditionNotMet".into()),
+        "t0's tag is not t1's: {b}"
+    );
+}
+
+/// The Python SDK 14.x (`azure-batch==14.2.0`, msrest), unchanged, with a bearer token on
+/// the TCP API: jobs added, a filtered list paged one job at a time through
+/// `odata.nextLink`, `eTag`/`lastModified`/`url`, a stale `If-Match` refused, a bad filter
+/// refused by name. `scripts/install-deps.sh` makes its virtual environment.
+#[test]
+fn the_python_sdk_lists_filtered_jobs_with_a_token() {
+    let python = workspace().join(".tools/azure-batch-14/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run ./scripts/install-deps.sh (it installs azure-batch 14.2.0 there)",
+        python.display()
+    );
+    let n = TestNode::new("compatsdk");
+    let token = "sdk-token-0123456789abcdef";
+    let tf = n.dir.path().join("token");
+    std::fs::write(&tf, format!("{token}\n")).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _a = Agent::start_with(
+        &n,
+        &[
+            ("BERTH_TCP_ADDRESS", addr.as_str()),
+            ("BERTH_TOKEN_FILE", tf.to_str().unwrap()),
+        ],
+    );
+    let out = std::process::Command::new(&python)
+        .arg(workspace().join("tests/sdk/batch14.py"))
+        .arg(format!("http://{addr}"))
+        .arg(token)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the SDK failed: {stderr}");
+    let seen: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(
+        seen["listed"],
+        json!([["sdk-2", 20], ["sdk-3", 30], ["sdk-4", 40]]),
+        "{seen}"
+    );
+    let etag = seen["etag"].as_str().unwrap();
+    assert!(etag.starts_with("0x"), "{seen}");
+    assert_eq!(seen["etag_header"], etag);
+    assert!(seen["last_modified"].is_string(), "{seen}");
+    assert_eq!(seen["url"], format!("http://{addr}/jobs/sdk-1"));
+    assert_eq!(
+        seen["request_id"].as_str().map(str::len),
+        Some(36),
+        "{seen}"
+    );
+    assert_eq!(seen["stale_patch"], "ConditionNotMet", "{seen}");
+    assert_eq!(seen["priority_after"], 99);
+    assert_eq!(seen["bad_filter"], "InvalidQueryParameterValue");
+    assert!(
+        seen["bad_filter_message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown property 'nosuch' for jobs"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["after_delete"],
+        json!(["sdk-0", "sdk-1", "sdk-2", "sdk-3", "sdk-4"])
+    );
+}
