@@ -171,7 +171,11 @@ impl Drop for Service {
         self.child.kill().ok();
         self.child.wait().ok();
         if std::thread::panicking() {
-            eprintln!("--- service log {} ---\n{}", self.addr, tail(&self.log_text()));
+            eprintln!(
+                "--- service log {} ---\n{}",
+                self.addr,
+                tail(&self.log_text())
+            );
         }
     }
 }

@@ -67,7 +67,17 @@ impl Postgres {
     /// Runs one SQL statement with psql; its output (unaligned, tuples only).
     pub fn psql(&self, sql: &str) -> String {
         let out = Command::new("psql")
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &self.url, "-c", sql])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.url,
+                "-c",
+                sql,
+            ])
             .output()
             .expect("psql");
         assert!(

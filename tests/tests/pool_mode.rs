@@ -61,7 +61,9 @@ fn time(t: &Value, k: &str) -> chrono::DateTime<chrono::Utc> {
 fn sixty_tasks_spread_over_three_nodes_with_dependencies_across_them() {
     let (_pg, svc, agents) = pool_of(3, "p60", 2, json!({}));
     add_job(&svc, "j60", "p60", json!({"usesTaskDependencies": true}));
-    let mut tasks: Vec<Value> = (0..60).map(|i| sh(&format!("t{i}"), "echo $AZ_BATCH_NODE_ID")).collect();
+    let mut tasks: Vec<Value> = (0..60)
+        .map(|i| sh(&format!("t{i}"), "echo $AZ_BATCH_NODE_ID"))
+        .collect();
     // A chain across nodes: d2 waits for d1, d3 for d2; each may land anywhere.
     tasks.push(sh("d1", "sleep 1"));
     let mut d2 = sh("d2", "test -c /dev/null");
@@ -102,9 +104,17 @@ fn priority_then_creation_order_and_max_parallel_tasks() {
     add_tasks(&svc, "block", vec![sh("b", "sleep 2")]);
     // While the one slot is busy: a low job first, then a high one.
     add_job(&svc, "low", "pprio", json!({"priority": 0}));
-    add_tasks(&svc, "low", (0..2).map(|i| sh(&format!("l{i}"), "true")).collect());
+    add_tasks(
+        &svc,
+        "low",
+        (0..2).map(|i| sh(&format!("l{i}"), "true")).collect(),
+    );
     add_job(&svc, "high", "pprio", json!({"priority": 100}));
-    add_tasks(&svc, "high", (0..2).map(|i| sh(&format!("h{i}"), "true")).collect());
+    add_tasks(
+        &svc,
+        "high",
+        (0..2).map(|i| sh(&format!("h{i}"), "true")).collect(),
+    );
     let low = svc.wait_completed("low", 2, 120);
     let high = svc.wait_completed("high", 2, 120);
     let last_high = high.iter().map(|t| time(t, "startTime")).max().unwrap();
@@ -116,7 +126,11 @@ fn priority_then_creation_order_and_max_parallel_tasks() {
 fn max_parallel_tasks_holds_across_nodes() {
     let (_pg, svc, _agents) = pool_of(3, "ppar", 2, json!({}));
     add_job(&svc, "par", "ppar", json!({"maxParallelTasks": 1}));
-    add_tasks(&svc, "par", (0..4).map(|i| sh(&format!("m{i}"), "sleep 1")).collect());
+    add_tasks(
+        &svc,
+        "par",
+        (0..4).map(|i| sh(&format!("m{i}"), "sleep 1")).collect(),
+    );
     let mut spans: Vec<_> = svc
         .wait_completed("par", 4, 120)
         .iter()
@@ -139,8 +153,16 @@ fn spread_puts_tasks_on_distinct_nodes_and_pack_fills_one() {
             json!({"taskSchedulingPolicy": {"nodeFillType": fill}}),
         );
         add_job(&svc, "fill", &pool, json!({}));
-        add_tasks(&svc, "fill", (0..3).map(|i| sh(&format!("f{i}"), "sleep 3")).collect());
-        let nodes: BTreeSet<String> = svc.wait_completed("fill", 3, 120).iter().map(node_of).collect();
+        add_tasks(
+            &svc,
+            "fill",
+            (0..3).map(|i| sh(&format!("f{i}"), "sleep 3")).collect(),
+        );
+        let nodes: BTreeSet<String> = svc
+            .wait_completed("fill", 3, 120)
+            .iter()
+            .map(node_of)
+            .collect();
         assert_eq!(nodes.len(), want_nodes, "{fill}: {nodes:?}");
     }
 }
@@ -154,17 +176,30 @@ fn containers_of(node: &PoolAgent) -> Vec<String> {
 fn a_killed_node_s_tasks_complete_elsewhere_as_internal_retries() {
     let (_pg, svc, mut agents) = pool_of(3, "ploss", 1, json!({}));
     add_job(&svc, "loss", "ploss", json!({}));
-    add_tasks(&svc, "loss", (0..3).map(|i| sh(&format!("k{i}"), "sleep 4")).collect());
+    add_tasks(
+        &svc,
+        "loss",
+        (0..3).map(|i| sh(&format!("k{i}"), "sleep 4")).collect(),
+    );
     // Wait until every node runs one, then lose the first silently.
     let t0 = Instant::now();
     let victim_task = loop {
-        let tasks = svc.json("/jobs/loss/tasks")["value"].as_array().cloned().unwrap();
+        let tasks = svc.json("/jobs/loss/tasks")["value"]
+            .as_array()
+            .cloned()
+            .unwrap();
         let running: Vec<&Value> = tasks.iter().filter(|t| t["state"] == "running").collect();
         if running.len() == 3 {
-            let t = running.iter().find(|t| node_of(t) == agents[0].node.node_id).unwrap();
+            let t = running
+                .iter()
+                .find(|t| node_of(t) == agents[0].node.node_id)
+                .unwrap();
             break t["id"].as_str().unwrap().to_string();
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "never all running: {tasks:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "never all running: {tasks:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let lost = agents.remove(0);
@@ -173,7 +208,10 @@ fn a_killed_node_s_tasks_complete_elsewhere_as_internal_retries() {
         berth_tests::docker(&["rm", "-f", &c]);
     }
     let done = svc.wait_completed("loss", 3, 120);
-    let t = done.iter().find(|t| t["id"] == victim_task.as_str()).unwrap();
+    let t = done
+        .iter()
+        .find(|t| t["id"] == victim_task.as_str())
+        .unwrap();
     assert_eq!(t["executionInfo"]["result"], "success", "{t}");
     assert_ne!(node_of(t), lost.node.node_id);
     assert_eq!(t["executionInfo"]["systemRetryCount"], 1, "{t}");
@@ -208,19 +246,29 @@ fn a_frozen_node_fences_itself_and_its_late_report_is_refused() {
         if t["state"] == "running" && node_of(&t) != first {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "never requeued: {t}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "never requeued: {t}"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     frozen.signal(nix::sys::signal::Signal::SIGCONT);
     // Woken past its self-fence time F, the frozen agent kills its own container.
     let t0 = Instant::now();
     while !containers_of(&frozen).is_empty() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "the frozen node kept its container");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the frozen node kept its container"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let done = svc.wait_completed("frz", 1, 90);
     assert_ne!(node_of(&done[0]), first, "{:?}", done[0]);
-    assert_eq!(done[0]["executionInfo"]["systemRetryCount"], 1, "{:?}", done[0]);
+    assert_eq!(
+        done[0]["executionInfo"]["systemRetryCount"], 1,
+        "{:?}",
+        done[0]
+    );
 }
 
 #[test]
@@ -228,7 +276,11 @@ fn disable_scheduling_with_each_option_and_remove_a_node() {
     let (_pg, svc, agents) = pool_of(2, "pdis", 1, json!({}));
     let a = agents[0].node.node_id.clone();
     let b = agents[1].node.node_id.clone();
-    for (option, want) in [("requeue", "requeue"), ("terminate", "terminate"), ("taskcompletion", "wait")] {
+    for (option, want) in [
+        ("requeue", "requeue"),
+        ("terminate", "terminate"),
+        ("taskcompletion", "wait"),
+    ] {
         let job = format!("dis{option}");
         add_job(&svc, &job, "pdis", json!({}));
         add_tasks(&svc, &job, vec![sh("x", "sleep 3")]);
@@ -265,7 +317,10 @@ fn disable_scheduling_with_each_option_and_remove_a_node() {
         }
         let node = svc.json(&format!("/pools/pdis/nodes/{on}"));
         assert_eq!(node["schedulingState"], "disabled", "{node}");
-        svc.post_ok(&format!("/pools/pdis/nodes/{on}/enablescheduling"), &json!({}));
+        svc.post_ok(
+            &format!("/pools/pdis/nodes/{on}/enablescheduling"),
+            &json!({}),
+        );
     }
     svc.post_ok(
         "/pools/pdis/removenodes",
@@ -273,11 +328,17 @@ fn disable_scheduling_with_each_option_and_remove_a_node() {
     );
     let t0 = Instant::now();
     loop {
-        let nodes = svc.json("/pools/pdis/nodes")["value"].as_array().cloned().unwrap();
+        let nodes = svc.json("/pools/pdis/nodes")["value"]
+            .as_array()
+            .cloned()
+            .unwrap();
         if nodes.iter().all(|n| n["id"] != a.as_str()) {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "{a} never left: {nodes:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{a} never left: {nodes:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     add_job(&svc, "after", "pdis", json!({}));
@@ -289,7 +350,11 @@ fn disable_scheduling_with_each_option_and_remove_a_node() {
 fn a_running_task_s_output_is_read_through_the_service() {
     let (_pg, svc, _agents) = pool_of(2, "pout", 1, json!({}));
     add_job(&svc, "out", "pout", json!({}));
-    add_tasks(&svc, "out", vec![sh("o", "echo hello-from-the-node; sleep 5")]);
+    add_tasks(
+        &svc,
+        "out",
+        vec![sh("o", "echo hello-from-the-node; sleep 5")],
+    );
     let t0 = Instant::now();
     loop {
         let (st, body) = svc.get("/jobs/out/tasks/o/files/stdout.txt");
@@ -297,7 +362,10 @@ fn a_running_task_s_output_is_read_through_the_service() {
             assert_eq!(svc.task("out", "o")["state"], "running");
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "no output: {st} {body}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no output: {st} {body}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     svc.wait_completed("out", 1, 60);
@@ -316,7 +384,11 @@ fn agents_and_clients_carry_on_through_the_other_replica() {
     two.wait_nodes("prep", "idle", 2);
     drop(one);
     add_job(&two, "rep", "prep", json!({}));
-    add_tasks(&two, "rep", (0..4).map(|i| sh(&format!("r{i}"), "true")).collect());
+    add_tasks(
+        &two,
+        "rep",
+        (0..4).map(|i| sh(&format!("r{i}"), "true")).collect(),
+    );
     two.wait_completed("rep", 4, 90);
 }
 
@@ -324,7 +396,11 @@ fn agents_and_clients_carry_on_through_the_other_replica() {
 fn a_short_postgres_restart_kills_and_requeues_nothing() {
     let (pg, svc, _agents) = pool_of(2, "ppg", 1, json!({}));
     add_job(&svc, "pg", "ppg", json!({}));
-    add_tasks(&svc, "pg", (0..2).map(|i| sh(&format!("g{i}"), "sleep 8")).collect());
+    add_tasks(
+        &svc,
+        "pg",
+        (0..2).map(|i| sh(&format!("g{i}"), "sleep 8")).collect(),
+    );
     let t0 = Instant::now();
     while svc.json("/jobs/pg/tasks")["value"]
         .as_array()
@@ -347,7 +423,10 @@ fn a_short_postgres_restart_kills_and_requeues_nothing() {
     for t in svc.wait_completed("pg", 2, 90) {
         assert_eq!(t["executionInfo"]["result"], "success", "{t}");
         assert_eq!(t["executionInfo"]["requeueCount"], 0, "{t}");
-        assert!(t["executionInfo"]["systemRetryCount"].as_i64().unwrap_or(0) == 0, "{t}");
+        assert!(
+            t["executionInfo"]["systemRetryCount"].as_i64().unwrap_or(0) == 0,
+            "{t}"
+        );
     }
 }
 
@@ -356,12 +435,26 @@ fn bad_requests_and_forged_credentials_are_refused() {
     let (_pg, svc, _agents) = pool_of(1, "pbad", 2, json!({}));
     // No token, a wrong token.
     assert_eq!(http(&svc.addr, "GET", "/pools", None, None).0, 401);
-    assert_eq!(http(&svc.addr, "GET", "/pools", Some("wrong-token-0123456789"), None).0, 401);
+    assert_eq!(
+        http(
+            &svc.addr,
+            "GET",
+            "/pools",
+            Some("wrong-token-0123456789"),
+            None
+        )
+        .0,
+        401
+    );
     // A job on no pool, a pool that does not exist, a task asking more slots than a node has.
     let (st, b) = svc.req("POST", "/jobs", Some(&json!({"id": "nopool"})));
     assert_eq!(st, 400, "{b}");
     assert!(b.contains("poolInfo"), "{b}");
-    let (st, b) = svc.req("POST", "/jobs", Some(&json!({"id": "j", "poolInfo": {"poolId": "ghost"}})));
+    let (st, b) = svc.req(
+        "POST",
+        "/jobs",
+        Some(&json!({"id": "j", "poolInfo": {"poolId": "ghost"}})),
+    );
     assert_eq!(st, 400, "{b}");
     assert!(b.contains("ghost"), "{b}");
     add_job(&svc, "big", "pbad", json!({}));
@@ -370,17 +463,38 @@ fn bad_requests_and_forged_credentials_are_refused() {
     let (st, b) = svc.req("POST", "/jobs/big/tasks", Some(&t));
     assert_eq!(st, 400, "{b}");
     assert!(b.contains("requiredSlots"), "{b}");
-    let (st, b) = svc.req("POST", "/pools", Some(&json!({"id": "pbad", "taskSlotsPerNode": 1})));
+    let (st, b) = svc.req(
+        "POST",
+        "/pools",
+        Some(&json!({"id": "pbad", "taskSlotsPerNode": 1})),
+    );
     assert_eq!(st, 409, "{b}");
     // A forged node credential on the node protocol, and the client token there.
     let hb = json!({"epoch": 1, "node": {}, "running": []});
     let p = format!("{}/heartbeat", berth_proto::node_protocol::PREFIX);
-    let (st, _) = http(&svc.addr, "POST", &p, Some("1.forged-forged-forged-forged"), Some(&hb));
+    let (st, _) = http(
+        &svc.addr,
+        "POST",
+        &p,
+        Some("1.forged-forged-forged-forged"),
+        Some(&hb),
+    );
     assert!(st == 401 || st == 403, "{st}");
-    let (st, _) = http(&svc.addr, "POST", &p, Some(berth_tests::pool::TOKEN), Some(&hb));
+    let (st, _) = http(
+        &svc.addr,
+        "POST",
+        &p,
+        Some(berth_tests::pool::TOKEN),
+        Some(&hb),
+    );
     assert!(st == 401 || st == 403, "{st}");
     // The enrolment secret is not a client token.
-    let (st, _) = http(&svc.addr, "GET", "/pools", Some(berth_tests::pool::SECRET), None);
+    let (st, _) = http(
+        &svc.addr,
+        "GET",
+        "/pools",
+        Some(berth_tests::pool::SECRET),
+        None,
+    );
     assert_eq!(st, 401);
 }
-

@@ -82,12 +82,11 @@ impl Client {
             .map(|u| u.trim().trim_end_matches('/').to_string())
             .filter(|u| !u.is_empty())
             .collect();
-        let unreachable = |e: Box<dyn std::error::Error + Send + Sync>| {
-            ClientError::ServiceUnreachable {
+        let unreachable =
+            |e: Box<dyn std::error::Error + Send + Sync>| ClientError::ServiceUnreachable {
                 urls: urls.join(", "),
                 source: e,
-            }
-        };
+            };
         let mut b = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .timeout(std::time::Duration::from_secs(120));

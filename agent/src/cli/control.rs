@@ -24,7 +24,13 @@ pub struct Conn {
     pub socket: PathBuf,
     /// A pool's `berth service` instead of the local agent: its URL, or several replicas'
     /// URLs separated by commas (tried in order).
-    #[arg(long, global = true, env = "BERTH_SERVICE", value_delimiter = ',', value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_SERVICE",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
     pub service: Vec<String>,
     /// The file holding the client token for --service.
     #[arg(long, global = true, env = "BERTH_TOKEN_FILE", value_name = "FILE")]
@@ -180,7 +186,11 @@ pub enum NodeCmd {
         #[arg(long)]
         pool: String,
         id: String,
-        #[arg(long, value_name = "requeue|terminate|taskcompletion", default_value = "requeue")]
+        #[arg(
+            long,
+            value_name = "requeue|terminate|taskcompletion",
+            default_value = "requeue"
+        )]
         option: NodeOption,
     },
     /// Enable scheduling on a node again (--service).
@@ -195,7 +205,11 @@ pub enum NodeCmd {
         pool: String,
         #[arg(required = true)]
         ids: Vec<String>,
-        #[arg(long, value_name = "requeue|terminate|taskcompletion", default_value = "requeue")]
+        #[arg(
+            long,
+            value_name = "requeue|terminate|taskcompletion",
+            default_value = "requeue"
+        )]
         option: NodeOption,
     },
 }
@@ -696,33 +710,23 @@ pub async fn node(cmd: NodeCmd, conn: Conn) -> ExitCode {
                 let f = format!("state eq '{}'", st.replace('\'', "''"));
                 path.push_str(&format!("?$filter={}", enc(&f)));
             }
-            c.get_list::<serde_json::Value>(&path)
-                .await
-                .map(|l| {
-                    if conn.json {
-                        print_json(&l.value)
-                    } else {
-                        print!("{}", pool_nodes_table(&l.value))
-                    }
-                })
+            c.get_list::<serde_json::Value>(&path).await.map(|l| {
+                if conn.json {
+                    print_json(&l.value)
+                } else {
+                    print!("{}", pool_nodes_table(&l.value))
+                }
+            })
         }
         NodeCmd::Disable { pool, id, option } => {
             let body = serde_json::json!({ "nodeDisableSchedulingOption": option.as_str() });
-            let path = format!(
-                "/pools/{}/nodes/{}/disablescheduling",
-                enc(&pool),
-                enc(&id)
-            );
+            let path = format!("/pools/{}/nodes/{}/disablescheduling", enc(&pool), enc(&id));
             c.request("POST", &path, Some(body.to_string().into_bytes()), &[])
                 .await
                 .map(|_| println!("scheduling disabled on node {id}"))
         }
         NodeCmd::Enable { pool, id } => {
-            let path = format!(
-                "/pools/{}/nodes/{}/enablescheduling",
-                enc(&pool),
-                enc(&id)
-            );
+            let path = format!("/pools/{}/nodes/{}/enablescheduling", enc(&pool), enc(&id));
             c.request("POST", &path, None, &[])
                 .await
                 .map(|_| println!("scheduling enabled on node {id}"))
@@ -825,16 +829,13 @@ pub async fn pool(cmd: super::pool::ServiceCmd) -> ExitCode {
                     print!("{}", pools_table(std::slice::from_ref(&p)))
                 }
             }),
-        ServiceCmd::List { .. } => c
-            .get_list::<serde_json::Value>("/pools")
-            .await
-            .map(|l| {
-                if conn.json {
-                    print_json(&l.value)
-                } else {
-                    print!("{}", pools_table(&l.value))
-                }
-            }),
+        ServiceCmd::List { .. } => c.get_list::<serde_json::Value>("/pools").await.map(|l| {
+            if conn.json {
+                print_json(&l.value)
+            } else {
+                print!("{}", pools_table(&l.value))
+            }
+        }),
         ServiceCmd::Delete { id, .. } => c
             .request("DELETE", &format!("/pools/{}", enc(&id)), None, &[])
             .await
@@ -854,7 +855,10 @@ fn pools_table(pools: &[serde_json::Value]) -> String {
         .max()
         .unwrap_or(0)
         .max(4);
-    let mut out = format!("{:<w$}  {:<8}  {:>5}  {:>5}  FILL\n", "POOL", "STATE", "SLOTS", "NODES");
+    let mut out = format!(
+        "{:<w$}  {:<8}  {:>5}  {:>5}  FILL\n",
+        "POOL", "STATE", "SLOTS", "NODES"
+    );
     for p in pools {
         out.push_str(&format!(
             "{:<w$}  {:<8}  {:>5}  {:>5}  {}\n",

@@ -59,9 +59,9 @@ pub fn app(state: ServiceState, migrated: Arc<AtomicBool>) -> Router {
     let client = super::api::router()
         .merge(super::api::nodes::router())
         .route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        super::api::auth::require_client,
-    ));
+            state.clone(),
+            super::api::auth::require_client,
+        ));
     client
         .merge(super::node_api::router())
         .method_not_allowed_fallback(method_not_allowed)

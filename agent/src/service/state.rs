@@ -26,7 +26,10 @@ impl std::fmt::Debug for Settings {
     /// Never prints a secret.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
-            .field("client_tokens", &format_args!("[{} redacted]", self.client_tokens.len()))
+            .field(
+                "client_tokens",
+                &format_args!("[{} redacted]", self.client_tokens.len()),
+            )
             .field("enrolment_secret", &"<redacted>")
             .finish()
     }

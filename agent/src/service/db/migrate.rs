@@ -13,7 +13,8 @@ const LOCK: i64 = 0x0062_6572_7468;
 /// Brings the schema up to the newest version; returns the versions applied now.
 pub async fn run(db: &Db) -> Result<Vec<i32>, DbError> {
     let mut conn = db.conn().await?;
-    conn.execute("SELECT pg_advisory_lock($1)", &[&LOCK]).await?;
+    conn.execute("SELECT pg_advisory_lock($1)", &[&LOCK])
+        .await?;
     let result = apply(&mut conn).await;
     // Unlocked whatever happened; a dropped connection unlocks too.
     conn.execute("SELECT pg_advisory_unlock($1)", &[&LOCK])
