@@ -498,3 +498,40 @@ fn bad_requests_and_forged_credentials_are_refused() {
     );
     assert_eq!(st, 401);
 }
+
+#[test]
+fn preparation_runs_on_each_node_before_its_first_task_and_release_when_the_job_ends() {
+    let (_pg, svc, agents) = pool_of(2, "pprep", 1, json!({}));
+    let marks = "/bin/sh -c 'echo $AZ_BATCH_NODE_ID >> $AZ_BATCH_NODE_SHARED_DIR/";
+    add_job(
+        &svc,
+        "prep",
+        "pprep",
+        json!({
+            "onAllTasksComplete": "terminatejob",
+            "jobPreparationTask": {"commandLine": format!("{marks}prepared'")},
+            "jobReleaseTask": {"commandLine": format!("{marks}released'")},
+        }),
+    );
+    add_tasks(&svc, "prep", (0..4).map(|i| sh(&format!("p{i}"), "sleep 1")).collect());
+    let done = svc.wait_completed("prep", 4, 120);
+    let ran: BTreeSet<String> = done.iter().map(node_of).collect();
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    // The job ends (onAllTasksComplete); each node that ran a task releases it.
+    let t0 = Instant::now();
+    for a in &agents {
+        let shared = a.node.root().join("shared");
+        let read = |f: &str| std::fs::read_to_string(shared.join(f)).unwrap_or_default();
+        while read("released").is_empty() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "{} never released: {:?}",
+                a.node.node_id,
+                svc.json("/jobs/prep")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(read("prepared").trim(), a.node.node_id, "prepared once");
+        assert_eq!(read("released").trim(), a.node.node_id, "released once");
+    }
+}
