@@ -93,6 +93,22 @@ impl Service {
         path: &str,
         body: Option<&Value>,
     ) -> (u16, Value) {
+        let (status, body) = self.text_as(token, method, path, body);
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// One request with the client token; (status, the body as text): file reads.
+    pub fn text(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+        self.text_as(Some(CLIENT_TOKEN), method, path, body)
+    }
+
+    fn text_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, String) {
         let mut c = Command::new("curl");
         c.args(["-sS", "-m", "30", "-X", method, "-w", "\n%{http_code}"]);
         if let Some(ca) = &self.ca {
@@ -110,7 +126,7 @@ impl Service {
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
         let status = code.trim().parse().unwrap_or(0);
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+        (status, body.to_string())
     }
 
     /// GET `path`, which must answer 200; its JSON.
@@ -132,6 +148,12 @@ impl Drop for Service {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             self.stop();
+        }
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            eprintln!("--- service log {} ---\n{tail}", self.url);
         }
     }
 }

@@ -3,7 +3,7 @@
 //! Pools use berth's fast lease profile (heartbeat 1 s, unknown 5 s, self-fence 10 s,
 //! requeue 15 s) so that node loss is seen within a test's time.
 
-use berth_tests::pool::{http, PoolAgent, Service};
+use berth_tests::pool::{PoolAgent, Service, CLIENT_TOKEN, ENROLMENT_SECRET};
 use berth_tests::postgres::Postgres;
 use berth_tests::task;
 use serde_json::{json, Value};
@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 /// every node idle.
 fn pool_of(n: usize, pool: &str, slots: u32, extra: Value) -> (Postgres, Service, Vec<PoolAgent>) {
     let pg = Postgres::start();
-    let svc = Service::start(&pg);
+    let svc = Service::start(&pg.url);
+    svc.wait_ready();
     svc.add_pool(pool, slots, extra);
     let agents: Vec<PoolAgent> = (0..n)
-        .map(|i| PoolAgent::start(&format!("{pool}n{i}"), pool, &[svc.url()]))
+        .map(|i| PoolAgent::start(&format!("{pool}n{i}"), pool, &[svc.url.clone()]))
         .collect();
     svc.wait_nodes(pool, "idle", n);
     (pg, svc, agents)
@@ -374,10 +375,12 @@ fn a_running_task_s_output_is_read_through_the_service() {
 #[test]
 fn agents_and_clients_carry_on_through_the_other_replica() {
     let pg = Postgres::start();
-    let one = Service::start(&pg);
-    let two = Service::start(&pg);
+    let one = Service::start(&pg.url);
+    let two = Service::start(&pg.url);
+    one.wait_ready();
+    two.wait_ready();
     one.add_pool("prep", 1, json!({}));
-    let urls = [one.url(), two.url()];
+    let urls = [one.url.clone(), two.url.clone()];
     let _agents: Vec<PoolAgent> = (0..2)
         .map(|i| PoolAgent::start(&format!("rep{i}"), "prep", &urls))
         .collect();
@@ -430,73 +433,42 @@ fn a_short_postgres_restart_kills_and_requeues_nothing() {
     }
 }
 
+/// The service's own tests (`service.rs`, `service_nodes.rs`) cover each bad request; here
+/// the real binary, with a real node enrolled, refuses what a forger would try.
 #[test]
-fn bad_requests_and_forged_credentials_are_refused() {
+fn forged_credentials_and_bad_requests_are_refused() {
     let (_pg, svc, _agents) = pool_of(1, "pbad", 2, json!({}));
-    // No token, a wrong token.
-    assert_eq!(http(&svc.addr, "GET", "/pools", None, None).0, 401);
+    let hb = json!({"epoch": 1, "node": {}, "running": []});
+    let p = format!("{}/heartbeat", berth_proto::node_protocol::PREFIX);
+    // A made-up node token, the client token and the enrolment secret on the node protocol.
+    for token in [
+        "1.forged-forged-forged-forged",
+        CLIENT_TOKEN,
+        ENROLMENT_SECRET,
+    ] {
+        let (st, b) = svc.req_as(Some(token), "POST", &p, Some(&hb));
+        assert!(st == 401 || st == 403, "{token}: {st} {b}");
+    }
+    // The enrolment secret and no token on the client API.
     assert_eq!(
-        http(
-            &svc.addr,
-            "GET",
-            "/pools",
-            Some("wrong-token-0123456789"),
-            None
-        )
-        .0,
+        svc.req_as(Some(ENROLMENT_SECRET), "GET", "/pools", None).0,
         401
     );
-    // A job on no pool, a pool that does not exist, a task asking more slots than a node has.
-    let (st, b) = svc.req("POST", "/jobs", Some(&json!({"id": "nopool"})));
-    assert_eq!(st, 400, "{b}");
-    assert!(b.contains("poolInfo"), "{b}");
-    let (st, b) = svc.req(
-        "POST",
-        "/jobs",
-        Some(&json!({"id": "j", "poolInfo": {"poolId": "ghost"}})),
-    );
-    assert_eq!(st, 400, "{b}");
-    assert!(b.contains("ghost"), "{b}");
+    assert_eq!(svc.req_as(None, "GET", "/pools", None).0, 401);
+    // A task asking more slots than a node has, a job on a pool that does not exist.
     add_job(&svc, "big", "pbad", json!({}));
     let mut t = sh("big", "true");
     t["requiredSlots"] = json!(3);
     let (st, b) = svc.req("POST", "/jobs/big/tasks", Some(&t));
     assert_eq!(st, 400, "{b}");
-    assert!(b.contains("requiredSlots"), "{b}");
-    let (st, b) = svc.req(
-        "POST",
-        "/pools",
-        Some(&json!({"id": "pbad", "taskSlotsPerNode": 1})),
-    );
-    assert_eq!(st, 409, "{b}");
-    // A forged node credential on the node protocol, and the client token there.
-    let hb = json!({"epoch": 1, "node": {}, "running": []});
-    let p = format!("{}/heartbeat", berth_proto::node_protocol::PREFIX);
-    let (st, _) = http(
-        &svc.addr,
-        "POST",
-        &p,
-        Some("1.forged-forged-forged-forged"),
-        Some(&hb),
-    );
-    assert!(st == 401 || st == 403, "{st}");
-    let (st, _) = http(
-        &svc.addr,
-        "POST",
-        &p,
-        Some(berth_tests::pool::TOKEN),
-        Some(&hb),
-    );
-    assert!(st == 401 || st == 403, "{st}");
-    // The enrolment secret is not a client token.
-    let (st, _) = http(
-        &svc.addr,
-        "GET",
-        "/pools",
-        Some(berth_tests::pool::SECRET),
-        None,
-    );
-    assert_eq!(st, 401);
+    assert!(b.to_string().contains("requiredSlots"), "{b}");
+    let ghost = json!({"id": "j", "poolInfo": {"poolId": "ghost"}});
+    let (st, b) = svc.req("POST", "/jobs", Some(&ghost));
+    assert_eq!(st, 400, "{b}");
+    assert!(b.to_string().contains("ghost"), "{b}");
+    // The node still works after all that.
+    add_tasks(&svc, "big", vec![sh("ok", "true")]);
+    svc.wait_completed("big", 1, 60);
 }
 
 #[test]
@@ -513,7 +485,11 @@ fn preparation_runs_on_each_node_before_its_first_task_and_release_when_the_job_
             "jobReleaseTask": {"commandLine": format!("{marks}released'")},
         }),
     );
-    add_tasks(&svc, "prep", (0..4).map(|i| sh(&format!("p{i}"), "sleep 1")).collect());
+    add_tasks(
+        &svc,
+        "prep",
+        (0..4).map(|i| sh(&format!("p{i}"), "sleep 1")).collect(),
+    );
     let done = svc.wait_completed("prep", 4, 120);
     let ran: BTreeSet<String> = done.iter().map(node_of).collect();
     assert_eq!(ran.len(), 2, "{ran:?}");

@@ -196,6 +196,14 @@ async fn forward(
     target: Target,
 ) -> Result<Response, String> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    // The agent's API requires Batch's api-version: the client's is passed on, else
+    // berth's own.
+    let path = if uri.query().is_some_and(|q| q.contains("api-version=")) {
+        path.to_string()
+    } else {
+        let sep = if uri.query().is_some() { '&' } else { '?' };
+        format!("{path}{sep}api-version={}", crate::api::API_VERSION)
+    };
     let url = format!("{}{}", target.address.trim_end_matches('/'), path);
     let mut req = client().request(method, &url).bearer_auth(&target.token);
     for h in PASSED_ON {
