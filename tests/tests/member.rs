@@ -49,6 +49,8 @@ fn http(base: &str, method: &str, path: &str, token: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let addr = base.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
+    // The agent's API requires Batch's api-version, as the service's proxy sends it.
+    let path = berth_tests::agent::versioned(path);
     let head = format!("{method} {path} HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n");
     s.write_all(head.as_bytes()).unwrap();
     let mut out = vec![];
