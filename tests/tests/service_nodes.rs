@@ -851,7 +851,8 @@ async fn task_files_are_proxied_to_the_owning_node() {
     assert_eq!(
         seen.lock().unwrap().clone(),
         [format!(
-            "/jobs/j/tasks/t/files/stdout.txt?x=1 Some(\"Bearer {proxy}\") Some(\"bytes=2-4\")"
+            "/jobs/j/tasks/t/files/stdout.txt?x=1&api-version={} Some(\"Bearer {proxy}\") Some(\"bytes=2-4\")",
+            berth_agent::api::API_VERSION
         )]
     );
     let (s, v) = svc
