@@ -18,7 +18,7 @@ fn pool_of(n: usize, pool: &str, slots: u32, extra: Value) -> (Postgres, Service
     svc.wait_ready();
     svc.add_pool(pool, slots, extra);
     let agents: Vec<PoolAgent> = (0..n)
-        .map(|i| PoolAgent::start(&format!("{pool}n{i}"), pool, &[svc.url.clone()]))
+        .map(|i| PoolAgent::start(&format!("{pool}n{i}"), pool, std::slice::from_ref(&svc.url)))
         .collect();
     svc.wait_nodes(pool, "idle", n);
     (pg, svc, agents)
