@@ -92,7 +92,12 @@ pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) 
 /// What the service's file proxy may do: read task files and node files.
 fn proxy_allows(method: &axum::http::Method, path: &str) -> bool {
     let read = method == axum::http::Method::GET || method == axum::http::Method::HEAD;
-    let files = path.split('/').any(|s| s == "files");
+    // Exactly `/jobs/{job}/tasks/{task}/files[/...]` or `/pools/{pool}/nodes/{node}/files[/...]`.
+    let seg: Vec<&str> = path.split('/').collect();
+    let files = seg.len() >= 6
+        && seg[0].is_empty()
+        && seg[5] == "files"
+        && matches!((seg[1], seg[3]), ("jobs", "tasks") | ("pools", "nodes"));
     read && files
 }
 
@@ -140,6 +145,15 @@ mod tests {
             "/jobs/j/tasks/t/files/stdout.txt"
         ));
         assert!(!proxy_allows(&Method::GET, "/jobs/j/tasks/t"));
+        for not_files in [
+            "/jobs/files",
+            "/jobs/files/tasks",
+            "/jobschedules/files/jobs",
+            "/jobs/files/jobpreparationandreleasetaskstatus",
+            "/jobs/j/files/t/files",
+        ] {
+            assert!(!proxy_allows(&Method::GET, not_files), "{not_files}");
+        }
         assert!(!proxy_allows(&Method::POST, "/jobs"));
     }
 }

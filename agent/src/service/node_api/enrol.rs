@@ -27,6 +27,7 @@ pub async fn enrol(
         ));
     }
     let req: EnrolRequest = json(&body)?;
+    let file_address = super::usable_file_address(&req.node_id, req.file_address.as_deref());
     berth_proto::id::check_id(&req.node_id)
         .map_err(|e| ApiError::InvalidPropertyValue(format!("nodeId {e}")))?;
     let mut conn = st.db.conn().await?;
@@ -118,7 +119,7 @@ pub async fn enrol(
             &epoch,
             &hash,
             &report,
-            &req.file_address,
+            &file_address,
             &slots,
         ],
     )

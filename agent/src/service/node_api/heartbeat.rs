@@ -16,6 +16,7 @@ pub async fn heartbeat(
 ) -> Result<Json<HeartbeatReply>, ApiError> {
     let hb: Heartbeat = json(&body)?;
     caller.check_epoch(hb.epoch)?;
+    let file_address = super::usable_file_address(&caller.node.node_id, hb.file_address.as_deref());
     let state = hb.node.state.to_string();
     let gpus = hb.node.gpus.as_ref().map_or(0, |g| g.devices.len() as i32);
     let report = serde_json::to_value(&hb.node).map_err(ApiError::internal)?;
@@ -35,7 +36,7 @@ pub async fn heartbeat(
             &state,
             &report,
             &gpus,
-            &hb.file_address,
+            &file_address,
         ],
     )
     .await

@@ -110,3 +110,88 @@ fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
 fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequestBody(e.to_string()))
 }
+
+/// The node's `fileAddress` when it can be used; one that cannot is logged and left out
+/// (the node keeps working; its files answer `TaskFilesUnavailable`).
+pub(crate) fn usable_file_address(node: &str, a: Option<&str>) -> Option<String> {
+    match check_file_address(a) {
+        Ok(()) => a.map(str::to_string),
+        Err(e) => {
+            tracing::warn!(node, error = %e, "a node's file address is not used");
+            None
+        }
+    }
+}
+
+/// A node's `fileAddress`, checked before it is stored: the service's file proxy will
+/// fetch from it, so it must be a plain `http(s)://host[:port]` base (no user, path, query
+/// or fragment that would steer the client's path elsewhere) and not a link-local address
+/// (cloud metadata services live there).
+pub(crate) fn check_file_address(a: Option<&str>) -> Result<(), ApiError> {
+    let Some(a) = a else { return Ok(()) };
+    let bad = |why: &str| {
+        ApiError::InvalidPropertyValue(format!(
+            "fileAddress {a:?}: {why}; give http(s)://HOST[:PORT]"
+        ))
+    };
+    let url = reqwest::Url::parse(a).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("no user or password"));
+    }
+    if url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || a.contains(['?', '#'])
+    {
+        return Err(bad("no path, query or fragment"));
+    }
+    let Some(host) = url.host_str() else {
+        return Err(bad("no host"));
+    };
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    let link_local = match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_link_local() || ip.is_unspecified(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            (ip.segments()[0] & 0xffc0) == 0xfe80 || ip.is_unspecified()
+        }
+        Err(_) => false,
+    };
+    if link_local {
+        return Err(bad(
+            "a link-local or unspecified address cannot be a node's",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod file_address_tests {
+    use super::check_file_address;
+
+    #[test]
+    fn only_plain_node_addresses_are_stored() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "https://node1.pool.example:443/",
+            "http://[::1]:9",
+        ] {
+            assert!(check_file_address(Some(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://169.254.169.254/latest/meta-data/#",
+            "http://169.254.169.254",
+            "http://10.0.0.1:80/x",
+            "http://10.0.0.1:80?x=",
+            "http://user:pw@10.0.0.1",
+            "file:///etc/passwd",
+            "http://0.0.0.0:8080",
+            "http://[fe80::1]:80",
+            "10.0.0.1:80",
+        ] {
+            assert!(check_file_address(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}
