@@ -1023,3 +1023,39 @@ async fn concurrent_claims_take_each_task_once() {
     assert_eq!(svc.one("SELECT count(*) FROM attempts"), "40");
     assert_eq!(svc.one("SELECT count(*) FROM ready"), "0");
 }
+
+/// An agent restarted (enrolling again) keeps the attempts it still has: they pass to its
+/// new enrolment, `adopt` keeps what it found, and only what it lost is requeued (an
+/// internal retry), then and not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_keeps_what_it_still_runs() {
+    let svc = Svc::start().await;
+    svc.pool("p", 2, "pack", (5000, Some(15000)));
+    svc.job("j", "p", 0, -1);
+    svc.task("j", "a", 1, &[]);
+    svc.task("j", "b", 1, &[]);
+    let old = svc.enrol("p", "n1").await;
+    let got = svc.claim(&old, 2, 0).await;
+    assert_eq!(got.len(), 2);
+    let (a, b) = (got[0].0, got[1].0);
+    let n = svc.enrol("p", "n1").await;
+    // Enrolling requeued nothing yet: the restarted agent may still run both.
+    assert_eq!(svc.one("SELECT count(*) FROM ready"), "0");
+    let (s, v) = svc
+        .post(
+            "/adopt",
+            &n.token,
+            &json!({"epoch": n.epoch, "attempts": [a]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["current"], json!([a]));
+    // b was lost with the old agent: requeued as an internal retry, claimable again.
+    assert_eq!(
+        svc.task_view("j", "b")["executionInfo"]["systemRetryCount"],
+        1
+    );
+    assert_eq!(svc.task_view("j", "a")["state"], "preparing");
+    assert_eq!(svc.complete(&n, a, "j", "a", "success").await.0, 200);
+    assert_eq!(ids(&svc.claim(&n, 2, 0).await), ["b"]);
+}

@@ -110,9 +110,7 @@ pub async fn adopt(
             .iter()
             .filter_map(|c| c.label(labels::POOL_ATTEMPT).parse::<AttemptId>().ok()),
     );
-    if found.is_empty() {
-        return true;
-    }
+    // Asked even when nothing was found: the service then requeues what this node had.
     let req = AdoptRequest {
         epoch: session.epoch,
         attempts: found.iter().copied().collect(),

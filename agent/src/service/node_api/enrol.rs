@@ -3,7 +3,7 @@
 
 use super::{bearer, json, token};
 use crate::api::{ApiError, Body};
-use crate::service::attempts::{self, Requeue};
+use crate::service::attempts;
 use crate::service::db::DbError;
 use crate::service::state::ServiceState;
 use axum::extract::State;
@@ -71,21 +71,17 @@ pub async fn enrol(
     let node_token = token::mint(epoch).map_err(ApiError::internal)?;
     let proxy_token = token::mint(epoch).map_err(ApiError::internal)?;
     attempts::lock_node(&tx, &pool_id, &req.node_id).await?;
-    // An agent enrolling again lost what its older self ran: hand it back (internal retry).
-    let old: Vec<i64> = tx
-        .query(
-            "SELECT a.id FROM attempts a
-             WHERE a.pool_id = $1 AND a.node_id = $2 AND a.state = 'live' FOR UPDATE",
-            &[&pool_id, &req.node_id],
-        )
-        .await
-        .map_err(DbError::from)?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for a in &old {
-        attempts::requeue(&tx, *a, Requeue::Lost).await?;
-    }
+    // An agent enrolling again may still have what its older self ran (a restart keeps
+    // the containers): those attempts pass to the new enrolment, and its `adopt` says which
+    // it has; the rest are requeued then. Nothing is requeued here, so a restart neither
+    // loses its tasks nor lets another node start them while their containers live.
+    tx.execute(
+        "UPDATE attempts SET epoch = $3
+         WHERE pool_id = $1 AND node_id = $2 AND state = 'live'",
+        &[&pool_id, &req.node_id, &epoch],
+    )
+    .await
+    .map_err(DbError::from)?;
     let now = chrono::Utc::now();
     let report = ComputeNode {
         id: req.node_id.clone(),
@@ -133,11 +129,6 @@ pub async fn enrol(
     .await
     .map_err(DbError::from)?;
     tx.commit().await.map_err(DbError::from)?;
-    if !old.is_empty() {
-        tracing::warn!(pool = %pool_id, node = %req.node_id, requeued = old.len(),
-            "node enrolled again: its earlier attempts requeued");
-        crate::service::metrics::requeued(old.len() as u64);
-    }
     tracing::info!(pool = %pool_id, node = %req.node_id, epoch, "node enrolled");
     Ok(Json(EnrolResponse {
         node_token,

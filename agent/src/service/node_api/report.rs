@@ -104,8 +104,10 @@ pub async fn adopt(
 ) -> Result<Json<AdoptReply>, ApiError> {
     let req: AdoptRequest = json(&body)?;
     caller.check_epoch(req.epoch)?;
-    let conn = st.db.conn().await?;
-    let current = conn
+    let mut conn = st.db.conn().await?;
+    let tx = conn.transaction().await.map_err(DbError::from)?;
+    attempts::lock_node(&tx, &caller.node.pool_id, &caller.node.node_id).await?;
+    let current: Vec<i64> = tx
         .query(
             "SELECT x.id FROM attempts x JOIN tasks t ON t.seq = x.task_seq
              WHERE x.id = ANY($3) AND x.state = 'live' AND t.current_attempt = x.id
@@ -118,6 +120,28 @@ pub async fn adopt(
         .iter()
         .map(|r| r.get(0))
         .collect();
+    // What the node no longer has (its containers and journal lost them) goes back to the
+    // queue now, as an internal retry.
+    let gone: Vec<i64> = tx
+        .query(
+            "SELECT id FROM attempts
+             WHERE pool_id = $1 AND node_id = $2 AND state = 'live' AND NOT (id = ANY($3))",
+            &[&caller.node.pool_id, &caller.node.node_id, &current],
+        )
+        .await
+        .map_err(DbError::from)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for a in &gone {
+        attempts::requeue(&tx, *a, Requeue::Lost).await?;
+    }
+    tx.commit().await.map_err(DbError::from)?;
+    if !gone.is_empty() {
+        metrics::requeued(gone.len() as u64);
+        tracing::info!(pool = %caller.node.pool_id, node = %caller.node.node_id,
+            requeued = gone.len(), "attempts a restarted node no longer has were requeued");
+    }
     Ok(Json(AdoptReply { current }))
 }
 
