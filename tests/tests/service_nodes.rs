@@ -1037,7 +1037,7 @@ async fn a_restarted_node_keeps_what_it_still_runs() {
     let old = svc.enrol("p", "n1").await;
     let got = svc.claim(&old, 2, 0).await;
     assert_eq!(got.len(), 2);
-    let (a, b) = (got[0].0, got[1].0);
+    let a = got[0].0;
     let n = svc.enrol("p", "n1").await;
     // Enrolling requeued nothing yet: the restarted agent may still run both.
     assert_eq!(svc.one("SELECT count(*) FROM ready"), "0");
