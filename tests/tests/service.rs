@@ -605,3 +605,72 @@ async fn transitions_of_tasks_on_nodes() {
     assert_eq!(s.json("/nodecounts")["value"][0]["dedicated"]["running"], 1);
     assert_eq!(s.json("/pools/p")["currentDedicatedNodes"], 1);
 }
+
+/// Registry passwords reach the node that pulls with them (the enrolment's pool, a claim's
+/// task) and no client: the client API's pool and task show none.
+#[test]
+fn registry_passwords_reach_nodes_and_no_client() {
+    let pg = Postgres::start();
+    let s = Service::start(&pg.url);
+    wait_ok(&s, "/pools", Duration::from_secs(30));
+    let registry = json!({"registryServer": "127.0.0.1:5000", "username": "u",
+                          "password": "pool-registry-password"});
+    let mut p = pool("preg", 1);
+    p["virtualMachineConfiguration"]["containerConfiguration"]["containerRegistries"] =
+        json!([registry]);
+    assert_eq!(s.req("POST", "/pools", Some(&p)).0, 201);
+    let job = json!({"id": "jreg", "poolInfo": {"poolId": "preg"}});
+    assert_eq!(s.req("POST", "/jobs", Some(&job)).0, 201);
+    let task = json!({"id": "t", "commandLine": "true", "containerSettings": {
+        "imageName": "127.0.0.1:5000/app", "registry": {"registryServer": "127.0.0.1:5000",
+        "username": "u", "password": "task-registry-password"}}});
+    let (st, v) = s.req("POST", "/jobs/jreg/tasks", Some(&task));
+    assert_eq!(st, 201, "{v}");
+    for path in [
+        "/pools/preg",
+        "/pools",
+        "/jobs/jreg/tasks/t",
+        "/jobs/jreg/tasks",
+    ] {
+        let shown = s.json(path).to_string();
+        assert!(!shown.contains("registry-password"), "{path}: {shown}");
+    }
+    let prefix = berth_proto::node_protocol::PREFIX;
+    let enrol = json!({"poolId": "preg", "nodeId": "n1", "agentVersion": "t"});
+    let (st, v) = s.req_as(
+        Some(berth_tests::service::ENROLMENT_SECRET),
+        "POST",
+        &format!("{prefix}/enrol"),
+        Some(&enrol),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert!(v.to_string().contains("pool-registry-password"), "{v}");
+    let (token, epoch) = (
+        v["nodeToken"].as_str().unwrap().to_string(),
+        v["epoch"].clone(),
+    );
+    let node = json!({"id": "n1", "poolId": "preg", "state": "idle",
+        "schedulingState": "enabled", "stateTransitionTime": "2026-01-01T00:00:00Z",
+        "nodeAgentInfo": {"version": "t", "lastUpdateTime": "2026-01-01T00:00:00Z"}});
+    let hb = json!({"epoch": epoch, "node": node, "running": []});
+    assert_eq!(
+        s.req_as(
+            Some(&token),
+            "POST",
+            &format!("{prefix}/heartbeat"),
+            Some(&hb)
+        )
+        .0,
+        200
+    );
+    let claim = json!({"epoch": epoch, "freeSlots": 1, "freeGpus": 0, "waitMs": 2000});
+    let (st, v) = s.req_as(
+        Some(&token),
+        "POST",
+        &format!("{prefix}/claim"),
+        Some(&claim),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["claims"].as_array().map(Vec::len), Some(1), "{v}");
+    assert!(v.to_string().contains("task-registry-password"), "{v}");
+}

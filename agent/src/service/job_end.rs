@@ -79,10 +79,12 @@ pub(crate) async fn lock_job(c: &impl GenericClient, id: &str) -> Result<Option<
 
 /// Writes `job`'s view and the columns read from it; `ready` rows keep the job's priority.
 pub(crate) async fn put_job(c: &impl GenericClient, job: &JobView) -> Result<(), DbError> {
-    let view = serde_json::to_value(job).map_err(|source| DbError::Row {
-        what: "job",
-        source,
-    })?;
+    let view = berth_proto::common::with_secrets_revealed(|| serde_json::to_value(job)).map_err(
+        |source| DbError::Row {
+            what: "job",
+            source,
+        },
+    )?;
     let priority = job.spec.priority();
     c.execute(
         "UPDATE jobs SET view = $2, state = $3, priority = $4, max_parallel = $5, last_modified = now()
@@ -147,10 +149,12 @@ pub(crate) async fn end_active_task(
     view.state = TaskState::Completed;
     view.state_transition_time = Utc::now();
     view.execution_info = Some(ended_info(view.execution_info.as_ref()));
-    let v = serde_json::to_value(&view).map_err(|source| DbError::Row {
-        what: "task",
-        source,
-    })?;
+    let v = berth_proto::common::with_secrets_revealed(|| serde_json::to_value(&view)).map_err(
+        |source| DbError::Row {
+            what: "task",
+            source,
+        },
+    )?;
     c.execute("DELETE FROM ready WHERE task_seq = $1", &[&seq])
         .await?;
     c.execute(
@@ -295,10 +299,11 @@ async fn requeue_live(c: &impl GenericClient, id: &str) -> Result<(), DbError> {
             ..Default::default()
         });
         view.node_info = None;
-        let v = serde_json::to_value(&view).map_err(|source| DbError::Row {
-            what: "task",
-            source,
-        })?;
+        let v = berth_proto::common::with_secrets_revealed(|| serde_json::to_value(&view))
+            .map_err(|source| DbError::Row {
+                what: "task",
+                source,
+            })?;
         c.execute(
             "UPDATE tasks SET state = 'active', view = $2, current_attempt = NULL, node_id = NULL,
                  requeue_count = requeue_count + 1, last_modified = now()

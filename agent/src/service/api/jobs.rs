@@ -61,7 +61,8 @@ pub async fn add(
         ));
     }
     let job = JobView::new(spec);
-    let view = serde_json::to_value(&job).map_err(ApiError::internal)?;
+    let view = berth_proto::common::with_secrets_revealed(|| serde_json::to_value(&job))
+        .map_err(ApiError::internal)?;
     let r = c
         .execute(
             "INSERT INTO jobs (id, id_key, pool_id, priority, max_parallel, state, view)

@@ -127,7 +127,10 @@ async fn insert_task(
         node_info: None,
         pool_attempt: None,
     };
-    let v = serde_json::to_value(&view).map_err(ApiError::internal)?;
+    // Stored whole, registry passwords included (the nodes need them); every read for a
+    // client goes through the types, which hide them.
+    let v = berth_proto::common::with_secrets_revealed(|| serde_json::to_value(&view))
+        .map_err(ApiError::internal)?;
     let seq: Option<i64> = c
         .query_opt(
             "INSERT INTO tasks (job_id, id, id_key, state, required_slots, gpus, view, waiting_on)
@@ -358,7 +361,8 @@ pub async fn reactivate(
         requeue_count: info.requeue_count + 1,
         ..Default::default()
     });
-    let v = serde_json::to_value(&t.view).map_err(ApiError::internal)?;
+    let v = berth_proto::common::with_secrets_revealed(|| serde_json::to_value(&t.view))
+        .map_err(ApiError::internal)?;
     tx.execute(
         "UPDATE tasks SET state = 'active', view = $2, requeue_count = requeue_count + 1,
              last_modified = now()

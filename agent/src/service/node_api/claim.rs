@@ -10,7 +10,6 @@ use crate::service::db::DbError;
 use crate::service::metrics;
 use crate::service::state::ServiceState;
 use axum::extract::State;
-use axum::Json;
 use berth_proto::node_protocol::{ClaimReply, ClaimRequest};
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ pub async fn claim(
     State(st): State<ServiceState>,
     caller: Caller,
     Body(body): Body,
-) -> Result<Json<ClaimReply>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let req: ClaimRequest = json(&body)?;
     caller.check_epoch(req.epoch)?;
     let wait = Duration::from_millis(req.wait_ms).min(MAX_WAIT);
@@ -71,7 +70,7 @@ pub async fn claim(
             metrics::claimed(claims.len() as u64, started.elapsed());
         }
         if done {
-            return Ok(Json(ClaimReply { claims, commands }));
+            return super::to_node(&ClaimReply { claims, commands });
         }
         first = false;
         let next = (tokio::time::Instant::now() + RECHECK).min(deadline);

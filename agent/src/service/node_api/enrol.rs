@@ -8,7 +8,6 @@ use crate::service::db::DbError;
 use crate::service::state::ServiceState;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::Json;
 use berth_proto::node::{ComputeNode, NodeAgentInfo, NodeState};
 use berth_proto::node_protocol::{EnrolRequest, EnrolResponse, Timers};
 use berth_proto::PoolSpec;
@@ -17,7 +16,7 @@ pub async fn enrol(
     State(st): State<ServiceState>,
     headers: HeaderMap,
     Body(body): Body,
-) -> Result<Json<EnrolResponse>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let secret = bearer(&headers)?;
     if st.settings.enrolment_secret.is_empty()
         || !crate::api::constant_time_eq(secret.as_bytes(), st.settings.enrolment_secret.as_bytes())
@@ -130,11 +129,11 @@ pub async fn enrol(
     .map_err(DbError::from)?;
     tx.commit().await.map_err(DbError::from)?;
     tracing::info!(pool = %pool_id, node = %req.node_id, epoch, "node enrolled");
-    Ok(Json(EnrolResponse {
+    super::to_node(&EnrolResponse {
         node_token,
         epoch,
         pool: spec,
         timers,
         proxy_token: Some(proxy_token),
-    }))
+    })
 }

@@ -167,6 +167,20 @@ pub(crate) fn check_file_address(a: Option<&str>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A node-bound answer with secrets in full: the pool's and tasks' registry passwords are
+/// what the node pulls with. Only the node protocol answers this way, to a node's own
+/// credential; the client API's answers hide them.
+pub(crate) fn to_node<T: serde::Serialize>(v: &T) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let body = berth_proto::common::with_secrets_revealed(|| serde_json::to_vec(v))
+        .map_err(ApiError::internal)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
 #[cfg(test)]
 mod file_address_tests {
     use super::check_file_address;
