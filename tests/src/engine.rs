@@ -23,6 +23,32 @@ fn ip(args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
+fn answers(host: &str) -> bool {
+    Command::new("docker")
+        .args(["-H", host, "version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// SIGTERM to an engine (by its PID), waiting until it has exited (SIGKILL after 60 s).
+fn terminate(mut c: Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .ok();
+    let t = Instant::now();
+    while c.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(60) {
+            c.kill().ok();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 impl PrivateEngine {
     /// An engine for test `tag` with extra dockerd `flags`, not started yet.
     pub fn new(tag: &str, flags: &[&str]) -> PrivateEngine {
@@ -66,47 +92,20 @@ impl PrivateEngine {
         format!("unix://{}", self.socket().display())
     }
 
-    /// Starts the engine and waits until it answers; the test images are built on the
-    /// first start.
+    /// Starts the engine and waits until it answers. The test images are built on the
+    /// first start, on a side socket no agent watches, so that an agent waiting for this
+    /// engine never sees it without them (it would pull them from Docker Hub and fail).
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("dockerd.log"))
-            .unwrap();
-        let child = Command::new("setsid")
-            .arg("dockerd")
-            .arg(format!("--data-root={}", self.dir.join("root").display()))
-            .arg(format!("--exec-root={}", self.dir.join("exec").display()))
-            .arg(format!(
-                "--pidfile={}",
-                self.dir.join("docker.pid").display()
-            ))
-            .arg(format!("--host={}", self.host()))
-            .arg(format!("--bridge={}", self.bridge))
-            .args(["--iptables=false", "--ip-masq=false"])
-            .args(&self.flags)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start dockerd");
-        self.child = Some(child);
-        let t = Instant::now();
-        while !self.answers() {
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "the private dockerd did not answer within 60 s; see {}",
-                self.dir.join("dockerd.log").display()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
         if !self.imaged {
+            let side = format!("unix://{}", self.dir.join("build.sock").display());
+            let child = self.spawn(&side);
+            self.wait_answers(&side);
             let out = Command::new(crate::workspace().join("examples/build-images.sh"))
-                .args(["-H", &self.host()])
+                .args(["-H", &side])
                 .output()
                 .unwrap();
+            terminate(child);
             assert!(
                 out.status.success(),
                 "{}",
@@ -114,33 +113,55 @@ impl PrivateEngine {
             );
             self.imaged = true;
         }
+        self.child = Some(self.spawn(&self.host()));
+        self.wait_answers(&self.host());
+    }
+
+    fn spawn(&self, host: &str) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("dockerd.log"))
+            .unwrap();
+        Command::new("setsid")
+            .arg("dockerd")
+            .arg(format!("--data-root={}", self.dir.join("root").display()))
+            .arg(format!("--exec-root={}", self.dir.join("exec").display()))
+            .arg(format!(
+                "--pidfile={}",
+                self.dir.join("docker.pid").display()
+            ))
+            .arg(format!("--host={host}"))
+            .arg(format!("--bridge={}", self.bridge))
+            .args(["--iptables=false", "--ip-masq=false"])
+            .args(&self.flags)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd")
+    }
+
+    fn wait_answers(&self, host: &str) {
+        let t = Instant::now();
+        while !answers(host) {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the private dockerd did not answer within 60 s; see {}",
+                self.dir.join("dockerd.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     pub fn answers(&self) -> bool {
-        Command::new("docker")
-            .args(["-H", &self.host(), "version"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+        answers(&self.host())
     }
 
     /// SIGTERM to the engine (by its PID), waiting until it has exited.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            )
-            .ok();
-            let t = Instant::now();
-            while c.try_wait().unwrap().is_none() {
-                if t.elapsed() > Duration::from_secs(60) {
-                    c.kill().ok();
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+        if let Some(c) = self.child.take() {
+            terminate(c);
         }
     }
 

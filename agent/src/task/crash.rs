@@ -89,8 +89,14 @@ pub fn at(p: Point, plan: &TaskPlan) {
 /// SIGKILL to this process: no destructor, no flush beyond this line, as in a real crash.
 /// The line before it names the step and the task (`job/task`), for the test to read.
 pub fn die(p: Point, plan: &TaskPlan) -> ! {
+    // Two attempts may reach the step at once: the first dies, the second waits here
+    // for the kill, so the last line names one task, whole.
+    static DYING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    std::mem::forget(DYING.lock());
     let (job, task) = plan.kind.job_task().unwrap_or(("", "starttask"));
-    eprintln!("berth: {ENV}: dying at {} in {job}/{task}", p.name());
+    // One write: unbuffered stderr would otherwise write the line in pieces.
+    let line = format!("berth: {ENV}: dying at {} in {job}/{task}\n", p.name());
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     // Should SIGKILL fail to arrive, an abort still ends the process at this step.
     if let Err(e) = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL) {
         eprintln!("berth: cannot SIGKILL itself ({e}); aborting");
