@@ -333,6 +333,20 @@ impl TestNode {
             .collect()
     }
 
+    /// Containers of this node left once pending removals are over: berth removes a
+    /// finished container just after it records the task, so this waits up to 10 s for
+    /// none to be left, then answers what is.
+    pub fn containers_left(&self) -> Vec<String> {
+        let t0 = std::time::Instant::now();
+        loop {
+            let left = self.containers();
+            if left.is_empty() || t0.elapsed() > std::time::Duration::from_secs(10) {
+                return left;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     pub fn read(&self, job: &str, task: &str, file: &str) -> String {
         let p = self.task_dir(job, task).join(file);
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))

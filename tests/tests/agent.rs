@@ -176,7 +176,7 @@ fn api_surface_and_bad_requests() {
     assert_eq!(a.req("DELETE", "/jobs/j1", None).0, 202);
     assert_eq!(a.req("GET", "/jobs/j1", None).0, 404);
     assert_eq!(a.term(), Some(0), "SIGTERM exits cleanly");
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 }
 
 /// A field berth refuses (README, "Fields") is Batch's 400 `InvalidPropertyValue` naming
@@ -542,7 +542,7 @@ fn kill_9_and_restart_loses_nothing() {
         .unwrap()
         .to_string();
     assert!(long_start < queued_start, "{long_start} {queued_start}");
-    assert!(n.containers().is_empty(), "every container removed");
+    assert!(n.containers_left().is_empty(), "every container removed");
     assert_eq!(a.term(), Some(0));
 }
 
@@ -573,7 +573,7 @@ fn leave_on_shutdown_then_take_over() {
             .1,
         want
     );
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
     assert_eq!(a.term(), Some(0));
 }
 
@@ -891,7 +891,7 @@ fn job_preparation_and_release_in_the_daemon() {
         "the cut-off preparation never finished"
     );
     assert_eq!(lines("kj-task"), ["ran"]);
-    assert!(n.containers().is_empty(), "{:?}", n.containers());
+    assert!(n.containers_left().is_empty(), "{:?}", n.containers());
     assert_eq!(a.term(), Some(0));
 }
 
@@ -1157,7 +1157,7 @@ fn job_disable_and_enable() {
     let runs = |id: &str| std::fs::read_to_string(n.root().join("shared").join(id)).unwrap();
     assert_eq!(runs("a"), "run\nrun\n", "a ran again after the requeue");
     assert_eq!(runs("b"), "run\n");
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 }
 
 /// A job manager task, in a container, adds ten tasks to its own job through

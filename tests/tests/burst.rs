@@ -18,5 +18,5 @@ fn burst_of_120_tasks() {
     assert!(done
         .iter()
         .all(|t| t["executionInfo"]["result"] == "success"));
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 }

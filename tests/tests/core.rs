@@ -45,7 +45,7 @@ fn seed_sample_writes_hello_world() {
         stdout.contains("sampletask") && stdout.contains("completed") && stdout.contains("success"),
         "{stdout}"
     );
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 }
 
 /// Every AZ_BATCH_* variable reaches the container; job < task < `-e` < berth's own.
@@ -255,7 +255,7 @@ fn container_users_by_name_and_group() {
         );
         assert!(!n.task_dir("berthjob", id).join("wd/made").exists());
     }
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 }
 
 /// The command line is the COMMAND (arguments to the image's ENTRYPOINT); "" runs the
@@ -331,7 +331,7 @@ fn wall_clock_kill() {
         t["executionInfo"]["retryCount"], 0,
         "a timeout is not retried"
     );
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 }
 
 /// A non-zero exit is retried up to maxTaskRetryCount; the last failure is reported.
@@ -359,7 +359,7 @@ fn retries() {
     assert_eq!(b["executionInfo"]["exitCode"], 3);
     assert_eq!(b["executionInfo"]["failureInfo"]["code"], "FailureExitCode");
     assert!(
-        n.containers().is_empty(),
+        n.containers_left().is_empty(),
         "every attempt's container is removed"
     );
 }
@@ -483,7 +483,7 @@ fn invalid_settings_are_reported() {
         .unwrap()
         .contains("/no/such/program"));
     assert_eq!(code("nosettings"), "ContainerTaskSettingsNotFound");
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 }
 
 /// An image the registry does not have fails at once with ContainerInvalidImage.
@@ -546,7 +546,7 @@ fn ctrl_c_stops_and_removes() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while n.containers().is_empty() {
+    while n.containers_left().is_empty() {
         assert!(Instant::now() < deadline, "the container never appeared");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -562,7 +562,7 @@ fn ctrl_c_stops_and_removes() {
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["executionInfo"]["failureInfo"]["code"], "TaskEnded");
-    assert!(n.containers().is_empty(), "the container was removed");
+    assert!(n.containers_left().is_empty(), "the container was removed");
 }
 
 /// Containers left by a crashed berth on this node are removed at the next start.
@@ -585,7 +585,7 @@ fn leftovers_are_cleaned_at_start() {
     assert_eq!(n.containers().len(), 1);
     let r = n.run(&[], &task("t", "true", ""));
     assert_eq!(r.code, Some(0));
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 }
 
 /// retentionTime: the task directory is removed once it passes; the default keeps it.
@@ -689,7 +689,7 @@ fn job_preparation_and_release_in_run() {
         "none",
         "the preparation task does not get AZ_BATCH_JOB_PREP_DIR"
     );
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 
     let failing = n.file(
         "job.json",
@@ -979,7 +979,7 @@ fn a_job_past_its_wall_clock_ends_with_its_tasks() {
             "{id}: {t}"
         );
     }
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 }
 
 /// A field berth refuses (README, "Fields"), in a task, the job or the pool, stops `berth

@@ -44,10 +44,18 @@ fn node_on(name: &str, pe: &PrivateEngine) -> TestNode {
     n
 }
 
+/// Containers left on the engine once pending removals are over (up to 10 s).
 fn leftover(pe: &PrivateEngine) -> String {
-    String::from_utf8_lossy(&pe.docker(&["ps", "-aq"]).stdout)
-        .trim()
-        .to_string()
+    let t0 = Instant::now();
+    loop {
+        let left = String::from_utf8_lossy(&pe.docker(&["ps", "-aq"]).stdout)
+            .trim()
+            .to_string();
+        if left.is_empty() || t0.elapsed() > Duration::from_secs(10) {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Without live restore a stopping engine kills its containers: the attempt fails with

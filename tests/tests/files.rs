@@ -168,7 +168,7 @@ fn resource_file_failures_are_reported() {
         message(&r.task("missing"))
     );
     assert_no_sas(&n, &r);
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 
     // Escapes are refused at validation: exit 2, the field named, nothing run.
     let r = n.run(

@@ -54,7 +54,7 @@ fn gpu_requests_on_a_node_without_gpus() {
             && !env.contains("LD_LIBRARY_PATH"),
         "{env}"
     );
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 
     // The node reports no GPUs: the key is absent, as for any node without them.
     let node = n.pool_start(&json!({"id": "p"}), &[]);

@@ -161,5 +161,5 @@ fn tasks_cannot_reach_other_tasks_the_startup_dir_or_the_agent_state() {
         "secret\n"
     );
     assert_eq!(agent.term(), Some(0));
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 }

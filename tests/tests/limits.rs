@@ -62,7 +62,7 @@ fn output_past_the_limit_is_dropped_with_a_marker() {
     let small = r.task("small");
     assert!(small["executionInfo"].get("outputTruncated").is_none());
     assert_eq!(n.read("berthjob", "small", "stdout.txt"), "hi\n");
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 }
 
 /// A task writing one line of `BERTH_BIG_LINE_MB` MiB (64 here, 1024 for the full run)
@@ -121,7 +121,7 @@ fn a_huge_line_without_a_newline_keeps_memory_flat() {
         hwm1 - hwm0
     );
     assert_eq!(a.term(), Some(0));
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 }
 
 /// A tmpfs mounted on the node root for the test, unmounted on drop.
@@ -236,7 +236,7 @@ fn a_full_node_root_fails_the_task_and_work_resumes() {
         "success"
     );
     assert_eq!(a.term(), Some(0));
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
     drop(disk);
 }
 

@@ -147,7 +147,7 @@ fn links_fifos_and_hard_links_planted_as_output_files_are_refused() {
         );
     }
     assert_eq!(agent.term(), Some(0));
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 }
 
 /// The file API against a task that keeps swapping `wd/f` between a regular file and a
@@ -305,5 +305,5 @@ fn links_planted_while_no_agent_runs_are_refused_by_the_next_one() {
         "the task's own doing is a user error: {t}"
     );
     assert_eq!(agent.term(), Some(0));
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 }

@@ -63,7 +63,7 @@ fn many_short_tasks_lose_nothing_and_leak_nothing() {
     }
     let pid = a.child.id();
     let (fds0, (rss0, _)) = (open_fds(pid), memory_kib(pid));
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 
     let t0 = Instant::now();
     for start in (0..total).step_by(100) {

@@ -90,7 +90,7 @@ fn binary_output_case_is_byte_exact() {
         b"err-\xff\xfe",
     );
     no_engine_text(&n);
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 }
 
 /// Runs one task writing 4 MiB of random bytes to stdout and its first MiB to stderr
@@ -128,7 +128,7 @@ fn exact_under(tag: &str, options: &str) -> bool {
         &rand[..1 << 20],
     );
     no_engine_text(&n);
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
     true
 }
 
@@ -247,5 +247,5 @@ fn output_lost_to_a_rotated_store_during_a_restart_is_reported() {
         assert!(!out.contains(w), "{w:?} in stdout.txt");
     }
     assert_eq!(a.term(), Some(0));
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
 }

@@ -115,7 +115,7 @@ fn leave_exits_at_once_and_the_next_agent_takes_over() {
     assert_eq!(info["failureInfo"]["code"], "FailureExitCode", "{done}");
     assert_eq!(n.read("sl", "long", "stdout.txt"), "ready\ndone\n");
     assert!(
-        n.containers().is_empty(),
+        n.containers_left().is_empty(),
         "the taken-over container is removed"
     );
     let (code, took) = term_within(a, Duration::from_secs(10));
@@ -150,7 +150,7 @@ fn stop_records_how_each_task_really_ended() {
     let (code, took) = term_within(a, Duration::from_secs(30));
     eprintln!("stop: the agent exited {code:?} {took:?} after SIGTERM");
     assert_eq!(code, Some(0));
-    assert!(n.containers().is_empty(), "stop removes the containers");
+    assert!(n.containers_left().is_empty(), "stop removes the containers");
     assert!(log_of(&n).contains("being stopped and removed"));
 
     let a = Agent::start(&n);
@@ -198,7 +198,7 @@ fn continue_waits_for_running_tasks() {
     eprintln!("continue: the agent exited {code:?} {took:?} after SIGTERM");
     assert_eq!(code, Some(0));
     assert!(took >= Duration::from_secs(2), "{took:?}");
-    assert!(n.containers().is_empty());
+    assert!(n.containers_left().is_empty());
     let log = log_of(&n);
     assert!(!log.contains("being stopped and removed"), "{log}");
     assert!(log.contains("waiting for 1 running task"), "{log}");

@@ -268,6 +268,7 @@ pub async fn runtime(
             .then(|| i64::try_from(args.default_pids_limit).unwrap_or(i64::MAX)),
         stopping: CancellationToken::new(),
         tasks: Default::default(),
+        removals: Default::default(),
         job_tokens: Default::default(),
     }))
 }

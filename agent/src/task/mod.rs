@@ -55,6 +55,8 @@ pub struct NodeContext {
     /// Every task runner (tasks, start task, job tasks): drained before the process exits
     /// (`shutdown::drain`).
     pub tasks: tokio_util::task::TaskTracker,
+    /// Finished containers being removed in the background (on `tasks`).
+    pub removals: Arc<run::Removals>,
     /// Job tokens for tasks that ask for one; set once the daemon's TCP API listens.
     pub job_tokens: std::sync::OnceLock<Arc<crate::node::job_token::Issuer>>,
 }
@@ -88,6 +90,7 @@ impl NodeContext {
             pids_limit: None,
             stopping: Default::default(),
             tasks: Default::default(),
+            removals: Default::default(),
             job_tokens: Default::default(),
         }
     }

@@ -66,7 +66,13 @@ fn earlier_output_files(p: &TaskPlan) {
 }
 
 async fn run(n: &Node, p: &TaskPlan) -> ExecutionInfo {
-    run_task(&n.rt, p, &CancellationToken::new(), None, &|_| {}).await
+    settled(n, run_task(&n.rt, p, &CancellationToken::new(), None, &|_| {}).await).await
+}
+
+/// `info` once the attempt's container is removed (that happens in the background).
+async fn settled(n: &Node, info: ExecutionInfo) -> ExecutionInfo {
+    n.rt.removals.idle().await;
+    info
 }
 
 fn code(info: &ExecutionInfo) -> &str {
@@ -75,6 +81,32 @@ fn code(info: &ExecutionInfo) -> &str {
 
 fn read(p: &TaskPlan, name: &str) -> String {
     std::fs::read_to_string(p.task_dir.join(name)).unwrap()
+}
+
+/// The container goes after the task's result is known; a second attempt of the same name
+/// (a reactivated task) is created only once that removal is over.
+#[tokio::test(start_paused = true)]
+async fn the_container_is_removed_after_the_result_and_before_its_name_is_reused() {
+    let f = Fake::new();
+    f.script(|_, _| Script::exits(0, Duration::from_secs(1)));
+    let n = node(&f);
+    let p = plan(&n, "again", json!({}));
+    let cancel = CancellationToken::new();
+    let first = run_task(&n.rt, &p, &cancel, None, &|_| {}).await;
+    assert_eq!(first.result, Some(TaskResult::Success));
+    assert_eq!(n.fake.count("remove"), 0, "not yet: it runs in the background");
+    let second = run_task(&n.rt, &p, &cancel, None, &|_| {}).await;
+    assert_eq!(second.result, Some(TaskResult::Success));
+    n.rt.removals.idle().await;
+    let ops: Vec<&str> = n
+        .fake
+        .calls()
+        .iter()
+        .map(|c| c.op)
+        .filter(|op| ["create", "remove"].contains(op))
+        .collect();
+    assert_eq!(ops, ["create", "remove", "create", "remove"]);
+    assert!(n.fake.containers().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -152,7 +184,7 @@ async fn cancelling_stops_and_removes_the_container() {
         tokio::time::sleep(Duration::from_secs(5)).await;
         c2.cancel();
     });
-    let info = run_task(&n.rt, &p, &cancel, None, &|_| {}).await;
+    let info = settled(&n, run_task(&n.rt, &p, &cancel, None, &|_| {}).await).await;
     assert_eq!(code(&info), "TaskEnded");
     assert_eq!(info.exit_code, Some(143), "the stopped process's own code");
     assert!(n.fake.containers().is_empty());
@@ -285,7 +317,7 @@ async fn an_earlier_agents_running_container_is_taken_over_to_its_exit() {
         attempt: 0,
         started: None,
     };
-    let info = run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await;
+    let info = settled(&n, run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await).await;
     assert_eq!(info.exit_code, Some(5));
     assert_eq!(n.fake.count("create"), 0, "taken over, not started again");
     assert_eq!(n.fake.count("start"), 0);
@@ -306,7 +338,7 @@ async fn an_earlier_agents_exited_container_is_collected() {
         attempt: 1,
         started: None,
     };
-    let info = run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await;
+    let info = settled(&n, run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await).await;
     assert_eq!(info.exit_code, Some(0));
     assert_eq!(info.retry_count, 1, "the attempt number carries over");
     assert!(n.fake.containers().is_empty());
@@ -607,7 +639,7 @@ async fn a_takeover_from_a_rotated_store_says_the_output_may_be_incomplete() {
         attempt: 0,
         started: None,
     };
-    let info = run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await;
+    let info = settled(&n, run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await).await;
     assert_eq!(info.exit_code, Some(0));
     assert!(ops(&n, "logs") >= 1, "the store is the only source here");
     assert_eq!(
@@ -644,7 +676,7 @@ async fn a_takeover_reads_a_stream_the_store_cannot_place_live() {
         attempt: 0,
         started: None,
     };
-    let info = run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await;
+    let info = settled(&n, run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await).await;
     assert_eq!(info.exit_code, Some(3));
     assert_eq!(ops(&n, "attach"), 1);
     assert_eq!(
@@ -682,7 +714,7 @@ async fn a_takeover_without_a_store_says_what_is_lost() {
         attempt: 0,
         started: None,
     };
-    let info = run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await;
+    let info = settled(&n, run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await).await;
     assert_eq!(info.exit_code, Some(0));
     assert_eq!(
         info.output_truncated.len(),

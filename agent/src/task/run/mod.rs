@@ -1,11 +1,14 @@
 //! One container attempt: pull -> create -> attach -> start -> wait (under the wall clock
 //! and cancellation) -> output saved -> inspect -> remove. Removal always happens once the
-//! container exists, whatever went wrong. The output is the container's own stream,
+//! container exists, whatever went wrong, in the background (`removal`). The output is the container's own stream,
 //! attached before start; the engine's log store stands in only for what that stream could
 //! not give (see `task::logs`).
 
 mod follow;
+mod removal;
 mod user;
+
+pub use removal::Removals;
 
 pub use follow::adopt;
 use follow::{engine_back, follow, ENGINE_OUTAGE};
@@ -165,6 +168,7 @@ pub async fn attempt(
         crash::die(Point::AfterCreateSent, plan);
     }
     let platform = opts.platform.as_deref();
+    rt.removals.settled(&name).await;
     let created = match rt.engine.create(&name, body.clone(), platform).await {
         // Removed since berth last saw it (a prune): fetched again, once.
         Err(EngineError::ImageNotFound(m)) if rt.images.forget(&c.image, platform) => {
@@ -200,10 +204,7 @@ pub async fn attempt(
         Err(not_started) => not_started,
     };
     crash::at(Point::AfterExit, plan);
-    if let Err(e) = rt.engine.remove(&id).await {
-        tracing::error!(container = %id, error = %Chain(&e), "could not remove the container");
-    }
-    crash::at(Point::AfterRemove, plan);
+    Removals::start(rt, plan, name, id);
     finished
 }
 
