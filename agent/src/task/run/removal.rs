@@ -39,7 +39,7 @@ impl Removals {
                 crash::at(Point::AfterRemove, &plan);
             }
             me.lock().remove(&name);
-            let _ = done.send(true);
+            done.send(true).ok();
         });
     }
 
@@ -48,7 +48,7 @@ impl Removals {
         let pending = self.lock().get(name).cloned();
         if let Some(mut rx) = pending {
             // A dropped sender (the runtime going down) ends the wait as well.
-            let _ = rx.wait_for(|over| *over).await;
+            rx.wait_for(|over| *over).await.ok();
         }
     }
 
@@ -56,7 +56,7 @@ impl Removals {
     pub async fn idle(&self) {
         let pending: Vec<_> = self.lock().values().cloned().collect();
         for mut rx in pending {
-            let _ = rx.wait_for(|over| *over).await;
+            rx.wait_for(|over| *over).await.ok();
         }
     }
 
