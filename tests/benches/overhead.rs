@@ -2,7 +2,10 @@
 //!
 //! * raw:        bollard create -> start -> wait -> remove of a `true` container
 //! * berth task: berth's whole task path (plan, run options, create body, create, attach,
-//!   start, wait, output files, inspect, remove, report) for the same container
+//!   start, wait, output files, inspect, report) for the same container; its removal runs
+//!   in the background, off the path
+//! * berth task + removal: the same, until the container is also gone (the path as it was
+//!   when removal was on it)
 //! * berth run:  the `berth run` process with N such tasks on one slot, per task
 //!
 //! Prints medians and ratios against raw. Run: `cargo bench -p berth-tests`.
@@ -54,6 +57,7 @@ fn main() {
         raw_once(&docker, 999).await;
         let mut raw = Vec::new();
         let mut berth = Vec::new();
+        let mut removed = Vec::new();
         for i in 0..N {
             raw.push(raw_once(&docker, i).await);
             let json = format!(r#"{{"id":"b{i}","commandLine":"true","containerSettings":{{"imageName":"myimage","containerRunOptions":"--network none"}}}}"#);
@@ -63,11 +67,14 @@ fn main() {
             task::prepare_dirs(&p, true).unwrap();
             let info = task::run_task(&runtime, &p, &CancellationToken::new(), None, &|_| {}).await;
             berth.push(start.elapsed());
+            runtime.removals.idle().await;
+            removed.push(start.elapsed());
             assert_eq!(info.exit_code, Some(0));
         }
-        let (r, b) = (median(raw), median(berth));
+        let (r, b, rm) = (median(raw), median(berth), median(removed));
         println!("raw Engine API create/start/wait/remove: median {:>7.1} ms", r.as_secs_f64() * 1e3);
         println!("berth task path (same container):        median {:>7.1} ms  ratio {:.2}x  overhead {:+.1} ms", b.as_secs_f64() * 1e3, b.as_secs_f64() / r.as_secs_f64(), (b.as_secs_f64() - r.as_secs_f64()) * 1e3);
+        println!("berth task path + its removal:           median {:>7.1} ms  ratio {:.2}x  overhead {:+.1} ms", rm.as_secs_f64() * 1e3, rm.as_secs_f64() / r.as_secs_f64(), (rm.as_secs_f64() - r.as_secs_f64()) * 1e3);
 
         // The whole `berth run` process, N tasks on one slot.
         let tasks: Vec<String> = (0..N).map(|i| format!(r#"{{"id":"p{i}","commandLine":"true","containerSettings":{{"imageName":"myimage","containerRunOptions":"--network none"}}}}"#)).collect();
