@@ -190,10 +190,12 @@ pub(crate) fn require_json(h: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Serves on `listener` (TCP), every request checked by `guard`, until `cancel`.
+/// Serves on `listener` (TCP), every request checked by `guard`, until `cancel`; `ui`
+/// (the web view's login and assets) beside it, outside the guard.
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     app: Router,
+    ui: Router,
     guard: auth::TcpGuard,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
@@ -202,6 +204,7 @@ pub async fn serve_tcp(
             guard,
             auth::require_token,
         ))
+        .merge(ui)
         .layer(axum::middleware::from_fn(headers::request_ids));
     tracing::info!(address = %listener.local_addr()?, "API listening on TCP (bearer token)");
     conn::serve(listener, app, cancel, true).await;
