@@ -1,0 +1,217 @@
+//! The web view end to end: a real agent on the real engine serves `/ui/` on its TCP
+//! listener, and headless Chromium (driven by `tests/ui/e2e.mjs` with playwright-core)
+//! logs in, sees the node, follows a task's stdout live, terminates it, reads a failed
+//! task's failureInfo, and is refused a forged action and a read-only token's action.
+//! Screenshots of each page land in `target/ui-screenshots/`.
+
+use berth_tests::agent::Agent;
+use berth_tests::*;
+use serde_json::json;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+const TOKEN: &str = "ui-full-token-0123456789";
+const RO_TOKEN: &str = "ui-view-token-0123456789";
+
+/// playwright-core as scripts/install-deps.sh puts it, and Debian's Chromium: missing
+/// tools are a failure, never a silent skip.
+fn tools() -> PathBuf {
+    let dir = workspace().join(".tools/ui-tests");
+    assert!(
+        dir.join("node_modules/playwright-core/package.json")
+            .exists(),
+        "{} has no playwright-core: run ./scripts/install-deps.sh",
+        dir.display()
+    );
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium is missing: run ./scripts/install-deps.sh (Debian's chromium)"
+    );
+    dir
+}
+
+/// One HTTP/1.0 request on TCP; returns (status, head, body).
+fn tcp(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    write!(s, "{head}Content-Length: 0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok();
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (h, b) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, h.to_string(), b.to_string())
+}
+
+fn start_agent(n: &TestNode) -> (Agent, String) {
+    let tf = n.dir.path().join("token");
+    std::fs::write(&tf, format!("{TOKEN}\n")).unwrap();
+    let ro = n.dir.path().join("read-only-tokens");
+    std::fs::write(&ro, format!("# viewers\n{RO_TOKEN}\n")).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let a = Agent::start_with(
+        n,
+        &[
+            ("BERTH_TCP_ADDRESS", addr.as_str()),
+            ("BERTH_TOKEN_FILE", tf.to_str().unwrap()),
+            ("BERTH_READ_ONLY_TOKEN_FILE", ro.to_str().unwrap()),
+        ],
+    );
+    (a, addr)
+}
+
+/// The server's side of the rules, over plain HTTP: the login sets the cookie, the cookie
+/// reads, actions need the CSRF header, the read-only token only reads.
+#[test]
+fn cookie_csrf_and_read_only_rules_over_http() {
+    let n = TestNode::new("uirules");
+    let (a, addr) = start_agent(&n);
+    let v = |p: &str| agent::versioned(p);
+    // The pages hold no data: the index without a session goes to the login.
+    let (st, head, _) = tcp(&addr, "GET", "/ui/", &[]);
+    assert_eq!(st, 303, "{head}");
+    assert!(head.contains("location: /ui/login"), "{head}");
+    let (st, _, body) = tcp(&addr, "GET", "/ui/login", &[]);
+    assert_eq!(st, 200);
+    assert!(body.contains("name=\"token\""), "{body}");
+    assert!(!body.contains(TOKEN));
+    assert_eq!(tcp(&addr, "GET", "/ui/app.js", &[]).0, 200);
+    // The API itself still wants a credential.
+    assert_eq!(tcp(&addr, "GET", &v("/jobs"), &[]).0, 401);
+
+    // A cookie reads; an action with it needs the session's CSRF value.
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "r"}))).0, 201);
+    let cookie = format!("berth_session={}", TOKEN.replace('-', "%2D"));
+    let (st, _, body) = tcp(&addr, "GET", &v("/jobs/r"), &[("Cookie", &cookie)]);
+    assert_eq!(st, 200, "{body}");
+    let (st, _, body) = tcp(&addr, "GET", "/ui/session", &[("Cookie", &cookie)]);
+    assert_eq!(st, 200, "{body}");
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (s["mode"].as_str(), s["access"].as_str()),
+        (Some("agent"), Some("full"))
+    );
+    assert!(
+        !body.contains(TOKEN),
+        "the session answer shows the token: {body}"
+    );
+    let csrf = s["csrf"].as_str().unwrap().to_string();
+    let (st, _, body) = tcp(&addr, "POST", &v("/jobs/r/disable"), &[("Cookie", &cookie)]);
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("x-berth-csrf"), "{body}");
+    let (st, _, _) = tcp(
+        &addr,
+        "POST",
+        &v("/jobs/r/disable"),
+        &[("Cookie", &cookie), ("x-berth-csrf", &"0".repeat(64))],
+    );
+    assert_eq!(st, 403);
+    assert_eq!(a.json("/jobs/r")["state"], "active");
+    let (st, _, body) = tcp(
+        &addr,
+        "DELETE",
+        &v("/jobs/r"),
+        &[("Cookie", &cookie), ("x-berth-csrf", &csrf)],
+    );
+    assert_eq!(st, 202, "{body}");
+
+    // The read-only token: reads with the header or the cookie; every action is 403.
+    let bearer = format!("Bearer {RO_TOKEN}");
+    assert_eq!(
+        tcp(&addr, "GET", "/node", &[("Authorization", &bearer)]).0,
+        200
+    );
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "k"}))).0, 201);
+    let (st, _, body) = tcp(
+        &addr,
+        "POST",
+        &v("/jobs/k/disable"),
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("read-only"), "{body}");
+    let ro_cookie = format!("berth_session={RO_TOKEN}");
+    let (_, _, body) = tcp(&addr, "GET", "/ui/session", &[("Cookie", &ro_cookie)]);
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s["access"], "readOnly");
+    let ro_csrf = s["csrf"].as_str().unwrap().to_string();
+    let (st, _, _) = tcp(
+        &addr,
+        "DELETE",
+        &v("/jobs/k"),
+        &[("Cookie", &ro_cookie), ("x-berth-csrf", &ro_csrf)],
+    );
+    assert_eq!(st, 403);
+    assert_eq!(a.json("/jobs/k")["state"], "active");
+
+    // Login: a wrong token is 401; the right one sets the cookie and goes to the view.
+    let login = |t: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let body = format!("token={t}");
+        write!(s, "POST /ui/login HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok();
+        out
+    };
+    let out = login("wrong-token-0123456789");
+    assert!(out.starts_with("HTTP/1.0 401"), "{out}");
+    assert!(!out.to_ascii_lowercase().contains("set-cookie"), "{out}");
+    let out = login(TOKEN);
+    assert!(out.starts_with("HTTP/1.0 303"), "{out}");
+    let lower = out.to_ascii_lowercase();
+    assert!(
+        lower.contains("set-cookie: berth_session=")
+            && lower.contains("httponly")
+            && lower.contains("samesite=strict")
+            && lower.contains("path=/"),
+        "{out}"
+    );
+    assert_eq!(a.term(), Some(0));
+}
+
+/// The pages in headless Chromium against the agent, as a person uses them.
+#[test]
+fn web_view_in_chromium() {
+    let tools = tools();
+    let n = TestNode::new("uiweb");
+    let (a, addr) = start_agent(&n);
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "web"}))).0, 201);
+    let live = task("live", "/bin/sh -c 'echo hello; sleep 300'", "");
+    assert_eq!(a.req("POST", "/jobs/web/tasks", Some(&live)).0, 201);
+    let fails = task("fails", "/bin/sh -c 'echo oops >&2; exit 3'", "");
+    assert_eq!(a.req("POST", "/jobs/web/tasks", Some(&fails)).0, 201);
+    a.wait_state("web", "fails", "completed");
+    a.wait_state("web", "live", "running");
+
+    let shots = workspace().join("target/ui-screenshots");
+    let out = Command::new("node")
+        .arg(workspace().join("tests/ui/e2e.mjs"))
+        .env("BERTH_URL", format!("http://{addr}"))
+        .env("BERTH_TOKEN", TOKEN)
+        .env("BERTH_RO_TOKEN", RO_TOKEN)
+        .env("BERTH_UI_SHOTS", &shots)
+        .env("BERTH_UI_TOOLS", &tools)
+        .env("BERTH_NODE_ID", &n.node_id)
+        .output()
+        .expect("node (Node.js) runs the browser script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("all ok"),
+        "the browser script failed:\n{stdout}\n{stderr}"
+    );
+    // Terminated from the page.
+    let t = a.json("/jobs/web/tasks/live");
+    assert_eq!(t["state"], "completed", "{t}");
+    // No token in what the pages were served.
+    let (_, _, js) = tcp(&addr, "GET", "/ui/app.js", &[]);
+    assert!(!js.contains(TOKEN) && !js.contains(RO_TOKEN));
+    eprintln!("screenshots in {}", shots.display());
+    assert_eq!(a.term(), Some(0));
+}

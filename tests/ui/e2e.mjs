@@ -1,0 +1,178 @@
+// The web view end to end in headless Chromium (Debian's), driven by playwright-core from
+// .tools/ui-tests (scripts/install-deps.sh). Started by tests/tests/ui.rs, which runs the
+// agent and made the job `web` with tasks `live` (prints hello, then sleeps) and `fails`
+// (exit 3). Prints `ok: <step>` per step; any failure exits non-zero with the reason.
+//
+// Environment: BERTH_URL, BERTH_TOKEN, BERTH_RO_TOKEN, BERTH_UI_SHOTS (screenshot folder),
+// BERTH_UI_TOOLS (the folder with node_modules/playwright-core), BERTH_NODE_ID.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import fs from 'node:fs';
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(k + ' is not set');
+  return v;
+};
+const url = env('BERTH_URL');
+const shots = env('BERTH_UI_SHOTS');
+const nodeId = env('BERTH_NODE_ID');
+const require = createRequire(path.join(env('BERTH_UI_TOOLS'), 'package.json'));
+const { chromium } = require('playwright-core');
+
+fs.mkdirSync(shots, { recursive: true });
+const step = (s) => console.log('ok: ' + s);
+const TIMEOUT = 30000;
+
+// The flags of the machine notes: no background networking on a closed network.
+const browser = await chromium.launch({
+  executablePath: process.env.BERTH_CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+
+async function login(token, viewport) {
+  const ctx = await browser.newContext({ viewport: viewport || { width: 1280, height: 800 } });
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  page.on('dialog', (d) => d.accept());
+  page.on('pageerror', (e) => console.log('page error: ' + e.message));
+  await page.goto(url + '/ui/');
+  await page.waitForURL(/\/ui\/login$/);
+  await page.fill('#token', token);
+  await page.press('#token', 'Enter');
+  await page.waitForURL(/\/ui\/(#.*)?$/);
+  return { ctx, page };
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(shots, name + '.png'), fullPage: true });
+}
+
+try {
+  // A wrong token stays on the login page with an error.
+  {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    page.setDefaultTimeout(TIMEOUT);
+    await page.goto(url + '/ui/login');
+    await page.fill('#token', 'not-the-token-0123456789');
+    await page.press('#token', 'Enter');
+    await page.waitForSelector('#login-error');
+    await shot(page, 'login');
+    await ctx.close();
+    step('a wrong token is refused at login');
+  }
+
+  const { ctx, page } = await login(env('BERTH_TOKEN'));
+  const cookies = await ctx.cookies();
+  const c = cookies.find((k) => k.name === 'berth_session');
+  if (!c || !c.httpOnly || c.sameSite !== 'Strict' || c.path !== '/') {
+    throw new Error('session cookie not HttpOnly/SameSite=Strict/Path=/: ' + JSON.stringify(c));
+  }
+  if (await page.evaluate(() => document.cookie.includes('berth_session'))) {
+    throw new Error('the page script can read the session cookie');
+  }
+  step('login sets an HttpOnly, SameSite=Strict cookie');
+
+  // The pool page: the node in the heatmap, its state as text, a count by state.
+  await page.waitForSelector(`#heatmap a.cell[data-node="${nodeId}"]`);
+  const cellText = await page.textContent(`#heatmap a.cell[data-node="${nodeId}"]`);
+  if (!/idle|running/.test(cellText)) throw new Error('node cell without its state: ' + cellText);
+  await page.waitForSelector('#node-counts li');
+  await shot(page, 'pool');
+  step('the pool page shows the node and its state');
+
+  // Keyboard: Tab reaches the node cell and Enter opens the node page.
+  await page.focus(`#heatmap a.cell[data-node="${nodeId}"]`);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#node-state');
+  await shot(page, 'node');
+  step('the node page opens from the keyboard');
+
+  // Jobs: the job with its task-count bar.
+  await page.goto(url + '/ui/#/jobs');
+  await page.waitForSelector('#jobs tr[data-job="web"] .bar');
+  await shot(page, 'jobs');
+  step('the jobs page lists the job with its task counts');
+
+  // Job: tasks, filtered by state, and found by id.
+  await page.goto(url + '/ui/#/job/web');
+  await page.waitForSelector('#tasks tr[data-task="live"]');
+  await page.selectOption('#task-state', 'running');
+  await page.waitForFunction(() => !document.querySelector('#tasks tr[data-task="fails"]')
+    && document.querySelector('#tasks tr[data-task="live"]'));
+  await page.selectOption('#task-state', '');
+  await page.fill('#task-search', 'fails');
+  await page.press('#task-search', 'Enter');
+  await page.waitForFunction(() => document.querySelectorAll('#tasks tbody tr').length === 1
+    && document.querySelector('#tasks tr[data-task="fails"]'));
+  await shot(page, 'job');
+  step('the job page filters by state and finds a task by id');
+
+  // The running task's stdout, followed live.
+  await page.goto(url + '/ui/#/task/web/live');
+  await page.waitForFunction(() => (document.querySelector('#file-stdout-txt') || {}).textContent
+    ?.includes('hello'));
+  const state = await page.textContent('#task-state');
+  if (!state.includes('running')) throw new Error('hello seen, but the task is ' + state);
+  await page.waitForSelector('#files a[href*="stdout.txt"]');
+  await shot(page, 'task-live');
+  step('the task page shows hello live while the task runs');
+
+  // A forged action: the cookie goes, the CSRF header does not.
+  const forged = await page.evaluate(async () => {
+    const r = await fetch('/jobs/web/tasks/live/terminate?api-version=2024-07-01.20.0', {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}',
+    });
+    return [r.status, await r.text()];
+  });
+  if (forged[0] !== 403) throw new Error('a request without the CSRF header got ' + forged);
+  const still = await page.textContent('#task-state');
+  if (!still.includes('running')) throw new Error('the forged request acted: ' + still);
+  step('a request without the CSRF header is refused (403)');
+
+  // Terminate from the page.
+  await page.click('#task-actions button:has-text("Terminate")');
+  await page.waitForFunction(() => document.querySelector('#task-state')?.textContent.includes('completed'));
+  step('terminate from the page completes the running task');
+
+  // The failed task's failureInfo.
+  await page.goto(url + '/ui/#/task/web/fails');
+  await page.waitForSelector('#failure .failure');
+  const failure = await page.textContent('#failure');
+  if (!failure.includes('FailureExitCode')) throw new Error('failureInfo not shown: ' + failure);
+  await shot(page, 'task-failed');
+  step('the failed task shows its failureInfo');
+
+  // Phone width: the task page still fits (no horizontal scroll of the page).
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(url + '/ui/#/jobs');
+  await page.waitForSelector('#jobs tr[data-job="web"]');
+  const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+  await shot(page, 'jobs-phone');
+  if (wide > 400) throw new Error('the jobs page is ' + wide + ' px wide at phone width');
+  step('the jobs page fits a phone-width screen');
+  await ctx.close();
+
+  // A read-only token: pages yes, actions no.
+  {
+    const { ctx: ro, page: p } = await login(env('BERTH_RO_TOKEN'));
+    await p.waitForSelector(`#heatmap a.cell[data-node="${nodeId}"]`);
+    await p.goto(url + '/ui/#/jobs');
+    await p.waitForSelector('#jobs tr[data-job="web"]');
+    await p.click('#jobs tr[data-job="web"] button:has-text("Disable")');
+    await p.waitForFunction(() => /refused: 403/.test(document.querySelector('#status').textContent));
+    await shot(p, 'read-only-refused');
+    const job = await p.evaluate(async () => (await fetch('/jobs/web?api-version=2024-07-01.20.0')).json());
+    if (job.state !== 'active') throw new Error('the read-only action acted: job is ' + job.state);
+    await ro.close();
+    step('a read-only token sees the pages and its action is refused (403)');
+  }
+  console.log('all ok');
+} catch (e) {
+  console.log('FAILED: ' + (e && e.stack || e));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
