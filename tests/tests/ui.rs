@@ -2,9 +2,12 @@
 //! listener, and headless Chromium (driven by `tests/ui/e2e.mjs` with playwright-core)
 //! logs in, sees the node, follows a task's stdout live, terminates it, reads a failed
 //! task's failureInfo, and is refused a forged action and a read-only token's action.
-//! Screenshots of each page land in `target/ui-screenshots/`.
+//! Then `berth service` with three agents: the view shows the three nodes. Screenshots of
+//! each page land in `target/ui-screenshots/`.
 
 use berth_tests::agent::Agent;
+use berth_tests::pool::{PoolAgent, Service, CLIENT_TOKEN};
+use berth_tests::postgres::Postgres;
 use berth_tests::*;
 use serde_json::json;
 use std::io::{Read, Write};
@@ -177,7 +180,7 @@ fn cookie_csrf_and_read_only_rules_over_http() {
 /// The pages in headless Chromium against the agent, as a person uses them.
 #[test]
 fn web_view_in_chromium() {
-    let tools = tools();
+    tools();
     let n = TestNode::new("uiweb");
     let (a, addr) = start_agent(&n);
     assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "web"}))).0, 201);
@@ -188,23 +191,14 @@ fn web_view_in_chromium() {
     a.wait_state("web", "fails", "completed");
     a.wait_state("web", "live", "running");
 
-    let shots = workspace().join("target/ui-screenshots");
-    let out = Command::new("node")
-        .arg(workspace().join("tests/ui/e2e.mjs"))
-        .env("BERTH_URL", format!("http://{addr}"))
-        .env("BERTH_TOKEN", TOKEN)
-        .env("BERTH_RO_TOKEN", RO_TOKEN)
-        .env("BERTH_UI_SHOTS", &shots)
-        .env("BERTH_UI_TOOLS", &tools)
-        .env("BERTH_NODE_ID", &n.node_id)
-        .output()
-        .expect("node (Node.js) runs the browser script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success() && stdout.contains("all ok"),
-        "the browser script failed:\n{stdout}\n{stderr}"
+    browser_script(
+        "e2e.mjs",
+        &[
+            ("BERTH_URL", format!("http://{addr}")),
+            ("BERTH_TOKEN", TOKEN.into()),
+            ("BERTH_RO_TOKEN", RO_TOKEN.into()),
+            ("BERTH_NODE_ID", n.node_id.clone()),
+        ],
     );
     // Terminated from the page.
     let t = a.json("/jobs/web/tasks/live");
@@ -212,6 +206,74 @@ fn web_view_in_chromium() {
     // No token in what the pages were served.
     let (_, _, js) = tcp(&addr, "GET", "/ui/app.js", &[]);
     assert!(!js.contains(TOKEN) && !js.contains(RO_TOKEN));
-    eprintln!("screenshots in {}", shots.display());
     assert_eq!(a.term(), Some(0));
+}
+
+/// Runs `tests/ui/<script>` with node and `env`; it must print `all ok`.
+fn browser_script(script: &str, env: &[(&str, String)]) {
+    let tools = tools();
+    let shots = workspace().join("target/ui-screenshots");
+    let out = Command::new("node")
+        .arg(workspace().join("tests/ui").join(script))
+        .env("BERTH_UI_SHOTS", &shots)
+        .env("BERTH_UI_TOOLS", &tools)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("node (Node.js) runs the browser script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("all ok"),
+        "{script} failed:\n{stdout}\n{stderr}"
+    );
+    eprintln!("screenshots in {}", shots.display());
+}
+
+/// `berth service` with three agents: the view shows the pool's three nodes, a task's
+/// output read through the service, and refuses a read-only token's node action.
+#[test]
+fn service_web_view_with_three_agents() {
+    tools();
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ro = dir.path().join("viewers");
+    std::fs::write(&ro, format!("{RO_TOKEN}\n")).unwrap();
+    let svc = Service::start_with(
+        &pg.url,
+        &[
+            "--insecure-http",
+            "--read-only-token-file",
+            ro.to_str().unwrap(),
+        ],
+        None,
+    );
+    svc.wait_ready();
+    svc.add_pool("webpool", 2, json!({}));
+    let agents: Vec<PoolAgent> = (0..3)
+        .map(|i| {
+            PoolAgent::start(
+                &format!("webpooln{i}"),
+                "webpool",
+                std::slice::from_ref(&svc.url),
+            )
+        })
+        .collect();
+    svc.wait_nodes("webpool", "idle", 3);
+    svc.post_ok(
+        "/jobs",
+        &json!({"id": "pj", "poolInfo": {"poolId": "webpool"}}),
+    );
+    svc.post_ok("/jobs/pj/tasks", &task("hi", "/bin/sh -c 'echo hello'", ""));
+    svc.wait_completed("pj", 1, 60);
+    let ids: Vec<String> = agents.iter().map(|a| a.node.node_id.clone()).collect();
+    browser_script(
+        "pool.mjs",
+        &[
+            ("BERTH_URL", svc.url.clone()),
+            ("BERTH_TOKEN", CLIENT_TOKEN.into()),
+            ("BERTH_RO_TOKEN", RO_TOKEN.into()),
+            ("BERTH_NODE_IDS", ids.join(",")),
+        ],
+    );
 }

@@ -5,49 +5,12 @@
 //
 // Environment: BERTH_URL, BERTH_TOKEN, BERTH_RO_TOKEN, BERTH_UI_SHOTS (screenshot folder),
 // BERTH_UI_TOOLS (the folder with node_modules/playwright-core), BERTH_NODE_ID.
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import fs from 'node:fs';
+import { env, launch, login as loginAt, shot, step, TIMEOUT } from './lib.mjs';
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(k + ' is not set');
-  return v;
-};
 const url = env('BERTH_URL');
-const shots = env('BERTH_UI_SHOTS');
 const nodeId = env('BERTH_NODE_ID');
-const require = createRequire(path.join(env('BERTH_UI_TOOLS'), 'package.json'));
-const { chromium } = require('playwright-core');
-
-fs.mkdirSync(shots, { recursive: true });
-const step = (s) => console.log('ok: ' + s);
-const TIMEOUT = 30000;
-
-// The flags of the machine notes: no background networking on a closed network.
-const browser = await chromium.launch({
-  executablePath: process.env.BERTH_CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-
-async function login(token, viewport) {
-  const ctx = await browser.newContext({ viewport: viewport || { width: 1280, height: 800 } });
-  const page = await ctx.newPage();
-  page.setDefaultTimeout(TIMEOUT);
-  page.on('dialog', (d) => d.accept());
-  page.on('pageerror', (e) => console.log('page error: ' + e.message));
-  await page.goto(url + '/ui/');
-  await page.waitForURL(/\/ui\/login$/);
-  await page.fill('#token', token);
-  await page.press('#token', 'Enter');
-  await page.waitForURL(/\/ui\/(#.*)?$/);
-  return { ctx, page };
-}
-
-async function shot(page, name) {
-  await page.screenshot({ path: path.join(shots, name + '.png'), fullPage: true });
-}
+const browser = await launch();
+const login = (token, viewport) => loginAt(browser, url, token, viewport);
 
 try {
   // A wrong token stays on the login page with an error.
