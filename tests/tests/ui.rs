@@ -188,6 +188,21 @@ fn web_view_in_chromium() {
     assert_eq!(a.req("POST", "/jobs/web/tasks", Some(&live)).0, 201);
     let fails = task("fails", "/bin/sh -c 'echo oops >&2; exit 3'", "");
     assert_eq!(a.req("POST", "/jobs/web/tasks", Some(&fails)).0, 201);
+    // A job of 31 tasks for paging: 30 wait on `gate`, which sleeps.
+    let many = json!({"id": "many", "usesTaskDependencies": true});
+    assert_eq!(a.req("POST", "/jobs", Some(&many)).0, 201);
+    let mut tasks = vec![task("gate", "sleep 300", "")];
+    for i in 0..30 {
+        let mut t = task(&format!("t{i:02}"), "true", "");
+        t["dependsOn"] = json!({"taskIds": ["gate"]});
+        tasks.push(t);
+    }
+    let (st, b) = a.req(
+        "POST",
+        "/jobs/many/addtaskcollection",
+        Some(&json!({ "value": tasks })),
+    );
+    assert_eq!(st, 200, "{b}");
     a.wait_state("web", "fails", "completed");
     a.wait_state("web", "live", "running");
 

@@ -73,6 +73,18 @@ try {
   await shot(page, 'job');
   step('the job page filters by state and finds a task by id');
 
+  // Paging: 31 tasks, 25 a page.
+  await page.goto(url + '/ui/#/job/many');
+  await page.waitForFunction(() => document.querySelectorAll('#tasks tbody tr[data-task]').length === 25);
+  await page.click('#next-page');
+  await page.waitForFunction(() => document.querySelectorAll('#tasks tbody tr[data-task]').length === 6
+    && document.querySelector('#page-info').textContent === 'page 2');
+  if (!(await page.isDisabled('#next-page'))) throw new Error('a next page after the last');
+  await page.click('#prev-page');
+  await page.waitForFunction(() => document.querySelectorAll('#tasks tbody tr[data-task]').length === 25
+    && document.querySelector('#page-info').textContent === 'page 1');
+  step('the job page pages through 31 tasks by odata.nextLink');
+
   // The running task's stdout, followed live.
   await page.goto(url + '/ui/#/task/web/live');
   await page.waitForFunction(() => (document.querySelector('#file-stdout-txt') || {}).textContent

@@ -8,6 +8,7 @@ const API_VERSION = '2024-07-01.20.0';
 const TASK_STATES = ['active', 'preparing', 'running', 'completed'];
 const NODE_STATES = ['idle', 'running', 'starting', 'waitingforstarttask', 'starttaskfailed',
   'unusable', 'unknown', 'offline', 'leavingpool'];
+const COUNT_LIMIT = 10000;
 let session = null;
 
 // ---- small helpers ----
@@ -231,8 +232,9 @@ async function taskCounts(jobId) {
     const c = await api('GET', '/jobs/' + enc(jobId) + '/taskcounts');
     return c.taskCounts || c;
   }
-  const tasks = await listAll('/jobs/' + enc(jobId) + '/tasks?$select=id,state,executionInfo&maxresults=1000', 100000);
-  const c = { active: 0, running: 0, completed: 0, succeeded: 0, failed: 0 };
+  // Counted over the first COUNT_LIMIT tasks only: the agent has no count of its own.
+  const tasks = await listAll('/jobs/' + enc(jobId) + '/tasks?$select=id,state,executionInfo&maxresults=1000', COUNT_LIMIT);
+  const c = { active: 0, running: 0, completed: 0, succeeded: 0, failed: 0, partial: tasks.length >= COUNT_LIMIT };
   for (const t of tasks) {
     if (t.state === 'completed') {
       c.completed++;
@@ -255,7 +257,7 @@ function countsBar(c) {
     bar.append(s);
   }
   return el('div', {}, bar, el('div', { class: 'counts' },
-    parts.map(([k, n]) => k + ' ' + (n || 0)).join(' · ')));
+    parts.map(([k, n]) => k + ' ' + (n || 0)).join(' · ') + (c.partial ? ' (first ' + COUNT_LIMIT + ' tasks)' : '')));
 }
 
 function jobActions(j) {
