@@ -153,18 +153,25 @@ fn cookie_csrf_and_read_only_rules_over_http() {
     assert_eq!(a.json("/jobs/k")["state"], "active");
 
     // Login: a wrong token is 401; the right one sets the cookie and goes to the view.
-    let login = |t: &str| {
+    let login = |t: &str, origin: &str| {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         let body = format!("token={t}");
-        write!(s, "POST /ui/login HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        write!(s, "POST /ui/login HTTP/1.0\r\nHost: {addr}\r\nOrigin: {origin}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).ok();
         out
     };
-    let out = login("wrong-token-0123456789");
+    let here = format!("http://{addr}");
+    let out = login(TOKEN, "https://elsewhere.example");
+    assert!(
+        out.starts_with("HTTP/1.0 403"),
+        "a login from another site: {out}"
+    );
+    assert!(!out.to_ascii_lowercase().contains("set-cookie"), "{out}");
+    let out = login("wrong-token-0123456789", &here);
     assert!(out.starts_with("HTTP/1.0 401"), "{out}");
     assert!(!out.to_ascii_lowercase().contains("set-cookie"), "{out}");
-    let out = login(TOKEN);
+    let out = login(TOKEN, &here);
     assert!(out.starts_with("HTTP/1.0 303"), "{out}");
     let lower = out.to_ascii_lowercase();
     assert!(

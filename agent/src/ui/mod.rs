@@ -87,7 +87,14 @@ fn index(ui: &Ui, h: &HeaderMap) -> Response {
     }
 }
 
-fn login(ui: &Ui, _h: &HeaderMap, body: &[u8]) -> Response {
+fn login(ui: &Ui, h: &HeaderMap, body: &[u8]) -> Response {
+    if !same_origin(h) {
+        return (
+            StatusCode::FORBIDDEN,
+            "a login must come from this site's own form",
+        )
+            .into_response();
+    }
     let token = form_value(body, "token").unwrap_or_default();
     let token = token.trim();
     if (ui.check)(token).is_none() {
@@ -101,6 +108,16 @@ fn login(ui: &Ui, _h: &HeaderMap, body: &[u8]) -> Response {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+/// Whether the request's `Origin`, when a browser sent one, names this server (`Host`): a
+/// login form posted from another site is refused (login CSRF).
+fn same_origin(h: &HeaderMap) -> bool {
+    let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+    origin.split_once("://").map(|(_, rest)| rest) == host
 }
 
 fn logout(ui: &Ui) -> Response {
@@ -189,6 +206,7 @@ fn asset(body: &'static str, ctype: &'static str) -> Response {
         [
             (header::CONTENT_TYPE, ctype),
             (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         body,
     )
@@ -210,6 +228,30 @@ mod tests {
             Some("abc+d e")
         );
         assert_eq!(form_value(b"a=1", "token"), None);
+    }
+
+    #[test]
+    fn logins_from_other_sites_are_refused() {
+        let h = |pairs: &[(header::HeaderName, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(k.clone(), v.parse().unwrap());
+            }
+            m
+        };
+        assert!(same_origin(&h(&[(header::HOST, "127.0.0.1:8470")])));
+        assert!(same_origin(&h(&[
+            (header::HOST, "127.0.0.1:8470"),
+            (header::ORIGIN, "http://127.0.0.1:8470")
+        ])));
+        assert!(!same_origin(&h(&[
+            (header::HOST, "127.0.0.1:8470"),
+            (header::ORIGIN, "https://evil.example")
+        ])));
+        assert!(!same_origin(&h(&[
+            (header::HOST, "127.0.0.1:8470"),
+            (header::ORIGIN, "null")
+        ])));
     }
 
     #[test]
