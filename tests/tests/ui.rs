@@ -210,6 +210,26 @@ fn web_view_in_chromium() {
         Some(&json!({ "value": tasks })),
     );
     assert_eq!(st, 200, "{b}");
+    // 10^4 tasks waiting on a gate: the job page's load is timed (printed, not asserted).
+    let big = json!({"id": "big", "usesTaskDependencies": true});
+    assert_eq!(a.req("POST", "/jobs", Some(&big)).0, 201);
+    let gate = task("gate", "sleep 300", "");
+    assert_eq!(a.req("POST", "/jobs/big/tasks", Some(&gate)).0, 201);
+    for chunk in 0..100 {
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let mut t = task(&format!("b{:05}", chunk * 100 + i), "true", "");
+                t["dependsOn"] = json!({"taskIds": ["gate"]});
+                t
+            })
+            .collect();
+        let (st, b) = a.req(
+            "POST",
+            "/jobs/big/addtaskcollection",
+            Some(&json!({ "value": tasks })),
+        );
+        assert_eq!(st, 200, "{b}");
+    }
     a.wait_state("web", "fails", "completed");
     a.wait_state("web", "live", "running");
 
@@ -222,6 +242,13 @@ fn web_view_in_chromium() {
             ("BERTH_NODE_ID", n.node_id.clone()),
         ],
     );
+    // Batch's task counts, which the jobs page shows.
+    let c = a.json("/jobs/big/taskcounts");
+    assert_eq!(c["taskCounts"]["active"], 10000, "{c}");
+    assert_eq!(c["taskCounts"]["running"], 1, "{c}");
+    let c = a.json("/jobs/web/taskcounts");
+    assert_eq!(c["taskCounts"]["failed"], 2, "{c}");
+    assert_eq!(c["taskSlotCounts"]["completed"], 2, "{c}");
     // Terminated from the page.
     let t = a.json("/jobs/web/tasks/live");
     assert_eq!(t["state"], "completed", "{t}");

@@ -12,6 +12,7 @@ mod job_schedules;
 pub(crate) mod job_state;
 mod jobs;
 mod list;
+mod task_counts;
 mod tasks;
 
 pub use auth::{constant_time_eq, read_token, TcpGuard};
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
             "/jobs/{job}/jobpreparationandreleasetaskstatus",
             get(jobs::prep_release_status),
         )
+        .route("/jobs/{job}/taskcounts", get(task_counts::get))
         .route("/jobs/{job}/tasks", post(tasks::add).get(tasks::list))
         .route("/jobs/{job}/addtaskcollection", post(tasks::add_collection))
         .route(

@@ -8,7 +8,6 @@ const API_VERSION = '2024-07-01.20.0';
 const TASK_STATES = ['active', 'preparing', 'running', 'completed'];
 const NODE_STATES = ['idle', 'running', 'starting', 'waitingforstarttask', 'starttaskfailed',
   'unusable', 'unknown', 'offline', 'leavingpool'];
-const COUNT_LIMIT = 10000;
 let session = null;
 
 // ---- small helpers ----
@@ -226,23 +225,10 @@ async function poolPage() {
   });
 }
 
-// Task counts of a job: the service's /taskcounts, else counted from the task list.
+// A job's task counts (Batch's /taskcounts, on the agent and the service alike).
 async function taskCounts(jobId) {
-  if (session.mode === 'service') {
-    const c = await api('GET', '/jobs/' + enc(jobId) + '/taskcounts');
-    return c.taskCounts || c;
-  }
-  // Counted over the first COUNT_LIMIT tasks only: the agent has no count of its own.
-  const tasks = await listAll('/jobs/' + enc(jobId) + '/tasks?$select=id,state,executionInfo&maxresults=1000', COUNT_LIMIT);
-  const c = { active: 0, running: 0, completed: 0, succeeded: 0, failed: 0, partial: tasks.length >= COUNT_LIMIT };
-  for (const t of tasks) {
-    if (t.state === 'completed') {
-      c.completed++;
-      if (t.executionInfo && t.executionInfo.result === 'failure') c.failed++; else c.succeeded++;
-    } else if (t.state === 'running' || t.state === 'preparing') c.running++;
-    else c.active++;
-  }
-  return c;
+  const c = await api('GET', '/jobs/' + enc(jobId) + '/taskcounts');
+  return c.taskCounts;
 }
 
 function countsBar(c) {
@@ -257,7 +243,7 @@ function countsBar(c) {
     bar.append(s);
   }
   return el('div', {}, bar, el('div', { class: 'counts' },
-    parts.map(([k, n]) => k + ' ' + (n || 0)).join(' · ') + (c.partial ? ' (first ' + COUNT_LIMIT + ' tasks)' : '')));
+    parts.map(([k, n]) => k + ' ' + (n || 0)).join(' · ')));
 }
 
 function jobActions(j) {
