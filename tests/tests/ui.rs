@@ -230,8 +230,17 @@ fn web_view_in_chromium() {
         );
         assert_eq!(st, 200, "{b}");
     }
+    // An output past the pane's 256 KiB tail.
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "out"}))).0, 201);
+    let long = task(
+        "long",
+        "/bin/sh -c 'yes 0123456789abcdef | head -c 400000; echo; echo END'",
+        "",
+    );
+    assert_eq!(a.req("POST", "/jobs/out/tasks", Some(&long)).0, 201);
     a.wait_state("web", "fails", "completed");
     a.wait_state("web", "live", "running");
+    a.wait_state("out", "long", "completed");
 
     browser_script(
         "e2e.mjs",

@@ -109,6 +109,18 @@ try {
   await shot(page, 'task-live');
   step('the task page shows hello live while the task runs');
 
+  // A big output: its tail, with a note of what was left out.
+  await page.goto(url + '/ui/#/task/out/long');
+  await page.waitForFunction(() => (document.querySelector('#file-stdout-txt') || {}).textContent
+    ?.includes('END'));
+  const pane = await page.textContent('#file-stdout-txt');
+  if (!pane.startsWith('[the first ') || pane.length > 300000) {
+    throw new Error('the pane is not the tail: ' + pane.length + ' chars, ' + pane.slice(0, 80));
+  }
+  await page.goto(url + '/ui/#/task/web/live');
+  await page.waitForSelector('#task-actions button');
+  step('a big output shows its last 256 KiB');
+
   // A forged action: the cookie goes, the CSRF header does not.
   const forged = await page.evaluate(async () => {
     const r = await fetch('/jobs/web/tasks/live/terminate?api-version=2024-07-01.20.0', {

@@ -57,9 +57,6 @@ function localPath(link) {
   return u.pathname + u.search;
 }
 
-// A URL without its query (a SAS is a query): never shown whole.
-function redactUrl(u) { return String(u || '').split('?')[0]; }
-
 function setStatus(text, error) {
   const s = document.getElementById('status');
   s.textContent = text || '';
@@ -143,14 +140,17 @@ function actionButton(label, confirmText, run, danger) {
 // ---- refresh: poll with backoff, paused while the page is hidden ----
 
 const poller = {
-  timer: null, delay: 2000, run: null, gen: 0, failed: false,
+  timer: null, delay: 2000, run: null, gen: 0, failed: false, busy: false, again: false,
   start(fn) {
     this.run = fn; this.delay = 2000; this.gen++;
     this.now();
   },
+  // Runs the page's refresh now; one at a time (a call meanwhile runs once more after it).
   async now() {
     clearTimeout(this.timer);
     if (!this.run || document.hidden) return;
+    if (this.busy) { this.again = true; return; }
+    this.busy = true;
     const gen = this.gen;
     let more = true;
     try {
@@ -159,12 +159,17 @@ const poller = {
       if (gen === this.gen && this.failed) setStatus('');
       this.failed = false;
     } catch (e) {
-      if (gen !== this.gen) return;
-      this.failed = true;
-      this.delay = Math.min(this.delay * 2, 30000);
-      setStatus('refresh failed (' + e.message + '); retrying in ' + Math.round(this.delay / 1000) + ' s', true);
+      if (gen === this.gen) {
+        this.failed = true;
+        this.delay = Math.min(this.delay * 2, 30000);
+        setStatus('refresh failed (' + e.message + '); retrying in ' + Math.round(this.delay / 1000) + ' s', true);
+      }
+    } finally {
+      this.busy = false;
     }
-    if (gen === this.gen && more !== false) this.timer = setTimeout(() => this.now(), this.delay);
+    clearTimeout(this.timer);
+    if (this.again || gen !== this.gen) { this.again = false; this.now(); return; }
+    if (more !== false) this.timer = setTimeout(() => this.now(), this.delay);
   },
 };
 document.addEventListener('visibilitychange', () => {
@@ -366,22 +371,35 @@ async function jobPage(jobId) {
   });
 }
 
-// Follows a file by ocp-range reads from where the last read ended.
+// Follows a file by ocp-range reads from where the last read ended: at most CHUNK a read,
+// starting at the last TAIL bytes of a big file; the pane keeps the last KEEP characters.
+const CHUNK = 1 << 20;
+const TAIL = 256 << 10;
+const KEEP = 2 << 20;
 function follower(jobId, taskId, name) {
   const pre = el('pre', { class: 'log', id: 'file-' + name.replace('.', '-'), tabindex: 0, 'aria-label': name });
+  const decoder = new TextDecoder();
   let offset = 0;
+  let started = false;
   return {
     pre,
-    async read() {
+    // `size`: the file's length as last listed (undefined when not listed yet).
+    async read(size) {
+      if (!started && size !== undefined && size > TAIL) {
+        offset = size - TAIL;
+        pre.append('[the first ' + offset + ' bytes are not shown: download the file for all of it]\n');
+      }
+      started = true;
       const r = await api('GET', '/jobs/' + enc(jobId) + '/tasks/' + enc(taskId) + '/files/' + enc(name),
-        { raw: true, headers: { 'ocp-range': 'bytes=' + offset + '-' } });
+        { raw: true, headers: { 'ocp-range': 'bytes=' + offset + '-' + (offset + CHUNK - 1) } });
       if (r.status === 404) return;
       if (!r.ok) throw new ApiError(r.status, null, name + ': HTTP ' + r.status);
       const buf = await r.arrayBuffer();
       if (buf.byteLength === 0) return;
       offset += buf.byteLength;
       const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-      pre.append(new TextDecoder().decode(buf));
+      pre.append(decoder.decode(buf, { stream: true }));
+      if (pre.textContent.length > KEEP) pre.textContent = pre.textContent.slice(-KEEP);
       if (atEnd) pre.scrollTop = pre.scrollHeight;
     },
   };
@@ -438,9 +456,13 @@ async function taskPage(jobId, taskId) {
       acts.replaceChildren(...a);
     }
     if (t.state === 'running' || t.state === 'completed' || t.state === 'preparing') {
-      await out.read();
-      await err.read();
       const list = await listAll(path + '/files?recursive=true', 10000).catch(() => []);
+      const size = (n) => {
+        const f = list.find((e) => e.name === n);
+        return f && f.properties ? f.properties.contentLength : undefined;
+      };
+      await out.read(size('stdout.txt'));
+      await err.read(size('stderr.txt'));
       files.replaceChildren(...(list.length ? list.filter((e) => !(e.isDirectory)).map((e) =>
         el('li', {}, el('a', { href: versioned(path + '/files/' + e.name.split('/').map(enc).join('/')), download: e.name.split('/').pop() }, e.name),
           e.properties && e.properties.contentLength !== undefined ? ' (' + e.properties.contentLength + ' bytes)' : ''))
