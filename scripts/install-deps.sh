@@ -4,7 +4,8 @@
 # busybox-static (offline test images), iproute2, the packaging tests' tools (rpm, python3,
 # man-db, systemd-analyze, setpriv), PostgreSQL (pool mode's service), Azurite (npm) for the task-file tests,
 # the Azure Batch Python SDK (a pinned azure-batch in a virtual environment) for the API
-# compatibility test, and a Rust toolchain if none is present.
+# compatibility test, Chromium and playwright-core (npm, pinned) for the web view's browser
+# tests, and a Rust toolchain if none is present.
 # Idempotent; needs root (or sudo).
 set -eu
 SUDO=""
@@ -12,7 +13,7 @@ SUDO=""
 need=""
 for pair in dockerd:docker.io docker-registry:docker-registry htpasswd:apache2-utils ip:iproute2 file:file \
     rpm:rpm python3:python3 man:man-db systemd-analyze:systemd setpriv:util-linux \
-    /usr/lib/postgresql/15/bin/initdb:postgresql; do
+    /usr/lib/postgresql/15/bin/initdb:postgresql chromium:chromium chromedriver:chromium-driver; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || need="$need $pkg"
 done
@@ -46,6 +47,14 @@ if [ "$("$root/.tools/azurite/node_modules/.bin/azurite-blob" --version 2>/dev/n
   echo "install-deps: installing azurite $AZURITE_VERSION"
   mkdir -p "$root/.tools/azurite"
   (cd "$root/.tools/azurite" && npm install --silent --no-audit --no-fund --no-save "azurite@$AZURITE_VERSION" >/dev/null)
+fi
+# playwright-core (no browser download: the tests drive Debian's /usr/bin/chromium), pinned,
+# for tests/tests/ui.rs (tests/ui/e2e.mjs).
+PLAYWRIGHT_VERSION=1.64.1
+if [ "$(node -p "require('$root/.tools/ui-tests/node_modules/playwright-core/package.json').version" 2>/dev/null)" != "$PLAYWRIGHT_VERSION" ]; then
+  echo "install-deps: installing playwright-core $PLAYWRIGHT_VERSION"
+  mkdir -p "$root/.tools/ui-tests"
+  (cd "$root/.tools/ui-tests" && npm install --silent --no-audit --no-fund --no-save "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null)
 fi
 # The Azure Batch Python SDK 14.x (msrest), pinned with its dependencies
 # (tests/sdk/batch14-requirements.txt), for tests/tests/api_compat.rs.

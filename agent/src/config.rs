@@ -27,6 +27,8 @@ pub struct AgentConfig {
     pub tcp_address: Option<String>,
     /// The bearer token TCP clients must send (one line, at least 16 characters).
     pub token_file: Option<PathBuf>,
+    /// Tokens good for reads only (the web view's viewers), one per line; TCP only.
+    pub read_only_token_file: Option<PathBuf>,
     /// Pool JSON (images, registries, start task, slots); none: a one-slot container pool.
     pub pool: Option<PathBuf>,
     pub node_id: Option<String>,
@@ -130,6 +132,7 @@ impl Default for AgentConfig {
             socket: "/run/berth/berth.sock".into(),
             tcp_address: None,
             token_file: None,
+            read_only_token_file: None,
             pool: None,
             node_id: None,
             engine: None,
@@ -180,6 +183,9 @@ impl AgentConfig {
         }
         if let Some(v) = get("BERTH_TOKEN_FILE") {
             self.token_file = Some(v.into());
+        }
+        if let Some(v) = get("BERTH_READ_ONLY_TOKEN_FILE") {
+            self.read_only_token_file = Some(v.into());
         }
         if let Some(v) = get("BERTH_POOL") {
             self.pool = Some(v.into());

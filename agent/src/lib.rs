@@ -40,3 +40,4 @@ pub mod shutdown;
 pub mod size;
 pub mod store;
 pub mod task;
+pub mod ui;

@@ -30,6 +30,7 @@ impl Svc {
             settings: Arc::new(state::Settings {
                 client_tokens: vec!["client".into()],
                 enrolment_secret: SECRET.into(),
+                ..Default::default()
             }),
             wake: Arc::new(wake::Wake::default()),
         };

@@ -1,5 +1,6 @@
-//! The TCP listener's guard: every request carries `Authorization: Bearer <token>`, compared
-//! in constant time. The Unix socket needs none: its file mode and group are the guard.
+//! The TCP listener's guard: every request carries `Authorization: Bearer <token>` (or the
+//! web view's session cookie, `crate::ui::session`), compared in constant time. The Unix
+//! socket needs none: its file mode and group are the guard.
 
 use super::ApiError;
 use axum::extract::{Request, State};
@@ -46,18 +47,26 @@ pub struct TcpGuard {
     pub token: Arc<str>,
     /// Pool mode: the service's file proxy credential, good for reading files only.
     pub proxy_token: Option<Arc<str>>,
+    /// Tokens good for reads only (`read_only_token_file`).
+    pub read_only: Arc<[String]>,
     pub state: super::AppState,
 }
 
 pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
+    use crate::ui::session;
+    let given = match session::credential(req.headers(), req.method()) {
+        Ok(g) => g,
+        Err(e) => return e.into_response(),
+    };
+    match given.as_deref() {
         Some(t) if constant_time_eq(t.as_bytes(), g.token.as_bytes()) => next.run(req).await,
+        Some(t) if session::one_of(&g.read_only, t) => {
+            if session::is_read(req.method()) {
+                next.run(req).await
+            } else {
+                session::read_only_refused().into_response()
+            }
+        }
         Some(t)
             if g.proxy_token
                 .as_ref()

@@ -12,6 +12,7 @@ mod job_schedules;
 pub(crate) mod job_state;
 mod jobs;
 mod list;
+mod task_counts;
 mod tasks;
 
 pub use auth::{constant_time_eq, read_token, TcpGuard};
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
             "/jobs/{job}/jobpreparationandreleasetaskstatus",
             get(jobs::prep_release_status),
         )
+        .route("/jobs/{job}/taskcounts", get(task_counts::get))
         .route("/jobs/{job}/tasks", post(tasks::add).get(tasks::list))
         .route("/jobs/{job}/addtaskcollection", post(tasks::add_collection))
         .route(
@@ -190,10 +192,12 @@ pub(crate) fn require_json(h: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Serves on `listener` (TCP), every request checked by `guard`, until `cancel`.
+/// Serves on `listener` (TCP), every request checked by `guard`, until `cancel`; `ui`
+/// (the web view's login and assets) beside it, outside the guard.
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     app: Router,
+    ui: Router,
     guard: auth::TcpGuard,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
@@ -202,6 +206,7 @@ pub async fn serve_tcp(
             guard,
             auth::require_token,
         ))
+        .merge(ui)
         .layer(axum::middleware::from_fn(headers::request_ids));
     tracing::info!(address = %listener.local_addr()?, "API listening on TCP (bearer token)");
     conn::serve(listener, app, cancel, true).await;

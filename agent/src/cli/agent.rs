@@ -107,6 +107,13 @@ pub async fn run(args: AgentArgs) -> ExitCode {
             Err(e) => return fail(&CommandError::plain(e), Exit::InvalidInput),
         },
     };
+    let read_only: Arc<[String]> = match &cfg.read_only_token_file {
+        None => Arc::new([]),
+        Some(f) => match crate::ui::session::read_tokens(f) {
+            Ok(t) => t.into(),
+            Err(e) => return fail(&CommandError::plain(e), Exit::InvalidInput),
+        },
+    };
     let pool = match load_pool(&cfg.pool) {
         Ok(p) => p,
         Err(errors) => {
@@ -261,14 +268,31 @@ pub async fn run(args: AgentArgs) -> ExitCode {
                 m.file_address.set(format!("http://{a}")).ok();
             }
         }
+        let ui = crate::ui::router(crate::ui::Ui {
+            mode: crate::ui::Mode::Agent,
+            check: {
+                let (full, ro) = (token.clone(), read_only.clone());
+                Arc::new(move |t: &str| {
+                    if api::constant_time_eq(t.as_bytes(), full.as_bytes()) {
+                        Some(crate::ui::Access::Full)
+                    } else if crate::ui::session::one_of(&ro, t) {
+                        Some(crate::ui::Access::ReadOnly)
+                    } else {
+                        None
+                    }
+                })
+            },
+            secure_cookie: false,
+        });
         let guard = api::TcpGuard {
             token,
             proxy_token: proxy_token.clone(),
+            read_only,
             state: state.clone(),
         };
         let (app, stop) = (app.clone(), api_stop.clone());
         tokio::spawn(async move {
-            if let Err(e) = api::serve_tcp(listener, app, guard, stop).await {
+            if let Err(e) = api::serve_tcp(listener, app, ui, guard, stop).await {
                 tracing::error!(address = %addr, error = %e, "the TCP API stopped");
             }
         });

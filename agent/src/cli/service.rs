@@ -31,6 +31,9 @@ pub struct ServiceArgs {
     /// The clients' bearer tokens, one per line.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Read-only tokens (GET only; the web view's viewers), one per line.
+    #[arg(long)]
+    read_only_token_file: Option<PathBuf>,
     /// The secret agents enrol nodes with (one line).
     #[arg(long)]
     enrolment_secret_file: Option<PathBuf>,
@@ -48,6 +51,7 @@ pub async fn run(args: ServiceArgs) -> ExitCode {
         tls_key: args.tls_key,
         insecure_http: args.insecure_http.then_some(true),
         token_file: args.token_file,
+        read_only_token_file: args.read_only_token_file,
         enrolment_secret_file: args.enrolment_secret_file,
     };
     let cfg = match ServiceConfig::resolve(file.overridden(flags)) {

@@ -8,6 +8,7 @@
 //! tls_key = "/etc/berth/service.key"      # PEM (PKCS#8, PKCS#1 or SEC1)
 //! # insecure_http = true                  # plain HTTP: only when asked for
 //! token_file = "/etc/berth/client-tokens" # client tokens, one per line
+//! # read_only_token_file = "/etc/berth/viewer-tokens" # read-only tokens, one per line
 //! enrolment_secret_file = "/etc/berth/enrolment-secret"
 //! ```
 
@@ -28,6 +29,7 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub insecure_http: Option<bool>,
     pub token_file: Option<PathBuf>,
+    pub read_only_token_file: Option<PathBuf>,
     pub enrolment_secret_file: Option<PathBuf>,
 }
 
@@ -57,6 +59,7 @@ impl FileConfig {
             tls_key: over.tls_key.or(self.tls_key),
             insecure_http: over.insecure_http.or(self.insecure_http),
             token_file: over.token_file.or(self.token_file),
+            read_only_token_file: over.read_only_token_file.or(self.read_only_token_file),
             enrolment_secret_file: over.enrolment_secret_file.or(self.enrolment_secret_file),
         }
     }
@@ -111,6 +114,10 @@ impl ServiceConfig {
             .token_file
             .ok_or("token_file (--token-file) is required: the clients' bearer tokens")?;
         let client_tokens = read_tokens(&token_file)?;
+        let read_only_tokens = match &c.read_only_token_file {
+            Some(f) => read_tokens(f)?,
+            None => vec![],
+        };
         let secret_file = c.enrolment_secret_file.ok_or(
             "enrolment_secret_file (--enrolment-secret-file) is required: the secret agents enrol with",
         )?;
@@ -121,12 +128,15 @@ impl ServiceConfig {
                 secret_file.display()
             ));
         }
+        let secure_cookies = matches!(transport, Transport::Tls { .. });
         Ok(ServiceConfig {
             database_url,
             listen,
             transport,
             settings: Settings {
                 client_tokens,
+                read_only_tokens,
+                secure_cookies,
                 enrolment_secret: secrets.remove(0),
             },
         })

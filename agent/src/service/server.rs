@@ -64,6 +64,7 @@ pub fn app(state: ServiceState, migrated: Arc<AtomicBool>) -> Router {
         ));
     client
         .merge(super::node_api::router())
+        .merge(crate::ui::router(ui(&state.settings)))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { ApiError::ResourceNotFound("no such API path".into()) })
         .layer(axum::middleware::from_fn_with_state(
@@ -72,6 +73,25 @@ pub fn app(state: ServiceState, migrated: Arc<AtomicBool>) -> Router {
         ))
         .layer(DefaultBodyLimit::max(crate::api::MAX_BODY - 1))
         .with_state(state)
+}
+
+/// The web view: the client tokens act, the read-only tokens read.
+fn ui(settings: &Arc<super::state::Settings>) -> crate::ui::Ui {
+    let s = settings.clone();
+    crate::ui::Ui {
+        mode: crate::ui::Mode::Service,
+        check: Arc::new(move |t: &str| {
+            use crate::ui::{session::one_of, Access};
+            if one_of(&s.client_tokens, t) {
+                Some(Access::Full)
+            } else if one_of(&s.read_only_tokens, t) {
+                Some(Access::ReadOnly)
+            } else {
+                None
+            }
+        }),
+        secure_cookie: settings.secure_cookies,
+    }
 }
 
 /// 405 with Batch's error body (`UnsupportedHttpVerb`).

@@ -18,6 +18,10 @@ pub struct ServiceState {
 pub struct Settings {
     /// Bearer tokens clients (SDKs, the CLI) may use; any one of them is good.
     pub client_tokens: Vec<String>,
+    /// Tokens good for reads only (GET and HEAD of the client API; the web view's viewers).
+    pub read_only_tokens: Vec<String>,
+    /// The service speaks HTTPS: the web view's cookie is marked `Secure`.
+    pub secure_cookies: bool,
     /// The secret an agent shows to enrol a node (`Authorization: Bearer <secret>`).
     pub enrolment_secret: String,
 }
@@ -30,7 +34,12 @@ impl std::fmt::Debug for Settings {
                 "client_tokens",
                 &format_args!("[{} redacted]", self.client_tokens.len()),
             )
+            .field(
+                "read_only_tokens",
+                &format_args!("[{} redacted]", self.read_only_tokens.len()),
+            )
             .field("enrolment_secret", &"<redacted>")
+            .field("secure_cookies", &self.secure_cookies)
             .finish()
     }
 }

@@ -1,5 +1,6 @@
-//! The client guard: `Authorization: Bearer <token>`, one of the configured client tokens,
-//! compared in constant time. A node token or the enrolment secret is refused here.
+//! The client guard: `Authorization: Bearer <token>` (or the web view's session cookie,
+//! `crate::ui::session`), one of the configured client tokens, compared in constant time;
+//! a read-only token may only read. A node token or the enrolment secret is refused here.
 
 use crate::api::ApiError;
 use crate::service::state::ServiceState;
@@ -9,14 +10,20 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 pub async fn require_client(State(s): State<ServiceState>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
+    use crate::ui::session;
+    let given = match session::credential(req.headers(), req.method()) {
+        Ok(g) => g,
+        Err(e) => return e.into_response(),
+    };
+    match given.as_deref() {
         Some(t) if client_token(&s.settings.client_tokens, t) => next.run(req).await,
+        Some(t) if client_token(&s.settings.read_only_tokens, t) => {
+            if session::is_read(req.method()) {
+                next.run(req).await
+            } else {
+                session::read_only_refused().into_response()
+            }
+        }
         _ => {
             let mut r = ApiError::AuthenticationFailed(
                 "send Authorization: Bearer <a client token of the service's token_file>".into(),

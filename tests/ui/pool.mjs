@@ -1,0 +1,55 @@
+// The web view of `berth service` in headless Chromium: three nodes on the heatmap, a
+// task's output read through the service, a read-only token's node action refused.
+// Started by tests/tests/ui.rs with the pool `webpool` of three agents and the job `pj`
+// whose task `hi` printed hello. Environment: BERTH_URL, BERTH_TOKEN, BERTH_RO_TOKEN,
+// BERTH_UI_SHOTS, BERTH_UI_TOOLS, BERTH_NODE_IDS (comma-separated).
+import { env, launch, login, shot, step } from './lib.mjs';
+
+const url = env('BERTH_URL');
+const nodes = env('BERTH_NODE_IDS').split(',');
+const browser = await launch();
+try {
+  const { ctx, page } = await login(browser, url, env('BERTH_TOKEN'));
+  for (const id of nodes) await page.waitForSelector(`#heatmap a.cell[data-node="${id}"]`);
+  await page.waitForFunction(() => /idle\s*3/.test(document.querySelector('#node-counts').textContent));
+  const who = await page.textContent('#who');
+  if (!who.includes('service')) throw new Error('not the service view: ' + who);
+  await shot(page, 'service-pool');
+  step('the service view shows the three nodes, 3 idle');
+
+  await page.goto(url + '/ui/#/jobs');
+  await page.waitForSelector('#jobs tr[data-job="pj"] .bar');
+  const counts = await page.textContent('#jobs tr[data-job="pj"] .counts');
+  if (!counts.includes('succeeded 1')) throw new Error('task counts: ' + counts);
+  step('the jobs page shows the service task counts');
+
+  await page.goto(url + '/ui/#/task/pj/hi');
+  await page.waitForFunction(() => (document.querySelector('#file-stdout-txt') || {}).textContent
+    ?.includes('hello'));
+  await shot(page, 'service-task');
+  step('the task page reads stdout through the service');
+
+  await page.goto(url + `/ui/#/node/webpool/${nodes[0]}`);
+  await page.waitForSelector('#node-state');
+  await page.waitForSelector('#node-actions button');
+  await shot(page, 'service-node');
+  await ctx.close();
+  step('the node page offers its actions');
+
+  const { ctx: ro, page: p } = await login(browser, url, env('BERTH_RO_TOKEN'));
+  await p.goto(url + `/ui/#/node/webpool/${nodes[0]}`);
+  await p.waitForSelector('#node-actions button');
+  await p.click('#node-actions button:has-text("Disable scheduling")');
+  await p.waitForFunction(() => /refused: 403/.test(document.querySelector('#status').textContent));
+  const n = await p.evaluate(async (id) =>
+    (await fetch(`/pools/webpool/nodes/${id}?api-version=2024-07-01.20.0`)).json(), nodes[0]);
+  if (n.schedulingState !== 'enabled') throw new Error('the read-only action acted: ' + JSON.stringify(n));
+  await ro.close();
+  step('a read-only token is refused a node action');
+  console.log('all ok');
+} catch (e) {
+  console.log('FAILED: ' + (e && e.stack || e));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
