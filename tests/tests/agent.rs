@@ -56,7 +56,12 @@ fn api_surface_and_bad_requests() {
         failed["executionInfo"]["failureInfo"]["code"],
         "FailureExitCode"
     );
-    a.wait_state("j1", "sleeper", "running");
+    let sleeper = a.wait_state("j1", "sleeper", "running");
+    let info = &sleeper["executionInfo"];
+    assert!(
+        info["startTime"].is_string() && info["endTime"].is_null(),
+        "a running task shows when it started: {sleeper}"
+    );
 
     let running = a.json("/jobs/j1/tasks?$filter=state%20eq%20'running'");
     assert_eq!(running["value"].as_array().unwrap().len(), 1);

@@ -372,12 +372,12 @@ impl Queue {
                 return false;
             }
         };
-        view.state = if prepare {
-            TaskState::Preparing
+        if prepare {
+            view.state = TaskState::Preparing;
+            view.state_transition_time = Utc::now();
         } else {
-            TaskState::Running
-        };
-        view.state_transition_time = Utc::now();
+            running(&mut view);
+        }
         if let Err(e) = self.sh.store.put_task(&view) {
             tracing::error!(job = %view.job_id, task = %view.spec.id, error = %Chain(&e), "cannot record the task as running; not starting it");
             self.sh.rt.gpus.release(&gpus);
@@ -453,8 +453,7 @@ impl Queue {
                     }
                     return Done::Task(k, slots, None);
                 }
-                view.state = TaskState::Running;
-                view.state_transition_time = Utc::now();
+                running(&mut view);
                 if let Err(e) = me.store.put_task(&view) {
                     tracing::error!(error = %Chain(&e), "cannot record the task as running");
                 }
@@ -758,4 +757,14 @@ impl Queue {
             w.send(()).ok();
         }
     }
+}
+
+/// `view` goes `running` now: Batch shows a running task's start time, and its counters
+/// (retries, requeues) stay as they were.
+fn running(view: &mut TaskView) {
+    view.state = TaskState::Running;
+    view.state_transition_time = Utc::now();
+    let info = view.execution_info.get_or_insert_with(Default::default);
+    info.start_time = Some(view.state_transition_time);
+    info.end_time = None;
 }
