@@ -23,12 +23,23 @@ pub struct AgentConfig {
     pub node_root: PathBuf,
     /// The API's Unix socket.
     pub socket: PathBuf,
-    /// Also serve the API on TCP here (`127.0.0.1:8470`); only with `token_file`.
+    /// Also serve the API on TCP here (`127.0.0.1:8470`); only with `token_file` or
+    /// `account_key_files`.
     pub tcp_address: Option<String>,
     /// The bearer token TCP clients must send (one line, at least 16 characters).
     pub token_file: Option<PathBuf>,
     /// Tokens good for reads only (the web view's viewers), one per line; TCP only.
     pub read_only_token_file: Option<PathBuf>,
+    /// The Batch account name SharedKey clients sign with (letters and digits).
+    pub account_name: Option<String>,
+    /// One or two files (two while rotating), each one line of a base64 account key that
+    /// SharedKey clients sign with; needs `account_name`.
+    pub account_key_files: Vec<PathBuf>,
+    /// The TCP API's TLS certificate chain (PEM); with `tls_key_file`, TCP is HTTPS, and
+    /// SIGHUP re-reads both. None: plain HTTP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The TLS private key (PEM) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
     /// Pool JSON (images, registries, start task, slots); none: a one-slot container pool.
     pub pool: Option<PathBuf>,
     pub node_id: Option<String>,
@@ -116,7 +127,7 @@ impl OnShutdown {
     }
 }
 
-/// `URL[,URL...]` as a list, blanks dropped.
+/// `A[,B...]` (URLs, file names) as a list, blanks dropped.
 pub fn split_urls(v: &str) -> Vec<String> {
     v.split(',')
         .map(str::trim)
@@ -133,6 +144,10 @@ impl Default for AgentConfig {
             tcp_address: None,
             token_file: None,
             read_only_token_file: None,
+            account_name: None,
+            account_key_files: vec![],
+            tls_cert_file: None,
+            tls_key_file: None,
             pool: None,
             node_id: None,
             engine: None,
@@ -186,6 +201,18 @@ impl AgentConfig {
         }
         if let Some(v) = get("BERTH_READ_ONLY_TOKEN_FILE") {
             self.read_only_token_file = Some(v.into());
+        }
+        if let Some(v) = get("BERTH_ACCOUNT_NAME") {
+            self.account_name = Some(v);
+        }
+        if let Some(v) = get("BERTH_ACCOUNT_KEY_FILES") {
+            self.account_key_files = split_urls(&v).into_iter().map(PathBuf::from).collect();
+        }
+        if let Some(v) = get("BERTH_TLS_CERT_FILE") {
+            self.tls_cert_file = Some(v.into());
+        }
+        if let Some(v) = get("BERTH_TLS_KEY_FILE") {
+            self.tls_key_file = Some(v.into());
         }
         if let Some(v) = get("BERTH_POOL") {
             self.pool = Some(v.into());

@@ -569,3 +569,75 @@ fn the_python_sdk_lists_filtered_jobs_with_a_token() {
         json!(["sdk-0", "sdk-1", "sdk-2", "sdk-3", "sdk-4"])
     );
 }
+
+/// A base64 account key of `byte`s, in a file of mode 0600; (the key, the file).
+fn account_key(n: &TestNode, name: &str, byte: u8) -> (String, std::path::PathBuf) {
+    use base64::Engine;
+    use std::os::unix::fs::PermissionsExt;
+    let key = base64::engine::general_purpose::STANDARD.encode([byte; 64]);
+    let f = n.dir.path().join(name);
+    std::fs::write(&f, format!("{key}\n")).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (key, f)
+}
+
+/// The Python SDK 14.x, unchanged, with `SharedKeyCredentials` on the TCP API (no bearer
+/// token configured): jobs added, a container task added and polled to its exit code, a
+/// filtered list paged by `odata.nextLink` (signed query parameters), `If-None-Match`; the
+/// second of two keys (a rotation) works, and a wrong key is Batch's 403
+/// `AuthenticationFailed` naming the signature, the key never in the log.
+#[test]
+fn the_python_sdk_signs_with_shared_key() {
+    images();
+    let python = workspace().join(".tools/azure-batch-14/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run ./scripts/install-deps.sh",
+        python.display()
+    );
+    let n = TestNode::new("compatsk");
+    let (old, old_file) = account_key(&n, "key1", 1);
+    let (key, key_file) = account_key(&n, "key2", 2);
+    let (wrong, _) = account_key(&n, "key3", 3);
+    let files = format!("{},{}", old_file.display(), key_file.display());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let a = Agent::start_with(
+        &n,
+        &[
+            ("BERTH_TCP_ADDRESS", addr.as_str()),
+            ("BERTH_ACCOUNT_NAME", "berthnode"),
+            ("BERTH_ACCOUNT_KEY_FILES", files.as_str()),
+        ],
+    );
+    let out = std::process::Command::new(&python)
+        .arg(workspace().join("tests/sdk/batch14_sharedkey.py"))
+        .args([&format!("http://{addr}"), "berthnode", &key, &wrong])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the SDK failed: {stderr}");
+    let seen: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(seen["listed"], json!(["sk-0", "sk-1", "sk-2"]), "{seen}");
+    assert_eq!(
+        (&seen["task_state"], &seen["exit_code"]),
+        (&json!("completed"), &json!(3)),
+        "{seen}"
+    );
+    assert_eq!(seen["not_modified"], 304, "{seen}");
+    assert_eq!(
+        seen["wrong_key"],
+        json!([403, "AuthenticationFailed"]),
+        "{seen}"
+    );
+    let detail = seen["wrong_key_detail"][0].as_str().unwrap_or("");
+    assert!(
+        detail.contains("is not the same as any computed signature")
+            && detail.contains("/berthnode/jobs\napi-version:"),
+        "{seen}"
+    );
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    for k in [&old, &key, &wrong] {
+        assert!(!log.contains(k.as_str()), "a key reached the log");
+    }
+}

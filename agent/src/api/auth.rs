@@ -1,6 +1,7 @@
 //! The TCP listener's guard: every request carries `Authorization: Bearer <token>` (or the
-//! web view's session cookie, `crate::ui::session`), compared in constant time. The Unix
-//! socket needs none: its file mode and group are the guard.
+//! web view's session cookie, `crate::ui::session`), compared in constant time, or Batch's
+//! `SharedKey {account}:{signature}` (see [`super::shared_key`]). The Unix socket needs
+//! none: its file mode and group are the guard.
 
 use super::ApiError;
 use axum::extract::{Request, State};
@@ -44,7 +45,10 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// job tokens (their job's operations only, while the job lasts).
 #[derive(Clone)]
 pub struct TcpGuard {
-    pub token: Arc<str>,
+    /// The agent's bearer token, if `token_file` is set.
+    pub token: Option<Arc<str>>,
+    /// The Batch account and keys SharedKey requests are signed with, if configured.
+    pub shared_key: Option<Arc<super::shared_key::KeyRing>>,
     /// Pool mode: the service's file proxy credential, good for reading files only.
     pub proxy_token: Option<Arc<str>>,
     /// Tokens good for reads only (`read_only_token_file`).
@@ -54,12 +58,41 @@ pub struct TcpGuard {
 
 pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) -> Response {
     use crate::ui::session;
+    if let Some(sk) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.starts_with("SharedKey "))
+    {
+        let Some(keys) = &g.shared_key else {
+            return refused();
+        };
+        return match keys.get().verify(
+            sk,
+            req.method(),
+            req.uri(),
+            req.headers(),
+            std::time::SystemTime::now(),
+        ) {
+            Ok(()) => next.run(req).await,
+            Err(refusal) => {
+                tracing::debug!(detail = %refusal.detail(), "SharedKey request refused");
+                refusal.into_response()
+            }
+        };
+    }
     let given = match session::credential(req.headers(), req.method()) {
         Ok(g) => g,
         Err(e) => return e.into_response(),
     };
     match given.as_deref() {
-        Some(t) if constant_time_eq(t.as_bytes(), g.token.as_bytes()) => next.run(req).await,
+        Some(t)
+            if g.token
+                .as_ref()
+                .is_some_and(|k| constant_time_eq(t.as_bytes(), k.as_bytes())) =>
+        {
+            next.run(req).await
+        }
         Some(t) if session::one_of(&g.read_only, t) => {
             if session::is_read(req.method()) {
                 next.run(req).await
@@ -124,7 +157,7 @@ fn job_token(s: &super::AppState, token: &str) -> Option<crate::node::job_token:
 
 fn refused() -> Response {
     let mut r = ApiError::AuthenticationFailed(
-        "send Authorization: Bearer <the token in the agent's token_file, or a task's AZ_BATCH_AUTHENTICATION_TOKEN>".into(),
+        "send Authorization: Bearer <the token in the agent's token_file, or a task's AZ_BATCH_AUTHENTICATION_TOKEN>, or SharedKey <account_name>:<signature> when the agent has account keys".into(),
     )
     .into_response();
     r.headers_mut().insert(

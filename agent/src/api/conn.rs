@@ -7,6 +7,8 @@
 //! * At most [`MAX_CONNECTIONS`] are served at once; one more is answered `503 ServerBusy`
 //!   with `Retry-After` and closed at once, keeping nothing.
 //! * A response being sent (a `task logs -f` follow) is not cut by either.
+//! * With TLS, the handshake must also finish within [`HEADER_TIMEOUT`]; a TLS connection
+//!   past the limit is closed without an answer (a plain 503 would be garbage to it).
 
 use super::error;
 use axum::Router;
@@ -37,9 +39,15 @@ const REFUSED_DRAIN: Duration = Duration::from_secs(1);
 /// Serves `listener` with `app` until `cancel`, then lets open requests finish for
 /// [`DRAIN`] at most. With `tcp`, a refused connection's request is read before it is
 /// closed: closing a TCP connection with unread data resets it, and the client would
-/// lose the 503 (a Unix socket has no such reset).
-pub async fn serve<L>(mut listener: L, app: Router, cancel: CancellationToken, tcp: bool)
-where
+/// lose the 503 (a Unix socket has no such reset). With `tls`, each connection is
+/// TLS, with the acceptor current when it opens.
+pub async fn serve<L>(
+    mut listener: L,
+    app: Router,
+    cancel: CancellationToken,
+    tcp: bool,
+    tls: Option<Arc<super::tls::ReloadableTls>>,
+) where
     L: axum::serve::Listener,
     L::Io: AsFd,
 {
@@ -57,28 +65,23 @@ where
                 limit = MAX_CONNECTIONS,
                 "API connection refused: at the limit"
             );
-            refuse(io, tcp, &mut conns);
+            if tls.is_none() {
+                refuse(io, tcp, &mut conns);
+            }
             continue;
         };
         let svc = TowerToHyperService::new(app.clone());
         let stop = cancel.clone();
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         conns.spawn(async move {
             let _slot = slot;
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            let conn = http.serve_connection(TokioIo::new(io), svc);
-            tokio::pin!(conn);
-            let r = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
+            let Some(acceptor) = acceptor else {
+                return http(io, svc, stop).await;
             };
-            if let Err(e) = r {
-                // A client that went away or timed out; nothing to act on.
-                tracing::debug!(error = %e, "API connection ended");
+            match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(io)).await {
+                Ok(Ok(io)) => http(io, svc, stop).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "API TLS handshake failed"),
+                Err(_) => tracing::debug!("API TLS handshake timed out"),
             }
         });
     }
@@ -90,6 +93,29 @@ where
             connections = conns.len(),
             "API connections still open at exit are closed"
         );
+    }
+}
+
+/// Serves one connection's requests until it ends or `stop` (then gracefully).
+async fn http<Io>(io: Io, svc: TowerToHyperService<Router>, stop: CancellationToken)
+where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let conn = http.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = r {
+        // A client that went away or timed out; nothing to act on.
+        tracing::debug!(error = %e, "API connection ended");
     }
 }
 

@@ -12,8 +12,10 @@ mod job_schedules;
 pub(crate) mod job_state;
 mod jobs;
 mod list;
+pub mod shared_key;
 mod task_counts;
 mod tasks;
+pub mod tls;
 
 pub use auth::{constant_time_eq, read_token, TcpGuard};
 pub use conn::{HEADER_TIMEOUT, MAX_CONNECTIONS};
@@ -192,15 +194,22 @@ pub(crate) fn require_json(h: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Serves on `listener` (TCP), every request checked by `guard`, until `cancel`; `ui`
-/// (the web view's login and assets) beside it, outside the guard.
+/// Serves on `listener` (TCP; HTTPS with `tls`), every request checked by `guard`, until
+/// `cancel`; `ui` (the web view's login and assets) beside it, outside the guard.
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     app: Router,
     ui: Router,
     guard: auth::TcpGuard,
+    tls: Option<Arc<tls::ReloadableTls>>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let auth = match (guard.token.is_some(), guard.shared_key.is_some()) {
+        (true, true) => "bearer token or SharedKey",
+        (false, true) => "SharedKey",
+        _ => "bearer token",
+    };
     let app = app
         .layer(axum::middleware::from_fn_with_state(
             guard,
@@ -208,8 +217,8 @@ pub async fn serve_tcp(
         ))
         .merge(ui)
         .layer(axum::middleware::from_fn(headers::request_ids));
-    tracing::info!(address = %listener.local_addr()?, "API listening on TCP (bearer token)");
-    conn::serve(listener, app, cancel, true).await;
+    tracing::info!(address = %listener.local_addr()?, scheme, auth, "API listening on TCP");
+    conn::serve(listener, app, cancel, true, tls).await;
     Ok(())
 }
 
@@ -247,7 +256,7 @@ pub async fn serve_unix(
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let app = app.layer(axum::middleware::from_fn(headers::request_ids));
-    conn::serve(listener, app, cancel, false).await;
+    conn::serve(listener, app, cancel, false, None).await;
     std::fs::remove_file(path).ok();
     Ok(())
 }

@@ -93,19 +93,10 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     if let Err(e) = crate::logging::set_level(&cfg.log_level) {
         return fail(&CommandError::plain(e), Exit::InvalidInput);
     }
-    // No token, no TCP.
-    let tcp = match (&cfg.tcp_address, &cfg.token_file) {
-        (None, _) => None,
-        (Some(_), None) => {
-            let e = CommandError::plain(
-                "tcp_address is set but token_file is not; TCP is only served with a bearer token",
-            );
-            return fail(&e, Exit::InvalidInput);
-        }
-        (Some(addr), Some(f)) => match api::read_token(f) {
-            Ok(t) => Some((addr.clone(), t)),
-            Err(e) => return fail(&CommandError::plain(e), Exit::InvalidInput),
-        },
+    // No token nor account key, no TCP.
+    let tcp = match tcp_settings(&cfg) {
+        Ok(t) => t,
+        Err(e) => return fail(&CommandError::plain(e), Exit::InvalidInput),
     };
     let read_only: Arc<[String]> = match &cfg.read_only_token_file {
         None => Arc::new([]),
@@ -223,7 +214,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     // once, so that schedule requests are answered during pool start too.
     let (schedules, timer) = job_schedule::Timer::new(rt.clone(), store.clone(), sched.clone());
     let timer = tokio::spawn(timer.run(cancel.child_token()));
-    reload_on_hup(args.config.clone(), cfg.clone());
+    reload_on_hup(args.config.clone(), cfg.clone(), tcp.as_ref().map(Tcp::reloadable));
 
     let state = api::AppState {
         rt: rt.clone(),
@@ -234,7 +225,14 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     let app = api::router(state.clone());
     let api_stop = CancellationToken::new();
     let socket = cfg.socket.clone();
-    if let Some((addr, token)) = tcp {
+    if let Some(Tcp {
+        addr,
+        token,
+        keys,
+        tls,
+    }) = tcp
+    {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = match tokio::net::TcpListener::bind(&addr).await {
             Ok(l) => l,
             Err(e) => {
@@ -249,8 +247,8 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         match crate::node::job_token::JobTokens::open(&key) {
             Ok(tokens) => {
                 let url = match listener.local_addr() {
-                    Ok(a) => format!("http://{a}"),
-                    Err(_) => format!("http://{addr}"),
+                    Ok(a) => format!("{scheme}://{a}"),
+                    Err(_) => format!("{scheme}://{addr}"),
                 };
                 let issuer = crate::node::job_token::Issuer {
                     tokens,
@@ -265,7 +263,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         if let Some(m) = &member {
             if let Ok(a) = listener.local_addr() {
                 // Unless `file_address` (or a fixed port) said where already.
-                m.file_address.set(format!("http://{a}")).ok();
+                m.file_address.set(format!("{scheme}://{a}")).ok();
             }
         }
         let ui = crate::ui::router(crate::ui::Ui {
@@ -273,7 +271,10 @@ pub async fn run(args: AgentArgs) -> ExitCode {
             check: {
                 let (full, ro) = (token.clone(), read_only.clone());
                 Arc::new(move |t: &str| {
-                    if api::constant_time_eq(t.as_bytes(), full.as_bytes()) {
+                    if full
+                        .as_ref()
+                        .is_some_and(|f| api::constant_time_eq(t.as_bytes(), f.as_bytes()))
+                    {
                         Some(crate::ui::Access::Full)
                     } else if crate::ui::session::one_of(&ro, t) {
                         Some(crate::ui::Access::ReadOnly)
@@ -282,17 +283,19 @@ pub async fn run(args: AgentArgs) -> ExitCode {
                     }
                 })
             },
-            secure_cookie: false,
+            // Over TLS the session cookie is sent back over TLS only.
+            secure_cookie: tls.is_some(),
         });
         let guard = api::TcpGuard {
             token,
+            shared_key: keys,
             proxy_token: proxy_token.clone(),
             read_only,
             state: state.clone(),
         };
         let (app, stop) = (app.clone(), api_stop.clone());
         tokio::spawn(async move {
-            if let Err(e) = api::serve_tcp(listener, app, ui, guard, stop).await {
+            if let Err(e) = api::serve_tcp(listener, app, ui, guard, tls, stop).await {
                 tracing::error!(address = %addr, error = %e, "the TCP API stopped");
             }
         });
@@ -431,15 +434,95 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
+/// What the TCP API reads from files: its address, the bearer token, the account keys and
+/// the TLS certificate.
+struct Tcp {
+    addr: String,
+    token: Option<Arc<str>>,
+    keys: Option<Arc<api::shared_key::KeyRing>>,
+    tls: Option<Arc<api::tls::ReloadableTls>>,
+}
+
+impl Tcp {
+    fn reloadable(&self) -> Reloadable {
+        Reloadable {
+            keys: self.keys.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+}
+
+/// What SIGHUP re-reads besides the configuration: the account key files and the TLS
+/// certificate and key.
+#[derive(Default)]
+struct Reloadable {
+    keys: Option<Arc<api::shared_key::KeyRing>>,
+    tls: Option<Arc<api::tls::ReloadableTls>>,
+}
+
+/// The TCP API's settings, read and checked: none without `tcp_address`; at least one of
+/// a bearer token and account keys; TLS with both a certificate and a key, or neither.
+fn tcp_settings(cfg: &AgentConfig) -> Result<Option<Tcp>, String> {
+    let tls_files = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (None, None) => None,
+        _ => return Err("tls_cert_file and tls_key_file go together: set both, or neither".into()),
+    };
+    let keys = match (&cfg.account_name, cfg.account_key_files.is_empty()) {
+        (None, true) => None,
+        (Some(name), false) => Some(api::shared_key::KeyRing::read(name, &cfg.account_key_files)?),
+        (None, false) => return Err("account_key_files is set but account_name is not".into()),
+        (Some(_), true) => return Err("account_name is set but account_key_files is not".into()),
+    };
+    let Some(addr) = &cfg.tcp_address else {
+        if tls_files.is_some() || keys.is_some() {
+            return Err("TLS files or account keys are set but tcp_address is not: they are for the TCP API".into());
+        }
+        return Ok(None);
+    };
+    let token = cfg.token_file.as_deref().map(api::read_token).transpose()?;
+    if token.is_none() && keys.is_none() {
+        return Err("tcp_address is set but token_file is not (nor account_name and account_key_files); TCP is only served to a bearer token or Batch's SharedKey".into());
+    }
+    let tls = match tls_files {
+        Some((cert, key)) => Some(api::tls::ReloadableTls::load(cert, key)?),
+        None => {
+            tracing::warn!("the TCP API is plain HTTP: set tls_cert_file and tls_key_file for HTTPS");
+            None
+        }
+    };
+    Ok(Some(Tcp {
+        addr: addr.clone(),
+        token,
+        keys,
+        tls,
+    }))
+}
+
 /// SIGHUP: re-read the configuration; `log_level` applies at once, the settings that shape
-/// a running node (root, socket, pool, ...) at the next start, and the log says so.
-fn reload_on_hup(file: Option<PathBuf>, mut current: AgentConfig) {
+/// a running node (root, socket, pool, ...) at the next start, and the log says so. The
+/// account key files and the TLS certificate and key are re-read (a rotated key, a renewed
+/// certificate); one that fails to read keeps what is in use.
+fn reload_on_hup(file: Option<PathBuf>, mut current: AgentConfig, files: Option<Reloadable>) {
+    let files = files.unwrap_or_default();
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
             return;
         };
         while hup.recv().await.is_some() {
+            if let Some(k) = &files.keys {
+                match k.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: account keys re-read"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: account keys not re-read; the old ones stay"),
+                }
+            }
+            if let Some(t) = &files.tls {
+                match t.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate re-read"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not re-read; the old one stays"),
+                }
+            }
             match AgentConfig::load(file.as_deref()) {
                 Ok(new) if new == current => tracing::info!("SIGHUP: configuration unchanged"),
                 Ok(new) => {
