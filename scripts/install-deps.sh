@@ -3,7 +3,7 @@
 # a registry (docker-registry) and htpasswd (apache2-utils) for its auth tests,
 # busybox-static (offline test images), iproute2, the packaging tests' tools (rpm, python3,
 # man-db, systemd-analyze, setpriv), PostgreSQL (pool mode's service), Azurite (npm) for the task-file tests,
-# the Azure Batch Python SDK (a pinned azure-batch in a virtual environment) for the API
+# the Azure Batch Python SDKs (pinned azure-batch 14.x and 15.x, each in a virtual environment) for the API
 # compatibility test, Chromium and playwright-core (npm, pinned) for the web view's browser
 # tests, and a Rust toolchain if none is present.
 # Idempotent; needs root (or sudo).
@@ -69,5 +69,14 @@ if [ "$("$venv/bin/python" -c 'import azure.batch; print(azure.batch.__version__
   echo "install-deps: installing azure-batch $AZURE_BATCH_VERSION"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$root/tests/sdk/batch14-requirements.txt"
+fi
+# The 15.x SDK (azure-core), pinned (tests/sdk/batch15-requirements.txt), in its own
+# virtual environment: HTTPS with a token, and SharedKey.
+AZURE_BATCH15_VERSION=15.1.0
+venv="$root/.tools/azure-batch-15"
+if [ "$("$venv/bin/python" -c 'from importlib.metadata import version; print(version("azure-batch"))' 2>/dev/null)" != "$AZURE_BATCH15_VERSION" ]; then
+  echo "install-deps: installing azure-batch $AZURE_BATCH15_VERSION"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$root/tests/sdk/batch15-requirements.txt"
 fi
 echo "install-deps: ok"

@@ -641,3 +641,240 @@ fn the_python_sdk_signs_with_shared_key() {
         assert!(!log.contains(k.as_str()), "a key reached the log");
     }
 }
+
+/// Runs `openssl` with `args` (split on blanks) in `dir`, asserting success.
+fn openssl(dir: &std::path::Path, args: &str) {
+    let out = std::process::Command::new("openssl")
+        .args(args.split_whitespace())
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian's openssl package) runs");
+    assert!(
+        out.status.success(),
+        "openssl {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA (`ca.pem`) and two server certificates it signed for 127.0.0.1,
+/// `berth-one.{pem,key}` and `berth-two.{pem,key}` (P-256, with the extensions a strict
+/// verifier such as Python 3.13's wants).
+fn test_certificates(dir: &std::path::Path) {
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    openssl(
+        dir,
+        &format!(
+            "req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=berth-test-ca \
+             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+        ),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n",
+    )
+    .unwrap();
+    for name in ["berth-one", "berth-two"] {
+        openssl(
+            dir,
+            &format!("req {ec} -keyout {name}.key -out {name}.csr -subj /CN={name}"),
+        );
+        openssl(
+            dir,
+            &format!(
+                "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                 -out {name}.pem -days 2 -extfile server.ext"
+            ),
+        );
+    }
+}
+
+/// The subject of the certificate `addr` serves.
+fn served_subject(addr: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -subject"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `curl` of `path` on `base` trusting only `ca`, with a bearer `token`; (status, body),
+/// status 0 when no HTTP answer came.
+fn curl(base: &str, ca: &std::path::Path, token: &str, path: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
+        .arg(ca)
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("{base}{}", versioned(path)))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The TCP API over TLS (rustls, the certificate and key files of the configuration): an
+/// HTTPS client that trusts the test CA is served; plain HTTP on that port gets no answer;
+/// after the files are replaced and SIGHUP, new connections get the new certificate.
+#[test]
+fn tls_on_the_tcp_api_and_a_new_certificate_on_sighup() {
+    let n = TestNode::new("compattls");
+    let d = n.dir.path();
+    test_certificates(d);
+    let (cert, key) = (d.join("tls.pem"), d.join("tls.key"));
+    std::fs::copy(d.join("berth-one.pem"), &cert).unwrap();
+    std::fs::copy(d.join("berth-one.key"), &key).unwrap();
+    let token = "tls-token-0123456789abcdef";
+    let tf = d.join("token");
+    std::fs::write(&tf, format!("{token}\n")).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let a = Agent::start_with(
+        &n,
+        &[
+            ("BERTH_TCP_ADDRESS", addr.as_str()),
+            ("BERTH_TOKEN_FILE", tf.to_str().unwrap()),
+            ("BERTH_TLS_CERT_FILE", cert.to_str().unwrap()),
+            ("BERTH_TLS_KEY_FILE", key.to_str().unwrap()),
+        ],
+    );
+    let base = format!("https://{addr}");
+    let ca = d.join("ca.pem");
+    assert_eq!(a.req("POST", "/jobs", Some(&json!({"id": "tj"}))).0, 201);
+    let (st, body) = curl(&base, &ca, token, "/jobs");
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(ids(&serde_json::from_str(&body).unwrap()), ["tj"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["value"][0]["url"],
+        format!("https://{addr}/jobs/tj"),
+        "URLs say https"
+    );
+    assert!(
+        served_subject(&addr).contains("berth-one"),
+        "{}",
+        served_subject(&addr)
+    );
+    let (st, _) = curl(&format!("http://{addr}"), &ca, token, "/jobs");
+    assert_eq!(st, 0, "plain HTTP on the TLS port is not answered");
+
+    // A renewed certificate: the files replaced, then SIGHUP.
+    std::fs::copy(d.join("berth-two.pem"), &cert).unwrap();
+    std::fs::copy(d.join("berth-two.key"), &key).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    while !served_subject(&addr).contains("berth-two") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "still served after SIGHUP: {}",
+            served_subject(&addr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(curl(&base, &ca, token, "/jobs/tj").0, 200);
+    // A broken file on the next SIGHUP keeps the certificate in use.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(served_subject(&addr).contains("berth-two"));
+    assert_eq!(curl(&base, &ca, token, "/jobs/tj").0, 200);
+}
+
+/// The Python SDK 15.x (`azure-batch==15.1.0`, azure-core), unchanged, over HTTPS (its token
+/// credential refuses plain HTTP): once with a token credential, once with
+/// `AzureNamedKeyCredential` (SharedKey); jobs and a container task through their life, a
+/// filtered list paged by `odata.nextLink`, the long-running job delete; a wrong key refused.
+#[test]
+fn the_python_sdk_15_over_https_with_a_token_and_with_shared_key() {
+    images();
+    let python = workspace().join(".tools/azure-batch-15/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run ./scripts/install-deps.sh (it installs azure-batch 15.1.0 there)",
+        python.display()
+    );
+    let n = TestNode::new("compatsdk15");
+    let d = n.dir.path();
+    test_certificates(d);
+    let token = "sdk15-token-0123456789abcdef";
+    let tf = d.join("token");
+    std::fs::write(&tf, format!("{token}\n")).unwrap();
+    let (key, key_file) = account_key(&n, "key1", 5);
+    let (wrong, _) = account_key(&n, "key2", 6);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _a = Agent::start_with(
+        &n,
+        &[
+            ("BERTH_TCP_ADDRESS", addr.as_str()),
+            ("BERTH_TOKEN_FILE", tf.to_str().unwrap()),
+            ("BERTH_ACCOUNT_NAME", "berthnode"),
+            ("BERTH_ACCOUNT_KEY_FILES", key_file.to_str().unwrap()),
+            (
+                "BERTH_TLS_CERT_FILE",
+                d.join("berth-one.pem").to_str().unwrap(),
+            ),
+            (
+                "BERTH_TLS_KEY_FILE",
+                d.join("berth-one.key").to_str().unwrap(),
+            ),
+        ],
+    );
+    let ca = d.join("ca.pem");
+    let run = |args: &[&str]| -> Value {
+        let out = std::process::Command::new(&python)
+            .arg(workspace().join("tests/sdk/batch15.py"))
+            .arg(format!("https://{addr}"))
+            .arg(&ca)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "the SDK failed: {stderr}");
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    for (mode, seen) in [
+        ("token", run(&["token", token])),
+        ("sharedkey", run(&["sharedkey", "berthnode", &key, &wrong])),
+    ] {
+        let p = format!("b15{mode}-");
+        assert_eq!(
+            seen["listed"],
+            json!([format!("{p}0"), format!("{p}1"), format!("{p}2")]),
+            "{seen}"
+        );
+        assert_eq!(
+            (&seen["task_state"], &seen["exit_code"]),
+            (&json!("completed"), &json!(4)),
+            "{seen}"
+        );
+        assert_eq!(
+            seen["after_delete"],
+            json!([format!("{p}0"), format!("{p}1")]),
+            "{seen}"
+        );
+        if mode == "sharedkey" {
+            assert_eq!(
+                seen["wrong_key"],
+                json!([403, "AuthenticationFailed"]),
+                "{seen}"
+            );
+        }
+    }
+}

@@ -74,15 +74,20 @@ fn http_date(t: DateTime<Utc>) -> String {
     httpdate::fmt_http_date(std::time::SystemTime::from(t))
 }
 
-/// The base of absolute URLs (`url`, `odata.metadata`, `odata.nextLink`): `http://` and
-/// the request's `Host` (`berth` on the Unix socket).
+/// The base of absolute URLs (`url`, `odata.metadata`, `odata.nextLink`): `https://` on
+/// the TLS listener (its [`super::headers::SCHEME`] mark), else `http://`, and the
+/// request's `Host` (`berth` on the Unix socket).
 pub fn base_url(h: &HeaderMap) -> String {
     let host = h
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '?', '#']))
         .unwrap_or("berth");
-    format!("http://{host}")
+    let scheme = match h.get(super::headers::SCHEME) {
+        Some(v) if v == "https" => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}")
 }
 
 /// Adds `url` (`base` + `path`), `eTag` and `lastModified` to `entity`, as Batch's

@@ -85,6 +85,24 @@ pub async fn request_ids(req: Request, next: Next) -> Response {
     resp
 }
 
+/// The request header that tells handlers the listener's scheme, for the URLs they
+/// answer with; set by [`mark_scheme`] alone (a client's own is dropped).
+pub const SCHEME: &str = "x-forwarded-proto";
+
+/// Marks each request `https` (`tls`) or removes any mark a client sent.
+pub async fn mark_scheme(
+    axum::extract::State(tls): axum::extract::State<bool>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let h = req.headers_mut();
+    h.remove(SCHEME);
+    if tls {
+        h.insert(SCHEME, HeaderValue::from_static("https"));
+    }
+    next.run(req).await
+}
+
 /// `api-version` checked against [`API_VERSIONS`].
 fn check_version(query: Option<&str>) -> Result<(), ApiError> {
     let given = query

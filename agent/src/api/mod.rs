@@ -212,6 +212,10 @@ pub async fn serve_tcp(
     };
     let app = app
         .layer(axum::middleware::from_fn_with_state(
+            tls.is_some(),
+            headers::mark_scheme,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             guard,
             auth::require_token,
         ))
@@ -255,7 +259,12 @@ pub async fn serve_unix(
     app: Router,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = app.layer(axum::middleware::from_fn(headers::request_ids));
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(
+            false,
+            headers::mark_scheme,
+        ))
+        .layer(axum::middleware::from_fn(headers::request_ids));
     conn::serve(listener, app, cancel, false, None).await;
     std::fs::remove_file(path).ok();
     Ok(())

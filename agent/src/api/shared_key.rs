@@ -139,7 +139,10 @@ impl AccountKeys {
                 files.len()
             ));
         }
-        let keys = files.iter().map(|f| read_key(f)).collect::<Result<_, _>>()?;
+        let keys = files
+            .iter()
+            .map(|f| read_key(f))
+            .collect::<Result<_, _>>()?;
         Ok(Self::new(account, keys))
     }
 
@@ -399,7 +402,13 @@ mod tests {
         ));
         let (_, sig) = auth.split_once(':').unwrap();
         assert_eq!(
-            keys.verify(&format!("SharedKey someone:{sig}"), &method, &uri, &headers, now),
+            keys.verify(
+                &format!("SharedKey someone:{sig}"),
+                &method,
+                &uri,
+                &headers,
+                now
+            ),
             Err(Refusal::WrongAccount("someone".into()))
         );
         let mut undated = headers.clone();

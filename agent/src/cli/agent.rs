@@ -214,7 +214,11 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     // once, so that schedule requests are answered during pool start too.
     let (schedules, timer) = job_schedule::Timer::new(rt.clone(), store.clone(), sched.clone());
     let timer = tokio::spawn(timer.run(cancel.child_token()));
-    reload_on_hup(args.config.clone(), cfg.clone(), tcp.as_ref().map(Tcp::reloadable));
+    reload_on_hup(
+        args.config.clone(),
+        cfg.clone(),
+        tcp.as_ref().map(Tcp::reloadable),
+    );
 
     let state = api::AppState {
         rt: rt.clone(),
@@ -470,7 +474,10 @@ fn tcp_settings(cfg: &AgentConfig) -> Result<Option<Tcp>, String> {
     };
     let keys = match (&cfg.account_name, cfg.account_key_files.is_empty()) {
         (None, true) => None,
-        (Some(name), false) => Some(api::shared_key::KeyRing::read(name, &cfg.account_key_files)?),
+        (Some(name), false) => Some(api::shared_key::KeyRing::read(
+            name,
+            &cfg.account_key_files,
+        )?),
         (None, false) => return Err("account_key_files is set but account_name is not".into()),
         (Some(_), true) => return Err("account_name is set but account_key_files is not".into()),
     };
@@ -487,7 +494,9 @@ fn tcp_settings(cfg: &AgentConfig) -> Result<Option<Tcp>, String> {
     let tls = match tls_files {
         Some((cert, key)) => Some(api::tls::ReloadableTls::load(cert, key)?),
         None => {
-            tracing::warn!("the TCP API is plain HTTP: set tls_cert_file and tls_key_file for HTTPS");
+            tracing::warn!(
+                "the TCP API is plain HTTP: set tls_cert_file and tls_key_file for HTTPS"
+            );
             None
         }
     };
@@ -514,13 +523,17 @@ fn reload_on_hup(file: Option<PathBuf>, mut current: AgentConfig, files: Option<
             if let Some(k) = &files.keys {
                 match k.reload() {
                     Ok(()) => tracing::info!("SIGHUP: account keys re-read"),
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: account keys not re-read; the old ones stay"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: account keys not re-read; the old ones stay")
+                    }
                 }
             }
             if let Some(t) = &files.tls {
                 match t.reload() {
                     Ok(()) => tracing::info!("SIGHUP: TLS certificate re-read"),
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not re-read; the old one stays"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: TLS certificate not re-read; the old one stays")
+                    }
                 }
             }
             match AgentConfig::load(file.as_deref()) {
