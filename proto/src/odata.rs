@@ -668,6 +668,62 @@ pub const FILES: Schema = Schema {
     ],
 };
 
+const POOL_STATES: &[&str] = &["active", "deleting"];
+const ALLOCATION_STATES: &[&str] = &["steady", "resizing", "stopping"];
+const NODE_STATES: &[&str] = &[
+    "idle",
+    "rebooting",
+    "reimaging",
+    "running",
+    "unusable",
+    "creating",
+    "starting",
+    "waitingforstarttask",
+    "starttaskfailed",
+    "unknown",
+    "leavingpool",
+    "offline",
+    "preempted",
+    "upgradingos",
+    "deallocated",
+    "deallocating",
+];
+
+/// `GET /pools`: Batch's documented pool filters that berth's pools have.
+pub const POOLS: Schema = Schema {
+    entity: "pools",
+    props: &[
+        ("id", Kind::Id),
+        ("displayName", Kind::Str),
+        ("state", Kind::Enum(POOL_STATES)),
+        ("allocationState", Kind::Enum(ALLOCATION_STATES)),
+        ("creationTime", Kind::DateTime),
+        ("stateTransitionTime", Kind::DateTime),
+        ("lastModified", Kind::DateTime),
+        ("eTag", Kind::Str),
+        ("vmSize", Kind::Str),
+        ("taskSlotsPerNode", Kind::Int),
+        ("currentDedicatedNodes", Kind::Int),
+        ("currentLowPriorityNodes", Kind::Int),
+    ],
+};
+
+/// `GET /pools/{pool}/nodes`: Batch's documented node filters.
+pub const NODES: Schema = Schema {
+    entity: "nodes",
+    props: &[
+        ("id", Kind::Id),
+        ("state", Kind::Enum(NODE_STATES)),
+        ("schedulingState", Kind::Enum(&["enabled", "disabled"])),
+        ("isDedicated", Kind::Bool),
+        ("stateTransitionTime", Kind::DateTime),
+        ("lastBootTime", Kind::DateTime),
+        ("allocationTime", Kind::DateTime),
+        ("runningTasksCount", Kind::Int),
+        ("runningTaskSlotsCount", Kind::Int),
+    ],
+};
+
 /// A filter checked against a schema: every property known, every value of its type.
 #[derive(Debug, Clone)]
 pub struct Filter {

@@ -1,7 +1,8 @@
 """Drives a berth agent with the unchanged Azure Batch Python SDK 14.x and its
 SharedKeyCredentials (account name and key): a job added, a task added and polled until it
 completes, a filtered list paged by odata.nextLink (query parameters are signed), a
-conditional GET; then a client with a wrong key, refused. Prints one JSON object of what it
+conditional GET, the pool,
+its node and the counts; then a client with a wrong key, refused. Prints one JSON object of what it
 saw; tests/tests/api_compat.rs asserts on it.
 
 Usage: python batch14_sharedkey.py URL ACCOUNT KEY WRONG_KEY
@@ -49,6 +50,12 @@ def main():
         seen["not_modified"] = "answered"
     except models.BatchErrorException as e:
         seen["not_modified"] = e.response.status_code
+    nodes = list(client.compute_node.list("agentpool"))
+    counts = client.job.get_task_counts("sk-0")
+    seen["pool"] = [client.pool.get("agentpool").id, [n.id for n in nodes]]
+    seen["node_state"] = client.compute_node.get("agentpool", nodes[0].id).state.value
+    seen["node_counts"] = [[c.pool_id, c.dedicated.total] for c in client.account.list_pool_node_counts()]
+    seen["task_counts"] = [counts.task_counts.completed, counts.task_counts.failed]
     client.job.delete("sk-2")
 
     wrong = BatchServiceClient(SharedKeyCredentials(account, wrong_key), batch_url=url)

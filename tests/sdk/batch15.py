@@ -1,8 +1,8 @@
 """Drives a berth agent over HTTPS with the unchanged Azure Batch Python SDK 15.x
 (azure-core), whose token credential refuses plain HTTP: with a token credential, or with
 the account name and key (AzureNamedKeyCredential, SharedKey). Jobs created, a container
-task created and polled to its exit code, a filtered list paged by odata.nextLink, a job
-deleted; a wrong key refused. Prints one JSON object of what it saw;
+task created and polled to its exit code, a filtered list paged by odata.nextLink, the
+pool, its node and the counts read, a job deleted; a wrong key refused. Prints one JSON object of what it saw;
 tests/tests/api_compat.rs asserts on it.
 
 Usage: python batch15.py URL CA_FILE token TOKEN
@@ -61,6 +61,16 @@ def main():
         "task_state": getattr(task.state, "value", task.state),
         "exit_code": task.execution_info.exit_code if task.execution_info else None,
     }
+    # The node's pool, its node, the counts.
+    pool_ = client.get_pool("agentpool")
+    nodes = list(client.list_nodes("agentpool"))
+    node = client.get_node("agentpool", nodes[0].id)
+    counts = client.get_job_task_counts(prefix + "0")
+    seen["pool"] = [pool_.id, pool_.task_slots_per_node, pool_.current_dedicated_nodes]
+    seen["nodes"] = [n.id for n in nodes]
+    seen["node"] = [node.id, node.is_dedicated]
+    seen["node_counts"] = [[c.pool_id, c.dedicated.total] for c in client.list_pool_node_counts()]
+    seen["task_counts"] = [counts.task_counts.completed, counts.task_counts.failed, counts.task_slot_counts.completed]
     # Polls the job until it is gone (Batch's long-running delete).
     client.begin_delete_job(prefix + "2", polling_interval=1).result()
     seen["after_delete"] = sorted(j.id for j in client.list_jobs(filter="startswith(id,'%s')" % prefix))

@@ -625,6 +625,10 @@ fn the_python_sdk_signs_with_shared_key() {
         "{seen}"
     );
     assert_eq!(seen["not_modified"], 304, "{seen}");
+    assert_eq!(seen["pool"], json!(["agentpool", [n.node_id]]), "{seen}");
+    assert!(seen["node_state"].is_string(), "{seen}");
+    assert_eq!(seen["node_counts"], json!([["agentpool", 1]]), "{seen}");
+    assert_eq!(seen["task_counts"], json!([1, 1]), "{seen}");
     assert_eq!(
         seen["wrong_key"],
         json!([403, "AuthenticationFailed"]),
@@ -877,4 +881,120 @@ fn the_python_sdk_15_over_https_with_a_token_and_with_shared_key() {
             );
         }
     }
+}
+
+/// The node's pool and node on Batch's paths, in Batch's shapes: `/pools` (the one pool),
+/// `/pools/{pool}`, `/pools/{pool}/nodes[/{node}]`, `/nodecounts`, and a job's
+/// `taskcounts` with its slot counts; list options on the lists, 404s naming what is not
+/// here.
+#[test]
+fn pool_node_and_count_paths() {
+    images();
+    let n = TestNode::new("compatpools");
+    let a = Agent::start(&n);
+    let pools = get(&a, "/pools");
+    assert_eq!(ids(&pools), ["agentpool"]);
+    assert_eq!(pools["odata.metadata"], "http://berth/$metadata#pools");
+    let p = &pools["value"][0];
+    assert_eq!(
+        (&p["state"], &p["allocationState"], &p["taskSlotsPerNode"]),
+        (&json!("active"), &json!("steady"), &json!(4)),
+        "{p}"
+    );
+    assert_eq!(p["currentDedicatedNodes"], 1);
+    assert_eq!(p["url"], "http://berth/pools/agentpool");
+    assert!(p["eTag"].as_str().unwrap().starts_with("0x"), "{p}");
+    assert_eq!(
+        get(&a, "/pools/AGENTPOOL?$select=id,state"),
+        json!({"id": "agentpool", "state": "active", "odata.metadata": "http://berth/$metadata#pools/@Element"})
+    );
+    assert_eq!(
+        ids(&get(&a, "/pools?$filter=id%20eq%20%27other%27")),
+        Vec::<String>::new()
+    );
+    let (st, b) = a.req("GET", "/pools/other", None);
+    assert_eq!((st, error_code(&b)), (404, "PoolNotFound".into()), "{b}");
+
+    let nodes = get(&a, "/pools/agentpool/nodes");
+    assert_eq!(ids(&nodes), [n.node_id.as_str()]);
+    let node = &nodes["value"][0];
+    assert_eq!(node["isDedicated"], true, "{node}");
+    assert_eq!(
+        node["url"],
+        format!("http://berth/pools/agentpool/nodes/{}", n.node_id)
+    );
+    let one = get(&a, &format!("/pools/agentpool/nodes/{}", n.node_id));
+    assert_eq!(
+        (&one["id"], &one["poolId"]),
+        (&json!(n.node_id), &json!("agentpool"))
+    );
+    let (st, b) = a.req("GET", "/pools/agentpool/nodes/other", None);
+    assert_eq!((st, error_code(&b)), (404, "NodeNotFound".into()), "{b}");
+    let (st, b) = a.req(
+        "GET",
+        "/pools/agentpool/nodes?$filter=nosuch%20eq%201",
+        None,
+    );
+    assert_eq!(
+        (st, error_code(&b)),
+        (400, "InvalidQueryParameterValue".into()),
+        "{b}"
+    );
+    let (st, _) = a.req("DELETE", "/pools/agentpool", None);
+    assert_eq!(st, 405);
+
+    let counts = get(&a, "/nodecounts");
+    let c = &counts["value"][0];
+    assert_eq!(c["poolId"], "agentpool", "{counts}");
+    assert_eq!(
+        (&c["dedicated"]["total"], &c["lowPriority"]["total"]),
+        (&json!(1), &json!(0))
+    );
+    let state = one["state"].as_str().unwrap();
+    let key = match state {
+        "waitingforstarttask" => "waitingForStartTask",
+        "starttaskfailed" => "startTaskFailed",
+        s => s,
+    };
+    assert_eq!(c["dedicated"][key], 1, "{counts}");
+
+    // Task counts: 3 succeeded (one of 2 slots), 1 failed, 1 held by its failed dependency.
+    let job = json!({"id": "cj", "usesTaskDependencies": true});
+    assert_eq!(a.req("POST", "/jobs", Some(&job)).0, 201);
+    let mut two = task("two", "/bin/true", "");
+    two["requiredSlots"] = json!(2);
+    let mut held = task("held", "/bin/true", "");
+    held["dependsOn"] = json!({"taskIds": ["bad"]});
+    let tasks = [
+        task("a", "/bin/true", ""),
+        task("b", "/bin/true", ""),
+        two,
+        task("bad", "/bin/false", ""),
+        held,
+    ];
+    let (st, b) = a.req(
+        "POST",
+        "/jobs/cj/addtaskcollection",
+        Some(&json!({"value": tasks})),
+    );
+    assert_eq!(st, 200, "{b}");
+    let t0 = Instant::now();
+    let counts = loop {
+        let c = get(&a, "/jobs/cj/taskcounts");
+        if c["taskCounts"]["completed"] == 4 {
+            break c;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "{c}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        counts["taskCounts"],
+        json!({"active": 1, "running": 0, "completed": 4, "succeeded": 3, "failed": 1})
+    );
+    assert_eq!(
+        counts["taskSlotCounts"],
+        json!({"active": 1, "running": 0, "completed": 5, "succeeded": 4, "failed": 1})
+    );
+    let (st, b) = a.req("GET", "/jobs/nosuch/taskcounts", None);
+    assert_eq!((st, error_code(&b)), (404, "JobNotFound".into()), "{b}");
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod conn;
+pub mod counts;
 mod entity;
 mod error;
 pub(crate) use error::body as error_body;
@@ -12,6 +13,7 @@ mod job_schedules;
 pub(crate) mod job_state;
 mod jobs;
 mod list;
+mod pools;
 pub mod shared_key;
 mod task_counts;
 mod tasks;
@@ -105,6 +107,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/jobs/{job}/tasks/{task}/files", get(files::list))
         .route("/jobs/{job}/tasks/{task}/files/{*path}", get(files::get))
+        .route("/pools", get(pools::list))
+        .route("/pools/{pool}", get(pools::get))
+        .route("/pools/{pool}/nodes", get(pools::nodes))
+        .route("/pools/{pool}/nodes/{node}", get(pools::node))
+        .route("/nodecounts", get(pools::node_counts))
         .route("/pools/{pool}/nodes/{node}/files", get(files::node_list))
         .route(
             "/pools/{pool}/nodes/{node}/files/{*path}",

@@ -1,0 +1,183 @@
+//! The node's pool and the node itself on Batch's pool paths: a standalone agent is a pool
+//! of one dedicated node (the pool file's id, or the pool it joined). `GET /pools[/{pool}]`,
+//! `GET /pools/{pool}/nodes[/{node}]` and `GET /nodecounts` (Batch's List Pool Node
+//! Counts), in Batch's shapes (`CloudPool`, `ComputeNode`, `PoolNodeCounts`).
+
+use super::entity::{self, seg};
+use super::list::ListQuery;
+use super::{counts, select_of, ApiError, AppState, Pairs};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+use axum::Json;
+use berth_proto::TaskState;
+use serde_json::{json, Value};
+
+/// When this agent began serving its pool: its pool's and its node's `creationTime` and
+/// `allocationTime`.
+fn since(s: &AppState) -> chrono::DateTime<chrono::Utc> {
+    s.rt.status.get().node_agent_info.last_update_time
+}
+
+/// The pool as Batch's `CloudPool`: its specification, steady with this one node.
+fn pool_view(s: &AppState) -> Result<Value, ApiError> {
+    let mut v = entity::json(&s.rt.pool)?;
+    let t = since(s);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("id".into(), json!(s.rt.node.pool_id));
+        for (k, x) in [
+            ("state", json!("active")),
+            ("allocationState", json!("steady")),
+            ("creationTime", json!(t)),
+            ("stateTransitionTime", json!(t)),
+            ("allocationStateTransitionTime", json!(t)),
+            ("taskSlotsPerNode", json!(s.rt.pool.task_slots())),
+            ("currentDedicatedNodes", json!(1)),
+            ("currentLowPriorityNodes", json!(0)),
+            ("targetDedicatedNodes", json!(1)),
+            ("targetLowPriorityNodes", json!(0)),
+            ("enableAutoScale", json!(false)),
+            ("enableInterNodeCommunication", json!(false)),
+        ] {
+            o.insert(k.into(), x);
+        }
+    }
+    Ok(v)
+}
+
+/// This node as Batch's `ComputeNode`: its reported state, with the task counts Batch adds.
+fn node_view(s: &AppState) -> Result<Value, ApiError> {
+    let running = s
+        .store
+        .tasks_in(&[TaskState::Preparing, TaskState::Running])?;
+    let slots: u32 = running.iter().map(|t| t.view.spec.required_slots()).sum();
+    let mut v = entity::json(&s.rt.status.get())?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("isDedicated".into(), json!(true));
+        o.insert("allocationTime".into(), json!(since(s)));
+        o.insert("runningTasksCount".into(), json!(running.len()));
+        o.insert("runningTaskSlotsCount".into(), json!(slots));
+        if let Some(size) = &s.rt.pool.vm_size {
+            o.insert("vmSize".into(), json!(size));
+        }
+    }
+    Ok(v)
+}
+
+/// `pool` names this node's pool, else 404 `PoolNotFound`.
+fn check_pool(s: &AppState, pool: &str) -> Result<(), ApiError> {
+    if pool.eq_ignore_ascii_case(&s.rt.node.pool_id) {
+        Ok(())
+    } else {
+        Err(ApiError::PoolNotFound(format!(
+            "The specified pool {pool:?} does not exist; this node's pool is {:?}.",
+            s.rt.node.pool_id
+        )))
+    }
+}
+
+fn pool_path(s: &AppState) -> String {
+    format!("/pools/{}", seg(&s.rt.node.pool_id))
+}
+
+fn node_path(s: &AppState) -> String {
+    format!("{}/nodes/{}", pool_path(s), seg(&s.rt.node.node_id))
+}
+
+/// A list of the one entity `view` at `path`, with Batch's list options.
+fn one_item_list(
+    view: Value,
+    id: &str,
+    q: Pairs,
+    h: &HeaderMap,
+    schema: &berth_proto::odata::Schema,
+    (path, item_path, metadata): (&str, &str, &str),
+) -> Result<Json<Value>, ApiError> {
+    let q = ListQuery::parse(q.0, schema)?;
+    let base = entity::base_url(h);
+    let item = entity::item(&view, &base, item_path)?;
+    Ok(Json(q.page(
+        vec![(0, id.to_string(), item)],
+        h,
+        path,
+        metadata,
+    )))
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    q: Pairs,
+) -> Result<Json<Value>, ApiError> {
+    let paths = ("/pools", pool_path(&s), "pools");
+    one_item_list(
+        pool_view(&s)?,
+        &s.rt.node.pool_id,
+        q,
+        &h,
+        &berth_proto::odata::POOLS,
+        (paths.0, &paths.1, paths.2),
+    )
+}
+
+/// `GET` (and `HEAD`) `/pools/{pool}`, with `$select`; conditional.
+pub async fn get(
+    State(s): State<AppState>,
+    Path(pool): Path<String>,
+    method: Method,
+    h: HeaderMap,
+    q: Pairs,
+) -> Result<Response, ApiError> {
+    check_pool(&s, &pool)?;
+    let path = pool_path(&s);
+    entity::answer(&h, &method, &pool_view(&s)?, &path, "pools", select_of(&q)?)
+}
+
+pub async fn nodes(
+    State(s): State<AppState>,
+    Path(pool): Path<String>,
+    h: HeaderMap,
+    q: Pairs,
+) -> Result<Json<Value>, ApiError> {
+    check_pool(&s, &pool)?;
+    let list = format!("{}/nodes", pool_path(&s));
+    one_item_list(
+        node_view(&s)?,
+        &s.rt.node.node_id,
+        q,
+        &h,
+        &berth_proto::odata::NODES,
+        (&list, &node_path(&s), "nodes"),
+    )
+}
+
+/// `GET` (and `HEAD`) `/pools/{pool}/nodes/{node}`, with `$select`; conditional.
+pub async fn node(
+    State(s): State<AppState>,
+    Path((pool, node)): Path<(String, String)>,
+    method: Method,
+    h: HeaderMap,
+    q: Pairs,
+) -> Result<Response, ApiError> {
+    check_pool(&s, &pool)?;
+    if !node.eq_ignore_ascii_case(&s.rt.node.node_id) {
+        return Err(ApiError::NodeNotFound(format!(
+            "The specified node {node:?} does not exist in pool {pool:?}."
+        )));
+    }
+    let path = node_path(&s);
+    entity::answer(&h, &method, &node_view(&s)?, &path, "nodes", select_of(&q)?)
+}
+
+/// `GET /nodecounts`: the one pool, its one node counted by state.
+pub async fn node_counts(State(s): State<AppState>, h: HeaderMap) -> Json<Value> {
+    let state = s.rt.status.state();
+    Json(json!({
+        "odata.metadata": format!("{}/$metadata#poolnodecounts", entity::base_url(&h)),
+        "value": [{
+            "poolId": s.rt.node.pool_id,
+            "dedicated": counts::node_counts(&[(state.as_str(), 1)]),
+            "lowPriority": counts::node_counts(&[]),
+        }],
+    }))
+}
