@@ -3,9 +3,9 @@
 # a registry (docker-registry) and htpasswd (apache2-utils) for its auth tests,
 # busybox-static (offline test images), iproute2, the packaging tests' tools (rpm, python3,
 # man-db, systemd-analyze, setpriv), PostgreSQL (pool mode's service), Azurite (npm) for the task-file tests,
-# the Azure Batch Python SDKs (pinned azure-batch 14.x and 15.x, each in a virtual environment) for the API
-# compatibility test, Chromium and playwright-core (npm, pinned) for the web view's browser
-# tests, and a Rust toolchain if none is present.
+# the Azure Batch Python SDKs (pinned azure-batch 14.x and 15.x) and the az CLI, each in a
+# virtual environment, for the API compatibility test, Chromium and playwright-core (npm,
+# pinned) for the web view's browser tests, and a Rust toolchain if none is present.
 # Idempotent; needs root (or sudo).
 set -eu
 SUDO=""
@@ -78,5 +78,16 @@ if [ "$("$venv/bin/python" -c 'from importlib.metadata import version; print(ver
   echo "install-deps: installing azure-batch $AZURE_BATCH15_VERSION"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$root/tests/sdk/batch15-requirements.txt"
+fi
+# The az CLI (azure-cli, pinned with its dependencies: tests/sdk/azure-cli-requirements.txt)
+# for `az batch` against the agent: about 730 MB and 1.5 minutes to install.
+# BERTH_SKIP_AZ_CLI=1 leaves it out (tests/tests/api_compat.rs's az test then fails, saying so).
+AZ_CLI_VERSION=2.91.0
+venv="$root/.tools/azure-cli"
+if [ "${BERTH_SKIP_AZ_CLI:-0}" != 1 ] && \
+   [ "$("$venv/bin/python" -c 'from importlib.metadata import version; print(version("azure-cli"))' 2>/dev/null)" != "$AZ_CLI_VERSION" ]; then
+  echo "install-deps: installing azure-cli $AZ_CLI_VERSION"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$root/tests/sdk/azure-cli-requirements.txt"
 fi
 echo "install-deps: ok"

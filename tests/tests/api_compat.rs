@@ -998,3 +998,138 @@ fn pool_node_and_count_paths() {
     let (st, b) = a.req("GET", "/jobs/nosuch/taskcounts", None);
     assert_eq!((st, error_code(&b)), (404, "JobNotFound".into()), "{b}");
 }
+
+/// `az batch` (azure-cli 2.91.0, unchanged) with `--account-name --account-key
+/// --account-endpoint` against the agent: a job and a container task created, the task
+/// polled to completion, a filtered job list, its files, the pool, the node and the task
+/// counts, the job deleted; a wrong key refused with Batch's error.
+#[test]
+fn az_batch_drives_the_agent_with_an_account_key() {
+    images();
+    let az = workspace().join(".tools/azure-cli/bin/az");
+    assert!(
+        az.exists(),
+        "{} is missing: run ./scripts/install-deps.sh (it installs azure-cli 2.91.0 there)",
+        az.display()
+    );
+    let n = TestNode::new("compataz");
+    let (key, key_file) = account_key(&n, "key1", 7);
+    let (wrong, _) = account_key(&n, "key2", 8);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _a = Agent::start_with(
+        &n,
+        &[
+            ("BERTH_TCP_ADDRESS", addr.as_str()),
+            ("BERTH_ACCOUNT_NAME", "berthnode"),
+            ("BERTH_ACCOUNT_KEY_FILES", key_file.to_str().unwrap()),
+        ],
+    );
+    let endpoint = format!("http://{addr}");
+    let config = n.dir.path().join("azure");
+    // (success, stdout, stderr) of `az batch ARGS` with `key`.
+    let run = |key: &str, args: &[&str]| {
+        let out = std::process::Command::new(&az)
+            .arg("batch")
+            .args(args)
+            .args(["--account-name", "berthnode", "--account-key", key])
+            .args(["--account-endpoint", &endpoint])
+            .env("AZURE_CONFIG_DIR", &config)
+            .env("AZURE_CORE_COLLECT_TELEMETRY", "no")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let ok = |args: &[&str]| {
+        let (done, out, err) = run(&key, args);
+        assert!(done, "az batch {args:?}: {err}");
+        out
+    };
+    ok(&["job", "create", "--id", "azj", "--pool-id", "agentpool"]);
+    ok(&["job", "create", "--id", "other", "--pool-id", "agentpool"]);
+    let task = n.file("task.json", &task("t1", "/bin/sh -c 'echo hi; exit 2'", ""));
+    ok(&[
+        "task",
+        "create",
+        "--job-id",
+        "azj",
+        "--json-file",
+        task.to_str().unwrap(),
+        "-o",
+        "none",
+    ]);
+    let state = ["task", "show", "--job-id", "azj", "--task-id", "t1"];
+    let t0 = Instant::now();
+    let shown = loop {
+        let v: Value = serde_json::from_str(&ok(&state)).unwrap();
+        if v["state"] == "completed" {
+            break v;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "{v}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(shown["executionInfo"]["exitCode"], 2, "{shown}");
+    let q = |args: &[&str]| -> Value {
+        serde_json::from_str(&ok(args)).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    };
+    assert_eq!(
+        q(&[
+            "job",
+            "list",
+            "--filter",
+            "startswith(id,'az')",
+            "--query",
+            "[].id"
+        ]),
+        json!(["azj"])
+    );
+    let files = q(&[
+        "task",
+        "file",
+        "list",
+        "--job-id",
+        "azj",
+        "--task-id",
+        "t1",
+        "--query",
+        "[].name",
+    ]);
+    assert!(
+        files.as_array().unwrap().contains(&json!("stdout.txt")),
+        "{files}"
+    );
+    assert_eq!(
+        q(&[
+            "pool",
+            "show",
+            "--pool-id",
+            "agentpool",
+            "--query",
+            "[id, taskSlotsPerNode]"
+        ]),
+        json!(["agentpool", 4])
+    );
+    assert_eq!(
+        q(&["node", "list", "--pool-id", "agentpool", "--query", "[].id"]),
+        json!([n.node_id])
+    );
+    assert_eq!(
+        q(&[
+            "job",
+            "task-counts",
+            "show",
+            "--job-id",
+            "azj",
+            "--query",
+            "taskCounts.failed"
+        ]),
+        json!(1)
+    );
+    ok(&["job", "delete", "--job-id", "other", "--yes"]);
+    let (done, _, err) = run(&wrong, &["job", "list"]);
+    assert!(!done);
+    assert!(err.contains("AuthenticationFailed"), "{err}");
+}
