@@ -38,29 +38,58 @@ def main():
     client = BatchClient(url, cred, connection_verify=ca)
     prefix = "b15%s-" % mode
     pool = models.BatchPoolInfo(pool_id="agentpool")
-    for i in range(3):
+    container = models.BatchTaskContainerSettings(image_name="myimage", container_run_options="--network none")
+    first = models.BatchJobCreateOptions(
+        id=prefix + "0",
+        pool_info=pool,
+        job_preparation_task=models.BatchJobPreparationTask(
+            command_line="/bin/sh -c 'echo prep'", container_settings=container
+        ),
+        job_release_task=models.BatchJobReleaseTask(command_line="/bin/true", container_settings=container),
+    )
+    client.create_job(first)
+    for i in (1, 2):
         client.create_job(models.BatchJobCreateOptions(id="%s%d" % (prefix, i), pool_info=pool))
     client.create_task(
         prefix + "0",
         models.BatchTaskCreateOptions(
-            id="t1",
-            command_line="/bin/sh -c 'exit 4'",
-            container_settings=models.BatchTaskContainerSettings(
-                image_name="myimage", container_run_options="--network none"
-            ),
+            id="t1", command_line="/bin/sh -c 'echo hi; exit 4'", container_settings=container
+        ),
+    )
+    added = client.create_task_collection(
+        prefix + "0",
+        models.BatchTaskGroup(
+            task_values=[
+                models.BatchTaskCreateOptions(id=t, command_line="/bin/true", container_settings=container)
+                for t in ("t2", "t3")
+            ]
         ),
     )
     deadline = time.time() + 120
-    task = client.get_task(prefix + "0", "t1")
-    while task.state != models.BatchTaskState.COMPLETED and time.time() < deadline:
+    done = "state eq 'completed'"
+    while len(list(client.list_tasks(prefix + "0", filter=done))) < 3 and time.time() < deadline:
         time.sleep(0.3)
-        task = client.get_task(prefix + "0", "t1")
+    task = client.get_task(prefix + "0", "t1")
     listed = client.list_jobs(filter="startswith(id,'%s')" % prefix, max_results=1, select=["id"])
     seen = {
         "listed": [j.id for j in listed],
         "task_state": getattr(task.state, "value", task.state),
         "exit_code": task.execution_info.exit_code if task.execution_info else None,
     }
+    seen["collection"] = sorted((r.task_id, getattr(r.status, "value", r.status)) for r in added.result_values)
+    # The task's files: list, read, properties (HEAD).
+    seen["files"] = sorted(f.name for f in client.list_task_files(prefix + "0", "t1"))
+    seen["stdout"] = b"".join(client.download_task_file(prefix + "0", "t1", "stdout.txt")).decode()
+    props = client.get_task_file_properties(prefix + "0", "t1", "stdout.txt")
+    seen["stdout_length"] = int(props.content_length)
+    seen["prep"] = [
+        getattr(p.job_preparation_task_execution_info.state, "value", None)
+        for p in client.list_job_preparation_and_release_task_status(prefix + "0")
+    ]
+    # Without options the SDK cannot build the request (no content type): it sends a reason.
+    reason = models._models.BatchJobTerminateOptions(termination_reason="done")  # not exported
+    client.begin_terminate_job(prefix + "1", options=reason, polling_interval=1).result()
+    seen["terminated"] = getattr(client.get_job(prefix + "1").state, "value", None)
     # The node's pool, its node, the counts.
     pool_ = client.get_pool("agentpool")
     nodes = list(client.list_nodes("agentpool"))

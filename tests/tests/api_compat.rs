@@ -802,8 +802,10 @@ fn tls_on_the_tcp_api_and_a_new_certificate_on_sighup() {
 
 /// The Python SDK 15.x (`azure-batch==15.1.0`, azure-core), unchanged, over HTTPS (its token
 /// credential refuses plain HTTP): once with a token credential, once with
-/// `AzureNamedKeyCredential` (SharedKey); jobs and a container task through their life, a
-/// filtered list paged by `odata.nextLink`, the long-running job delete; a wrong key refused.
+/// `AzureNamedKeyCredential` (SharedKey): a job with preparation and release tasks, a task
+/// and a task collection polled to completion, a filtered list paged by `odata.nextLink`,
+/// a task's files (list, read, properties), the preparation task's status, the pool, node
+/// and counts, a terminate and the long-running delete; a wrong key refused.
 #[test]
 fn the_python_sdk_15_over_https_with_a_token_and_with_shared_key() {
     images();
