@@ -150,7 +150,10 @@ fn stop_records_how_each_task_really_ended() {
     let (code, took) = term_within(a, Duration::from_secs(30));
     eprintln!("stop: the agent exited {code:?} {took:?} after SIGTERM");
     assert_eq!(code, Some(0));
-    assert!(n.containers_left().is_empty(), "stop removes the containers");
+    assert!(
+        n.containers_left().is_empty(),
+        "stop removes the containers"
+    );
     assert!(log_of(&n).contains("being stopped and removed"));
 
     let a = Agent::start(&n);

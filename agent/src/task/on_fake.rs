@@ -66,7 +66,11 @@ fn earlier_output_files(p: &TaskPlan) {
 }
 
 async fn run(n: &Node, p: &TaskPlan) -> ExecutionInfo {
-    settled(n, run_task(&n.rt, p, &CancellationToken::new(), None, &|_| {}).await).await
+    settled(
+        n,
+        run_task(&n.rt, p, &CancellationToken::new(), None, &|_| {}).await,
+    )
+    .await
 }
 
 /// `info` once the attempt's container is removed (that happens in the background).
@@ -94,7 +98,11 @@ async fn the_container_is_removed_after_the_result_and_before_its_name_is_reused
     let cancel = CancellationToken::new();
     let first = run_task(&n.rt, &p, &cancel, None, &|_| {}).await;
     assert_eq!(first.result, Some(TaskResult::Success));
-    assert_eq!(n.fake.count("remove"), 0, "not yet: it runs in the background");
+    assert_eq!(
+        n.fake.count("remove"),
+        0,
+        "not yet: it runs in the background"
+    );
     let second = run_task(&n.rt, &p, &cancel, None, &|_| {}).await;
     assert_eq!(second.result, Some(TaskResult::Success));
     n.rt.removals.idle().await;
@@ -317,7 +325,11 @@ async fn an_earlier_agents_running_container_is_taken_over_to_its_exit() {
         attempt: 0,
         started: None,
     };
-    let info = settled(&n, run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await).await;
+    let info = settled(
+        &n,
+        run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await,
+    )
+    .await;
     assert_eq!(info.exit_code, Some(5));
     assert_eq!(n.fake.count("create"), 0, "taken over, not started again");
     assert_eq!(n.fake.count("start"), 0);
@@ -338,7 +350,11 @@ async fn an_earlier_agents_exited_container_is_collected() {
         attempt: 1,
         started: None,
     };
-    let info = settled(&n, run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await).await;
+    let info = settled(
+        &n,
+        run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await,
+    )
+    .await;
     assert_eq!(info.exit_code, Some(0));
     assert_eq!(info.retry_count, 1, "the attempt number carries over");
     assert!(n.fake.containers().is_empty());
@@ -639,7 +655,11 @@ async fn a_takeover_from_a_rotated_store_says_the_output_may_be_incomplete() {
         attempt: 0,
         started: None,
     };
-    let info = settled(&n, run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await).await;
+    let info = settled(
+        &n,
+        run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await,
+    )
+    .await;
     assert_eq!(info.exit_code, Some(0));
     assert!(ops(&n, "logs") >= 1, "the store is the only source here");
     assert_eq!(
@@ -676,7 +696,11 @@ async fn a_takeover_reads_a_stream_the_store_cannot_place_live() {
         attempt: 0,
         started: None,
     };
-    let info = settled(&n, run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await).await;
+    let info = settled(
+        &n,
+        run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await,
+    )
+    .await;
     assert_eq!(info.exit_code, Some(3));
     assert_eq!(ops(&n, "attach"), 1);
     assert_eq!(
@@ -714,7 +738,11 @@ async fn a_takeover_without_a_store_says_what_is_lost() {
         attempt: 0,
         started: None,
     };
-    let info = settled(&n, run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await).await;
+    let info = settled(
+        &n,
+        run_task(&n.rt, &p, &CancellationToken::new(), Some(resume), &|_| {}).await,
+    )
+    .await;
     assert_eq!(info.exit_code, Some(0));
     assert_eq!(
         info.output_truncated.len(),
