@@ -8,7 +8,9 @@ set -eu
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && PATH="$HOME/.cargo/bin:$PATH"
-# Lints first: a warning fails the run (the lint set is [workspace.lints] in Cargo.toml).
+# Format and lints first: a diff or a warning fails the run (the lint set is
+# [workspace.lints] in Cargo.toml).
+cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace "$@"
 # The benchmarks are not run here, but they must keep compiling.
