@@ -1,5 +1,6 @@
 //! Pool mode's node protocol against a real PostgreSQL: the service's routes run
-//! in-process (the library's `node_api::router`, the LISTEN loop and the lease sweeper)
+//! in-process (the library's `node_api::router` and client routes without their guard,
+//! the LISTEN loop and the lease sweeper)
 //! and the tests are simulated nodes speaking HTTP. Pools, jobs and tasks are written with
 //! SQL as the client REST would write them.
 
@@ -41,6 +42,7 @@ impl Svc {
         ));
         tokio::spawn(sweep::run(pg.url.clone(), cancel.clone()));
         let app = node_api::router()
+            .merge(berth_agent::service::api::router())
             .merge(berth_agent::service::api::nodes::router())
             .with_state(st);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1058,4 +1060,92 @@ async fn a_restarted_node_keeps_what_it_still_runs() {
     assert_eq!(svc.task_view("j", "a")["state"], "preparing");
     assert_eq!(svc.complete(&n, a, "j", "a", "success").await.0, 200);
     assert_eq!(ids(&svc.claim(&n, 2, 0).await), ["b"]);
+}
+
+/// A burst of client calls that holds every client connection (each stuck behind a lock)
+/// delays no heartbeat and no claim: the node protocol has connections of its own. The
+/// clients wait a bounded time for a connection and are then answered 503 ServerBusy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_bursts_do_not_starve_heartbeats() {
+    let svc = Svc::start().await;
+    svc.pool("p", 1, "spread", (5000, Some(15000)));
+    svc.job("j", "p", 0, -1);
+    let n = svc.enrol("p", "n1").await;
+    svc.job("held", "p", 0, -1);
+    // Another session holds job `held`'s row: every client update of it waits on the
+    // lock, holding its connection, for longer than a client may wait for one.
+    let hold = db::CLIENT_WAIT + Duration::from_secs(2);
+    let locker = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &svc.pg.url, "-c"])
+        .arg(format!(
+            "BEGIN; SELECT 1 FROM jobs WHERE id = 'held' FOR UPDATE; SELECT pg_sleep({}); COMMIT;",
+            hold.as_secs_f64()
+        ))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while svc.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'") != "1" {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no lock taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let clients: Vec<_> = (0..db::CLIENT_POOL_SIZE * 3)
+        .map(|_| {
+            let (http, url) = (svc.http.clone(), format!("{}/jobs/held", svc.base));
+            tokio::spawn(async move {
+                let r = http
+                    .patch(url)
+                    .header("content-type", "application/json")
+                    .body(r#"{"priority": 1}"#)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let v: Value = serde_json::from_str(&r.text().await.unwrap_or_default())
+                    .unwrap_or(Value::Null);
+                (status, v["code"].as_str().map(str::to_string))
+            })
+        })
+        .collect();
+    // Every client connection is taken (its query waits on the lock).
+    while svc
+        .one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        .parse::<usize>()
+        .unwrap()
+        < db::CLIENT_POOL_SIZE
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "clients not stuck");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..5 {
+        let t = Instant::now();
+        let (s, v) = svc.heartbeat(&n, "idle", &[]).await;
+        assert_eq!(s, 200, "{v}");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "a heartbeat took {:?} behind the clients",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    svc.task("j", "t", 1, &[]);
+    let t = Instant::now();
+    assert_eq!(ids(&svc.claim(&n, 1, 2000).await), ["t"]);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(
+        t0.elapsed() < db::CLIENT_WAIT,
+        "the node calls ran while the clients waited"
+    );
+    let mut answers = vec![];
+    for c in clients {
+        answers.push(c.await.unwrap());
+    }
+    let busy = answers
+        .iter()
+        .filter(|a| *a == &(503, Some("ServerBusy".to_string())))
+        .count();
+    let ok = answers.iter().filter(|a| a.0 == 200).count();
+    assert_eq!(busy + ok, answers.len(), "{answers:?}");
+    assert!(busy > 0, "no client wait was bounded: {answers:?}");
+    assert!(locker.wait_with_output().unwrap().status.success());
 }

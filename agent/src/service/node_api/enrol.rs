@@ -29,7 +29,7 @@ pub async fn enrol(
     let file_address = super::usable_file_address(&req.node_id, req.file_address.as_deref());
     berth_proto::id::check_id(&req.node_id)
         .map_err(|e| ApiError::InvalidPropertyValue(format!("nodeId {e}")))?;
-    let mut conn = st.db.conn().await?;
+    let mut conn = st.db.node_conn().await?;
     let tx = conn.transaction().await.map_err(DbError::from)?;
     let pool = tx
         .query_opt(

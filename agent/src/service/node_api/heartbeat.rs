@@ -20,7 +20,7 @@ pub async fn heartbeat(
     let state = hb.node.state.to_string();
     let gpus = hb.node.gpus.as_ref().map_or(0, |g| g.devices.len() as i32);
     let report = serde_json::to_value(&hb.node).map_err(ApiError::internal)?;
-    let mut conn = st.db.conn().await?;
+    let mut conn = st.db.node_conn().await?;
     let tx = conn.transaction().await.map_err(DbError::from)?;
     // The node's own state, except that the service's word wins while it removes the node.
     tx.execute(

@@ -62,7 +62,7 @@ impl FromRequestParts<ServiceState> for Caller {
         let tok = bearer(&parts.headers)?;
         let refused = || ApiError::AuthenticationFailed("the node token is not valid".into());
         let (epoch, _) = token::parse(tok).ok_or_else(refused)?;
-        let conn = st.db.conn().await?;
+        let conn = st.db.node_conn().await?;
         let row = conn
             .query_opt(
                 "SELECT e.pool_id, e.node_id, e.token_hash, n.epoch

@@ -56,7 +56,7 @@ fn is_conflict(e: &DbError) -> bool {
 /// Records one report in one transaction; false when its attempt is fenced (nothing
 /// written).
 async fn record(st: &ServiceState, caller: &Caller, r: &Report) -> Result<bool, DbError> {
-    let mut conn = st.db.conn().await?;
+    let mut conn = st.db.node_conn().await?;
     let tx = conn.transaction().await?;
     attempts::lock_node(&tx, &caller.node.pool_id, &caller.node.node_id).await?;
     let view = |task: &berth_proto::TaskView| {
@@ -104,7 +104,7 @@ pub async fn adopt(
 ) -> Result<Json<AdoptReply>, ApiError> {
     let req: AdoptRequest = json(&body)?;
     caller.check_epoch(req.epoch)?;
-    let mut conn = st.db.conn().await?;
+    let mut conn = st.db.node_conn().await?;
     let tx = conn.transaction().await.map_err(DbError::from)?;
     attempts::lock_node(&tx, &caller.node.pool_id, &caller.node.node_id).await?;
     let current: Vec<i64> = tx
@@ -155,7 +155,7 @@ pub async fn leave(
 ) -> Result<StatusCode, ApiError> {
     let req: LeaveRequest = json(&body)?;
     caller.check_epoch(req.epoch)?;
-    let mut conn = st.db.conn().await?;
+    let mut conn = st.db.node_conn().await?;
     let tx = conn.transaction().await.map_err(DbError::from)?;
     let n = leave_pool(&tx, &caller.node.pool_id, &caller.node.node_id).await?;
     tx.commit().await.map_err(DbError::from)?;
