@@ -1149,3 +1149,65 @@ async fn client_bursts_do_not_starve_heartbeats() {
     assert!(busy > 0, "no client wait was bounded: {answers:?}");
     assert!(locker.wait_with_output().unwrap().status.success());
 }
+
+/// A call whose token was checked before a newer enrolment committed writes nothing: the
+/// epoch is checked again under the node's row lock, inside the call's transaction. Here
+/// another session holds that lock while the old agent's completion and heartbeat wait on
+/// it, then moves the node to a new epoch (as an enrolment does) and commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_enrolment_committed_meanwhile_fences_calls_in_flight() {
+    let svc = Svc::start().await;
+    svc.pool("p", 1, "spread", (5000, Some(15000)));
+    svc.job("j", "p", 0, -1);
+    svc.task("j", "t", 1, &[]);
+    let n = svc.enrol("p", "n1").await;
+    let [(attempt, _)] = &svc.claim(&n, 1, 0).await[..] else {
+        panic!("one claim")
+    };
+    let locker = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &svc.pg.url, "-c"])
+        .arg(
+            "BEGIN; SELECT 1 FROM nodes WHERE id = 'n1' FOR UPDATE; SELECT pg_sleep(3);
+             UPDATE nodes SET epoch = epoch + 1000 WHERE id = 'n1'; COMMIT;",
+        )
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while svc.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'") != "1" {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no lock taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (report, beat) = tokio::join!(
+        svc.complete(&n, *attempt, "j", "t", "success"),
+        async {
+            // Sent once the completion waits on the lock.
+            while svc.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                == "0"
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            svc.heartbeat(&n, "running", &[]).await
+        }
+    );
+    assert!(
+        t0.elapsed() > Duration::from_secs(2),
+        "the calls did not wait"
+    );
+    assert!(locker.wait_with_output().unwrap().status.success());
+    assert_eq!(
+        (report.0, report.1["code"].as_str()),
+        (409, Some("NodeSuperseded")),
+        "{}",
+        report.1
+    );
+    assert_eq!(
+        (beat.0, beat.1["code"].as_str()),
+        (409, Some("NodeSuperseded")),
+        "{}",
+        beat.1
+    );
+    assert_eq!(svc.one("SELECT state FROM tasks WHERE id = 't'"), "preparing");
+    assert_eq!(svc.one("SELECT state FROM attempts"), "live");
+    assert_eq!(svc.one("SELECT state FROM nodes"), "idle");
+}

@@ -42,6 +42,7 @@ pub async fn claim(
         let started = Instant::now();
         let mut conn = st.db.node_conn().await?;
         let tx = conn.transaction().await.map_err(DbError::from)?;
+        caller.lock(&tx).await?;
         if first {
             // One write per poll: spread/pack count this node as asking until then.
             tx.execute(

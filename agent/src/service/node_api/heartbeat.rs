@@ -23,13 +23,14 @@ pub async fn heartbeat(
     let mut conn = st.db.node_conn().await?;
     let tx = conn.transaction().await.map_err(DbError::from)?;
     // The node's own state, except that the service's word wins while it removes the node.
-    tx.execute(
+    // Only while the caller's enrolment is the node's (this update is the node row's lock).
+    let n = tx.execute(
         "UPDATE nodes SET last_heartbeat = now(), report = $4, gpus = $5,
                 file_address = COALESCE($6, file_address),
                 state_transition_time = CASE WHEN state = $3 OR removed
                                              THEN state_transition_time ELSE now() END,
                 state = CASE WHEN removed THEN 'leavingpool' ELSE $3 END
-         WHERE pool_id = $1 AND id = $2",
+         WHERE pool_id = $1 AND id = $2 AND epoch = $7",
         &[
             &caller.node.pool_id,
             &caller.node.node_id,
@@ -37,10 +38,14 @@ pub async fn heartbeat(
             &report,
             &gpus,
             &file_address,
+            &caller.epoch,
         ],
     )
     .await
     .map_err(DbError::from)?;
+    if n == 0 {
+        return Err(caller.superseded());
+    }
     let enabled = hb.node.scheduling_state == "enabled";
     let commands = commands::owed(&tx, &caller, Some(&hb.running), Some(enabled)).await?;
     tx.commit().await.map_err(DbError::from)?;

@@ -42,6 +42,23 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Locks the caller's node row for the rest of `tx` (the first lock of every write,
+    /// in the order `service::attempts` documents) and checks, under the lock, that the
+    /// caller's enrolment is still the node's: the token was checked before the
+    /// transaction began, and a newer enrolment committed since then must win.
+    pub(crate) async fn lock(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), ApiError> {
+        if super::attempts::lock_node_at(tx, &self.node, self.epoch).await? {
+            Ok(())
+        } else {
+            Err(self.superseded())
+        }
+    }
+
+    /// Batch's 409 `NodeSuperseded` for this caller.
+    fn superseded(&self) -> ApiError {
+        superseded(&self.node)
+    }
+
     /// The body's epoch must be the token's: a body of another enrolment is stale.
     fn check_epoch(&self, epoch: i64) -> Result<(), ApiError> {
         if epoch == self.epoch {
@@ -82,13 +99,17 @@ impl FromRequestParts<ServiceState> for Caller {
             node_id: row.get(1),
         };
         if row.get::<_, Option<i64>>(3) != Some(epoch) {
-            return Err(ApiError::NodeSuperseded(format!(
-                "node {} of pool {} was enrolled again or removed; this agent must stop",
-                node.node_id, node.pool_id
-            )));
+            return Err(superseded(&node));
         }
         Ok(Caller { node, epoch })
     }
+}
+
+fn superseded(node: &NodeRef) -> ApiError {
+    ApiError::NodeSuperseded(format!(
+        "node {} of pool {} was enrolled again or removed; this agent must stop",
+        node.node_id, node.pool_id
+    ))
 }
 
 /// The `Authorization: Bearer <token>` of a request; 401 when absent.
