@@ -37,6 +37,7 @@ impl Service {
             .unwrap();
         std::fs::write(dir.path().join("tokens"), format!("{CLIENT_TOKEN}\n")).unwrap();
         std::fs::write(dir.path().join("secret"), format!("{ENROLMENT_SECRET}\n")).unwrap();
+        std::fs::write(dir.path().join("proxy"), "test-proxy-secret-0123456789\n").unwrap();
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
         let child = Command::new(berth_bin())
             .args(["service", "--database-url", database_url])
@@ -44,6 +45,8 @@ impl Service {
             .arg(dir.path().join("tokens"))
             .arg("--enrolment-secret-file")
             .arg(dir.path().join("secret"))
+            .arg("--proxy-secret-file")
+            .arg(dir.path().join("proxy"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

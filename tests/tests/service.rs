@@ -50,7 +50,10 @@ fn two_replicas_share_one_schema_and_one_state() {
     let b = Service::start(&pg.url);
     wait_ok(&a, "/pools", Duration::from_secs(20));
     wait_ok(&b, "/pools", Duration::from_secs(20));
-    assert_eq!(pg.psql("SELECT version FROM schema_migrations").trim(), "1");
+    assert_eq!(
+        pg.psql("SELECT version FROM schema_migrations ORDER BY version").trim(),
+        "1\n2"
+    );
 
     // Pools.
     let (st, v) = a.req("POST", "/pools", Some(&pool("Pool1", 2)));

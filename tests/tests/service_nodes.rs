@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "enrol-secret-for-tests";
+const PROXY_SECRET: &str = "proxy-secret-for-tests";
 
 /// One service on a fresh PostgreSQL.
 struct Svc {
@@ -31,6 +32,7 @@ impl Svc {
             settings: Arc::new(state::Settings {
                 client_tokens: vec!["client".into()],
                 enrolment_secret: SECRET.into(),
+                proxy_secret: PROXY_SECRET.into(),
             }),
             wake: Arc::new(wake::Wake::default()),
         };
@@ -785,7 +787,8 @@ async fn nodes_rest_disable_enable_and_remove() {
 }
 
 /// A task's files are read through the service from the node that ran it, with the
-/// node's proxy token and the range passed on; a node that cannot answer is 409.
+/// node's proxy credential (of its current enrolment, never stored) and the range passed
+/// on; a node that cannot answer is 409.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn task_files_are_proxied_to_the_owning_node() {
     use axum::http::HeaderMap;
@@ -866,6 +869,31 @@ async fn task_files_are_proxied_to_the_owning_node() {
         s, 404,
         "the fake agent has no node files: its 404 passes through ({v})"
     );
+    // The credential is derived, not stored; the node's next enrolment gets a new one,
+    // and the proxy shows the new one from then on.
+    assert_eq!(
+        svc.one(
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_name = 'enrolments' AND column_name = 'proxy_token'"
+        ),
+        "0"
+    );
+    let (s, v) = svc
+        .post(
+            "/enrol",
+            SECRET,
+            &json!({"poolId": "p", "nodeId": "n1", "agentVersion": "t", "fileAddress": addr}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let again = v["proxyToken"].as_str().unwrap().to_string();
+    assert_ne!(again, proxy);
+    let (s, _) = svc
+        .rest("GET", "/jobs/j/tasks/t/files/stdout.txt", None)
+        .await;
+    assert_eq!(s, 200);
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert!(last.contains(&format!("Bearer {again}\"")), "{last}");
     svc.pg.psql("UPDATE nodes SET state = 'unknown'");
     let (s, v) = svc
         .rest("GET", "/jobs/j/tasks/t/files/stdout.txt", None)

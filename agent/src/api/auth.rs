@@ -39,13 +39,39 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// Pool mode: the service's file-proxy credential, good for reading files only. Every
+/// enrolment brings a new one (the service derives it for the node's epoch) and the
+/// member puts it here, so only the newest enrolment's is accepted.
+#[derive(Clone, Default)]
+pub struct ProxyCredential(Arc<std::sync::RwLock<Option<Arc<str>>>>);
+
+impl ProxyCredential {
+    /// Replaces the credential (None: no proxy may read).
+    pub fn set(&self, token: Option<String>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = token.map(Arc::from);
+    }
+
+    /// Whether `given` is the current credential (constant time).
+    pub fn is(&self, given: &str) -> bool {
+        let cur = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
+        cur.is_some_and(|p| constant_time_eq(given.as_bytes(), p.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for ProxyCredential {
+    /// Never prints the credential.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyCredential(<redacted>)")
+    }
+}
+
 /// What the TCP guard checks requests against: the agent's token (every operation), and
 /// job tokens (their job's operations only, while the job lasts).
 #[derive(Clone)]
 pub struct TcpGuard {
     pub token: Arc<str>,
     /// Pool mode: the service's file proxy credential, good for reading files only.
-    pub proxy_token: Option<Arc<str>>,
+    pub proxy_token: ProxyCredential,
     pub state: super::AppState,
 }
 
@@ -58,11 +84,7 @@ pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) 
         .map(str::trim);
     match given {
         Some(t) if constant_time_eq(t.as_bytes(), g.token.as_bytes()) => next.run(req).await,
-        Some(t)
-            if g.proxy_token
-                .as_ref()
-                .is_some_and(|p| constant_time_eq(t.as_bytes(), p.as_bytes())) =>
-        {
+        Some(t) if g.proxy_token.is(t) => {
             if proxy_allows(req.method(), req.uri().path()) {
                 next.run(req).await
             } else {

@@ -9,6 +9,7 @@
 //! # insecure_http = true                  # plain HTTP: only when asked for
 //! token_file = "/etc/berth/client-tokens" # client tokens, one per line
 //! enrolment_secret_file = "/etc/berth/enrolment-secret"
+//! proxy_secret_file = "/etc/berth/proxy-secret"   # the key of nodes' file-proxy credentials
 //! ```
 
 use super::state::Settings;
@@ -29,6 +30,7 @@ pub struct FileConfig {
     pub insecure_http: Option<bool>,
     pub token_file: Option<PathBuf>,
     pub enrolment_secret_file: Option<PathBuf>,
+    pub proxy_secret_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -58,6 +60,7 @@ impl FileConfig {
             insecure_http: over.insecure_http.or(self.insecure_http),
             token_file: over.token_file.or(self.token_file),
             enrolment_secret_file: over.enrolment_secret_file.or(self.enrolment_secret_file),
+            proxy_secret_file: over.proxy_secret_file.or(self.proxy_secret_file),
         }
     }
 }
@@ -114,23 +117,34 @@ impl ServiceConfig {
         let secret_file = c.enrolment_secret_file.ok_or(
             "enrolment_secret_file (--enrolment-secret-file) is required: the secret agents enrol with",
         )?;
-        let mut secrets = read_tokens(&secret_file)?;
-        if secrets.len() != 1 {
-            return Err(format!(
-                "enrolment_secret_file {}: one secret, on one line",
-                secret_file.display()
-            ));
-        }
+        let enrolment_secret = read_secret("enrolment_secret_file", &secret_file)?;
+        let proxy_secret = match &c.proxy_secret_file {
+            Some(f) => read_secret("proxy_secret_file", f)?,
+            None => {
+                tracing::warn!("no proxy_secret_file: nodes' file-proxy credentials are derived from the enrolment secret, which every agent holds");
+                String::new()
+            }
+        };
         Ok(ServiceConfig {
             database_url,
             listen,
             transport,
             settings: Settings {
                 client_tokens,
-                enrolment_secret: secrets.remove(0),
+                enrolment_secret,
+                proxy_secret,
             },
         })
     }
+}
+
+/// The one secret in `path` (the file of key `key`).
+fn read_secret(key: &str, path: &Path) -> Result<String, String> {
+    let mut secrets = read_tokens(path)?;
+    if secrets.len() != 1 {
+        return Err(format!("{key} {}: one secret, on one line", path.display()));
+    }
+    Ok(secrets.remove(0))
 }
 
 /// The tokens in `path`, one per line (blank lines and `#` comments skipped), each one word

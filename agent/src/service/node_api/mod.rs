@@ -8,7 +8,7 @@ mod commands;
 mod enrol;
 mod heartbeat;
 mod report;
-mod token;
+pub(crate) mod token;
 
 pub use report::leave_pool;
 
