@@ -75,14 +75,30 @@ pub struct TcpGuard {
     pub state: super::AppState,
 }
 
-pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
+/// The token of a request's `Authorization: Bearer <token>`, trimmed; None when there is
+/// none (or it is empty). Every bearer guard of berth's reads it here: the agent's TCP
+/// guard, the service's client guard and its node protocol.
+pub fn bearer(h: &axum::http::HeaderMap) -> Option<&str> {
+    h.get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Batch's 401 `AuthenticationFailed` telling the client `how` to authenticate, with
+/// `WWW-Authenticate: Bearer`.
+pub fn bearer_refused(how: &str) -> Response {
+    let mut r = ApiError::AuthenticationFailed(how.into()).into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        "Bearer".parse().expect("static header"),
+    );
+    r
+}
+
+pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) -> Response {
+    match bearer(req.headers()) {
         Some(t) if constant_time_eq(t.as_bytes(), g.token.as_bytes()) => next.run(req).await,
         Some(t) if g.proxy_token.is(t) => {
             if proxy_allows(req.method(), req.uri().path()) {
@@ -136,15 +152,9 @@ fn job_token(s: &super::AppState, token: &str) -> Option<crate::node::job_token:
 }
 
 fn refused() -> Response {
-    let mut r = ApiError::AuthenticationFailed(
-        "send Authorization: Bearer <the token in the agent's token_file, or a task's AZ_BATCH_AUTHENTICATION_TOKEN>".into(),
+    bearer_refused(
+        "send Authorization: Bearer <the token in the agent's token_file, or a task's AZ_BATCH_AUTHENTICATION_TOKEN>",
     )
-    .into_response();
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        "Bearer".parse().expect("static header"),
-    );
-    r
 }
 
 #[cfg(test)]

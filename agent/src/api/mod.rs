@@ -14,7 +14,7 @@ mod jobs;
 mod list;
 mod tasks;
 
-pub use auth::{constant_time_eq, read_token, ProxyCredential, TcpGuard};
+pub use auth::{bearer, bearer_refused, constant_time_eq, read_token, ProxyCredential, TcpGuard};
 pub use conn::{HEADER_TIMEOUT, MAX_CONNECTIONS};
 pub use error::ApiError;
 pub use headers::{API_VERSION, API_VERSIONS};

@@ -1,33 +1,17 @@
 //! The client guard: `Authorization: Bearer <token>`, one of the configured client tokens,
 //! compared in constant time. A node token or the enrolment secret is refused here.
 
-use crate::api::ApiError;
 use crate::service::state::ServiceState;
 use axum::extract::{Request, State};
-use axum::http::header;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 pub async fn require_client(State(s): State<ServiceState>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
+    match crate::api::bearer(req.headers()) {
         Some(t) if client_token(&s.settings.client_tokens, t) => next.run(req).await,
-        _ => {
-            let mut r = ApiError::AuthenticationFailed(
-                "send Authorization: Bearer <a client token of the service's token_file>".into(),
-            )
-            .into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                "Bearer".parse().expect("static header"),
-            );
-            r
-        }
+        _ => crate::api::bearer_refused(
+            "send Authorization: Bearer <a client token of the service's token_file>",
+        ),
     }
 }
 

@@ -114,17 +114,9 @@ fn superseded(node: &NodeRef) -> ApiError {
 
 /// The `Authorization: Bearer <token>` of a request; 401 when absent.
 fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::AuthenticationFailed(
-                "the request has no Authorization: Bearer credential".into(),
-            )
-        })
+    crate::api::bearer(headers).ok_or_else(|| {
+        ApiError::AuthenticationFailed("the request has no Authorization: Bearer credential".into())
+    })
 }
 
 /// A JSON body of the node protocol; 400 naming what does not read.
