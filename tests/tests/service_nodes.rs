@@ -116,6 +116,32 @@ impl Svc {
         self.pg.psql(&sql);
     }
 
+    /// Runs `sql` in a psql session of its own, which holds its locks through the
+    /// `pg_sleep` it must contain; returns once that sleep runs (the locks are taken).
+    async fn hold(&self, sql: &str) -> std::process::Child {
+        let child = std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.pg.url,
+                "-c",
+                sql,
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while self.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'") != "1"
+        {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no lock taken");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        child
+    }
+
     /// One value of one row.
     fn one(&self, sql: &str) -> String {
         self.pg.psql(sql).trim().to_string()
@@ -819,14 +845,14 @@ async fn task_files_are_proxied_to_the_owning_node() {
     let addr = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, agent).await.ok() });
 
-    let (s, v) = svc
-        .post(
-            "/enrol",
-            SECRET,
-            &json!({"poolId": "p", "nodeId": "n1", "agentVersion": "t", "fileAddress": addr}),
-        )
-        .await;
-    assert_eq!(s, 200);
+    let svc = &svc;
+    let enrol_at = |addr: String| async move {
+        let body = json!({"poolId": "p", "nodeId": "n1", "agentVersion": "t", "fileAddress": addr});
+        let (s, v) = svc.post("/enrol", SECRET, &body).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    };
+    let v = enrol_at(addr.clone()).await;
     let proxy = v["proxyToken"].as_str().unwrap().to_string();
     let n = Node {
         id: "n1".into(),
@@ -878,15 +904,10 @@ async fn task_files_are_proxied_to_the_owning_node() {
         ),
         "0"
     );
-    let (s, v) = svc
-        .post(
-            "/enrol",
-            SECRET,
-            &json!({"poolId": "p", "nodeId": "n1", "agentVersion": "t", "fileAddress": addr}),
-        )
-        .await;
-    assert_eq!(s, 200);
-    let again = v["proxyToken"].as_str().unwrap().to_string();
+    let again = enrol_at(addr).await["proxyToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(again, proxy);
     let (s, _) = svc
         .rest("GET", "/jobs/j/tasks/t/files/stdout.txt", None)
@@ -1103,20 +1124,13 @@ async fn client_bursts_do_not_starve_heartbeats() {
     // Another session holds job `held`'s row: every client update of it waits on the
     // lock, holding its connection, for longer than a client may wait for one.
     let hold = db::CLIENT_WAIT + Duration::from_secs(2);
-    let locker = std::process::Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &svc.pg.url, "-c"])
-        .arg(format!(
+    let t0 = Instant::now();
+    let locker = svc
+        .hold(&format!(
             "BEGIN; SELECT 1 FROM jobs WHERE id = 'held' FOR UPDATE; SELECT pg_sleep({}); COMMIT;",
             hold.as_secs_f64()
         ))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while svc.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'") != "1" {
-        assert!(t0.elapsed() < Duration::from_secs(10), "no lock taken");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        .await;
     let clients: Vec<_> = (0..db::CLIENT_POOL_SIZE * 3)
         .map(|_| {
             let (http, url) = (svc.http.clone(), format!("{}/jobs/held", svc.base));
@@ -1192,32 +1206,21 @@ async fn an_enrolment_committed_meanwhile_fences_calls_in_flight() {
     let [(attempt, _)] = &svc.claim(&n, 1, 0).await[..] else {
         panic!("one claim")
     };
-    let locker = std::process::Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &svc.pg.url, "-c"])
-        .arg(
+    let t0 = Instant::now();
+    let locker = svc
+        .hold(
             "BEGIN; SELECT 1 FROM nodes WHERE id = 'n1' FOR UPDATE; SELECT pg_sleep(3);
              UPDATE nodes SET epoch = epoch + 1000 WHERE id = 'n1'; COMMIT;",
         )
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while svc.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'") != "1" {
-        assert!(t0.elapsed() < Duration::from_secs(10), "no lock taken");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (report, beat) = tokio::join!(
-        svc.complete(&n, *attempt, "j", "t", "success"),
-        async {
-            // Sent once the completion waits on the lock.
-            while svc.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-                == "0"
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            svc.heartbeat(&n, "running", &[]).await
+        .await;
+    let (report, beat) = tokio::join!(svc.complete(&n, *attempt, "j", "t", "success"), async {
+        // Sent once the completion waits on the lock.
+        while svc.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'") == "0"
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    );
+        svc.heartbeat(&n, "running", &[]).await
+    });
     assert!(
         t0.elapsed() > Duration::from_secs(2),
         "the calls did not wait"
@@ -1235,7 +1238,10 @@ async fn an_enrolment_committed_meanwhile_fences_calls_in_flight() {
         "{}",
         beat.1
     );
-    assert_eq!(svc.one("SELECT state FROM tasks WHERE id = 't'"), "preparing");
+    assert_eq!(
+        svc.one("SELECT state FROM tasks WHERE id = 't'"),
+        "preparing"
+    );
     assert_eq!(svc.one("SELECT state FROM attempts"), "live");
     assert_eq!(svc.one("SELECT state FROM nodes"), "idle");
 }

@@ -3,15 +3,15 @@
 
 mod auth;
 mod conn;
-mod entity;
+pub(crate) mod entity;
 mod error;
 pub(crate) use error::body as error_body;
 mod files;
-mod headers;
+pub(crate) mod headers;
 mod job_schedules;
 pub(crate) mod job_state;
 mod jobs;
-mod list;
+pub(crate) mod list;
 mod tasks;
 
 pub use auth::{bearer, bearer_refused, constant_time_eq, read_token, ProxyCredential, TcpGuard};
@@ -19,6 +19,9 @@ pub use conn::{HEADER_TIMEOUT, MAX_CONNECTIONS};
 pub use error::ApiError;
 pub use headers::{API_VERSION, API_VERSIONS};
 pub use tasks::MAX_COLLECTION;
+// The list and entity answers `berth service` gives as well.
+pub(crate) use jobs::listing as job_listing;
+pub(crate) use tasks::{listing as task_listing, task_path};
 
 use crate::schedule::queue::Scheduler;
 use crate::store::Store;

@@ -115,7 +115,14 @@ async fn task_files(
     let (Some(node), Some(pool)) = (node, pool) else {
         return Err(unavailable("it has not been given to a node"));
     };
-    proxy(&st, conn, (&pool, &node), (method, uri, headers), unavailable).await
+    proxy(
+        &st,
+        conn,
+        (&pool, &node),
+        (method, uri, headers),
+        unavailable,
+    )
+    .await
 }
 
 async fn node_files(
@@ -148,7 +155,14 @@ async fn node_files(
     }
     let not_ready =
         |why: &str| ApiError::NodeNotReady(format!("node {node} cannot answer now: {why}"));
-    proxy(&st, conn, (&pool_id, &node), (method, uri, headers), not_ready).await
+    proxy(
+        &st,
+        conn,
+        (&pool_id, &node),
+        (method, uri, headers),
+        not_ready,
+    )
+    .await
 }
 
 /// Forwards `read` to `node` of `pool` (the connection is given back first); a node that

@@ -24,25 +24,26 @@ pub async fn heartbeat(
     let tx = conn.transaction().await.map_err(DbError::from)?;
     // The node's own state, except that the service's word wins while it removes the node.
     // Only while the caller's enrolment is the node's (this update is the node row's lock).
-    let n = tx.execute(
-        "UPDATE nodes SET last_heartbeat = now(), report = $4, gpus = $5,
+    let n = tx
+        .execute(
+            "UPDATE nodes SET last_heartbeat = now(), report = $4, gpus = $5,
                 file_address = COALESCE($6, file_address),
                 state_transition_time = CASE WHEN state = $3 OR removed
                                              THEN state_transition_time ELSE now() END,
                 state = CASE WHEN removed THEN 'leavingpool' ELSE $3 END
          WHERE pool_id = $1 AND id = $2 AND epoch = $7",
-        &[
-            &caller.node.pool_id,
-            &caller.node.node_id,
-            &state,
-            &report,
-            &gpus,
-            &file_address,
-            &caller.epoch,
-        ],
-    )
-    .await
-    .map_err(DbError::from)?;
+            &[
+                &caller.node.pool_id,
+                &caller.node.node_id,
+                &state,
+                &report,
+                &gpus,
+                &file_address,
+                &caller.epoch,
+            ],
+        )
+        .await
+        .map_err(DbError::from)?;
     if n == 0 {
         return Err(caller.superseded());
     }
