@@ -28,10 +28,12 @@ db=$(./scripts/postgres.sh start "$demo/pg" "${BERTH_POOL_DEMO_PG_PORT:-55439}")
 umask 077
 [ -f "$demo/token" ] || head -c 24 /dev/urandom | base64 | tr '+/' '-_' >"$demo/token"
 [ -f "$demo/enrolment-secret" ] || head -c 24 /dev/urandom | base64 | tr '+/' '-_' >"$demo/enrolment-secret"
+[ -f "$demo/proxy-secret" ] || head -c 24 /dev/urandom | base64 | tr '+/' '-_' >"$demo/proxy-secret"
 umask 022
 echo "pool-demo: service on http://127.0.0.1:$port (PostgreSQL $db); logs in $demo"
 "$berth" service --database-url "$db" --listen "127.0.0.1:$port" --insecure-http \
   --token-file "$demo/token" --enrolment-secret-file "$demo/enrolment-secret" \
+  --proxy-secret-file "$demo/proxy-secret" \
   2>"$demo/service.log" &
 pids="$pids $!"
 export BERTH_SERVICE="http://127.0.0.1:$port" BERTH_TOKEN_FILE="$demo/token"

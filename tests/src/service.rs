@@ -1,7 +1,8 @@
 //! A real `berth service` for pool mode's tests: the binary on a free loopback port
 //! (`--listen 127.0.0.1:0`, the bound address read from its `listening on ADDR` line),
 //! with its own token and enrolment secret files; stopped (SIGTERM) on drop. Requests go
-//! through curl, which speaks HTTPS with a test CA as well.
+//! through curl, which speaks HTTPS with a test CA as well, with berth's `api-version`
+//! unless they name one ([`Service::raw`] sends a request exactly as given).
 
 use crate::berth_bin;
 use serde_json::Value;
@@ -37,6 +38,7 @@ impl Service {
             .unwrap();
         std::fs::write(dir.path().join("tokens"), format!("{CLIENT_TOKEN}\n")).unwrap();
         std::fs::write(dir.path().join("secret"), format!("{ENROLMENT_SECRET}\n")).unwrap();
+        std::fs::write(dir.path().join("proxy"), "test-proxy-secret-0123456789\n").unwrap();
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
         let child = Command::new(berth_bin())
             .args(["service", "--database-url", database_url])
@@ -44,6 +46,8 @@ impl Service {
             .arg(dir.path().join("tokens"))
             .arg("--enrolment-secret-file")
             .arg(dir.path().join("secret"))
+            .arg("--proxy-secret-file")
+            .arg(dir.path().join("proxy"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -109,13 +113,41 @@ impl Service {
         path: &str,
         body: Option<&Value>,
     ) -> (u16, String) {
+        let (status, _, body) = self.raw(token, method, &with_api_version(path), &[], body);
+        (status, body)
+    }
+
+    /// One request exactly as given (`path` with its query, no `api-version` added;
+    /// `headers` as `Name: value`); (status, the response head, the body).
+    pub fn raw(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: Option<&Value>,
+    ) -> (u16, String, String) {
+        let head = tempfile::NamedTempFile::new().unwrap();
         let mut c = Command::new("curl");
-        c.args(["-sS", "-m", "30", "-X", method, "-w", "\n%{http_code}"]);
+        c.args([
+            "-sS",
+            "-m",
+            "30",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+            "-D",
+        ])
+        .arg(head.path());
         if let Some(ca) = &self.ca {
             c.arg("--cacert").arg(ca);
         }
         if let Some(t) = token {
             c.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        for h in headers {
+            c.args(["-H", h]);
         }
         if let Some(b) = body {
             c.args(["-H", "Content-Type: application/json", "--data-binary"])
@@ -126,7 +158,8 @@ impl Service {
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
         let status = code.trim().parse().unwrap_or(0);
-        (status, body.to_string())
+        let head = std::fs::read_to_string(head.path()).unwrap_or_default();
+        (status, head, body.to_string())
     }
 
     /// GET `path`, which must answer 200; its JSON.
@@ -142,6 +175,15 @@ impl Service {
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).ok();
         self.child.wait().unwrap()
     }
+}
+
+/// `path` with berth's `api-version`, unless it names one (clients must send it).
+fn with_api_version(path: &str) -> String {
+    if path.contains("api-version=") {
+        return path.to_string();
+    }
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}api-version={}", berth_agent::api::API_VERSION)
 }
 
 impl Drop for Service {

@@ -50,7 +50,11 @@ fn two_replicas_share_one_schema_and_one_state() {
     let b = Service::start(&pg.url);
     wait_ok(&a, "/pools", Duration::from_secs(20));
     wait_ok(&b, "/pools", Duration::from_secs(20));
-    assert_eq!(pg.psql("SELECT version FROM schema_migrations").trim(), "1");
+    assert_eq!(
+        pg.psql("SELECT version FROM schema_migrations ORDER BY version")
+            .trim(),
+        "1\n2"
+    );
 
     // Pools.
     let (st, v) = a.req("POST", "/pools", Some(&pool("Pool1", 2)));
@@ -145,7 +149,10 @@ fn two_replicas_share_one_schema_and_one_state() {
     let counts = b.json("/jobs/J1/taskcounts");
     assert_eq!(counts["taskCounts"]["active"], 3);
     assert_eq!(counts["taskSlotCounts"]["active"], 4);
-    let (st, v) = a.req("GET", "/jobs/j1/tasks?$filter=id%20eq%20'x'", None);
+    // Batch's whole filter grammar (not only `state`); an unknown property is refused.
+    let none = a.json("/jobs/j1/tasks?$filter=id%20eq%20'x'");
+    assert_eq!(none["value"].as_array().unwrap().len(), 0);
+    let (st, v) = a.req("GET", "/jobs/j1/tasks?$filter=nope%20eq%20'x'", None);
     assert_eq!((st, code(&v)), (400, "InvalidQueryParameterValue"));
 
     // Priority changes reach the ready set; disable takes the job's tasks out of it.
@@ -673,4 +680,178 @@ fn registry_passwords_reach_nodes_and_no_client() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["claims"].as_array().map(Vec::len), Some(1), "{v}");
     assert!(v.to_string().contains("task-registry-password"), "{v}");
+}
+
+/// A response header's value (names match without regard to case).
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+/// The service answers with the agent's API conventions (issue 26): `api-version`
+/// required and checked on Batch's paths (not on the node protocol's), `request-id` on
+/// every answer and the `client-request-id` echo, Batch's 405 body, `Location` and
+/// `DataServiceId` on create, ETag and Last-Modified with the conditional headers (412
+/// `ConditionNotMet`, 304), and lists with Batch's `$filter`, `$select`, `maxresults` and
+/// `odata.nextLink`.
+#[test]
+fn the_service_speaks_the_agents_api_conventions() {
+    use berth_tests::service::CLIENT_TOKEN;
+    let pg = Postgres::start();
+    let s = Service::start(&pg.url);
+    wait_ok(&s, "/pools", Duration::from_secs(20));
+    assert_eq!(s.req("POST", "/pools", Some(&pool("p", 2))).0, 201);
+    let t = Some(CLIENT_TOKEN);
+    let v = berth_agent::api::API_VERSION;
+    let parse = |b: &str| serde_json::from_str::<Value>(b).unwrap_or(Value::Null);
+
+    // api-version: required, checked; a request-id on the refusal too.
+    let (st, head, body) = s.raw(t, "GET", "/jobs", &[], None);
+    assert_eq!(
+        (st, code(&parse(&body))),
+        (400, "MissingRequiredQueryParameter")
+    );
+    assert!(header(&head, "request-id").is_some(), "{head}");
+    let (st, _, body) = s.raw(t, "GET", "/jobs?api-version=2019-01-01.8.0", &[], None);
+    assert_eq!(
+        (st, code(&parse(&body))),
+        (400, "InvalidQueryParameterValue")
+    );
+    // The node protocol needs none (its token is checked instead).
+    let (st, _, body) = s.raw(
+        None,
+        "POST",
+        "/nodeagent/v1/heartbeat",
+        &[],
+        Some(&json!({})),
+    );
+    assert_eq!((st, code(&parse(&body))), (401, "AuthenticationFailed"));
+    // A method the path does not allow: Batch's 405 body.
+    let (st, head, body) = s.raw(t, "PUT", &format!("/jobs?api-version={v}"), &[], None);
+    assert_eq!((st, code(&parse(&body))), (405, "UnsupportedHttpVerb"));
+    assert!(header(&head, "request-id").is_some(), "{head}");
+
+    // Create: Location and DataServiceId, ETag; the client's request id echoed.
+    let job = json!({"id": "j1", "poolInfo": {"poolId": "p"}});
+    let (st, head, _) = s.raw(
+        t,
+        "POST",
+        &format!("/jobs?api-version={v}"),
+        &[
+            "client-request-id: 8c2b6d6e-0000-4000-8000-000000000001",
+            "return-client-request-id: true",
+        ],
+        Some(&job),
+    );
+    assert_eq!(st, 201, "{head}");
+    assert_eq!(
+        header(&head, "client-request-id"),
+        Some("8c2b6d6e-0000-4000-8000-000000000001")
+    );
+    assert_eq!(
+        header(&head, "location"),
+        Some(format!("{}/jobs/j1", s.url).as_str())
+    );
+    assert_eq!(header(&head, "dataserviceid"), header(&head, "location"));
+    assert!(
+        header(&head, "etag").is_some_and(|e| e.starts_with("0x")),
+        "{head}"
+    );
+
+    // Get: ETag and Last-Modified; url and eTag in the body; 304 when the client has it.
+    let (st, head, body) = s.raw(t, "GET", &format!("/jobs/j1?api-version={v}"), &[], None);
+    assert_eq!(st, 200);
+    let etag = header(&head, "etag").unwrap().to_string();
+    assert!(header(&head, "last-modified").is_some(), "{head}");
+    let body = parse(&body);
+    assert_eq!(body["eTag"], etag.as_str());
+    assert_eq!(body["url"], format!("{}/jobs/j1", s.url).as_str());
+    let (st, _, _) = s.raw(
+        t,
+        "GET",
+        &format!("/jobs/j1?api-version={v}"),
+        &[&format!("If-None-Match: {etag}")],
+        None,
+    );
+    assert_eq!(st, 304);
+
+    // Conditional writes: a stale If-Match is 412 and changes nothing.
+    let patch = json!({"priority": 5});
+    let path = format!("/jobs/j1?api-version={v}");
+    let (st, _, body) = s.raw(
+        t,
+        "PATCH",
+        &path,
+        &["If-Match: 0x0000000000000000"],
+        Some(&patch),
+    );
+    assert_eq!((st, code(&parse(&body))), (412, "ConditionNotMet"));
+    let (st, _, body) = s.raw(
+        t,
+        "POST",
+        &format!("/jobs/j1/disable?api-version={v}"),
+        &["If-Match: 0x0000000000000000"],
+        Some(&json!({"disableTasks": "wait"})),
+    );
+    assert_eq!((st, code(&parse(&body))), (412, "ConditionNotMet"));
+    assert_eq!(s.json("/jobs/j1")["state"], "active");
+    let (st, head, _) = s.raw(
+        t,
+        "PATCH",
+        &path,
+        &[&format!("If-Match: {etag}")],
+        Some(&patch),
+    );
+    assert_eq!(st, 200, "{head}");
+    assert_ne!(
+        header(&head, "etag"),
+        Some(etag.as_str()),
+        "a change, a new ETag"
+    );
+    assert_eq!(s.json("/jobs/j1")["priority"], 5);
+
+    // Lists: Batch's $filter (typed, refused by name), $select, maxresults and paging.
+    for i in 1..=5 {
+        let (st, head, _) = s.raw(
+            t,
+            "POST",
+            &format!("/jobs/j1/tasks?api-version={v}"),
+            &[],
+            Some(&json!({"id": format!("t{i}"), "commandLine": "x"})),
+        );
+        assert_eq!(st, 201);
+        assert_eq!(
+            header(&head, "location"),
+            Some(format!("{}/jobs/j1/tasks/t{i}", s.url).as_str())
+        );
+    }
+    let page = s.json("/jobs/j1/tasks?$filter=state%20eq%20'active'%20and%20id%20ne%20't2'&$select=id,state&maxresults=2");
+    let ids = |p: &Value| -> Vec<String> {
+        p["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&page), ["t1", "t3"]);
+    assert_eq!(page["value"][0], json!({"id": "t1", "state": "active"}));
+    let mut seen = ids(&page);
+    let mut next = page["odata.nextLink"].as_str().map(str::to_string);
+    while let Some(link) = next {
+        let rest = link.strip_prefix(&s.url).expect("a link to this service");
+        let p = s.json(rest);
+        seen.extend(ids(&p));
+        next = p["odata.nextLink"].as_str().map(str::to_string);
+    }
+    assert_eq!(seen, ["t1", "t3", "t4", "t5"]);
+    let jobs = s.json("/jobs?$filter=id%20eq%20'J1'%20and%20priority%20ge%205");
+    assert_eq!(jobs["value"].as_array().unwrap().len(), 1, "{jobs}");
+    let (st, v) = s.req("GET", "/jobs?$filter=nope%20eq%201", None);
+    assert_eq!((st, code(&v)), (400, "InvalidQueryParameterValue"));
+    assert!(message(&v).contains("nope"), "{v}");
+    let (st, v) = s.req("GET", "/jobs/j1/tasks?maxresults=0", None);
+    assert_eq!((st, code(&v)), (400, "InvalidQueryParameterValue"));
 }

@@ -1,5 +1,6 @@
 //! Pool mode's node protocol against a real PostgreSQL: the service's routes run
-//! in-process (the library's `node_api::router`, the LISTEN loop and the lease sweeper)
+//! in-process (the library's `node_api::router` and client routes without their guard,
+//! the LISTEN loop and the lease sweeper)
 //! and the tests are simulated nodes speaking HTTP. Pools, jobs and tasks are written with
 //! SQL as the client REST would write them.
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "enrol-secret-for-tests";
+const PROXY_SECRET: &str = "proxy-secret-for-tests";
 
 /// One service on a fresh PostgreSQL.
 struct Svc {
@@ -30,6 +32,7 @@ impl Svc {
             settings: Arc::new(state::Settings {
                 client_tokens: vec!["client".into()],
                 enrolment_secret: SECRET.into(),
+                proxy_secret: PROXY_SECRET.into(),
                 ..Default::default()
             }),
             wake: Arc::new(wake::Wake::default()),
@@ -42,6 +45,7 @@ impl Svc {
         ));
         tokio::spawn(sweep::run(pg.url.clone(), cancel.clone()));
         let app = node_api::router()
+            .merge(berth_agent::service::api::router())
             .merge(berth_agent::service::api::nodes::router())
             .with_state(st);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -111,6 +115,32 @@ impl Svc {
             );
         }
         self.pg.psql(&sql);
+    }
+
+    /// Runs `sql` in a psql session of its own, which holds its locks through the
+    /// `pg_sleep` it must contain; returns once that sleep runs (the locks are taken).
+    async fn hold(&self, sql: &str) -> std::process::Child {
+        let child = std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.pg.url,
+                "-c",
+                sql,
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while self.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'") != "1"
+        {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no lock taken");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        child
     }
 
     /// One value of one row.
@@ -784,7 +814,8 @@ async fn nodes_rest_disable_enable_and_remove() {
 }
 
 /// A task's files are read through the service from the node that ran it, with the
-/// node's proxy token and the range passed on; a node that cannot answer is 409.
+/// node's proxy credential (of its current enrolment, never stored) and the range passed
+/// on; a node that cannot answer is 409.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn task_files_are_proxied_to_the_owning_node() {
     use axum::http::HeaderMap;
@@ -815,14 +846,14 @@ async fn task_files_are_proxied_to_the_owning_node() {
     let addr = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, agent).await.ok() });
 
-    let (s, v) = svc
-        .post(
-            "/enrol",
-            SECRET,
-            &json!({"poolId": "p", "nodeId": "n1", "agentVersion": "t", "fileAddress": addr}),
-        )
-        .await;
-    assert_eq!(s, 200);
+    let svc = &svc;
+    let enrol_at = |addr: String| async move {
+        let body = json!({"poolId": "p", "nodeId": "n1", "agentVersion": "t", "fileAddress": addr});
+        let (s, v) = svc.post("/enrol", SECRET, &body).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    };
+    let v = enrol_at(addr.clone()).await;
     let proxy = v["proxyToken"].as_str().unwrap().to_string();
     let n = Node {
         id: "n1".into(),
@@ -865,6 +896,26 @@ async fn task_files_are_proxied_to_the_owning_node() {
         s, 404,
         "the fake agent has no node files: its 404 passes through ({v})"
     );
+    // The credential is derived, not stored; the node's next enrolment gets a new one,
+    // and the proxy shows the new one from then on.
+    assert_eq!(
+        svc.one(
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_name = 'enrolments' AND column_name = 'proxy_token'"
+        ),
+        "0"
+    );
+    let again = enrol_at(addr).await["proxyToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(again, proxy);
+    let (s, _) = svc
+        .rest("GET", "/jobs/j/tasks/t/files/stdout.txt", None)
+        .await;
+    assert_eq!(s, 200);
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert!(last.contains(&format!("Bearer {again}\"")), "{last}");
     svc.pg.psql("UPDATE nodes SET state = 'unknown'");
     let (s, v) = svc
         .rest("GET", "/jobs/j/tasks/t/files/stdout.txt", None)
@@ -1059,4 +1110,139 @@ async fn a_restarted_node_keeps_what_it_still_runs() {
     assert_eq!(svc.task_view("j", "a")["state"], "preparing");
     assert_eq!(svc.complete(&n, a, "j", "a", "success").await.0, 200);
     assert_eq!(ids(&svc.claim(&n, 2, 0).await), ["b"]);
+}
+
+/// A burst of client calls that holds every client connection (each stuck behind a lock)
+/// delays no heartbeat and no claim: the node protocol has connections of its own. The
+/// clients wait a bounded time for a connection and are then answered 503 ServerBusy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_bursts_do_not_starve_heartbeats() {
+    let svc = Svc::start().await;
+    svc.pool("p", 1, "spread", (5000, Some(15000)));
+    svc.job("j", "p", 0, -1);
+    let n = svc.enrol("p", "n1").await;
+    svc.job("held", "p", 0, -1);
+    // Another session holds job `held`'s row: every client update of it waits on the
+    // lock, holding its connection, for longer than a client may wait for one.
+    let hold = db::CLIENT_WAIT + Duration::from_secs(2);
+    let t0 = Instant::now();
+    let locker = svc
+        .hold(&format!(
+            "BEGIN; SELECT 1 FROM jobs WHERE id = 'held' FOR UPDATE; SELECT pg_sleep({}); COMMIT;",
+            hold.as_secs_f64()
+        ))
+        .await;
+    let clients: Vec<_> = (0..db::CLIENT_POOL_SIZE * 3)
+        .map(|_| {
+            let (http, url) = (svc.http.clone(), format!("{}/jobs/held", svc.base));
+            tokio::spawn(async move {
+                let r = http
+                    .patch(url)
+                    .header("content-type", "application/json")
+                    .body(r#"{"priority": 1}"#)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let v: Value = serde_json::from_str(&r.text().await.unwrap_or_default())
+                    .unwrap_or(Value::Null);
+                (status, v["code"].as_str().map(str::to_string))
+            })
+        })
+        .collect();
+    // Every client connection is taken (its query waits on the lock).
+    while svc
+        .one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        .parse::<usize>()
+        .unwrap()
+        < db::CLIENT_POOL_SIZE
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "clients not stuck");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..5 {
+        let t = Instant::now();
+        let (s, v) = svc.heartbeat(&n, "idle", &[]).await;
+        assert_eq!(s, 200, "{v}");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "a heartbeat took {:?} behind the clients",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    svc.task("j", "t", 1, &[]);
+    let t = Instant::now();
+    assert_eq!(ids(&svc.claim(&n, 1, 2000).await), ["t"]);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(
+        t0.elapsed() < db::CLIENT_WAIT,
+        "the node calls ran while the clients waited"
+    );
+    let mut answers = vec![];
+    for c in clients {
+        answers.push(c.await.unwrap());
+    }
+    let busy = answers
+        .iter()
+        .filter(|a| *a == &(503, Some("ServerBusy".to_string())))
+        .count();
+    let ok = answers.iter().filter(|a| a.0 == 200).count();
+    assert_eq!(busy + ok, answers.len(), "{answers:?}");
+    assert!(busy > 0, "no client wait was bounded: {answers:?}");
+    assert!(locker.wait_with_output().unwrap().status.success());
+}
+
+/// A call whose token was checked before a newer enrolment committed writes nothing: the
+/// epoch is checked again under the node's row lock, inside the call's transaction. Here
+/// another session holds that lock while the old agent's completion and heartbeat wait on
+/// it, then moves the node to a new epoch (as an enrolment does) and commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_enrolment_committed_meanwhile_fences_calls_in_flight() {
+    let svc = Svc::start().await;
+    svc.pool("p", 1, "spread", (5000, Some(15000)));
+    svc.job("j", "p", 0, -1);
+    svc.task("j", "t", 1, &[]);
+    let n = svc.enrol("p", "n1").await;
+    let [(attempt, _)] = &svc.claim(&n, 1, 0).await[..] else {
+        panic!("one claim")
+    };
+    let t0 = Instant::now();
+    let locker = svc
+        .hold(
+            "BEGIN; SELECT 1 FROM nodes WHERE id = 'n1' FOR UPDATE; SELECT pg_sleep(3);
+             UPDATE nodes SET epoch = epoch + 1000 WHERE id = 'n1'; COMMIT;",
+        )
+        .await;
+    let (report, beat) = tokio::join!(svc.complete(&n, *attempt, "j", "t", "success"), async {
+        // Sent once the completion waits on the lock.
+        while svc.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'") == "0"
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        svc.heartbeat(&n, "running", &[]).await
+    });
+    assert!(
+        t0.elapsed() > Duration::from_secs(2),
+        "the calls did not wait"
+    );
+    assert!(locker.wait_with_output().unwrap().status.success());
+    assert_eq!(
+        (report.0, report.1["code"].as_str()),
+        (409, Some("NodeSuperseded")),
+        "{}",
+        report.1
+    );
+    assert_eq!(
+        (beat.0, beat.1["code"].as_str()),
+        (409, Some("NodeSuperseded")),
+        "{}",
+        beat.1
+    );
+    assert_eq!(
+        svc.one("SELECT state FROM tasks WHERE id = 't'"),
+        "preparing"
+    );
+    assert_eq!(svc.one("SELECT state FROM attempts"), "live");
+    assert_eq!(svc.one("SELECT state FROM nodes"), "idle");
 }

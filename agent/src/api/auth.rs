@@ -32,6 +32,39 @@ pub fn read_token(path: &Path) -> Result<Arc<str>, String> {
     Ok(Arc::from(token))
 }
 
+/// The tokens in `path`, one per line (blank lines and `#` comments skipped), each one word
+/// of at least 16 characters.
+pub fn read_tokens(path: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let tokens = parse_tokens(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+        tracing::warn!(file = %path.display(), "others can read this secret file; chmod 600 it");
+    }
+    Ok(tokens)
+}
+
+pub fn parse_tokens(text: &str) -> Result<Vec<String>, String> {
+    let mut out = vec![];
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if t.len() < 16 || t.contains(char::is_whitespace) {
+            return Err(format!(
+                "line {}: a token must be one word of at least 16 characters",
+                i + 1
+            ));
+        }
+        out.push(t.to_string());
+    }
+    if out.is_empty() {
+        return Err("no token in the file".into());
+    }
+    Ok(out)
+}
+
 /// Equal bytes, in a time that depends only on the lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
@@ -39,6 +72,32 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= usize::from(x ^ b.get(i).copied().unwrap_or(!x));
     }
     diff == 0
+}
+
+/// Pool mode: the service's file-proxy credential, good for reading files only. Every
+/// enrolment brings a new one (the service derives it for the node's epoch) and the
+/// member puts it here, so only the newest enrolment's is accepted.
+#[derive(Clone, Default)]
+pub struct ProxyCredential(Arc<std::sync::RwLock<Option<Arc<str>>>>);
+
+impl ProxyCredential {
+    /// Replaces the credential (None: no proxy may read).
+    pub fn set(&self, token: Option<String>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = token.map(Arc::from);
+    }
+
+    /// Whether `given` is the current credential (constant time).
+    pub fn is(&self, given: &str) -> bool {
+        let cur = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
+        cur.is_some_and(|p| constant_time_eq(given.as_bytes(), p.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for ProxyCredential {
+    /// Never prints the credential.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyCredential(<redacted>)")
+    }
 }
 
 /// What the TCP guard checks requests against: the agent's token (every operation), and
@@ -50,10 +109,32 @@ pub struct TcpGuard {
     /// The Batch account and keys SharedKey requests are signed with, if configured.
     pub shared_key: Option<Arc<super::shared_key::KeyRing>>,
     /// Pool mode: the service's file proxy credential, good for reading files only.
-    pub proxy_token: Option<Arc<str>>,
+    pub proxy_token: ProxyCredential,
     /// Tokens good for reads only (`read_only_token_file`).
     pub read_only: Arc<[String]>,
     pub state: super::AppState,
+}
+
+/// The token of a request's `Authorization: Bearer <token>`, trimmed; None when there is
+/// none (or it is empty). Every bearer guard of berth's reads it here: the agent's TCP
+/// guard, the service's client guard and its node protocol.
+pub fn bearer(h: &axum::http::HeaderMap) -> Option<&str> {
+    h.get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Batch's 401 `AuthenticationFailed` telling the client `how` to authenticate, with
+/// `WWW-Authenticate: Bearer`.
+pub fn bearer_refused(how: &str) -> Response {
+    let mut r = ApiError::AuthenticationFailed(how.into()).into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        "Bearer".parse().expect("static header"),
+    );
+    r
 }
 
 pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) -> Response {
@@ -100,11 +181,7 @@ pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) 
                 session::read_only_refused().into_response()
             }
         }
-        Some(t)
-            if g.proxy_token
-                .as_ref()
-                .is_some_and(|p| constant_time_eq(t.as_bytes(), p.as_bytes())) =>
-        {
+        Some(t) if g.proxy_token.is(t) => {
             if proxy_allows(req.method(), req.uri().path()) {
                 next.run(req).await
             } else {
@@ -156,15 +233,9 @@ fn job_token(s: &super::AppState, token: &str) -> Option<crate::node::job_token:
 }
 
 fn refused() -> Response {
-    let mut r = ApiError::AuthenticationFailed(
-        "send Authorization: Bearer <the token in the agent's token_file, or a task's AZ_BATCH_AUTHENTICATION_TOKEN>, or SharedKey <account_name>:<signature> when the agent has account keys".into(),
+    bearer_refused(
+        "send Authorization: Bearer <the token in the agent's token_file, or a task's AZ_BATCH_AUTHENTICATION_TOKEN>, or SharedKey <account_name>:<signature> when the agent has account keys",
     )
-    .into_response();
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        "Bearer".parse().expect("static header"),
-    );
-    r
 }
 
 #[cfg(test)]

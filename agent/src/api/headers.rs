@@ -5,8 +5,11 @@
 //!   whatever the request logs (a 500's cause) carries it, and the client's
 //!   `client-request-id` echoed when `return-client-request-id: true` asks.
 //! * [`batch_rules`] (on the router): `api-version` required on every Batch path and one
-//!   of [`API_VERSIONS`] (berth's own `/node` and `/metrics` are exempt), and a method a
-//!   path does not allow answered 405 with Batch's error body.
+//!   of [`API_VERSIONS`] (berth's own `/node` and `/metrics`, and the service's node
+//!   protocol, are exempt), and a method a path does not allow answered 405 with Batch's
+//!   error body.
+//!
+//! The standalone agent and `berth service` both serve through these two layers.
 
 use super::ApiError;
 use axum::extract::Request;
@@ -36,6 +39,9 @@ pub const API_VERSION: &str = "2024-07-01.20.0";
 /// Paths of berth's own, outside Batch's API: no `api-version` needed.
 fn exempt(path: &str) -> bool {
     matches!(path, "/node" | "/metrics")
+        || path
+            .strip_prefix(berth_proto::node_protocol::PREFIX)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// A random UUID (version 4, RFC 9562).
@@ -122,7 +128,7 @@ fn check_version(query: Option<&str>) -> Result<(), ApiError> {
         )),
         Some(v) if API_VERSIONS.contains(&v.as_str()) => Ok(()),
         Some(v) => Err(ApiError::InvalidQueryParameterValue(format!(
-            "api-version: {v:?} is not a version this agent supports; use one of {}",
+            "api-version: {v:?} is not a version berth supports; use one of {}",
             API_VERSIONS.join(", ")
         ))),
     }
@@ -177,5 +183,21 @@ mod tests {
         let e = check_version(Some("api-version=2019-01-01.8.0")).unwrap_err();
         assert_eq!(e.code(), "InvalidQueryParameterValue");
         assert!(e.message().contains("\"2019-01-01.8.0\""), "{e}");
+    }
+
+    #[test]
+    fn berths_own_paths_need_no_version() {
+        let node = format!("{}/heartbeat", berth_proto::node_protocol::PREFIX);
+        for p in ["/node", "/metrics", node.as_str()] {
+            assert!(exempt(p), "{p}");
+        }
+        for p in [
+            "/jobs",
+            "/pools/p/nodes",
+            "/nodeagent",
+            "/nodeagent/v1x/enrol",
+        ] {
+            assert!(!exempt(p), "{p}");
+        }
     }
 }

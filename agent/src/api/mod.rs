@@ -4,26 +4,32 @@
 mod auth;
 mod conn;
 pub mod counts;
-mod entity;
+pub(crate) mod entity;
 mod error;
 pub(crate) use error::body as error_body;
 mod files;
-mod headers;
+pub(crate) mod headers;
 mod job_schedules;
 pub(crate) mod job_state;
 mod jobs;
-mod list;
+pub(crate) mod list;
 mod pools;
 pub mod shared_key;
 mod task_counts;
 mod tasks;
 pub mod tls;
 
-pub use auth::{constant_time_eq, read_token, TcpGuard};
+pub use auth::{
+    bearer, bearer_refused, constant_time_eq, parse_tokens, read_token, read_tokens,
+    ProxyCredential, TcpGuard,
+};
 pub use conn::{HEADER_TIMEOUT, MAX_CONNECTIONS};
 pub use error::ApiError;
 pub use headers::{API_VERSION, API_VERSIONS};
 pub use tasks::MAX_COLLECTION;
+// The list and entity answers `berth service` gives as well.
+pub(crate) use jobs::listing as job_listing;
+pub(crate) use tasks::{listing as task_listing, task_path};
 
 use crate::schedule::queue::Scheduler;
 use crate::store::Store;

@@ -39,7 +39,8 @@ fn parse_tasks(body: &Bytes) -> Result<Vec<(String, TaskSpec)>, ApiError> {
     Ok(l.items)
 }
 
-fn task_path(t: &TaskView) -> String {
+/// A task's URL path.
+pub(crate) fn task_path(t: &TaskView) -> String {
     format!("/jobs/{}/tasks/{}", seg(&t.job_id), seg(&t.spec.id))
 }
 
@@ -149,19 +150,33 @@ pub async fn list(
     q: Pairs,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let j = find_job(&s, &job)?;
-    let q = super::list::ListQuery::parse(q.0, &berth_proto::odata::TASKS)?;
-    let base = entity::base_url(&h);
-    let items = s
+    let tasks = s
         .store
         .tasks(&job, None)?
         .into_iter()
-        .map(|t| {
-            let e = entity::item(&t.view, &base, &task_path(&t.view))?;
-            Ok((t.seq, t.view.spec.id, e))
+        .map(|t| (t.seq, t.view));
+    listing(tasks, q.0, &h, &j.spec.id)
+}
+
+/// Job `job_id`'s tasks (`(order, view)`, in the list's order) as a Batch list:
+/// `$filter`, `$select`, `maxresults`, `odata.nextLink`.
+pub(crate) fn listing(
+    tasks: impl IntoIterator<Item = (i64, TaskView)>,
+    q: Vec<(String, String)>,
+    h: &HeaderMap,
+    job_id: &str,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = super::list::ListQuery::parse(q, &berth_proto::odata::TASKS)?;
+    let base = entity::base_url(h);
+    let items = tasks
+        .into_iter()
+        .map(|(order, t)| {
+            let e = entity::item(&t, &base, &task_path(&t))?;
+            Ok((order, t.spec.id, e))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let path = format!("/jobs/{}/tasks", seg(&j.spec.id));
-    Ok(Json(q.page(items, &h, &path, "tasks")))
+    let path = format!("/jobs/{}/tasks", seg(job_id));
+    Ok(Json(q.page(items, h, &path, "tasks")))
 }
 
 /// `GET` (and `HEAD`) `/jobs/{job}/tasks/{task}`, with `$select`; conditional.

@@ -100,7 +100,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     };
     let read_only: Arc<[String]> = match &cfg.read_only_token_file {
         None => Arc::new([]),
-        Some(f) => match crate::ui::session::read_tokens(f) {
+        Some(f) => match crate::api::read_tokens(f) {
             Ok(t) => t.into(),
             Err(e) => return fail(&CommandError::plain(e), Exit::InvalidInput),
         },
@@ -192,10 +192,6 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         },
     };
     let (sched, queue) = Scheduler::new(rt.clone(), store.clone());
-    let proxy_token = joined
-        .as_ref()
-        .and_then(|j| j.response.proxy_token.clone())
-        .map(Arc::<str>::from);
     let (member, notes) = match (joined, journal) {
         (Some(j), Some((ledger, notes))) => {
             let m = crate::member::start::member(
@@ -210,6 +206,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         }
         _ => (None, None),
     };
+    let proxy_token = member.as_ref().map(|m| m.proxy.clone()).unwrap_or_default();
     // Job schedules' jobs are only records until the scheduler runs: the timer starts at
     // once, so that schedule requests are answered during pool start too.
     let (schedules, timer) = job_schedule::Timer::new(rt.clone(), store.clone(), sched.clone());

@@ -37,6 +37,9 @@ pub struct ServiceArgs {
     /// The secret agents enrol nodes with (one line).
     #[arg(long)]
     enrolment_secret_file: Option<PathBuf>,
+    /// The key nodes' file-proxy credentials are derived with (one line).
+    #[arg(long)]
+    proxy_secret_file: Option<PathBuf>,
 }
 
 pub async fn run(args: ServiceArgs) -> ExitCode {
@@ -53,6 +56,7 @@ pub async fn run(args: ServiceArgs) -> ExitCode {
         token_file: args.token_file,
         read_only_token_file: args.read_only_token_file,
         enrolment_secret_file: args.enrolment_secret_file,
+        proxy_secret_file: args.proxy_secret_file,
     };
     let cfg = match ServiceConfig::resolve(file.overridden(flags)) {
         Ok(c) => c,

@@ -64,6 +64,7 @@ pub async fn again(m: &Member) -> Option<()> {
     match enrol(&m.client, &m.secret, &m.enrol, &m.stop).await {
         Ok(resp) => {
             tracing::info!(epoch = resp.epoch, "enrolled again");
+            m.proxy.set(resp.proxy_token);
             *m.session.write().unwrap_or_else(|p| p.into_inner()) = Session {
                 token: resp.node_token,
                 epoch: resp.epoch,

@@ -48,6 +48,9 @@ pub struct Member {
     /// What re-enrolment sends (after `NodeSuperseded`) and with which secret.
     pub enrol: EnrolRequest,
     pub secret: String,
+    /// The service's file-proxy credential of the current enrolment, which the TCP
+    /// API's guard accepts for file reads.
+    pub proxy: crate::api::ProxyCredential,
     /// The file API's address once the TCP listener is bound (sent in heartbeats).
     pub file_address: OnceLock<String>,
     /// When the last successful heartbeat was sent (monotonic).

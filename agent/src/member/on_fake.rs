@@ -116,7 +116,7 @@ fn enrolled(pool: &str, epoch: i64) -> EnrolResponse {
             self_fence_ms: None,
             requeue_ms: None,
         },
-        proxy_token: None,
+        proxy_token: Some(format!("proxy-{epoch}")),
     }
 }
 
@@ -197,6 +197,7 @@ async fn commands_scheduling_state_and_a_newer_enrolment() {
     let queue_stop = CancellationToken::new();
     let q = tokio::spawn(queue.run(queue_stop.clone(), OnShutdown::Stop));
     assert!(start::begin(&m, notes).await);
+    assert!(m.proxy.is("proxy-1"));
 
     let job = JobView::new(serde_json::from_value(json!({"id": "j"})).unwrap());
     s.lock()
@@ -256,6 +257,8 @@ async fn commands_scheduling_state_and_a_newer_enrolment() {
     })
     .await;
     assert_eq!(s.lock().unwrap().enrolments, 3, "enrolled again");
+    // The new enrolment's file-proxy credential replaces the old one.
+    assert!(m.proxy.is("proxy-3") && !m.proxy.is("proxy-1"));
     assert_eq!(event(&s, 3, "abandoned").unwrap().epoch, 3);
     for a in ["2", "3"] {
         let left = rt

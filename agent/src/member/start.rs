@@ -102,6 +102,8 @@ pub fn member(
     if let Some(a) = &j.request.file_address {
         file_address.set(a.clone()).ok();
     }
+    let proxy = crate::api::ProxyCredential::default();
+    proxy.set(j.response.proxy_token);
     let m = Arc::new(Member {
         client: j.client,
         session: std::sync::RwLock::new(Session {
@@ -115,6 +117,7 @@ pub fn member(
         ledger,
         enrol: j.request,
         secret: j.secret,
+        proxy,
         file_address,
         last_ok: std::sync::Mutex::new(tokio::time::Instant::now()),
         self_fenced: Default::default(),

@@ -6,7 +6,9 @@
 //!
 //! Lock order, the same on every path so that no two transactions deadlock: the node's
 //! row first ([`lock_node`], or the caller's own update of it), then the attempt, the
-//! task, and the job last.
+//! task, and the job last. A node's own calls take that first lock with
+//! [`lock_node_at`], which also checks their epoch under it: a call whose token was
+//! checked before a newer enrolment committed changes nothing.
 
 use super::db::DbError;
 use super::wake::CHANNEL;
@@ -31,6 +33,24 @@ pub async fn lock_node(tx: &Transaction<'_>, pool: &str, node: &str) -> Result<b
         )
         .await?
         .is_some())
+}
+
+/// Locks `node`'s row as [`lock_node`] does and checks, under that lock, that `epoch` is
+/// still the node's enrolment. False when the node was enrolled again or removed since
+/// the caller's token was checked: the caller must then write nothing, since a newer
+/// agent owns the node (or no one does).
+pub async fn lock_node_at(
+    tx: &Transaction<'_>,
+    node: &NodeRef,
+    epoch: i64,
+) -> Result<bool, DbError> {
+    Ok(tx
+        .query_opt(
+            "SELECT epoch FROM nodes WHERE pool_id = $1 AND id = $2 FOR UPDATE",
+            &[&node.pool_id, &node.node_id],
+        )
+        .await?
+        .is_some_and(|r| r.get::<_, i64>(0) == epoch))
 }
 
 /// Why an attempt ends without a result; decides which counter the task's retry shows.

@@ -10,6 +10,7 @@
 //! token_file = "/etc/berth/client-tokens" # client tokens, one per line
 //! # read_only_token_file = "/etc/berth/viewer-tokens" # read-only tokens, one per line
 //! enrolment_secret_file = "/etc/berth/enrolment-secret"
+//! proxy_secret_file = "/etc/berth/proxy-secret"   # the key of nodes' file-proxy credentials
 //! ```
 
 use super::state::Settings;
@@ -31,6 +32,7 @@ pub struct FileConfig {
     pub token_file: Option<PathBuf>,
     pub read_only_token_file: Option<PathBuf>,
     pub enrolment_secret_file: Option<PathBuf>,
+    pub proxy_secret_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -61,6 +63,7 @@ impl FileConfig {
             token_file: over.token_file.or(self.token_file),
             read_only_token_file: over.read_only_token_file.or(self.read_only_token_file),
             enrolment_secret_file: over.enrolment_secret_file.or(self.enrolment_secret_file),
+            proxy_secret_file: over.proxy_secret_file.or(self.proxy_secret_file),
         }
     }
 }
@@ -113,21 +116,22 @@ impl ServiceConfig {
         let token_file = c
             .token_file
             .ok_or("token_file (--token-file) is required: the clients' bearer tokens")?;
-        let client_tokens = read_tokens(&token_file)?;
+        let client_tokens = crate::api::read_tokens(&token_file)?;
         let read_only_tokens = match &c.read_only_token_file {
-            Some(f) => read_tokens(f)?,
+            Some(f) => crate::api::read_tokens(f)?,
             None => vec![],
         };
         let secret_file = c.enrolment_secret_file.ok_or(
             "enrolment_secret_file (--enrolment-secret-file) is required: the secret agents enrol with",
         )?;
-        let mut secrets = read_tokens(&secret_file)?;
-        if secrets.len() != 1 {
-            return Err(format!(
-                "enrolment_secret_file {}: one secret, on one line",
-                secret_file.display()
-            ));
-        }
+        let enrolment_secret = read_secret("enrolment_secret_file", &secret_file)?;
+        let proxy_secret = match &c.proxy_secret_file {
+            Some(f) => read_secret("proxy_secret_file", f)?,
+            None => {
+                tracing::warn!("no proxy_secret_file: nodes' file-proxy credentials are derived from the enrolment secret, which every agent holds");
+                String::new()
+            }
+        };
         let secure_cookies = matches!(transport, Transport::Tls { .. });
         Ok(ServiceConfig {
             database_url,
@@ -137,43 +141,20 @@ impl ServiceConfig {
                 client_tokens,
                 read_only_tokens,
                 secure_cookies,
-                enrolment_secret: secrets.remove(0),
+                enrolment_secret,
+                proxy_secret,
             },
         })
     }
 }
 
-/// The tokens in `path`, one per line (blank lines and `#` comments skipped), each one word
-/// of at least 16 characters.
-fn read_tokens(path: &Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let tokens = parse_tokens(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
-        tracing::warn!(file = %path.display(), "others can read this secret file; chmod 600 it");
+/// The one secret in `path` (the file of key `key`).
+fn read_secret(key: &str, path: &Path) -> Result<String, String> {
+    let mut secrets = crate::api::read_tokens(path)?;
+    if secrets.len() != 1 {
+        return Err(format!("{key} {}: one secret, on one line", path.display()));
     }
-    Ok(tokens)
-}
-
-fn parse_tokens(text: &str) -> Result<Vec<String>, String> {
-    let mut out = vec![];
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        if t.len() < 16 || t.contains(char::is_whitespace) {
-            return Err(format!(
-                "line {}: a token must be one word of at least 16 characters",
-                i + 1
-            ));
-        }
-        out.push(t.to_string());
-    }
-    if out.is_empty() {
-        return Err("no token in the file".into());
-    }
-    Ok(out)
+    Ok(secrets.remove(0))
 }
 
 #[cfg(test)]
@@ -183,11 +164,14 @@ mod tests {
     #[test]
     fn tokens_one_per_line() {
         assert_eq!(
-            parse_tokens("# clients\nabcdefghijklmnop\n\n  qrstuvwxyz0123456789 \n").unwrap(),
+            crate::api::parse_tokens("# clients\nabcdefghijklmnop\n\n  qrstuvwxyz0123456789 \n")
+                .unwrap(),
             vec!["abcdefghijklmnop", "qrstuvwxyz0123456789"]
         );
-        assert!(parse_tokens("short\n").unwrap_err().contains("line 1"));
-        assert!(parse_tokens("# none\n").is_err());
+        assert!(crate::api::parse_tokens("short\n")
+            .unwrap_err()
+            .contains("line 1"));
+        assert!(crate::api::parse_tokens("# none\n").is_err());
     }
 
     #[test]

@@ -54,7 +54,9 @@ pub enum ServerError {
 }
 
 /// The whole app: client routes (guarded), node routes, Batch's 404 and 405 bodies, and
-/// 503 until the schema is migrated.
+/// 503 until the schema is migrated; every answer through the agent's API conventions
+/// (`api::headers`: `request-id`, the `client-request-id` echo, `api-version` checked on
+/// every Batch path).
 pub fn app(state: ServiceState, migrated: Arc<AtomicBool>) -> Router {
     let client = super::api::router()
         .merge(super::api::nodes::router())
@@ -65,13 +67,14 @@ pub fn app(state: ServiceState, migrated: Arc<AtomicBool>) -> Router {
     client
         .merge(super::node_api::router())
         .merge(crate::ui::router(ui(&state.settings)))
-        .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { ApiError::ResourceNotFound("no such API path".into()) })
         .layer(axum::middleware::from_fn_with_state(
             migrated,
             until_migrated,
         ))
+        .layer(axum::middleware::from_fn(crate::api::headers::batch_rules))
         .layer(DefaultBodyLimit::max(crate::api::MAX_BODY - 1))
+        .layer(axum::middleware::from_fn(crate::api::headers::request_ids))
         .with_state(state)
 }
 
@@ -92,18 +95,6 @@ fn ui(settings: &Arc<super::state::Settings>) -> crate::ui::Ui {
         }),
         secure_cookie: settings.secure_cookies,
     }
-}
-
-/// 405 with Batch's error body (`UnsupportedHttpVerb`).
-async fn method_not_allowed() -> Response {
-    (
-        axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(crate::api::error_body(
-            "UnsupportedHttpVerb",
-            "The resource doesn't support the specified HTTP verb.",
-        )),
-    )
-        .into_response()
 }
 
 async fn until_migrated(State(done): State<Arc<AtomicBool>>, req: Request, next: Next) -> Response {

@@ -24,6 +24,26 @@ pub struct Settings {
     pub secure_cookies: bool,
     /// The secret an agent shows to enrol a node (`Authorization: Bearer <secret>`).
     pub enrolment_secret: String,
+    /// The key of the nodes' file-proxy credentials (`node_api::token::proxy`); empty:
+    /// derived from the enrolment secret (see [`Settings::proxy_key`]).
+    pub proxy_secret: String,
+}
+
+impl Settings {
+    /// The key file-proxy credentials are derived with: the proxy secret, or, when none
+    /// is configured, one derived from the enrolment secret. Agents hold the enrolment
+    /// secret, so only a proxy secret of its own keeps one node from reading another's
+    /// files directly.
+    pub fn proxy_key(&self) -> Vec<u8> {
+        use hmac::{Hmac, Mac};
+        if !self.proxy_secret.is_empty() {
+            return self.proxy_secret.as_bytes().to_vec();
+        }
+        let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.enrolment_secret.as_bytes())
+            .expect("any key length");
+        m.update(b"berth file-proxy key");
+        m.finalize().into_bytes().to_vec()
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -40,6 +60,7 @@ impl std::fmt::Debug for Settings {
             )
             .field("enrolment_secret", &"<redacted>")
             .field("secure_cookies", &self.secure_cookies)
+            .field("proxy_secret", &"<redacted>")
             .finish()
     }
 }

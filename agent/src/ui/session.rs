@@ -14,7 +14,6 @@ use crate::api::{constant_time_eq, ApiError};
 use axum::http::{header, HeaderMap, Method};
 use hmac::{Hmac, Mac};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
-use std::path::Path;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "berth_session";
@@ -40,9 +39,8 @@ pub fn is_read(m: &Method) -> bool {
 /// state-changing request carried by the cookie without the matching [`CSRF_HEADER`] is
 /// 403 `AuthorizationFailure`; `Ok(None)`: no credential at all.
 pub fn credential(h: &HeaderMap, method: &Method) -> Result<Option<String>, ApiError> {
-    if let Some(v) = h.get(header::AUTHORIZATION) {
-        let bearer = v.to_str().ok().and_then(|v| v.strip_prefix("Bearer "));
-        return Ok(bearer.map(|t| t.trim().to_string()));
+    if h.contains_key(header::AUTHORIZATION) {
+        return Ok(crate::api::bearer(h).map(str::to_string));
     }
     let Some(token) = cookie_token(h) else {
         return Ok(None);
@@ -108,28 +106,6 @@ pub fn one_of(tokens: &[String], given: &str) -> bool {
     tokens.iter().fold(false, |ok, t| {
         constant_time_eq(t.as_bytes(), given.as_bytes()) | ok
     })
-}
-
-/// The read-only tokens of `path`: one per line, blank lines and `#` comments skipped, each
-/// one word of at least 16 characters.
-pub fn read_tokens(path: &Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out = vec![];
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        if t.len() < 16 || t.contains(char::is_whitespace) {
-            return Err(format!(
-                "{} line {}: a token must be one word of at least 16 characters",
-                path.display(),
-                i + 1
-            ));
-        }
-        out.push(t.to_string());
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -231,8 +207,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ro");
         std::fs::write(&p, "# viewers\n\nview-token-0123456789\n").unwrap();
-        assert_eq!(read_tokens(&p).unwrap(), vec!["view-token-0123456789"]);
+        assert_eq!(
+            crate::api::read_tokens(&p).unwrap(),
+            vec!["view-token-0123456789"]
+        );
         std::fs::write(&p, "short\n").unwrap();
-        assert!(read_tokens(&p).unwrap_err().contains("line 1"));
+        assert!(crate::api::read_tokens(&p).unwrap_err().contains("line 1"));
     }
 }

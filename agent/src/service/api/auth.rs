@@ -2,10 +2,8 @@
 //! `crate::ui::session`), one of the configured client tokens, compared in constant time;
 //! a read-only token may only read. A node token or the enrolment secret is refused here.
 
-use crate::api::ApiError;
 use crate::service::state::ServiceState;
 use axum::extract::{Request, State};
-use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -16,33 +14,18 @@ pub async fn require_client(State(s): State<ServiceState>, req: Request, next: N
         Err(e) => return e.into_response(),
     };
     match given.as_deref() {
-        Some(t) if client_token(&s.settings.client_tokens, t) => next.run(req).await,
-        Some(t) if client_token(&s.settings.read_only_tokens, t) => {
+        Some(t) if session::one_of(&s.settings.client_tokens, t) => next.run(req).await,
+        Some(t) if session::one_of(&s.settings.read_only_tokens, t) => {
             if session::is_read(req.method()) {
                 next.run(req).await
             } else {
                 session::read_only_refused().into_response()
             }
         }
-        _ => {
-            let mut r = ApiError::AuthenticationFailed(
-                "send Authorization: Bearer <a client token of the service's token_file>".into(),
-            )
-            .into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                "Bearer".parse().expect("static header"),
-            );
-            r
-        }
+        _ => crate::api::bearer_refused(
+            "send Authorization: Bearer <a client token of the service's token_file>",
+        ),
     }
-}
-
-/// Whether `given` is one of `tokens`; every token is compared, each in constant time.
-fn client_token(tokens: &[String], given: &str) -> bool {
-    tokens.iter().fold(false, |ok, t| {
-        crate::api::constant_time_eq(t.as_bytes(), given.as_bytes()) | ok
-    })
 }
 
 #[cfg(test)]
@@ -50,8 +33,8 @@ mod tests {
     #[test]
     fn any_configured_token() {
         let tokens = vec!["a".repeat(16), "b".repeat(20)];
-        assert!(super::client_token(&tokens, &"b".repeat(20)));
-        assert!(!super::client_token(&tokens, &"b".repeat(19)));
-        assert!(!super::client_token(&tokens, ""));
+        assert!(crate::ui::session::one_of(&tokens, &"b".repeat(20)));
+        assert!(!crate::ui::session::one_of(&tokens, &"b".repeat(19)));
+        assert!(!crate::ui::session::one_of(&tokens, ""));
     }
 }

@@ -1,6 +1,7 @@
 //! Task files and node files through the service: the files live on the node, so the
 //! service forwards the read (GET or HEAD, same path and query, `ocp-range`/`range`
-//! passed on) to the owning agent's file address with the node's proxy token, and streams
+//! passed on) to the owning agent's file address with the node's proxy credential
+//! (derived for its current enrolment, `node_api::token::proxy`), and streams
 //! the answer back. No database connection is held while the node answers. A node that
 //! cannot answer (unknown, gone, unreachable) is 409 `TaskFilesUnavailable` for task
 //! files, `NodeNotReady` for node files.
@@ -59,6 +60,17 @@ fn client() -> &'static reqwest::Client {
     })
 }
 
+/// A file read as it came: what is forwarded to the node.
+type Read = (Method, axum::http::Uri, HeaderMap);
+
+/// The path parameter `k`.
+fn param(p: &[(String, String)], k: &str) -> String {
+    p.iter()
+        .find(|(n, _)| n == k)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
 async fn task_files(
     State(st): State<ServiceState>,
     Path(p): Path<Vec<(String, String)>>,
@@ -66,13 +78,7 @@ async fn task_files(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let arg = |k: &str| {
-        p.iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let (job, task) = (arg("job"), arg("task"));
+    let (job, task) = (param(&p, "job"), param(&p, "task"));
     let conn = st.db.conn().await?;
     let row = conn
         .query_opt(
@@ -109,13 +115,14 @@ async fn task_files(
     let (Some(node), Some(pool)) = (node, pool) else {
         return Err(unavailable("it has not been given to a node"));
     };
-    let target = node_address(&conn, &pool, &node)
-        .await?
-        .ok_or_else(|| unavailable("its node is not reachable"))?;
-    drop(conn);
-    forward(method, &uri, &headers, target)
-        .await
-        .map_err(|e| unavailable(&e))
+    proxy(
+        &st,
+        conn,
+        (&pool, &node),
+        (method, uri, headers),
+        unavailable,
+    )
+    .await
 }
 
 async fn node_files(
@@ -125,13 +132,7 @@ async fn node_files(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let arg = |k: &str| {
-        p.iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let (pool, node) = (arg("pool"), arg("node"));
+    let (pool, node) = (param(&p, "pool"), param(&p, "node"));
     let conn = st.db.conn().await?;
     let pool_id: String = conn
         .query_opt("SELECT id FROM pools WHERE id_key = lower($1)", &[&pool])
@@ -154,13 +155,32 @@ async fn node_files(
     }
     let not_ready =
         |why: &str| ApiError::NodeNotReady(format!("node {node} cannot answer now: {why}"));
-    let target = node_address(&conn, &pool_id, &node)
+    proxy(
+        &st,
+        conn,
+        (&pool_id, &node),
+        (method, uri, headers),
+        not_ready,
+    )
+    .await
+}
+
+/// Forwards `read` to `node` of `pool` (the connection is given back first); a node that
+/// cannot answer is `unavailable` with the reason.
+async fn proxy(
+    st: &ServiceState,
+    conn: deadpool_postgres::Object,
+    (pool, node): (&str, &str),
+    (method, uri, headers): Read,
+    unavailable: impl Fn(&str) -> ApiError,
+) -> Result<Response, ApiError> {
+    let target = node_address(&conn, &st.settings.proxy_key(), pool, node)
         .await?
-        .ok_or_else(|| not_ready("it is not reachable"))?;
+        .ok_or_else(|| unavailable("its node is not reachable"))?;
     drop(conn);
     forward(method, &uri, &headers, target)
         .await
-        .map_err(|e| not_ready(&e))
+        .map_err(|e| unavailable(&e))
 }
 
 /// Where and how to reach a node's file API.
@@ -169,16 +189,17 @@ struct Target {
     token: String,
 }
 
-/// The node's file address and proxy token, when the node is there to answer.
+/// The node's file address and proxy credential (derived with `key` for its current
+/// enrolment), when the node is there to answer.
 async fn node_address(
     c: &tokio_postgres::Client,
+    key: &[u8],
     pool: &str,
     node: &str,
 ) -> Result<Option<Target>, ApiError> {
     let row = c
         .query_opt(
-            "SELECT n.file_address, e.proxy_token FROM nodes n
-             JOIN enrolments e ON e.epoch = n.epoch
+            "SELECT n.file_address, n.epoch FROM nodes n
              WHERE n.pool_id = $1 AND n.id = $2 AND n.file_address IS NOT NULL
                AND n.state NOT IN ('unknown', 'offline', 'preempted')",
             &[&pool, &node],
@@ -187,7 +208,7 @@ async fn node_address(
         .map_err(DbError::from)?;
     Ok(row.map(|r| Target {
         address: r.get(0),
-        token: r.get(1),
+        token: crate::service::node_api::token::proxy(key, pool, node, r.get(1)),
     }))
 }
 

@@ -1,20 +1,24 @@
-//! Jobs on the service: add (on an existing pool), get, list (`$filter` on state), patch
-//! and put (priority, maxParallelTasks, onAllTasksComplete, ...), disable, enable,
-//! terminate, delete. The job state rules are the standalone agent's (`api::job_state`);
-//! the transitions themselves are `service::job_end`'s.
+//! Jobs on the service: add (on an existing pool), get, list (Batch's `$filter`,
+//! `$select`, `maxresults` and paging), patch and put (priority, maxParallelTasks,
+//! onAllTasksComplete, ...), disable, enable, terminate, delete. The job state rules and
+//! the answers' shapes (ETag, conditions, Location) are the standalone agent's
+//! (`api::job_state`, `api::entity`); the transitions themselves are `service::job_end`'s.
 
 use super::{find_job, find_pool, first_problem, is_unique_violation, Lock, Sql};
+use crate::api::entity::{self, seg};
 use crate::api::job_state::{check, JobOp};
-use crate::api::{require_json, ApiError, Body};
+use crate::api::{require_json, select_of, ApiError, Body, Pairs};
 use crate::service::db::DbError;
 use crate::service::job_end;
 use crate::service::state::ServiceState;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
 use axum::Json;
-use berth_proto::{load, validate, JobSpec, JobState, JobView, OnAllTasksComplete, PoolSpec};
+use berth_proto::{
+    load, validate, DisableJobOption, JobSpec, JobView, OnAllTasksComplete, PoolSpec,
+};
 use deadpool_postgres::GenericClient;
-use std::collections::HashMap;
 
 /// The pool a job names (`poolInfo.poolId`), which must exist and take jobs.
 async fn job_pool(c: &impl GenericClient, spec: &JobSpec) -> Result<(String, PoolSpec), ApiError> {
@@ -44,7 +48,7 @@ pub async fn add(
     State(s): State<ServiceState>,
     h: HeaderMap,
     Body(body): Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     require_json(&h)?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::InvalidRequestBody("the body is not UTF-8".into()))?;
@@ -77,7 +81,7 @@ pub async fn add(
         )
         .await;
     match r {
-        Ok(_) => Ok(StatusCode::CREATED),
+        Ok(_) => entity::created(&h, &job, &job_path(&job)),
         Err(e) if is_unique_violation(&e) => Err(ApiError::JobExists(format!(
             "The specified job {:?} already exists.",
             job.spec.id
@@ -86,39 +90,40 @@ pub async fn add(
     }
 }
 
+/// A job's URL path.
+fn job_path(j: &JobView) -> String {
+    format!("/jobs/{}", seg(&j.spec.id))
+}
+
+/// `GET` (and `HEAD`) `/jobs/{job}`, with `$select`; conditional.
 pub async fn get(
     State(s): State<ServiceState>,
     Path(job): Path<String>,
-) -> Result<Json<JobView>, ApiError> {
+    method: Method,
+    h: HeaderMap,
+    q: Pairs,
+) -> Result<Response, ApiError> {
     let c = s.db.conn().await?;
-    Ok(Json(find_job(&c, &job, Lock::None).await?.view))
+    let j = find_job(&c, &job, Lock::None).await?.view;
+    entity::answer(&h, &method, &j, &job_path(&j), "jobs", select_of(&q)?)
 }
 
+/// Jobs in creation order, as the agent lists them (`$filter`, `$select`, paging).
 pub async fn list(
     State(s): State<ServiceState>,
-    Query(q): Query<HashMap<String, String>>,
+    h: HeaderMap,
+    q: Pairs,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let filter = q
-        .get("$filter")
-        .map(|f| super::state_filter::<JobState>(f))
-        .transpose()?;
     let c = s.db.conn().await?;
-    let rows = match filter {
-        None => c.query("SELECT view FROM jobs ORDER BY seq", &[]).await,
-        Some((eq, st)) => {
-            c.query(
-                "SELECT view FROM jobs WHERE (state = $1) = $2 ORDER BY seq",
-                &[&st.as_str(), &eq],
-            )
-            .await
-        }
-    }
-    .sql()?;
+    let rows = c
+        .query("SELECT view FROM jobs ORDER BY seq", &[])
+        .await
+        .sql()?;
     let jobs = rows
         .into_iter()
         .map(|r| super::stored::<JobView>(r.get(0), "job"))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(serde_json::json!({ "value": jobs })))
+    crate::api::job_listing(jobs, q.0, &h, "/jobs")
 }
 
 /// The job properties Batch lets a running job change (`JobPatchParameter`,
@@ -144,7 +149,7 @@ pub async fn patch(
     Path(job): Path<String>,
     h: HeaderMap,
     Body(body): Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     update(s, &job, &h, &body, false).await
 }
 
@@ -155,7 +160,7 @@ pub async fn put(
     Path(job): Path<String>,
     h: HeaderMap,
     Body(body): Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     update(s, &job, &h, &body, true).await
 }
 
@@ -165,13 +170,15 @@ async fn update(
     h: &HeaderMap,
     body: &[u8],
     replace: bool,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     require_json(h)?;
     let u: JobUpdate = serde_json::from_slice(body)
         .map_err(|e| ApiError::InvalidRequestBody(format!("job update: {e}")))?;
     let mut c = s.db.conn().await?;
     let tx = c.transaction().await.sql()?;
     let mut j = find_job(&tx, job, Lock::Update).await?;
+    let method = if replace { Method::PUT } else { Method::PATCH };
+    entity::check_write(h, &method, &j.view)?;
     check(j.view.state, JobOp::Update)?;
     if replace && u.pool_info.is_none() {
         return Err(ApiError::MissingRequiredProperty(
@@ -220,9 +227,10 @@ async fn update(
     }
     let (_, pool, _) = find_pool(&tx, &j.pool_id).await?;
     first_problem(validate::job_fields(&j.view.spec, &pool))?;
+    j.view.last_modified = Some(chrono::Utc::now());
     job_end::put_job(&tx, &j.view).await?;
     tx.commit().await.sql()?;
-    Ok(StatusCode::OK)
+    entity::changed(h, StatusCode::OK, Some(&j.view), &job_path(&j.view))
 }
 
 /// Batch's job disable body: `{"disableTasks": "requeue" | "terminate" | "wait"}`.
@@ -247,25 +255,52 @@ pub async fn disable(
             "$.disableTasks: give requeue, terminate or wait".into(),
         ));
     };
-    let mut c = s.db.conn().await?;
-    let tx = c.transaction().await.sql()?;
-    let mut j = find_job(&tx, &job, Lock::Update).await?;
-    check(j.view.state, JobOp::Disable)?;
-    job_end::disable_job(&tx, &mut j.view, how).await?;
-    tx.commit().await.sql()?;
-    Ok(StatusCode::ACCEPTED)
+    change(&s, &job, &h, Change::Disable(how)).await
 }
 
 /// `POST /jobs/{job}/enable`: a disabled job's tasks may be claimed again.
 pub async fn enable(
     State(s): State<ServiceState>,
     Path(job): Path<String>,
+    h: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    change(&s, &job, &h, Change::Enable).await
+}
+
+/// A change of a job's state, as `service::job_end` makes it.
+enum Change<'a> {
+    Disable(DisableJobOption),
+    Enable,
+    Terminate(&'a str),
+    Delete,
+}
+
+/// Makes `what` to job `id` in one transaction, the job's row locked, once the request's
+/// conditions (`If-Match`, ...) and the job state rules allow it: 202.
+async fn change(
+    s: &ServiceState,
+    id: &str,
+    h: &HeaderMap,
+    what: Change<'_>,
+) -> Result<StatusCode, ApiError> {
+    let (op, method) = match what {
+        Change::Disable(_) => (JobOp::Disable, Method::POST),
+        Change::Enable => (JobOp::Enable, Method::POST),
+        Change::Terminate(_) => (JobOp::Terminate, Method::POST),
+        Change::Delete => (JobOp::Delete, Method::DELETE),
+    };
     let mut c = s.db.conn().await?;
     let tx = c.transaction().await.sql()?;
-    let mut j = find_job(&tx, &job, Lock::Update).await?;
-    check(j.view.state, JobOp::Enable)?;
-    job_end::enable_job(&tx, &mut j.view).await?;
+    let mut j = find_job(&tx, id, Lock::Update).await?;
+    entity::check_write(h, &method, &j.view)?;
+    check(j.view.state, op)?;
+    let v = &mut j.view;
+    match what {
+        Change::Disable(how) => job_end::disable_job(&tx, v, how).await?,
+        Change::Enable => job_end::enable_job(&tx, v).await?,
+        Change::Terminate(reason) => job_end::terminate_job(&tx, v, reason).await?,
+        Change::Delete => job_end::delete_job(&tx, v).await?,
+    }
     tx.commit().await.sql()?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -284,6 +319,7 @@ const MAX_TERMINATE_REASON: usize = 64;
 pub async fn terminate(
     State(s): State<ServiceState>,
     Path(job): Path<String>,
+    h: HeaderMap,
     Body(body): Body,
 ) -> Result<StatusCode, ApiError> {
     let given: TerminateBody = if body.iter().all(u8::is_ascii_whitespace) {
@@ -302,24 +338,13 @@ pub async fn terminate(
         Some(r) if !r.trim().is_empty() => r,
         _ => berth_proto::job::TERMINATE_USER.to_string(),
     };
-    let mut c = s.db.conn().await?;
-    let tx = c.transaction().await.sql()?;
-    let mut j = find_job(&tx, &job, Lock::Update).await?;
-    check(j.view.state, JobOp::Terminate)?;
-    job_end::terminate_job(&tx, &mut j.view, &reason).await?;
-    tx.commit().await.sql()?;
-    Ok(StatusCode::ACCEPTED)
+    change(&s, &job, &h, Change::Terminate(&reason)).await
 }
 
 pub async fn delete(
     State(s): State<ServiceState>,
     Path(job): Path<String>,
+    h: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let mut c = s.db.conn().await?;
-    let tx = c.transaction().await.sql()?;
-    let mut j = find_job(&tx, &job, Lock::Update).await?;
-    check(j.view.state, JobOp::Delete)?;
-    job_end::delete_job(&tx, &mut j.view).await?;
-    tx.commit().await.sql()?;
-    Ok(StatusCode::ACCEPTED)
+    change(&s, &job, &h, Change::Delete).await
 }

@@ -1,5 +1,7 @@
 //! Tasks on the service: add one, add a collection (at most 100, per-task results, one
-//! transaction), get, list (`$filter` on state), terminate, delete.
+//! transaction), get, list (Batch's `$filter`, `$select`, `maxresults` and paging, as the
+//! agent answers them: `api::tasks::listing`), terminate, reactivate, delete; entities
+//! with ETag and Last-Modified, writes under `If-Match` and the other conditions.
 //!
 //! Dependencies: each `dependsOn` id (ranges expanded) is a `task_deps` row; the task's
 //! `waiting_on` counts those not yet satisfied (a dependency that completed successfully,
@@ -9,20 +11,21 @@
 //! `task_deps` rows when it releases its dependents.
 
 use super::{find_job, find_pool, first_problem, Lock, Sql};
+use crate::api::entity;
 use crate::api::job_state::{check as check_job, JobOp};
-use crate::api::{require_json, ApiError, Body};
+use crate::api::{require_json, select_of, task_listing, task_path, ApiError, Body, Pairs};
 use crate::service::db::DbError;
 use crate::service::job_end;
 use crate::service::state::ServiceState;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use berth_proto::exit::{self, DependencyAction};
 use berth_proto::{load, validate, JobView, PoolSpec, TaskResult, TaskSpec, TaskState, TaskView};
 use chrono::Utc;
 use deadpool_postgres::GenericClient;
-use std::collections::HashMap;
 
 /// Batch's limit for one add-collection call.
 pub const MAX_COLLECTION: usize = crate::api::MAX_COLLECTION;
@@ -77,14 +80,15 @@ fn gpus_asked(spec: &TaskSpec) -> i32 {
         .unwrap_or(0)
 }
 
-/// Checks one task and inserts it (with its dependencies, into `ready` when claimable).
+/// Checks one task and inserts it (with its dependencies, into `ready` when claimable);
+/// the task as stored.
 async fn insert_task(
     c: &impl GenericClient,
     job: &JobView,
     pool: &PoolSpec,
     path: &str,
     spec: TaskSpec,
-) -> Result<(), ApiError> {
+) -> Result<TaskView, ApiError> {
     if let Some(code) = validate::id_taken_by_job_task(&spec.id, &job.spec) {
         let message = format!(
             "{path}.id: {:?} is the id of the job's preparation or release task.",
@@ -158,7 +162,7 @@ async fn insert_task(
     if waiting == 0 {
         job_end::make_ready(c, &job.spec.id, Some(seq)).await?;
     }
-    Ok(())
+    Ok(view)
 }
 
 pub async fn add(
@@ -166,7 +170,7 @@ pub async fn add(
     Path(job): Path<String>,
     h: HeaderMap,
     Body(body): Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     require_json(&h)?;
     let mut items = parse_tasks(&body)?;
     if items.len() != 1 || body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -180,9 +184,9 @@ pub async fn add(
     let j = find_job(&tx, &job, Lock::Share).await?;
     check_job(j.view.state, JobOp::AddTask)?;
     let (_, pool, _) = find_pool(&tx, &j.pool_id).await?;
-    insert_task(&tx, &j.view, &pool, &path, spec).await?;
+    let view = insert_task(&tx, &j.view, &pool, &path, spec).await?;
     tx.commit().await.sql()?;
-    Ok(StatusCode::CREATED)
+    entity::created(&h, &view, &task_path(&view))
 }
 
 pub async fn add_collection(
@@ -209,7 +213,7 @@ pub async fn add_collection(
         let id = spec.id.clone();
         let outcome = insert_task(&tx, &j.view, &pool, &path, spec).await;
         results.push(match outcome {
-            Ok(()) => serde_json::json!({"status": "success", "taskId": id}),
+            Ok(_) => serde_json::json!({"status": "success", "taskId": id}),
             // The database failed: the transaction is gone, and with it every add.
             Err(e) if e.status().is_server_error() => return Err(e),
             Err(e) => serde_json::json!({
@@ -223,39 +227,27 @@ pub async fn add_collection(
     Ok(Json(serde_json::json!({ "value": results })))
 }
 
+/// A job's tasks in the order they were added, as the agent lists them.
 pub async fn list(
     State(s): State<ServiceState>,
     Path(job): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    h: HeaderMap,
+    q: Pairs,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let filter = q
-        .get("$filter")
-        .map(|f| super::state_filter::<TaskState>(f))
-        .transpose()?;
     let c = s.db.conn().await?;
     let j = find_job(&c, &job, Lock::None).await?;
-    let rows = match filter {
-        None => {
-            c.query(
-                "SELECT view FROM tasks WHERE job_id = $1 ORDER BY seq",
-                &[&j.view.spec.id],
-            )
-            .await
-        }
-        Some((eq, st)) => {
-            c.query(
-                "SELECT view FROM tasks WHERE job_id = $1 AND (state = $2) = $3 ORDER BY seq",
-                &[&j.view.spec.id, &st.as_str(), &eq],
-            )
-            .await
-        }
-    }
-    .sql()?;
+    let rows = c
+        .query(
+            "SELECT seq, view FROM tasks WHERE job_id = $1 ORDER BY seq",
+            &[&j.view.spec.id],
+        )
+        .await
+        .sql()?;
     let tasks = rows
         .into_iter()
-        .map(|r| super::stored::<TaskView>(r.get(0), "task"))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(serde_json::json!({ "value": tasks })))
+        .map(|r| Ok((r.get(0), super::stored::<TaskView>(r.get(1), "task")?)))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    task_listing(tasks, q.0, &h, &j.view.spec.id)
 }
 
 /// A task row: `seq`, view, live attempt.
@@ -290,13 +282,18 @@ async fn find_task(
     })
 }
 
+/// `GET` (and `HEAD`) `/jobs/{job}/tasks/{task}`, with `$select`; conditional.
 pub async fn get(
     State(s): State<ServiceState>,
     Path((job, id)): Path<(String, String)>,
-) -> Result<Json<TaskView>, ApiError> {
+    method: Method,
+    h: HeaderMap,
+    q: Pairs,
+) -> Result<Response, ApiError> {
     let c = s.db.conn().await?;
     let j = find_job(&c, &job, Lock::None).await?;
-    Ok(Json(find_task(&c, &j.view.spec.id, &id, false).await?.view))
+    let t = find_task(&c, &j.view.spec.id, &id, false).await?.view;
+    entity::answer(&h, &method, &t, &task_path(&t), "tasks", select_of(&q)?)
 }
 
 /// `POST .../terminate`: an active task completes now (`TaskEnded`); one on a node is
@@ -304,11 +301,13 @@ pub async fn get(
 pub async fn terminate(
     State(s): State<ServiceState>,
     Path((job, id)): Path<(String, String)>,
+    h: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let mut c = s.db.conn().await?;
     let tx = c.transaction().await.sql()?;
     let j = find_job(&tx, &job, Lock::Update).await?;
     let t = find_task(&tx, &j.view.spec.id, &id, true).await?;
+    entity::check_write(&h, &Method::POST, &t.view)?;
     if t.view.state == TaskState::Completed {
         return Err(ApiError::TaskCompleted(
             "The specified task is already in a completed state.".into(),
@@ -337,12 +336,14 @@ pub async fn terminate(
 pub async fn reactivate(
     State(s): State<ServiceState>,
     Path((job, id)): Path<(String, String)>,
+    h: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let mut c = s.db.conn().await?;
     let tx = c.transaction().await.sql()?;
     let j = find_job(&tx, &job, Lock::Share).await?;
     check_job(j.view.state, JobOp::AddTask)?;
     let mut t = find_task(&tx, &j.view.spec.id, &id, true).await?;
+    entity::check_write(&h, &Method::POST, &t.view)?;
     if t.view.state != TaskState::Completed {
         return Err(ApiError::TaskNotCompleted(
             "The specified task is not in a completed state.".into(),
@@ -381,11 +382,13 @@ pub async fn reactivate(
 pub async fn delete(
     State(s): State<ServiceState>,
     Path((job, id)): Path<(String, String)>,
+    h: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let mut c = s.db.conn().await?;
     let tx = c.transaction().await.sql()?;
     let mut j = find_job(&tx, &job, Lock::Update).await?;
     let t = find_task(&tx, &j.view.spec.id, &id, true).await?;
+    entity::check_write(&h, &Method::DELETE, &t.view)?;
     if let Some(a) = t.attempt {
         free_attempt(&tx, a, &j.view.spec.id).await?;
     }

@@ -5,7 +5,13 @@
 use super::{Db, DbError};
 
 /// `(version, SQL)`, in order. A shipped migration is never edited; a change is a new one.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/0002_derived_proxy_token.sql"),
+    ),
+];
 
 /// The advisory lock key that serialises migrations (any fixed number; "berth" in ASCII).
 const LOCK: i64 = 0x0062_6572_7468;

@@ -1,14 +1,35 @@
-//! The service's PostgreSQL: a small connection pool, the schema's migrations, and the
+//! The service's PostgreSQL: two small connection pools, the schema's migrations, and the
 //! one error type of the data layer.
+//!
+//! Client requests and the node protocol draw from separate pools: a burst of client
+//! calls (a big list, a slow add-collection, a lock wait) can use up every client
+//! connection, and a heartbeat queued behind them would lapse past the self-fence time
+//! and make a healthy node kill its tasks. Nodes keep their own few connections; a client
+//! waits at most [`CLIENT_WAIT`] for one and is then answered 503 `ServerBusy`.
 
 pub mod migrate;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::time::Duration;
 
-/// Connections per service replica: claims and reports are short transactions, so a few
-/// connections carry many nodes, and PostgreSQL's connection limit is not the pool's size.
-pub const POOL_SIZE: usize = 8;
+/// Client connections per service replica: handlers are a few short transactions, and
+/// PostgreSQL's connection limit is not the pool's size.
+pub const CLIENT_POOL_SIZE: usize = 8;
+
+/// Node-protocol connections per service replica (heartbeat, claim, report, adopt, enrol,
+/// leave): each call is one short transaction and a waiting claim holds none, so a few
+/// carry many nodes.
+pub const NODE_POOL_SIZE: usize = 4;
+
+/// The longest a client request waits for a connection before it is answered 503.
+pub const CLIENT_WAIT: Duration = Duration::from_secs(5);
+
+/// The longest a node call waits for a connection: inside every profile's self-fence
+/// time (10 s in the fast one), so a node hears back, or retries, before it would fence.
+pub const NODE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long opening a new connection may take.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -45,36 +66,55 @@ impl DbError {
 /// The service's handle on PostgreSQL; cheap to clone.
 #[derive(Clone)]
 pub struct Db {
-    pool: Pool,
+    /// Client requests (and migrations, metrics).
+    client: Pool,
+    /// The node protocol only.
+    node: Pool,
 }
 
 impl Db {
-    /// A pool for `url` (`postgres://user@host:port/db`); connects lazily, so the service
-    /// starts and answers 503 while PostgreSQL is away.
+    /// The pools for `url` (`postgres://user@host:port/db`); they connect lazily, so the
+    /// service starts and answers 503 while PostgreSQL is away.
     pub fn new(url: &str) -> Result<Db, DbError> {
         let cfg: tokio_postgres::Config = url.parse().map_err(DbError::Url)?;
-        let mgr = Manager::from_config(
-            cfg,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr)
-            .max_size(POOL_SIZE)
-            .wait_timeout(Some(Duration::from_secs(5)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| DbError::Unavailable(Box::new(e)))?;
-        Ok(Db { pool })
+        Ok(Db {
+            client: pool(cfg.clone(), CLIENT_POOL_SIZE, CLIENT_WAIT)?,
+            node: pool(cfg, NODE_POOL_SIZE, NODE_WAIT)?,
+        })
     }
 
-    /// One connection from the pool.
+    /// One connection for a client request; [`DbError::Unavailable`] after
+    /// [`CLIENT_WAIT`] when every client connection is busy.
     pub async fn conn(&self) -> Result<deadpool_postgres::Object, DbError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| DbError::Unavailable(Box::new(e)))
+        get(&self.client).await
     }
+
+    /// One connection for a node-protocol call, from the nodes' own pool, which client
+    /// requests never take.
+    pub async fn node_conn(&self) -> Result<deadpool_postgres::Object, DbError> {
+        get(&self.node).await
+    }
+}
+
+fn pool(cfg: tokio_postgres::Config, size: usize, wait: Duration) -> Result<Pool, DbError> {
+    let mgr = Manager::from_config(
+        cfg,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(size)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(CREATE_TIMEOUT))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| DbError::Unavailable(Box::new(e)))
+}
+
+async fn get(pool: &Pool) -> Result<deadpool_postgres::Object, DbError> {
+    pool.get()
+        .await
+        .map_err(|e| DbError::Unavailable(Box::new(e)))
 }

@@ -40,8 +40,9 @@ pub async fn claim(
         tokio::pin!(woken);
         woken.as_mut().enable();
         let started = Instant::now();
-        let mut conn = st.db.conn().await?;
+        let mut conn = st.db.node_conn().await?;
         let tx = conn.transaction().await.map_err(DbError::from)?;
+        caller.lock(&tx).await?;
         if first {
             // One write per poll: spread/pack count this node as asking until then.
             tx.execute(

@@ -29,7 +29,7 @@ pub async fn enrol(
     let file_address = super::usable_file_address(&req.node_id, req.file_address.as_deref());
     berth_proto::id::check_id(&req.node_id)
         .map_err(|e| ApiError::InvalidPropertyValue(format!("nodeId {e}")))?;
-    let mut conn = st.db.conn().await?;
+    let mut conn = st.db.node_conn().await?;
     let tx = conn.transaction().await.map_err(DbError::from)?;
     let pool = tx
         .query_opt(
@@ -68,7 +68,6 @@ pub async fn enrol(
         .map_err(DbError::from)?
         .get(0);
     let node_token = token::mint(epoch).map_err(ApiError::internal)?;
-    let proxy_token = token::mint(epoch).map_err(ApiError::internal)?;
     attempts::lock_node(&tx, &pool_id, &req.node_id).await?;
     // An agent enrolling again may still have what its older self ran (a restart keeps
     // the containers): those attempts pass to the new enrolment, and its `adopt` says which
@@ -121,9 +120,9 @@ pub async fn enrol(
     .await
     .map_err(DbError::from)?;
     tx.execute(
-        "INSERT INTO enrolments (epoch, pool_id, node_id, token_hash, proxy_token)
-         VALUES ($1, $2, $3, $4, $5)",
-        &[&epoch, &pool_id, &req.node_id, &hash, &proxy_token],
+        "INSERT INTO enrolments (epoch, pool_id, node_id, token_hash)
+         VALUES ($1, $2, $3, $4)",
+        &[&epoch, &pool_id, &req.node_id, &hash],
     )
     .await
     .map_err(DbError::from)?;
@@ -134,6 +133,11 @@ pub async fn enrol(
         epoch,
         pool: spec,
         timers,
-        proxy_token: Some(proxy_token),
+        proxy_token: Some(token::proxy(
+            &st.settings.proxy_key(),
+            &pool_id,
+            &req.node_id,
+            epoch,
+        )),
     })
 }

@@ -8,7 +8,7 @@ mod commands;
 mod enrol;
 mod heartbeat;
 mod report;
-mod token;
+pub(crate) mod token;
 
 pub use report::leave_pool;
 
@@ -42,6 +42,23 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Locks the caller's node row for the rest of `tx` (the first lock of every write,
+    /// in the order `service::attempts` documents) and checks, under the lock, that the
+    /// caller's enrolment is still the node's: the token was checked before the
+    /// transaction began, and a newer enrolment committed since then must win.
+    pub(crate) async fn lock(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), ApiError> {
+        if super::attempts::lock_node_at(tx, &self.node, self.epoch).await? {
+            Ok(())
+        } else {
+            Err(self.superseded())
+        }
+    }
+
+    /// Batch's 409 `NodeSuperseded` for this caller.
+    fn superseded(&self) -> ApiError {
+        superseded(&self.node)
+    }
+
     /// The body's epoch must be the token's: a body of another enrolment is stale.
     fn check_epoch(&self, epoch: i64) -> Result<(), ApiError> {
         if epoch == self.epoch {
@@ -62,7 +79,7 @@ impl FromRequestParts<ServiceState> for Caller {
         let tok = bearer(&parts.headers)?;
         let refused = || ApiError::AuthenticationFailed("the node token is not valid".into());
         let (epoch, _) = token::parse(tok).ok_or_else(refused)?;
-        let conn = st.db.conn().await?;
+        let conn = st.db.node_conn().await?;
         let row = conn
             .query_opt(
                 "SELECT e.pool_id, e.node_id, e.token_hash, n.epoch
@@ -82,28 +99,24 @@ impl FromRequestParts<ServiceState> for Caller {
             node_id: row.get(1),
         };
         if row.get::<_, Option<i64>>(3) != Some(epoch) {
-            return Err(ApiError::NodeSuperseded(format!(
-                "node {} of pool {} was enrolled again or removed; this agent must stop",
-                node.node_id, node.pool_id
-            )));
+            return Err(superseded(&node));
         }
         Ok(Caller { node, epoch })
     }
 }
 
+fn superseded(node: &NodeRef) -> ApiError {
+    ApiError::NodeSuperseded(format!(
+        "node {} of pool {} was enrolled again or removed; this agent must stop",
+        node.node_id, node.pool_id
+    ))
+}
+
 /// The `Authorization: Bearer <token>` of a request; 401 when absent.
 fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::AuthenticationFailed(
-                "the request has no Authorization: Bearer credential".into(),
-            )
-        })
+    crate::api::bearer(headers).ok_or_else(|| {
+        ApiError::AuthenticationFailed("the request has no Authorization: Bearer credential".into())
+    })
 }
 
 /// A JSON body of the node protocol; 400 naming what does not read.

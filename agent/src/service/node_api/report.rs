@@ -30,7 +30,10 @@ pub async fn report(
             other => break other?,
         }
     };
-    if !counted {
+    if counted == Recorded::Superseded {
+        return Err(caller.superseded());
+    }
+    if counted == Recorded::Fenced {
         metrics::fenced();
         return Err(ApiError::AttemptFenced(format!(
             "attempt {} of task {} of job {} is no longer current; kill and remove its container",
@@ -53,12 +56,25 @@ fn is_conflict(e: &DbError) -> bool {
     }))
 }
 
-/// Records one report in one transaction; false when its attempt is fenced (nothing
-/// written).
-async fn record(st: &ServiceState, caller: &Caller, r: &Report) -> Result<bool, DbError> {
-    let mut conn = st.db.conn().await?;
+/// What became of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    Counted,
+    /// Its attempt is not current: nothing written.
+    Fenced,
+    /// The node was enrolled again (or removed) since the token was checked: nothing
+    /// written.
+    Superseded,
+}
+
+/// Records one report in one transaction, under the node's row lock and only while the
+/// caller's enrolment is the node's.
+async fn record(st: &ServiceState, caller: &Caller, r: &Report) -> Result<Recorded, DbError> {
+    let mut conn = st.db.node_conn().await?;
     let tx = conn.transaction().await?;
-    attempts::lock_node(&tx, &caller.node.pool_id, &caller.node.node_id).await?;
+    if !attempts::lock_node_at(&tx, &caller.node, caller.epoch).await? {
+        return Ok(Recorded::Superseded);
+    }
     let view = |task: &berth_proto::TaskView| {
         serde_json::to_value(task).map_err(|source| DbError::Row {
             what: "reported task view",
@@ -90,10 +106,11 @@ async fn record(st: &ServiceState, caller: &Caller, r: &Report) -> Result<bool, 
             mine
         }
     };
-    if counted {
-        tx.commit().await?;
+    if !counted {
+        return Ok(Recorded::Fenced);
     }
-    Ok(counted)
+    tx.commit().await?;
+    Ok(Recorded::Counted)
 }
 
 /// Which of the attempts a restarted agent found are still live and current here.
@@ -104,9 +121,9 @@ pub async fn adopt(
 ) -> Result<Json<AdoptReply>, ApiError> {
     let req: AdoptRequest = json(&body)?;
     caller.check_epoch(req.epoch)?;
-    let mut conn = st.db.conn().await?;
+    let mut conn = st.db.node_conn().await?;
     let tx = conn.transaction().await.map_err(DbError::from)?;
-    attempts::lock_node(&tx, &caller.node.pool_id, &caller.node.node_id).await?;
+    caller.lock(&tx).await?;
     let current: Vec<i64> = tx
         .query(
             "SELECT x.id FROM attempts x JOIN tasks t ON t.seq = x.task_seq
@@ -155,8 +172,9 @@ pub async fn leave(
 ) -> Result<StatusCode, ApiError> {
     let req: LeaveRequest = json(&body)?;
     caller.check_epoch(req.epoch)?;
-    let mut conn = st.db.conn().await?;
+    let mut conn = st.db.node_conn().await?;
     let tx = conn.transaction().await.map_err(DbError::from)?;
+    caller.lock(&tx).await?;
     let n = leave_pool(&tx, &caller.node.pool_id, &caller.node.node_id).await?;
     tx.commit().await.map_err(DbError::from)?;
     metrics::requeued(n);
