@@ -36,9 +36,11 @@ pub const API_VERSIONS: &[&str] = &[
 /// The version berth's own CLI sends.
 pub const API_VERSION: &str = "2024-07-01.20.0";
 
-/// Paths of berth's own, outside Batch's API: no `api-version` needed.
+/// Paths of berth's own, outside Batch's API (the node protocol, the web view's pages):
+/// no `api-version` needed.
 fn exempt(path: &str) -> bool {
-    matches!(path, "/node" | "/metrics")
+    matches!(path, "/node" | "/metrics" | "/ui")
+        || path.starts_with("/ui/")
         || path
             .strip_prefix(berth_proto::node_protocol::PREFIX)
             .is_some_and(|rest| rest.starts_with('/'))
@@ -188,7 +190,7 @@ mod tests {
     #[test]
     fn berths_own_paths_need_no_version() {
         let node = format!("{}/heartbeat", berth_proto::node_protocol::PREFIX);
-        for p in ["/node", "/metrics", node.as_str()] {
+        for p in ["/node", "/metrics", "/ui", "/ui/login", node.as_str()] {
             assert!(exempt(p), "{p}");
         }
         for p in [
@@ -196,6 +198,7 @@ mod tests {
             "/pools/p/nodes",
             "/nodeagent",
             "/nodeagent/v1x/enrol",
+            "/uix",
         ] {
             assert!(!exempt(p), "{p}");
         }
