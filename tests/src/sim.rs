@@ -19,6 +19,7 @@
 
 pub mod check;
 pub mod faults;
+pub mod proxy;
 
 use crate::postgres::Postgres;
 use berth_agent::config::OnShutdown;
@@ -272,6 +273,11 @@ pub struct Sim {
     pub pg: Arc<Postgres>,
     /// `http://127.0.0.1:PORT`, the same across service restarts.
     pub url: String,
+    /// The agents' way to the service: through [`proxy`], which counts their requests.
+    pub node_url: String,
+    pub requests: proxy::Counts,
+    /// Every container start: (container name, when), for dispatch latency.
+    pub starts: Arc<Mutex<Vec<(String, Instant)>>>,
     port: u16,
     service: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
     pub http: reqwest::Client,
@@ -290,7 +296,11 @@ impl Sim {
         eprintln!("sim: {cfg:?} (replay with BERTH_SIM_SEED={})", cfg.seed);
         let pg = Arc::new(tokio::task::spawn_blocking(Postgres::start).await.unwrap());
         let port = crate::free_port();
+        let (proxy, requests) = proxy::start(format!("127.0.0.1:{port}")).await;
         let mut sim = Sim {
+            node_url: format!("http://{proxy}"),
+            requests,
+            starts: Default::default(),
             failed: Default::default(),
             url: format!("http://127.0.0.1:{port}"),
             port,
@@ -323,9 +333,17 @@ impl Sim {
         let script = scripter(&sim.cfg, sim.failed.clone());
         for i in 0..sim.cfg.nodes {
             let fake = Fake::new();
-            fake.add_image(IMAGE, &[]).script(script.clone());
+            let starts = sim.starts.clone();
+            fake.add_image(IMAGE, &[])
+                .script(script.clone())
+                .on_start(move |name| {
+                    starts
+                        .lock()
+                        .unwrap()
+                        .push((name.to_string(), Instant::now()));
+                });
             sim.agents
-                .push(Agent::spawn(&sim.url, &format!("n{i:04}"), fake));
+                .push(Agent::spawn(&sim.node_url, &format!("n{i:04}"), fake));
         }
         sim.wait_idle(
             sim.cfg.nodes,
