@@ -5,12 +5,14 @@
 //! - dispatch latency: one task at a time added to an idle pool, from the add's answer
 //!   to its container's start (goal 1);
 //! - DB writes per idle node: `pg_stat_database` deltas over an idle interval (goal 8);
+//! - adding alone: `addtaskcollection` (100 per call) to a pool with no nodes (goal 3);
 //! - add -> claim -> complete throughput at each pool size, containers that exit at once
 //!   (goal 2), with the node protocol's requests per task (goal 8).
 //!
 //! `cargo bench -p berth-tests --bench pool_scale`; sizes: `BERTH_SCALE_IDLE_NODES` (100),
 //! `BERTH_SCALE_SAMPLES` (100), `BERTH_SCALE_IDLE_SECS` (10), `BERTH_SCALE_NODES`
-//! (comma-separated pool sizes, `10,200`), `BERTH_SCALE_TASKS` (2000), `BERTH_SCALE_SLOTS` (4).
+//! (comma-separated pool sizes, `10,200`), `BERTH_SCALE_TASKS` (2000), `BERTH_SCALE_SLOTS` (4),
+//! `BERTH_SCALE_ADD_TASKS` (5000).
 
 use berth_tests::env_usize;
 use berth_tests::sim::{Config, Sim, IMAGE};
@@ -28,6 +30,7 @@ fn main() {
 }
 
 async fn run() {
+    adding().await;
     idle_pool().await;
     let sizes = std::env::var("BERTH_SCALE_NODES").unwrap_or_else(|_| "10,200".into());
     for n in sizes.split(',').filter_map(|s| s.trim().parse().ok()) {
@@ -69,6 +72,24 @@ fn diff(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String
     b.iter()
         .map(|(k, v)| (k.clone(), v - a.get(k).copied().unwrap_or(0)))
         .collect()
+}
+
+async fn adding() {
+    let tasks = env_usize("BERTH_SCALE_ADD_TASKS", 5000);
+    let sim = Sim::start(config(0, 1)).await;
+    let (c0, w0) = db_stats(&sim).await;
+    let t0 = Instant::now();
+    sim.add_tasks(0, tasks).await;
+    let took = t0.elapsed();
+    let (c1, w1) = db_stats(&sim).await;
+    println!(
+        "adding {tasks} tasks by addtaskcollection (100 per call), no nodes: {:.0} tasks/s ({:.1} s; target 10^6 in <= 120 s, 8,333/s); {:.2} commits, {:.1} rows written per task",
+        tasks as f64 / took.as_secs_f64(),
+        took.as_secs_f64(),
+        (c1 - c0) / tasks as f64,
+        (w1 - w0) / tasks as f64,
+    );
+    sim.shutdown().await;
 }
 
 async fn idle_pool() {
