@@ -96,7 +96,7 @@ pub fn die(p: Point, plan: &TaskPlan) -> ! {
     let (job, task) = plan.kind.job_task().unwrap_or(("", "starttask"));
     // One write: unbuffered stderr would otherwise write the line in pieces.
     let line = format!("berth: {ENV}: dying at {} in {job}/{task}\n", p.name());
-    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes()).ok();
     // Should SIGKILL fail to arrive, an abort still ends the process at this step.
     if let Err(e) = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL) {
         eprintln!("berth: cannot SIGKILL itself ({e}); aborting");
