@@ -46,6 +46,7 @@ fn config(nodes: usize, slots: u32) -> Config {
         run_ms: (0, 0),
         fail_pct: 0,
         seed: 1,
+        profile: "fast",
     }
 }
 

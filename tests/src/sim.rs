@@ -58,6 +58,8 @@ pub struct Config {
     /// Percent of tasks whose first run exits 1 (retried once: `maxTaskRetryCount` 1).
     pub fail_pct: u64,
     pub seed: u64,
+    /// The pool's `berthLeaseProfile` (`fast`: R = 15 s).
+    pub profile: &'static str,
 }
 
 impl Config {
@@ -88,6 +90,7 @@ impl Config {
             run_ms,
             fail_pct: n("BERTH_SIM_FAIL_PCT", defaults.fail_pct),
             seed,
+            profile: defaults.profile,
         }
     }
 }
@@ -290,7 +293,7 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// PostgreSQL, the service, a fast-profile pool of `cfg.slots` slots per node, job `j`,
+    /// PostgreSQL, the service, a pool (`cfg.profile`) of `cfg.slots` slots per node, job `j`,
     /// and `cfg.nodes` agents, every one idle.
     pub async fn start(cfg: Config) -> Sim {
         eprintln!("sim: {cfg:?} (replay with BERTH_SIM_SEED={})", cfg.seed);
@@ -325,7 +328,7 @@ impl Sim {
             "/pools",
             &json!({"id": POOL, "taskSlotsPerNode": sim.cfg.slots,
                 "virtualMachineConfiguration": {"containerConfiguration": {"type": "dockerCompatible"}},
-                "berthLeaseProfile": "fast"}),
+                "berthLeaseProfile": sim.cfg.profile}),
         )
         .await;
         sim.post_ok("/jobs", &json!({"id": "j", "poolInfo": {"poolId": POOL}}))
@@ -521,6 +524,16 @@ impl Sim {
         })
         .await
         .unwrap()
+    }
+
+    /// When the first container of task `id` (of job `j`) started, if it did.
+    pub fn started(&self, id: &str) -> Option<Instant> {
+        let needle = format!(".j.{id}.");
+        let starts = self.starts.lock().unwrap();
+        starts
+            .iter()
+            .find(|(n, _)| n.contains(&needle))
+            .map(|(_, t)| *t)
     }
 
     /// Every container run of every agent, in seconds since [`Sim::epoch`].
