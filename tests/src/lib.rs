@@ -14,6 +14,7 @@ pub mod engine;
 pub mod pool;
 pub mod postgres;
 pub mod service;
+pub mod sim;
 
 use serde_json::Value;
 use std::io::{Read, Write};

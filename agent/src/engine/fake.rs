@@ -108,6 +108,17 @@ enum Status {
     },
 }
 
+/// One started container's run as the engine saw it, for simulations' recorders: from
+/// its start to its exit (natural, stop, kill, the engine going down, a forced remove).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    pub started: Instant,
+    /// `None` while it runs.
+    pub ended: Option<Instant>,
+}
+
 #[derive(Debug, Clone)]
 struct Container {
     name: String,
@@ -118,6 +129,8 @@ struct Container {
     status: Status,
     started_at: Option<chrono::DateTime<chrono::Utc>>,
     oom_killed: bool,
+    /// When it started and exited (tokio's clock), for [`Fake::runs`].
+    ran: Option<(Instant, Option<Instant>)>,
 }
 
 impl Container {
@@ -125,6 +138,9 @@ impl Container {
     fn settle(&mut self, now: Instant) {
         if let Status::Running { until } = self.status {
             if now >= until {
+                if let Some((_, end)) = &mut self.ran {
+                    *end = Some(until);
+                }
                 self.oom_killed = self.script.oom_killed;
                 self.status = Status::Exited {
                     code: if self.script.oom_killed {
@@ -135,6 +151,27 @@ impl Container {
                 };
             }
         }
+    }
+
+    /// Ends a running container now with `code` (stop, kill, the engine going down).
+    fn end(&mut self, code: i64, now: Instant) {
+        self.settle(now);
+        if matches!(self.status, Status::Running { .. }) {
+            self.status = Status::Exited { code };
+            if let Some((_, end)) = &mut self.ran {
+                *end = Some(now);
+            }
+        }
+    }
+
+    fn run(&self) -> Option<Run> {
+        let (started, ended) = self.ran?;
+        Some(Run {
+            name: self.name.clone(),
+            labels: self.labels.clone(),
+            started,
+            ended,
+        })
     }
 
     fn status_word(&self) -> &'static str {
@@ -166,6 +203,8 @@ struct State {
     calls: Vec<Call>,
     /// The most containers running at one time.
     peak_running: usize,
+    /// The runs of containers removed since.
+    gone: Vec<Run>,
 }
 
 struct Inner {
@@ -214,6 +253,7 @@ impl Fake {
                     next_id: 1,
                     calls: vec![],
                     peak_running: 0,
+                    gone: vec![],
                 }),
                 changed: Notify::new(),
             }),
@@ -304,10 +344,9 @@ impl Fake {
         let mut s = self.lock();
         s.up = up;
         if !up && !live_restore {
+            let now = Instant::now();
             for c in s.containers.values_mut() {
-                if matches!(c.status, Status::Running { .. }) {
-                    c.status = Status::Exited { code: 137 };
-                }
+                c.end(137, now);
             }
         }
         drop(s);
@@ -327,6 +366,18 @@ impl Fake {
     /// The most containers that ran at one time so far.
     pub fn peak_running(&self) -> usize {
         self.lock().peak_running
+    }
+
+    /// Every container run so far, removed containers' too, in no particular order.
+    pub fn runs(&self) -> Vec<Run> {
+        let mut s = self.lock();
+        let now = Instant::now();
+        let mut v = s.gone.clone();
+        for c in s.containers.values_mut() {
+            c.settle(now);
+            v.extend(c.run());
+        }
+        v
     }
 
     /// The ids of the containers that exist now.
@@ -367,6 +418,7 @@ impl Fake {
                 script,
                 started_at: Some(chrono::Utc::now()),
                 oom_killed: false,
+                ran: Some((now, None)),
             },
         );
         id
@@ -387,6 +439,14 @@ impl Fake {
             .iter()
             .find(|(_, c)| c.name == id)
             .map(|(k, _)| k.clone())
+    }
+
+    /// Removes a container (a forced remove kills a running one), keeping its run.
+    fn forget(s: &mut State, key: &str) {
+        if let Some(mut c) = s.containers.remove(key) {
+            c.end(137, Instant::now());
+            s.gone.extend(c.run());
+        }
     }
 
     fn no_such(id: &str) -> EngineError {
@@ -622,7 +682,7 @@ impl Engine for Fake {
             }
             // A leftover holding the name goes first, as the real engine's create does.
             if let Some(old) = Self::id_of(&s, name) {
-                s.containers.remove(&old);
+                Self::forget(&mut s, &old);
             }
             let script = (s.script)(name, &body);
             let id = format!("fake{:012}", s.next_id);
@@ -637,6 +697,7 @@ impl Engine for Fake {
                     status: Status::Created,
                     started_at: None,
                     oom_killed: false,
+                    ran: None,
                 },
             );
             Ok(id)
@@ -687,6 +748,7 @@ impl Engine for Fake {
                 c.status = Status::Running {
                     until: now + c.script.run_for,
                 };
+                c.ran = Some((now, None));
                 c.started_at = Some(chrono::Utc::now());
                 c.settle(now);
             }
@@ -740,10 +802,7 @@ impl Engine for Fake {
             };
             let mut s = self.lock();
             if let Some(c) = Self::find(&mut s, id) {
-                c.settle(Instant::now());
-                if matches!(c.status, Status::Running { .. }) {
-                    c.status = Status::Exited { code };
-                }
+                c.end(code, Instant::now());
             }
             drop(s);
             self.inner.changed.notify_waiters();
@@ -760,7 +819,7 @@ impl Engine for Fake {
                     "Container {id} is not running"
                 )));
             }
-            c.status = Status::Exited { code: 137 };
+            c.end(137, Instant::now());
             drop(s);
             self.inner.changed.notify_waiters();
             Ok(())
@@ -771,7 +830,7 @@ impl Engine for Fake {
         Box::pin(async move {
             let mut s = self.enter("remove", id)?;
             if let Some(key) = Self::id_of(&s, id) {
-                s.containers.remove(&key);
+                Self::forget(&mut s, &key);
             }
             drop(s);
             self.inner.changed.notify_waiters();
@@ -900,6 +959,41 @@ mod tests {
             "killed after the grace"
         );
         assert_eq!(f.wait(&b).await.unwrap(), 137);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_keep_each_start_and_exit_removed_containers_too() {
+        let f = Fake::new();
+        f.add_image("img", &[])
+            .script(|n, _| Script::exits(0, Duration::from_secs(if n == "a" { 2 } else { 60 })));
+        let t0 = Instant::now();
+        let (a, b, c) = (
+            f.create("a", body("img"), None).await.unwrap(),
+            f.create("b", body("img"), None).await.unwrap(),
+            f.create("c", body("img"), None).await.unwrap(),
+        );
+        for id in [&a, &b, &c] {
+            f.start(id).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        f.kill(&b, "KILL").await.unwrap();
+        f.remove(&a).await.unwrap();
+        let runs = f.runs();
+        let of = |n: &str| runs.iter().find(|r| r.name == n).unwrap().clone();
+        assert_eq!(runs.len(), 3);
+        assert_eq!(
+            of("a").ended,
+            Some(t0 + Duration::from_secs(2)),
+            "its own end, removed since"
+        );
+        assert_eq!(of("b").ended, Some(t0 + Duration::from_secs(5)), "killed");
+        assert_eq!(of("c").ended, None, "still running");
+        f.set_up(false, false);
+        assert_eq!(f.runs().len(), 3);
+        assert!(
+            f.runs().iter().all(|r| r.ended.is_some()),
+            "the engine's loss ends them"
+        );
     }
 
     #[tokio::test(start_paused = true)]

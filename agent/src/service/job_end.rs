@@ -334,25 +334,40 @@ pub(crate) async fn make_ready(
     id: &str,
     seq: Option<i64>,
 ) -> Result<(), DbError> {
-    let n = c
-        .execute(
-            "INSERT INTO ready (task_seq, pool_id, job_id, job_priority, job_seq, required_slots, gpus)
-             SELECT t.seq, j.pool_id, j.id, j.priority, j.seq, t.required_slots, t.gpus
-             FROM tasks t JOIN jobs j ON j.id = t.job_id
-             WHERE t.job_id = $1 AND ($2::bigint IS NULL OR t.seq = $2)
-               AND t.state = 'active' AND t.waiting_on = 0 AND t.current_attempt IS NULL
-               AND j.state = 'active'
-             ON CONFLICT (task_seq) DO NOTHING",
-            &[&id, &seq],
-        )
-        .await?;
-    if n > 0 {
-        c.execute(
-            "SELECT pg_notify($1, lower(pool_id)) FROM jobs WHERE id = $2",
-            &[&super::wake::CHANNEL, &id],
-        )
-        .await?;
+    if enqueue(c, id, seq).await? > 0 {
+        wake_pool(c, id).await?;
     }
+    Ok(())
+}
+
+/// [`make_ready`] without the wake: how many rows went into `ready`. A transaction that
+/// queues many tasks (`addtaskcollection`) wakes the pool once, with [`wake_pool`].
+pub(crate) async fn enqueue(
+    c: &impl GenericClient,
+    id: &str,
+    seq: Option<i64>,
+) -> Result<u64, DbError> {
+    Ok(c.execute(
+        "INSERT INTO ready (task_seq, pool_id, job_id, job_priority, job_seq, required_slots, gpus)
+         SELECT t.seq, j.pool_id, j.id, j.priority, j.seq, t.required_slots, t.gpus
+         FROM tasks t JOIN jobs j ON j.id = t.job_id
+         WHERE t.job_id = $1 AND ($2::bigint IS NULL OR t.seq = $2)
+           AND t.state = 'active' AND t.waiting_on = 0 AND t.current_attempt IS NULL
+           AND j.state = 'active'
+         ON CONFLICT (task_seq) DO NOTHING",
+        &[&id, &seq],
+    )
+    .await?)
+}
+
+/// Wakes the claims waiting on job `id`'s pool: a `NOTIFY` sent when the transaction
+/// commits (PostgreSQL folds equal notices of one transaction into one).
+pub(crate) async fn wake_pool(c: &impl GenericClient, id: &str) -> Result<(), DbError> {
+    c.execute(
+        "SELECT pg_notify($1, lower(pool_id)) FROM jobs WHERE id = $2",
+        &[&super::wake::CHANNEL, &id],
+    )
+    .await?;
     Ok(())
 }
 

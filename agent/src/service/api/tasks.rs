@@ -88,7 +88,7 @@ async fn insert_task(
     pool: &PoolSpec,
     path: &str,
     spec: TaskSpec,
-) -> Result<TaskView, ApiError> {
+) -> Result<(TaskView, bool), ApiError> {
     if let Some(code) = validate::id_taken_by_job_task(&spec.id, &job.spec) {
         let message = format!(
             "{path}.id: {:?} is the id of the job's preparation or release task.",
@@ -159,10 +159,9 @@ async fn insert_task(
         .await
         .sql()?;
     }
-    if waiting == 0 {
-        job_end::make_ready(c, &job.spec.id, Some(seq)).await?;
-    }
-    Ok(view)
+    // The caller wakes the pool once for the whole add (`job_end::wake_pool`).
+    let ready = waiting == 0 && job_end::enqueue(c, &job.spec.id, Some(seq)).await? > 0;
+    Ok((view, ready))
 }
 
 pub async fn add(
@@ -184,7 +183,10 @@ pub async fn add(
     let j = find_job(&tx, &job, Lock::Share).await?;
     check_job(j.view.state, JobOp::AddTask)?;
     let (_, pool, _) = find_pool(&tx, &j.pool_id).await?;
-    let view = insert_task(&tx, &j.view, &pool, &path, spec).await?;
+    let (view, ready) = insert_task(&tx, &j.view, &pool, &path, spec).await?;
+    if ready {
+        job_end::wake_pool(&tx, &j.view.spec.id).await?;
+    }
     tx.commit().await.sql()?;
     entity::created(&h, &view, &task_path(&view))
 }
@@ -209,11 +211,15 @@ pub async fn add_collection(
     check_job(j.view.state, JobOp::AddTask)?;
     let (_, pool, _) = find_pool(&tx, &j.pool_id).await?;
     let mut results = vec![];
+    let mut queued = false;
     for (path, spec) in items {
         let id = spec.id.clone();
         let outcome = insert_task(&tx, &j.view, &pool, &path, spec).await;
         results.push(match outcome {
-            Ok(_) => serde_json::json!({"status": "success", "taskId": id}),
+            Ok((_, ready)) => {
+                queued |= ready;
+                serde_json::json!({"status": "success", "taskId": id})
+            }
             // The database failed: the transaction is gone, and with it every add.
             Err(e) if e.status().is_server_error() => return Err(e),
             Err(e) => serde_json::json!({
@@ -222,6 +228,10 @@ pub async fn add_collection(
                 "error": crate::api::error_body(e.code(), &e.message()),
             }),
         });
+    }
+    // One wake for the whole collection, not one per task.
+    if queued {
+        job_end::wake_pool(&tx, &j.view.spec.id).await?;
     }
     tx.commit().await.sql()?;
     Ok(Json(serde_json::json!({ "value": results })))

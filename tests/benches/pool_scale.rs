@@ -1,0 +1,185 @@
+//! Pool mode at scale (spec `pool-mode.md` §6), on simulated nodes (`berth_tests::sim`:
+//! the real member code on fake engines, the real service in-process, a real PostgreSQL).
+//! Prints each figure beside its target; asserts no timing.
+//!
+//! - dispatch latency: one task at a time added to an idle pool, from the add's answer
+//!   to its container's start (goal 1);
+//! - DB writes per idle node: `pg_stat_database` deltas over an idle interval (goal 8);
+//! - adding alone: `addtaskcollection` (100 per call) to a pool with no nodes (goal 3);
+//! - add -> claim -> complete throughput at each pool size, containers that exit at once
+//!   (goal 2), with the node protocol's requests per task (goal 8).
+//!
+//! `cargo bench -p berth-tests --bench pool_scale`; sizes: `BERTH_SCALE_IDLE_NODES` (100),
+//! `BERTH_SCALE_SAMPLES` (100), `BERTH_SCALE_IDLE_SECS` (10), `BERTH_SCALE_NODES`
+//! (comma-separated pool sizes, `10,200`), `BERTH_SCALE_TASKS` (2000), `BERTH_SCALE_SLOTS` (4),
+//! `BERTH_SCALE_ADD_TASKS` (5000).
+
+use berth_tests::env_usize;
+use berth_tests::sim::{Config, Sim, IMAGE};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn main() {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
+
+async fn run() {
+    adding().await;
+    idle_pool().await;
+    let sizes = std::env::var("BERTH_SCALE_NODES").unwrap_or_else(|_| "10,200".into());
+    for n in sizes.split(',').filter_map(|s| s.trim().parse().ok()) {
+        throughput(n).await;
+    }
+}
+
+fn config(nodes: usize, slots: u32) -> Config {
+    Config {
+        nodes,
+        slots,
+        tasks: 0,
+        run_ms: (0, 0),
+        fail_pct: 0,
+        seed: 1,
+        profile: "fast",
+    }
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// (transactions committed, rows written) of the service's database so far.
+async fn db_stats(sim: &Sim) -> (f64, f64) {
+    let s = sim
+        .sql(
+            "SELECT pg_stat_force_next_flush();
+             SELECT xact_commit, tup_inserted + tup_updated + tup_deleted
+             FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .await;
+    let line = s.lines().rfind(|l| l.contains('|')).unwrap();
+    let (a, b) = line.split_once('|').unwrap();
+    (a.trim().parse().unwrap(), b.trim().parse().unwrap())
+}
+
+fn diff(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    b.iter()
+        .map(|(k, v)| (k.clone(), v - a.get(k).copied().unwrap_or(0)))
+        .collect()
+}
+
+async fn adding() {
+    let tasks = env_usize("BERTH_SCALE_ADD_TASKS", 5000);
+    let sim = Sim::start(config(0, 1)).await;
+    let (c0, w0) = db_stats(&sim).await;
+    let t0 = Instant::now();
+    sim.add_tasks(0, tasks).await;
+    let took = t0.elapsed();
+    let (c1, w1) = db_stats(&sim).await;
+    println!(
+        "adding {tasks} tasks by addtaskcollection (100 per call), no nodes: {:.0} tasks/s ({:.1} s; target 10^6 in <= 120 s, 8,333/s); {:.2} commits, {:.1} rows written per task",
+        tasks as f64 / took.as_secs_f64(),
+        took.as_secs_f64(),
+        (c1 - c0) / tasks as f64,
+        (w1 - w0) / tasks as f64,
+    );
+    sim.shutdown().await;
+}
+
+async fn idle_pool() {
+    let nodes = env_usize("BERTH_SCALE_IDLE_NODES", 100);
+    let samples = env_usize("BERTH_SCALE_SAMPLES", 100);
+    let idle = Duration::from_secs(env_usize("BERTH_SCALE_IDLE_SECS", 10) as u64);
+    let sim = Sim::start(config(nodes, 2)).await;
+    // Every node long-polling before the first sample.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Database writes and requests of an idle pool.
+    let (c0, w0) = db_stats(&sim).await;
+    let r0 = sim.requests.snapshot();
+    tokio::time::sleep(idle).await;
+    let (c1, w1) = db_stats(&sim).await;
+    let r1 = sim.requests.snapshot();
+    let per = |d: f64| d / idle.as_secs_f64() / nodes as f64;
+    println!(
+        "idle pool, {nodes} nodes, {:.0} s: {:.3} commits/s per node, {:.3} rows written/s per node (target <= 0.2 writes/s per idle node); requests {:?}",
+        idle.as_secs_f64(),
+        per(c1 - c0),
+        per(w1 - w0),
+        diff(&r0, &r1)
+    );
+
+    let mut ms = vec![];
+    for i in 0..samples {
+        let id = format!("d{i:05}");
+        let body = json!({"id": id, "commandLine": "/bin/true",
+            "containerSettings": {"imageName": IMAGE}});
+        let (st, b) = sim.client("POST", "/jobs/j/tasks", Some(&body)).await;
+        assert_eq!(st, 201, "{b}");
+        let added = Instant::now();
+        let needle = format!(".j.{id}.");
+        let t0 = Instant::now();
+        let started = loop {
+            let hit = sim
+                .starts
+                .lock()
+                .unwrap()
+                .iter()
+                .rfind(|(n, _)| n.contains(&needle))
+                .map(|(_, t)| *t);
+            if let Some(t) = hit {
+                break t;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "{id} never started");
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        };
+        ms.push(started.saturating_duration_since(added).as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "dispatch latency, idle {nodes}-node pool, {samples} tasks one at a time (add answered -> container start): p50 {:.1} ms (target <= 20), p99 {:.1} ms (target <= 100), max {:.1} ms",
+        pct(&mut ms, 0.5),
+        pct(&mut ms, 0.99),
+        pct(&mut ms, 1.0)
+    );
+    sim.shutdown().await;
+}
+
+async fn throughput(nodes: usize) {
+    let tasks = env_usize("BERTH_SCALE_TASKS", 2000);
+    let slots = env_usize("BERTH_SCALE_SLOTS", 4) as u32;
+    let sim = Sim::start(config(nodes, slots)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r0 = sim.requests.snapshot();
+    let (c0, w0) = db_stats(&sim).await;
+    let t0 = Instant::now();
+    sim.add_tasks(0, tasks).await;
+    let added = t0.elapsed();
+    let done = sim.wait_done(Duration::from_secs(600)).await;
+    let took = t0.elapsed();
+    let (c1, w1) = db_stats(&sim).await;
+    let r = diff(&r0, &sim.requests.snapshot());
+    let all: u64 = r.values().sum();
+    let beats = r.get("heartbeat").copied().unwrap_or(0);
+    println!(
+        "{nodes} nodes x {slots} slots, {tasks} tasks add -> claim -> complete: {:.0} tasks/s (target >= 2,000 at 200 nodes){}; adding alone {:.0} tasks/s ({:.1} s); {:.2} node requests per task ({:.2} without heartbeats; target <= 3): {r:?}; {:.1} commits, {:.1} rows written per task",
+        tasks as f64 / took.as_secs_f64(),
+        if done { "" } else { " NOT ALL COMPLETED" },
+        tasks as f64 / added.as_secs_f64(),
+        added.as_secs_f64(),
+        all as f64 / tasks as f64,
+        (all - beats) as f64 / tasks as f64,
+        (c1 - c0) / tasks as f64,
+        (w1 - w0) / tasks as f64,
+    );
+    let v = sim.verdict().await;
+    println!("  checker: {}", v.summary());
+    sim.shutdown().await;
+}
