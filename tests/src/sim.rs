@@ -412,7 +412,10 @@ impl Sim {
     pub async fn client(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         let mut r = self
             .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.url))
+            .request(
+                method.parse().unwrap(),
+                format!("{}{}", self.url, crate::agent::versioned(path)),
+            )
             .bearer_auth(CLIENT_TOKEN);
         if let Some(b) = body {
             r = r
