@@ -366,11 +366,13 @@ fn tls_is_served_and_plain_http_is_explicit() {
 
 /// A task on a node (as a claim leaves it: attempt live, slots taken, out of `ready`),
 /// written straight into the tables: the node protocol is not needed to test what the
-/// client's transitions do to tasks that run.
+/// client's transitions do to tasks that run. The node's heartbeat is set an hour ahead:
+/// no one heartbeats for it, and the fast profile's sweeper must not find it lapsed (and
+/// count its tasks elsewhere) however slowly a loaded machine runs the test.
 fn put_on_node(pg: &Postgres, job: &str, task: &str, attempt: i64) {
     pg.psql(&format!(
         "INSERT INTO nodes (pool_id, id, epoch, token_hash, state, report, slots, used_slots, last_heartbeat, state_transition_time)
-           SELECT 'p', 'n1', 1, '\\x00', 'running', '{{}}', 4, 0, now(), now()
+           SELECT 'p', 'n1', 1, '\\x00', 'running', '{{}}', 4, 0, now() + interval '1 hour', now()
            WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE id = 'n1');
          INSERT INTO attempts (id, task_seq, pool_id, node_id, epoch, required_slots)
            SELECT {attempt}, seq, 'p', 'n1', 1, 1 FROM tasks WHERE job_id = '{job}' AND id = '{task}';
