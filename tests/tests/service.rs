@@ -266,6 +266,15 @@ fn clients_need_a_client_token() {
         let (st, _) = s.req_as(token, "POST", "/pools", Some(&pool("p", 1)));
         assert_eq!(st, 401);
     }
+    // SharedKey where the service has no account keys: refused as any other stranger.
+    let (st, _, body) = s.raw(
+        None,
+        "GET",
+        &format!("/pools?api-version={}", berth_agent::api::API_VERSION),
+        &["Authorization: SharedKey berth:c2lnbmF0dXJl"],
+        None,
+    );
+    assert_eq!(st, 401, "{body}");
     assert_eq!(pg.psql("SELECT count(*) FROM pools").trim(), "0");
     let (st, v) = s.req("GET", "/no/such/path", None);
     assert_eq!((st, code(&v)), (404, "ResourceNotFound"));
@@ -856,4 +865,69 @@ fn the_service_speaks_the_agents_api_conventions() {
     assert!(message(&v).contains("nope"), "{v}");
     let (st, v) = s.req("GET", "/jobs/j1/tasks?maxresults=0", None);
     assert_eq!((st, code(&v)), (400, "InvalidQueryParameterValue"));
+}
+
+/// The Python SDK 14.x, unchanged, with `SharedKeyCredentials` against the service (account
+/// name and two keys, the second in use: a rotation): a pool, a job on it, a task, a signed
+/// `$filter`; a wrong key gets Batch's 403 `AuthenticationFailed`, and no key reaches the log.
+#[test]
+fn the_python_sdk_signs_with_shared_key_against_the_service() {
+    use base64::Engine;
+    let python = berth_tests::workspace().join(".tools/azure-batch-14/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run ./scripts/install-deps.sh",
+        python.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = |name: &str, byte: u8| {
+        let k = base64::engine::general_purpose::STANDARD.encode([byte; 64]);
+        let f = dir.path().join(name);
+        std::fs::write(&f, format!("{k}\n")).unwrap();
+        (k, f.display().to_string())
+    };
+    let (old, old_file) = key("key1", 1);
+    let (new, new_file) = key("key2", 2);
+    let (wrong, _) = key("key3", 3);
+    let pg = Postgres::start();
+    let s = Service::start_with(
+        &pg.url,
+        &[
+            "--insecure-http",
+            "--account-name",
+            "berthsvc",
+            "--account-key-file",
+            &old_file,
+            "--account-key-file",
+            &new_file,
+        ],
+        None,
+    );
+    wait_ok(&s, "/pools", Duration::from_secs(20));
+    let out = std::process::Command::new(&python)
+        .arg(berth_tests::workspace().join("tests/sdk/service_sharedkey.py"))
+        .args([s.url.as_str(), "berthsvc", &new, &wrong])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the SDK failed: {stderr}\n{}",
+        s.log()
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["pool"], json!(["skpool", 2]), "{seen}");
+    assert_eq!(seen["jobs"], json!(["skjob"]), "{seen}");
+    assert_eq!(seen["task"], "active", "{seen}");
+    assert_eq!(
+        seen["wrong_key"],
+        json!([403, "AuthenticationFailed"]),
+        "{seen}"
+    );
+    // Bearer tokens still work beside the keys.
+    assert_eq!(s.json("/jobs/skjob")["id"], "skjob");
+    let log = s.log();
+    for k in [&old, &new, &wrong] {
+        assert!(!log.contains(k.as_str()), "a key reached the log");
+    }
 }

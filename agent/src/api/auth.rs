@@ -137,29 +137,45 @@ pub fn bearer_refused(how: &str) -> Response {
     r
 }
 
-pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) -> Response {
-    use crate::ui::session;
-    if let Some(sk) = req
+/// A request signed `Authorization: SharedKey {account}:{signature}`: `Some(Ok(()))` when
+/// `keys` verify it, `Some(Err(answer))` when they do not (Batch's 403) or there are no keys
+/// (`none`'s answer); `None` for any other request. The agent's TCP guard and the
+/// service's client guard both check SharedKey here.
+pub fn check_shared_key(
+    keys: Option<&super::shared_key::KeyRing>,
+    req: &Request,
+    none: fn() -> Response,
+) -> Option<Result<(), Response>> {
+    let sk = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| v.starts_with("SharedKey "))
-    {
-        let Some(keys) = &g.shared_key else {
-            return refused();
-        };
-        return match keys.get().verify(
-            sk,
-            req.method(),
-            req.uri(),
-            req.headers(),
-            std::time::SystemTime::now(),
-        ) {
-            Ok(()) => next.run(req).await,
-            Err(refusal) => {
+        .filter(|v| v.starts_with("SharedKey "))?;
+    let Some(keys) = keys else {
+        return Some(Err(none()));
+    };
+    Some(
+        keys.get()
+            .verify(
+                sk,
+                req.method(),
+                req.uri(),
+                req.headers(),
+                std::time::SystemTime::now(),
+            )
+            .map_err(|refusal| {
                 tracing::debug!(detail = %refusal.detail(), "SharedKey request refused");
                 refusal.into_response()
-            }
+            }),
+    )
+}
+
+pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) -> Response {
+    use crate::ui::session;
+    if let Some(signed) = check_shared_key(g.shared_key.as_deref(), &req, refused) {
+        return match signed {
+            Ok(()) => next.run(req).await,
+            Err(answer) => answer,
         };
     }
     let given = match session::credential(req.headers(), req.method()) {

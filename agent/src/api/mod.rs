@@ -20,8 +20,8 @@ mod tasks;
 pub mod tls;
 
 pub use auth::{
-    bearer, bearer_refused, constant_time_eq, parse_tokens, read_token, read_tokens,
-    ProxyCredential, TcpGuard,
+    bearer, bearer_refused, check_shared_key, constant_time_eq, parse_tokens, read_token,
+    read_tokens, ProxyCredential, TcpGuard,
 };
 pub use conn::{HEADER_TIMEOUT, MAX_CONNECTIONS};
 pub use error::ApiError;

@@ -40,6 +40,12 @@ pub struct ServiceArgs {
     /// The key nodes' file-proxy credentials are derived with (one line).
     #[arg(long)]
     proxy_secret_file: Option<PathBuf>,
+    /// The Batch account name clients sign SharedKey requests for.
+    #[arg(long)]
+    account_name: Option<String>,
+    /// A file of a base64 account key; give it twice for two keys (a rotation).
+    #[arg(long = "account-key-file")]
+    account_key_files: Vec<PathBuf>,
 }
 
 pub async fn run(args: ServiceArgs) -> ExitCode {
@@ -57,6 +63,8 @@ pub async fn run(args: ServiceArgs) -> ExitCode {
         read_only_token_file: args.read_only_token_file,
         enrolment_secret_file: args.enrolment_secret_file,
         proxy_secret_file: args.proxy_secret_file,
+        account_name: args.account_name,
+        account_key_files: (!args.account_key_files.is_empty()).then_some(args.account_key_files),
     };
     let cfg = match ServiceConfig::resolve(file.overridden(flags)) {
         Ok(c) => c,

@@ -11,6 +11,8 @@
 //! # read_only_token_file = "/etc/berth/viewer-tokens" # read-only tokens, one per line
 //! enrolment_secret_file = "/etc/berth/enrolment-secret"
 //! proxy_secret_file = "/etc/berth/proxy-secret"   # the key of nodes' file-proxy credentials
+//! # account_name = "berth"                # Batch's SharedKey, as the agent takes it:
+//! # account_key_files = ["/etc/berth/account-key1", "/etc/berth/account-key2"]
 //! ```
 
 use super::state::Settings;
@@ -33,6 +35,10 @@ pub struct FileConfig {
     pub read_only_token_file: Option<PathBuf>,
     pub enrolment_secret_file: Option<PathBuf>,
     pub proxy_secret_file: Option<PathBuf>,
+    /// The Batch account name SharedKey clients sign for.
+    pub account_name: Option<String>,
+    /// One or two files of a base64 account key (two: a key rotation).
+    pub account_key_files: Option<Vec<PathBuf>>,
 }
 
 impl FileConfig {
@@ -64,6 +70,8 @@ impl FileConfig {
             read_only_token_file: over.read_only_token_file.or(self.read_only_token_file),
             enrolment_secret_file: over.enrolment_secret_file.or(self.enrolment_secret_file),
             proxy_secret_file: over.proxy_secret_file.or(self.proxy_secret_file),
+            account_name: over.account_name.or(self.account_name),
+            account_key_files: over.account_key_files.or(self.account_key_files),
         }
     }
 }
@@ -133,6 +141,18 @@ impl ServiceConfig {
             }
         };
         let secure_cookies = matches!(transport, Transport::Tls { .. });
+        let shared_key = match (c.account_name, c.account_key_files.unwrap_or_default()) {
+            (None, files) if files.is_empty() => None,
+            (Some(name), files) if !files.is_empty() => {
+                Some(crate::api::shared_key::KeyRing::read(&name, &files)?)
+            }
+            (None, _) => {
+                return Err("account_key_files (--account-key-file) is set but account_name (--account-name) is not".into())
+            }
+            (Some(_), _) => {
+                return Err("account_name (--account-name) is set but account_key_files (--account-key-file) is not".into())
+            }
+        };
         Ok(ServiceConfig {
             database_url,
             listen,
@@ -143,6 +163,7 @@ impl ServiceConfig {
                 secure_cookies,
                 enrolment_secret,
                 proxy_secret,
+                shared_key,
             },
         })
     }

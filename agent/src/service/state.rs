@@ -27,6 +27,8 @@ pub struct Settings {
     /// The key of the nodes' file-proxy credentials (`node_api::token::proxy`); empty:
     /// derived from the enrolment secret (see [`Settings::proxy_key`]).
     pub proxy_secret: String,
+    /// Batch's SharedKey: the account and keys clients may sign requests with.
+    pub shared_key: Option<Arc<crate::api::shared_key::KeyRing>>,
 }
 
 impl Settings {
@@ -61,6 +63,13 @@ impl std::fmt::Debug for Settings {
             .field("enrolment_secret", &"<redacted>")
             .field("secure_cookies", &self.secure_cookies)
             .field("proxy_secret", &"<redacted>")
+            .field(
+                "shared_key",
+                &self
+                    .shared_key
+                    .as_ref()
+                    .map(|k| k.get().account().to_string()),
+            )
             .finish()
     }
 }

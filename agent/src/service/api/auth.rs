@@ -1,6 +1,7 @@
 //! The client guard: `Authorization: Bearer <token>` (or the web view's session cookie,
 //! `crate::ui::session`), one of the configured client tokens, compared in constant time;
-//! a read-only token may only read. A node token or the enrolment secret is refused here.
+//! a read-only token may only read; or Batch's `SharedKey` with the service's account keys
+//! (`crate::api::check_shared_key`). A node token or the enrolment secret is refused here.
 
 use crate::service::state::ServiceState;
 use axum::extract::{Request, State};
@@ -9,6 +10,14 @@ use axum::response::{IntoResponse, Response};
 
 pub async fn require_client(State(s): State<ServiceState>, req: Request, next: Next) -> Response {
     use crate::ui::session;
+    if let Some(signed) =
+        crate::api::check_shared_key(s.settings.shared_key.as_deref(), &req, refused)
+    {
+        return match signed {
+            Ok(()) => next.run(req).await,
+            Err(answer) => answer,
+        };
+    }
     let given = match session::credential(req.headers(), req.method()) {
         Ok(g) => g,
         Err(e) => return e.into_response(),
@@ -22,10 +31,14 @@ pub async fn require_client(State(s): State<ServiceState>, req: Request, next: N
                 session::read_only_refused().into_response()
             }
         }
-        _ => crate::api::bearer_refused(
-            "send Authorization: Bearer <a client token of the service's token_file>",
-        ),
+        _ => refused(),
     }
+}
+
+fn refused() -> Response {
+    crate::api::bearer_refused(
+        "send Authorization: Bearer <a client token of the service's token_file>, or SharedKey <account_name>:<signature> when the service has account keys",
+    )
 }
 
 #[cfg(test)]
