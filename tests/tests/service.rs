@@ -865,6 +865,56 @@ fn the_service_speaks_the_agents_api_conventions() {
     assert!(message(&v).contains("nope"), "{v}");
     let (st, v) = s.req("GET", "/jobs/j1/tasks?maxresults=0", None);
     assert_eq!((st, code(&v)), (400, "InvalidQueryParameterValue"));
+
+    // Pools and nodes take the same list options and conditional requests.
+    let av = berth_agent::api::API_VERSION;
+    assert_eq!(s.req("POST", "/pools", Some(&pool("q", 1))).0, 201);
+    let pools = s.json("/pools?maxresults=1&$select=id");
+    assert_eq!(pools["value"], json!([{"id": "p"}]), "{pools}");
+    let link = pools["odata.nextLink"].as_str().expect("a second page");
+    let rest = s.json(link.strip_prefix(&s.url).unwrap());
+    assert_eq!(rest["value"], json!([{"id": "q"}]), "{rest}");
+    let one = s.json("/pools?$filter=id%20eq%20'Q'%20and%20state%20eq%20'active'");
+    assert_eq!(ids(&one), ["q"]);
+    let (st, head, _) = s.raw(t, "GET", &format!("/pools/p?api-version={av}"), &[], None);
+    assert_eq!(st, 200);
+    let etag = header(&head, "etag")
+        .expect("an ETag on a pool")
+        .to_string();
+    assert!(
+        pools["value"][0].get("eTag").is_none(),
+        "$select keeps only what was asked"
+    );
+    let (st, _, _) = s.raw(
+        t,
+        "GET",
+        &format!("/pools/p?api-version={av}"),
+        &[&format!("If-None-Match: {etag}")],
+        None,
+    );
+    assert_eq!(st, 304);
+    put_on_node(&pg, "j1", "t1", 901);
+    let nodes = s.json(
+        "/pools/p/nodes?$filter=state%20eq%20'running'%20and%20schedulingState%20eq%20'enabled'",
+    );
+    assert_eq!(ids(&nodes), ["n1"], "{nodes}");
+    assert_eq!(
+        nodes["value"][0]["url"],
+        format!("{}/pools/p/nodes/n1", s.url)
+    );
+    let none = s.json("/pools/p/nodes?$filter=state%20eq%20'idle'");
+    assert_eq!(ids(&none), Vec::<String>::new());
+    let (st, e) = s.req("GET", "/pools/p/nodes?$filter=flavour%20eq%201", None);
+    assert_eq!((st, code(&e)), (400, "InvalidQueryParameterValue"), "{e}");
+    let (st, head, _) = s.raw(
+        t,
+        "GET",
+        &format!("/pools/p/nodes/n1?api-version={av}"),
+        &[],
+        None,
+    );
+    assert_eq!(st, 200);
+    assert!(header(&head, "etag").is_some(), "{head}");
 }
 
 /// The Python SDK 14.x, unchanged, with `SharedKeyCredentials` against the service (account

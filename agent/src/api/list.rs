@@ -92,6 +92,30 @@ pub fn select(entity: Value, names: &[String]) -> Value {
     }
 }
 
+/// Entities already in their list's order, each `(id, its path, view)`, answered as Batch
+/// answers a list: `$filter` against `schema`, `$select`, `maxresults` and
+/// `odata.nextLink`, each entity with its `url`, `eTag` and `lastModified`. For the short
+/// lists (pools, nodes) of the agent and the service alike.
+pub fn of_views<T: serde::Serialize>(
+    views: Vec<(String, String, T)>,
+    pairs: Vec<(String, String)>,
+    h: &HeaderMap,
+    schema: &Schema,
+    (path, metadata): (&str, &str),
+) -> Result<Value, ApiError> {
+    let q = ListQuery::parse(pairs, schema)?;
+    let base = base_url(h);
+    let items = views
+        .into_iter()
+        .enumerate()
+        .map(|(i, (id, at, view))| {
+            let order = i64::try_from(i).unwrap_or(i64::MAX);
+            Ok((order, id, super::entity::item(&view, &base, &at)?))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(q.page(items, h, path, metadata))
+}
+
 impl ListQuery {
     /// Reads `$filter` (against `schema`), `$select`, `maxresults` and `$skiptoken` from
     /// `pairs`; others (`api-version`, `timeout`, `$expand`) are kept for the next link.

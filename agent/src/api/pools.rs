@@ -4,7 +4,6 @@
 //! Counts), in Batch's shapes (`CloudPool`, `ComputeNode`, `PoolNodeCounts`).
 
 use super::entity::{self, seg};
-use super::list::ListQuery;
 use super::{counts, select_of, ApiError, AppState, Pairs};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method};
@@ -93,15 +92,14 @@ fn one_item_list(
     schema: &berth_proto::odata::Schema,
     (path, item_path, metadata): (&str, &str, &str),
 ) -> Result<Json<Value>, ApiError> {
-    let q = ListQuery::parse(q.0, schema)?;
-    let base = entity::base_url(h);
-    let item = entity::item(&view, &base, item_path)?;
-    Ok(Json(q.page(
-        vec![(0, id.to_string(), item)],
+    let one = vec![(id.to_string(), item_path.to_string(), view)];
+    Ok(Json(super::list::of_views(
+        one,
+        q.0,
         h,
-        path,
-        metadata,
-    )))
+        schema,
+        (path, metadata),
+    )?))
 }
 
 pub async fn list(

@@ -1,21 +1,20 @@
-//! Compute nodes through the service (Batch's `/pools/{id}/nodes...`): list with
-//! `$filter` on state, get, disable and enable scheduling, remove nodes; and `/metrics`.
+//! Compute nodes through the service (Batch's `/pools/{id}/nodes...`): list with Batch's
+//! list options, get, disable and enable scheduling, remove nodes; and `/metrics`.
 //! Each node is shown as Batch's ComputeNode: what the node last reported, with the
 //! service's own word on state, scheduling, slots and lease. Client authentication is the
 //! server's (a layer around every client route).
 
-use crate::api::{ApiError, Body};
+use crate::api::{select_of, ApiError, Body, Pairs};
 use crate::service::attempts::{self, Requeue};
 use crate::service::db::DbError;
 use crate::service::metrics;
 use crate::service::state::ServiceState;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use berth_proto::node::NodeState;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 
 /// The nodes routes, the file proxy and `/metrics`.
 pub fn router() -> Router<ServiceState> {
@@ -76,34 +75,6 @@ fn view(r: &tokio_postgres::Row) -> Value {
     v
 }
 
-/// `$filter`: `state eq 'idle'`, joined by `or`. The states asked for.
-pub fn state_filter(f: &str) -> Result<Vec<String>, ApiError> {
-    let bad = || {
-        ApiError::InvalidQueryParameterValue(format!(
-            "$filter {f:?} is not supported; use state eq '<state>' [or state eq '<state>' ...]"
-        ))
-    };
-    f.split(" or ")
-        .map(|part| {
-            let words: Vec<&str> = part.split_whitespace().collect();
-            let [field, op, value] = words[..] else {
-                return Err(bad());
-            };
-            if !field.eq_ignore_ascii_case("state") || !op.eq_ignore_ascii_case("eq") {
-                return Err(bad());
-            }
-            let value = value
-                .strip_prefix('\'')
-                .and_then(|v| v.strip_suffix('\''))
-                .ok_or_else(bad)?;
-            let st: NodeState = value
-                .parse()
-                .map_err(|e| ApiError::InvalidQueryParameterValue(format!("$filter: {e}")))?;
-            Ok(st.to_string())
-        })
-        .collect()
-}
-
 /// The pool's canonical id; 404 `PoolNotFound`.
 async fn pool_id(c: &tokio_postgres::Client, pool: &str) -> Result<String, ApiError> {
     c.query_opt("SELECT id FROM pools WHERE id_key = lower($1)", &[&pool])
@@ -113,12 +84,19 @@ async fn pool_id(c: &tokio_postgres::Client, pool: &str) -> Result<String, ApiEr
         .ok_or_else(|| ApiError::PoolNotFound(format!("pool {pool} does not exist")))
 }
 
+/// A node's path: `/pools/{pool}/nodes/{node}`.
+fn node_path(pool: &str, node: &str) -> String {
+    use crate::api::entity::seg;
+    format!("/pools/{}/nodes/{}", seg(pool), seg(node))
+}
+
+/// The pool's nodes by id, with Batch's list options (`$filter`, `$select`, paging).
 async fn list(
     State(st): State<ServiceState>,
     Path(pool): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    h: HeaderMap,
+    q: Pairs,
 ) -> Result<Json<Value>, ApiError> {
-    let states = q.get("$filter").map(|f| state_filter(f)).transpose()?;
     let conn = st.db.conn().await?;
     let pool = pool_id(&conn, &pool).await?;
     let rows = conn
@@ -131,22 +109,33 @@ async fn list(
         )
         .await
         .map_err(DbError::from)?;
-    let value: Vec<Value> = rows
+    let nodes = rows
         .iter()
-        .map(view)
-        .filter(|v| {
-            states
-                .as_ref()
-                .is_none_or(|s| s.iter().any(|s| v["state"] == s.as_str()))
+        .map(|r| {
+            let v = view(r);
+            let id = v["id"].as_str().unwrap_or("").to_string();
+            (id.clone(), node_path(&pool, &id), v)
         })
         .collect();
-    Ok(Json(json!({ "value": value })))
+    let list = format!("/pools/{}/nodes", crate::api::entity::seg(&pool));
+    let schema = &berth_proto::odata::NODES;
+    Ok(Json(crate::api::list::of_views(
+        nodes,
+        q.0,
+        &h,
+        schema,
+        (&list, "nodes"),
+    )?))
 }
 
+/// `GET` (and `HEAD`) `/pools/{pool}/nodes/{node}`, with `$select`; conditional.
 async fn show(
     State(st): State<ServiceState>,
     Path((pool, node)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+    method: Method,
+    h: HeaderMap,
+    q: Pairs,
+) -> Result<Response, ApiError> {
     let conn = st.db.conn().await?;
     let pool = pool_id(&conn, &pool).await?;
     let row = conn
@@ -160,7 +149,9 @@ async fn show(
         .await
         .map_err(DbError::from)?
         .ok_or_else(|| not_found(&pool, &node))?;
-    Ok(Json(view(&row)))
+    let v = view(&row);
+    let at = node_path(&pool, v["id"].as_str().unwrap_or(&node));
+    crate::api::entity::answer(&h, &method, &v, &at, "nodes", select_of(&q)?)
 }
 
 fn not_found(pool: &str, node: &str) -> ApiError {
@@ -349,24 +340,6 @@ async fn remove(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn filters_on_state_with_or() {
-        assert_eq!(state_filter("state eq 'idle'").unwrap(), ["idle"]);
-        assert_eq!(
-            state_filter("state eq 'Idle' or state eq 'unknown'").unwrap(),
-            ["idle", "unknown"]
-        );
-        for bad in [
-            "state ne 'idle'",
-            "id eq 'x'",
-            "state eq idle",
-            "state eq 'nap'",
-            "",
-        ] {
-            assert!(state_filter(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn options_default_to_requeue_and_name_their_field() {

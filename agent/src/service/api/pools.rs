@@ -8,10 +8,11 @@
 //! `Remove` (node protocol), and the row goes with its last node ([`remove_if_drained`]).
 
 use super::{find_pool, first_problem, is_unique_violation, Sql};
-use crate::api::{require_json, ApiError, Body};
+use crate::api::{require_json, select_of, ApiError, Body, Pairs};
 use crate::service::state::ServiceState;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use berth_proto::node_protocol::Timers;
 use berth_proto::pool::LeaseProfile;
@@ -106,10 +107,22 @@ fn view(row: &tokio_postgres::Row) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// A pool's path: `/pools/{id}`.
+fn pool_path(v: &Value) -> String {
+    format!(
+        "/pools/{}",
+        crate::api::entity::seg(v["id"].as_str().unwrap_or(""))
+    )
+}
+
+/// `GET` (and `HEAD`) `/pools/{pool}`, with `$select`; conditional, as the agent's.
 pub(crate) async fn get(
     State(s): State<ServiceState>,
     Path(pool): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    method: Method,
+    h: HeaderMap,
+    q: Pairs,
+) -> Result<Response, ApiError> {
     let c = s.db.conn().await?;
     let row = c
         .query_opt(&format!("{VIEW_SQL} WHERE p.id_key = lower($1)"), &[&pool])
@@ -118,17 +131,36 @@ pub(crate) async fn get(
         .ok_or_else(|| {
             ApiError::PoolNotFound(format!("The specified pool {pool:?} does not exist."))
         })?;
-    Ok(Json(view(&row)?))
+    let v = view(&row)?;
+    crate::api::entity::answer(&h, &method, &v, &pool_path(&v), "pools", select_of(&q)?)
 }
 
-pub(crate) async fn list(State(s): State<ServiceState>) -> Result<Json<Value>, ApiError> {
+/// Pools in creation order, with Batch's list options (`$filter`, `$select`, paging).
+pub(crate) async fn list(
+    State(s): State<ServiceState>,
+    h: HeaderMap,
+    q: Pairs,
+) -> Result<Json<Value>, ApiError> {
     let c = s.db.conn().await?;
     let rows = c
         .query(&format!("{VIEW_SQL} ORDER BY p.creation_time, p.id"), &[])
         .await
         .sql()?;
-    let pools = rows.iter().map(view).collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(json!({ "value": pools })))
+    let pools = rows
+        .iter()
+        .map(|r| {
+            let v = view(r)?;
+            Ok((v["id"].as_str().unwrap_or("").to_string(), pool_path(&v), v))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let (h, schema) = (&h, &berth_proto::odata::POOLS);
+    Ok(Json(crate::api::list::of_views(
+        pools,
+        q.0,
+        h,
+        schema,
+        ("/pools", "pools"),
+    )?))
 }
 
 pub(crate) async fn delete(
