@@ -86,13 +86,32 @@ pub struct Room {
     pub free_gpus: i32,
 }
 
-/// Claims what `node` may take now; empty when nothing fits or it is not its turn.
+/// What one claim took, and what it saw.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// The tasks taken; empty when nothing fits or it is not the node's turn.
+    pub claims: Vec<Claim>,
+    /// The claimable tasks that fit the node's free slots before it took any (at most
+    /// 10,000); 1 when it did not count them (the node may not claim now), as there may be.
+    pub ready: i64,
+}
+
+impl Claimed {
+    fn none(ready: i64) -> Claimed {
+        Claimed {
+            claims: vec![],
+            ready,
+        }
+    }
+}
+
+/// Claims what `node` may take now.
 pub async fn claim(
     tx: &Transaction<'_>,
     node: &NodeRef,
     epoch: i64,
     room: Room,
-) -> Result<Vec<Claim>, DbError> {
+) -> Result<Claimed, DbError> {
     // The node's own row, locked: two claims of one node never overbook it.
     let Some(me) = tx
         .query_opt(
@@ -106,12 +125,12 @@ pub async fn claim(
         )
         .await?
     else {
-        return Ok(vec![]);
+        return Ok(Claimed::none(1));
     };
     let (used, slots, gpus_left, fill, schedulable): (i32, i32, i32, String, bool) =
         (me.get(0), me.get(1), me.get(2), me.get(3), me.get(4));
     if !schedulable {
-        return Ok(vec![]);
+        return Ok(Claimed::none(1));
     }
     let fill = FillType::parse(&fill);
     let others: Vec<Candidate> = tx
@@ -151,7 +170,7 @@ pub async fn claim(
         .get(0);
     let want = my_turn(fill, &me, &others, ready);
     if want == 0 {
-        return Ok(vec![]);
+        return Ok(Claimed::none(ready));
     }
     // A node that reported no GPUs yet claims only GPU-less tasks.
     let mut free_gpus = room.free_gpus.min(gpus_left.max(0));
@@ -242,7 +261,7 @@ pub async fn claim(
         .await?;
         claims.push(Claim { attempt, job, task });
     }
-    Ok(claims)
+    Ok(Claimed { claims, ready })
 }
 
 /// Now as the views write times (RFC 3339, UTC).

@@ -272,8 +272,9 @@ async fn enable(
     if found == 0 {
         return Err(not_found(&pool, &node));
     }
-    // The node may claim now: wake its waiting claim.
-    st.wake.ready(&pool);
+    // The node may claim now: wake every waiting claim of its pool (one wake could
+    // reach another node's).
+    st.wake.everyone(&pool);
     Ok(StatusCode::OK)
 }
 

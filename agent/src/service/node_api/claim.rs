@@ -2,6 +2,8 @@
 //! pool's ready set may have grown (`Wake`, fed by PostgreSQL's NOTIFY) and every second
 //! (the safety net for lost notifications and for spread/pack turns), until something is
 //! claimed or `waitMs` (at most 30 s) passes. No transaction is held while it waits.
+//! A notice wakes one waiting claim; a woken claim passes the wake on for the work it
+//! left (see `service::wake`).
 
 use super::{commands, json, Caller};
 use crate::api::{ApiError, Body};
@@ -31,12 +33,16 @@ pub async fn claim(
         free_slots: i32::try_from(req.free_slots).unwrap_or(i32::MAX),
         free_gpus: i32::try_from(req.free_gpus).unwrap_or(i32::MAX),
     };
-    let notify = st.wake.pool(&caller.node.pool_id);
+    let wake = st.wake.pool(&caller.node.pool_id);
     let poll_until = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
     let mut first = true;
+    // Whether this look follows a wake (not the first look, not the timer).
+    let mut woken_up = false;
+    // The notice this claim last passed an unused wake on for.
+    let mut passed = None;
     loop {
         // Registered before the look, so a task made ready meanwhile still wakes us.
-        let woken = notify.notified();
+        let woken = wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
         let started = Instant::now();
@@ -58,7 +64,8 @@ pub async fn claim(
             .await
             .map_err(DbError::from)?;
         }
-        let claims = claim::claim(&tx, &caller.node, caller.epoch, room).await?;
+        let claim::Claimed { claims, ready } =
+            claim::claim(&tx, &caller.node, caller.epoch, room).await?;
         let done = !claims.is_empty() || tokio::time::Instant::now() >= deadline;
         let commands = if done {
             commands::owed(&tx, &caller, None, None).await?
@@ -67,6 +74,18 @@ pub async fn claim(
         };
         tx.commit().await.map_err(DbError::from)?;
         drop(conn);
+        if woken_up {
+            // After the commit, so the next claim sees what this one took.
+            let left = ready - claims.len() as i64;
+            if claims.is_empty() {
+                if left > 0 {
+                    // Not this node's turn, or nothing fit it: someone else's wake.
+                    wake.pass(&mut passed);
+                }
+            } else {
+                wake.more(left);
+            }
+        }
         if !claims.is_empty() {
             metrics::claimed(claims.len() as u64, started.elapsed());
         }
@@ -75,9 +94,9 @@ pub async fn claim(
         }
         first = false;
         let next = (tokio::time::Instant::now() + RECHECK).min(deadline);
-        tokio::select! {
-            _ = woken => {}
-            _ = tokio::time::sleep_until(next) => {}
-        }
+        woken_up = tokio::select! {
+            _ = woken => true,
+            _ = tokio::time::sleep_until(next) => false,
+        };
     }
 }
