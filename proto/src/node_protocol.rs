@@ -110,6 +110,13 @@ pub struct HeartbeatReply {
     /// What the node must do now, in order.
     #[serde(default)]
     pub commands: Vec<NodeCommand>,
+    /// How old, in milliseconds, the node's recorded lease renewal is when the service
+    /// answers: 0 when this heartbeat renewed it. The service skips renewals that change
+    /// nothing while the recorded one is young, so the node counts its self-fence time
+    /// from its send time minus this age, never from a renewal that was not written.
+    /// Absent (0) from services that renew at every heartbeat.
+    #[serde(default)]
+    pub lease_age_ms: u64,
 }
 
 /// A command from the service to a node, delivered in heartbeat and claim replies and

@@ -121,7 +121,11 @@ async fn heartbeat(
     let mut f = s.lock().unwrap();
     f.heartbeats.push(b);
     let commands = std::mem::take(&mut f.commands);
-    Json(HeartbeatReply { commands }).into_response()
+    Json(HeartbeatReply {
+        commands,
+        ..Default::default()
+    })
+    .into_response()
 }
 
 async fn claim(

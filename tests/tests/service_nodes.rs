@@ -414,6 +414,41 @@ async fn spread_and_pack_over_three_nodes() {
     );
 }
 
+/// A heartbeat that changes nothing writes nothing while the recorded renewal is younger
+/// than `unknownMs / 2 - heartbeatMs` (here 5,000 / 2 - 1,000 ms), and says how old that
+/// renewal is; one that changes the node, or comes later, renews at once (age 0). The
+/// row's `xmin` shows whether it was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unchanged_heartbeats_renew_the_lease_every_other_beat() {
+    let svc = Svc::start().await;
+    svc.pool("p", 1, "spread", (5000, Some(15000)));
+    let n = svc.enrol("p", "n1").await;
+    let version = || svc.one("SELECT xmin FROM nodes WHERE id = 'n1'");
+    let v0 = version();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, reply) = svc.heartbeat(&n, "idle", &[]).await;
+    assert_eq!(s, 200, "{reply}");
+    let age = reply["leaseAgeMs"].as_u64().unwrap();
+    assert!((250..1500).contains(&age), "{reply}");
+    assert_eq!(version(), v0, "an unchanged heartbeat wrote the node");
+
+    // A change is written at once.
+    let (_, reply) = svc.heartbeat(&n, "running", &[]).await;
+    assert_eq!(reply["leaseAgeMs"], 0, "{reply}");
+    let v1 = version();
+    assert_ne!(v1, v0);
+    assert_eq!(
+        svc.one("SELECT state FROM nodes WHERE id = 'n1'"),
+        "running"
+    );
+
+    // Past the window, an unchanged one renews.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let (_, reply) = svc.heartbeat(&n, "running", &[]).await;
+    assert_eq!(reply["leaseAgeMs"], 0, "{reply}");
+    assert_ne!(version(), v1);
+}
+
 /// A node silent past the requeue time loses its attempts to another node as an
 /// internal retry (systemRetryCount 1, requeueCount 0); its late report is fenced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

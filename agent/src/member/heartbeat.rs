@@ -1,6 +1,7 @@
 //! Heartbeats and the self-fence. Every `heartbeatMs` the node says how it is and which
-//! attempts it holds; the reply's commands are carried out. The send time of the last
-//! heartbeat the service answered is kept on the monotonic clock: once more than
+//! attempts it holds; the reply's commands are carried out. The time of the lease renewal
+//! the service last recorded (the answered heartbeat's send time less the reply's
+//! `leaseAgeMs`) is kept on the monotonic clock: once more than
 //! `selfFenceMs` passed since (F < the service's requeue time R), the node kills its own
 //! task containers before anyone else may be given their tasks, and reports them
 //! `Abandoned` when the service answers again. `NodeSuperseded` fences at once and
@@ -42,7 +43,12 @@ pub async fn run(m: Arc<Member>) {
                     tracing::info!(failures, "the service answers heartbeats again");
                 }
                 failures = 0;
-                *m.last_ok.lock().unwrap_or_else(|p| p.into_inner()) = sent;
+                // The lease stands from the renewal the service recorded, which may be an
+                // earlier heartbeat's (`leaseAgeMs`).
+                let renewed = sent
+                    .checked_sub(Duration::from_millis(reply.lease_age_ms))
+                    .unwrap_or(sent);
+                *m.last_ok.lock().unwrap_or_else(|p| p.into_inner()) = renewed;
                 m.self_fenced.store(false, Ordering::Relaxed);
                 m.apply(reply.commands).await;
             }

@@ -35,6 +35,8 @@ struct Svc {
     supersede: bool,
     /// Claim polls so far.
     polls: usize,
+    /// The `leaseAgeMs` heartbeats are answered with.
+    lease_age_ms: u64,
 }
 
 type Shared = Arc<Mutex<Svc>>;
@@ -48,7 +50,11 @@ async fn heartbeat(State(s): State<Shared>, Json(_): Json<Heartbeat>) -> Respons
         return (http::StatusCode::CONFLICT, Json(body)).into_response();
     }
     let commands = std::mem::take(&mut f.commands);
-    Json(HeartbeatReply { commands }).into_response()
+    Json(HeartbeatReply {
+        commands,
+        lease_age_ms: f.lease_age_ms,
+    })
+    .into_response()
 }
 
 async fn claim(State(s): State<Shared>, Json(c): Json<ClaimRequest>) -> Response {
@@ -105,17 +111,20 @@ fn router(s: Shared) -> Router {
         .with_state(s)
 }
 
+/// The timers of these tests: no self-fence unless a test sets one.
+const TIMERS: Timers = Timers {
+    heartbeat_ms: 100,
+    unknown_ms: 1_000,
+    self_fence_ms: None,
+    requeue_ms: None,
+};
+
 fn enrolled(pool: &str, epoch: i64) -> EnrolResponse {
     EnrolResponse {
         node_token: format!("token-{epoch}"),
         epoch,
         pool: serde_json::from_value(json!({"id": pool, "taskSlotsPerNode": 2})).unwrap(),
-        timers: Timers {
-            heartbeat_ms: 100,
-            unknown_ms: 1_000,
-            self_fence_ms: None,
-            requeue_ms: None,
-        },
+        timers: TIMERS,
         proxy_token: Some(format!("proxy-{epoch}")),
     }
 }
@@ -153,50 +162,86 @@ fn event(s: &Shared, attempt: AttemptId, what: &str) -> Option<Report> {
         .cloned()
 }
 
+/// A member joined to the fake service, over the fake engine (containers run an hour).
+struct Node {
+    rt: Arc<NodeContext>,
+    store: Arc<dyn Store>,
+    m: Arc<super::Member>,
+    stop: CancellationToken,
+    queue_stop: CancellationToken,
+    q: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    async fn start(s: &Shared, timers: Timers) -> Node {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let app = router(s.clone());
+        tokio::spawn(async move { axum::serve(l, app).await });
+
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new();
+        fake.add_image(IMAGE, &[]);
+        fake.script(|_, _| Script::exits(0, Duration::from_secs(3600)));
+        let mut rt = NodeContext::on_engine(Arc::new(fake.clone()), &dir.path().join("root"));
+        let joined = Joined {
+            client: Client::new(vec![url]).unwrap(),
+            secret: "s".into(),
+            request: EnrolRequest {
+                pool_id: "p".into(),
+                node_id: rt.node.node_id.clone(),
+                file_address: None,
+                agent_version: "0".into(),
+            },
+            response: EnrolResponse {
+                timers,
+                ..enrolled("p", 1)
+            },
+        };
+        s.lock().unwrap().enrolments = 1;
+        rt.pool.task_slots_per_node = Some(2);
+        rt.node.layout.prepare().unwrap();
+        rt.status.set_state(NodeState::Idle);
+        let rt = Arc::new(rt);
+        let inner: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let (store, ledger, notes) = start::journal(&rt, inner).unwrap();
+        let (sched, queue) = Scheduler::new(rt.clone(), store.clone());
+        let stop = CancellationToken::new();
+        let m = start::member(
+            joined,
+            rt.clone(),
+            store.clone(),
+            sched,
+            ledger,
+            stop.clone(),
+        );
+        let queue_stop = CancellationToken::new();
+        let q = tokio::spawn(queue.run(queue_stop.clone(), OnShutdown::Stop));
+        assert!(start::begin(&m, notes).await);
+        Node {
+            rt,
+            store,
+            m,
+            stop,
+            queue_stop,
+            q,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.queue_stop.cancel();
+        self.q.await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_scheduling_state_and_a_newer_enrolment() {
     let s: Shared = Default::default();
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    let app = router(s.clone());
-    tokio::spawn(async move { axum::serve(l, app).await });
-
-    let dir = tempfile::tempdir().unwrap();
-    let fake = Fake::new();
-    fake.add_image(IMAGE, &[]);
-    fake.script(|_, _| Script::exits(0, Duration::from_secs(3600)));
-    let mut rt = NodeContext::on_engine(Arc::new(fake.clone()), &dir.path().join("root"));
-    let joined = Joined {
-        client: Client::new(vec![url]).unwrap(),
-        secret: "s".into(),
-        request: EnrolRequest {
-            pool_id: "p".into(),
-            node_id: rt.node.node_id.clone(),
-            file_address: None,
-            agent_version: "0".into(),
-        },
-        response: enrolled("p", 1),
-    };
-    s.lock().unwrap().enrolments = 1;
-    rt.pool.task_slots_per_node = Some(2);
-    rt.node.layout.prepare().unwrap();
-    rt.status.set_state(NodeState::Idle);
-    let rt = Arc::new(rt);
-    let inner: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
-    let (store, ledger, notes) = start::journal(&rt, inner).unwrap();
-    let (sched, queue) = Scheduler::new(rt.clone(), store.clone());
-    let stop = CancellationToken::new();
-    let m = start::member(
-        joined,
-        rt.clone(),
-        store.clone(),
-        sched,
-        ledger,
-        stop.clone(),
-    );
-    let queue_stop = CancellationToken::new();
-    let q = tokio::spawn(queue.run(queue_stop.clone(), OnShutdown::Stop));
-    assert!(start::begin(&m, notes).await);
+    let node = Node::start(&s, TIMERS).await;
+    let (rt, store, m) = (node.rt.clone(), node.store.clone(), node.m.clone());
     assert!(m.proxy.is("proxy-1"));
 
     let job = JobView::new(serde_json::from_value(json!({"id": "j"})).unwrap());
@@ -280,8 +325,39 @@ async fn commands_scheduling_state_and_a_newer_enrolment() {
         .commands
         .push(NodeCommand::EndJob { job_id: "j".into() });
     until("the job forgotten", || store.job("j").unwrap().is_none()).await;
+    node.stop().await;
+}
 
-    stop.cancel();
-    queue_stop.cancel();
-    q.await.unwrap();
+/// The self-fence counts from the lease renewal the service recorded (the reply's
+/// `leaseAgeMs`), not from the answered heartbeat: answered every 100 ms, but with a
+/// renewal 3.5 s old, a 3 s self-fence fences the running task at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_fence_counts_from_the_recorded_renewal() {
+    let s: Shared = Default::default();
+    let node = Node::start(
+        &s,
+        Timers {
+            self_fence_ms: Some(3_000),
+            ..TIMERS
+        },
+    )
+    .await;
+    let job = JobView::new(serde_json::from_value(json!({"id": "j"})).unwrap());
+    s.lock().unwrap().claims.push_back(claim_of(1, &job, "a"));
+    until("a running", || event(&s, 1, "running").is_some()).await;
+    // Heartbeats answered with a fresh renewal keep it running.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert!(!node
+        .m
+        .self_fenced
+        .load(std::sync::atomic::Ordering::Relaxed));
+    s.lock().unwrap().lease_age_ms = 3_500;
+    until("self-fenced", || {
+        node.m
+            .self_fenced
+            .load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
+    until("a abandoned", || event(&s, 1, "abandoned").is_some()).await;
+    node.stop().await;
 }

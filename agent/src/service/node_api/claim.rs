@@ -47,6 +47,28 @@ pub async fn claim(
         woken.as_mut().enable();
         let started = Instant::now();
         let mut conn = st.db.node_conn().await?;
+        if !first && !woken_up && tokio::time::Instant::now() < deadline {
+            // The timer's look: a read first, so an idle node's wait writes nothing (its
+            // locked look below takes the node row, a write). Work that fits it is rare
+            // here: a notice or a passed-on wake has most often come first.
+            let any: bool = conn
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM ready WHERE pool_id = $1 AND required_slots <= $2)",
+                    &[&caller.node.pool_id, &room.free_slots],
+                )
+                .await
+                .map_err(DbError::from)?
+                .get(0);
+            if !any {
+                drop(conn);
+                let next = (tokio::time::Instant::now() + RECHECK).min(deadline);
+                woken_up = tokio::select! {
+                    _ = &mut woken => true,
+                    _ = tokio::time::sleep_until(next) => false,
+                };
+                continue;
+            }
+        }
         let tx = conn.transaction().await.map_err(DbError::from)?;
         caller.lock(&tx).await?;
         if first {
