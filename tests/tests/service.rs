@@ -122,7 +122,9 @@ fn two_replicas_share_one_schema_and_one_state() {
         Some(&json!({"value": [
             {"id": "t2", "commandLine": "x", "dependsOn": {"taskIds": ["t1", "t3"]}},
             {"id": "t1", "commandLine": "x"},
-            {"id": "t3", "commandLine": "x"}
+            {"id": "t3", "commandLine": "x"},
+            // The same id twice in one call (ids are case-insensitive): the second exists.
+            {"id": "T3", "commandLine": "x"}
         ]})),
     );
     assert_eq!(st, 200, "{v}");
@@ -132,8 +134,12 @@ fn two_replicas_share_one_schema_and_one_state() {
         .iter()
         .map(|r| r["status"].as_str().unwrap())
         .collect();
-    assert_eq!(statuses, ["success", "clienterror", "success"]);
+    assert_eq!(
+        statuses,
+        ["success", "clienterror", "success", "clienterror"]
+    );
     assert_eq!(v["value"][1]["error"]["code"], "TaskExists");
+    assert_eq!(v["value"][3]["error"]["code"], "TaskExists");
     // t1 and t3 are claimable, at the job's priority; t2 waits on both.
     assert_eq!(
         pg.psql("SELECT t.id, r.job_priority, r.required_slots FROM ready r JOIN tasks t ON t.seq = r.task_seq ORDER BY t.seq").trim(),

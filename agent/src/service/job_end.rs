@@ -334,28 +334,35 @@ pub(crate) async fn make_ready(
     id: &str,
     seq: Option<i64>,
 ) -> Result<(), DbError> {
-    if enqueue(c, id, seq).await? > 0 {
+    let one = seq.map(|s| [s]);
+    if queue(c, id, one.as_ref().map(|s| &s[..])).await? > 0 {
         wake_pool(c, id).await?;
     }
     Ok(())
 }
 
-/// [`make_ready`] without the wake: how many rows went into `ready`. A transaction that
-/// queues many tasks (`addtaskcollection`) wakes the pool once, with [`wake_pool`].
+/// [`make_ready`] of the tasks `seqs`, without the wake: how many rows went into `ready`.
+/// A transaction that queues many tasks (`addtaskcollection`) wakes the pool once, with
+/// [`wake_pool`].
 pub(crate) async fn enqueue(
     c: &impl GenericClient,
     id: &str,
-    seq: Option<i64>,
+    seqs: &[i64],
 ) -> Result<u64, DbError> {
+    queue(c, id, Some(seqs)).await
+}
+
+/// Puts job `id`'s claimable tasks (those of `seqs`, or all) into `ready`.
+async fn queue(c: &impl GenericClient, id: &str, seqs: Option<&[i64]>) -> Result<u64, DbError> {
     Ok(c.execute(
         "INSERT INTO ready (task_seq, pool_id, job_id, job_priority, job_seq, required_slots, gpus)
          SELECT t.seq, j.pool_id, j.id, j.priority, j.seq, t.required_slots, t.gpus
          FROM tasks t JOIN jobs j ON j.id = t.job_id
-         WHERE t.job_id = $1 AND ($2::bigint IS NULL OR t.seq = $2)
+         WHERE t.job_id = $1 AND ($2::bigint[] IS NULL OR t.seq = ANY($2))
            AND t.state = 'active' AND t.waiting_on = 0 AND t.current_attempt IS NULL
            AND j.state = 'active'
          ON CONFLICT (task_seq) DO NOTHING",
-        &[&id, &seq],
+        &[&id, &seqs],
     )
     .await?)
 }

@@ -80,15 +80,22 @@ fn gpus_asked(spec: &TaskSpec) -> i32 {
         .unwrap_or(0)
 }
 
-/// Checks one task and inserts it (with its dependencies, into `ready` when claimable);
-/// the task as stored.
-async fn insert_task(
-    c: &impl GenericClient,
+/// A task that passed its checks, as it will be stored.
+struct Checked {
+    view: TaskView,
+    /// The view with its secrets, as stored.
+    stored: serde_json::Value,
+    /// The distinct (lower-case) ids it depends on.
+    deps: Vec<String>,
+}
+
+/// Checks one task against its job and pool (no database): the task as it will be stored.
+fn check_task(
     job: &JobView,
     pool: &PoolSpec,
     path: &str,
     spec: TaskSpec,
-) -> Result<(TaskView, bool), ApiError> {
+) -> Result<Checked, ApiError> {
     if let Some(code) = validate::id_taken_by_job_task(&spec.id, &job.spec) {
         let message = format!(
             "{path}.id: {:?} is the id of the job's preparation or release task.",
@@ -102,25 +109,7 @@ async fn insert_task(
     }
     first_problem(validate::task(path, &spec, &job.spec, pool))?;
     let deps = dependency_keys(&spec);
-    let mut waiting = deps.len() as i32;
-    if !deps.is_empty() {
-        let rows = c
-            .query(
-                "SELECT view FROM tasks WHERE job_id = $1 AND id_key = ANY($2) FOR SHARE",
-                &[&job.spec.id, &deps],
-            )
-            .await
-            .sql()?;
-        for r in rows {
-            if satisfies(&super::stored::<TaskView>(r.get(0), "task")?) {
-                waiting -= 1;
-            }
-        }
-    }
     let now = Utc::now();
-    let slots = spec.required_slots() as i32;
-    let gpus = gpus_asked(&spec);
-    let id = spec.id.clone();
     let view = TaskView {
         spec,
         job_id: job.spec.id.clone(),
@@ -133,35 +122,117 @@ async fn insert_task(
     };
     // Stored whole, registry passwords included (the nodes need them); every read for a
     // client goes through the types, which hide them.
-    let v = berth_proto::common::with_secrets_revealed(|| serde_json::to_value(&view))
+    let stored = berth_proto::common::with_secrets_revealed(|| serde_json::to_value(&view))
         .map_err(ApiError::internal)?;
-    let seq: Option<i64> = c
-        .query_opt(
+    Ok(Checked { view, stored, deps })
+}
+
+fn task_exists(id: &str) -> ApiError {
+    ApiError::TaskExists(format!("The specified task {id:?} already exists."))
+}
+
+/// Checks `items` and inserts those that pass, in a few statements whatever their number
+/// (one multi-row insert of the tasks, one of their dependencies, one into `ready`): each
+/// item's own outcome in order, and whether any task became claimable (the caller wakes
+/// the pool once, `job_end::wake_pool`). An `Err` is a database failure: the transaction
+/// is lost, and every add with it.
+async fn insert_tasks(
+    c: &impl GenericClient,
+    job: &JobView,
+    pool: &PoolSpec,
+    items: Vec<(String, TaskSpec)>,
+) -> Result<(Vec<Result<TaskView, ApiError>>, bool), ApiError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<Result<Checked, ApiError>> = items
+        .into_iter()
+        .map(|(path, spec)| {
+            let t = check_task(job, pool, &path, spec)?;
+            // A second task of one id in the same call: as if the first were there.
+            if !seen.insert(t.view.spec.id.to_ascii_lowercase()) {
+                return Err(task_exists(&t.view.spec.id));
+            }
+            Ok(t)
+        })
+        .collect();
+    let good: Vec<&Checked> = out.iter().filter_map(|t| t.as_ref().ok()).collect();
+    if good.is_empty() {
+        return Ok((out.into_iter().map(|t| t.map(|t| t.view)).collect(), false));
+    }
+    // Which dependencies are satisfied already; read `FOR SHARE` (see the module's note).
+    let all_deps: Vec<&String> = good.iter().flat_map(|t| &t.deps).collect();
+    let mut satisfied = std::collections::HashSet::new();
+    if !all_deps.is_empty() {
+        let rows = c
+            .query(
+                "SELECT id_key, view FROM tasks WHERE job_id = $1 AND id_key = ANY($2) FOR SHARE",
+                &[&job.spec.id, &all_deps],
+            )
+            .await
+            .sql()?;
+        for r in rows {
+            if satisfies(&super::stored::<TaskView>(r.get(1), "task")?) {
+                satisfied.insert(r.get::<_, String>(0));
+            }
+        }
+    }
+    let waiting: Vec<i32> = good
+        .iter()
+        .map(|t| t.deps.iter().filter(|d| !satisfied.contains(*d)).count() as i32)
+        .collect();
+    let ids: Vec<&str> = good.iter().map(|t| t.view.spec.id.as_str()).collect();
+    let slots: Vec<i32> = good
+        .iter()
+        .map(|t| t.view.spec.required_slots() as i32)
+        .collect();
+    let gpus: Vec<i32> = good.iter().map(|t| gpus_asked(&t.view.spec)).collect();
+    let views: Vec<&serde_json::Value> = good.iter().map(|t| &t.stored).collect();
+    let inserted: std::collections::HashMap<String, i64> = c
+        .query(
             "INSERT INTO tasks (job_id, id, id_key, state, required_slots, gpus, view, waiting_on)
-             VALUES ($1, $2, lower($2), 'active', $3, $4, $5, $6)
-             ON CONFLICT (job_id, id_key) DO NOTHING RETURNING seq",
-            &[&job.spec.id, &id, &slots, &gpus, &v, &waiting],
+             SELECT $1, t.id, lower(t.id), 'active', t.slots, t.gpus, t.view, t.waiting
+             FROM unnest($2::text[], $3::int[], $4::int[], $5::jsonb[], $6::int[])
+                  AS t(id, slots, gpus, view, waiting)
+             ON CONFLICT (job_id, id_key) DO NOTHING RETURNING id_key, seq",
+            &[&job.spec.id, &ids, &slots, &gpus, &views, &waiting],
         )
         .await
         .sql()?
-        .map(|r| r.get(0));
-    let Some(seq) = seq else {
-        return Err(ApiError::TaskExists(format!(
-            "The specified task {id:?} already exists."
-        )));
-    };
-    if !deps.is_empty() {
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let key = |t: &Checked| t.view.spec.id.to_ascii_lowercase();
+    let (mut dep_tasks, mut dep_keys, mut claimable) = (vec![], vec![], vec![]);
+    for (t, w) in good.iter().zip(&waiting) {
+        let Some(seq) = inserted.get(&key(t)) else {
+            continue;
+        };
+        if *w == 0 {
+            claimable.push(*seq);
+        }
+        for d in &t.deps {
+            dep_tasks.push(key(t));
+            dep_keys.push(d.as_str());
+        }
+    }
+    if !dep_tasks.is_empty() {
         c.execute(
             "INSERT INTO task_deps (job_id, task_key, depends_on_key)
-             SELECT $1, lower($2), unnest($3::text[]) ON CONFLICT DO NOTHING",
-            &[&job.spec.id, &id, &deps],
+             SELECT $1, t.k, t.d FROM unnest($2::text[], $3::text[]) AS t(k, d)
+             ON CONFLICT DO NOTHING",
+            &[&job.spec.id, &dep_tasks, &dep_keys],
         )
         .await
         .sql()?;
     }
-    // The caller wakes the pool once for the whole add (`job_end::wake_pool`).
-    let ready = waiting == 0 && job_end::enqueue(c, &job.spec.id, Some(seq)).await? > 0;
-    Ok((view, ready))
+    let ready = !claimable.is_empty() && job_end::enqueue(c, &job.spec.id, &claimable).await? > 0;
+    for t in &mut out {
+        if let Ok(c) = t {
+            if !inserted.contains_key(&key(c)) {
+                *t = Err(task_exists(&c.view.spec.id));
+            }
+        }
+    }
+    Ok((out.into_iter().map(|t| t.map(|t| t.view)).collect(), ready))
 }
 
 pub async fn add(
@@ -183,7 +254,8 @@ pub async fn add(
     let j = find_job(&tx, &job, Lock::Share).await?;
     check_job(j.view.state, JobOp::AddTask)?;
     let (_, pool, _) = find_pool(&tx, &j.pool_id).await?;
-    let (view, ready) = insert_task(&tx, &j.view, &pool, &path, spec).await?;
+    let (mut done, ready) = insert_tasks(&tx, &j.view, &pool, vec![(path, spec)]).await?;
+    let view = done.remove(0)?;
     if ready {
         job_end::wake_pool(&tx, &j.view.spec.id).await?;
     }
@@ -210,25 +282,20 @@ pub async fn add_collection(
     let j = find_job(&tx, &job, Lock::Share).await?;
     check_job(j.view.state, JobOp::AddTask)?;
     let (_, pool, _) = find_pool(&tx, &j.pool_id).await?;
-    let mut results = vec![];
-    let mut queued = false;
-    for (path, spec) in items {
-        let id = spec.id.clone();
-        let outcome = insert_task(&tx, &j.view, &pool, &path, spec).await;
-        results.push(match outcome {
-            Ok((_, ready)) => {
-                queued |= ready;
-                serde_json::json!({"status": "success", "taskId": id})
-            }
-            // The database failed: the transaction is gone, and with it every add.
-            Err(e) if e.status().is_server_error() => return Err(e),
+    let ids: Vec<String> = items.iter().map(|(_, t)| t.id.clone()).collect();
+    let (done, queued) = insert_tasks(&tx, &j.view, &pool, items).await?;
+    let results: Vec<serde_json::Value> = ids
+        .iter()
+        .zip(done)
+        .map(|(id, outcome)| match outcome {
+            Ok(_) => serde_json::json!({"status": "success", "taskId": id}),
             Err(e) => serde_json::json!({
                 "status": "clienterror",
                 "taskId": id,
                 "error": crate::api::error_body(e.code(), &e.message()),
             }),
-        });
-    }
+        })
+        .collect();
     // One wake for the whole collection, not one per task.
     if queued {
         job_end::wake_pool(&tx, &j.view.spec.id).await?;
