@@ -4,13 +4,15 @@
 //!
 //! - dispatch latency: one task at a time added to an idle pool, from the add's answer
 //!   to its container's start (goal 1);
-//! - DB writes per idle node: `pg_stat_database` deltas over an idle interval (goal 8);
+//! - DB writes per idle node: transactions that wrote (transaction ids assigned: a row
+//!   lock counts as a write), commits and rows written over an idle interval, on the
+//!   default lease profile (`BERTH_SCALE_IDLE_PROFILE`) (goal 8);
 //! - adding alone: `addtaskcollection` (100 per call) to a pool with no nodes (goal 3);
 //! - add -> claim -> complete throughput at each pool size, containers that exit at once
 //!   (goal 2), with the node protocol's requests per task (goal 8).
 //!
 //! `cargo bench -p berth-tests --bench pool_scale`; sizes: `BERTH_SCALE_IDLE_NODES` (100),
-//! `BERTH_SCALE_SAMPLES` (100), `BERTH_SCALE_IDLE_SECS` (10), `BERTH_SCALE_NODES`
+//! `BERTH_SCALE_SAMPLES` (100), `BERTH_SCALE_IDLE_SECS` (20), `BERTH_SCALE_NODES`
 //! (comma-separated pool sizes, `10,200`), `BERTH_SCALE_TASKS` (2000), `BERTH_SCALE_SLOTS` (4),
 //! `BERTH_SCALE_ADD_TASKS` (5000).
 
@@ -50,23 +52,52 @@ fn config(nodes: usize, slots: u32) -> Config {
     }
 }
 
+/// What the service's database did so far.
+#[derive(Clone, Copy)]
+struct DbStats {
+    /// Transactions committed, read-only ones included.
+    commits: f64,
+    /// Rows inserted, updated and deleted in berth's tables.
+    rows: f64,
+    /// Transaction ids assigned: the transactions that wrote (a row lock included).
+    xids: f64,
+}
+
+impl std::ops::Sub for DbStats {
+    type Output = DbStats;
+    fn sub(self, o: DbStats) -> DbStats {
+        DbStats {
+            commits: self.commits - o.commits,
+            rows: self.rows - o.rows,
+            xids: self.xids - o.xids,
+        }
+    }
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// (transactions committed, rows written) of the service's database so far.
-async fn db_stats(sim: &Sim) -> (f64, f64) {
+/// The service's database's counters now.
+async fn db_stats(sim: &Sim) -> DbStats {
+    // The snapshot's xmax is the next id to be assigned; reading it assigns none.
     let s = sim
         .sql(
             "SELECT pg_stat_force_next_flush();
-             SELECT xact_commit, tup_inserted + tup_updated + tup_deleted
+             SELECT xact_commit,
+                    (SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables),
+                    pg_snapshot_xmax(pg_current_snapshot())::text::bigint
              FROM pg_stat_database WHERE datname = current_database()",
         )
         .await;
     let line = s.lines().rfind(|l| l.contains('|')).unwrap();
-    let (a, b) = line.split_once('|').unwrap();
-    (a.trim().parse().unwrap(), b.trim().parse().unwrap())
+    let v: Vec<f64> = line.split('|').map(|f| f.trim().parse().unwrap()).collect();
+    DbStats {
+        commits: v[0],
+        rows: v[1],
+        xids: v[2],
+    }
 }
 
 fn diff(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
@@ -78,17 +109,17 @@ fn diff(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String
 async fn adding() {
     let tasks = env_usize("BERTH_SCALE_ADD_TASKS", 5000);
     let sim = Sim::start(config(0, 1)).await;
-    let (c0, w0) = db_stats(&sim).await;
+    let d0 = db_stats(&sim).await;
     let t0 = Instant::now();
     sim.add_tasks(0, tasks).await;
     let took = t0.elapsed();
-    let (c1, w1) = db_stats(&sim).await;
+    let d = db_stats(&sim).await - d0;
     println!(
         "adding {tasks} tasks by addtaskcollection (100 per call), no nodes: {:.0} tasks/s ({:.1} s; target 10^6 in <= 120 s, 8,333/s); {:.2} commits, {:.1} rows written per task",
         tasks as f64 / took.as_secs_f64(),
         took.as_secs_f64(),
-        (c1 - c0) / tasks as f64,
-        (w1 - w0) / tasks as f64,
+        d.commits / tasks as f64,
+        d.rows / tasks as f64,
     );
     sim.shutdown().await;
 }
@@ -96,23 +127,32 @@ async fn adding() {
 async fn idle_pool() {
     let nodes = env_usize("BERTH_SCALE_IDLE_NODES", 100);
     let samples = env_usize("BERTH_SCALE_SAMPLES", 100);
-    let idle = Duration::from_secs(env_usize("BERTH_SCALE_IDLE_SECS", 10) as u64);
-    let sim = Sim::start(config(nodes, 2)).await;
+    let idle = Duration::from_secs(env_usize("BERTH_SCALE_IDLE_SECS", 20) as u64);
+    let profile: &'static str = match std::env::var("BERTH_SCALE_IDLE_PROFILE").as_deref() {
+        Ok("fast") => "fast",
+        _ => "default",
+    };
+    let sim = Sim::start(Config {
+        profile,
+        ..config(nodes, 2)
+    })
+    .await;
     // Every node long-polling before the first sample.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Database writes and requests of an idle pool.
-    let (c0, w0) = db_stats(&sim).await;
+    let d0 = db_stats(&sim).await;
     let r0 = sim.requests.snapshot();
     tokio::time::sleep(idle).await;
-    let (c1, w1) = db_stats(&sim).await;
+    let d = db_stats(&sim).await - d0;
     let r1 = sim.requests.snapshot();
     let per = |d: f64| d / idle.as_secs_f64() / nodes as f64;
     println!(
-        "idle pool, {nodes} nodes, {:.0} s: {:.3} commits/s per node, {:.3} rows written/s per node (target <= 0.2 writes/s per idle node); requests {:?}",
+        "idle pool, {nodes} nodes, {profile} profile, {:.0} s, per node: {:.3} writing transactions/s (target <= 0.2 writes/s per idle node), {:.3} rows written/s, {:.3} commits/s (reads included); requests {:?}",
         idle.as_secs_f64(),
-        per(c1 - c0),
-        per(w1 - w0),
+        per(d.xids),
+        per(d.rows),
+        per(d.commits),
         diff(&r0, &r1)
     );
 
@@ -158,26 +198,27 @@ async fn throughput(nodes: usize) {
     let sim = Sim::start(config(nodes, slots)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let r0 = sim.requests.snapshot();
-    let (c0, w0) = db_stats(&sim).await;
+    let d0 = db_stats(&sim).await;
     let t0 = Instant::now();
     sim.add_tasks(0, tasks).await;
     let added = t0.elapsed();
     let done = sim.wait_done(Duration::from_secs(600)).await;
     let took = t0.elapsed();
-    let (c1, w1) = db_stats(&sim).await;
+    let d = db_stats(&sim).await - d0;
     let r = diff(&r0, &sim.requests.snapshot());
     let all: u64 = r.values().sum();
     let beats = r.get("heartbeat").copied().unwrap_or(0);
     println!(
-        "{nodes} nodes x {slots} slots, {tasks} tasks add -> claim -> complete: {:.0} tasks/s (target >= 2,000 at 200 nodes){}; adding alone {:.0} tasks/s ({:.1} s); {:.2} node requests per task ({:.2} without heartbeats; target <= 3): {r:?}; {:.1} commits, {:.1} rows written per task",
+        "{nodes} nodes x {slots} slots, {tasks} tasks add -> claim -> complete: {:.0} tasks/s (target >= 2,000 at 200 nodes){}; adding alone {:.0} tasks/s ({:.1} s); {:.2} node requests per task ({:.2} without heartbeats; target <= 3): {r:?}; {:.1} commits, {:.1} writing transactions, {:.1} rows written per task",
         tasks as f64 / took.as_secs_f64(),
         if done { "" } else { " NOT ALL COMPLETED" },
         tasks as f64 / added.as_secs_f64(),
         added.as_secs_f64(),
         all as f64 / tasks as f64,
         (all - beats) as f64 / tasks as f64,
-        (c1 - c0) / tasks as f64,
-        (w1 - w0) / tasks as f64,
+        d.commits / tasks as f64,
+        d.xids / tasks as f64,
+        d.rows / tasks as f64,
     );
     let v = sim.verdict().await;
     println!("  checker: {}", v.summary());
