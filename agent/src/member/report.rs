@@ -1,34 +1,65 @@
 //! The reporter: sends the journal's reports to the service, one at a time, each until
 //! the service answers; what an earlier process left unacknowledged goes first. A
+//! Running report whose attempt's end is already queued is not sent (the end says more). A
 //! report refused with `AttemptFenced` fences the attempt here (its container killed
 //! and removed, its local task forgotten).
 
 use super::journal::{Note, Pending};
 use super::{Member, CALL_TIMEOUT};
-use berth_proto::node_protocol::{Report, FENCED};
+use berth_proto::node_protocol::{Report, ReportEvent, FENCED};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Runs until the agent stops.
 pub async fn run(m: Arc<Member>, mut notes: mpsc::UnboundedReceiver<Note>) {
-    for (path, p) in m.ledger.pending.list() {
-        send(&m, Some(path), p).await;
-    }
+    let mut queue: VecDeque<Note> = m
+        .ledger
+        .pending
+        .list()
+        .into_iter()
+        .map(|(path, p)| Note::Report(Some(path), Box::new(p)))
+        .collect();
     loop {
-        let note = tokio::select! {
-            n = notes.recv() => n,
-            _ = m.stop.cancelled() => None,
-        };
-        match note {
+        if queue.is_empty() {
+            tokio::select! {
+                n = notes.recv() => match n {
+                    Some(n) => queue.push_back(n),
+                    None => return,
+                },
+                _ = m.stop.cancelled() => return,
+            }
+        }
+        while let Ok(n) = notes.try_recv() {
+            queue.push_back(n);
+        }
+        match queue.pop_front() {
+            Some(Note::Report(path, p)) if ended_later(&queue, &p) => {
+                // A task that ended before its Running report left: the end carries
+                // everything Running would, so one round trip and one write are saved.
+                tracing::debug!(attempt = p.attempt, "running report folded into its end");
+                if let Some(path) = path {
+                    std::fs::remove_file(&path).ok();
+                }
+            }
             Some(Note::Report(path, p)) => send(&m, path, *p).await,
             Some(Note::Forget { job, task, attempt }) => {
                 m.forget(&job, &task);
                 m.ledger.forgotten(attempt);
             }
-            None => return,
+            None => {}
         }
     }
+}
+
+/// Whether `p` is a Running report whose attempt's end is queued behind it.
+fn ended_later(queue: &VecDeque<Note>, p: &Pending) -> bool {
+    matches!(p.event, ReportEvent::Running { .. })
+        && queue.iter().any(|n| {
+            matches!(n, Note::Report(_, q)
+                if q.attempt == p.attempt && !matches!(q.event, ReportEvent::Running { .. }))
+        })
 }
 
 async fn send(m: &Arc<Member>, path: Option<PathBuf>, p: Pending) {
@@ -80,5 +111,53 @@ async fn send(m: &Arc<Member>, path: Option<PathBuf>, p: Pending) {
     }
     if let Some(path) = path {
         std::fs::remove_file(&path).ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_proto::node_protocol::AttemptId;
+
+    fn note(attempt: AttemptId, event: ReportEvent) -> Note {
+        Note::Report(
+            None,
+            Box::new(Pending {
+                attempt,
+                job_id: "j".into(),
+                task_id: format!("t{attempt}"),
+                event,
+            }),
+        )
+    }
+
+    fn running(attempt: AttemptId) -> Pending {
+        let task = serde_json::from_value(serde_json::json!({
+            "id": "t", "commandLine": "true", "jobId": "j", "state": "running",
+            "stateTransitionTime": "2026-01-01T00:00:00Z", "creationTime": "2026-01-01T00:00:00Z"}))
+        .unwrap();
+        Pending {
+            attempt,
+            job_id: "j".into(),
+            task_id: format!("t{attempt}"),
+            event: ReportEvent::Running { task },
+        }
+    }
+
+    #[test]
+    fn a_running_report_is_folded_only_into_its_own_attempts_end() {
+        let abandoned = |a| note(a, ReportEvent::Abandoned { reason: "r".into() });
+        let queue: VecDeque<Note> = [abandoned(2)].into();
+        assert!(!ended_later(&queue, &running(1)), "another attempt's end");
+        assert!(ended_later(&queue, &running(2)));
+        let r = running(3);
+        let queue: VecDeque<Note> = [note(3, r.event.clone())].into();
+        assert!(!ended_later(&queue, &r), "only a Running queued");
+        // An end is never folded away.
+        let queue: VecDeque<Note> = [abandoned(4)].into();
+        let Note::Report(_, end) = abandoned(4) else {
+            unreachable!()
+        };
+        assert!(!ended_later(&queue, &end));
     }
 }
