@@ -1,11 +1,12 @@
 //! The API's connections, each bounded in what it can hold: a listener in, hyper HTTP/1
-//! connections out, served until the agent stops.
+//! connections out, served until the agent (or `berth service`) stops.
 //!
 //! * A request's head must arrive within [`HEADER_TIMEOUT`] of the connection opening or of
 //!   the previous response (hyper restarts the timer whenever a connection goes idle), so
 //!   a slow head and an idle keep-alive connection are both closed then.
-//! * At most [`MAX_CONNECTIONS`] are served at once; one more is answered `503 ServerBusy`
-//!   with `Retry-After` and closed at once, keeping nothing.
+//! * At most [`Serving::max_connections`] are served at once ([`MAX_CONNECTIONS`] on the
+//!   agent); one more is answered `503 ServerBusy` with `Retry-After` and closed at once,
+//!   keeping nothing.
 //! * A response being sent (a `task logs -f` follow) is not cut by either.
 //! * With TLS, the handshake must also finish within [`HEADER_TIMEOUT`]; a TLS connection
 //!   past the limit is closed without an answer (a plain 503 would be garbage to it).
@@ -15,7 +16,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::os::fd::AsFd;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
@@ -31,27 +32,51 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 256;
 
 /// How long a stopping agent lets requests in progress finish.
-const DRAIN: Duration = Duration::from_secs(2);
+pub const DRAIN: Duration = Duration::from_secs(2);
 
 /// How long a refused TCP connection's request is read before it is closed.
 const REFUSED_DRAIN: Duration = Duration::from_secs(1);
 
+/// How a listener is served.
+pub struct Serving {
+    /// A TCP listener: a refused connection's request is read before it is closed
+    /// (closing a TCP connection with unread data resets it, and the client would lose
+    /// the 503; a Unix socket has no such reset).
+    pub tcp: bool,
+    /// Each connection TLS, with the acceptor current when it opens.
+    pub tls: Option<Arc<super::tls::ReloadableTls>>,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// How long open requests may finish once stopping.
+    pub drain: Duration,
+}
+
+impl Serving {
+    /// The agent's: [`MAX_CONNECTIONS`], [`DRAIN`].
+    pub fn agent(tcp: bool, tls: Option<Arc<super::tls::ReloadableTls>>) -> Serving {
+        Serving {
+            tcp,
+            tls,
+            max_connections: MAX_CONNECTIONS,
+            drain: DRAIN,
+        }
+    }
+}
+
 /// Serves `listener` with `app` until `cancel`, then lets open requests finish for
-/// [`DRAIN`] at most. With `tcp`, a refused connection's request is read before it is
-/// closed: closing a TCP connection with unread data resets it, and the client would
-/// lose the 503 (a Unix socket has no such reset). With `tls`, each connection is
-/// TLS, with the acceptor current when it opens.
-pub async fn serve<L>(
-    mut listener: L,
-    app: Router,
-    cancel: CancellationToken,
-    tcp: bool,
-    tls: Option<Arc<super::tls::ReloadableTls>>,
-) where
+/// `how.drain` at most.
+pub async fn serve<L>(mut listener: L, app: Router, cancel: CancellationToken, how: Serving)
+where
     L: axum::serve::Listener,
     L::Io: AsFd,
 {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let Serving {
+        tcp,
+        tls,
+        max_connections,
+        drain,
+    } = how;
+    let slots = Arc::new(Semaphore::new(max_connections));
     let mut conns = JoinSet::new();
     loop {
         let io = tokio::select! {
@@ -62,11 +87,11 @@ pub async fn serve<L>(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!(
-                limit = MAX_CONNECTIONS,
+                limit = max_connections,
                 "API connection refused: at the limit"
             );
             if tls.is_none() {
-                refuse(io, tcp, &mut conns);
+                refuse(io, tcp, max_connections, &mut conns);
             }
             continue;
         };
@@ -85,7 +110,7 @@ pub async fn serve<L>(
             }
         });
     }
-    if tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} })
+    if tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} })
         .await
         .is_err()
     {
@@ -119,17 +144,14 @@ where
     }
 }
 
-/// The answer to a connection past the limit: Batch's 503 `ServerBusy` with a
-/// `request-id`, as every answer has; the body is rendered once.
-fn busy_answer() -> Vec<u8> {
-    static BODY: OnceLock<String> = OnceLock::new();
-    let body = BODY.get_or_init(|| {
-        error::body(
-            "ServerBusy",
-            &format!("the agent serves {MAX_CONNECTIONS} connections at once; try again"),
-        )
-        .to_string()
-    });
+/// The answer to a connection past the limit of `limit`: Batch's 503 `ServerBusy` with a
+/// `request-id`, as every answer has.
+fn busy_answer(limit: usize) -> Vec<u8> {
+    let body = error::body(
+        "ServerBusy",
+        &format!("the server serves {limit} connections at once; try again"),
+    )
+    .to_string();
     format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json;odata=minimalmetadata\r\nretry-after: 1\r\nrequest-id: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         super::headers::uuid_v4(),
@@ -140,13 +162,13 @@ fn busy_answer() -> Vec<u8> {
 
 /// Answers a connection past the limit and closes it, keeping nothing but, for TCP, a
 /// short read of what the client sent.
-fn refuse<Io>(mut io: Io, tcp: bool, conns: &mut JoinSet<()>)
+fn refuse<Io>(mut io: Io, tcp: bool, limit: usize, conns: &mut JoinSet<()>)
 where
     Io: AsyncRead + AsyncWrite + AsFd + Unpin + Send + 'static,
 {
     // Written on the descriptor itself: the runtime has not yet seen the new socket
     // writable, but its empty send buffer takes the short answer at once.
-    let answer = busy_answer();
+    let answer = busy_answer(limit);
     match nix::unistd::write(&io, &answer) {
         Ok(n) if n == answer.len() => {}
         Ok(n) => tracing::debug!(written = n, "a refused connection took part of its 503"),
@@ -173,7 +195,7 @@ mod tests {
 
     #[test]
     fn the_busy_answer_is_batchs_503() {
-        let a = busy_answer();
+        let a = busy_answer(MAX_CONNECTIONS);
         let a = std::str::from_utf8(&a).unwrap();
         let (head, body) = a.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 503 "), "{head}");

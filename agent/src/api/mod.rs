@@ -2,7 +2,7 @@
 //! Handlers validate and write to the store, then wake the scheduler; they never run tasks.
 
 mod auth;
-mod conn;
+pub(crate) mod conn;
 pub mod counts;
 pub(crate) mod entity;
 mod error;
@@ -235,7 +235,7 @@ pub async fn serve_tcp(
         .merge(ui)
         .layer(axum::middleware::from_fn(headers::request_ids));
     tracing::info!(address = %listener.local_addr()?, scheme, auth, "API listening on TCP");
-    conn::serve(listener, app, cancel, true, tls).await;
+    conn::serve(listener, app, cancel, conn::Serving::agent(true, tls)).await;
     Ok(())
 }
 
@@ -278,7 +278,7 @@ pub async fn serve_unix(
             headers::mark_scheme,
         ))
         .layer(axum::middleware::from_fn(headers::request_ids));
-    conn::serve(listener, app, cancel, false, None).await;
+    conn::serve(listener, app, cancel, conn::Serving::agent(false, None)).await;
     std::fs::remove_file(path).ok();
     Ok(())
 }

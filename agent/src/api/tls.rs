@@ -25,18 +25,20 @@ impl std::fmt::Debug for ReloadableTls {
 impl ReloadableTls {
     /// Reads `cert` and `key`; errors name the file and the cause.
     pub fn load(cert: PathBuf, key: PathBuf) -> Result<Arc<Self>, String> {
-        let acceptor = Self::read(&cert, &key)?;
+        Self::of(cert, key).map_err(|e| crate::error_chain::chain(&e))
+    }
+
+    /// [`ReloadableTls::load`] with the typed error.
+    pub fn of(
+        cert: PathBuf,
+        key: PathBuf,
+    ) -> Result<Arc<Self>, crate::service::server::ServerError> {
+        let config = crate::service::server::tls_config(&cert, &key)?;
         Ok(Arc::new(ReloadableTls {
             cert,
             key,
-            current: RwLock::new(acceptor),
+            current: RwLock::new(TlsAcceptor::from(Arc::new(config))),
         }))
-    }
-
-    fn read(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, String> {
-        crate::service::server::tls_config(cert, key)
-            .map(|c| TlsAcceptor::from(Arc::new(c)))
-            .map_err(|e| crate::error_chain::chain(&e))
     }
 
     /// The acceptor for a new connection (connections already open keep theirs).
@@ -49,7 +51,9 @@ impl ReloadableTls {
 
     /// Re-reads the files; on failure the previous certificate stays.
     pub fn reload(&self) -> Result<(), String> {
-        let fresh = Self::read(&self.cert, &self.key)?;
+        let fresh = crate::service::server::tls_config(&self.cert, &self.key)
+            .map(|c| TlsAcceptor::from(Arc::new(c)))
+            .map_err(|e| crate::error_chain::chain(&e))?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }

@@ -13,21 +13,19 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_rustls::rustls;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-/// How long a client has to send a request's head (and a TLS handshake to finish).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once: a node holds up to three (a claim's long poll, a
+/// heartbeat, a report), so this is room for a few thousand nodes and their clients;
+/// past it, `503 ServerBusy`. The process's descriptor limit must allow as many.
+const MAX_CONNECTIONS: usize = 16_384;
 
 /// How long a stopping service lets requests in progress finish (a claim's long poll
 /// is answered empty sooner: it watches the same cancellation).
@@ -153,7 +151,10 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Serve
 pub async fn run(cfg: ServiceConfig, cancel: CancellationToken) -> Result<(), ServerError> {
     let db = Db::new(&cfg.database_url)?;
     let tls = match &cfg.transport {
-        Transport::Tls { cert, key } => Some(TlsAcceptor::from(Arc::new(tls_config(cert, key)?))),
+        Transport::Tls { cert, key } => Some(crate::api::tls::ReloadableTls::of(
+            cert.clone(),
+            key.clone(),
+        )?),
         Transport::Plain => None,
     };
     let listener = TcpListener::bind(cfg.listen)
@@ -190,77 +191,16 @@ pub async fn run(cfg: ServiceConfig, cancel: CancellationToken) -> Result<(), Se
         }
     });
     let app = app(state, migrated);
-    serve(listener, tls, app, cancel).await;
-    Ok(())
-}
-
-/// Accepts connections until `cancel`, then lets open requests finish for [`DRAIN`].
-async fn serve(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    app: Router,
-    cancel: CancellationToken,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of descriptors, mostly: wait a little rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    // The agent's connection handling, with room for every node's long poll and calls.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         tcp.set_nodelay(true).ok();
-        let svc = TowerToHyperService::new(app.clone());
-        let stop = cancel.clone();
-        let tls = tls.clone();
-        conns.spawn(async move {
-            match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(io)) => http(io, svc, stop).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-                None => http(tcp, svc, stop).await,
-            }
-        });
-    }
-    if tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} })
-        .await
-        .is_err()
-    {
-        tracing::info!(
-            connections = conns.len(),
-            "connections still open at exit are closed"
-        );
-    }
-}
-
-async fn http<Io>(io: Io, svc: TowerToHyperService<Router>, stop: CancellationToken)
-where
-    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
-    let conn = http.serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let r = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+    });
+    let how = crate::api::conn::Serving {
+        tcp: true,
+        tls,
+        max_connections: MAX_CONNECTIONS,
+        drain: DRAIN,
     };
-    if let Err(e) = r {
-        tracing::debug!(error = %e, "connection ended");
-    }
+    crate::api::conn::serve(listener, app, cancel, how).await;
+    Ok(())
 }
