@@ -449,6 +449,30 @@ async fn unchanged_heartbeats_renew_the_lease_every_other_beat() {
     assert_ne!(version(), v1);
 }
 
+/// A heartbeat sent before the node's own completion report was recorded still lists
+/// the attempt: it is not fenced (the node would forget the task and its files), while
+/// an attempt lost to the node is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_heartbeat_overtaken_by_its_completion_fences_nothing() {
+    let svc = Svc::start().await;
+    svc.pool("p", 2, "spread", (5000, Some(15000)));
+    svc.job("j", "p", 0, -1);
+    svc.task("j", "t", 1, &[]);
+    let n = svc.enrol("p", "n1").await;
+    let [(attempt, _)] = &svc.claim(&n, 1, 0).await[..] else {
+        panic!("one claim")
+    };
+    let (s, body) = svc.complete(&n, *attempt, "j", "t", "success").await;
+    assert_eq!(s, 200, "{body}");
+    let (s, reply) = svc.heartbeat(&n, "running", &[*attempt, 999_999]).await;
+    assert_eq!(s, 200, "{reply}");
+    assert_eq!(
+        reply["commands"],
+        json!([{"command": "fence", "attempt": 999_999}]),
+        "{reply}"
+    );
+}
+
 /// A node silent past the requeue time loses its attempts to another node as an
 /// internal retry (systemRetryCount 1, requeueCount 0); its late report is fenced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

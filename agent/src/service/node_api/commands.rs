@@ -8,7 +8,8 @@ use berth_proto::node_protocol::{AttemptId, NodeCommand};
 use tokio_postgres::Transaction;
 
 /// The commands for `caller`. `running` (the attempts the node says it runs, when it said)
-/// gets a `Fence` for each that is not live and current on this node; `reported_enabled`
+/// gets a `Fence` for each that is not live and current on this node, unless this node
+/// completed it; `reported_enabled`
 /// (the scheduling state the node reports) gets a `SchedulingState` when it differs.
 pub async fn owed(
     c: &Transaction<'_>,
@@ -25,6 +26,13 @@ pub async fn owed(
                  WHERE NOT EXISTS (
                      SELECT 1 FROM attempts x JOIN tasks t ON t.seq = x.task_seq
                      WHERE x.id = a AND x.state = 'live' AND t.current_attempt = x.id
+                       AND x.pool_id = $1 AND x.node_id = $2)
+                   -- Completed by this node's own report, which may have overtaken the
+                   -- heartbeat that still lists it: nothing to fence, and fencing it
+                   -- would make the node forget the task's files.
+                   AND NOT EXISTS (
+                     SELECT 1 FROM attempts x
+                     WHERE x.id = a AND x.state = 'completed'
                        AND x.pool_id = $1 AND x.node_id = $2)",
                 &[pool, node, &running],
             )
