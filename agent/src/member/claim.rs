@@ -1,7 +1,8 @@
 //! The claim loop: while this node has free slots and may take work, a long poll asks
 //! the service for tasks that fit; each claim is written to the local store (the job
 //! if absent, the task with its attempt) and the local scheduler is woken. With no
-//! free slot it waits for a local task to end (`Ledger::freed`), never polling.
+//! free slot it waits for a local task to end (`Ledger::freed`), never polling; with
+//! ends not yet answered by the service, for their answers.
 
 use super::Member;
 use crate::error_chain::Chain;
@@ -14,6 +15,10 @@ use std::time::Duration;
 
 /// How long the service may hold a claim open.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// How long a claim waits for the service to answer the ends already reported (a
+/// service that does not answer them answers no claim either).
+const END_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs until the agent stops.
 pub async fn run(m: Arc<Member>) {
@@ -39,6 +44,19 @@ pub async fn run(m: Arc<Member>) {
                 _ = m.stop.cancelled() => return,
             }
             continue;
+        }
+        // The service counts a slot free once it has recorded the end that freed it: a
+        // claim sent before would find no room and wait for the service's re-check.
+        let answered = m.ledger.end_answered.notified();
+        tokio::pin!(answered);
+        answered.as_mut().enable();
+        if m.ledger.ends_unanswered() > 0 {
+            tokio::select! {
+                _ = answered => continue,
+                // Asks anyway: the service's own re-check finds the room later.
+                _ = tokio::time::sleep(END_WAIT) => {}
+                _ = m.stop.cancelled() => return,
+            }
         }
         let req = ClaimRequest {
             epoch: m.epoch(),
@@ -157,17 +175,21 @@ pub fn local_job(job: &JobView) -> JobView {
 }
 
 /// The local copy of a claimed task: queued here, its dependencies already met in the
-/// service, its attempt recorded, its counters carried over.
+/// service, its attempt recorded, its counters (requeues, retries) carried over.
 fn local_task(m: &Member, job: &JobView, task: TaskView, attempt: AttemptId) -> TaskView {
     let mut spec = task.spec;
     spec.depends_on = None;
     let mut view = crate::schedule::TaskReport::active(&m.rt, &job.spec, spec, None).view;
     view.creation_time = task.creation_time;
     view.pool_attempt = Some(attempt);
-    let requeues = task.execution_info.map_or(0, |e| e.requeue_count);
-    if requeues > 0 {
+    // The retries of earlier attempts count against maxTaskRetryCount here too.
+    let (requeues, retries) = task
+        .execution_info
+        .map_or((0, 0), |e| (e.requeue_count, e.retry_count));
+    if requeues > 0 || retries > 0 {
         view.execution_info = Some(ExecutionInfo {
             requeue_count: requeues,
+            retry_count: retries,
             ..Default::default()
         });
     }

@@ -29,6 +29,11 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// Whether it says how the attempt ended (Completed, Abandoned).
+    pub fn is_end(&self) -> bool {
+        !matches!(self.event, ReportEvent::Running { .. })
+    }
+
     /// Sent in this order per attempt: running before how it ended.
     fn order(&self) -> (u8, &'static str) {
         match self.event {
@@ -124,10 +129,17 @@ pub struct Ledger {
     pub pending: Pendings,
     /// Attempts this node gave up: their local ends are not reported.
     pub fenced: Mutex<HashSet<AttemptId>>,
-    /// Attempts whose `running` was journalled (a retry writes `running` again).
-    running_sent: Mutex<HashSet<AttemptId>>,
+    /// Attempts whose `running` was journalled, with the `retryCount` it carried: a
+    /// local retry is reported again, so the service's view counts it even if the node
+    /// is lost before the attempt ends (the next attempt goes on from that count).
+    running_sent: Mutex<std::collections::HashMap<AttemptId, i32>>,
     /// Signalled when a local task completes or is forgotten: a slot may be free.
     pub freed: Notify,
+    /// Ends (Completed, Abandoned) handed to the reporter and not yet answered: the
+    /// service still counts their slots as used.
+    ends_unanswered: std::sync::atomic::AtomicUsize,
+    /// Signalled when the reporter had an end answered (or gave it up).
+    pub end_answered: Notify,
     notes: mpsc::UnboundedSender<Note>,
 }
 
@@ -139,6 +151,8 @@ impl Ledger {
             fenced: Default::default(),
             running_sent: Default::default(),
             freed: Notify::new(),
+            ends_unanswered: Default::default(),
+            end_answered: Notify::new(),
             notes,
         };
         (Arc::new(l), rx)
@@ -167,8 +181,30 @@ impl Ledger {
             .insert(a)
     }
 
+    /// Ends handed to the reporter and not yet answered.
+    pub fn ends_unanswered(&self) -> usize {
+        self.ends_unanswered
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Counts an end the reporter is about to send (one from an earlier process as well).
+    pub fn end_queued(&self) {
+        self.ends_unanswered
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The reporter is done with an end: answered, refused or dropped.
+    pub fn end_done(&self) {
+        self.ends_unanswered
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.end_answered.notify_waiters();
+    }
+
     /// Journals `p` and hands it to the reporter.
     pub fn report(&self, p: Pending) {
+        if p.is_end() {
+            self.end_queued();
+        }
         let path = match self.pending.write(&p) {
             Ok(path) => Some(path),
             Err(e) => {
@@ -196,12 +232,13 @@ impl Ledger {
         }
         let event = match t.state {
             TaskState::Running | TaskState::Preparing => {
-                let first = self
+                let retries = t.execution_info.as_ref().map_or(0, |e| e.retry_count);
+                let before = self
                     .running_sent
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(attempt);
-                if !first {
+                    .insert(attempt, retries);
+                if before == Some(retries) {
                     return;
                 }
                 ReportEvent::Running { task: t.clone() }
@@ -220,7 +257,8 @@ impl Ledger {
                     .running_sent
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .remove(&attempt);
+                    .remove(&attempt)
+                    .is_some();
                 if !began {
                     return;
                 }

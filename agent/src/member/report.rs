@@ -6,7 +6,7 @@
 
 use super::journal::{Note, Pending};
 use super::{Member, CALL_TIMEOUT};
-use berth_proto::node_protocol::{Report, ReportEvent, FENCED};
+use berth_proto::node_protocol::{Report, FENCED};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +19,12 @@ pub async fn run(m: Arc<Member>, mut notes: mpsc::UnboundedReceiver<Note>) {
         .pending
         .list()
         .into_iter()
-        .map(|(path, p)| Note::Report(Some(path), Box::new(p)))
+        .map(|(path, p)| {
+            if p.is_end() {
+                m.ledger.end_queued();
+            }
+            Note::Report(Some(path), Box::new(p))
+        })
         .collect();
     loop {
         if queue.is_empty() {
@@ -43,7 +48,13 @@ pub async fn run(m: Arc<Member>, mut notes: mpsc::UnboundedReceiver<Note>) {
                     std::fs::remove_file(&path).ok();
                 }
             }
-            Some(Note::Report(path, p)) => send(&m, path, *p).await,
+            Some(Note::Report(path, p)) => {
+                let end = p.is_end();
+                send(&m, path, *p).await;
+                if end {
+                    m.ledger.end_done();
+                }
+            }
             Some(Note::Forget { job, task, attempt }) => {
                 m.forget(&job, &task);
                 m.ledger.forgotten(attempt);
@@ -55,11 +66,10 @@ pub async fn run(m: Arc<Member>, mut notes: mpsc::UnboundedReceiver<Note>) {
 
 /// Whether `p` is a Running report whose attempt's end is queued behind it.
 fn ended_later(queue: &VecDeque<Note>, p: &Pending) -> bool {
-    matches!(p.event, ReportEvent::Running { .. })
-        && queue.iter().any(|n| {
-            matches!(n, Note::Report(_, q)
-                if q.attempt == p.attempt && !matches!(q.event, ReportEvent::Running { .. }))
-        })
+    !p.is_end()
+        && queue
+            .iter()
+            .any(|n| matches!(n, Note::Report(_, q) if q.attempt == p.attempt && q.is_end()))
 }
 
 async fn send(m: &Arc<Member>, path: Option<PathBuf>, p: Pending) {
@@ -117,7 +127,7 @@ async fn send(m: &Arc<Member>, path: Option<PathBuf>, p: Pending) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_proto::node_protocol::AttemptId;
+    use berth_proto::node_protocol::{AttemptId, ReportEvent};
 
     fn note(attempt: AttemptId, event: ReportEvent) -> Note {
         Note::Report(
