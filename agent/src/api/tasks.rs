@@ -5,6 +5,7 @@ use super::entity::{self, seg};
 use super::find_job;
 use super::{require_json, ApiError, AppState, Pairs};
 use crate::error_chain::Chain;
+use crate::store::StoredTask;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -143,6 +144,8 @@ pub async fn add_collection(
     Ok(Json(serde_json::json!({"value": results})))
 }
 
+/// `GET /jobs/{job}/tasks`: reads from the store only the slices its page needs (the
+/// tasks in the state a `$filter` requires, after where the previous page ended).
 pub async fn list(
     State(s): State<AppState>,
     Path(job): Path<String>,
@@ -150,12 +153,29 @@ pub async fn list(
     q: Pairs,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let j = find_job(&s, &job)?;
-    let tasks = s
-        .store
-        .tasks(&job, None)?
-        .into_iter()
-        .map(|t| (t.seq, t.view));
-    listing(tasks, q.0, &h, &j.spec.id)
+    let q = super::list::ListQuery::parse(q.0, &berth_proto::odata::TASKS)?;
+    // A state no task can be in matches nothing; the filter says so on each task read.
+    let state = q
+        .required_eq("state")
+        .and_then(|v| v.parse::<TaskState>().ok());
+    let base = entity::base_url(&h);
+    let item = |t: StoredTask| -> Result<_, ApiError> {
+        let e = entity::item(&t.view, &base, &task_path(&t.view))?;
+        Ok((t.seq, t.view.spec.id, e))
+    };
+    let path = format!("/jobs/{}/tasks", seg(&j.spec.id));
+    let body = q.page_from(
+        |id| s.store.task(&job, id)?.map(item).transpose(),
+        |after, n| {
+            s.store
+                .tasks_after(&job, state, after, n)?
+                .into_iter()
+                .map(item)
+                .collect()
+        },
+        (&h, &path, "tasks"),
+    )?;
+    Ok(Json(body))
 }
 
 /// Job `job_id`'s tasks (`(order, view)`, in the list's order) as a Batch list:
