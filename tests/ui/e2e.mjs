@@ -62,6 +62,18 @@ try {
   // Job: tasks, filtered by state, and found by id.
   await page.goto(url + '/ui/#/job/web');
   await page.waitForSelector('#tasks tr[data-task="live"]');
+  // The timeline: the node's lane with both tasks, each bar named; the same as a table.
+  const lane = `#timeline .lane[data-node="${nodeId}"]`;
+  await page.waitForSelector(`${lane} rect[data-task="fails"]`, { state: 'attached' });
+  await page.waitForSelector(`${lane} rect[data-task="live"]`, { state: 'attached' });
+  const bar = await page.getAttribute(`${lane} rect[data-task="fails"]`, 'aria-label');
+  if (!/^fails: .* to .*failure/.test(bar)) throw new Error('the failed task\'s bar says: ' + bar);
+  const rows = await page.$$eval('#timeline-table tbody tr', (rs) => rs.map((r) => r.textContent));
+  if (!rows.some((r) => r.startsWith(nodeId + 'live'))) throw new Error('timeline table: ' + rows);
+  await page.setViewportSize({ width: 960, height: 640 });
+  await shot(page, 'readme-job', true);
+  await page.setViewportSize({ width: 1280, height: 800 });
+  step('the job page draws the tasks per node on a timeline, also as a table');
   await page.selectOption('#task-state', 'running');
   await page.waitForFunction(() => !document.querySelector('#tasks tr[data-task="fails"]')
     && document.querySelector('#tasks tr[data-task="live"]'));
@@ -162,7 +174,13 @@ try {
   const wide = await page.evaluate(() => document.documentElement.scrollWidth);
   await shot(page, 'jobs-phone');
   if (wide > 400) throw new Error('the jobs page is ' + wide + ' px wide at phone width');
-  step('the jobs page fits a phone-width screen');
+  await page.goto(url + '/ui/#/job/web');
+  await page.waitForSelector(`#timeline .lane[data-node="${nodeId}"] rect[data-task="fails"]`, { state: 'attached' });
+  const laneWide = await page.$eval(`#timeline .lane[data-node="${nodeId}"] svg`, (s) => s.getBoundingClientRect().width);
+  const jobWide = await page.evaluate(() => document.documentElement.scrollWidth);
+  await shot(page, 'job-phone');
+  if (jobWide > 400 || laneWide < 200) throw new Error('the job page at phone width: page ' + jobWide + ' px, lane ' + laneWide + ' px');
+  step('the jobs and job pages (its timeline too) fit a phone-width screen');
   await ctx.close();
 
   // A read-only token: pages yes, actions no.
