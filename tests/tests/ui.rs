@@ -195,6 +195,16 @@ fn web_view_in_chromium() {
     assert_eq!(a.req("POST", "/jobs/web/tasks", Some(&live)).0, 201);
     let fails = task("fails", "/bin/sh -c 'echo oops >&2; exit 3'", "");
     assert_eq!(a.req("POST", "/jobs/web/tasks", Some(&fails)).0, 201);
+    // A job with preparation and release tasks, one task run.
+    let sh = json!({"imageName": "myimage", "containerRunOptions": "--network none"});
+    let prep = json!({"id": "prep",
+        "jobPreparationTask": {"commandLine": "/bin/sh -c true", "containerSettings": sh},
+        "jobReleaseTask": {"commandLine": "/bin/sh -c true", "containerSettings": sh}});
+    assert_eq!(a.req("POST", "/jobs", Some(&prep)).0, 201);
+    assert_eq!(
+        a.req("POST", "/jobs/prep/tasks", Some(&task("one", "true", ""))).0,
+        201
+    );
     // A job of 31 tasks for paging: 30 wait on `gate`, which sleeps.
     let many = json!({"id": "many", "usesTaskDependencies": true});
     assert_eq!(a.req("POST", "/jobs", Some(&many)).0, 201);
@@ -241,6 +251,7 @@ fn web_view_in_chromium() {
     a.wait_state("web", "fails", "completed");
     a.wait_state("web", "live", "running");
     a.wait_state("out", "long", "completed");
+    a.wait_state("prep", "one", "completed");
 
     browser_script(
         "e2e.mjs",

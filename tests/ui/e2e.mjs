@@ -85,6 +85,21 @@ try {
   await shot(page, 'job');
   step('the job page filters by state and finds a task by id');
 
+  // Preparation and release per node: prepared here, released when the job ends.
+  await page.goto(url + '/ui/#/job/prep');
+  await page.waitForSelector(`#prep-release tr[data-node="${nodeId}"]`);
+  const prepRow = await page.textContent(`#prep-release tr[data-node="${nodeId}"]`);
+  if (!/completed\s*success \(exit 0\)/.test(prepRow) || !prepRow.includes('not run')) {
+    throw new Error('preparation/release row: ' + prepRow);
+  }
+  await shot(page, 'job-prep');
+  await page.click('#main button:has-text("Terminate")');
+  await page.waitForFunction((n) => {
+    const cells = document.querySelectorAll(`#prep-release tr[data-node="${n}"] td`);
+    return cells.length === 3 && /completed/.test(cells[2].textContent);
+  }, nodeId);
+  step('the job page shows preparation and release per node');
+
   // Paging: 31 tasks, 25 a page.
   await page.goto(url + '/ui/#/job/many');
   await page.waitForFunction(() => document.querySelectorAll('#tasks tbody tr[data-task]').length === 25);

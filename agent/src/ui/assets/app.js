@@ -362,6 +362,32 @@ function timeline(tasks) {
     el('details', {}, el('summary', {}, 'The timeline as a table'), el('div', { class: 'table-wrap' }, table))];
 }
 
+// One run of a job preparation or release task on a node, as a table cell.
+function jobTaskRun(x) {
+  if (!x) return el('span', { class: 'muted' }, 'not run');
+  const exit = x.exitCode === undefined || x.exitCode === null ? '' : ' (exit ' + x.exitCode + ')';
+  return el('span', {}, stateBadge(x.state), ' ', (x.result || '') + exit,
+    x.failureInfo ? el('div', { class: 'error' }, x.failureInfo.code + ': ' + x.failureInfo.message) : null,
+    x.retryCount ? el('div', { class: 'counts' }, 'retries: ' + x.retryCount) : null,
+    el('div', { class: 'counts' }, ts(x.startTime), ' to ', ts(x.endTime)));
+}
+
+// Batch's jobpreparationandreleasetaskstatus, one row a node.
+async function prepRelease(jobId) {
+  let list;
+  try {
+    list = await listAll('/jobs/' + enc(jobId) + '/jobpreparationandreleasetaskstatus', 10000);
+  } catch (e) {
+    return [el('p', { class: 'muted' }, 'Not available here: ' + e.message)];
+  }
+  if (!list.length) return [el('p', { class: 'muted' }, 'No node has run the preparation task yet.')];
+  return [el('div', { class: 'table-wrap' }, el('table', { id: 'prep-release' },
+    el('thead', {}, el('tr', {}, el('th', {}, 'Node'), el('th', {}, 'Preparation'), el('th', {}, 'Release'))),
+    el('tbody', {}, list.map((r) => el('tr', { 'data-node': r.nodeId },
+      el('td', {}, r.nodeId), el('td', {}, jobTaskRun(r.jobPreparationTaskExecutionInfo)),
+      el('td', {}, jobTaskRun(r.jobReleaseTaskExecutionInfo)))))))];
+}
+
 async function jobPage(jobId) {
   const head = el('div');
   const filter = el('select', { id: 'task-state', 'aria-label': 'Task state' },
@@ -374,9 +400,10 @@ async function jobPage(jobId) {
   const info = el('span', { class: 'muted', id: 'page-info' });
   const body = el('tbody');
   const lanes = el('div', { id: 'timeline' });
+  const prep = el('div', { id: 'prep' });
   const form = el('form', { class: 'toolbar', role: 'search' }, filter, search,
     el('button', { type: 'submit' }, 'Find'), size, prev, next, info);
-  page('Job ' + jobId, head, el('h2', {}, 'Tasks'), form,
+  page('Job ' + jobId, head, prep, el('h2', {}, 'Tasks'), form,
     el('div', { class: 'table-wrap' }, el('table', { id: 'tasks' },
       el('thead', {}, el('tr', {}, el('th', {}, 'Task'), el('th', {}, 'State'),
         el('th', {}, 'Result'), el('th', { class: 'opt' }, 'Node'), el('th', { class: 'opt' }, 'Started'),
@@ -411,6 +438,8 @@ async function jobPage(jobId) {
       ['Pool', j.poolInfo && j.poolInfo.poolId], ['Created', ts(j.creationTime)],
       ['State changed', ts(j.stateTransitionTime)],
     ]), el('h2', {}, 'Actions'), jobActions(j));
+    prep.replaceChildren(...(j.jobPreparationTask
+      ? [el('h2', {}, 'Preparation and release, per node'), ...await prepRelease(jobId)] : []));
     const id = search.value.trim();
     if (id) {
       try {
