@@ -202,7 +202,8 @@ fn web_view_in_chromium() {
         "jobReleaseTask": {"commandLine": "/bin/sh -c true", "containerSettings": sh}});
     assert_eq!(a.req("POST", "/jobs", Some(&prep)).0, 201);
     assert_eq!(
-        a.req("POST", "/jobs/prep/tasks", Some(&task("one", "true", ""))).0,
+        a.req("POST", "/jobs/prep/tasks", Some(&task("one", "true", "")))
+            .0,
         201
     );
     // A job of 31 tasks for paging: 30 wait on `gate`, which sleeps.

@@ -112,6 +112,16 @@ try {
     && document.querySelector('#page-info').textContent === 'page 1');
   step('the job page pages through 31 tasks by odata.nextLink');
 
+  // Why pending tasks wait: on the job page's rows and on the task page.
+  const why = await page.textContent('#tasks tr[data-task="t00"]');
+  if (!why.includes('waiting: tasks it depends on (dependsOn) have not all succeeded yet')) {
+    throw new Error('the pending row says: ' + why);
+  }
+  await page.goto(url + '/ui/#/task/many/t00');
+  await page.waitForSelector('#task-pending[data-code="dependenciesUnmet"]');
+  await shot(page, 'task-pending');
+  step('a pending task says why it waits, on the job and task pages');
+
   // 10^4 tasks: the job page's first page, the next, and 1000 rows (printed; a timed test
   // asserts nothing).
   await page.goto(url + '/ui/#/jobs');

@@ -13,6 +13,7 @@ mod job_schedules;
 pub(crate) mod job_state;
 mod jobs;
 pub(crate) mod list;
+mod pending;
 mod pools;
 pub mod shared_key;
 mod task_counts;

@@ -3,6 +3,7 @@
 
 use super::entity::{self, seg};
 use super::find_job;
+use super::pending::Pending;
 use super::{require_json, ApiError, AppState, Pairs};
 use crate::error_chain::Chain;
 use crate::store::StoredTask;
@@ -159,8 +160,10 @@ pub async fn list(
         .required_eq("state")
         .and_then(|v| v.parse::<TaskState>().ok());
     let base = entity::base_url(&h);
+    let pending = Pending::new(&s, j.clone())?;
     let item = |t: StoredTask| -> Result<_, ApiError> {
-        let e = entity::item(&t.view, &base, &task_path(&t.view))?;
+        let mut e = entity::item(&t.view, &base, &task_path(&t.view))?;
+        pending.annotate(&t.view, &mut e)?;
         Ok((t.seq, t.view.spec.id, e))
     };
     let path = format!("/jobs/{}/tasks", seg(&j.spec.id));
@@ -207,15 +210,20 @@ pub async fn get(
     h: HeaderMap,
     q: Pairs,
 ) -> Result<Response, ApiError> {
-    find_job(&s, &job)?;
+    let j = find_job(&s, &job)?;
     let t = find(&s, &job, &id)?;
-    entity::answer(
+    // Only an active task has a reason: the others need not gather one.
+    let extra = match t.state {
+        TaskState::Active => Pending::new(&s, j)?.fields(&t)?,
+        _ => serde_json::Map::new(),
+    };
+    entity::answer_with(
         &h,
         &method,
         &t,
-        &task_path(&t),
-        "tasks",
+        (&task_path(&t), "tasks"),
         super::select_of(&q)?,
+        extra,
     )
 }
 

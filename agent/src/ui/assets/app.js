@@ -296,8 +296,15 @@ async function jobsPage() {
   });
 }
 
+// Why an active task waits (berth's berthPendingReason), as text.
+function pendingText(t) {
+  const r = t.state === 'active' && t.berthPendingReason;
+  return r ? 'waiting: ' + r.message : '';
+}
+
 function taskResult(t) {
   const x = t.executionInfo || {};
+  if (t.state === 'active') return pendingText(t);
   if (t.state !== 'completed') return '';
   return (x.result || '') + (x.exitCode !== undefined && x.exitCode !== null ? ' (exit ' + x.exitCode + ')' : '');
 }
@@ -518,7 +525,9 @@ async function taskPage(jobId, taskId) {
     const x = t.executionInfo || {};
     head.replaceChildren(props([
       ['State', el('span', { id: 'task-state' }, stateBadge(t.state))],
-      ['Result', taskResult(t)],
+      ['Result', t.state === 'active' ? undefined : taskResult(t)],
+      ['Waiting', t.state === 'active' ? el('span', { id: 'task-pending', 'data-code': (t.berthPendingReason || {}).code },
+        (t.berthPendingReason || {}).message || '-') : undefined],
       ['Command line', el('code', {}, t.commandLine || '')],
       ['Image', t.containerSettings ? t.containerSettings.imageName : undefined],
       ['Node', t.nodeInfo ? el('a', { href: '#/node/' + enc(t.nodeInfo.poolId || '-') + '/' + enc(t.nodeInfo.nodeId) }, t.nodeInfo.nodeId) : null],
