@@ -336,6 +336,14 @@ fn service_web_view_with_three_agents() {
     );
     svc.post_ok("/jobs/pj/tasks", &task("hi", "/bin/sh -c 'echo hello'", ""));
     svc.wait_completed("pj", 1, 60);
+    // A task that waits for one never added: the view says why.
+    svc.post_ok(
+        "/jobs",
+        &json!({"id": "pw", "poolInfo": {"poolId": "webpool"}, "usesTaskDependencies": true}),
+    );
+    let mut w = task("w", "true", "");
+    w["dependsOn"] = json!({"taskIds": ["never"]});
+    svc.post_ok("/jobs/pw/tasks", &w);
     let ids: Vec<String> = agents.iter().map(|a| a.node.node_id.clone()).collect();
     browser_script(
         "pool.mjs",

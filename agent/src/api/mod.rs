@@ -30,6 +30,7 @@ pub use headers::{API_VERSION, API_VERSIONS};
 pub use tasks::MAX_COLLECTION;
 // The list and entity answers `berth service` gives as well.
 pub(crate) use jobs::listing as job_listing;
+pub(crate) use pending::FIELD as PENDING_FIELD;
 pub(crate) use tasks::{listing as task_listing, task_path};
 
 use crate::schedule::queue::Scheduler;

@@ -181,10 +181,10 @@ pub async fn list(
     Ok(Json(body))
 }
 
-/// Job `job_id`'s tasks (`(order, view)`, in the list's order) as a Batch list:
-/// `$filter`, `$select`, `maxresults`, `odata.nextLink`.
+/// Job `job_id`'s tasks (`(order, view, berth's extension fields)`, in the list's order)
+/// as a Batch list: `$filter`, `$select`, `maxresults`, `odata.nextLink`.
 pub(crate) fn listing(
-    tasks: impl IntoIterator<Item = (i64, TaskView)>,
+    tasks: impl IntoIterator<Item = (i64, TaskView, serde_json::Map<String, serde_json::Value>)>,
     q: Vec<(String, String)>,
     h: &HeaderMap,
     job_id: &str,
@@ -193,8 +193,11 @@ pub(crate) fn listing(
     let base = entity::base_url(h);
     let items = tasks
         .into_iter()
-        .map(|(order, t)| {
-            let e = entity::item(&t, &base, &task_path(&t))?;
+        .map(|(order, t, extra)| {
+            let mut e = entity::item(&t, &base, &task_path(&t))?;
+            if let Some(o) = e.as_object_mut() {
+                o.extend(extra);
+            }
             Ok((order, t.spec.id, e))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;

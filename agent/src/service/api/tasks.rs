@@ -248,14 +248,19 @@ pub async fn list(
     let j = find_job(&c, &job, Lock::None).await?;
     let rows = c
         .query(
-            "SELECT seq, view FROM tasks WHERE job_id = $1 ORDER BY seq",
+            "SELECT seq, view, waiting_on FROM tasks WHERE job_id = $1 ORDER BY seq",
             &[&j.view.spec.id],
         )
         .await
         .sql()?;
+    let pending = super::pending::Pending::read(&c, &j.view).await?;
     let tasks = rows
         .into_iter()
-        .map(|r| Ok((r.get(0), super::stored::<TaskView>(r.get(1), "task")?)))
+        .map(|r| {
+            let t = super::stored::<TaskView>(r.get(1), "task")?;
+            let extra = pending.fields(&t, r.get(2));
+            Ok((r.get(0), t, extra))
+        })
         .collect::<Result<Vec<_>, ApiError>>()?;
     task_listing(tasks, q.0, &h, &j.view.spec.id)
 }
@@ -302,8 +307,29 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let c = s.db.conn().await?;
     let j = find_job(&c, &job, Lock::None).await?;
-    let t = find_task(&c, &j.view.spec.id, &id, false).await?.view;
-    entity::answer(&h, &method, &t, &task_path(&t), "tasks", select_of(&q)?)
+    let row = find_task(&c, &j.view.spec.id, &id, false).await?;
+    let t = row.view;
+    // Only an active task has a reason: the others need not gather one.
+    let extra = if t.state == TaskState::Active {
+        let waiting_on: i32 = c
+            .query_one("SELECT waiting_on FROM tasks WHERE seq = $1", &[&row.seq])
+            .await
+            .sql()?
+            .get(0);
+        super::pending::Pending::read(&c, &j.view)
+            .await?
+            .fields(&t, waiting_on)
+    } else {
+        serde_json::Map::new()
+    };
+    entity::answer_with(
+        &h,
+        &method,
+        &t,
+        (&task_path(&t), "tasks"),
+        select_of(&q)?,
+        extra,
+    )
 }
 
 /// `POST .../terminate`: an active task completes now (`TaskEnded`); one on a node is
