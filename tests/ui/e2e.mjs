@@ -4,7 +4,8 @@
 // (exit 3). Prints `ok: <step>` per step; any failure exits non-zero with the reason.
 //
 // Environment: BERTH_URL, BERTH_TOKEN, BERTH_RO_TOKEN, BERTH_UI_SHOTS (screenshot folder),
-// BERTH_UI_TOOLS (the folder with node_modules/playwright-core), BERTH_NODE_ID.
+// BERTH_UI_TOOLS (the folder with node_modules/playwright-core), BERTH_NODE_ID, BERTH_PULLED
+// (an image the agent pulled from a registry).
 import { env, launch, login as loginAt, shot, step, TIMEOUT } from './lib.mjs';
 
 const url = env('BERTH_URL');
@@ -50,8 +51,13 @@ try {
   await page.focus(`#heatmap a.cell[data-node="${nodeId}"]`);
   await page.keyboard.press('Enter');
   await page.waitForSelector('#node-state');
+  // The pull of the registry's image (as pulled: with its tag), ended, with its layers.
+  const pulled = env('BERTH_PULLED') + ':latest';
+  await page.waitForSelector(`#pulls li[data-image="${pulled}"][data-state="pulled"]`);
+  const pull = await page.textContent(`#pulls li[data-image="${pulled}"]`);
+  if (!/layers (\d+)\/\1, /.test(pull)) throw new Error('the pull shows: ' + pull);
   await shot(page, 'node');
-  step('the node page opens from the keyboard');
+  step('the node page opens from the keyboard and shows the image pulls');
 
   // Jobs: the job with its task-count bar.
   await page.goto(url + '/ui/#/jobs');

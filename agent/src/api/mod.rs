@@ -169,10 +169,20 @@ pub(crate) fn select_of(q: &[(String, String)]) -> Result<Option<Vec<String>>, A
         .transpose()
 }
 
+/// `GET /node`: the node as berth reports it, with berth's `imagePulls` (the pulls under
+/// way and the last ended, see `image::board`).
 async fn node(
     axum::extract::State(s): axum::extract::State<AppState>,
-) -> axum::Json<berth_proto::ComputeNode> {
-    axum::Json(s.rt.status.get())
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let mut v = entity::json(&s.rt.status.get())?;
+    let pulls = s.rt.pulls.snapshot();
+    if let (false, Some(o)) = (pulls.is_empty(), v.as_object_mut()) {
+        o.insert(
+            "imagePulls".into(),
+            serde_json::to_value(pulls).map_err(ApiError::internal)?,
+        );
+    }
+    Ok(axum::Json(v))
 }
 
 /// Prometheus text: tasks by state, durations, pulls, slots.

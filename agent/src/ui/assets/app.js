@@ -580,6 +580,28 @@ async function taskPage(jobId, taskId) {
   });
 }
 
+function bytes(n) {
+  const u = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  let v = n || 0;
+  while (v >= 1000 && i < u.length - 1) { v /= 1000; i++; }
+  return (i ? v.toFixed(1) : String(v)) + ' ' + u[i];
+}
+
+// berth's imagePulls: each pull under way with a bar of its bytes, and the last that ended.
+function imagePulls(pulls) {
+  if (!(pulls || []).length) return [];
+  return [el('h2', {}, 'Image pulls'), el('ul', { id: 'pulls' }, pulls.map((p) => {
+    const going = p.state === 'pulling' || p.state === 'retrying';
+    const what = 'layers ' + p.layersDone + '/' + p.layers + ', ' + bytes(p.bytes)
+      + (p.totalBytes ? ' of ' + bytes(p.totalBytes) : '') + (p.attempt > 1 ? ', attempt ' + p.attempt : '');
+    return el('li', { 'data-image': p.image, 'data-state': p.state }, el('code', {}, p.image), ' ', stateBadge(p.state), ' ', what,
+      going && p.totalBytes ? el('progress', { max: p.totalBytes, value: p.bytes, 'aria-label': 'Pull of ' + p.image }) : null,
+      p.endTime ? el('span', { class: 'counts' }, ' ended ', ts(p.endTime)) : null,
+      p.message ? el('div', { class: 'error' }, p.message) : null);
+  }))];
+}
+
 async function nodePage(poolId, nodeId) {
   const head = el('div');
   const acts = el('div', { class: 'actions', id: 'node-actions' });
@@ -614,6 +636,7 @@ async function nodePage(poolId, nodeId) {
         (e.errorDetails || []).length ? el('ul', {}, e.errorDetails.map((d) => el('li', {}, d.name + ': ' + d.value))) : null)))] : []));
     extra.replaceChildren(...((n.images || []).length ? [el('h2', {}, 'Images'), el('ul', {},
       n.images.map((i) => el('li', {}, i.image + ': ' + i.state + (i.message ? ' (' + i.message + ')' : ''))))] : []),
+    ...imagePulls(n.imagePulls),
     ...((n.recentTasks || []).length ? [el('h2', {}, 'Recent tasks'), el('ul', {},
       n.recentTasks.map((t) => el('li', {}, el('a', { href: '#/task/' + enc(t.jobId) + '/' + enc(t.taskId) }, t.jobId + ' / ' + t.taskId),
         ' ', t.taskState || '')))] : []));
