@@ -202,41 +202,51 @@ impl ListQuery {
     /// - `read(after, n)`: up to `n` items whose order is above `after`, in order; they
     ///   may include items the filter refuses (it is applied here), never leave out one
     ///   it passes.
+    ///
+    /// A store read asynchronously drives a [`Pager`] itself, as this does.
     pub fn page_from<E>(
         &self,
         find: impl FnOnce(&str) -> Result<Option<(i64, String, Value)>, E>,
         mut read: impl FnMut(i64, usize) -> Result<Vec<(i64, String, Value)>, E>,
         (h, path, metadata): (&HeaderMap, &str, &str),
     ) -> Result<Value, E> {
+        let found = match self.resume_id() {
+            Some(id) => find(id)?,
+            None => None,
+        };
+        let mut pager = self.pager(found);
+        while let Some((after, n)) = pager.want() {
+            pager.take(read(after, n)?);
+        }
+        Ok(pager.body(h, path, metadata))
+    }
+
+    /// The id of the item the previous page ended with, which [`ListQuery::pager`] wants
+    /// looked up (`None`: a first page).
+    pub fn resume_id(&self) -> Option<&str> {
+        self.after.as_ref().map(|c| c.id.as_str())
+    }
+
+    /// A page read a slice at a time; `found`: the item of [`ListQuery::resume_id`], if
+    /// it is still there.
+    pub fn pager(&self, found: Option<(i64, String, Value)>) -> Pager<'_> {
         // As `page` resumes: after the item answered last if it still passes, else after
         // its place in the order.
-        let mut after = match &self.after {
+        let after = match &self.after {
             None => i64::MIN,
-            Some(c) => match find(&c.id)? {
+            Some(c) => match found {
                 Some((order, _, e)) if self.matches(&e) => order,
                 _ => c.order,
             },
         };
-        let mut rest = vec![];
-        // One more than a page tells whether another follows; slices grow when the
-        // filter refuses much.
-        let mut n = self.max + 1;
-        while rest.len() <= self.max {
-            let got = read(after, n)?;
-            let Some((last, _, _)) = got.last() else {
-                break;
-            };
-            after = *last;
-            let full = got.len() == n;
-            rest.extend(got.into_iter().filter(|(_, _, e)| self.matches(e)));
-            if !full {
-                break;
-            }
-            n = (n * 2).min(4 * MAX_RESULTS);
+        Pager {
+            q: self,
+            after,
+            // One more than a page tells whether another follows.
+            n: self.max + 1,
+            rest: vec![],
+            done: false,
         }
-        let more = rest.len() > self.max;
-        rest.truncate(self.max);
-        Ok(self.body(rest, more, h, path, metadata))
     }
 
     /// The value the filter requires of `prop` (see [`Filter::required_eq`]), for a store
@@ -290,6 +300,47 @@ impl ListQuery {
             body.insert("odata.nextLink".into(), Value::String(n));
         }
         Value::Object(body)
+    }
+}
+
+/// One page being read a slice at a time ([`ListQuery::pager`]): ask [`Pager::want`]
+/// for the next slice, give what was read to [`Pager::take`], then make the
+/// [`Pager::body`].
+pub struct Pager<'q> {
+    q: &'q ListQuery,
+    after: i64,
+    n: usize,
+    rest: Vec<(i64, String, Value)>,
+    done: bool,
+}
+
+impl Pager<'_> {
+    /// The next slice to read: up to `n` items of order above `after`; `None` once the
+    /// page is known.
+    pub fn want(&self) -> Option<(i64, usize)> {
+        (!self.done && self.rest.len() <= self.q.max).then_some((self.after, self.n))
+    }
+
+    /// The items read for the slice [`Pager::want`] asked for, in order.
+    pub fn take(&mut self, got: Vec<(i64, String, Value)>) {
+        let Some((last, _, _)) = got.last() else {
+            self.done = true;
+            return;
+        };
+        self.after = *last;
+        self.done = got.len() < self.n;
+        let q = self.q;
+        self.rest
+            .extend(got.into_iter().filter(|(_, _, e)| q.matches(e)));
+        // Slices grow when the filter refuses much.
+        self.n = (self.n * 2).min(4 * MAX_RESULTS);
+    }
+
+    /// The list body of the page read.
+    pub fn body(mut self, h: &HeaderMap, path: &str, metadata: &str) -> Value {
+        let more = self.rest.len() > self.q.max;
+        self.rest.truncate(self.q.max);
+        self.q.body(self.rest, more, h, path, metadata)
     }
 }
 

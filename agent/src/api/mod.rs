@@ -32,7 +32,7 @@ pub use tasks::MAX_COLLECTION;
 pub(crate) use jobs::listing as job_listing;
 pub(crate) use pending::FIELD as PENDING_FIELD;
 pub(crate) use task_counts::counts as task_counts;
-pub(crate) use tasks::{listing as task_listing, task_path};
+pub(crate) use tasks::task_path;
 
 use crate::schedule::queue::Scheduler;
 use crate::store::Store;

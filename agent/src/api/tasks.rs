@@ -181,30 +181,6 @@ pub async fn list(
     Ok(Json(body))
 }
 
-/// Job `job_id`'s tasks (`(order, view, berth's extension fields)`, in the list's order)
-/// as a Batch list: `$filter`, `$select`, `maxresults`, `odata.nextLink`.
-pub(crate) fn listing(
-    tasks: impl IntoIterator<Item = (i64, TaskView, serde_json::Map<String, serde_json::Value>)>,
-    q: Vec<(String, String)>,
-    h: &HeaderMap,
-    job_id: &str,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let q = super::list::ListQuery::parse(q, &berth_proto::odata::TASKS)?;
-    let base = entity::base_url(h);
-    let items = tasks
-        .into_iter()
-        .map(|(order, t, extra)| {
-            let mut e = entity::item(&t, &base, &task_path(&t))?;
-            if let Some(o) = e.as_object_mut() {
-                o.extend(extra);
-            }
-            Ok((order, t.spec.id, e))
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    let path = format!("/jobs/{}/tasks", seg(job_id));
-    Ok(Json(q.page(items, h, &path, "tasks")))
-}
-
 /// `GET` (and `HEAD`) `/jobs/{job}/tasks/{task}`, with `$select`; conditional.
 pub async fn get(
     State(s): State<AppState>,
