@@ -917,6 +917,30 @@ impl Filter {
         &self.expr
     }
 
+    /// The value `prop` must equal for any item to pass (the filter is `prop eq 'v'`, or
+    /// an `and` holding it), lower-cased for ids and enums as they compare: a store can
+    /// read only those items and still apply [`Filter::matches`] to them. `None`: no such
+    /// condition.
+    pub fn required_eq(&self, prop: &str) -> Option<String> {
+        fn find(e: &Expr, prop: &str) -> Option<String> {
+            match e {
+                Expr::And(a, b) => find(a, prop).or_else(|| find(b, prop)),
+                Expr::Cmp(Operand::Prop(p), CmpOp::Eq, Operand::Lit(Literal::Str(v)))
+                | Expr::Cmp(Operand::Lit(Literal::Str(v)), CmpOp::Eq, Operand::Prop(p))
+                    if p.to_string().eq_ignore_ascii_case(prop) =>
+                {
+                    Some(v.clone())
+                }
+                _ => None,
+            }
+        }
+        let v = find(&self.expr, prop)?;
+        match self.schema.kind(&Path(vec![prop.to_string()])) {
+            Ok(Kind::Id | Kind::Enum(_)) => Some(v.to_ascii_lowercase()),
+            _ => Some(v),
+        }
+    }
+
     /// Whether `entity` (the API's JSON of one item) passes the filter.
     pub fn matches(&self, entity: &Value) -> bool {
         self.eval(&self.expr, entity)
@@ -986,6 +1010,21 @@ mod tests {
             .parse(f)
             .unwrap_or_else(|e| panic!("{f}: {e}"))
             .matches(e)
+    }
+
+    #[test]
+    fn required_eq_finds_a_conjunct_only() {
+        let req = |f: &str| TASKS.parse(f).unwrap().required_eq("state");
+        assert_eq!(req("state eq 'Active'").as_deref(), Some("active"));
+        assert_eq!(req("'running' eq state").as_deref(), Some("running"));
+        assert_eq!(
+            req("id gt 'a' and (state eq 'completed' and requiredSlots eq 1)").as_deref(),
+            Some("completed")
+        );
+        assert_eq!(req("state eq 'active' or id eq 'x'"), None);
+        assert_eq!(req("not state eq 'active'"), None);
+        assert_eq!(req("state ne 'active'"), None);
+        assert_eq!(req("previousState eq 'active'"), None);
     }
 
     #[test]

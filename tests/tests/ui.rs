@@ -195,6 +195,23 @@ fn web_view_in_chromium() {
     assert_eq!(a.req("POST", "/jobs/web/tasks", Some(&live)).0, 201);
     let fails = task("fails", "/bin/sh -c 'echo oops >&2; exit 3'", "");
     assert_eq!(a.req("POST", "/jobs/web/tasks", Some(&fails)).0, 201);
+    // A task whose image comes from a registry: the node page shows its pull.
+    let reg = TestRegistry::start();
+    let pulled = reg.push_unique("ui/pulled");
+    let mut from_reg = task("pulled", "true", "");
+    from_reg["containerSettings"]["imageName"] = json!(pulled);
+    assert_eq!(a.req("POST", "/jobs/web/tasks", Some(&from_reg)).0, 201);
+    // A job with preparation and release tasks, one task run.
+    let sh = json!({"imageName": "myimage", "containerRunOptions": "--network none"});
+    let prep = json!({"id": "prep",
+        "jobPreparationTask": {"commandLine": "/bin/sh -c true", "containerSettings": sh},
+        "jobReleaseTask": {"commandLine": "/bin/sh -c true", "containerSettings": sh}});
+    assert_eq!(a.req("POST", "/jobs", Some(&prep)).0, 201);
+    assert_eq!(
+        a.req("POST", "/jobs/prep/tasks", Some(&task("one", "true", "")))
+            .0,
+        201
+    );
     // A job of 31 tasks for paging: 30 wait on `gate`, which sleeps.
     let many = json!({"id": "many", "usesTaskDependencies": true});
     assert_eq!(a.req("POST", "/jobs", Some(&many)).0, 201);
@@ -241,6 +258,8 @@ fn web_view_in_chromium() {
     a.wait_state("web", "fails", "completed");
     a.wait_state("web", "live", "running");
     a.wait_state("out", "long", "completed");
+    a.wait_state("prep", "one", "completed");
+    a.wait_state("web", "pulled", "completed");
 
     browser_script(
         "e2e.mjs",
@@ -249,6 +268,7 @@ fn web_view_in_chromium() {
             ("BERTH_TOKEN", TOKEN.into()),
             ("BERTH_RO_TOKEN", RO_TOKEN.into()),
             ("BERTH_NODE_ID", n.node_id.clone()),
+            ("BERTH_PULLED", pulled.clone()),
         ],
     );
     // Batch's task counts, which the jobs page shows.
@@ -257,7 +277,7 @@ fn web_view_in_chromium() {
     assert_eq!(c["taskCounts"]["running"], 1, "{c}");
     let c = a.json("/jobs/web/taskcounts");
     assert_eq!(c["taskCounts"]["failed"], 2, "{c}");
-    assert_eq!(c["taskSlotCounts"]["completed"], 2, "{c}");
+    assert_eq!(c["taskSlotCounts"]["completed"], 3, "{c}");
     // Terminated from the page.
     let t = a.json("/jobs/web/tasks/live");
     assert_eq!(t["state"], "completed", "{t}");
@@ -324,6 +344,14 @@ fn service_web_view_with_three_agents() {
     );
     svc.post_ok("/jobs/pj/tasks", &task("hi", "/bin/sh -c 'echo hello'", ""));
     svc.wait_completed("pj", 1, 60);
+    // A task that waits for one never added: the view says why.
+    svc.post_ok(
+        "/jobs",
+        &json!({"id": "pw", "poolInfo": {"poolId": "webpool"}, "usesTaskDependencies": true}),
+    );
+    let mut w = task("w", "true", "");
+    w["dependsOn"] = json!({"taskIds": ["never"]});
+    svc.post_ok("/jobs/pw/tasks", &w);
     let ids: Vec<String> = agents.iter().map(|a| a.node.node_id.clone()).collect();
     browser_script(
         "pool.mjs",

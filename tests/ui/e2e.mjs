@@ -4,7 +4,8 @@
 // (exit 3). Prints `ok: <step>` per step; any failure exits non-zero with the reason.
 //
 // Environment: BERTH_URL, BERTH_TOKEN, BERTH_RO_TOKEN, BERTH_UI_SHOTS (screenshot folder),
-// BERTH_UI_TOOLS (the folder with node_modules/playwright-core), BERTH_NODE_ID.
+// BERTH_UI_TOOLS (the folder with node_modules/playwright-core), BERTH_NODE_ID, BERTH_PULLED
+// (an image the agent pulled from a registry).
 import { env, launch, login as loginAt, shot, step, TIMEOUT } from './lib.mjs';
 
 const url = env('BERTH_URL');
@@ -50,8 +51,13 @@ try {
   await page.focus(`#heatmap a.cell[data-node="${nodeId}"]`);
   await page.keyboard.press('Enter');
   await page.waitForSelector('#node-state');
+  // The pull of the registry's image (as pulled: with its tag), ended, with its layers.
+  const pulled = env('BERTH_PULLED') + ':latest';
+  await page.waitForSelector(`#pulls li[data-image="${pulled}"][data-state="pulled"]`);
+  const pull = await page.textContent(`#pulls li[data-image="${pulled}"]`);
+  if (!/layers (\d+)\/\1, /.test(pull)) throw new Error('the pull shows: ' + pull);
   await shot(page, 'node');
-  step('the node page opens from the keyboard');
+  step('the node page opens from the keyboard and shows the image pulls');
 
   // Jobs: the job with its task-count bar.
   await page.goto(url + '/ui/#/jobs');
@@ -62,6 +68,18 @@ try {
   // Job: tasks, filtered by state, and found by id.
   await page.goto(url + '/ui/#/job/web');
   await page.waitForSelector('#tasks tr[data-task="live"]');
+  // The timeline: the node's lane with both tasks, each bar named; the same as a table.
+  const lane = `#timeline .lane[data-node="${nodeId}"]`;
+  await page.waitForSelector(`${lane} rect[data-task="fails"]`, { state: 'attached' });
+  await page.waitForSelector(`${lane} rect[data-task="live"]`, { state: 'attached' });
+  const bar = await page.getAttribute(`${lane} rect[data-task="fails"]`, 'aria-label');
+  if (!/^fails: .* to .*failure/.test(bar)) throw new Error('the failed task\'s bar says: ' + bar);
+  const rows = await page.$$eval('#timeline-table tbody tr', (rs) => rs.map((r) => r.textContent));
+  if (!rows.some((r) => r.startsWith(nodeId + 'live'))) throw new Error('timeline table: ' + rows);
+  await page.setViewportSize({ width: 960, height: 640 });
+  await shot(page, 'readme-job', true);
+  await page.setViewportSize({ width: 1280, height: 800 });
+  step('the job page draws the tasks per node on a timeline, also as a table');
   await page.selectOption('#task-state', 'running');
   await page.waitForFunction(() => !document.querySelector('#tasks tr[data-task="fails"]')
     && document.querySelector('#tasks tr[data-task="live"]'));
@@ -72,6 +90,21 @@ try {
     && document.querySelector('#tasks tr[data-task="fails"]'));
   await shot(page, 'job');
   step('the job page filters by state and finds a task by id');
+
+  // Preparation and release per node: prepared here, released when the job ends.
+  await page.goto(url + '/ui/#/job/prep');
+  await page.waitForSelector(`#prep-release tr[data-node="${nodeId}"]`);
+  const prepRow = await page.textContent(`#prep-release tr[data-node="${nodeId}"]`);
+  if (!/completed\s*success \(exit 0\)/.test(prepRow) || !prepRow.includes('not run')) {
+    throw new Error('preparation/release row: ' + prepRow);
+  }
+  await shot(page, 'job-prep');
+  await page.click('#main button:has-text("Terminate")');
+  await page.waitForFunction((n) => {
+    const cells = document.querySelectorAll(`#prep-release tr[data-node="${n}"] td`);
+    return cells.length === 3 && /completed/.test(cells[2].textContent);
+  }, nodeId);
+  step('the job page shows preparation and release per node');
 
   // Paging: 31 tasks, 25 a page.
   await page.goto(url + '/ui/#/job/many');
@@ -85,11 +118,30 @@ try {
     && document.querySelector('#page-info').textContent === 'page 1');
   step('the job page pages through 31 tasks by odata.nextLink');
 
-  // 10^4 tasks: the time to the first 1000 rows (printed; a timed test asserts nothing).
+  // Why pending tasks wait: on the job page's rows and on the task page.
+  const why = await page.textContent('#tasks tr[data-task="t00"]');
+  if (!why.includes('waiting: tasks it depends on (dependsOn) have not all succeeded yet')) {
+    throw new Error('the pending row says: ' + why);
+  }
+  await page.goto(url + '/ui/#/task/many/t00');
+  await page.waitForSelector('#task-pending[data-code="dependenciesUnmet"]');
+  await shot(page, 'task-pending');
+  step('a pending task says why it waits, on the job and task pages');
+
+  // 10^4 tasks: the job page's first page, the next, and 1000 rows (printed; a timed test
+  // asserts nothing).
   await page.goto(url + '/ui/#/jobs');
+  await page.waitForSelector('#jobs tbody tr');
+  let t0 = Date.now();
   await page.goto(url + '/ui/#/job/big');
-  await page.waitForSelector('#tasks tbody tr[data-task]');
-  const t0 = Date.now();
+  await page.waitForFunction(() => document.querySelectorAll('#tasks tbody tr[data-task]').length === 25);
+  console.log('time: the job page of 10001 tasks (25 a page) shown in ' + (Date.now() - t0) + ' ms');
+  t0 = Date.now();
+  await page.click('#next-page');
+  await page.waitForFunction(() => document.querySelector('#page-info').textContent === 'page 2'
+    && document.querySelector('#tasks tbody tr[data-task="b00024"]'));
+  console.log('time: its next page shown in ' + (Date.now() - t0) + ' ms');
+  t0 = Date.now();
   await page.selectOption('#page-size', '1000');
   await page.waitForFunction(() => document.querySelectorAll('#tasks tbody tr[data-task]').length === 1000);
   console.log('time: 1000 of 10001 tasks shown in ' + (Date.now() - t0) + ' ms');
@@ -153,7 +205,13 @@ try {
   const wide = await page.evaluate(() => document.documentElement.scrollWidth);
   await shot(page, 'jobs-phone');
   if (wide > 400) throw new Error('the jobs page is ' + wide + ' px wide at phone width');
-  step('the jobs page fits a phone-width screen');
+  await page.goto(url + '/ui/#/job/web');
+  await page.waitForSelector(`#timeline .lane[data-node="${nodeId}"] rect[data-task="fails"]`, { state: 'attached' });
+  const laneWide = await page.$eval(`#timeline .lane[data-node="${nodeId}"] svg`, (s) => s.getBoundingClientRect().width);
+  const jobWide = await page.evaluate(() => document.documentElement.scrollWidth);
+  await shot(page, 'job-phone');
+  if (jobWide > 400 || laneWide < 200) throw new Error('the job page at phone width: page ' + jobWide + ' px, lane ' + laneWide + ' px');
+  step('the jobs and job pages (its timeline too) fit a phone-width screen');
   await ctx.close();
 
   // A read-only token: pages yes, actions no.

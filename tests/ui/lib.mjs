@@ -38,8 +38,12 @@ export async function login(browser, url, token, viewport) {
   return { ctx, page };
 }
 
-export async function shot(page, name) {
+// A screenshot of the whole page as BERTH_UI_SHOTS/<name>.png; `viewportOnly`: what a
+// screen of the page's viewport shows (the README's picture).
+export async function shot(page, name, viewportOnly) {
   const dir = env('BERTH_UI_SHOTS');
   fs.mkdirSync(dir, { recursive: true });
-  await page.screenshot({ path: path.join(dir, name + '.png'), fullPage: true });
+  const file = path.join(dir, name + '.png');
+  await page.screenshot({ path: file, fullPage: !viewportOnly });
+  console.log('screenshot: ' + file);
 }

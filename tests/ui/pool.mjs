@@ -29,6 +29,13 @@ try {
   await shot(page, 'service-task');
   step('the task page reads stdout through the service');
 
+  await page.goto(url + '/ui/#/job/pw');
+  await page.waitForFunction(() => (document.querySelector('#tasks tr[data-task="w"]') || {}).textContent
+    ?.includes('waiting: tasks it depends on (dependsOn) have not all succeeded yet'));
+  await page.goto(url + '/ui/#/task/pw/w');
+  await page.waitForSelector('#task-pending[data-code="dependenciesUnmet"]');
+  step('a pending task says why it waits, through the service');
+
   await page.goto(url + `/ui/#/node/webpool/${nodes[0]}`);
   await page.waitForSelector('#node-state');
   await page.waitForSelector('#node-actions button');

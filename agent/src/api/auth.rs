@@ -171,32 +171,18 @@ pub fn check_shared_key(
 }
 
 pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) -> Response {
-    use crate::ui::session;
-    if let Some(signed) = check_shared_key(g.shared_key.as_deref(), &req, refused) {
-        return match signed {
-            Ok(()) => next.run(req).await,
-            Err(answer) => answer,
-        };
-    }
-    let given = match session::credential(req.headers(), req.method()) {
-        Ok(g) => g,
-        Err(e) => return e.into_response(),
+    use crate::ui::session::{judge, Verdict};
+    let full = |t: &str| {
+        g.token
+            .as_ref()
+            .is_some_and(|k| constant_time_eq(t.as_bytes(), k.as_bytes()))
+    };
+    let given = match judge(&req, g.shared_key.as_deref(), full, &g.read_only, refused) {
+        Verdict::Pass => return next.run(req).await,
+        Verdict::Answer(a) => return a,
+        Verdict::Other(t) => t,
     };
     match given.as_deref() {
-        Some(t)
-            if g.token
-                .as_ref()
-                .is_some_and(|k| constant_time_eq(t.as_bytes(), k.as_bytes())) =>
-        {
-            next.run(req).await
-        }
-        Some(t) if session::one_of(&g.read_only, t) => {
-            if session::is_read(req.method()) {
-                next.run(req).await
-            } else {
-                session::read_only_refused().into_response()
-            }
-        }
         Some(t) if g.proxy_token.is(t) => {
             if proxy_allows(req.method(), req.uri().path()) {
                 next.run(req).await

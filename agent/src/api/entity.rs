@@ -12,7 +12,7 @@ use super::ApiError;
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SubsecRound, Utc};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// An entity's version: what `ETag` and `Last-Modified` say.
@@ -214,6 +214,19 @@ pub fn answer<T: serde::Serialize>(
     metadata: &str,
     select: Option<Vec<String>>,
 ) -> Result<Response, ApiError> {
+    answer_with(h, method, view, (path, metadata), select, Map::new())
+}
+
+/// [`answer`] with `extra` properties (berth's extension fields, which are not part of
+/// the entity's version) added to the body.
+pub fn answer_with<T: serde::Serialize>(
+    h: &HeaderMap,
+    method: &Method,
+    view: &T,
+    (path, metadata): (&str, &str),
+    select: Option<Vec<String>>,
+    extra: Map<String, Value>,
+) -> Result<Response, ApiError> {
     let mut entity = json(view)?;
     let v = Version::of(&entity);
     let base = base_url(h);
@@ -222,6 +235,9 @@ pub fn answer<T: serde::Serialize>(
         axum::http::StatusCode::NOT_MODIFIED.into_response()
     } else {
         decorate(&mut entity, &v, format!("{base}{path}"));
+        if let Some(o) = entity.as_object_mut() {
+            o.extend(extra);
+        }
         if let Some(names) = select {
             entity = super::list::select(entity, &names);
         }

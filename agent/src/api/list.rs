@@ -4,8 +4,8 @@
 //!
 //! A continuation names the last item answered (its place in the list's order and its
 //! id): the next page starts after that item, or, if it was deleted in between, after its
-//! place. Lists are read whole and filtered here: a node holds thousands of items, not
-//! millions.
+//! place. Short lists are read whole and filtered here ([`ListQuery::page`]); a job's
+//! tasks are read from the store a slice at a time ([`ListQuery::page_from`]).
 
 use super::entity::base_url;
 use super::ApiError;
@@ -174,7 +174,7 @@ impl ListQuery {
     ) -> Value {
         let matching: Vec<_> = items
             .into_iter()
-            .filter(|(_, _, e)| self.filter.as_ref().is_none_or(|f| f.matches(e)))
+            .filter(|(_, _, e)| self.matches(e))
             .collect();
         // After the last item answered; if it is gone, after its place in the order.
         let start = self.after.as_ref().map_or(0, |c| {
@@ -192,6 +192,82 @@ impl ListQuery {
         let mut rest: Vec<_> = matching.into_iter().skip(start).collect();
         let more = rest.len() > self.max;
         rest.truncate(self.max);
+        self.body(rest, more, h, path, metadata)
+    }
+
+    /// The same page as [`ListQuery::page`], read from a store a slice at a time, so that
+    /// a page of a long list reads about its own items, not the list:
+    /// - `find(id)`: the item of that id (`(order, id, entity)`), where the previous page
+    ///   ended;
+    /// - `read(after, n)`: up to `n` items whose order is above `after`, in order; they
+    ///   may include items the filter refuses (it is applied here), never leave out one
+    ///   it passes.
+    ///
+    /// A store read asynchronously drives a [`Pager`] itself, as this does.
+    pub fn page_from<E>(
+        &self,
+        find: impl FnOnce(&str) -> Result<Option<(i64, String, Value)>, E>,
+        mut read: impl FnMut(i64, usize) -> Result<Vec<(i64, String, Value)>, E>,
+        (h, path, metadata): (&HeaderMap, &str, &str),
+    ) -> Result<Value, E> {
+        let found = match self.resume_id() {
+            Some(id) => find(id)?,
+            None => None,
+        };
+        let mut pager = self.pager(found);
+        while let Some((after, n)) = pager.want() {
+            pager.take(read(after, n)?);
+        }
+        Ok(pager.body(h, path, metadata))
+    }
+
+    /// The id of the item the previous page ended with, which [`ListQuery::pager`] wants
+    /// looked up (`None`: a first page).
+    pub fn resume_id(&self) -> Option<&str> {
+        self.after.as_ref().map(|c| c.id.as_str())
+    }
+
+    /// A page read a slice at a time; `found`: the item of [`ListQuery::resume_id`], if
+    /// it is still there.
+    pub fn pager(&self, found: Option<(i64, String, Value)>) -> Pager<'_> {
+        // As `page` resumes: after the item answered last if it still passes, else after
+        // its place in the order.
+        let after = match &self.after {
+            None => i64::MIN,
+            Some(c) => match found {
+                Some((order, _, e)) if self.matches(&e) => order,
+                _ => c.order,
+            },
+        };
+        Pager {
+            q: self,
+            after,
+            // One more than a page tells whether another follows.
+            n: self.max + 1,
+            rest: vec![],
+            done: false,
+        }
+    }
+
+    /// The value the filter requires of `prop` (see [`Filter::required_eq`]), for a store
+    /// to read only the items that can pass.
+    pub fn required_eq(&self, prop: &str) -> Option<String> {
+        self.filter.as_ref()?.required_eq(prop)
+    }
+
+    fn matches(&self, e: &Value) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.matches(e))
+    }
+
+    /// The list body of `rest` (a page, in order); `more`: items follow it.
+    fn body(
+        &self,
+        rest: Vec<(i64, String, Value)>,
+        more: bool,
+        h: &HeaderMap,
+        path: &str,
+        metadata: &str,
+    ) -> Value {
         let base = base_url(h);
         let next = more.then(|| {
             let (order, id, _) = rest.last().expect("a full page");
@@ -224,6 +300,47 @@ impl ListQuery {
             body.insert("odata.nextLink".into(), Value::String(n));
         }
         Value::Object(body)
+    }
+}
+
+/// One page being read a slice at a time ([`ListQuery::pager`]): ask [`Pager::want`]
+/// for the next slice, give what was read to [`Pager::take`], then make the
+/// [`Pager::body`].
+pub struct Pager<'q> {
+    q: &'q ListQuery,
+    after: i64,
+    n: usize,
+    rest: Vec<(i64, String, Value)>,
+    done: bool,
+}
+
+impl Pager<'_> {
+    /// The next slice to read: up to `n` items of order above `after`; `None` once the
+    /// page is known.
+    pub fn want(&self) -> Option<(i64, usize)> {
+        (!self.done && self.rest.len() <= self.q.max).then_some((self.after, self.n))
+    }
+
+    /// The items read for the slice [`Pager::want`] asked for, in order.
+    pub fn take(&mut self, got: Vec<(i64, String, Value)>) {
+        let Some((last, _, _)) = got.last() else {
+            self.done = true;
+            return;
+        };
+        self.after = *last;
+        self.done = got.len() < self.n;
+        let q = self.q;
+        self.rest
+            .extend(got.into_iter().filter(|(_, _, e)| q.matches(e)));
+        // Slices grow when the filter refuses much.
+        self.n = (self.n * 2).min(4 * MAX_RESULTS);
+    }
+
+    /// The list body of the page read.
+    pub fn body(mut self, h: &HeaderMap, path: &str, metadata: &str) -> Value {
+        let more = self.rest.len() > self.q.max;
+        self.rest.truncate(self.q.max);
+        self.q.body(self.rest, more, h, path, metadata)
     }
 }
 
@@ -326,6 +443,76 @@ mod tests {
             next = follow(&page);
         }
         assert_eq!(seen, ["t1", "t3", "t5", "t7", "t9"]);
+    }
+
+    /// `page_from` over slices of `list` answers as `page` over all of it; returns the
+    /// number of items it read.
+    fn same_page(query: &ListQuery, list: &[(i64, String, Value)]) -> usize {
+        let h = HeaderMap::new();
+        let whole = query.page(list.to_vec(), &h, "/jobs/j/tasks", "tasks");
+        let read = std::cell::Cell::new(0);
+        let sliced = query
+            .page_from::<()>(
+                |id| {
+                    Ok(list
+                        .iter()
+                        .find(|(_, i, _)| i.eq_ignore_ascii_case(id))
+                        .cloned())
+                },
+                |after, n| {
+                    let got: Vec<_> = list
+                        .iter()
+                        .filter(|(o, _, _)| *o > after)
+                        .take(n)
+                        .cloned()
+                        .collect();
+                    read.set(read.get() + got.len());
+                    Ok(got)
+                },
+                (&h, "/jobs/j/tasks", "tasks"),
+            )
+            .unwrap();
+        assert_eq!(sliced, whole, "{query:?}");
+        read.get()
+    }
+
+    #[test]
+    fn slices_answer_as_the_whole_list() {
+        let all = items(50);
+        for filter in [
+            None,
+            Some("state eq 'active'"),
+            Some("id eq 't49'"),
+            Some("state eq 'running'"),
+        ] {
+            for max in ["1", "3", "7", "1000"] {
+                let mut pairs = vec![("maxresults", max)];
+                if let Some(f) = filter {
+                    pairs.push(("$filter", f));
+                }
+                let mut query = q(&pairs).unwrap();
+                // Every page to the end, the list changing in between: the item that
+                // ended a page deleted, or no longer passing the filter.
+                for round in 0.. {
+                    let mut list = all.clone();
+                    if round % 2 == 1 {
+                        list.retain(|(o, _, _)| query.after.as_ref().is_none_or(|c| *o != c.order));
+                    } else if let Some(c) = &query.after {
+                        for it in list.iter_mut().filter(|(o, _, _)| *o == c.order) {
+                            it.2["state"] = json!("running");
+                        }
+                    }
+                    same_page(&query, &list);
+                    let body = query.page(list, &HeaderMap::new(), "/jobs/j/tasks", "tasks");
+                    if body.get("odata.nextLink").is_none() {
+                        break;
+                    }
+                    query = ListQuery::parse(follow(&body), &TASKS).unwrap();
+                }
+            }
+        }
+        // A first page of an unfiltered list reads one item past the page, no more.
+        assert_eq!(same_page(&q(&[("maxresults", "3")]).unwrap(), &all), 4);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod job_schedules;
 pub(crate) mod job_state;
 mod jobs;
 pub(crate) mod list;
+mod pending;
 mod pools;
 pub mod shared_key;
 mod task_counts;
@@ -29,7 +30,9 @@ pub use headers::{API_VERSION, API_VERSIONS};
 pub use tasks::MAX_COLLECTION;
 // The list and entity answers `berth service` gives as well.
 pub(crate) use jobs::listing as job_listing;
-pub(crate) use tasks::{listing as task_listing, task_path};
+pub(crate) use pending::FIELD as PENDING_FIELD;
+pub(crate) use task_counts::counts as task_counts;
+pub(crate) use tasks::task_path;
 
 use crate::schedule::queue::Scheduler;
 use crate::store::Store;
@@ -166,10 +169,20 @@ pub(crate) fn select_of(q: &[(String, String)]) -> Result<Option<Vec<String>>, A
         .transpose()
 }
 
+/// `GET /node`: the node as berth reports it, with berth's `imagePulls` (the pulls under
+/// way and the last ended, see `image::board`).
 async fn node(
     axum::extract::State(s): axum::extract::State<AppState>,
-) -> axum::Json<berth_proto::ComputeNode> {
-    axum::Json(s.rt.status.get())
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let mut v = entity::json(&s.rt.status.get())?;
+    let pulls = s.rt.pulls.snapshot();
+    if let (false, Some(o)) = (pulls.is_empty(), v.as_object_mut()) {
+        o.insert(
+            "imagePulls".into(),
+            serde_json::to_value(pulls).map_err(ApiError::internal)?,
+        );
+    }
+    Ok(axum::Json(v))
 }
 
 /// Prometheus text: tasks by state, durations, pulls, slots.

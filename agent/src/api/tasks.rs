@@ -3,8 +3,10 @@
 
 use super::entity::{self, seg};
 use super::find_job;
+use super::pending::Pending;
 use super::{require_json, ApiError, AppState, Pairs};
 use crate::error_chain::Chain;
+use crate::store::StoredTask;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -143,6 +145,8 @@ pub async fn add_collection(
     Ok(Json(serde_json::json!({"value": results})))
 }
 
+/// `GET /jobs/{job}/tasks`: reads from the store only the slices its page needs (the
+/// tasks in the state a `$filter` requires, after where the previous page ended).
 pub async fn list(
     State(s): State<AppState>,
     Path(job): Path<String>,
@@ -150,33 +154,31 @@ pub async fn list(
     q: Pairs,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let j = find_job(&s, &job)?;
-    let tasks = s
-        .store
-        .tasks(&job, None)?
-        .into_iter()
-        .map(|t| (t.seq, t.view));
-    listing(tasks, q.0, &h, &j.spec.id)
-}
-
-/// Job `job_id`'s tasks (`(order, view)`, in the list's order) as a Batch list:
-/// `$filter`, `$select`, `maxresults`, `odata.nextLink`.
-pub(crate) fn listing(
-    tasks: impl IntoIterator<Item = (i64, TaskView)>,
-    q: Vec<(String, String)>,
-    h: &HeaderMap,
-    job_id: &str,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let q = super::list::ListQuery::parse(q, &berth_proto::odata::TASKS)?;
-    let base = entity::base_url(h);
-    let items = tasks
-        .into_iter()
-        .map(|(order, t)| {
-            let e = entity::item(&t, &base, &task_path(&t))?;
-            Ok((order, t.spec.id, e))
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    let path = format!("/jobs/{}/tasks", seg(job_id));
-    Ok(Json(q.page(items, h, &path, "tasks")))
+    let q = super::list::ListQuery::parse(q.0, &berth_proto::odata::TASKS)?;
+    // A state no task can be in matches nothing; the filter says so on each task read.
+    let state = q
+        .required_eq("state")
+        .and_then(|v| v.parse::<TaskState>().ok());
+    let base = entity::base_url(&h);
+    let pending = Pending::new(&s, j.clone())?;
+    let item = |t: StoredTask| -> Result<_, ApiError> {
+        let mut e = entity::item(&t.view, &base, &task_path(&t.view))?;
+        pending.annotate(&t.view, &mut e)?;
+        Ok((t.seq, t.view.spec.id, e))
+    };
+    let path = format!("/jobs/{}/tasks", seg(&j.spec.id));
+    let body = q.page_from(
+        |id| s.store.task(&job, id)?.map(item).transpose(),
+        |after, n| {
+            s.store
+                .tasks_after(&job, state, after, n)?
+                .into_iter()
+                .map(item)
+                .collect()
+        },
+        (&h, &path, "tasks"),
+    )?;
+    Ok(Json(body))
 }
 
 /// `GET` (and `HEAD`) `/jobs/{job}/tasks/{task}`, with `$select`; conditional.
@@ -187,15 +189,20 @@ pub async fn get(
     h: HeaderMap,
     q: Pairs,
 ) -> Result<Response, ApiError> {
-    find_job(&s, &job)?;
+    let j = find_job(&s, &job)?;
     let t = find(&s, &job, &id)?;
-    entity::answer(
+    // Only an active task has a reason: the others need not gather one.
+    let extra = match t.state {
+        TaskState::Active => Pending::new(&s, j)?.fields(&t)?,
+        _ => serde_json::Map::new(),
+    };
+    entity::answer_with(
         &h,
         &method,
         &t,
-        &task_path(&t),
-        "tasks",
+        (&task_path(&t), "tasks"),
         super::select_of(&q)?,
+        extra,
     )
 }
 

@@ -236,6 +236,8 @@ pub async fn runtime(
         Arc::new(LogObserver::default())
     };
     let metrics = Arc::new(crate::metrics::Metrics::default());
+    let pulls = Arc::new(crate::image::board::PullBoard::default());
+    let shown = Arc::new(crate::image::board::Tee(vec![shown, pulls.clone()]));
     let observer: Arc<dyn PullObserver> = Arc::new(crate::metrics::CountingObserver::new(
         shown,
         metrics.clone(),
@@ -270,6 +272,7 @@ pub async fn runtime(
         tasks: Default::default(),
         removals: Default::default(),
         job_tokens: Default::default(),
+        pulls,
     }))
 }
 

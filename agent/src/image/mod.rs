@@ -3,6 +3,7 @@
 //! credentials come from (task registry, pool registry, Docker config; `credentials.rs`),
 //! and how pull progress is shown (bars or log lines; `progress.rs`).
 
+pub mod board;
 pub mod credentials;
 pub mod progress;
 pub mod store;

@@ -323,6 +323,15 @@ impl Store for Journal {
     fn tasks(&self, job: &str, state: Option<TaskState>) -> Result<Vec<StoredTask>, StoreError> {
         self.inner.tasks(job, state)
     }
+    fn tasks_after(
+        &self,
+        job: &str,
+        state: Option<TaskState>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredTask>, StoreError> {
+        self.inner.tasks_after(job, state, after, limit)
+    }
     fn tasks_in(&self, states: &[TaskState]) -> Result<Vec<StoredTask>, StoreError> {
         self.inner.tasks_in(states)
     }

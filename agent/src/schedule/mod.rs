@@ -5,6 +5,7 @@
 pub mod job_tasks;
 #[cfg(test)]
 mod on_fake;
+pub mod pending;
 pub mod queue;
 
 use crate::gpu::{self, Reservation};

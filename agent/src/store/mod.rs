@@ -164,6 +164,15 @@ pub trait Store: Send + Sync {
     fn task(&self, job: &str, id: &str) -> Result<Option<StoredTask>, StoreError>;
     /// A job's tasks in queue order, optionally only those in `state`.
     fn tasks(&self, job: &str, state: Option<TaskState>) -> Result<Vec<StoredTask>, StoreError>;
+    /// Up to `limit` of a job's tasks queued after `after` (a `seq`), in queue order,
+    /// only those in `state` when given: one slice of a task list, read without the rest.
+    fn tasks_after(
+        &self,
+        job: &str,
+        state: Option<TaskState>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredTask>, StoreError>;
     /// Every task in these states, across jobs, in queue order.
     fn tasks_in(&self, states: &[TaskState]) -> Result<Vec<StoredTask>, StoreError>;
     fn delete_task(&self, job: &str, id: &str) -> Result<(), StoreError>;

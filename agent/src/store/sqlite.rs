@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     UNIQUE (job_key, key)
 );
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state, seq);
+CREATE INDEX IF NOT EXISTS tasks_job ON tasks (job_key, seq);
 CREATE TABLE IF NOT EXISTS job_on_node (
     key TEXT PRIMARY KEY,
     body TEXT NOT NULL
@@ -384,6 +385,27 @@ impl Store for SqliteStore {
                 rows_to_tasks(&mut stmt, params![key(job)])
             }
         }
+    }
+
+    fn tasks_after(
+        &self,
+        job: &str,
+        state: Option<TaskState>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredTask>, StoreError> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare_cached(
+                "SELECT seq, body FROM tasks WHERE job_key = ?1 AND seq > ?2 \
+                 AND (?3 IS NULL OR state = ?3) ORDER BY seq LIMIT ?4",
+            )
+            .map_err(backend)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        rows_to_tasks(
+            &mut stmt,
+            params![key(job), after, state.map(|s| s.as_str()), limit],
+        )
     }
 
     fn tasks_in(&self, states: &[TaskState]) -> Result<Vec<StoredTask>, StoreError> {

@@ -59,6 +59,8 @@ pub struct NodeContext {
     pub removals: Arc<run::Removals>,
     /// Job tokens for tasks that ask for one; set once the daemon's TCP API listens.
     pub job_tokens: std::sync::OnceLock<Arc<crate::node::job_token::Issuer>>,
+    /// The image pulls for the node view (`imagePulls`), fed by `images`' observer.
+    pub pulls: Arc<crate::image::board::PullBoard>,
 }
 
 impl NodeContext {
@@ -92,6 +94,7 @@ impl NodeContext {
             tasks: Default::default(),
             removals: Default::default(),
             job_tokens: Default::default(),
+            pulls: Default::default(),
         }
     }
 }

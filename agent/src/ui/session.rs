@@ -96,6 +96,50 @@ pub fn clear_cookie(secure: bool) -> String {
     format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{s}")
 }
 
+/// What a guard makes of a request by the rules both guards share.
+pub enum Verdict {
+    /// Let it through (a good SharedKey signature, a full token, a read-only token
+    /// reading).
+    Pass,
+    /// Answer this instead (a bad signature, a CSRF failure, a read-only token acting).
+    Answer(axum::response::Response),
+    /// A credential neither full nor read-only (`None`: none at all): the guard decides
+    /// (the agent knows more kinds; otherwise refused).
+    Other(Option<String>),
+}
+
+/// The agent's and the service's guards in one: a SharedKey signature when `keys` are
+/// set and the request is signed, else the bearer header or the session cookie
+/// ([`credential`], CSRF on actions); a token `full` accepts passes, one of `read_only`
+/// passes reads and is refused actions. `refused`: the answer for a bad signature.
+pub fn judge(
+    req: &axum::extract::Request,
+    keys: Option<&crate::api::shared_key::KeyRing>,
+    full: impl Fn(&str) -> bool,
+    read_only: &[String],
+    refused: fn() -> axum::response::Response,
+) -> Verdict {
+    use axum::response::IntoResponse;
+    if let Some(signed) = crate::api::check_shared_key(keys, req, refused) {
+        return match signed {
+            Ok(()) => Verdict::Pass,
+            Err(answer) => Verdict::Answer(answer),
+        };
+    }
+    match credential(req.headers(), req.method()) {
+        Err(e) => Verdict::Answer(e.into_response()),
+        Ok(Some(t)) if full(&t) => Verdict::Pass,
+        Ok(Some(t)) if one_of(read_only, &t) => {
+            if is_read(req.method()) {
+                Verdict::Pass
+            } else {
+                Verdict::Answer(read_only_refused().into_response())
+            }
+        }
+        Ok(other) => Verdict::Other(other),
+    }
+}
+
 /// The refusal of an action to a read-only token.
 pub fn read_only_refused() -> ApiError {
     ApiError::AuthorizationFailure("this token is read-only: it may read, not act".into())

@@ -2,7 +2,7 @@
 //! need no queue state, so runners share them (`Shared`) while the loop keeps its own.
 
 use super::*;
-use berth_proto::exit::{self, Actions, DependencyAction};
+use berth_proto::exit::{self, Actions};
 
 /// What a completed task's end calls for under its `exitConditions`.
 pub(super) fn actions(view: &TaskView) -> Actions {
@@ -28,16 +28,14 @@ impl Shared {
             return Some(true);
         };
         for id in d.all_ids() {
-            let answer =
-                *seen
-                    .entry(key(job, &id))
-                    .or_insert_with(|| match self.store.task(job, &id) {
-                        Ok(Some(dep)) if dep.view.state == TaskState::Completed => {
-                            (actions(&dep.view).dependency == DependencyAction::Satisfy)
-                                .then_some(true)
-                        }
-                        _ => Some(false),
-                    });
+            let answer = *seen.entry(key(job, &id)).or_insert_with(|| {
+                let dep = self.store.task(job, &id).ok().flatten();
+                match crate::schedule::pending::dependency(dep.as_ref().map(|d| &d.view)) {
+                    Some(true) => Some(true),
+                    Some(false) => None,
+                    None => Some(false),
+                }
+            });
             if answer != Some(true) {
                 return answer;
             }

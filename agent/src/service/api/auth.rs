@@ -6,32 +6,22 @@
 use crate::service::state::ServiceState;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 pub async fn require_client(State(s): State<ServiceState>, req: Request, next: Next) -> Response {
-    use crate::ui::session;
-    if let Some(signed) =
-        crate::api::check_shared_key(s.settings.shared_key.as_deref(), &req, refused)
-    {
-        return match signed {
-            Ok(()) => next.run(req).await,
-            Err(answer) => answer,
-        };
-    }
-    let given = match session::credential(req.headers(), req.method()) {
-        Ok(g) => g,
-        Err(e) => return e.into_response(),
-    };
-    match given.as_deref() {
-        Some(t) if session::one_of(&s.settings.client_tokens, t) => next.run(req).await,
-        Some(t) if session::one_of(&s.settings.read_only_tokens, t) => {
-            if session::is_read(req.method()) {
-                next.run(req).await
-            } else {
-                session::read_only_refused().into_response()
-            }
-        }
-        _ => refused(),
+    use crate::ui::session::{judge, one_of, Verdict};
+    let set = &s.settings;
+    let full = |t: &str| one_of(&set.client_tokens, t);
+    match judge(
+        &req,
+        set.shared_key.as_deref(),
+        full,
+        &set.read_only_tokens,
+        refused,
+    ) {
+        Verdict::Pass => next.run(req).await,
+        Verdict::Answer(a) => a,
+        Verdict::Other(_) => refused(),
     }
 }
 

@@ -1,12 +1,14 @@
 //! Counts: a job's tasks (`GET /jobs/{job}/taskcounts`, Batch's `TaskCountsResult`) and
-//! each pool's nodes by state (`GET /nodecounts`, Batch's `PoolNodeCounts`).
+//! each pool's nodes by state (`GET /nodecounts`, Batch's `PoolNodeCounts`), in the
+//! shapes the agent's counts make (`api::task_counts`, `api::counts::node_counts`).
 
 use super::{find_job, Lock, Sql};
+use crate::api::counts::node_counts;
 use crate::api::ApiError;
 use crate::service::state::ServiceState;
 use axum::extract::{Path, State};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// Batch's task counts and slot counts: `running` includes `preparing`; `succeeded` and
 /// `failed` split `completed` by result.
@@ -24,83 +26,26 @@ pub async fn tasks(
         )
         .await
         .sql()?;
-    let groups: Vec<(String, bool, i64, i64)> = rows
+    let groups: Vec<(String, bool, u64, u64)> = rows
         .iter()
         .map(|r| {
+            let n = |v: i64| u64::try_from(v).unwrap_or(0);
             (
                 r.get(0),
                 r.get::<_, Option<bool>>(1).unwrap_or(false),
-                r.get(2),
-                r.get::<_, Option<i64>>(3).unwrap_or(0),
+                n(r.get(2)),
+                n(r.get::<_, Option<i64>>(3).unwrap_or(0)),
             )
         })
         .collect();
-    let (tasks, slots) = task_counts(&groups);
+    let (tasks, slots) = crate::api::task_counts(
+        groups
+            .iter()
+            .map(|(s, ok, n, sl)| (s.as_str(), *ok, *n, *sl)),
+    );
     Ok(Json(
         json!({ "taskCounts": tasks, "taskSlotCounts": slots }),
     ))
-}
-
-/// `(state, succeeded, tasks, slots)` groups -> the two Batch count objects.
-fn task_counts(groups: &[(String, bool, i64, i64)]) -> (Value, Value) {
-    let mut n = [0i64; 5];
-    let mut sl = [0i64; 5];
-    for (state, ok, count, slots) in groups {
-        let mut add = |i: usize| {
-            n[i] += count;
-            sl[i] += slots;
-        };
-        match state.as_str() {
-            "active" => add(0),
-            "preparing" | "running" => add(1),
-            _ => {
-                add(2);
-                add(if *ok { 3 } else { 4 });
-            }
-        }
-    }
-    let obj = |v: [i64; 5]| json!({"active": v[0], "running": v[1], "completed": v[2], "succeeded": v[3], "failed": v[4]});
-    (obj(n), obj(sl))
-}
-
-/// Batch's node count keys, by the node state each counts.
-const NODE_STATES: &[(&str, &str)] = &[
-    ("creating", "creating"),
-    ("starting", "starting"),
-    ("waitingforstarttask", "waitingForStartTask"),
-    ("starttaskfailed", "startTaskFailed"),
-    ("idle", "idle"),
-    ("running", "running"),
-    ("offline", "offline"),
-    ("unusable", "unusable"),
-    ("unknown", "unknown"),
-    ("leavingpool", "leavingPool"),
-    ("rebooting", "rebooting"),
-    ("reimaging", "reimaging"),
-    ("preempted", "preempted"),
-    ("deallocated", "deallocated"),
-    ("deallocating", "deallocating"),
-    ("upgradingos", "upgradingOS"),
-];
-
-/// The counts object of `(state, count)` pairs, every key present, with `total`.
-fn node_counts(pairs: &[(String, i64)]) -> Value {
-    let mut m = Map::new();
-    for (_, key) in NODE_STATES {
-        m.insert((*key).into(), json!(0));
-    }
-    let mut total = 0;
-    for (state, n) in pairs {
-        total += n;
-        if let Some((_, key)) = NODE_STATES
-            .iter()
-            .find(|(s, _)| s.eq_ignore_ascii_case(state))
-        {
-            m.insert((*key).into(), json!(n));
-        }
-    }
-    m.insert("total".into(), json!(total));
-    Value::Object(m)
 }
 
 /// `GET /nodecounts`: every pool, its nodes by state (all dedicated: berth has no
@@ -122,45 +67,14 @@ pub async fn nodes(State(s): State<ServiceState>) -> Result<Json<Value>, ApiErro
         .iter()
         .map(|p| {
             let id: String = p.get(0);
-            let pairs: Vec<(String, i64)> = rows
+            let pairs: Vec<(String, u64)> = rows
                 .iter()
                 .filter(|r| r.get::<_, String>(0) == id)
-                .map(|r| (r.get(1), r.get(2)))
+                .map(|r| (r.get(1), u64::try_from(r.get::<_, i64>(2)).unwrap_or(0)))
                 .collect();
+            let pairs: Vec<(&str, u64)> = pairs.iter().map(|(s, n)| (s.as_str(), *n)).collect();
             json!({"poolId": id, "dedicated": node_counts(&pairs), "lowPriority": node_counts(&[])})
         })
         .collect();
     Ok(Json(json!({ "value": value })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn task_and_slot_counts() {
-        let (t, s) = task_counts(&[
-            ("active".into(), false, 3, 3),
-            ("preparing".into(), false, 1, 2),
-            ("running".into(), false, 2, 2),
-            ("completed".into(), true, 4, 4),
-            ("completed".into(), false, 1, 1),
-        ]);
-        assert_eq!(
-            t,
-            json!({"active": 3, "running": 3, "completed": 5, "succeeded": 4, "failed": 1})
-        );
-        assert_eq!(s["running"], 4);
-    }
-
-    #[test]
-    fn node_counts_have_every_state_and_a_total() {
-        let v = node_counts(&[("idle".into(), 2), ("starttaskfailed".into(), 1)]);
-        assert_eq!(
-            (v["idle"].clone(), v["startTaskFailed"].clone()),
-            (json!(2), json!(1))
-        );
-        assert_eq!(v["total"], 3);
-        assert_eq!(v["running"], 0);
-    }
 }

@@ -9,6 +9,7 @@ mod counts;
 pub mod files;
 pub(crate) mod jobs;
 pub mod nodes;
+mod pending;
 pub mod pools;
 pub(crate) mod tasks;
 

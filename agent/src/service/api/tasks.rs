@@ -13,7 +13,7 @@
 use super::{find_job, find_pool, first_problem, Lock, Sql};
 use crate::api::entity;
 use crate::api::job_state::{check as check_job, JobOp};
-use crate::api::{require_json, select_of, task_listing, task_path, ApiError, Body, Pairs};
+use crate::api::{require_json, select_of, task_path, ApiError, Body, Pairs};
 use crate::service::db::DbError;
 use crate::service::job_end;
 use crate::service::state::ServiceState;
@@ -304,7 +304,9 @@ pub async fn add_collection(
     Ok(Json(serde_json::json!({ "value": results })))
 }
 
-/// A job's tasks in the order they were added, as the agent lists them.
+/// A job's tasks in the order they were added, as the agent lists them and as it reads
+/// them: only the slices its page needs (after where the previous page ended, in the state
+/// a `$filter` requires), each active task with its `berthPendingReason`.
 pub async fn list(
     State(s): State<ServiceState>,
     Path(job): Path<String>,
@@ -313,18 +315,45 @@ pub async fn list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let c = s.db.conn().await?;
     let j = find_job(&c, &job, Lock::None).await?;
-    let rows = c
-        .query(
-            "SELECT seq, view FROM tasks WHERE job_id = $1 ORDER BY seq",
-            &[&j.view.spec.id],
-        )
-        .await
-        .sql()?;
-    let tasks = rows
-        .into_iter()
-        .map(|r| Ok((r.get(0), super::stored::<TaskView>(r.get(1), "task")?)))
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    task_listing(tasks, q.0, &h, &j.view.spec.id)
+    let id = &j.view.spec.id;
+    let q = crate::api::list::ListQuery::parse(q.0, &berth_proto::odata::TASKS)?;
+    let state = q.required_eq("state");
+    let pending = super::pending::Pending::read(&c, &j.view).await?;
+    let base = entity::base_url(&h);
+    let item = |r: &tokio_postgres::Row| -> Result<_, ApiError> {
+        let t = super::stored::<TaskView>(r.get(1), "task")?;
+        let mut e = entity::item(&t, &base, &task_path(&t))?;
+        if let Some(o) = e.as_object_mut() {
+            o.extend(pending.fields(&t, r.get(2)));
+        }
+        Ok((r.get::<_, i64>(0), t.spec.id, e))
+    };
+    let found = match q.resume_id() {
+        Some(last) => c
+            .query_opt(
+                "SELECT seq, view, waiting_on FROM tasks WHERE job_id = $1 AND id_key = lower($2)",
+                &[id, &last],
+            )
+            .await
+            .sql()?
+            .map(|r| item(&r))
+            .transpose()?,
+        None => None,
+    };
+    let mut pager = q.pager(found);
+    while let Some((after, n)) = pager.want() {
+        let rows = c
+            .query(
+                "SELECT seq, view, waiting_on FROM tasks WHERE job_id = $1 AND seq > $2 \
+                 AND ($3::text IS NULL OR state = $3) ORDER BY seq LIMIT $4",
+                &[id, &after, &state, &i64::try_from(n).unwrap_or(i64::MAX)],
+            )
+            .await
+            .sql()?;
+        pager.take(rows.iter().map(item).collect::<Result<_, _>>()?);
+    }
+    let path = format!("/jobs/{}/tasks", entity::seg(id));
+    Ok(Json(pager.body(&h, &path, "tasks")))
 }
 
 /// A task row: `seq`, view, live attempt.
@@ -369,8 +398,29 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let c = s.db.conn().await?;
     let j = find_job(&c, &job, Lock::None).await?;
-    let t = find_task(&c, &j.view.spec.id, &id, false).await?.view;
-    entity::answer(&h, &method, &t, &task_path(&t), "tasks", select_of(&q)?)
+    let row = find_task(&c, &j.view.spec.id, &id, false).await?;
+    let t = row.view;
+    // Only an active task has a reason: the others need not gather one.
+    let extra = if t.state == TaskState::Active {
+        let waiting_on: i32 = c
+            .query_one("SELECT waiting_on FROM tasks WHERE seq = $1", &[&row.seq])
+            .await
+            .sql()?
+            .get(0);
+        super::pending::Pending::read(&c, &j.view)
+            .await?
+            .fields(&t, waiting_on)
+    } else {
+        serde_json::Map::new()
+    };
+    entity::answer_with(
+        &h,
+        &method,
+        &t,
+        (&task_path(&t), "tasks"),
+        select_of(&q)?,
+        extra,
+    )
 }
 
 /// `POST .../terminate`: an active task completes now (`TaskEnded`); one on a node is

@@ -296,10 +296,103 @@ async function jobsPage() {
   });
 }
 
+// Why an active task waits (berth's berthPendingReason), as text.
+function pendingText(t) {
+  const r = t.state === 'active' && t.berthPendingReason;
+  return r ? 'waiting: ' + r.message : '';
+}
+
 function taskResult(t) {
   const x = t.executionInfo || {};
+  if (t.state === 'active') return pendingText(t);
   if (t.state !== 'completed') return '';
   return (x.result || '') + (x.exitCode !== undefined && x.exitCode !== null ? ' (exit ' + x.exitCode + ')' : '');
+}
+
+function svg(tag, attrs, ...kids) {
+  const e = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  for (const k of kids) e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+  return e;
+}
+
+// The tasks that started, one lane per node: a bar from startTime to endTime (now while
+// running) in plain SVG that stretches to the width, each bar named for screen readers
+// and on hover, and the same as a table for those who read rather than look.
+function timeline(tasks) {
+  const now = Date.now();
+  const runs = tasks.filter((t) => t.executionInfo && t.executionInfo.startTime).map((t) => {
+    const x = t.executionInfo;
+    const start = Date.parse(x.startTime);
+    const end = x.endTime ? Date.parse(x.endTime) : now;
+    return { t, node: t.nodeInfo ? t.nodeInfo.nodeId : '(no node)', start, end: Math.max(end, start) };
+  }).filter((r) => !isNaN(r.start));
+  if (!runs.length) return [el('p', { class: 'muted' }, 'No task of this page has started.')];
+  const t0 = Math.min(...runs.map((r) => r.start));
+  const span = Math.max(1, Math.max(...runs.map((r) => r.end)) - t0);
+  const nodes = [...new Set(runs.map((r) => r.node))].sort();
+  const W = 1000;
+  const lanes = nodes.map((n) => {
+    // Tasks that overlap (a node's slots) take rows of their own: each the first free one.
+    const mine = runs.filter((r) => r.node === n).sort((a, b) => a.start - b.start);
+    const ends = [];
+    const row = mine.map((r) => {
+      let i = ends.findIndex((e) => e <= r.start);
+      if (i < 0) { i = ends.length; ends.push(0); }
+      ends[i] = r.end;
+      return i;
+    });
+    const bars = svg('svg', { viewBox: '0 0 ' + W + ' ' + (20 * ends.length), preserveAspectRatio: 'none',
+      role: 'list', 'aria-label': 'Tasks on node ' + n });
+    bars.style.height = (20 * ends.length) + 'px';
+    for (const [k, r] of mine.entries()) {
+      const x = W * (r.start - t0) / span;
+      const w = Math.max(2, W * (r.end - r.start) / span);
+      const what = r.t.id + ': ' + new Date(r.start).toLocaleString() + ' to '
+        + (r.t.executionInfo.endTime ? new Date(r.end).toLocaleString() : 'now (' + r.t.state + ')')
+        + ' (' + ((r.end - r.start) / 1000).toFixed(1) + ' s' + (taskResult(r.t) ? ', ' + taskResult(r.t) : '') + ')';
+      const rect = svg('rect', { x: x.toFixed(1), y: 20 * row[k] + 2, width: w.toFixed(1), height: 16,
+        class: 'run r-' + (r.t.executionInfo.result || r.t.state), 'data-task': r.t.id,
+        role: 'listitem', 'aria-label': what }, svg('title', {}, what));
+      bars.append(rect);
+    }
+    return el('div', { class: 'lane', 'data-node': n }, el('span', { class: 'lane-node' }, n), bars);
+  });
+  const axis = el('div', { class: 'lane axis' }, el('span'), el('span', { class: 'counts' },
+    new Date(t0).toLocaleString() + ' · ' + (span / 1000).toFixed(1) + ' s'));
+  const table = el('table', { id: 'timeline-table' },
+    el('thead', {}, el('tr', {}, el('th', {}, 'Node'), el('th', {}, 'Task'), el('th', {}, 'Started'), el('th', {}, 'Ended'))),
+    el('tbody', {}, runs.sort((a, b) => a.node.localeCompare(b.node) || a.start - b.start).map((r) => el('tr', {},
+      el('td', {}, r.node), el('td', {}, r.t.id), el('td', {}, ts(r.t.executionInfo.startTime)),
+      el('td', {}, r.t.executionInfo.endTime ? ts(r.t.executionInfo.endTime) : r.t.state)))));
+  return [el('div', { class: 'timeline' }, ...lanes, axis),
+    el('details', {}, el('summary', {}, 'The timeline as a table'), el('div', { class: 'table-wrap' }, table))];
+}
+
+// One run of a job preparation or release task on a node, as a table cell.
+function jobTaskRun(x) {
+  if (!x) return el('span', { class: 'muted' }, 'not run');
+  const exit = x.exitCode === undefined || x.exitCode === null ? '' : ' (exit ' + x.exitCode + ')';
+  return el('span', {}, stateBadge(x.state), ' ', (x.result || '') + exit,
+    x.failureInfo ? el('div', { class: 'error' }, x.failureInfo.code + ': ' + x.failureInfo.message) : null,
+    x.retryCount ? el('div', { class: 'counts' }, 'retries: ' + x.retryCount) : null,
+    el('div', { class: 'counts' }, ts(x.startTime), ' to ', ts(x.endTime)));
+}
+
+// Batch's jobpreparationandreleasetaskstatus, one row a node.
+async function prepRelease(jobId) {
+  let list;
+  try {
+    list = await listAll('/jobs/' + enc(jobId) + '/jobpreparationandreleasetaskstatus', 10000);
+  } catch (e) {
+    return [el('p', { class: 'muted' }, 'Not available here: ' + e.message)];
+  }
+  if (!list.length) return [el('p', { class: 'muted' }, 'No node has run the preparation task yet.')];
+  return [el('div', { class: 'table-wrap' }, el('table', { id: 'prep-release' },
+    el('thead', {}, el('tr', {}, el('th', {}, 'Node'), el('th', {}, 'Preparation'), el('th', {}, 'Release'))),
+    el('tbody', {}, list.map((r) => el('tr', { 'data-node': r.nodeId },
+      el('td', {}, r.nodeId), el('td', {}, jobTaskRun(r.jobPreparationTaskExecutionInfo)),
+      el('td', {}, jobTaskRun(r.jobReleaseTaskExecutionInfo)))))))];
 }
 
 async function jobPage(jobId) {
@@ -313,13 +406,16 @@ async function jobPage(jobId) {
   const next = el('button', { type: 'button', id: 'next-page' }, 'Next');
   const info = el('span', { class: 'muted', id: 'page-info' });
   const body = el('tbody');
+  const lanes = el('div', { id: 'timeline' });
+  const prep = el('div', { id: 'prep' });
   const form = el('form', { class: 'toolbar', role: 'search' }, filter, search,
     el('button', { type: 'submit' }, 'Find'), size, prev, next, info);
-  page('Job ' + jobId, head, el('h2', {}, 'Tasks'), form,
+  page('Job ' + jobId, head, prep, el('h2', {}, 'Tasks'), form,
     el('div', { class: 'table-wrap' }, el('table', { id: 'tasks' },
       el('thead', {}, el('tr', {}, el('th', {}, 'Task'), el('th', {}, 'State'),
         el('th', {}, 'Result'), el('th', { class: 'opt' }, 'Node'), el('th', { class: 'opt' }, 'Started'),
-        el('th', { class: 'opt' }, 'Ended'))), body)));
+        el('th', { class: 'opt' }, 'Ended'))), body)),
+    el('h2', {}, 'Timeline of this page\'s tasks, per node'), lanes);
   // Paging: the pages seen so far, each a path; the last is shown.
   let pages = [];
   const firstPage = () => {
@@ -349,10 +445,14 @@ async function jobPage(jobId) {
       ['Pool', j.poolInfo && j.poolInfo.poolId], ['Created', ts(j.creationTime)],
       ['State changed', ts(j.stateTransitionTime)],
     ]), el('h2', {}, 'Actions'), jobActions(j));
+    prep.replaceChildren(...(j.jobPreparationTask
+      ? [el('h2', {}, 'Preparation and release, per node'), ...await prepRelease(jobId)] : []));
     const id = search.value.trim();
     if (id) {
       try {
-        body.replaceChildren(row(await api('GET', '/jobs/' + enc(jobId) + '/tasks/' + enc(id))));
+        const t = await api('GET', '/jobs/' + enc(jobId) + '/tasks/' + enc(id));
+        body.replaceChildren(row(t));
+        lanes.replaceChildren(...timeline([t]));
       } catch (e) {
         if (e.status !== 404) throw e;
         body.replaceChildren(el('tr', {}, el('td', { colspan: 6 }, 'No task ' + id + '.')));
@@ -365,6 +465,7 @@ async function jobPage(jobId) {
     nextLink = pg['odata.nextLink'] ? localPath(pg['odata.nextLink']) : null;
     const tasks = pg.value || [];
     body.replaceChildren(...(tasks.length ? tasks.map(row) : [el('tr', {}, el('td', { colspan: 6 }, 'No tasks.'))]));
+    lanes.replaceChildren(...timeline(tasks));
     info.textContent = 'page ' + pages.length;
     prev.disabled = pages.length <= 1;
     next.disabled = !nextLink;
@@ -424,7 +525,9 @@ async function taskPage(jobId, taskId) {
     const x = t.executionInfo || {};
     head.replaceChildren(props([
       ['State', el('span', { id: 'task-state' }, stateBadge(t.state))],
-      ['Result', taskResult(t)],
+      ['Result', t.state === 'active' ? undefined : taskResult(t)],
+      ['Waiting', t.state === 'active' ? el('span', { id: 'task-pending', 'data-code': (t.berthPendingReason || {}).code },
+        (t.berthPendingReason || {}).message || '-') : undefined],
       ['Command line', el('code', {}, t.commandLine || '')],
       ['Image', t.containerSettings ? t.containerSettings.imageName : undefined],
       ['Node', t.nodeInfo ? el('a', { href: '#/node/' + enc(t.nodeInfo.poolId || '-') + '/' + enc(t.nodeInfo.nodeId) }, t.nodeInfo.nodeId) : null],
@@ -477,6 +580,28 @@ async function taskPage(jobId, taskId) {
   });
 }
 
+function bytes(n) {
+  const u = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  let v = n || 0;
+  while (v >= 1000 && i < u.length - 1) { v /= 1000; i++; }
+  return (i ? v.toFixed(1) : String(v)) + ' ' + u[i];
+}
+
+// berth's imagePulls: each pull under way with a bar of its bytes, and the last that ended.
+function imagePulls(pulls) {
+  if (!(pulls || []).length) return [];
+  return [el('h2', {}, 'Image pulls'), el('ul', { id: 'pulls' }, pulls.map((p) => {
+    const going = p.state === 'pulling' || p.state === 'retrying';
+    const what = 'layers ' + p.layersDone + '/' + p.layers + ', ' + bytes(p.bytes)
+      + (p.totalBytes ? ' of ' + bytes(p.totalBytes) : '') + (p.attempt > 1 ? ', attempt ' + p.attempt : '');
+    return el('li', { 'data-image': p.image, 'data-state': p.state }, el('code', {}, p.image), ' ', stateBadge(p.state), ' ', what,
+      going && p.totalBytes ? el('progress', { max: p.totalBytes, value: p.bytes, 'aria-label': 'Pull of ' + p.image }) : null,
+      p.endTime ? el('span', { class: 'counts' }, ' ended ', ts(p.endTime)) : null,
+      p.message ? el('div', { class: 'error' }, p.message) : null);
+  }))];
+}
+
 async function nodePage(poolId, nodeId) {
   const head = el('div');
   const acts = el('div', { class: 'actions', id: 'node-actions' });
@@ -511,6 +636,7 @@ async function nodePage(poolId, nodeId) {
         (e.errorDetails || []).length ? el('ul', {}, e.errorDetails.map((d) => el('li', {}, d.name + ': ' + d.value))) : null)))] : []));
     extra.replaceChildren(...((n.images || []).length ? [el('h2', {}, 'Images'), el('ul', {},
       n.images.map((i) => el('li', {}, i.image + ': ' + i.state + (i.message ? ' (' + i.message + ')' : ''))))] : []),
+    ...imagePulls(n.imagePulls),
     ...((n.recentTasks || []).length ? [el('h2', {}, 'Recent tasks'), el('ul', {},
       n.recentTasks.map((t) => el('li', {}, el('a', { href: '#/task/' + enc(t.jobId) + '/' + enc(t.taskId) }, t.jobId + ' / ' + t.taskId),
         ' ', t.taskState || '')))] : []));
