@@ -1,34 +1,38 @@
 //! Pool mode under faults, at CI size, without Docker: simulated agents running the real
 //! member code over fake engines against the real service on a real PostgreSQL
-//! (`berth_tests::sim`). Agents are killed and frozen, PostgreSQL and the service are
-//! restarted while tasks run; the checker then finds no task run twice at once, none lost,
-//! each ended once, every extra run explained by a counter. Sizes and seed by
-//! `BERTH_SIM_*` (see `sim.rs`); the seed is printed for a replay.
+//! (`berth_tests::sim`). Agents are killed, frozen and cut off from the service,
+//! PostgreSQL and the service are restarted and a transaction is held open while tasks
+//! run; the checker then finds no task run twice at once, none lost, each ended once,
+//! every extra run explained by a counter. Sizes and seed by `BERTH_SIM_*` (see
+//! `sim.rs`); the seed is printed for a replay.
 
 use berth_tests::sim::faults::{self, Mix};
 use berth_tests::sim::{Config, Sim};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Kills, freezes (under R), a PostgreSQL restart and a service restart while a few hundred
-/// tasks run on a few dozen nodes: the checker passes.
+/// Kills, freezes and cuts between an agent and the service (drops and stalls, each under
+/// R), a PostgreSQL restart, a service restart and a long open transaction while a few
+/// hundred tasks run on a few dozen nodes: the checker passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_lose_nothing_and_run_nothing_twice_at_once() {
     let cfg = Config::from_env(Config {
-        nodes: 30,
-        slots: 2,
-        tasks: 300,
         run_ms: (300, 2500),
         fail_pct: 10,
-        seed: 0,
-        profile: "fast",
+        ..Config::sized(30, 2, 300)
     });
+    // Freezes, drops and stalls under R (fast: 15 s); a freeze or stall past F (10 s)
+    // fences the node's attempts.
     let mix = Mix {
         kills: 2,
         freezes: 3,
         freeze: (Duration::from_secs(2), Duration::from_secs(12)),
+        cuts: 4,
+        cut: (Duration::from_secs(10), Duration::from_secs(14)),
         pg_restarts: 1,
         service_restarts: 1,
+        open_transactions: 1,
+        open_transaction: Duration::from_secs(20),
         window: Duration::from_secs(8),
     };
     let schedule = faults::schedule(cfg.seed, cfg.nodes, &mix);
@@ -57,13 +61,9 @@ async fn faults_lose_nothing_and_run_nothing_twice_at_once() {
 #[ignore = "a minute and a half of outage and tasks: run with --ignored"]
 async fn a_postgres_outage_kills_and_requeues_nothing() {
     let cfg = Config::from_env(Config {
-        nodes: 10,
-        slots: 3,
-        tasks: 20,
         run_ms: (75_000, 80_000),
-        fail_pct: 0,
-        seed: 0,
         profile: "default",
+        ..Config::sized(10, 3, 20)
     });
     let outage = Duration::from_secs(berth_tests::env_usize("BERTH_SIM_OUTAGE_S", 60) as u64);
     let sim = Arc::new(Sim::start(cfg.clone()).await);
