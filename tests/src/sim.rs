@@ -567,6 +567,26 @@ impl Sim {
         tokio::task::spawn_blocking(move || psql.output().is_ok_and(|o| o.status.success()))
     }
 
+    /// Adds task `id` to job `j` alone and waits for its container: the time from the
+    /// add's answer to the container's start (dispatch latency). Panics after 30 s.
+    pub async fn dispatch_one(&self, id: &str) -> Duration {
+        let body = json!({"id": id, "commandLine": "/bin/true",
+            "containerSettings": {"imageName": IMAGE}});
+        let (st, b) = self.client("POST", "/jobs/j/tasks", Some(&body)).await;
+        assert_eq!(st, 201, "{b}");
+        let added = Instant::now();
+        loop {
+            if let Some(t) = self.started(id) {
+                return t.saturating_duration_since(added);
+            }
+            assert!(
+                added.elapsed() < Duration::from_secs(30),
+                "{id} never started"
+            );
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+    }
+
     /// When the first container of task `id` (of job `j`) started, if it did.
     pub fn started(&self, id: &str) -> Option<Instant> {
         let needle = format!(".j.{id}.");
