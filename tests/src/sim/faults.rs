@@ -74,7 +74,7 @@ pub fn schedule(seed: u64, nodes: usize, mix: &Mix) -> Vec<(Duration, Fault)> {
     }
     for _ in 0..mix.cuts {
         if let Some(i) = who.next() {
-            let how = if rng.next_u64() % 2 == 0 {
+            let how = if rng.next_u64().is_multiple_of(2) {
                 Cut::Drop
             } else {
                 Cut::Stall
