@@ -30,16 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-fn main() {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(run());
-}
-
-async fn run() {
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
     let parts = std::env::var("BERTH_RECOVERY").unwrap_or_else(|_| "fast,graceful,claim".into());
     for part in parts.split(',').map(str::trim) {
         match part {
