@@ -115,3 +115,61 @@ async fn a_postgres_outage_kills_and_requeues_nothing() {
         "a task was killed or requeued"
     );
 }
+
+/// Nodes that leave gracefully in the instant their task's container starts: each leave
+/// requeues the task at once, so the leaving node must stop its container before the next
+/// attempt starts elsewhere, and the agent must end. Six leaves, each as soon as the
+/// fake engine has started the container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails: a leave in the instant a container starts can leave that container running (RELIABILITY.md, pool section)"]
+async fn a_leave_as_a_container_starts_stops_it_first() {
+    let leaves = 6;
+    let cfg = Config::from_env(Config {
+        run_ms: (3_600_000, 3_600_000),
+        ..Config::sized(leaves + 1, 1, 1)
+    });
+    let sim = Arc::new(Sim::start(cfg).await);
+    sim.add_tasks(0, 1).await;
+    let mut stuck = vec![];
+    for n in 0..leaves {
+        let t0 = Instant::now();
+        let run = loop {
+            let mut runs = sim.runs();
+            runs.sort_by(|a, b| a.start.total_cmp(&b.start));
+            if let Some(r) = runs.into_iter().nth(n) {
+                break r;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "run {n} never started"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let i = sim
+            .agents
+            .iter()
+            .position(|a| a.node_id == run.node)
+            .unwrap();
+        let s = sim.clone();
+        let left = tokio::task::spawn_blocking(move || s.agents[i].leave());
+        if tokio::time::timeout(Duration::from_secs(10), left)
+            .await
+            .is_err()
+        {
+            stuck.push(run.node.clone());
+        }
+    }
+    let v = sim.verdict().await;
+    eprintln!(
+        "sim: agents not ended 10 s after leaving: {stuck:?}; {}",
+        v.summary()
+    );
+    let overlaps = v
+        .violations
+        .iter()
+        .filter(|x| matches!(x, berth_tests::sim::check::Violation::Overlap { .. }))
+        .count();
+    sim.shutdown().await;
+    assert!(stuck.is_empty(), "agents that did not end: {stuck:?}");
+    assert_eq!(overlaps, 0, "{:#?}", v.violations);
+}
