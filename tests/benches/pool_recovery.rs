@@ -23,7 +23,7 @@
 //! `BERTH_CLAIM_WINDOW_S` (10).
 
 use berth_tests::env_usize;
-use berth_tests::sim::check::{RunRec, Violation};
+use berth_tests::sim::check::Violation;
 use berth_tests::sim::{Config, Sim};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -69,16 +69,11 @@ async fn requeue(profile: &'static str, graceful: bool, target_s: f64) {
     let mut seen = 0;
     for _ in 0..samples {
         // The run now going: the one after those seen.
-        let run = next_run(&sim, seen, Duration::from_secs(300)).await;
+        let (run, i) = sim.nth_run(seen, Duration::from_secs(300)).await;
         seen += 1;
         // Settled first: a leave in the instant a container starts is another matter
         // (RELIABILITY.md).
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let i = sim
-            .agents
-            .iter()
-            .position(|a| a.node_id == run.node)
-            .unwrap();
         let s = sim.clone();
         let lost = Instant::now();
         let lost_s = lost.duration_since(sim.epoch).as_secs_f64();
@@ -91,7 +86,7 @@ async fn requeue(profile: &'static str, graceful: bool, target_s: f64) {
                 s.agents[i].kill()
             }
         });
-        let next = next_run(&sim, seen, Duration::from_secs(300)).await;
+        let (next, _) = sim.nth_run(seen, Duration::from_secs(300)).await;
         assert_ne!(next.node, run.node);
         if tokio::time::timeout(Duration::from_secs(30), out)
             .await
@@ -131,20 +126,6 @@ async fn requeue(profile: &'static str, graceful: bool, target_s: f64) {
         }
     }
     sim.shutdown().await;
-}
-
-/// The `n`-th container run (0-based, by start) of the one task, waited for.
-async fn next_run(sim: &Sim, n: usize, limit: Duration) -> RunRec {
-    let t0 = Instant::now();
-    loop {
-        let mut runs = sim.runs();
-        runs.sort_by(|a, b| a.start.total_cmp(&b.start));
-        if let Some(r) = runs.into_iter().nth(n) {
-            return r;
-        }
-        assert!(t0.elapsed() < limit, "run {n} never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// The claim histogram's cumulative buckets `(le seconds, count)` now, `+Inf` last.

@@ -46,6 +46,8 @@ pub const CLIENT_TOKEN: &str = "sim-client-token";
 pub const SECRET: &str = "sim-enrolment-secret";
 pub const IMAGE: &str = "docker.io/library/busybox:latest";
 pub const POOL: &str = "sim";
+/// Every task's `maxTaskRetryCount` (the first run of `fail_pct` of them fails).
+pub const MAX_RETRIES: i64 = 1;
 
 /// The run's size and seed.
 #[derive(Debug, Clone)]
@@ -489,7 +491,7 @@ impl Sim {
                 .map(|id| {
                     json!({"id": id, "commandLine": "/bin/true",
                         "containerSettings": {"imageName": IMAGE},
-                        "constraints": {"maxTaskRetryCount": 1}})
+                        "constraints": {"maxTaskRetryCount": MAX_RETRIES}})
                 })
                 .collect();
             let body = json!({ "value": value });
@@ -622,6 +624,22 @@ impl Sim {
         v
     }
 
+    /// The `n`-th container run (0-based, by start) of all agents, waited for (polled
+    /// every 2 ms); panics after `limit`. With it, the index of the agent that ran it.
+    pub async fn nth_run(&self, n: usize, limit: Duration) -> (RunRec, usize) {
+        let t0 = Instant::now();
+        loop {
+            let mut runs = self.runs();
+            runs.sort_by(|a, b| a.start.total_cmp(&b.start));
+            if let Some(r) = runs.into_iter().nth(n) {
+                let i = self.agents.iter().position(|a| a.node_id == r.node);
+                return (r, i.unwrap());
+            }
+            assert!(t0.elapsed() < limit, "run {n} never started");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Every task as the service ended it.
     pub async fn ends(&self) -> Vec<TaskEnd> {
         let out = self
@@ -658,7 +676,7 @@ impl Sim {
     pub async fn verdict(&self) -> Verdict {
         let ends = self.ends().await;
         let added = self.added.lock().unwrap().clone();
-        check::check(&added, &self.runs(), &ends)
+        check::check(&added, &self.runs(), &ends, MAX_RETRIES)
     }
 
     /// Kills every agent still alive, then stops the service.

@@ -6,6 +6,7 @@
 //! every extra run explained by a counter. Sizes and seed by `BERTH_SIM_*` (see
 //! `sim.rs`); the seed is printed for a replay.
 
+use berth_tests::sim::check::Violation;
 use berth_tests::sim::faults::{self, Mix};
 use berth_tests::sim::{Config, Sim};
 use std::sync::Arc;
@@ -49,6 +50,15 @@ async fn faults_lose_nothing_and_run_nothing_twice_at_once() {
         "sim: all completed: {done} after {took:.1?}; {}",
         v.summary()
     );
+    // The runs behind each unexplained count, for the replay.
+    let runs = sim.runs();
+    for x in &v.violations {
+        if let Violation::Unexplained { job, task, .. } = x {
+            for r in runs.iter().filter(|r| (&r.job, &r.task) == (job, task)) {
+                eprintln!("sim: {task}: {r:?}");
+            }
+        }
+    }
     sim.shutdown().await;
     assert!(v.ok(), "seed {}: {:#?}", cfg.seed, v.violations);
     assert!(done, "seed {}: not every task completed", cfg.seed);
@@ -132,24 +142,7 @@ async fn a_leave_as_a_container_starts_stops_it_first() {
     sim.add_tasks(0, 1).await;
     let mut stuck = vec![];
     for n in 0..leaves {
-        let t0 = Instant::now();
-        let run = loop {
-            let mut runs = sim.runs();
-            runs.sort_by(|a, b| a.start.total_cmp(&b.start));
-            if let Some(r) = runs.into_iter().nth(n) {
-                break r;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "run {n} never started"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
-        let i = sim
-            .agents
-            .iter()
-            .position(|a| a.node_id == run.node)
-            .unwrap();
+        let (run, i) = sim.nth_run(n, Duration::from_secs(60)).await;
         let s = sim.clone();
         let left = tokio::task::spawn_blocking(move || s.agents[i].leave());
         if tokio::time::timeout(Duration::from_secs(10), left)
@@ -167,7 +160,7 @@ async fn a_leave_as_a_container_starts_stops_it_first() {
     let overlaps = v
         .violations
         .iter()
-        .filter(|x| matches!(x, berth_tests::sim::check::Violation::Overlap { .. }))
+        .filter(|x| matches!(x, Violation::Overlap { .. }))
         .count();
     sim.shutdown().await;
     assert!(stuck.is_empty(), "agents that did not end: {stuck:?}");
