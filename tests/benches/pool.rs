@@ -10,6 +10,8 @@
 //!   agent` (one slot) and through the pool (one agent, one slot), alternating, each timed
 //!   from its add to its `completed` state as read through the API (both polled every
 //!   10 ms); medians and the ratio pool / standalone.
+//! * agent memory: after those tasks, `VmRSS` (and the peak) of the standalone agent and
+//!   of the pool member, and their difference (target: the member +<= 20 MiB).
 //!
 //! Prints, never asserts timings. Run: `cargo build --release -p berth-agent && cargo bench
 //! -p berth-tests --bench pool` (env BERTH_BENCH_N = N, default 30; BERTH_BENCH_M = M,
@@ -19,7 +21,7 @@
 use berth_tests::agent::Agent;
 use berth_tests::pool::{PoolAgent, Service, CLIENT_TOKEN};
 use berth_tests::postgres::Postgres;
-use berth_tests::{engine_host, env_usize as env, task, TestNode};
+use berth_tests::{engine_host, env_usize as env, memory_kib, task, TestNode};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -118,7 +120,8 @@ fn pool(svc: &Service, id: &str, nodes: usize, slots: u32, job: &str) -> Vec<Poo
 
 /// Adds one task to the service; returns the time of the 2xx answer (ns since the epoch).
 fn add_pool_task(svc: &Service, job: &str, t: &Value) -> i128 {
-    let (st, b) = post(&svc.url, &format!("/jobs/{job}/tasks"), t);
+    let path = berth_tests::agent::versioned(&format!("/jobs/{job}/tasks"));
+    let (st, b) = post(&svc.url, &path, t);
     let at = now_ns();
     assert!((200..300).contains(&st), "add {}: {st} {b}", t["id"]);
     at
@@ -250,6 +253,13 @@ fn main() {
             pool_ms.push(p.as_secs_f64() * 1e3);
         }
     }
+    // 3. Agent memory after those tasks: the same binary as a standalone agent (its own
+    // API and store) and as a pool member (spec §6 goal 8: +<= 20 MiB).
+    let mib = |pid: u32| {
+        let (rss, peak) = memory_kib(pid);
+        (rss as f64 / 1024.0, peak as f64 / 1024.0)
+    };
+    let ((s_rss, s_peak), (p_rss, p_peak)) = (mib(solo.child.id()), mib(_one[0].child.id()));
     let (s, p) = (median(solo_ms), median(pool_ms));
     println!("per-task add -> completed, {m} `true` tasks one after another on one slot:");
     println!("  standalone agent  median {s:>7.1} ms");
@@ -257,5 +267,10 @@ fn main() {
         "  pool (1 node)     median {p:>7.1} ms   ratio pool/standalone {:.2}x  overhead {:+.1} ms",
         p / s,
         p - s
+    );
+    println!("agent RSS after {} tasks on one slot:", m + 1);
+    println!(
+        "  standalone {s_rss:.1} MiB (peak {s_peak:.1})   pool member {p_rss:.1} MiB (peak {p_peak:.1})   delta {:+.1} MiB (target <= +20 MiB)",
+        p_rss - s_rss
     );
 }

@@ -66,26 +66,39 @@ impl Postgres {
 
     /// Runs one SQL statement with psql; its output (unaligned, tuples only).
     pub fn psql(&self, sql: &str) -> String {
-        let out = Command::new("psql")
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-d",
-                &self.url,
-                "-c",
-                sql,
-            ])
-            .output()
-            .expect("psql");
+        let out = self.psql_command(sql).output().expect("psql");
         assert!(
             out.status.success(),
             "psql {sql:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// As [`Postgres::psql`], `None` when the statement fails (the server is away).
+    pub fn try_psql(&self, sql: &str) -> Option<String> {
+        let out = self.psql_command(sql).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// psql running `sql` (several statements, one transaction unless they say otherwise)
+    /// on this server: unaligned, tuples only, stopping at the first error.
+    pub fn psql_command(&self, sql: &str) -> Command {
+        let mut c = Command::new("psql");
+        c.args([
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &self.url,
+            "-c",
+            sql,
+        ]);
+        c
     }
 }
 

@@ -46,6 +46,8 @@ pub const CLIENT_TOKEN: &str = "sim-client-token";
 pub const SECRET: &str = "sim-enrolment-secret";
 pub const IMAGE: &str = "docker.io/library/busybox:latest";
 pub const POOL: &str = "sim";
+/// Every task's `maxTaskRetryCount` (the first run of `fail_pct` of them fails).
+pub const MAX_RETRIES: i64 = 1;
 
 /// The run's size and seed.
 #[derive(Debug, Clone)]
@@ -63,6 +65,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// `nodes` x `slots`, `tasks` tasks that exit at once and never fail, seed 0, the fast
+    /// lease profile: a base for `Config { field: .., ..Config::sized(..) }`.
+    pub fn sized(nodes: usize, slots: u32, tasks: usize) -> Config {
+        Config {
+            nodes,
+            slots,
+            tasks,
+            run_ms: (0, 0),
+            fail_pct: 0,
+            seed: 0,
+            profile: "fast",
+        }
+    }
+
     /// `defaults`, overridden by the `BERTH_SIM_*` variables; the seed from the clock
     /// unless `BERTH_SIM_SEED` replays one.
     pub fn from_env(defaults: Config) -> Config {
@@ -156,6 +172,8 @@ pub struct Agent {
     pub fake: Fake,
     handle: tokio::runtime::Handle,
     kill: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// The member's stop: cancelled, the agent leaves as on `SIGTERM`.
+    stop: CancellationToken,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     _dir: tempfile::TempDir,
 }
@@ -169,11 +187,13 @@ impl Agent {
             .unwrap();
         let (htx, hrx) = std::sync::mpsc::channel();
         let (ktx, krx) = tokio::sync::oneshot::channel::<()>();
-        let (url, id, f, root) = (
+        let stop = CancellationToken::new();
+        let (url, id, f, root, s) = (
             url.to_string(),
             node_id.to_string(),
             fake.clone(),
             dir.path().to_path_buf(),
+            stop.clone(),
         );
         let thread = std::thread::Builder::new()
             .name(format!("sim-{node_id}"))
@@ -185,7 +205,7 @@ impl Agent {
                 htx.send(rt.handle().clone()).unwrap();
                 rt.block_on(async move {
                     tokio::select! {
-                        _ = member(url, id, f, root) => {}
+                        _ = member(url, id, f, root, s) => {}
                         _ = krx => {}
                     }
                 });
@@ -198,6 +218,7 @@ impl Agent {
             fake,
             handle: hrx.recv().unwrap(),
             kill: Mutex::new(Some(ktx)),
+            stop,
             thread: Mutex::new(Some(thread)),
             _dir: dir,
         }
@@ -215,6 +236,16 @@ impl Agent {
         self.fake.set_up(false, false);
     }
 
+    /// Stops the agent as `SIGTERM` does: it tells the service it leaves (which requeues
+    /// its attempts at once), stops its containers and ends; returns when it has.
+    pub fn leave(&self) {
+        self.stop.cancel();
+        if let Some(t) = self.thread.lock().unwrap().take() {
+            t.join().ok();
+        }
+        self.kill.lock().unwrap().take();
+    }
+
     /// Stops the agent's every task for `d` (its thread blocks, as under `SIGSTOP`); its
     /// containers run on.
     pub fn freeze(&self, d: Duration) {
@@ -229,8 +260,13 @@ impl Agent {
 /// The member as `berth agent --service` runs it, minus the node's own API and pool start
 /// (no start task, no images to prefetch in a sim): enrol, journal, scheduler, member,
 /// begin, and the queue until the agent is stopped.
-async fn member(url: String, node_id: String, fake: Fake, root: std::path::PathBuf) {
-    let stop = CancellationToken::new();
+async fn member(
+    url: String,
+    node_id: String,
+    fake: Fake,
+    root: std::path::PathBuf,
+    stop: CancellationToken,
+) {
     let client = Client::new(vec![url]).unwrap();
     let request = EnrolRequest {
         pool_id: POOL.into(),
@@ -276,8 +312,9 @@ pub struct Sim {
     pub pg: Arc<Postgres>,
     /// `http://127.0.0.1:PORT`, the same across service restarts.
     pub url: String,
-    /// The agents' way to the service: through [`proxy`], which counts their requests.
-    pub node_url: String,
+    /// The agents' way to the service: through [`proxy`], a listener per agent (agent
+    /// `i`'s is cut by `proxy.cut(i, ..)`), which counts their requests.
+    pub proxy: proxy::Proxy,
     pub requests: proxy::Counts,
     /// Every container start: (container name, when), for dispatch latency.
     pub starts: Arc<Mutex<Vec<(String, Instant)>>>,
@@ -299,10 +336,10 @@ impl Sim {
         eprintln!("sim: {cfg:?} (replay with BERTH_SIM_SEED={})", cfg.seed);
         let pg = Arc::new(tokio::task::spawn_blocking(Postgres::start).await.unwrap());
         let port = crate::free_port();
-        let (proxy, requests) = proxy::start(format!("127.0.0.1:{port}")).await;
+        let proxy = proxy::Proxy::new(format!("127.0.0.1:{port}"));
         let mut sim = Sim {
-            node_url: format!("http://{proxy}"),
-            requests,
+            requests: proxy.counts.clone(),
+            proxy,
             starts: Default::default(),
             failed: Default::default(),
             url: format!("http://127.0.0.1:{port}"),
@@ -345,8 +382,12 @@ impl Sim {
                         .unwrap()
                         .push((name.to_string(), Instant::now()));
                 });
-            sim.agents
-                .push(Agent::spawn(&sim.node_url, &format!("n{i:04}"), fake));
+            let (addr, _) = sim.proxy.listen().await;
+            sim.agents.push(Agent::spawn(
+                &format!("http://{addr}"),
+                &format!("n{i:04}"),
+                fake,
+            ));
         }
         sim.wait_idle(
             sim.cfg.nodes,
@@ -450,7 +491,7 @@ impl Sim {
                 .map(|id| {
                     json!({"id": id, "commandLine": "/bin/true",
                         "containerSettings": {"imageName": IMAGE},
-                        "constraints": {"maxTaskRetryCount": 1}})
+                        "constraints": {"maxTaskRetryCount": MAX_RETRIES}})
                 })
                 .collect();
             let body = json!({ "value": value });
@@ -507,28 +548,45 @@ impl Sim {
 
     /// As [`Sim::sql`], `None` when PostgreSQL is away.
     pub async fn try_sql(&self, sql: &str) -> Option<String> {
-        let (url, sql) = (self.pg.url.clone(), sql.to_string());
-        tokio::task::spawn_blocking(move || {
-            let out = std::process::Command::new("psql")
-                .args([
-                    "-X",
-                    "-A",
-                    "-t",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-d",
-                    &url,
-                    "-c",
-                    &sql,
-                ])
-                .output()
-                .ok()?;
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-        })
-        .await
-        .unwrap()
+        let (pg, sql) = (self.pg.clone(), sql.to_string());
+        tokio::task::spawn_blocking(move || pg.try_psql(&sql))
+            .await
+            .unwrap()
+    }
+
+    /// Holds a transaction open for `d` in a session of its own (repeatable read, a
+    /// transaction id taken, a read of `tasks`): the xmin horizon stays where it was, so no
+    /// row deleted or updated meanwhile can be vacuumed. Returns at once; the handle
+    /// answers whether the session held to the end (a PostgreSQL restart ends it early).
+    pub fn hold_transaction(&self, d: Duration) -> tokio::task::JoinHandle<bool> {
+        let sql = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT txid_current(); \
+             SELECT count(*) FROM tasks; SELECT pg_sleep({}); COMMIT;",
+            d.as_secs_f64()
+        );
+        // The command alone, not the server: dropping the sim must still stop PostgreSQL.
+        let mut psql = self.pg.psql_command(&sql);
+        tokio::task::spawn_blocking(move || psql.output().is_ok_and(|o| o.status.success()))
+    }
+
+    /// Adds task `id` to job `j` alone and waits for its container: the time from the
+    /// add's answer to the container's start (dispatch latency); `None` if it has not
+    /// started within `limit`.
+    pub async fn dispatch_one(&self, id: &str, limit: Duration) -> Option<Duration> {
+        let body = json!({"id": id, "commandLine": "/bin/true",
+            "containerSettings": {"imageName": IMAGE}});
+        let (st, b) = self.client("POST", "/jobs/j/tasks", Some(&body)).await;
+        assert_eq!(st, 201, "{b}");
+        let added = Instant::now();
+        loop {
+            if let Some(t) = self.started(id) {
+                return Some(t.saturating_duration_since(added));
+            }
+            if added.elapsed() > limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
     }
 
     /// When the first container of task `id` (of job `j`) started, if it did.
@@ -564,6 +622,22 @@ impl Sim {
             }
         }
         v
+    }
+
+    /// The `n`-th container run (0-based, by start) of all agents, waited for (polled
+    /// every 2 ms); panics after `limit`. With it, the index of the agent that ran it.
+    pub async fn nth_run(&self, n: usize, limit: Duration) -> (RunRec, usize) {
+        let t0 = Instant::now();
+        loop {
+            let mut runs = self.runs();
+            runs.sort_by(|a, b| a.start.total_cmp(&b.start));
+            if let Some(r) = runs.into_iter().nth(n) {
+                let i = self.agents.iter().position(|a| a.node_id == r.node);
+                return (r, i.unwrap());
+            }
+            assert!(t0.elapsed() < limit, "run {n} never started");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Every task as the service ended it.
@@ -602,7 +676,7 @@ impl Sim {
     pub async fn verdict(&self) -> Verdict {
         let ends = self.ends().await;
         let added = self.added.lock().unwrap().clone();
-        check::check(&added, &self.runs(), &ends)
+        check::check(&added, &self.runs(), &ends, MAX_RETRIES)
     }
 
     /// Kills every agent still alive, then stops the service.

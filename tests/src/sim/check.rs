@@ -15,9 +15,13 @@
 //! - **Not one end.** A completed task whose completion the service took from no
 //!   attempt or from more than one (`attempts` rows in state `completed`), or a completed
 //!   task that never ran.
-//! - **Unexplained.** More runs than `1 + retryCount + requeueCount + systemRetryCount`
-//!   (a local retry is a new container of the same attempt), or more attempts (claims)
-//!   than `1 + requeueCount + systemRetryCount`.
+//! - **Unexplained.** More attempts (claims) than `1 + requeueCount + systemRetryCount`;
+//!   more runs of one attempt than `1 + maxTaskRetryCount` (a local retry is a new
+//!   container of the same attempt); or more runs in all than `1 + retryCount + moves x
+//!   (1 + maxTaskRetryCount)`, `moves` being `requeueCount + systemRetryCount`: an attempt
+//!   the service requeued or lost with its node may have retried locally within its
+//!   budget without the service hearing of it (its reports are refused once it is
+//!   fenced), so `retryCount` counts only the completed attempt's retries.
 //! - **Unknown.** A run of a task that was never added.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -127,8 +131,9 @@ impl Verdict {
 
 type Key = (String, String);
 
-/// Judges `runs` and `ends` against the tasks that were added (`expected`, (job, task)).
-pub fn check(expected: &[Key], runs: &[RunRec], ends: &[TaskEnd]) -> Verdict {
+/// Judges `runs` and `ends` against the tasks that were added (`expected`, (job, task)),
+/// each with `maxTaskRetryCount` `max_retries`.
+pub fn check(expected: &[Key], runs: &[RunRec], ends: &[TaskEnd], max_retries: i64) -> Verdict {
     let mut v = Verdict {
         tasks: expected.len(),
         runs: runs.len(),
@@ -188,7 +193,15 @@ pub fn check(expected: &[Key], runs: &[RunRec], ends: &[TaskEnd]) -> Verdict {
             });
         }
         let moves = e.requeue_count + e.system_retry_count;
-        if n as i64 > 1 + e.retry_count + moves || e.attempts > 1 + moves {
+        let mut per_attempt: BTreeMap<i64, i64> = BTreeMap::new();
+        for r in by_task.get(k).into_iter().flatten() {
+            *per_attempt.entry(r.attempt).or_default() += 1;
+        }
+        let busiest = per_attempt.values().copied().max().unwrap_or(0);
+        if n as i64 > 1 + e.retry_count + moves * (1 + max_retries)
+            || busiest > 1 + max_retries
+            || e.attempts > 1 + moves
+        {
             v.violations.push(Violation::Unexplained {
                 job: k.0.clone(),
                 task: k.1.clone(),
@@ -204,6 +217,11 @@ pub fn check(expected: &[Key], runs: &[RunRec], ends: &[TaskEnd]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`check`] with `maxTaskRetryCount` 1.
+    fn check1(expected: &[Key], runs: &[RunRec], ends: &[TaskEnd]) -> Verdict {
+        check(expected, runs, ends, 1)
+    }
 
     fn run(task: &str, attempt: i64, start: f64, end: Option<f64>) -> RunRec {
         RunRec {
@@ -243,7 +261,7 @@ mod tests {
             run("b", 2, 0.0, Some(2.0)),
             run("b", 3, 2.0, Some(3.0)),
         ];
-        let v = check(
+        let v = check1(
             &keys(&["a", "b"]),
             &runs,
             &[end("a", 0, 0, 0, 1), end("b", 0, 0, 1, 2)],
@@ -255,7 +273,7 @@ mod tests {
     #[test]
     fn two_runs_of_one_task_at_once_fail() {
         let runs = [run("a", 1, 0.0, Some(5.0)), run("a", 2, 4.9, Some(6.0))];
-        let v = check(&keys(&["a"]), &runs, &[end("a", 0, 1, 0, 2)]);
+        let v = check1(&keys(&["a"]), &runs, &[end("a", 0, 1, 0, 2)]);
         assert!(
             matches!(&v.violations[..], [Violation::Overlap { task, .. }] if task == "a"),
             "{:?}",
@@ -266,7 +284,7 @@ mod tests {
     #[test]
     fn a_run_never_ended_fails_and_overlaps_every_later_one() {
         let runs = [run("a", 1, 0.0, None), run("a", 2, 100.0, Some(101.0))];
-        let v = check(&keys(&["a"]), &runs, &[end("a", 0, 0, 1, 2)]);
+        let v = check1(&keys(&["a"]), &runs, &[end("a", 0, 0, 1, 2)]);
         assert_eq!(v.violations.len(), 2, "{:?}", v.violations);
         assert!(matches!(v.violations[0], Violation::StillRunning(_)));
         assert!(matches!(v.violations[1], Violation::Overlap { .. }));
@@ -276,7 +294,7 @@ mod tests {
     fn a_task_missing_or_not_completed_is_lost() {
         let mut active = end("b", 0, 0, 0, 0);
         active.state = "active".into();
-        let v = check(
+        let v = check1(
             &keys(&["a", "b"]),
             &[run("b", 1, 0.0, Some(1.0))],
             &[active],
@@ -302,16 +320,37 @@ mod tests {
     fn an_extra_run_or_claim_no_counter_explains_fails() {
         // Two runs one after the other, every counter 0.
         let runs = [run("a", 1, 0.0, Some(1.0)), run("a", 1, 1.0, Some(2.0))];
-        let v = check(&keys(&["a"]), &runs, &[end("a", 0, 0, 0, 1)]);
+        let v = check1(&keys(&["a"]), &runs, &[end("a", 0, 0, 0, 1)]);
         assert!(
             matches!(&v.violations[..], [Violation::Unexplained { runs: 2, .. }]),
             "{:?}",
             v.violations
         );
         // A retry explains the second run of the same attempt.
-        assert!(check(&keys(&["a"]), &runs, &[end("a", 1, 0, 0, 1)]).ok());
+        assert!(check1(&keys(&["a"]), &runs, &[end("a", 1, 0, 0, 1)]).ok());
+        // A lost attempt's local retry, which the service never heard of, is explained by
+        // its loss (one system retry), within the retry budget...
+        let lost = [
+            run("a", 1, 0.0, Some(1.0)),
+            run("a", 1, 1.0, Some(2.0)),
+            run("a", 2, 3.0, Some(4.0)),
+        ];
+        assert!(check1(&keys(&["a"]), &lost, &[end("a", 0, 0, 1, 2)]).ok());
+        // ... but not past it, nor without a loss.
+        let mut over = lost.to_vec();
+        over.insert(2, run("a", 1, 2.0, Some(3.0)));
+        let v = check1(&keys(&["a"]), &over, &[end("a", 0, 0, 1, 2)]);
+        assert!(matches!(
+            &v.violations[..],
+            [Violation::Unexplained { runs: 4, .. }]
+        ));
+        let v = check1(&keys(&["a"]), &lost, &[end("a", 0, 0, 0, 2)]);
+        assert!(matches!(
+            &v.violations[..],
+            [Violation::Unexplained { runs: 3, .. }]
+        ));
         // A second claim is not explained by a local retry.
-        let v = check(
+        let v = check1(
             &keys(&["a"]),
             &[run("a", 1, 0.0, Some(1.0))],
             &[end("a", 1, 0, 0, 2)],
@@ -327,7 +366,7 @@ mod tests {
         let mut twice = end("a", 0, 1, 0, 2);
         twice.completed_attempts = 2;
         let runs = [run("a", 1, 0.0, Some(1.0)), run("a", 2, 1.0, Some(2.0))];
-        let v = check(&keys(&["a"]), &runs, &[twice]);
+        let v = check1(&keys(&["a"]), &runs, &[twice]);
         assert!(matches!(
             &v.violations[..],
             [Violation::NotOneEnd {
@@ -335,7 +374,7 @@ mod tests {
                 ..
             }]
         ));
-        let v = check(&keys(&["a"]), &[], &[end("a", 0, 0, 0, 1)]);
+        let v = check1(&keys(&["a"]), &[], &[end("a", 0, 0, 0, 1)]);
         assert!(matches!(
             &v.violations[..],
             [Violation::NotOneEnd { runs: 0, .. }]
@@ -344,7 +383,7 @@ mod tests {
 
     #[test]
     fn a_run_of_a_task_never_added_fails() {
-        let v = check(&keys(&[]), &[run("x", 1, 0.0, Some(1.0))], &[]);
+        let v = check1(&keys(&[]), &[run("x", 1, 0.0, Some(1.0))], &[]);
         assert!(matches!(&v.violations[..], [Violation::Unknown(_)]));
     }
 }
