@@ -392,7 +392,7 @@ fn put_on_node(pg: &Postgres, job: &str, task: &str, attempt: i64) {
          INSERT INTO attempts (id, task_seq, pool_id, node_id, epoch, required_slots)
            SELECT {attempt}, seq, 'p', 'n1', 1, 1 FROM tasks WHERE job_id = '{job}' AND id = '{task}';
          UPDATE nodes SET used_slots = used_slots + 1 WHERE id = 'n1';
-         UPDATE jobs SET running = running + 1 WHERE id = '{job}';
+         UPDATE jobs SET running = running + 1 WHERE id = '{job}' AND max_parallel >= 0;
          DELETE FROM ready WHERE task_seq = (SELECT seq FROM tasks WHERE job_id = '{job}' AND id = '{task}');
          UPDATE tasks SET state = 'running', current_attempt = {attempt}, node_id = 'n1',
              view = jsonb_set(view, '{{state}}', '\"running\"')
@@ -435,7 +435,7 @@ async fn complete_on_node(url: &str, job: &str, task: &str, exit_code: i64) {
     .await
     .unwrap();
     tx.execute(
-        "UPDATE jobs SET running = running - 1 WHERE id = $1",
+        "UPDATE jobs SET running = running - 1 WHERE id = $1 AND max_parallel >= 0",
         &[&job],
     )
     .await

@@ -473,6 +473,41 @@ async fn a_heartbeat_overtaken_by_its_completion_fences_nothing() {
     );
 }
 
+/// A job without maxParallelTasks is not written by its claims and ends (that one row
+/// would be the hottest of all); given a cap while tasks run, it counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_a_capped_job_counts_its_running_tasks() {
+    let svc = Svc::start().await;
+    svc.pool("p", 2, "spread", (5000, Some(15000)));
+    svc.job("j", "p", 0, -1);
+    for t in ["t1", "t2", "t3"] {
+        svc.task("j", t, 1, &[]);
+    }
+    let n = svc.enrol("p", "n1").await;
+    let version = || svc.one("SELECT xmin FROM jobs WHERE id = 'j'");
+    let v0 = version();
+    let got = svc.claim(&n, 2, 0).await;
+    assert_eq!(ids(&got), ["t1", "t2"]);
+    let (s, body) = svc.complete(&n, got[0].0, "j", "t1", "success").await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(version(), v0, "an uncapped job's row was written");
+
+    let (s, body) = svc
+        .rest("PATCH", "/jobs/j", Some(json!({"maxParallelTasks": 1})))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(svc.one("SELECT running FROM jobs WHERE id = 'j'"), "1");
+    assert!(
+        svc.claim(&n, 1, 0).await.is_empty(),
+        "t2 runs: the cap is met"
+    );
+    let (s, body) = svc.complete(&n, got[1].0, "j", "t2", "success").await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(svc.one("SELECT running FROM jobs WHERE id = 'j'"), "0");
+    assert_eq!(ids(&svc.claim(&n, 1, 0).await), ["t3"]);
+    assert_eq!(svc.one("SELECT running FROM jobs WHERE id = 'j'"), "1");
+}
+
 /// A node silent past the requeue time loses its attempts to another node as an
 /// internal retry (systemRetryCount 1, requeueCount 0); its late report is fenced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -327,7 +327,7 @@ async fn give_back(tx: &Transaction<'_>, h: &Held) -> Result<(), DbError> {
     .await?;
     tx.execute(
         "UPDATE jobs SET running = GREATEST(running - 1, 0)
-         WHERE id = (SELECT job_id FROM tasks WHERE seq = $1)",
+         WHERE id = (SELECT job_id FROM tasks WHERE seq = $1) AND max_parallel >= 0",
         &[&h.task_seq],
     )
     .await?;

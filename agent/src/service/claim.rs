@@ -198,15 +198,30 @@ pub async fn claim(
         if need > free || need_gpus > free_gpus {
             continue;
         }
+        // Only a job with maxParallelTasks counts its running tasks: every claim and end
+        // of one job would otherwise update that one row, whose dead versions pile up
+        // while any transaction holds the horizon back (spec goal 7). Either way the job
+        // row is locked, so a concurrent disable or terminate sees this attempt.
         let job = tx
             .query_opt(
                 "UPDATE jobs SET running = running + 1
-                 WHERE id = $1 AND state = 'active'
-                   AND (max_parallel < 0 OR running < max_parallel)
+                 WHERE id = $1 AND state = 'active' AND max_parallel >= 0
+                   AND running < max_parallel
                  RETURNING view",
                 &[&job_id],
             )
             .await?;
+        let job = match job {
+            Some(j) => Some(j),
+            None => {
+                tx.query_opt(
+                    "SELECT view FROM jobs WHERE id = $1 AND state = 'active' AND max_parallel < 0
+                     FOR SHARE",
+                    &[&job_id],
+                )
+                .await?
+            }
+        };
         let Some(job) = job else { continue };
         let attempt: i64 = tx
             .query_one(

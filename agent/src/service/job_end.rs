@@ -27,6 +27,7 @@ pub async fn after_task_completed(
     let Some(mut job) = lock_job(tx, &task.job_id).await? else {
         return Ok(());
     };
+    let before = job.clone();
     let open = matches!(
         job.state,
         JobState::Active | JobState::Disabling | JobState::Disabled | JobState::Enabling
@@ -58,7 +59,12 @@ pub async fn after_task_completed(
     {
         terminate_job(tx, &mut job, berth_proto::job::TERMINATE_ALL_TASKS_COMPLETE).await?;
     }
-    settle(tx, &mut job).await
+    // Most completions change nothing of the job: its row is written only when they do
+    // (a completion per task would otherwise rewrite the job's row every time).
+    if settle_state(tx, &mut job).await? && job != before {
+        put_job(tx, &job).await?;
+    }
+    Ok(())
 }
 
 /// The job `id` (exact id, as tasks and attempts name it), locked; None when it is gone.
@@ -87,7 +93,12 @@ pub(crate) async fn put_job(c: &impl GenericClient, job: &JobView) -> Result<(),
     )?;
     let priority = job.spec.priority();
     c.execute(
-        "UPDATE jobs SET view = $2, state = $3, priority = $4, max_parallel = $5, last_modified = now()
+        // `running` is kept only while the job has a cap: counted afresh when it gets one.
+        "UPDATE jobs SET view = $2, state = $3, priority = $4, max_parallel = $5, last_modified = now(),
+             running = CASE WHEN $5 < 0 THEN 0
+                            WHEN max_parallel >= 0 THEN running
+                            ELSE (SELECT count(*) FROM attempts a JOIN tasks t ON t.seq = a.task_seq
+                                  WHERE a.state = 'live' AND t.job_id = $1)::int END
          WHERE id = $1",
         &[
             &job.spec.id,
@@ -275,7 +286,7 @@ async fn requeue_live(c: &impl GenericClient, id: &str) -> Result<(), DbError> {
         )
         .await?;
         c.execute(
-            "UPDATE jobs SET running = greatest(running - 1, 0) WHERE id = $1",
+            "UPDATE jobs SET running = greatest(running - 1, 0) WHERE id = $1 AND max_parallel >= 0",
             &[&id],
         )
         .await?;
@@ -383,6 +394,14 @@ pub(crate) async fn wake_pool(c: &impl GenericClient, id: &str) -> Result<(), Db
 /// a task of it heard `EndJob`. Writes the job (unless deleted). Whoever marks
 /// `job_nodes.end_sent` calls this again (with the job locked) so a deleting job goes.
 pub async fn settle(c: &impl GenericClient, job: &mut JobView) -> Result<(), DbError> {
+    if settle_state(c, job).await? {
+        put_job(c, job).await?;
+    }
+    Ok(())
+}
+
+/// [`settle`] without the write: moves `job` on; false when it was deleted.
+async fn settle_state(c: &impl GenericClient, job: &mut JobView) -> Result<bool, DbError> {
     let id = job.spec.id.clone();
     let busy = any_live(c, &id).await?;
     match job.state {
@@ -401,10 +420,10 @@ pub async fn settle(c: &impl GenericClient, job: &mut JobView) -> Result<(), DbE
                 .get(0);
             if !unsent {
                 c.execute("DELETE FROM jobs WHERE id = $1", &[&id]).await?;
-                return Ok(());
+                return Ok(false);
             }
         }
         _ => {}
     }
-    put_job(c, job).await
+    Ok(true)
 }

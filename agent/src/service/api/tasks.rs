@@ -556,7 +556,7 @@ async fn free_attempt(c: &impl GenericClient, a: i64, job_id: &str) -> Result<()
     )
     .await?;
     c.execute(
-        "UPDATE jobs SET running = greatest(running - 1, 0) WHERE id = $1",
+        "UPDATE jobs SET running = greatest(running - 1, 0) WHERE id = $1 AND max_parallel >= 0",
         &[&job_id],
     )
     .await?;
