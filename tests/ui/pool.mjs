@@ -1,12 +1,15 @@
 // The web view of `berth service` in headless Chromium: three nodes on the heatmap, a
-// task's output read through the service, a read-only token's node action refused.
+// task's output read through the service, preparation runs per node, a read-only token's
+// node action refused.
 // Started by tests/tests/ui.rs with the pool `webpool` of three agents and the job `pj`
-// whose task `hi` printed hello. Environment: BERTH_URL, BERTH_TOKEN, BERTH_RO_TOKEN,
-// BERTH_UI_SHOTS, BERTH_UI_TOOLS, BERTH_NODE_IDS (comma-separated).
+// whose task `hi` printed hello, and the job `pp` whose preparation task ran on the nodes
+// BERTH_PREP_NODES. Environment: BERTH_URL, BERTH_TOKEN, BERTH_RO_TOKEN, BERTH_UI_SHOTS,
+// BERTH_UI_TOOLS, BERTH_NODE_IDS and BERTH_PREP_NODES (comma-separated).
 import { env, launch, login, shot, step } from './lib.mjs';
 
 const url = env('BERTH_URL');
 const nodes = env('BERTH_NODE_IDS').split(',');
+const prepNodes = env('BERTH_PREP_NODES').split(',');
 const browser = await launch();
 try {
   const { ctx, page } = await login(browser, url, env('BERTH_TOKEN'));
@@ -35,6 +38,18 @@ try {
   await page.goto(url + '/ui/#/task/pw/w');
   await page.waitForSelector('#task-pending[data-code="dependenciesUnmet"]');
   step('a pending task says why it waits, through the service');
+
+  // Preparation and release per node, each node's entry read from its agent.
+  await page.goto(url + '/ui/#/job/pp');
+  for (const id of prepNodes) {
+    await page.waitForSelector(`#prep-release tr[data-node="${id}"]`);
+    const row = await page.textContent(`#prep-release tr[data-node="${id}"]`);
+    if (!/completed\s*success \(exit 0\)/.test(row)) throw new Error('preparation row: ' + row);
+  }
+  const rows = await page.$$eval('#prep-release tbody tr', (r) => r.length);
+  if (rows !== prepNodes.length) throw new Error(`${rows} preparation rows, not ${prepNodes.length}`);
+  await shot(page, 'service-job-prep');
+  step('the job page shows preparation and release per node, through the service');
 
   await page.goto(url + `/ui/#/node/webpool/${nodes[0]}`);
   await page.waitForSelector('#node-state');
