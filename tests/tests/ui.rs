@@ -309,8 +309,8 @@ fn browser_script(script: &str, env: &[(&str, String)]) {
 }
 
 /// `berth service` with three agents: the view shows the pool's three nodes, a task's
-/// output read through the service, a job's preparation runs merged from its nodes, and
-/// refuses a read-only token's node action.
+/// output read through the service, a job's preparation runs merged from its nodes, a
+/// node's image pulls, and refuses a read-only token's node action.
 #[test]
 fn service_web_view_with_three_agents() {
     tools();
@@ -344,7 +344,17 @@ fn service_web_view_with_three_agents() {
         &json!({"id": "pj", "poolInfo": {"poolId": "webpool"}}),
     );
     svc.post_ok("/jobs/pj/tasks", &task("hi", "/bin/sh -c 'echo hello'", ""));
-    svc.wait_completed("pj", 1, 60);
+    // A task whose image comes from a registry: its node's page shows the pull.
+    let reg = TestRegistry::start();
+    let pulled = reg.push_unique("ui/svcpulled");
+    let mut from_reg = task("pulled", "true", "");
+    from_reg["containerSettings"]["imageName"] = json!(pulled);
+    svc.post_ok("/jobs/pj/tasks", &from_reg);
+    svc.wait_completed("pj", 2, 90);
+    let pull_node = svc.task("pj", "pulled")["nodeInfo"]["nodeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // A task that waits for one never added: the view says why.
     svc.post_ok(
         "/jobs",
@@ -376,6 +386,8 @@ fn service_web_view_with_three_agents() {
             ("BERTH_RO_TOKEN", RO_TOKEN.into()),
             ("BERTH_NODE_IDS", ids.join(",")),
             ("BERTH_PREP_NODES", ran_on.join(",")),
+            ("BERTH_PULLED", pulled),
+            ("BERTH_PULL_NODE", pull_node),
         ],
     );
     // A node that cannot answer is left out, and named in the log; the others still are.
