@@ -3,8 +3,9 @@
 //! the service asks each node's agent for its entry (the same path, with the node's proxy
 //! credential, as task files are read: [`super::files`]) and answers the merged list in
 //! Batch's shape, ordered by node id, with `$filter`, `$select`, `maxresults` and
-//! `odata.nextLink`. A node that cannot answer is left out and named in a log line: the
-//! others' entries still come back.
+//! `odata.nextLink`. A node that cannot answer (offline, gone, refused, or silent for
+//! [`ASK_LIMIT`]) is left out and named in a log line (a warning when it was asked and
+//! failed): the others' entries still come back.
 
 use super::files::{client, node_address, Target};
 use super::{find_job, Lock, Sql};
@@ -15,7 +16,14 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use berth_proto::JobPrepReleaseStatus;
+use futures_util::StreamExt;
 use serde_json::Value;
+use std::time::Duration;
+
+/// How many nodes are asked at once.
+const ASK_AT_ONCE: usize = 32;
+/// How long one node may take to answer before it is left out.
+const ASK_LIMIT: Duration = Duration::from_secs(10);
 
 /// The handler.
 pub(super) async fn status(
@@ -33,38 +41,45 @@ pub(super) async fn status(
         ));
     }
     let id = row.view.spec.id;
-    let nodes: Vec<String> = conn
+    // By the pool each node ran in: a job moved to another pool keeps its earlier nodes.
+    let nodes: Vec<(String, String)> = conn
         .query(
-            "SELECT node_id FROM job_nodes WHERE job_id = $1 AND pool_id = $2 ORDER BY node_id",
-            &[&id, &row.pool_id],
+            "SELECT pool_id, node_id FROM job_nodes WHERE job_id = $1 ORDER BY node_id",
+            &[&id],
         )
         .await
         .sql()?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
     let key = st.settings.proxy_key();
     let mut targets = Vec::with_capacity(nodes.len());
-    for node in nodes {
-        match node_address(&conn, &key, &row.pool_id, &node).await? {
+    for (pool, node) in nodes {
+        match node_address(&conn, &key, &pool, &node).await? {
             Some(t) => targets.push((node, t)),
             None => {
-                tracing::info!(job = %id, %node, "preparation status: the node is not reachable now; left out")
+                tracing::info!(job = %id, %node, "preparation status: left out the node, which cannot answer now (offline, unknown or gone)")
             }
         }
     }
-    // No database connection is held while the nodes answer.
+    // No database connection is held while the nodes answer, a few at a time, each
+    // within ASK_LIMIT.
     drop(conn);
     let asked = targets.into_iter().map(|(node, t)| {
         let id = &id;
         async move {
-            ask(id, t).await.unwrap_or_else(|why| {
+            let answer = tokio::time::timeout(ASK_LIMIT, ask(id, t))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {ASK_LIMIT:?}")));
+            answer.unwrap_or_else(|why| {
                 tracing::warn!(job = %id, %node, %why, "preparation status: left out the node's entry");
                 vec![]
             })
         }
     });
-    let mut entries: Vec<JobPrepReleaseStatus> = futures_util::future::join_all(asked)
+    let mut entries: Vec<JobPrepReleaseStatus> = futures_util::stream::iter(asked)
+        .buffer_unordered(ASK_AT_ONCE)
+        .collect::<Vec<_>>()
         .await
         .into_iter()
         .flatten()
@@ -110,6 +125,10 @@ async fn ask(job: &str, t: Target) -> Result<Vec<JobPrepReleaseStatus>, String> 
                 crate::error_chain::chain(&e)
             )
         })?;
+    // A node that no longer holds the job has no entry for it.
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(vec![]);
+    }
     if !resp.status().is_success() {
         return Err(format!("its agent answered {}", resp.status()));
     }
