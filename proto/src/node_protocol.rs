@@ -102,6 +102,12 @@ pub struct Heartbeat {
     pub running: Vec<AttemptId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_address: Option<String>,
+    /// berth's `imagePulls` as the agent's `GET /node` shows them (the pulls under way,
+    /// then the last few ended): the service keeps them in the node's report for its node
+    /// view. Only bytes and layers change while a pull runs, so an idle node's heartbeat
+    /// stays unchanged (and unwritten).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pulls: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -724,6 +724,31 @@ pub const NODES: Schema = Schema {
     ],
 };
 
+const JOB_TASK_STATES: &[&str] = &["running", "completed"];
+
+/// `GET /jobs/{job}/jobpreparationandreleasetaskstatus`: one entry a node.
+pub const PREP_RELEASE: Schema = Schema {
+    entity: "preparation and release task statuses",
+    props: &[
+        ("poolId", Kind::Id),
+        ("nodeId", Kind::Id),
+        (
+            "jobPreparationTaskExecutionInfo/state",
+            Kind::Enum(JOB_TASK_STATES),
+        ),
+        ("jobPreparationTaskExecutionInfo/exitCode", Kind::Int),
+        (
+            "jobPreparationTaskExecutionInfo/result",
+            Kind::Enum(TASK_RESULTS),
+        ),
+        (
+            "jobReleaseTaskExecutionInfo/state",
+            Kind::Enum(JOB_TASK_STATES),
+        ),
+        ("jobReleaseTaskExecutionInfo/exitCode", Kind::Int),
+    ],
+};
+
 /// A filter checked against a schema: every property known, every value of its type.
 #[derive(Debug, Clone)]
 pub struct Filter {

@@ -529,7 +529,12 @@ impl TestRegistry {
             "FROM myimage\nCOPY nonce /nonce\n",
         )
         .unwrap();
-        let tag = format!("berth-test-unique-{}", std::process::id());
+        // One tag per repo: tests of one process may push at once.
+        let tag = format!(
+            "berth-test-unique-{}-{}",
+            std::process::id(),
+            repo.replace('/', "-")
+        );
         let out = Command::new("docker")
             .arg("-H")
             .arg(engine_host())

@@ -790,6 +790,13 @@ fn job_preparation_and_release_in_the_daemon() {
         .ends_with("/workitems/pj/job-1/jobpreparation"));
     assert_eq!(status["value"][0]["nodeId"], n.node_id.as_str());
     assert!(status["value"][0]["jobReleaseTaskExecutionInfo"].is_null());
+    // Batch's list query, as on the service.
+    let none = a.json(
+        "/jobs/pj/jobpreparationandreleasetaskstatus?%24filter=jobPreparationTaskExecutionInfo%2Fstate%20eq%20%27running%27",
+    );
+    assert_eq!(none["value"], json!([]), "{none}");
+    let sel = a.json("/jobs/pj/jobpreparationandreleasetaskstatus?%24select=nodeId");
+    assert_eq!(sel["value"], json!([{"nodeId": n.node_id}]), "{sel}");
 
     let out = Command::new(berth_bin())
         .args(["job", "show", "pj", "--socket"])

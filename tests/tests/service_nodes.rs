@@ -194,13 +194,24 @@ impl Svc {
     }
 
     async fn heartbeat(&self, n: &Node, state: &str, running: &[i64]) -> (u16, Value) {
+        self.heartbeat_pulling(n, state, running, json!([])).await
+    }
+
+    /// A heartbeat with berth's `imagePulls` (as the agent's `GET /node` shows them).
+    async fn heartbeat_pulling(
+        &self,
+        n: &Node,
+        state: &str,
+        running: &[i64],
+        pulls: Value,
+    ) -> (u16, Value) {
         let node = json!({"id": n.id, "poolId": n.pool, "state": state,
             "schedulingState": "enabled", "stateTransitionTime": "2026-01-01T00:00:00Z",
             "nodeAgentInfo": {"version": "test", "lastUpdateTime": "2026-01-01T00:00:00Z"}});
         self.post(
             "/heartbeat",
             &n.token,
-            &json!({"epoch": n.epoch, "node": node, "running": running}),
+            &json!({"epoch": n.epoch, "node": node, "running": running, "imagePulls": pulls}),
         )
         .await
     }
@@ -447,6 +458,43 @@ async fn unchanged_heartbeats_renew_the_lease_every_other_beat() {
     let (_, reply) = svc.heartbeat(&n, "running", &[]).await;
     assert_eq!(reply["leaseAgeMs"], 0, "{reply}");
     assert_ne!(version(), v1);
+}
+
+/// The pulls a node reports in its heartbeat show on the service's node view while they
+/// run (each change of bytes written), and are gone once the node reports none; a repeat
+/// of the same pulls is an unchanged heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn image_pulls_in_heartbeats_show_on_the_node_view() {
+    let svc = Svc::start().await;
+    svc.pool("p", 1, "spread", (5000, Some(15000)));
+    let n = svc.enrol("p", "n1").await;
+    let pull = |bytes: u64| {
+        json!([{"image": "reg.local/big:1", "state": "pulling", "attempt": 1,
+            "layersDone": 0, "layers": 2, "bytes": bytes, "totalBytes": 1000,
+            "startTime": "2026-01-01T00:00:00Z"}])
+    };
+    let shown = || async {
+        let (s, v) = svc.rest("GET", "/pools/p/nodes/n1", None).await;
+        assert_eq!(s, 200, "{v}");
+        v["imagePulls"].clone()
+    };
+    assert_eq!(shown().await, Value::Null);
+    let version = || svc.one("SELECT xmin FROM nodes WHERE id = 'n1'");
+    for bytes in [10, 500] {
+        let v0 = version();
+        let (s, reply) = svc.heartbeat_pulling(&n, "idle", &[], pull(bytes)).await;
+        assert_eq!(s, 200, "{reply}");
+        assert_ne!(version(), v0, "a pull's progress was not written");
+        assert_eq!(shown().await, pull(bytes));
+    }
+    let v1 = version();
+    svc.heartbeat_pulling(&n, "idle", &[], pull(500)).await;
+    assert_eq!(version(), v1, "the same pulls wrote the node again");
+    // In the list too.
+    let (_, list) = svc.rest("GET", "/pools/p/nodes", None).await;
+    assert_eq!(list["value"][0]["imagePulls"], pull(500), "{list}");
+    svc.heartbeat(&n, "idle", &[]).await;
+    assert_eq!(shown().await, Value::Null);
 }
 
 /// A heartbeat sent before the node's own completion report was recorded still lists

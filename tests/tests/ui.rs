@@ -309,7 +309,8 @@ fn browser_script(script: &str, env: &[(&str, String)]) {
 }
 
 /// `berth service` with three agents: the view shows the pool's three nodes, a task's
-/// output read through the service, and refuses a read-only token's node action.
+/// output read through the service, a job's preparation runs merged from its nodes, a
+/// node's image pulls, and refuses a read-only token's node action.
 #[test]
 fn service_web_view_with_three_agents() {
     tools();
@@ -343,7 +344,17 @@ fn service_web_view_with_three_agents() {
         &json!({"id": "pj", "poolInfo": {"poolId": "webpool"}}),
     );
     svc.post_ok("/jobs/pj/tasks", &task("hi", "/bin/sh -c 'echo hello'", ""));
-    svc.wait_completed("pj", 1, 60);
+    // A task whose image comes from a registry: its node's page shows the pull.
+    let reg = TestRegistry::start();
+    let pulled = reg.push_unique("ui/svcpulled");
+    let mut from_reg = task("pulled", "true", "");
+    from_reg["containerSettings"]["imageName"] = json!(pulled);
+    svc.post_ok("/jobs/pj/tasks", &from_reg);
+    svc.wait_completed("pj", 2, 90);
+    let pull_node = svc.task("pj", "pulled")["nodeInfo"]["nodeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // A task that waits for one never added: the view says why.
     svc.post_ok(
         "/jobs",
@@ -352,6 +363,20 @@ fn service_web_view_with_three_agents() {
     let mut w = task("w", "true", "");
     w["dependsOn"] = json!({"taskIds": ["never"]});
     svc.post_ok("/jobs/pw/tasks", &w);
+    // A job with preparation and release tasks whose three tasks each fill a node.
+    let sh = json!({"imageName": "myimage", "containerRunOptions": "--network none"});
+    svc.post_ok(
+        "/jobs",
+        &json!({"id": "pp", "poolInfo": {"poolId": "webpool"},
+            "jobPreparationTask": {"commandLine": "/bin/sh -c true", "containerSettings": sh},
+            "jobReleaseTask": {"commandLine": "/bin/sh -c true", "containerSettings": sh}}),
+    );
+    for i in 0..3 {
+        let mut t = task(&format!("p{i}"), "sleep 2", "");
+        t["requiredSlots"] = json!(2);
+        svc.post_ok("/jobs/pp/tasks", &t);
+    }
+    let ran_on = prepared_nodes(&svc);
     let ids: Vec<String> = agents.iter().map(|a| a.node.node_id.clone()).collect();
     browser_script(
         "pool.mjs",
@@ -360,6 +385,78 @@ fn service_web_view_with_three_agents() {
             ("BERTH_TOKEN", CLIENT_TOKEN.into()),
             ("BERTH_RO_TOKEN", RO_TOKEN.into()),
             ("BERTH_NODE_IDS", ids.join(",")),
+            ("BERTH_PREP_NODES", ran_on.join(",")),
+            ("BERTH_PULLED", pulled),
+            ("BERTH_PULL_NODE", pull_node),
         ],
     );
+    // A node that cannot answer is left out, and named in the log; the others still are.
+    let gone = agents.iter().find(|a| a.node.node_id == ran_on[0]).unwrap();
+    gone.signal(nix::sys::signal::Signal::SIGKILL);
+    let list = svc.json("/jobs/pp/jobpreparationandreleasetaskstatus");
+    assert_eq!(node_ids(&list), ran_on[1..], "{list}");
+    let log = svc.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("left out") && l.contains(&ran_on[0])),
+        "{log}"
+    );
+}
+
+/// The `nodeId`s of a list of preparation and release statuses.
+fn node_ids(list: &serde_json::Value) -> Vec<String> {
+    list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["nodeId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Waits for job `pp`'s three tasks, then checks the service's merged preparation and
+/// release status against the nodes they ran on (Batch's shape, paging, `$filter`); those
+/// nodes, sorted.
+fn prepared_nodes(svc: &Service) -> Vec<String> {
+    let done = svc.wait_completed("pp", 3, 90);
+    let mut ran_on: Vec<String> = done
+        .iter()
+        .map(|t| t["nodeInfo"]["nodeId"].as_str().unwrap().to_string())
+        .collect();
+    ran_on.sort();
+    ran_on.dedup();
+    let path = "/jobs/pp/jobpreparationandreleasetaskstatus";
+    let list = svc.json(path);
+    assert_eq!(node_ids(&list), ran_on, "{list}");
+    for e in list["value"].as_array().unwrap() {
+        assert_eq!(e["poolId"], "webpool", "{e}");
+        let prep = &e["jobPreparationTaskExecutionInfo"];
+        assert_eq!(prep["state"], "completed", "{e}");
+        assert_eq!(prep["exitCode"], 0, "{e}");
+    }
+    assert!(list["odata.metadata"]
+        .as_str()
+        .unwrap()
+        .ends_with("#jobpreparationandreleasetaskstatuslist"));
+    // One a page: every node once, in order, through odata.nextLink.
+    let mut seen = vec![];
+    let mut next = Some(format!("{path}?maxresults=1"));
+    while let Some(p) = next {
+        let page = svc.json(&p);
+        assert_eq!(page["value"].as_array().unwrap().len(), 1, "{page}");
+        seen.extend(node_ids(&page));
+        next = page["odata.nextLink"]
+            .as_str()
+            .map(|l| l[l.find("/jobs/").unwrap()..].to_string());
+    }
+    assert_eq!(seen, ran_on);
+    let one = svc.json(&format!(
+        "{path}?%24filter=nodeId%20eq%20%27{}%27",
+        ran_on[0]
+    ));
+    assert_eq!(node_ids(&one), ran_on[..1], "{one}");
+    // A job without a preparation task has no such list.
+    let (st, v) = svc.req("GET", "/jobs/pj/jobpreparationandreleasetaskstatus", None);
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(v["code"], "JobPreparationTaskNotSpecified", "{v}");
+    ran_on
 }

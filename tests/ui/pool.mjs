@@ -1,12 +1,17 @@
 // The web view of `berth service` in headless Chromium: three nodes on the heatmap, a
-// task's output read through the service, a read-only token's node action refused.
+// task's output read through the service, preparation runs per node, a node's image pulls,
+// a read-only token's node action refused.
 // Started by tests/tests/ui.rs with the pool `webpool` of three agents and the job `pj`
-// whose task `hi` printed hello. Environment: BERTH_URL, BERTH_TOKEN, BERTH_RO_TOKEN,
-// BERTH_UI_SHOTS, BERTH_UI_TOOLS, BERTH_NODE_IDS (comma-separated).
+// whose task `hi` printed hello (and `pulled` ran), and the job `pp` whose preparation task ran on the nodes
+// BERTH_PREP_NODES, and the task `pulled` whose image BERTH_PULLED the node BERTH_PULL_NODE
+// pulled from a registry. Environment: BERTH_URL, BERTH_TOKEN, BERTH_RO_TOKEN,
+// BERTH_UI_SHOTS, BERTH_UI_TOOLS, BERTH_NODE_IDS and BERTH_PREP_NODES (comma-separated),
+// BERTH_PULLED, BERTH_PULL_NODE.
 import { env, launch, login, shot, step } from './lib.mjs';
 
 const url = env('BERTH_URL');
 const nodes = env('BERTH_NODE_IDS').split(',');
+const prepNodes = env('BERTH_PREP_NODES').split(',');
 const browser = await launch();
 try {
   const { ctx, page } = await login(browser, url, env('BERTH_TOKEN'));
@@ -20,7 +25,7 @@ try {
   await page.goto(url + '/ui/#/jobs');
   await page.waitForSelector('#jobs tr[data-job="pj"] .bar');
   const counts = await page.textContent('#jobs tr[data-job="pj"] .counts');
-  if (!counts.includes('succeeded 1')) throw new Error('task counts: ' + counts);
+  if (!counts.includes('succeeded 2')) throw new Error('task counts: ' + counts);
   step('the jobs page shows the service task counts');
 
   await page.goto(url + '/ui/#/task/pj/hi');
@@ -35,6 +40,27 @@ try {
   await page.goto(url + '/ui/#/task/pw/w');
   await page.waitForSelector('#task-pending[data-code="dependenciesUnmet"]');
   step('a pending task says why it waits, through the service');
+
+  // Preparation and release per node, each node's entry read from its agent.
+  await page.goto(url + '/ui/#/job/pp');
+  for (const id of prepNodes) {
+    await page.waitForSelector(`#prep-release tr[data-node="${id}"]`);
+    const row = await page.textContent(`#prep-release tr[data-node="${id}"]`);
+    if (!/completed\s*success \(exit 0\)/.test(row)) throw new Error('preparation row: ' + row);
+  }
+  const rows = await page.$$eval('#prep-release tbody tr', (r) => r.length);
+  if (rows !== prepNodes.length) throw new Error(`${rows} preparation rows, not ${prepNodes.length}`);
+  await shot(page, 'service-job-prep');
+  step('the job page shows preparation and release per node, through the service');
+
+  // The node that pulled the registry's image shows the pull, from its heartbeats.
+  const pulled = env('BERTH_PULLED') + ':latest';
+  await page.goto(url + `/ui/#/node/webpool/${env('BERTH_PULL_NODE')}`);
+  await page.waitForSelector(`#pulls li[data-image="${pulled}"][data-state="pulled"]`);
+  const pull = await page.textContent(`#pulls li[data-image="${pulled}"]`);
+  if (!/layers (\d+)\/\1/.test(pull)) throw new Error('pull: ' + pull);
+  await shot(page, 'service-node-pulls');
+  step('the node page shows its image pulls, through the service');
 
   await page.goto(url + `/ui/#/node/webpool/${nodes[0]}`);
   await page.waitForSelector('#node-state');

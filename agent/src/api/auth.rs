@@ -74,9 +74,10 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// Pool mode: the service's file-proxy credential, good for reading files only. Every
-/// enrolment brings a new one (the service derives it for the node's epoch) and the
-/// member puts it here, so only the newest enrolment's is accepted.
+/// Pool mode: the service's file-proxy credential, good for reading files (and the job
+/// preparation status) only. Every enrolment brings a new one (the service derives it
+/// for the node's epoch) and the member puts it here, so only the newest enrolment's is
+/// accepted.
 #[derive(Clone, Default)]
 pub struct ProxyCredential(Arc<std::sync::RwLock<Option<Arc<str>>>>);
 
@@ -108,7 +109,8 @@ pub struct TcpGuard {
     pub token: Option<Arc<str>>,
     /// The Batch account and keys SharedKey requests are signed with, if configured.
     pub shared_key: Option<Arc<super::shared_key::KeyRing>>,
-    /// Pool mode: the service's file proxy credential, good for reading files only.
+    /// Pool mode: the service's file proxy credential, good for reading files (and the job
+    /// preparation status) only.
     pub proxy_token: ProxyCredential,
     /// Tokens good for reads only (`read_only_token_file`).
     pub read_only: Arc<[String]>,
@@ -188,7 +190,7 @@ pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) 
                 next.run(req).await
             } else {
                 ApiError::AuthorizationFailure(
-                    "the service's proxy credential is good for reading files only".into(),
+                    "the service's proxy credential is good for reading files and the job preparation status only".into(),
                 )
                 .into_response()
             }
@@ -210,16 +212,22 @@ pub async fn require_token(State(g): State<TcpGuard>, req: Request, next: Next) 
     }
 }
 
-/// What the service's file proxy may do: read task files and node files.
+/// What the service's file proxy may do: read task files, node files and a job's
+/// preparation and release status.
 fn proxy_allows(method: &axum::http::Method, path: &str) -> bool {
     let read = method == axum::http::Method::GET || method == axum::http::Method::HEAD;
-    // Exactly `/jobs/{job}/tasks/{task}/files[/...]` or `/pools/{pool}/nodes/{node}/files[/...]`.
+    // Exactly `/jobs/{job}/tasks/{task}/files[/...]` or `/pools/{pool}/nodes/{node}/files[/...]`,
+    // or `/jobs/{job}/jobpreparationandreleasetaskstatus` (the service merges the nodes').
     let seg: Vec<&str> = path.split('/').collect();
     let files = seg.len() >= 6
         && seg[0].is_empty()
         && seg[5] == "files"
         && matches!((seg[1], seg[3]), ("jobs", "tasks") | ("pools", "nodes"));
-    read && files
+    let prep = seg.len() == 4
+        && seg[0].is_empty()
+        && seg[1] == "jobs"
+        && seg[3] == "jobpreparationandreleasetaskstatus";
+    read && (files || prep)
 }
 
 /// The job a token is good for, if it is valid and its job still runs (not completed,
@@ -246,7 +254,7 @@ mod tests {
     use axum::http::Method;
 
     #[test]
-    fn the_proxy_credential_reads_files_only() {
+    fn the_proxy_credential_reads_files_and_the_prep_status_only() {
         assert!(proxy_allows(
             &Method::GET,
             "/jobs/j/tasks/t/files/stdout.txt"
@@ -260,12 +268,17 @@ mod tests {
             "/jobs/j/tasks/t/files/stdout.txt"
         ));
         assert!(!proxy_allows(&Method::GET, "/jobs/j/tasks/t"));
+        assert!(proxy_allows(
+            &Method::GET,
+            "/jobs/j/jobpreparationandreleasetaskstatus"
+        ));
         for not_files in [
             "/jobs/files",
             "/jobs/files/tasks",
             "/jobschedules/files/jobs",
-            "/jobs/files/jobpreparationandreleasetaskstatus",
             "/jobs/j/files/t/files",
+            "/jobs/j/jobpreparationandreleasetaskstatus/x",
+            "/jobs/j/tasks",
         ] {
             assert!(!proxy_allows(&Method::GET, not_files), "{not_files}");
         }

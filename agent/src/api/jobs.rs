@@ -347,12 +347,15 @@ pub async fn delete(
 }
 
 /// `GET /jobs/{job}/jobpreparationandreleasetaskstatus`: this node's entry, once the
-/// job's preparation task has run here.
+/// job's preparation task has run here, as Batch's list (`$filter`, `$select`,
+/// `maxresults`; the service merges its nodes' entries the same way).
 pub async fn prep_release_status(
     State(s): State<AppState>,
     Path(job): Path<String>,
     h: HeaderMap,
+    q: Pairs,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = super::list::ListQuery::parse(q.0, &berth_proto::odata::PREP_RELEASE)?;
     let j = find_job(&s, &job)?;
     if j.spec.job_preparation_task.is_none() {
         return Err(ApiError::JobPreparationTaskNotSpecified(
@@ -368,8 +371,20 @@ pub async fn prep_release_status(
             job_release_task_execution_info: r.release,
         })
     });
-    Ok(Json(serde_json::json!({
-        "odata.metadata": format!("{}/$metadata#jobpreparationandreleasetaskstatuslist", entity::base_url(&h)),
-        "value": entry.into_iter().collect::<Vec<_>>(),
-    })))
+    let items = entry
+        .map(|e| {
+            let v = serde_json::to_value(&e).map_err(ApiError::internal)?;
+            Ok::<_, ApiError>((0, e.node_id, v))
+        })
+        .transpose()?;
+    let path = format!(
+        "/jobs/{}/jobpreparationandreleasetaskstatus",
+        seg(&j.spec.id)
+    );
+    Ok(Json(q.page(
+        items.into_iter().collect(),
+        &h,
+        &path,
+        "jobpreparationandreleasetaskstatuslist",
+    )))
 }

@@ -31,6 +31,13 @@ pub async fn run(m: Arc<Member>) {
             node: m.rt.status.get(),
             running: m.running(),
             file_address: m.file_address.get().cloned(),
+            image_pulls: m
+                .rt
+                .pulls
+                .snapshot()
+                .iter()
+                .filter_map(|p| serde_json::to_value(p).ok())
+                .collect(),
         };
         let token = m.token();
         let r: Result<HeartbeatReply, _> = tokio::select! {

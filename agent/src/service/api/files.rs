@@ -46,7 +46,8 @@ const KEPT: [&str; 8] = [
     "ocp-batch-file-url",
 ];
 
-fn client() -> &'static reqwest::Client {
+/// The client that reads from nodes: no redirects, bounded waits.
+pub(super) fn client() -> &'static reqwest::Client {
     static C: OnceLock<reqwest::Client> = OnceLock::new();
     C.get_or_init(|| {
         reqwest::Client::builder()
@@ -184,14 +185,14 @@ async fn proxy(
 }
 
 /// Where and how to reach a node's file API.
-struct Target {
-    address: String,
-    token: String,
+pub(super) struct Target {
+    pub(super) address: String,
+    pub(super) token: String,
 }
 
 /// The node's file address and proxy credential (derived with `key` for its current
 /// enrolment), when the node is there to answer.
-async fn node_address(
+pub(super) async fn node_address(
     c: &tokio_postgres::Client,
     key: &[u8],
     pool: &str,

@@ -11,6 +11,7 @@ pub(crate) mod jobs;
 pub mod nodes;
 mod pending;
 pub mod pools;
+mod prep_release;
 pub(crate) mod tasks;
 
 use super::state::ServiceState;
@@ -54,6 +55,10 @@ pub fn router() -> Router<ServiceState> {
         .route("/jobs/{job}/disable", post(jobs::disable))
         .route("/jobs/{job}/enable", post(jobs::enable))
         .route("/jobs/{job}/taskcounts", get(counts::tasks))
+        .route(
+            "/jobs/{job}/jobpreparationandreleasetaskstatus",
+            get(prep_release::status),
+        )
         .route("/jobs/{job}/tasks", post(tasks::add).get(tasks::list))
         .route("/jobs/{job}/addtaskcollection", post(tasks::add_collection))
         .route(

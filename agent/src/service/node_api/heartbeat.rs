@@ -19,7 +19,11 @@ pub async fn heartbeat(
     let file_address = super::usable_file_address(&caller.node.node_id, hb.file_address.as_deref());
     let state = hb.node.state.to_string();
     let gpus = hb.node.gpus.as_ref().map_or(0, |g| g.devices.len() as i32);
-    let report = serde_json::to_value(&hb.node).map_err(ApiError::internal)?;
+    let mut report = serde_json::to_value(&hb.node).map_err(ApiError::internal)?;
+    // berth's `imagePulls` ride in the report, where the node view reads them.
+    if let (false, Some(o)) = (hb.image_pulls.is_empty(), report.as_object_mut()) {
+        o.insert("imagePulls".into(), hb.image_pulls.into());
+    }
     let mut conn = st.db.node_conn().await?;
     let tx = conn.transaction().await.map_err(DbError::from)?;
     // A heartbeat that changes nothing renews the lease only once the recorded renewal is
