@@ -4,7 +4,15 @@
 # and three `berth agent --service` nodes (distinct node ids and roots, one Docker engine),
 # adds the pool, a job and ten tasks (the last depends on the other nine), and shows where
 # each ran. Everything it started is stopped on exit. Runs as root, with or without sudo.
+# With --web it then keeps the pool up with a task that prints a line a second for ten
+# minutes, and prints the web view's address and token, until Ctrl-C.
 set -eu
+web=false
+case "${1:-}" in
+  --web) web=true ;;
+  "") ;;
+  *) echo "usage: $0 [--web]" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && PATH="$HOME/.cargo/bin:$PATH"
@@ -76,3 +84,17 @@ done
 "$berth" task list --job demojob
 echo "--- hello5's stdout.txt, read through the service from the node that ran it:"
 "$berth" task logs --job demojob hello5
+if $web; then
+  "$berth" job delete livejob >/dev/null 2>&1 || true
+  i=0
+  until "$berth" job add examples/pool-demo/live-job.json >/dev/null 2>&1; do
+    i=$((i + 1)); [ $i -lt 150 ] || { "$berth" job add examples/pool-demo/live-job.json; exit 1; }; sleep 0.2
+  done
+  "$berth" task add --job livejob examples/pool-demo/live-task.json >/dev/null
+  echo
+  echo "pool-demo: the web view is at http://127.0.0.1:$port/ui/"
+  echo "pool-demo: log in with the token in $demo/token: $(cat "$demo/token")"
+  echo "pool-demo: job livejob's task 'live' prints a line a second for ten minutes; Ctrl-C stops everything"
+  # Until Ctrl-C (the trap stops what was started) or the service ends.
+  wait
+fi

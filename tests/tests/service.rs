@@ -987,3 +987,51 @@ fn the_python_sdk_signs_with_shared_key_against_the_service() {
         assert!(!log.contains(k.as_str()), "a key reached the log");
     }
 }
+
+/// The CLI against a service (`--service`, `--token-file`), as the README's "CLI against a
+/// service" and the pool demo use it: pools, jobs and tasks, each answered by the service.
+#[test]
+fn the_cli_drives_a_service() {
+    let pg = Postgres::start();
+    let s = Service::start(&pg.url);
+    wait_ok(&s, "/pools", Duration::from_secs(20));
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{}\n", berth_tests::service::CLIENT_TOKEN)).unwrap();
+    let file = |name: &str, v: Value| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, v.to_string()).unwrap();
+        p
+    };
+    let cli = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(berth_tests::berth_bin())
+            .args(args)
+            .env("BERTH_SERVICE", &s.url)
+            .env("BERTH_TOKEN_FILE", &token)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "berth {args:?}: {text}{err}");
+        text
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let pool = file("pool.json", pool("clipool", 2));
+    cli(&[&os("pool"), &os("add"), pool.as_os_str()]);
+    assert!(cli(&[&os("pool"), &os("list")]).contains("clipool"));
+    let job = file(
+        "job.json",
+        json!({"id": "clijob", "poolInfo": {"poolId": "clipool"}}),
+    );
+    cli(&[&os("job"), &os("add"), job.as_os_str()]);
+    let task = file("task.json", json!({"id": "t1", "commandLine": "true"}));
+    cli(&[
+        &os("task"),
+        &os("add"),
+        &os("--job"),
+        &os("clijob"),
+        task.as_os_str(),
+    ]);
+    assert!(cli(&[&os("task"), &os("list"), &os("--job"), &os("clijob")]).contains("t1"));
+    assert!(cli(&[&os("job"), &os("list")]).contains("clijob"));
+}

@@ -116,8 +116,9 @@ impl Client {
         body: Option<Vec<u8>>,
         headers: &[(&str, &str)],
     ) -> Result<Reply, ClientError> {
+        let uri = with_api_version(path);
         if let Some(svc) = &self.service {
-            return svc.request(method, path, body, headers).await;
+            return svc.request(method, &uri, body, headers).await;
         }
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
@@ -132,7 +133,6 @@ impl Client {
             .await
             .map_err(|e| self.transport(e))?;
         tokio::spawn(conn);
-        let uri = with_api_version(path);
         let mut req = Request::builder()
             .method(method)
             .uri(&uri)
