@@ -177,14 +177,14 @@ pub async fn claim(
     let rows = tx
         .query(
             "WITH picked AS (
-                 SELECT r.task_seq, r.job_id, r.required_slots, r.gpus
+                 SELECT r.task_seq, r.job_id, r.required_slots, r.gpus, j.max_parallel >= 0 AS capped
                  FROM ready r JOIN jobs j ON j.id = r.job_id
                  WHERE r.pool_id = $1 AND r.required_slots <= $2 AND r.gpus <= $3
                    AND j.state = 'active' AND (j.max_parallel < 0 OR j.running < j.max_parallel)
                  ORDER BY r.job_priority DESC, r.job_seq, r.task_seq
                  LIMIT $4
                  FOR UPDATE OF r SKIP LOCKED)
-             SELECT task_seq, job_id, required_slots, gpus FROM picked",
+             SELECT task_seq, job_id, required_slots, gpus, capped FROM picked",
             &[&node.pool_id, &free, &free_gpus, &(want * 4)],
         )
         .await?;
@@ -193,8 +193,8 @@ pub async fn claim(
         if claims.len() as i64 >= want {
             break;
         }
-        let (seq, job_id, need, need_gpus): (i64, String, i32, i32) =
-            (r.get(0), r.get(1), r.get(2), r.get(3));
+        let (seq, job_id, need, need_gpus, capped): (i64, String, i32, i32, bool) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
         if need > free || need_gpus > free_gpus {
             continue;
         }
@@ -202,25 +202,23 @@ pub async fn claim(
         // of one job would otherwise update that one row, whose dead versions pile up
         // while any transaction holds the horizon back (spec goal 7). Either way the job
         // row is locked, so a concurrent disable or terminate sees this attempt.
-        let job = tx
-            .query_opt(
+        // A cap changed since the pick is caught by each statement's own condition.
+        let job = if capped {
+            tx.query_opt(
                 "UPDATE jobs SET running = running + 1
                  WHERE id = $1 AND state = 'active' AND max_parallel >= 0
                    AND running < max_parallel
                  RETURNING view",
                 &[&job_id],
             )
-            .await?;
-        let job = match job {
-            Some(j) => Some(j),
-            None => {
-                tx.query_opt(
-                    "SELECT view FROM jobs WHERE id = $1 AND state = 'active' AND max_parallel < 0
-                     FOR SHARE",
-                    &[&job_id],
-                )
-                .await?
-            }
+            .await?
+        } else {
+            tx.query_opt(
+                "SELECT view FROM jobs WHERE id = $1 AND state = 'active' AND max_parallel < 0
+                 FOR SHARE",
+                &[&job_id],
+            )
+            .await?
         };
         let Some(job) = job else { continue };
         let attempt: i64 = tx
