@@ -783,6 +783,114 @@ impl Svc {
     }
 }
 
+/// A node's GET lists its recent tasks (Batch's `recentTasks`): those live on it first,
+/// then those whose attempts ended, newest first, at most ten, each task once; the list of
+/// nodes leaves them out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nodes_recent_tasks_are_its_live_then_its_ended_attempts() {
+    let svc = Svc::start().await;
+    svc.pool("p", 2, "pack", (5000, Some(15000)));
+    svc.job("j", "p", 0, -1);
+    for i in 0..13 {
+        svc.task("j", &format!("t{i:02}"), 1, &[]);
+    }
+    let n1 = svc.enrol("p", "n1").await;
+    svc.enrol("p", "n2").await;
+    let recent = |v: &Value| -> Vec<(String, String)> {
+        v["recentTasks"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| {
+                        let s = |k: &str| i[k].as_str().unwrap().to_string();
+                        (s("taskId"), s("taskState"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // t00 completes; t01 and t02 are live.
+    let first = svc.claim(&n1, 1, 0).await;
+    assert_eq!(
+        svc.complete(&n1, first[0].0, "j", "t00", "success").await.0,
+        200
+    );
+    let live = svc.claim(&n1, 2, 0).await;
+    assert_eq!(ids(&live), ["t01", "t02"]);
+    let (s, v) = svc.rest("GET", "/pools/p/nodes/n1", None).await;
+    assert_eq!(s, 200, "{v}");
+    let st = |id: &str, state: &str| (id.to_string(), state.to_string());
+    assert_eq!(
+        recent(&v),
+        [
+            st("t02", "preparing"),
+            st("t01", "preparing"),
+            st("t00", "completed")
+        ],
+        "{v}"
+    );
+    let done = &v["recentTasks"][2];
+    assert_eq!(
+        (
+            &done["executionInfo"]["exitCode"],
+            done["executionInfo"]["result"].as_str()
+        ),
+        (&json!(0), Some("success"))
+    );
+    assert!(
+        done["taskUrl"]
+            .as_str()
+            .unwrap()
+            .ends_with("/jobs/j/tasks/t00"),
+        "{done}"
+    );
+    let (_, v) = svc.rest("GET", "/pools/p/nodes/n2", None).await;
+    assert!(v.get("recentTasks").is_none(), "n2 ran nothing: {v}");
+    let (_, v) = svc.rest("GET", "/pools/p/nodes", None).await;
+    assert!(v["value"][0].get("recentTasks").is_none(), "{v}");
+
+    // Requeued from here: listed among the ended, as the task is now (active), without
+    // an executionInfo of this node's.
+    assert_eq!(
+        svc.rest("POST", "/pools/p/nodes/n1/disablescheduling", None)
+            .await
+            .0,
+        200
+    );
+    let (_, v) = svc.rest("GET", "/pools/p/nodes/n1", None).await;
+    assert_eq!(
+        recent(&v),
+        [
+            st("t02", "active"),
+            st("t01", "active"),
+            st("t00", "completed")
+        ],
+        "{v}"
+    );
+    assert!(v["recentTasks"][0].get("executionInfo").is_none(), "{v}");
+
+    // Eleven more ended attempts: only the ten newest are listed, each task once.
+    assert_eq!(
+        svc.rest("POST", "/pools/p/nodes/n1/enablescheduling", None)
+            .await
+            .0,
+        200
+    );
+    for _ in 0..6 {
+        for (a, id) in svc.claim(&n1, 2, 0).await {
+            assert_eq!(svc.complete(&n1, a, "j", &id, "success").await.0, 200);
+        }
+    }
+    let (_, v) = svc.rest("GET", "/pools/p/nodes/n1", None).await;
+    let got = recent(&v);
+    assert_eq!(got.len(), 10, "{v}");
+    assert!(got.iter().all(|(_, s)| s == "completed"), "{v}");
+    let mut ids: Vec<&str> = got.iter().map(|(i, _)| i.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 10, "each task once: {v}");
+}
+
 /// Nodes through the client REST: list with $filter, get, disable scheduling with each
 /// option, enable, removenodes; and the metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -59,6 +59,14 @@ try {
   await shot(page, 'node');
   step('the node page opens from the keyboard and shows the image pulls');
 
+  // Its running task and the one it completed (Batch's recentTasks), each a link.
+  await page.waitForSelector('#recent-tasks li[data-task="web/live"][data-state="running"]');
+  const done = await page.textContent('#recent-tasks li[data-task="web/pulled"][data-state="completed"]');
+  if (!done.includes('success, exit 0')) throw new Error('the completed task shows: ' + done);
+  await page.click('#recent-tasks li[data-task="web/live"] a');
+  await page.waitForFunction(() => location.hash === '#/task/web/live');
+  step('the node page lists its running task and the one it completed, linked');
+
   // Jobs: the job with its task-count bar.
   await page.goto(url + '/ui/#/jobs');
   await page.waitForSelector('#jobs tr[data-job="web"] .bar');

@@ -59,8 +59,10 @@ try {
   await page.waitForSelector(`#pulls li[data-image="${pulled}"][data-state="pulled"]`);
   const pull = await page.textContent(`#pulls li[data-image="${pulled}"]`);
   if (!/layers (\d+)\/\1/.test(pull)) throw new Error('pull: ' + pull);
+  const ran = await page.textContent('#recent-tasks li[data-task="pj/pulled"][data-state="completed"]');
+  if (!ran.includes('success, exit 0')) throw new Error('the completed task shows: ' + ran);
   await shot(page, 'service-node-pulls');
-  step('the node page shows its image pulls, through the service');
+  step('the node page shows its image pulls and the task it ran, through the service');
 
   await page.goto(url + `/ui/#/node/webpool/${nodes[0]}`);
   await page.waitForSelector('#node-state');

@@ -27,6 +27,7 @@ pub use auth::{
 pub use conn::{HEADER_TIMEOUT, MAX_CONNECTIONS};
 pub use error::ApiError;
 pub use headers::{API_VERSION, API_VERSIONS};
+pub use pools::RECENT_COMPLETED;
 pub use tasks::MAX_COLLECTION;
 // The list and entity answers `berth service` gives as well.
 pub(crate) use jobs::listing as job_listing;
@@ -169,20 +170,13 @@ pub(crate) fn select_of(q: &[(String, String)]) -> Result<Option<Vec<String>>, A
         .transpose()
 }
 
-/// `GET /node`: the node as berth reports it, with berth's `imagePulls` (the pulls under
-/// way and the last ended, see `image::board`).
+/// `GET /node`: the node as `GET /pools/{pool}/nodes/{node}` shows it, with berth's
+/// `imagePulls` (the pulls under way and the last ended, see `image::board`).
 async fn node(
     axum::extract::State(s): axum::extract::State<AppState>,
+    h: HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let mut v = entity::json(&s.rt.status.get())?;
-    let pulls = s.rt.pulls.snapshot();
-    if let (false, Some(o)) = (pulls.is_empty(), v.as_object_mut()) {
-        o.insert(
-            "imagePulls".into(),
-            serde_json::to_value(pulls).map_err(ApiError::internal)?,
-        );
-    }
-    Ok(axum::Json(v))
+    Ok(axum::Json(pools::node_view(&s, &h)?))
 }
 
 /// Prometheus text: tasks by state, durations, pulls, slots.

@@ -44,20 +44,51 @@ fn pool_view(s: &AppState) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-/// This node as Batch's `ComputeNode`: its reported state, with the task counts Batch adds.
-fn node_view(s: &AppState) -> Result<Value, ApiError> {
+/// How many completed tasks a node's `recentTasks` lists, after those running.
+pub const RECENT_COMPLETED: usize = 10;
+
+/// This node as Batch's `ComputeNode`: its reported state, with the task counts Batch adds,
+/// its `recentTasks` (Batch's `TaskInformation`: every task preparing or running, then the
+/// [`RECENT_COMPLETED`] latest completed) and berth's `imagePulls`.
+pub(super) fn node_view(s: &AppState, h: &HeaderMap) -> Result<Value, ApiError> {
     let running = s
         .store
         .tasks_in(&[TaskState::Preparing, TaskState::Running])?;
     let slots: u32 = running.iter().map(|t| t.view.spec.required_slots()).sum();
+    let ended = s.store.recently_completed(RECENT_COMPLETED)?;
+    let base = entity::base_url(h);
+    let recent: Vec<Value> = running
+        .iter()
+        .chain(&ended)
+        .map(|t| {
+            let v = &t.view;
+            let mut i = json!({
+                "taskUrl": format!("{base}/jobs/{}/tasks/{}", seg(&v.job_id), seg(&v.spec.id)),
+                "jobId": v.job_id,
+                "taskId": v.spec.id,
+                "taskState": v.state.as_str(),
+            });
+            if let Some(e) = &v.execution_info {
+                i["executionInfo"] = json!(e);
+            }
+            i
+        })
+        .collect();
     let mut v = entity::json(&s.rt.status.get())?;
+    let pulls = s.rt.pulls.snapshot();
     if let Some(o) = v.as_object_mut() {
         o.insert("isDedicated".into(), json!(true));
         o.insert("allocationTime".into(), json!(since(s)));
         o.insert("runningTasksCount".into(), json!(running.len()));
         o.insert("runningTaskSlotsCount".into(), json!(slots));
+        if !recent.is_empty() {
+            o.insert("recentTasks".into(), Value::Array(recent));
+        }
         if let Some(size) = &s.rt.pool.vm_size {
             o.insert("vmSize".into(), json!(size));
+        }
+        if !pulls.is_empty() {
+            o.insert("imagePulls".into(), entity::json(&pulls)?);
         }
     }
     Ok(v)
@@ -140,7 +171,7 @@ pub async fn nodes(
     check_pool(&s, &pool)?;
     let list = format!("{}/nodes", pool_path(&s));
     one_item_list(
-        node_view(&s)?,
+        node_view(&s, &h)?,
         &s.rt.node.node_id,
         q,
         &h,
@@ -164,7 +195,14 @@ pub async fn node(
         )));
     }
     let path = node_path(&s);
-    entity::answer(&h, &method, &node_view(&s)?, &path, "nodes", select_of(&q)?)
+    entity::answer(
+        &h,
+        &method,
+        &node_view(&s, &h)?,
+        &path,
+        "nodes",
+        select_of(&q)?,
+    )
 }
 
 /// `GET /nodecounts`: the one pool, its one node counted by state.

@@ -335,6 +335,9 @@ impl Store for Journal {
     fn tasks_in(&self, states: &[TaskState]) -> Result<Vec<StoredTask>, StoreError> {
         self.inner.tasks_in(states)
     }
+    fn recently_completed(&self, limit: usize) -> Result<Vec<StoredTask>, StoreError> {
+        self.inner.recently_completed(limit)
+    }
     fn delete_task(&self, job: &str, id: &str) -> Result<(), StoreError> {
         self.inner.delete_task(job, id)?;
         self.ledger.freed.notify_one();

@@ -175,6 +175,9 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<StoredTask>, StoreError>;
     /// Every task in these states, across jobs, in queue order.
     fn tasks_in(&self, states: &[TaskState]) -> Result<Vec<StoredTask>, StoreError>;
+    /// Up to `limit` completed tasks, across jobs, the latest completed first (by
+    /// `stateTransitionTime`): the node's recent tasks.
+    fn recently_completed(&self, limit: usize) -> Result<Vec<StoredTask>, StoreError>;
     fn delete_task(&self, job: &str, id: &str) -> Result<(), StoreError>;
     /// Up to `limit` active tasks queued after `after` (a `seq`), in queue order, only
     /// what the scheduler decides on; of the jobs in `jobs` (lower-case ids) when given.

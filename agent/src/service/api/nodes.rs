@@ -149,9 +149,70 @@ async fn show(
         .await
         .map_err(DbError::from)?
         .ok_or_else(|| not_found(&pool, &node))?;
-    let v = view(&row);
-    let at = node_path(&pool, v["id"].as_str().unwrap_or(&node));
+    let mut v = view(&row);
+    let id = v["id"].as_str().unwrap_or(&node).to_string();
+    let recent = recent_tasks(&conn, &pool, &id, &h).await?;
+    if !recent.is_empty() {
+        v["recentTasks"] = Value::Array(recent);
+    }
+    let at = node_path(&pool, &id);
     crate::api::entity::answer(&h, &method, &v, &at, "nodes", select_of(&q)?)
+}
+
+/// A node's `recentTasks` (Batch's `TaskInformation`), each task once: those with an
+/// attempt live on the node, then those of its [`RECENT_COMPLETED`] latest ended attempts,
+/// newest first. `taskState` is the task's own now (a task requeued from here may be
+/// `active` or running elsewhere); `executionInfo` is shown only while the task's latest
+/// run is this node's. Only a node's GET lists them, not the pool's node list, which
+/// would read every node's attempts.
+///
+/// [`RECENT_COMPLETED`]: crate::api::RECENT_COMPLETED
+async fn recent_tasks(
+    c: &tokio_postgres::Client,
+    pool: &str,
+    node: &str,
+    h: &HeaderMap,
+) -> Result<Vec<Value>, ApiError> {
+    use crate::api::entity::seg;
+    let limit = crate::api::RECENT_COMPLETED as i64;
+    let rows = c
+        .query(
+            "WITH recent AS (
+                (SELECT task_seq, id, true AS live FROM attempts
+                  WHERE pool_id = $1 AND node_id = $2 AND state = 'live')
+                UNION ALL
+                (SELECT task_seq, id, false FROM attempts
+                  WHERE pool_id = $1 AND node_id = $2 AND state <> 'live'
+                  ORDER BY id DESC LIMIT $3)
+             ), each AS (
+                SELECT task_seq, max(id) AS id, bool_or(live) AS live FROM recent GROUP BY task_seq
+             )
+             SELECT t.job_id, t.id, t.state,
+                    CASE WHEN t.node_id = $2 THEN t.view -> 'executionInfo' END
+               FROM each e JOIN tasks t ON t.seq = e.task_seq
+              ORDER BY e.live DESC, e.id DESC",
+            &[&pool, &node, &limit],
+        )
+        .await
+        .map_err(DbError::from)?;
+    let base = crate::api::entity::base_url(h);
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (job, task): (String, String) = (r.get(0), r.get(1));
+            let mut i = json!({
+                "taskUrl": format!("{base}/jobs/{}/tasks/{}", seg(&job), seg(&task)),
+                "jobId": job,
+                "taskId": task,
+                "taskState": r.get::<_, String>(2),
+            });
+            match r.get::<_, Option<Value>>(3) {
+                None | Some(Value::Null) => {}
+                Some(e) => i["executionInfo"] = e,
+            }
+            i
+        })
+        .collect())
 }
 
 fn not_found(pool: &str, node: &str) -> ApiError {

@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         2,
         include_str!("../migrations/0002_derived_proxy_token.sql"),
     ),
+    (3, include_str!("../migrations/0003_attempts_by_node.sql")),
 ];
 
 /// The advisory lock key that serialises migrations (any fixed number; "berth" in ASCII).

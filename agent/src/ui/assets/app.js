@@ -602,6 +602,23 @@ function imagePulls(pulls) {
   }))];
 }
 
+// Batch's recentTasks: the tasks running on the node, then the latest it completed.
+function recentTasks(list) {
+  if (!(list || []).length) {
+    return [el('h2', {}, 'Running and recent tasks'), el('p', { id: 'recent-tasks', class: 'muted' }, 'No task has run here yet.')];
+  }
+  return [el('h2', {}, 'Running and recent tasks'), el('ul', { id: 'recent-tasks' }, list.map((t) => {
+    const x = t.executionInfo || {};
+    const exit = x.exitCode === undefined || x.exitCode === null ? '' : ', exit ' + x.exitCode;
+    return el('li', { 'data-task': t.jobId + '/' + t.taskId, 'data-state': t.taskState },
+      el('a', { href: '#/task/' + enc(t.jobId) + '/' + enc(t.taskId) }, t.jobId + ' / ' + t.taskId), ' ',
+      stateBadge(t.taskState), x.result ? ' ' + x.result + exit : exit,
+      x.startTime ? el('span', { class: 'counts' }, ' started ', ts(x.startTime)) : null,
+      x.endTime ? el('span', { class: 'counts' }, ' ended ', ts(x.endTime)) : null,
+      x.failureInfo ? el('div', { class: 'error' }, x.failureInfo.code + ': ' + x.failureInfo.message) : null);
+  }))];
+}
+
 async function nodePage(poolId, nodeId) {
   const head = el('div');
   const acts = el('div', { class: 'actions', id: 'node-actions' });
@@ -637,9 +654,7 @@ async function nodePage(poolId, nodeId) {
     extra.replaceChildren(...((n.images || []).length ? [el('h2', {}, 'Images'), el('ul', {},
       n.images.map((i) => el('li', {}, i.image + ': ' + i.state + (i.message ? ' (' + i.message + ')' : ''))))] : []),
     ...imagePulls(n.imagePulls),
-    ...((n.recentTasks || []).length ? [el('h2', {}, 'Recent tasks'), el('ul', {},
-      n.recentTasks.map((t) => el('li', {}, el('a', { href: '#/task/' + enc(t.jobId) + '/' + enc(t.taskId) }, t.jobId + ' / ' + t.taskId),
-        ' ', t.taskState || '')))] : []));
+    ...recentTasks(n.recentTasks));
     if (!built) {
       built = true;
       if (session.mode === 'agent') {
