@@ -719,6 +719,44 @@ async fn dependents_are_released_by_success_only() {
     assert_eq!(v["commands"], json!([]));
 }
 
+/// A completion releases dependents as its task's exitConditions say, as the standalone
+/// scheduler does: a failure whose exit code says `satisfy` releases them; a success
+/// whose exit code 0 says `block` does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dependents_are_released_by_the_exit_conditions() {
+    let svc = Svc::start().await;
+    svc.pool("p", 4, "pack", (5000, Some(15000)));
+    svc.job("j", "p", 0, -1);
+    svc.task("j", "e", 1, &[]);
+    svc.task("j", "f", 1, &["e"]);
+    svc.task("j", "g", 1, &[]);
+    svc.task("j", "h", 1, &["g"]);
+    svc.pg.psql(
+        r#"UPDATE tasks SET view = jsonb_set(view, '{exitConditions}',
+             '{"exitCodes":[{"code":1,"exitOptions":{"dependencyAction":"satisfy"}}]}')
+           WHERE id = 'e';
+           UPDATE tasks SET view = jsonb_set(view, '{exitConditions}',
+             '{"exitCodes":[{"code":0,"exitOptions":{"dependencyAction":"block"}}]}')
+           WHERE id = 'g';"#,
+    );
+    let n1 = svc.enrol("p", "n1").await;
+    let got = svc.claim(&n1, 4, 0).await;
+    assert_eq!(ids(&got), ["e", "g"]);
+    assert_eq!(
+        svc.complete(&n1, got[1].0, "j", "g", "success").await.0,
+        200
+    );
+    assert_eq!(
+        svc.complete(&n1, got[0].0, "j", "e", "failure").await.0,
+        200
+    );
+    assert_eq!(ids(&svc.claim(&n1, 4, 0).await), ["f"]);
+    assert_eq!(
+        svc.one("SELECT state || waiting_on FROM tasks WHERE id = 'h'"),
+        "active1"
+    );
+}
+
 /// A waiting claim returns soon after a task is added (NOTIFY, not the 1 s re-check).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_long_poll_returns_when_a_task_is_added() {

@@ -124,8 +124,8 @@ pub enum Completion {
 }
 
 /// Records that attempt `id` of `node` completed with `view` (the node's final task
-/// view): the task completes, the job and node get their slots back, dependents of a
-/// success are released, then the job-level consequences run (`job_end`).
+/// view): the task completes, the job and node get their slots back, its dependents are
+/// released when its exitConditions satisfy them (by default: a success), then the job-level consequences run (`job_end`).
 pub async fn complete(
     tx: &deadpool_postgres::Transaction<'_>,
     node: &NodeRef,
@@ -171,12 +171,8 @@ pub async fn complete(
     )
     .await?;
     end_attempt(tx, id, "completed").await?;
-    let succeeded = task
-        .execution_info
-        .as_ref()
-        .and_then(|e| e.result)
-        .is_some_and(|r| r == berth_proto::TaskResult::Success);
-    if succeeded {
+    // As the standalone scheduler decides: by the task's exitConditions' dependencyAction.
+    if crate::schedule::pending::dependency(Some(&task)) == Some(true) {
         release_dependents(tx, &job_id, &key).await?;
     }
     super::job_end::after_task_completed(tx, &task).await?;

@@ -22,7 +22,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::Json;
-use berth_proto::exit::{self, DependencyAction};
 use berth_proto::{load, validate, JobView, PoolSpec, TaskResult, TaskSpec, TaskState, TaskView};
 use chrono::Utc;
 use deadpool_postgres::GenericClient;
@@ -39,19 +38,11 @@ fn parse_tasks(body: &Bytes) -> Result<Vec<(String, TaskSpec)>, ApiError> {
     Ok(l.items)
 }
 
-/// Whether a completed task satisfies the tasks that depend on it.
+/// Whether a completed task satisfies the tasks that depend on it: its exitConditions'
+/// `dependencyAction` for its outcome (by default, satisfied by a success), as the
+/// standalone scheduler and a completion (`attempts::complete`) decide.
 pub(crate) fn satisfies(t: &TaskView) -> bool {
-    if t.state != TaskState::Completed {
-        return false;
-    }
-    let Some(info) = &t.execution_info else {
-        return false;
-    };
-    if info.result == Some(TaskResult::Success) {
-        return true;
-    }
-    let outcome = exit::Outcome::of(info);
-    exit::actions(t.spec.exit_conditions.as_ref(), outcome).dependency == DependencyAction::Satisfy
+    crate::schedule::pending::dependency(Some(t)) == Some(true)
 }
 
 /// The distinct (lower-case) ids `spec` depends on.
@@ -608,6 +599,19 @@ mod tests {
             .unwrap(),
         );
         assert!(satisfies(&t));
+        // An exit code 0 listed with `block` blocks, success as it is.
+        let info = t.execution_info.as_mut().unwrap();
+        info.exit_code = Some(0);
+        info.result = Some(TaskResult::Success);
+        assert!(satisfies(&t));
+        t.spec.exit_conditions = Some(
+            serde_json::from_str(
+                r#"{"exitCodes":[{"code":0,"exitOptions":{"dependencyAction":"block"}}]}"#,
+            )
+            .unwrap(),
+        );
+        assert!(!satisfies(&t));
+        t.spec.exit_conditions = None;
         t.state = TaskState::Running;
         assert!(!satisfies(&t));
     }
