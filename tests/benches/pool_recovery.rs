@@ -71,8 +71,8 @@ async fn requeue(profile: &'static str, graceful: bool, target_s: f64) {
         // The run now going: the one after those seen.
         let (run, i) = sim.nth_run(seen, Duration::from_secs(300)).await;
         seen += 1;
-        // Settled first: a leave in the instant a container starts is another matter
-        // (RELIABILITY.md).
+        // Settled first: a task well under way. A leave in the instant a container starts
+        // is `pool_sim`'s `a_leave_as_a_container_starts_stops_it_first`.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let s = sim.clone();
         let lost = Instant::now();

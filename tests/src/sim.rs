@@ -296,12 +296,19 @@ async fn member(
         response,
     };
     let m = start::member(joined, rt, store, sched, ledger, stop.clone());
-    let queue_stop = CancellationToken::new();
+    let (queue_stop, queue_ended) = (CancellationToken::new(), CancellationToken::new());
     let q = tokio::spawn(queue.run(queue_stop.clone(), OnShutdown::Stop));
-    if start::begin(&m, notes).await {
-        start::stop_gracefully(m, queue_stop);
-    }
+    let leaving = if start::begin(&m, notes).await {
+        Some(start::stop_gracefully(m, queue_stop, queue_ended.clone()))
+    } else {
+        queue_stop.cancel();
+        None
+    };
     q.await.ok();
+    queue_ended.cancel();
+    if let Some(l) = leaving {
+        l.await.ok();
+    }
 }
 
 // === impl Sim ===
@@ -334,6 +341,14 @@ impl Sim {
     /// and `cfg.nodes` agents, every one idle.
     pub async fn start(cfg: Config) -> Sim {
         eprintln!("sim: {cfg:?} (replay with BERTH_SIM_SEED={})", cfg.seed);
+        if let Ok(filter) = std::env::var("BERTH_SIM_LOG") {
+            // Every agent and the service log here, each line in its span (node, task).
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init()
+                .ok();
+        }
         let pg = Arc::new(tokio::task::spawn_blocking(Postgres::start).await.unwrap());
         let port = crate::free_port();
         let proxy = proxy::Proxy::new(format!("127.0.0.1:{port}"));

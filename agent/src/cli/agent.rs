@@ -359,17 +359,22 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         node.state
     ))]);
 
-    let queue_stop = match (&member, notes) {
+    let queue_ended = CancellationToken::new();
+    let (queue_stop, leaving) = match (&member, notes) {
         (Some(m), Some(notes)) => {
             if !crate::member::start::begin(m, notes).await {
                 api_stop.cancel();
                 return Exit::Ok.into();
             }
             let queue_stop = CancellationToken::new();
-            crate::member::start::stop_gracefully(m.clone(), queue_stop.clone());
-            queue_stop
+            let leaving = crate::member::start::stop_gracefully(
+                m.clone(),
+                queue_stop.clone(),
+                queue_ended.clone(),
+            );
+            (queue_stop, Some(leaving))
         }
-        _ => cancel.clone(),
+        _ => (cancel.clone(), None),
     };
     // A member stops its containers: the service has requeued their tasks.
     let on_shutdown = match member {
@@ -377,6 +382,10 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         None => cfg.on_shutdown,
     };
     queue.run(queue_stop, on_shutdown).await;
+    queue_ended.cancel();
+    if let Some(leaving) = leaving {
+        leaving.await.ok();
+    }
     // Stopped by `cancel` too; between two store writes, never within one.
     if let Err(e) = timer.await {
         tracing::error!(error = %e, "the job schedule timer failed");

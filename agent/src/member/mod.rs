@@ -276,12 +276,9 @@ impl Member {
         });
     }
 
-    /// A graceful stop: the service requeues this node's attempts at once; their local
-    /// ends are not reported.
+    /// Tells the service this node leaves: it requeues the node's attempts at once. Their
+    /// containers must be gone first (`start::stop_gracefully`).
     pub async fn leave(&self) {
-        for (a, ..) in self.live() {
-            self.ledger.fence(a);
-        }
         let req = berth_proto::node_protocol::LeaveRequest {
             epoch: self.epoch(),
         };

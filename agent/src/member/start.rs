@@ -147,20 +147,69 @@ pub async fn begin(m: &Arc<Member>, notes: mpsc::UnboundedReceiver<Note>) -> boo
     true
 }
 
-/// On SIGTERM or `Remove`: tell the service this node leaves (it requeues the node's
-/// attempts, whose local ends then go unreported), then stop the scheduler
-/// (`queue_stop`), which stops and removes the running containers.
-pub fn stop_gracefully(m: Arc<Member>, queue_stop: CancellationToken) {
+/// On SIGTERM or `Remove`: fence this node's attempts (their local ends go unreported),
+/// stop the scheduler (`queue_stop`), which stops and removes the running containers, and
+/// only once it has ended (`queue_ended`) tell the service this node leaves. The service
+/// requeues the node's attempts at once, so a container still running then would run
+/// beside the next attempt elsewhere (it did, when the leave came first). Containers
+/// still stopping after [`leave_bound`] are killed. The handle ends once the service
+/// was told (or could not be).
+pub fn stop_gracefully(
+    m: Arc<Member>,
+    queue_stop: CancellationToken,
+    queue_ended: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         m.stop.cancelled().await;
-        m.leave().await;
+        let live = m.live();
+        for (a, ..) in &live {
+            m.ledger.fence(*a);
+        }
         queue_stop.cancel();
-    });
+        let bound = leave_bound(m.rt.stop_grace, &m.timers);
+        if tokio::time::timeout(bound, queue_ended.cancelled())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?bound,
+                "containers still stopping; killing them before leaving the pool"
+            );
+            for (a, ..) in &live {
+                super::kill_attempt(&m.rt, *a).await;
+            }
+        }
+        m.leave().await;
+    })
+}
+
+/// How long a leaving node lets its containers stop before it kills them: the stop grace
+/// and 2 s, but at most half the lease's `unknown` time, so that the service, which has
+/// heard no heartbeat since the leave began, does not show the node `unknown` meanwhile.
+pub fn leave_bound(
+    stop_grace: std::time::Duration,
+    timers: &berth_proto::node_protocol::Timers,
+) -> std::time::Duration {
+    let half_unknown = std::time::Duration::from_millis(timers.unknown_ms / 2);
+    (stop_grace + std::time::Duration::from_secs(2)).min(half_unknown)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leave_waits_for_the_stop_grace_within_half_the_unknown_time() {
+        use berth_proto::node_protocol::Timers;
+        use std::time::Duration;
+        let s = Duration::from_secs;
+        assert_eq!(leave_bound(s(10), &Timers::DEFAULT), s(12));
+        assert_eq!(leave_bound(s(60), &Timers::DEFAULT), s(15));
+        assert_eq!(
+            leave_bound(s(10), &Timers::FAST),
+            Duration::from_millis(2_500)
+        );
+    }
 
     #[test]
     fn the_file_address_is_file_address_then_tcp_address() {

@@ -672,6 +672,10 @@ impl Queue {
         let total = self.sh.rt.pool.task_slots();
         self.used = self.recover().await;
         let mut open = true;
+        // Whether `on_shutdown` was carried out: keyed on this, not on `cancel`, so that a
+        // cancel that lands while the loop is between two selects is still acted on (it
+        // was not, and a leave then left its containers running).
+        let mut shut = false;
         loop {
             if !cancel.is_cancelled() {
                 self.end_jobs();
@@ -730,14 +734,16 @@ impl Queue {
                         self.wall_clock_expired(&job);
                     }
                 }
-                _ = cancel.cancelled(), if !cancel.is_cancelled() => match on_shutdown {
+                _ = cancel.cancelled(), if !shut => match on_shutdown {
                     OnShutdown::Stop => {
+                        shut = true;
                         self.sh.shutdown.cancel();
                         for t in self.running.values() {
                             t.cancel();
                         }
                     }
                     OnShutdown::Continue => {
+                        shut = true;
                         tracing::info!("waiting for {} running task(s) to end", self.running_count());
                     }
                     // Dropping the runners leaves their containers running and the
