@@ -53,7 +53,7 @@ fn two_replicas_share_one_schema_and_one_state() {
     assert_eq!(
         pg.psql("SELECT version FROM schema_migrations ORDER BY version")
             .trim(),
-        "1\n2"
+        "1\n2\n3"
     );
 
     // Pools.
