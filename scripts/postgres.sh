@@ -5,7 +5,8 @@
 #   scripts/postgres.sh start DIR PORT   # initdb on first use; prints the database URL
 #   scripts/postgres.sh stop DIR
 # initdb refuses to run as root: as root the server runs as the `postgres` user the
-# package creates, and DIR is given to it.
+# package creates, and DIR is given to it. BERTH_PG_OPTS: more server options, e.g.
+# `-c shared_preload_libraries=pg_stat_statements` (benches/pool_scale.rs's statements).
 set -eu
 cmd=${1:?usage: postgres.sh start DIR PORT | stop DIR}
 dir=${2:?data directory}
@@ -25,7 +26,7 @@ start)
       cat "$dir/initdb.log" >&2; exit 1; }
   fi
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-    -o "-k $dir -p $port -c listen_addresses=127.0.0.1 -c fsync=off -c idle_in_transaction_session_timeout=60s" \
+    -o "-k $dir -p $port -c listen_addresses=127.0.0.1 -c fsync=off -c idle_in_transaction_session_timeout=60s ${BERTH_PG_OPTS:-}" \
     start >/dev/null || { cat "$dir/log" >&2; exit 1; }
   echo "postgres://berth@127.0.0.1:$port/postgres"
   ;;

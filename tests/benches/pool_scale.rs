@@ -14,7 +14,8 @@
 //! `cargo bench -p berth-tests --bench pool_scale`; sizes: `BERTH_SCALE_IDLE_NODES` (100),
 //! `BERTH_SCALE_SAMPLES` (100), `BERTH_SCALE_IDLE_SECS` (20), `BERTH_SCALE_NODES`
 //! (comma-separated pool sizes, `10,200`), `BERTH_SCALE_TASKS` (2000), `BERTH_SCALE_SLOTS` (4),
-//! `BERTH_SCALE_ADD_TASKS` (5000).
+//! `BERTH_SCALE_ADD_TASKS` (5000); `BERTH_SCALE_STATEMENTS=N` prints the statements that
+//! took the most database time (see `statements`).
 
 use berth_tests::env_usize;
 use berth_tests::sim::{Config, Sim, IMAGE};
@@ -222,5 +223,28 @@ async fn throughput(nodes: usize) {
     );
     let v = sim.verdict().await;
     println!("  checker: {}", v.summary());
+    statements(&sim).await;
     sim.shutdown().await;
+}
+
+/// With `BERTH_SCALE_STATEMENTS=N` (and PostgreSQL started with
+/// `BERTH_PG_OPTS="-c shared_preload_libraries=pg_stat_statements"`): the N statements
+/// that took the most database time since the pool started, with their calls.
+async fn statements(sim: &Sim) {
+    let n = env_usize("BERTH_SCALE_STATEMENTS", 0);
+    if n == 0 {
+        return;
+    }
+    let top = sim
+        .try_sql(&format!(
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+             SELECT round(total_exec_time)::bigint || ' ms, ' || calls || ' calls: ' ||
+                    regexp_replace(left(query, 160), '\\s+', ' ', 'g')
+             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT {n}"
+        ))
+        .await;
+    match top {
+        Some(t) => println!("  statements by database time:\n{t}"),
+        None => println!("  statements: pg_stat_statements is not loaded (BERTH_PG_OPTS)"),
+    }
 }

@@ -200,6 +200,9 @@ impl Agent {
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
+                    // Its blocking threads told apart from the service's workers (CPU
+                    // per thread name: the agents' share and the service's).
+                    .thread_name("sim-agent-blk")
                     .build()
                     .unwrap();
                 htx.send(rt.handle().clone()).unwrap();

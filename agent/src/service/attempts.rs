@@ -12,9 +12,9 @@
 
 use super::db::DbError;
 use super::wake::CHANNEL;
+use crate::service::db::Cached;
 use berth_proto::node_protocol::AttemptId;
 use serde_json::Value;
-use tokio_postgres::Transaction;
 
 /// The node an attempt must belong to for its report to count.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +25,9 @@ pub struct NodeRef {
 
 /// Locks `node`'s row for the rest of the transaction (the first lock of every path
 /// that changes the node's attempts). False when the node is not there.
-pub async fn lock_node(tx: &Transaction<'_>, pool: &str, node: &str) -> Result<bool, DbError> {
+pub async fn lock_node(tx: &impl Cached, pool: &str, node: &str) -> Result<bool, DbError> {
     Ok(tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT 1 FROM nodes WHERE pool_id = $1 AND id = $2 FOR UPDATE",
             &[&pool, &node],
         )
@@ -39,13 +39,9 @@ pub async fn lock_node(tx: &Transaction<'_>, pool: &str, node: &str) -> Result<b
 /// still the node's enrolment. False when the node was enrolled again or removed since
 /// the caller's token was checked: the caller must then write nothing, since a newer
 /// agent owns the node (or no one does).
-pub async fn lock_node_at(
-    tx: &Transaction<'_>,
-    node: &NodeRef,
-    epoch: i64,
-) -> Result<bool, DbError> {
+pub async fn lock_node_at(tx: &impl Cached, node: &NodeRef, epoch: i64) -> Result<bool, DbError> {
     Ok(tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT epoch FROM nodes WHERE pool_id = $1 AND id = $2 FOR UPDATE",
             &[&node.pool_id, &node.node_id],
         )
@@ -75,7 +71,7 @@ impl Requeue {
 
 /// Ends live attempt `id` without a result and puts its task back in the queue (ready
 /// at once unless it waits on something). False when the attempt was not live.
-pub async fn requeue(tx: &Transaction<'_>, id: AttemptId, why: Requeue) -> Result<bool, DbError> {
+pub async fn requeue(tx: &impl Cached, id: AttemptId, why: Requeue) -> Result<bool, DbError> {
     let Some(held) = mark_ended(tx, id, why.attempt_state()).await? else {
         return Ok(false);
     };
@@ -83,7 +79,7 @@ pub async fn requeue(tx: &Transaction<'_>, id: AttemptId, why: Requeue) -> Resul
     // Locks in the one order every path takes (attempt, task, node, job): no deadlock
     // with a completion report of the same node.
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT view, requeue_count, system_retry_count FROM tasks
              WHERE seq = $1 AND current_attempt = $2 FOR UPDATE",
             &[&task_seq, &id],
@@ -101,7 +97,7 @@ pub async fn requeue(tx: &Transaction<'_>, id: AttemptId, why: Requeue) -> Resul
     }
     let mut view: Value = row.get(0);
     requeued_view(&mut view, requeues, lost);
-    tx.execute(
+    tx.execute_cached(
         "UPDATE tasks SET state = 'active', current_attempt = NULL, node_id = NULL,
                 requeue_count = $2, system_retry_count = $3, view = $4, last_modified = now()
          WHERE seq = $1",
@@ -133,7 +129,7 @@ pub async fn complete(
     view: Value,
 ) -> Result<Completion, DbError> {
     let Some(a) = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT task_seq, state FROM attempts
              WHERE id = $1 AND pool_id = $2 AND node_id = $3 FOR UPDATE",
             &[&id, &node.pool_id, &node.node_id],
@@ -147,7 +143,7 @@ pub async fn complete(
         return Ok(Completion::Repeated);
     }
     let Some(t) = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT job_id, id_key, requeue_count, system_retry_count, view FROM tasks
              WHERE seq = $1 AND current_attempt = $2 FOR UPDATE",
             &[&task_seq, &id],
@@ -163,7 +159,7 @@ pub async fn complete(
             what: "completed task view",
             source,
         })?;
-    tx.execute(
+    tx.execute_cached(
         "UPDATE tasks SET state = 'completed', current_attempt = NULL, view = $2,
                 last_modified = now()
          WHERE seq = $1",
@@ -182,13 +178,13 @@ pub async fn complete(
 /// Records attempt `id`'s Running report: the task shows the node's view as `running`.
 /// False when the attempt is not current (fenced).
 pub async fn running(
-    tx: &Transaction<'_>,
+    tx: &impl Cached,
     node: &NodeRef,
     id: AttemptId,
     view: Value,
 ) -> Result<bool, DbError> {
     let Some(t) = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT t.seq, t.requeue_count, t.system_retry_count, t.state, t.view
              FROM tasks t JOIN attempts a ON a.task_seq = t.seq
              WHERE a.id = $1 AND a.pool_id = $2 AND a.node_id = $3 AND a.state = 'live'
@@ -201,7 +197,7 @@ pub async fn running(
         return Ok(false);
     };
     let view = node_view(t.get(4), &view, "running", t.get(1), t.get(2));
-    tx.execute(
+    tx.execute_cached(
         "UPDATE tasks SET state = 'running', view = $2, last_modified = now() WHERE seq = $1",
         &[&t.get::<_, i64>(0), &view],
     )
@@ -211,8 +207,8 @@ pub async fn running(
 
 /// Asks the node of live attempt `id` to end its task (`NodeCommand::Terminate`, repeated
 /// until the node reports the completion).
-pub async fn ask_terminate(tx: &Transaction<'_>, id: AttemptId) -> Result<(), DbError> {
-    tx.execute(
+pub async fn ask_terminate(tx: &impl Cached, id: AttemptId) -> Result<(), DbError> {
+    tx.execute_cached(
         "UPDATE attempts SET pending_command = 'terminate' WHERE id = $1 AND state = 'live'",
         &[&id],
     )
@@ -222,9 +218,9 @@ pub async fn ask_terminate(tx: &Transaction<'_>, id: AttemptId) -> Result<(), Db
 
 /// Puts task `seq` in the ready set if it is claimable now (active, waiting on nothing,
 /// no live attempt, its job active), and wakes the pool's claims. True when it went in.
-pub async fn make_ready(tx: &Transaction<'_>, seq: i64) -> Result<bool, DbError> {
+pub async fn make_ready(tx: &impl Cached, seq: i64) -> Result<bool, DbError> {
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             "INSERT INTO ready (task_seq, pool_id, job_id, job_priority, job_seq,
                                 required_slots, gpus)
              SELECT t.seq, p.id, j.id, j.priority, j.seq, t.required_slots, t.gpus
@@ -239,16 +235,16 @@ pub async fn make_ready(tx: &Transaction<'_>, seq: i64) -> Result<bool, DbError>
         .await?;
     let Some(row) = row else { return Ok(false) };
     let pool: String = row.get(0);
-    tx.execute("SELECT pg_notify($1, lower($2))", &[&CHANNEL, &pool])
+    tx.execute_cached("SELECT pg_notify($1, lower($2))", &[&CHANNEL, &pool])
         .await?;
     Ok(true)
 }
 
 /// One fewer unmet dependency for every task of `job_id` that depends on `key`; those
 /// left with none become ready.
-async fn release_dependents(tx: &Transaction<'_>, job_id: &str, key: &str) -> Result<(), DbError> {
+async fn release_dependents(tx: &impl Cached, job_id: &str, key: &str) -> Result<(), DbError> {
     let rows = tx
-        .query(
+        .query_cached(
             "UPDATE tasks t SET waiting_on = t.waiting_on - 1
              FROM task_deps d
              WHERE d.job_id = $1 AND d.depends_on_key = $2
@@ -277,11 +273,7 @@ struct Held {
 /// Ends live attempt `id` as `state` and gives back what it held: the job's running
 /// count (maxParallelTasks) and the node's slots and GPUs. The attempt's task, or None
 /// when the attempt was not live.
-async fn end_attempt(
-    tx: &Transaction<'_>,
-    id: AttemptId,
-    state: &str,
-) -> Result<Option<i64>, DbError> {
+async fn end_attempt(tx: &impl Cached, id: AttemptId, state: &str) -> Result<Option<i64>, DbError> {
     let Some(held) = mark_ended(tx, id, state).await? else {
         return Ok(None);
     };
@@ -290,13 +282,9 @@ async fn end_attempt(
 }
 
 /// Marks live attempt `id` ended as `state`; what it held, or None when it was not live.
-async fn mark_ended(
-    tx: &Transaction<'_>,
-    id: AttemptId,
-    state: &str,
-) -> Result<Option<Held>, DbError> {
+async fn mark_ended(tx: &impl Cached, id: AttemptId, state: &str) -> Result<Option<Held>, DbError> {
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             "UPDATE attempts SET state = $2, ended_at = now(), pending_command = NULL
              WHERE id = $1 AND state = 'live'
              RETURNING task_seq, pool_id, node_id, required_slots, gpus",
@@ -313,15 +301,15 @@ async fn mark_ended(
 }
 
 /// Gives the node its slots and GPUs back and the job its running count.
-async fn give_back(tx: &Transaction<'_>, h: &Held) -> Result<(), DbError> {
-    tx.execute(
+async fn give_back(tx: &impl Cached, h: &Held) -> Result<(), DbError> {
+    tx.execute_cached(
         "UPDATE nodes SET used_slots = GREATEST(used_slots - $3, 0),
                           used_gpus = GREATEST(used_gpus - $4, 0)
          WHERE pool_id = $1 AND id = $2",
         &[&h.pool_id, &h.node_id, &h.slots, &h.gpus],
     )
     .await?;
-    tx.execute(
+    tx.execute_cached(
         "UPDATE jobs SET running = GREATEST(running - 1, 0)
          WHERE id = (SELECT job_id FROM tasks WHERE seq = $1) AND max_parallel >= 0",
         &[&h.task_seq],

@@ -6,8 +6,9 @@
 
 use super::attempts::NodeRef;
 use super::db::DbError;
+use crate::service::db::Cached;
 use berth_proto::node_protocol::Claim;
-use tokio_postgres::Transaction;
+use deadpool_postgres::Transaction;
 
 /// How the pool spreads its tasks over nodes (`taskSchedulingPolicy.nodeFillType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +115,7 @@ pub async fn claim(
 ) -> Result<Claimed, DbError> {
     // The node's own row, locked: two claims of one node never overbook it.
     let Some(me) = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT n.used_slots, n.slots, n.gpus - n.used_gpus, p.node_fill_type,
                     n.state IN ('idle', 'running') AND n.scheduling_state = 'enabled'
                       AND NOT n.removed
@@ -134,7 +135,7 @@ pub async fn claim(
     }
     let fill = FillType::parse(&fill);
     let others: Vec<Candidate> = tx
-        .query(
+        .query_cached(
             "SELECT n.id, n.used_slots,
                     LEAST(n.slots - n.used_slots, COALESCE(n.poll_free_slots, n.slots))
              FROM nodes n JOIN pools p ON p.id = n.pool_id
@@ -161,7 +162,7 @@ pub async fn claim(
     let mut free = room.free_slots.min(slots - used);
     // The claimable tasks that could fit this node (bounded: the rule needs no more).
     let ready: i64 = tx
-        .query_one(
+        .query_one_cached(
             "SELECT count(*) FROM (SELECT 1 FROM ready r WHERE r.pool_id = $1
                  AND r.required_slots <= $2 LIMIT 10000) x",
             &[&node.pool_id, &free],
@@ -175,7 +176,7 @@ pub async fn claim(
     // A node that reported no GPUs yet claims only GPU-less tasks.
     let mut free_gpus = room.free_gpus.min(gpus_left.max(0));
     let rows = tx
-        .query(
+        .query_cached(
             "WITH picked AS (
                  SELECT r.task_seq, r.job_id, r.required_slots, r.gpus, j.max_parallel >= 0 AS capped
                  FROM ready r JOIN jobs j ON j.id = r.job_id
@@ -204,7 +205,7 @@ pub async fn claim(
         // row is locked, so a concurrent disable or terminate sees this attempt.
         // A cap changed since the pick is caught by each statement's own condition.
         let job = if capped {
-            tx.query_opt(
+            tx.query_opt_cached(
                 "UPDATE jobs SET running = running + 1
                  WHERE id = $1 AND state = 'active' AND max_parallel >= 0
                    AND running < max_parallel
@@ -213,7 +214,7 @@ pub async fn claim(
             )
             .await?
         } else {
-            tx.query_opt(
+            tx.query_opt_cached(
                 "SELECT view FROM jobs WHERE id = $1 AND state = 'active' AND max_parallel < 0
                  FOR SHARE",
                 &[&job_id],
@@ -222,7 +223,7 @@ pub async fn claim(
         };
         let Some(job) = job else { continue };
         let attempt: i64 = tx
-            .query_one(
+            .query_one_cached(
                 "INSERT INTO attempts (task_seq, pool_id, node_id, epoch, required_slots, gpus)
                  VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
                 &[
@@ -238,7 +239,7 @@ pub async fn claim(
             .get(0);
         // The claim carries the task as it was (active); the service shows it preparing.
         let task = tx
-            .query_one(
+            .query_one_cached(
                 "UPDATE tasks t SET state = 'preparing', current_attempt = $2, node_id = $3,
                         view = jsonb_set(jsonb_set(t.view, '{state}', '\"preparing\"'),
                                          '{stateTransitionTime}', to_jsonb($4::text)),
@@ -248,9 +249,9 @@ pub async fn claim(
                 &[&seq, &attempt, &node.node_id, &now_text()],
             )
             .await?;
-        tx.execute("DELETE FROM ready WHERE task_seq = $1", &[&seq])
+        tx.execute_cached("DELETE FROM ready WHERE task_seq = $1", &[&seq])
             .await?;
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO job_nodes (job_id, pool_id, node_id) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
             &[&job_id, &node.pool_id, &node.node_id],
@@ -266,7 +267,7 @@ pub async fn claim(
         })?;
         free -= need;
         free_gpus -= need_gpus;
-        tx.execute(
+        tx.execute_cached(
             "UPDATE nodes SET used_slots = used_slots + $3, used_gpus = used_gpus + $4
              WHERE pool_id = $1 AND id = $2",
             &[&node.pool_id, &node.node_id, &need, &need_gpus],

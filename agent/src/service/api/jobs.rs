@@ -8,6 +8,7 @@ use super::{find_job, find_pool, first_problem, is_unique_violation, Lock, Sql};
 use crate::api::entity::{self, seg};
 use crate::api::job_state::{check, JobOp};
 use crate::api::{require_json, select_of, ApiError, Body, Pairs};
+use crate::service::db::Cached;
 use crate::service::db::DbError;
 use crate::service::job_end;
 use crate::service::state::ServiceState;
@@ -21,7 +22,10 @@ use berth_proto::{
 use deadpool_postgres::GenericClient;
 
 /// The pool a job names (`poolInfo.poolId`), which must exist and take jobs.
-async fn job_pool(c: &impl GenericClient, spec: &JobSpec) -> Result<(String, PoolSpec), ApiError> {
+async fn job_pool(
+    c: &(impl GenericClient + Cached),
+    spec: &JobSpec,
+) -> Result<(String, PoolSpec), ApiError> {
     let Some(id) = spec
         .pool_info
         .as_ref()

@@ -16,6 +16,7 @@ pub(crate) mod tasks;
 
 use super::state::ServiceState;
 use crate::api::ApiError;
+use crate::service::db::Cached;
 use axum::routing::{get, post};
 use axum::Router;
 use berth_proto::{JobView, PoolSpec};
@@ -91,7 +92,7 @@ pub(crate) enum Lock {
 
 /// The job `id` (any case), or 404 `JobNotFound`, its row held as `lock` says.
 pub(crate) async fn find_job(
-    c: &impl GenericClient,
+    c: &(impl GenericClient + Cached),
     id: &str,
     lock: Lock,
 ) -> Result<JobRow, ApiError> {
@@ -112,7 +113,7 @@ pub(crate) async fn find_job(
 /// The pool `id` (any case) as stored: its id, spec (secrets included) and state, or
 /// 404 `PoolNotFound`.
 pub(crate) async fn find_pool(
-    c: &impl GenericClient,
+    c: &(impl GenericClient + Cached),
     id: &str,
 ) -> Result<(String, PoolSpec, String), ApiError> {
     let row = c

@@ -5,6 +5,7 @@
 use super::Sql;
 use crate::api::ApiError;
 use crate::schedule::pending::{self, Deps, Waiting};
+use crate::service::db::Cached;
 use berth_proto::{JobView, TaskState, TaskView};
 use deadpool_postgres::GenericClient;
 use serde_json::{Map, Value};
@@ -18,7 +19,7 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    pub async fn read(c: &impl GenericClient, job: &JobView) -> Result<Self, ApiError> {
+    pub async fn read(c: &(impl GenericClient + Cached), job: &JobView) -> Result<Self, ApiError> {
         let id = &job.spec.id;
         let j = c
             .query_one("SELECT running, pool_id FROM jobs WHERE id = $1", &[id])

@@ -9,6 +9,7 @@
 
 use super::{find_pool, first_problem, is_unique_violation, Sql};
 use crate::api::{require_json, select_of, ApiError, Body, Pairs};
+use crate::service::db::Cached;
 use crate::service::state::ServiceState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -199,7 +200,10 @@ pub(crate) async fn delete(
 
 /// Removes pool `id` if it is `deleting` and has no node left; whoever removes a node of
 /// a deleting pool calls it. True when the pool went.
-pub async fn remove_if_drained(c: &impl GenericClient, id: &str) -> Result<bool, ApiError> {
+pub async fn remove_if_drained(
+    c: &(impl GenericClient + Cached),
+    id: &str,
+) -> Result<bool, ApiError> {
     let n = c
         .execute(
             "DELETE FROM pools p WHERE p.id = $1 AND p.state = 'deleting'

@@ -14,6 +14,7 @@ use super::{find_job, find_pool, first_problem, Lock, Sql};
 use crate::api::entity;
 use crate::api::job_state::{check as check_job, JobOp};
 use crate::api::{require_json, select_of, task_path, ApiError, Body, Pairs};
+use crate::service::db::Cached;
 use crate::service::db::DbError;
 use crate::service::job_end;
 use crate::service::state::ServiceState;
@@ -128,7 +129,7 @@ fn task_exists(id: &str) -> ApiError {
 /// the pool once, `job_end::wake_pool`). An `Err` is a database failure: the transaction
 /// is lost, and every add with it.
 async fn insert_tasks(
-    c: &impl GenericClient,
+    c: &(impl GenericClient + Cached),
     job: &JobView,
     pool: &PoolSpec,
     items: Vec<(String, TaskSpec)>,
@@ -355,7 +356,7 @@ struct TaskRow {
 }
 
 async fn find_task(
-    c: &impl GenericClient,
+    c: &(impl GenericClient + Cached),
     job_id: &str,
     id: &str,
     lock: bool,
@@ -528,7 +529,11 @@ pub async fn delete(
 
 /// Gives back what live attempt `a` of a job held: its node's slots and GPUs, the job's
 /// running count.
-async fn free_attempt(c: &impl GenericClient, a: i64, job_id: &str) -> Result<(), DbError> {
+async fn free_attempt(
+    c: &(impl GenericClient + Cached),
+    a: i64,
+    job_id: &str,
+) -> Result<(), DbError> {
     let Some(r) = c
         .query_opt(
             "SELECT pool_id, node_id, required_slots, gpus FROM attempts WHERE id = $1 AND state = 'live'",

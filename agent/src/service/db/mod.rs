@@ -9,8 +9,11 @@
 
 pub mod migrate;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::future::BoxFuture;
 use std::time::Duration;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
 /// Client connections per service replica: handlers are a few short transactions, and
 /// PostgreSQL's connection limit is not the pool's size.
@@ -19,7 +22,7 @@ pub const CLIENT_POOL_SIZE: usize = 8;
 /// Node-protocol connections per service replica (heartbeat, claim, report, adopt, enrol,
 /// leave): each call is one short transaction and a waiting claim holds none, so a few
 /// carry many nodes.
-pub const NODE_POOL_SIZE: usize = 4;
+pub const NODE_POOL_SIZE: usize = 16;
 
 /// The longest a client request waits for a connection before it is answered 503.
 pub const CLIENT_WAIT: Duration = Duration::from_secs(5);
@@ -111,6 +114,152 @@ fn pool(cfg: tokio_postgres::Config, size: usize, wait: Duration) -> Result<Pool
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .map_err(|e| DbError::Unavailable(Box::new(e)))
+}
+
+/// Statements through each connection's cache (deadpool's `prepare_cached`): parsed and
+/// planned once per connection, then one round trip a call instead of two (a plain
+/// `query` with SQL text prepares it every time). The node protocol's hot path uses these;
+/// its statements are fixed texts, so the cache stays small.
+pub trait Cached: Sync {
+    fn query_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Vec<Row>, tokio_postgres::Error>>;
+    fn query_opt_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Option<Row>, tokio_postgres::Error>>;
+    fn query_one_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Row, tokio_postgres::Error>>;
+    fn execute_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<u64, tokio_postgres::Error>>;
+}
+
+impl Cached for deadpool_postgres::Object {
+    fn query_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Vec<Row>, tokio_postgres::Error>> {
+        Box::pin(async move {
+            let st = GenericClient::prepare_cached(self, sql).await?;
+            GenericClient::query(self, &st, params).await
+        })
+    }
+    fn query_opt_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Option<Row>, tokio_postgres::Error>> {
+        Box::pin(async move {
+            let st = GenericClient::prepare_cached(self, sql).await?;
+            GenericClient::query_opt(self, &st, params).await
+        })
+    }
+    fn query_one_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Row, tokio_postgres::Error>> {
+        Box::pin(async move {
+            let st = GenericClient::prepare_cached(self, sql).await?;
+            GenericClient::query_one(self, &st, params).await
+        })
+    }
+    fn execute_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<u64, tokio_postgres::Error>> {
+        Box::pin(async move {
+            let st = GenericClient::prepare_cached(self, sql).await?;
+            GenericClient::execute(self, &st, params).await
+        })
+    }
+}
+
+impl Cached for deadpool_postgres::Transaction<'_> {
+    fn query_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Vec<Row>, tokio_postgres::Error>> {
+        Box::pin(async move {
+            let st = GenericClient::prepare_cached(self, sql).await?;
+            GenericClient::query(self, &st, params).await
+        })
+    }
+    fn query_opt_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Option<Row>, tokio_postgres::Error>> {
+        Box::pin(async move {
+            let st = GenericClient::prepare_cached(self, sql).await?;
+            GenericClient::query_opt(self, &st, params).await
+        })
+    }
+    fn query_one_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Row, tokio_postgres::Error>> {
+        Box::pin(async move {
+            let st = GenericClient::prepare_cached(self, sql).await?;
+            GenericClient::query_one(self, &st, params).await
+        })
+    }
+    fn execute_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<u64, tokio_postgres::Error>> {
+        Box::pin(async move {
+            let st = GenericClient::prepare_cached(self, sql).await?;
+            GenericClient::execute(self, &st, params).await
+        })
+    }
+}
+
+/// A transaction on a connection of its own (the lease sweeper's): no statement cache,
+/// so each statement is prepared as it runs.
+impl Cached for tokio_postgres::Transaction<'_> {
+    fn query_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Vec<Row>, tokio_postgres::Error>> {
+        Box::pin(self.query(sql, params))
+    }
+    fn query_opt_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Option<Row>, tokio_postgres::Error>> {
+        Box::pin(self.query_opt(sql, params))
+    }
+    fn query_one_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Row, tokio_postgres::Error>> {
+        Box::pin(self.query_one(sql, params))
+    }
+    fn execute_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<u64, tokio_postgres::Error>> {
+        Box::pin(self.execute(sql, params))
+    }
 }
 
 async fn get(pool: &Pool) -> Result<deadpool_postgres::Object, DbError> {

@@ -8,6 +8,7 @@
 use super::{commands, json, Caller};
 use crate::api::{ApiError, Body};
 use crate::service::claim::{self, Room};
+use crate::service::db::Cached;
 use crate::service::db::DbError;
 use crate::service::metrics;
 use crate::service::state::ServiceState;
@@ -52,7 +53,7 @@ pub async fn claim(
             // locked look below takes the node row, a write). Work that fits it is rare
             // here: a notice or a passed-on wake has most often come first.
             let any: bool = conn
-                .query_one(
+                .query_one_cached(
                     "SELECT EXISTS (SELECT 1 FROM ready WHERE pool_id = $1 AND required_slots <= $2)",
                     &[&caller.node.pool_id, &room.free_slots],
                 )
@@ -73,7 +74,7 @@ pub async fn claim(
         caller.lock(&tx).await?;
         if first {
             // One write per poll: spread/pack count this node as asking until then.
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE nodes SET poll_until = $3, last_poll = now(), poll_free_slots = $4
                  WHERE pool_id = $1 AND id = $2",
                 &[

@@ -3,16 +3,16 @@
 //! show it done, and every one is idempotent on the node.
 
 use super::Caller;
+use crate::service::db::Cached;
 use crate::service::db::DbError;
 use berth_proto::node_protocol::{AttemptId, NodeCommand};
-use tokio_postgres::Transaction;
 
 /// The commands for `caller`. `running` (the attempts the node says it runs, when it said)
 /// gets a `Fence` for each that is not live and current on this node, unless this node
 /// completed it; `reported_enabled`
 /// (the scheduling state the node reports) gets a `SchedulingState` when it differs.
 pub async fn owed(
-    c: &Transaction<'_>,
+    c: &impl Cached,
     caller: &Caller,
     running: Option<&[AttemptId]>,
     reported_enabled: Option<bool>,
@@ -21,7 +21,7 @@ pub async fn owed(
     let mut out = vec![];
     if let Some(running) = running.filter(|r| !r.is_empty()) {
         let stale = c
-            .query(
+            .query_cached(
                 "SELECT a FROM unnest($3::bigint[]) a
                  WHERE NOT EXISTS (
                      SELECT 1 FROM attempts x JOIN tasks t ON t.seq = x.task_seq
@@ -44,7 +44,7 @@ pub async fn owed(
         );
     }
     let terminate = c
-        .query(
+        .query_cached(
             "SELECT id FROM attempts
              WHERE pool_id = $1 AND node_id = $2 AND state = 'live'
                AND pending_command = 'terminate'",
@@ -59,7 +59,7 @@ pub async fn owed(
     // Delivered once: a node that missed it runs the release when it next hears of the
     // job's end (or never, as Batch's release on a lost node).
     let ended = c
-        .query(
+        .query_cached(
             "UPDATE job_nodes jn SET end_sent = true FROM jobs j
              WHERE jn.pool_id = $1 AND jn.node_id = $2 AND NOT jn.end_sent
                AND j.id = jn.job_id AND j.state IN ('completed', 'deleting')
@@ -73,7 +73,7 @@ pub async fn owed(
             .map(|r| NodeCommand::EndJob { job_id: r.get(0) }),
     );
     let n = c
-        .query_opt(
+        .query_opt_cached(
             "SELECT scheduling_state = 'enabled', removed FROM nodes
              WHERE pool_id = $1 AND id = $2",
             &[pool, node],

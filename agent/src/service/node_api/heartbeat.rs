@@ -3,6 +3,7 @@
 
 use super::{commands, json, Caller};
 use crate::api::{ApiError, Body};
+use crate::service::db::Cached;
 use crate::service::db::DbError;
 use crate::service::state::ServiceState;
 use axum::extract::State;
@@ -35,7 +36,7 @@ pub async fn heartbeat(
     // row's lock), the node's own state, except that the service's word wins while it
     // removes the node.
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             "WITH cur AS (
                  SELECT n.pool_id, n.id,
                         n.report = $4 AND n.gpus = $5

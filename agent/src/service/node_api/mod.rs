@@ -15,6 +15,7 @@ pub use report::leave_pool;
 use super::attempts::NodeRef;
 use super::state::ServiceState;
 use crate::api::ApiError;
+use crate::service::db::Cached;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::routing::post;
@@ -46,7 +47,10 @@ impl Caller {
     /// in the order `service::attempts` documents) and checks, under the lock, that the
     /// caller's enrolment is still the node's: the token was checked before the
     /// transaction began, and a newer enrolment committed since then must win.
-    pub(crate) async fn lock(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), ApiError> {
+    pub(crate) async fn lock(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<(), ApiError> {
         if super::attempts::lock_node_at(tx, &self.node, self.epoch).await? {
             Ok(())
         } else {
@@ -81,7 +85,7 @@ impl FromRequestParts<ServiceState> for Caller {
         let (epoch, _) = token::parse(tok).ok_or_else(refused)?;
         let conn = st.db.node_conn().await?;
         let row = conn
-            .query_opt(
+            .query_opt_cached(
                 "SELECT e.pool_id, e.node_id, e.token_hash, n.epoch
                  FROM enrolments e LEFT JOIN nodes n ON n.pool_id = e.pool_id AND n.id = e.node_id
                  WHERE e.epoch = $1",

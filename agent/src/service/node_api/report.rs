@@ -5,6 +5,7 @@
 use super::{json, Caller};
 use crate::api::{ApiError, Body};
 use crate::service::attempts::{self, Completion, Requeue};
+use crate::service::db::Cached;
 use crate::service::db::DbError;
 use crate::service::metrics;
 use crate::service::state::ServiceState;
@@ -93,7 +94,7 @@ async fn record(st: &ServiceState, caller: &Caller, r: &Report) -> Result<Record
         }
         ReportEvent::Abandoned { .. } => {
             let mine = tx
-                .query_opt(
+                .query_opt_cached(
                     "SELECT 1 FROM attempts WHERE id = $1 AND pool_id = $2 AND node_id = $3",
                     &[&r.attempt, &caller.node.pool_id, &caller.node.node_id],
                 )
@@ -125,7 +126,7 @@ pub async fn adopt(
     let tx = conn.transaction().await.map_err(DbError::from)?;
     caller.lock(&tx).await?;
     let current: Vec<i64> = tx
-        .query(
+        .query_cached(
             "SELECT x.id FROM attempts x JOIN tasks t ON t.seq = x.task_seq
              WHERE x.id = ANY($3) AND x.state = 'live' AND t.current_attempt = x.id
                AND x.pool_id = $1 AND x.node_id = $2
@@ -140,7 +141,7 @@ pub async fn adopt(
     // What the node no longer has (its containers and journal lost them) goes back to the
     // queue now, as an internal retry.
     let gone: Vec<i64> = tx
-        .query(
+        .query_cached(
             "SELECT id FROM attempts
              WHERE pool_id = $1 AND node_id = $2 AND state = 'live' AND NOT (id = ANY($3))",
             &[&caller.node.pool_id, &caller.node.node_id, &current],
@@ -185,13 +186,13 @@ pub async fn leave(
 
 /// Requeues `node`'s live attempts (graceful) and removes the node; how many were requeued.
 pub async fn leave_pool(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     pool: &str,
     node: &str,
 ) -> Result<u64, DbError> {
     attempts::lock_node(tx, pool, node).await?;
     let live: Vec<i64> = tx
-        .query(
+        .query_cached(
             "SELECT id FROM attempts WHERE pool_id = $1 AND node_id = $2 AND state = 'live'
              ORDER BY id FOR UPDATE",
             &[&pool, &node],
@@ -204,12 +205,12 @@ pub async fn leave_pool(
         attempts::requeue(tx, *a, Requeue::Graceful).await?;
     }
     // A node gone counts as released for every job it ran.
-    tx.execute(
+    tx.execute_cached(
         "DELETE FROM job_nodes WHERE pool_id = $1 AND node_id = $2",
         &[&pool, &node],
     )
     .await?;
-    tx.execute(
+    tx.execute_cached(
         "DELETE FROM nodes WHERE pool_id = $1 AND id = $2",
         &[&pool, &node],
     )
