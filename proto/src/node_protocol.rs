@@ -199,6 +199,27 @@ pub struct Report {
     pub event: ReportEvent,
 }
 
+/// `POST {PREFIX}/reports`: several of one node's reports in one call, recorded in one
+/// transaction in their order (each as `/report` would); at most [`MAX_REPORTS`]. Every
+/// report carries the node's epoch, as in `/report`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reports {
+    pub reports: Vec<Report>,
+}
+
+/// How many reports one `/reports` call may carry.
+pub const MAX_REPORTS: usize = 64;
+
+/// The answer to `/reports`: the attempts that are not current (each as `/report`'s 409
+/// [`FENCED`]: the agent kills and removes their containers); every other report counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportsReply {
+    #[serde(default)]
+    pub fenced: Vec<AttemptId>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "camelCase")]
 pub enum ReportEvent {

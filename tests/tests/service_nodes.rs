@@ -719,6 +719,71 @@ async fn dependents_are_released_by_success_only() {
     assert_eq!(v["commands"], json!([]));
 }
 
+/// `/reports` records a node's reports in one call, in order: a Running then the end of
+/// one attempt, another's end, and one whose attempt is not current, which is named in
+/// the answer and changes nothing; a report over the limit, or of another epoch, is
+/// refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reports_in_one_call_are_recorded_in_order_and_name_the_fenced() {
+    let svc = Svc::start().await;
+    svc.pool("p", 4, "pack", (5000, Some(15000)));
+    svc.job("j", "p", 0, -1);
+    for t in ["a", "b", "c"] {
+        svc.task("j", t, 1, &[]);
+    }
+    let n = svc.enrol("p", "n1").await;
+    let got = svc.claim(&n, 3, 0).await;
+    assert_eq!(ids(&got), ["a", "b", "c"]);
+    // c's attempt is requeued behind the node's back: its end no longer counts.
+    svc.pg.psql(&format!(
+        "UPDATE attempts SET state = 'requeued' WHERE id = {};
+         UPDATE tasks SET current_attempt = NULL, state = 'active' WHERE id = 'c'",
+        got[2].0
+    ));
+    let view = |task: &str, state: &str, attempt: i64| {
+        json!({"id": task, "commandLine": "true", "jobId": "j", "state": state,
+            "stateTransitionTime": "2026-01-01T00:00:01Z", "creationTime": "2026-01-01T00:00:00Z",
+            "poolAttempt": attempt,
+            "executionInfo": {"retryCount": 0, "requeueCount": 0, "result": "success", "exitCode": 0},
+            "nodeInfo": {"poolId": "p", "nodeId": "n1", "taskRootDirectory": "/x"}})
+    };
+    let report = |(attempt, task): &(i64, String), event: &str| {
+        json!({"epoch": n.epoch, "attempt": attempt, "jobId": "j", "taskId": task,
+               "event": event, "task": view(task, event, *attempt)})
+    };
+    let body = json!({"reports": [
+        report(&got[0], "running"), report(&got[0], "completed"),
+        report(&got[1], "completed"), report(&got[2], "completed")]});
+    let (s, v) = svc.post("/reports", &n.token, &body).await;
+    assert_eq!((s, &v["fenced"]), (200, &json!([got[2].0])), "{v}");
+    assert_eq!(
+        svc.one("SELECT string_agg(id || '=' || state, ',' ORDER BY id) FROM tasks"),
+        "a=completed,b=completed,c=active"
+    );
+    // a's and b's slots given back; c's stays, taken away above by SQL alone.
+    assert_eq!(svc.one("SELECT used_slots FROM nodes"), "1");
+
+    let many: Vec<Value> = (0..65).map(|_| report(&got[0], "completed")).collect();
+    let (s, v) = svc
+        .post("/reports", &n.token, &json!({"reports": many}))
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("InvalidPropertyValue")),
+        "{v}"
+    );
+    let mut stale = report(&got[1], "completed");
+    stale["epoch"] = json!(n.epoch - 1);
+    let (s, _) = svc
+        .post(
+            "/reports",
+            &n.token,
+            &json!({"reports": [report(&got[0], "completed"), stale]}),
+        )
+        .await;
+    assert_eq!(s, 409);
+}
+
 /// A completion releases dependents as its task's exitConditions say, as the standalone
 /// scheduler does: a failure whose exit code says `satisfy` releases them; a success
 /// whose exit code 0 says `block` does not.

@@ -1,12 +1,13 @@
-//! The reporter: sends the journal's reports to the service, one at a time, each until
-//! the service answers; what an earlier process left unacknowledged goes first. A
+//! The reporter: sends the journal's reports to the service in order, those queued
+//! together in one call (`/reports`, one transaction), each call until the service
+//! answers; what an earlier process left unacknowledged goes first. A
 //! Running report whose attempt's end is already queued is not sent (the end says more). A
 //! report refused with `AttemptFenced` fences the attempt here (its container killed
 //! and removed, its local task forgotten).
 
 use super::journal::{Note, Pending};
 use super::{Member, CALL_TIMEOUT};
-use berth_proto::node_protocol::{Report, FENCED};
+use berth_proto::node_protocol::{Report, Reports, ReportsReply, FENCED, MAX_REPORTS};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,27 +40,105 @@ pub async fn run(m: Arc<Member>, mut notes: mpsc::UnboundedReceiver<Note>) {
         while let Ok(n) = notes.try_recv() {
             queue.push_back(n);
         }
-        match queue.pop_front() {
-            Some(Note::Report(path, p)) if ended_later(&queue, &p) => {
+        // The reports at the front, in order, up to a Forget (which must follow them).
+        let mut batch = vec![];
+        while batch.len() < MAX_REPORTS && matches!(queue.front(), Some(Note::Report(..))) {
+            let Some(Note::Report(path, p)) = queue.pop_front() else {
+                break;
+            };
+            if ended_later(&queue, &p) {
                 // A task that ended before its Running report left: the end carries
-                // everything Running would, so one round trip and one write are saved.
+                // everything Running would, so one write is saved.
                 tracing::debug!(attempt = p.attempt, "running report folded into its end");
                 if let Some(path) = path {
                     std::fs::remove_file(&path).ok();
                 }
+                continue;
             }
-            Some(Note::Report(path, p)) => {
-                let end = p.is_end();
-                send(&m, path, *p).await;
-                if end {
-                    m.ledger.end_done();
+            batch.push((path, *p));
+        }
+        if !batch.is_empty() {
+            let ends = batch.iter().filter(|(_, p)| p.is_end()).count();
+            send_all(&m, batch).await;
+            for _ in 0..ends {
+                m.ledger.end_done();
+            }
+            continue;
+        }
+        if let Some(Note::Forget { job, task, attempt }) = queue.pop_front() {
+            m.forget(&job, &task);
+            m.ledger.forgotten(attempt);
+        }
+    }
+}
+
+/// Sends `batch` in one `/reports` call (one transaction in the service), or a lone
+/// report by `/report`; a batch the service refuses whole (a service without `/reports`,
+/// one report it cannot read) goes one by one, so that only a bad one is dropped.
+async fn send_all(m: &Arc<Member>, batch: Vec<(Option<PathBuf>, Pending)>) {
+    if batch.len() == 1 {
+        let (path, p) = batch.into_iter().next().expect("one report");
+        return send(m, path, p).await;
+    }
+    let body = |epoch| Reports {
+        reports: batch
+            .iter()
+            .map(|(_, p)| Report {
+                epoch,
+                attempt: p.attempt,
+                job_id: p.job_id.clone(),
+                task_id: p.task_id.clone(),
+                event: p.event.clone(),
+            })
+            .collect(),
+    };
+    let mut delay = crate::backoff::Backoff::new(
+        std::time::Duration::from_millis(250),
+        std::time::Duration::from_secs(5),
+    );
+    let r = loop {
+        let r: Result<ReportsReply, _> = m
+            .client
+            .post_until_answered(
+                "/reports",
+                || m.token(),
+                &body(m.epoch()),
+                CALL_TIMEOUT,
+                &m.stop,
+            )
+            .await;
+        match r {
+            // A newer enrolment is on its way (the heartbeat re-enrols): wait for it.
+            Err(e)
+                if e.is(berth_proto::node_protocol::SUPERSEDED) || e.is("AuthenticationFailed") =>
+            {
+                if !delay.sleep(&m.stop).await {
+                    return;
                 }
             }
-            Some(Note::Forget { job, task, attempt }) => {
-                m.forget(&job, &task);
-                m.ledger.forgotten(attempt);
+            other => break other,
+        }
+    };
+    match r {
+        Ok(reply) => {
+            for (path, p) in batch {
+                if reply.fenced.contains(&p.attempt) {
+                    tracing::warn!(attempt = p.attempt, job = %p.job_id, task = %p.task_id, "the service no longer counts this attempt");
+                    m.fence(p.attempt, None).await;
+                } else {
+                    tracing::debug!(attempt = p.attempt, "report acknowledged");
+                }
+                if let Some(path) = path {
+                    std::fs::remove_file(&path).ok();
+                }
             }
-            None => {}
+        }
+        Err(super::client::ClientError::Stopped) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, reports = batch.len(), "reports refused together; sending them one by one");
+            for (path, p) in batch {
+                send(m, path, p).await;
+            }
         }
     }
 }

@@ -31,6 +31,7 @@ pub fn router() -> Router<ServiceState> {
         .route(&r("heartbeat"), post(heartbeat::heartbeat))
         .route(&r("claim"), post(claim::claim))
         .route(&r("report"), post(report::report))
+        .route(&r("reports"), post(report::reports))
         .route(&r("adopt"), post(report::adopt))
         .route(&r("leave"), post(report::leave))
 }

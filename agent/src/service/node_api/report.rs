@@ -12,7 +12,9 @@ use crate::service::state::ServiceState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use berth_proto::node_protocol::{AdoptReply, AdoptRequest, LeaveRequest, Report, ReportEvent};
+use berth_proto::node_protocol::{
+    AdoptReply, AdoptRequest, LeaveRequest, Report, ReportEvent, Reports, ReportsReply, MAX_REPORTS,
+};
 
 pub async fn report(
     State(st): State<ServiceState>,
@@ -68,6 +70,45 @@ enum Recorded {
     Superseded,
 }
 
+/// `POST /reports`: the node's reports in one transaction, in order; the reply names those
+/// whose attempts are not current. Superseded as `/report` is.
+pub async fn reports(
+    State(st): State<ServiceState>,
+    caller: Caller,
+    Body(body): Body,
+) -> Result<Json<ReportsReply>, ApiError> {
+    let r: Reports = json(&body)?;
+    if r.reports.len() > MAX_REPORTS {
+        return Err(ApiError::InvalidPropertyValue(format!(
+            "reports has {} reports; at most {MAX_REPORTS} are accepted in one call",
+            r.reports.len()
+        )));
+    }
+    for one in &r.reports {
+        caller.check_epoch(one.epoch)?;
+    }
+    let mut tries = 0;
+    let outcome = loop {
+        tries += 1;
+        match record_all(&st, &caller, &r.reports).await {
+            Err(e) if tries < 3 && is_conflict(&e) => continue,
+            other => break other?,
+        }
+    };
+    let Some(fenced) = outcome else {
+        return Err(caller.superseded());
+    };
+    for one in &r.reports {
+        if fenced.contains(&one.attempt) {
+            metrics::fenced();
+        } else if let ReportEvent::Abandoned { reason } = &one.event {
+            tracing::info!(attempt = one.attempt, node = %caller.node.node_id, %reason,
+                "attempt abandoned by its node");
+        }
+    }
+    Ok(Json(ReportsReply { fenced }))
+}
+
 /// Records one report in one transaction, under the node's row lock and only while the
 /// caller's enrolment is the node's.
 async fn record(st: &ServiceState, caller: &Caller, r: &Report) -> Result<Recorded, DbError> {
@@ -76,18 +117,54 @@ async fn record(st: &ServiceState, caller: &Caller, r: &Report) -> Result<Record
     if !attempts::lock_node_at(&tx, &caller.node, caller.epoch).await? {
         return Ok(Recorded::Superseded);
     }
+    if !record_in(&tx, caller, r).await? {
+        return Ok(Recorded::Fenced);
+    }
+    tx.commit().await?;
+    Ok(Recorded::Counted)
+}
+
+/// Records `reports` in one transaction, as [`record`] records each: the fenced attempts
+/// (which wrote nothing), or None when the caller's enrolment is no longer the node's.
+async fn record_all(
+    st: &ServiceState,
+    caller: &Caller,
+    reports: &[Report],
+) -> Result<Option<Vec<i64>>, DbError> {
+    let mut conn = st.db.node_conn().await?;
+    let tx = conn.transaction().await?;
+    if !attempts::lock_node_at(&tx, &caller.node, caller.epoch).await? {
+        return Ok(None);
+    }
+    let mut fenced = vec![];
+    for r in reports {
+        if !record_in(&tx, caller, r).await? {
+            fenced.push(r.attempt);
+        }
+    }
+    tx.commit().await?;
+    Ok(Some(fenced))
+}
+
+/// Records `r` in `tx` (the node's row locked): whether it counted. One that did not
+/// (its attempt is not current) wrote nothing.
+async fn record_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    caller: &Caller,
+    r: &Report,
+) -> Result<bool, DbError> {
     let view = |task: &berth_proto::TaskView| {
         serde_json::to_value(task).map_err(|source| DbError::Row {
             what: "reported task view",
             source,
         })
     };
-    let counted = match &r.event {
+    Ok(match &r.event {
         ReportEvent::Running { task } => {
-            attempts::running(&tx, &caller.node, r.attempt, view(task)?).await?
+            attempts::running(tx, &caller.node, r.attempt, view(task)?).await?
         }
         ReportEvent::Completed { task } => {
-            match attempts::complete(&tx, &caller.node, r.attempt, view(task)?).await? {
+            match attempts::complete(tx, &caller.node, r.attempt, view(task)?).await? {
                 Completion::Done(_) | Completion::Repeated => true,
                 Completion::Fenced => false,
             }
@@ -100,18 +177,13 @@ async fn record(st: &ServiceState, caller: &Caller, r: &Report) -> Result<Record
                 )
                 .await?
                 .is_some();
-            if mine && attempts::requeue(&tx, r.attempt, Requeue::Lost).await? {
+            if mine && attempts::requeue(tx, r.attempt, Requeue::Lost).await? {
                 metrics::requeued(1);
             }
             // Giving up an attempt that already ended is no conflict.
             mine
         }
-    };
-    if !counted {
-        return Ok(Recorded::Fenced);
-    }
-    tx.commit().await?;
-    Ok(Recorded::Counted)
+    })
 }
 
 /// Which of the attempts a restarted agent found are still live and current here.
