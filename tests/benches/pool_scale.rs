@@ -14,7 +14,7 @@
 //! `cargo bench -p berth-tests --bench pool_scale`; sizes: `BERTH_SCALE_IDLE_NODES` (100),
 //! `BERTH_SCALE_SAMPLES` (100), `BERTH_SCALE_IDLE_SECS` (20), `BERTH_SCALE_NODES`
 //! (comma-separated pool sizes, `10,200`), `BERTH_SCALE_TASKS` (2000), `BERTH_SCALE_SLOTS` (4),
-//! `BERTH_SCALE_ADD_TASKS` (5000); `BERTH_SCALE_STATEMENTS=N` prints the statements that
+//! `BERTH_SCALE_ADD_TASKS` (5000), `BERTH_SCALE_ADD_STREAMS` (calls at a time, 1); `BERTH_SCALE_STATEMENTS=N` prints the statements that
 //! took the most database time (see `statements`).
 
 use berth_tests::env_usize;
@@ -109,20 +109,36 @@ fn diff(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String
 
 async fn adding() {
     let tasks = env_usize("BERTH_SCALE_ADD_TASKS", 5000);
+    let streams = env_usize("BERTH_SCALE_ADD_STREAMS", 1);
     let sim = Sim::start(config(0, 1)).await;
     let d0 = db_stats(&sim).await;
+    let rss0 = rss_kib("VmRSS");
     let t0 = Instant::now();
-    sim.add_tasks(0, tasks).await;
+    sim.add_tasks_parallel(0, tasks, streams).await;
     let took = t0.elapsed();
     let d = db_stats(&sim).await - d0;
     println!(
-        "adding {tasks} tasks by addtaskcollection (100 per call), no nodes: {:.0} tasks/s ({:.1} s; target 10^6 in <= 120 s, 8,333/s); {:.2} commits, {:.1} rows written per task",
+        "adding {tasks} tasks by addtaskcollection (100 per call, {streams} call(s) at a time), no nodes: {:.0} tasks/s ({:.1} s; target 10^6 in <= 120 s, 8,333/s); {:.2} commits, {:.1} rows written per task; bench process (service in it) RSS {} MiB before, peak {} MiB",
         tasks as f64 / took.as_secs_f64(),
         took.as_secs_f64(),
         d.commits / tasks as f64,
         d.rows / tasks as f64,
+        rss0 / 1024,
+        rss_kib("VmHWM") / 1024,
     );
     sim.shutdown().await;
+}
+
+/// This process's `field` of `/proc/self/status` (`VmRSS`, `VmHWM`: the peak), KiB.
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 async fn idle_pool() {

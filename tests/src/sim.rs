@@ -536,6 +536,21 @@ impl Sim {
         }
     }
 
+    /// Adds tasks `first..first + n` as [`Sim::add_tasks`] does, over `streams` calls at a
+    /// time (as the SDKs' `add_collection` with several threads), each stream a contiguous
+    /// range in order.
+    pub async fn add_tasks_parallel(&self, first: usize, n: usize, streams: usize) {
+        let streams = streams.max(1);
+        // Whole calls of 100 per stream, so that no call is split.
+        let per = n.div_ceil(streams).div_ceil(100) * 100;
+        let ranges: Vec<(usize, usize)> = (0..streams)
+            .map(|i| (first + i * per, per.min(n.saturating_sub(i * per))))
+            .filter(|(_, k)| *k > 0)
+            .collect();
+        futures_util::future::join_all(ranges.into_iter().map(|(at, k)| self.add_tasks(at, k)))
+            .await;
+    }
+
     /// How many of the tasks are completed.
     pub async fn completed(&self) -> Option<usize> {
         self.try_sql("SELECT count(*) FROM tasks WHERE state = 'completed'")
