@@ -5,6 +5,7 @@
 //! report refused with `AttemptFenced` fences the attempt here (its container killed
 //! and removed, its local task forgotten).
 
+use super::client::ClientError;
 use super::journal::{Note, Pending};
 use super::{Member, CALL_TIMEOUT};
 use berth_proto::node_protocol::{Report, Reports, ReportsReply, FENCED, MAX_REPORTS};
@@ -92,33 +93,7 @@ async fn send_all(m: &Arc<Member>, batch: Vec<(Option<PathBuf>, Pending)>) {
             })
             .collect(),
     };
-    let mut delay = crate::backoff::Backoff::new(
-        std::time::Duration::from_millis(250),
-        std::time::Duration::from_secs(5),
-    );
-    let r = loop {
-        let r: Result<ReportsReply, _> = m
-            .client
-            .post_until_answered(
-                "/reports",
-                || m.token(),
-                &body(m.epoch()),
-                CALL_TIMEOUT,
-                &m.stop,
-            )
-            .await;
-        match r {
-            // A newer enrolment is on its way (the heartbeat re-enrols): wait for it.
-            Err(e)
-                if e.is(berth_proto::node_protocol::SUPERSEDED) || e.is("AuthenticationFailed") =>
-            {
-                if !delay.sleep(&m.stop).await {
-                    return;
-                }
-            }
-            other => break other,
-        }
-    };
+    let r: Result<ReportsReply, _> = post_enrolled(m, "/reports", body).await;
     match r {
         Ok(reply) => {
             for (path, p) in batch {
@@ -133,12 +108,42 @@ async fn send_all(m: &Arc<Member>, batch: Vec<(Option<PathBuf>, Pending)>) {
                 }
             }
         }
-        Err(super::client::ClientError::Stopped) => {}
+        Err(ClientError::Stopped) => {}
         Err(e) => {
             tracing::debug!(error = %e, reports = batch.len(), "reports refused together; sending them one by one");
             for (path, p) in batch {
                 send(m, path, p).await;
             }
+        }
+    }
+}
+
+/// Posts `body(epoch)` to `path` until the service answers, waiting (with backoff) while
+/// a newer enrolment is on its way (the heartbeat re-enrols); `Stopped` once the agent
+/// stops.
+async fn post_enrolled<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+    m: &Member,
+    path: &str,
+    body: impl Fn(i64) -> B,
+) -> Result<R, ClientError> {
+    let mut delay = crate::backoff::Backoff::new(
+        std::time::Duration::from_millis(250),
+        std::time::Duration::from_secs(5),
+    );
+    loop {
+        let r = m
+            .client
+            .post_until_answered(path, || m.token(), &body(m.epoch()), CALL_TIMEOUT, &m.stop)
+            .await;
+        match r {
+            Err(e)
+                if e.is(berth_proto::node_protocol::SUPERSEDED) || e.is("AuthenticationFailed") =>
+            {
+                if !delay.sleep(&m.stop).await {
+                    return Err(ClientError::Stopped);
+                }
+            }
+            other => return other,
         }
     }
 }
@@ -160,36 +165,10 @@ async fn send(m: &Arc<Member>, path: Option<PathBuf>, p: Pending) {
         task_id: p.task_id.clone(),
         event: p.event.clone(),
     };
-    let mut delay = crate::backoff::Backoff::new(
-        std::time::Duration::from_millis(250),
-        std::time::Duration::from_secs(5),
-    );
-    let r = loop {
-        let r: Result<serde_json::Value, _> = m
-            .client
-            .post_until_answered(
-                "/report",
-                || m.token(),
-                &body(m.epoch()),
-                CALL_TIMEOUT,
-                &m.stop,
-            )
-            .await;
-        match r {
-            // A newer enrolment is on its way (the heartbeat re-enrols): wait for it.
-            Err(e)
-                if e.is(berth_proto::node_protocol::SUPERSEDED) || e.is("AuthenticationFailed") =>
-            {
-                if !delay.sleep(&m.stop).await {
-                    return;
-                }
-            }
-            other => break other,
-        }
-    };
+    let r: Result<serde_json::Value, _> = post_enrolled(m, "/report", body).await;
     match r {
         Ok(_) => tracing::debug!(attempt, "report acknowledged"),
-        Err(super::client::ClientError::Stopped) => return,
+        Err(ClientError::Stopped) => return,
         Err(e) if e.is(FENCED) => {
             tracing::warn!(attempt, job = %p.job_id, task = %p.task_id, "the service no longer counts this attempt");
             m.fence(attempt, None).await;

@@ -143,91 +143,56 @@ pub trait Cached: Sync {
     ) -> BoxFuture<'a, Result<u64, tokio_postgres::Error>>;
 }
 
-impl Cached for deadpool_postgres::Object {
-    fn query_cached<'a>(
-        &'a self,
-        sql: &'a str,
-        params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> BoxFuture<'a, Result<Vec<Row>, tokio_postgres::Error>> {
-        Box::pin(async move {
-            let st = GenericClient::prepare_cached(self, sql).await?;
-            GenericClient::query(self, &st, params).await
-        })
-    }
-    fn query_opt_cached<'a>(
-        &'a self,
-        sql: &'a str,
-        params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> BoxFuture<'a, Result<Option<Row>, tokio_postgres::Error>> {
-        Box::pin(async move {
-            let st = GenericClient::prepare_cached(self, sql).await?;
-            GenericClient::query_opt(self, &st, params).await
-        })
-    }
-    fn query_one_cached<'a>(
-        &'a self,
-        sql: &'a str,
-        params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> BoxFuture<'a, Result<Row, tokio_postgres::Error>> {
-        Box::pin(async move {
-            let st = GenericClient::prepare_cached(self, sql).await?;
-            GenericClient::query_one(self, &st, params).await
-        })
-    }
-    fn execute_cached<'a>(
-        &'a self,
-        sql: &'a str,
-        params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> BoxFuture<'a, Result<u64, tokio_postgres::Error>> {
-        Box::pin(async move {
-            let st = GenericClient::prepare_cached(self, sql).await?;
-            GenericClient::execute(self, &st, params).await
-        })
-    }
+/// One connection's cache, for the pool's connections and their transactions.
+macro_rules! cached {
+    ($t:ty) => {
+        impl Cached for $t {
+            fn query_cached<'a>(
+                &'a self,
+                sql: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> BoxFuture<'a, Result<Vec<Row>, tokio_postgres::Error>> {
+                Box::pin(async move {
+                    let st = GenericClient::prepare_cached(self, sql).await?;
+                    GenericClient::query(self, &st, params).await
+                })
+            }
+            fn query_opt_cached<'a>(
+                &'a self,
+                sql: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> BoxFuture<'a, Result<Option<Row>, tokio_postgres::Error>> {
+                Box::pin(async move {
+                    let st = GenericClient::prepare_cached(self, sql).await?;
+                    GenericClient::query_opt(self, &st, params).await
+                })
+            }
+            fn query_one_cached<'a>(
+                &'a self,
+                sql: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> BoxFuture<'a, Result<Row, tokio_postgres::Error>> {
+                Box::pin(async move {
+                    let st = GenericClient::prepare_cached(self, sql).await?;
+                    GenericClient::query_one(self, &st, params).await
+                })
+            }
+            fn execute_cached<'a>(
+                &'a self,
+                sql: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> BoxFuture<'a, Result<u64, tokio_postgres::Error>> {
+                Box::pin(async move {
+                    let st = GenericClient::prepare_cached(self, sql).await?;
+                    GenericClient::execute(self, &st, params).await
+                })
+            }
+        }
+    };
 }
 
-impl Cached for deadpool_postgres::Transaction<'_> {
-    fn query_cached<'a>(
-        &'a self,
-        sql: &'a str,
-        params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> BoxFuture<'a, Result<Vec<Row>, tokio_postgres::Error>> {
-        Box::pin(async move {
-            let st = GenericClient::prepare_cached(self, sql).await?;
-            GenericClient::query(self, &st, params).await
-        })
-    }
-    fn query_opt_cached<'a>(
-        &'a self,
-        sql: &'a str,
-        params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> BoxFuture<'a, Result<Option<Row>, tokio_postgres::Error>> {
-        Box::pin(async move {
-            let st = GenericClient::prepare_cached(self, sql).await?;
-            GenericClient::query_opt(self, &st, params).await
-        })
-    }
-    fn query_one_cached<'a>(
-        &'a self,
-        sql: &'a str,
-        params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> BoxFuture<'a, Result<Row, tokio_postgres::Error>> {
-        Box::pin(async move {
-            let st = GenericClient::prepare_cached(self, sql).await?;
-            GenericClient::query_one(self, &st, params).await
-        })
-    }
-    fn execute_cached<'a>(
-        &'a self,
-        sql: &'a str,
-        params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> BoxFuture<'a, Result<u64, tokio_postgres::Error>> {
-        Box::pin(async move {
-            let st = GenericClient::prepare_cached(self, sql).await?;
-            GenericClient::execute(self, &st, params).await
-        })
-    }
-}
+cached!(deadpool_postgres::Object);
+cached!(deadpool_postgres::Transaction<'_>);
 
 /// A transaction on a connection of its own (the lease sweeper's): no statement cache,
 /// so each statement is prepared as it runs.
