@@ -200,7 +200,8 @@ pub struct Report {
 }
 
 /// `POST {PREFIX}/reports`: several of one node's reports in one call, recorded in one
-/// transaction in their order (each as `/report` would); at most [`MAX_REPORTS`]. Every
+/// transaction (each as `/report` would), job by job and in their order within a job; at
+/// most [`MAX_REPORTS`], and [`MAX_REPORTS_BYTES`] of JSON as the agent counts them. Every
 /// report carries the node's epoch, as in `/report`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -210,6 +211,11 @@ pub struct Reports {
 
 /// How many reports one `/reports` call may carry.
 pub const MAX_REPORTS: usize = 64;
+
+/// How many bytes of reports (their events' JSON) an agent puts in one `/reports` call:
+/// half the API's 1 MiB body limit, so that a batch of large task views is not refused
+/// whole.
+pub const MAX_REPORTS_BYTES: usize = 512 * 1024;
 
 /// The answer to `/reports`: the attempts that are not current (each as `/report`'s 409
 /// [`FENCED`]: the agent kills and removes their containers); every other report counted.

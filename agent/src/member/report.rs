@@ -8,7 +8,9 @@
 use super::client::ClientError;
 use super::journal::{Note, Pending};
 use super::{Member, CALL_TIMEOUT};
-use berth_proto::node_protocol::{Report, Reports, ReportsReply, FENCED, MAX_REPORTS};
+use berth_proto::node_protocol::{
+    Report, Reports, ReportsReply, FENCED, MAX_REPORTS, MAX_REPORTS_BYTES,
+};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,7 +45,11 @@ pub async fn run(m: Arc<Member>, mut notes: mpsc::UnboundedReceiver<Note>) {
         }
         // The reports at the front, in order, up to a Forget (which must follow them).
         let mut batch = vec![];
-        while batch.len() < MAX_REPORTS && matches!(queue.front(), Some(Note::Report(..))) {
+        let mut bytes = 0;
+        while batch.len() < MAX_REPORTS
+            && bytes < MAX_REPORTS_BYTES
+            && matches!(queue.front(), Some(Note::Report(..)))
+        {
             let Some(Note::Report(path, p)) = queue.pop_front() else {
                 break;
             };
@@ -56,6 +62,7 @@ pub async fn run(m: Arc<Member>, mut notes: mpsc::UnboundedReceiver<Note>) {
                 }
                 continue;
             }
+            bytes += serde_json::to_vec(&p.event).map_or(0, |v| v.len());
             batch.push((path, *p));
         }
         if !batch.is_empty() {

@@ -160,16 +160,6 @@ pub async fn claim(
         free: room.free_slots.min(slots - used),
     };
     let mut free = room.free_slots.min(slots - used);
-    // The pick must walk `ready_order` in order and stop at its LIMIT. `ready` swings from
-    // empty to 10^5 rows between two autovacuum analyses (a minute apart), and a plan made
-    // on stale statistics sorted every ready row and scanned `jobs` once per row: 5-8 ms a
-    // claim with 10^3 rows, the service's costliest statement. These hold for this
-    // transaction only.
-    tx.batch_execute(
-        "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; \
-         SET LOCAL enable_seqscan = off",
-    )
-    .await?;
     // The claimable tasks that could fit this node (bounded: the rule needs no more).
     let ready: i64 = tx
         .query_one_cached(
@@ -183,6 +173,15 @@ pub async fn claim(
     if want == 0 {
         return Ok(Claimed::none(ready));
     }
+    // The pick must walk `ready_order` in order and stop at its LIMIT. `ready` swings from
+    // empty to 10^5 rows between two autovacuum analyses (a minute apart), and a plan made
+    // on stale statistics sorted every ready row and scanned `jobs` once per row: 5-8 ms a
+    // claim with 10^3 rows, the service's costliest statement. Reset after the pick.
+    tx.batch_execute(
+        "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; \
+         SET LOCAL enable_seqscan = off",
+    )
+    .await?;
     // A node that reported no GPUs yet claims only GPU-less tasks.
     let mut free_gpus = room.free_gpus.min(gpus_left.max(0));
     let rows = tx
@@ -198,6 +197,10 @@ pub async fn claim(
              SELECT task_seq, job_id, required_slots, gpus, capped FROM picked",
             &[&node.pool_id, &free, &free_gpus, &(want * 4)],
         )
+        .await?;
+    // Back to the defaults: the statements after this one, and those the connection's
+    // cache plans for other calls (a heartbeat's commands), are planned as usual.
+    tx.batch_execute("RESET enable_sort; RESET enable_bitmapscan; RESET enable_seqscan")
         .await?;
     let mut claims = vec![];
     for r in rows {

@@ -28,7 +28,9 @@ pub async fn after_task_completed(
     // Most completions decide nothing about their job (see `quiet`): those hold its row
     // only `FOR KEY SHARE`, which waits for a change of the job (made `FOR UPDATE`) but
     // not for each other, so a job's completions do not queue on its row one commit at a
-    // time. The unlocked read chooses; a job that changed in between is locked again.
+    // time. The unlocked read chooses; a job that changed in between is locked again
+    // `FOR UPDATE`, which can deadlock with another completion doing the same at that
+    // instant (PostgreSQL ends one; the report is tried again, `is_conflict`).
     let peek = read_job(tx, &task.job_id, "").await?;
     if peek.as_ref().is_some_and(|j| quiet(j, task)) {
         match read_job(tx, &task.job_id, "FOR KEY SHARE").await? {

@@ -70,8 +70,8 @@ enum Recorded {
     Superseded,
 }
 
-/// `POST /reports`: the node's reports in one transaction, in order; the reply names those
-/// whose attempts are not current. Superseded as `/report` is.
+/// `POST /reports`: the node's reports in one transaction, in order within each job; the
+/// reply names those whose attempts are not current. Superseded as `/report` is.
 pub async fn reports(
     State(st): State<ServiceState>,
     caller: Caller,
@@ -136,8 +136,13 @@ async fn record_all(
     if !attempts::lock_node_at(&tx, &caller.node, caller.epoch).await? {
         return Ok(None);
     }
+    // Grouped by job, in order within each: a report can lock its job's row, and two
+    // batches that took two jobs in opposite orders would deadlock. One attempt's reports
+    // are of one job, so their order holds.
+    let mut ordered: Vec<&Report> = reports.iter().collect();
+    ordered.sort_by(|a, b| a.job_id.cmp(&b.job_id));
     let mut fenced = vec![];
-    for r in reports {
+    for r in ordered {
         if !record_in(&tx, caller, r).await? {
             fenced.push(r.attempt);
         }
