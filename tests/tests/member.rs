@@ -36,6 +36,10 @@ struct Fake {
     adopt_asked: Vec<AdoptRequest>,
     /// `leave` calls.
     left: usize,
+    /// Attempts whose containers `leave` looks for, and how many of theirs were still
+    /// running at each `leave`.
+    watch: Vec<AttemptId>,
+    running_at_leave: Vec<usize>,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -190,7 +194,11 @@ async fn leave(State(s): State<Shared>, h: axum::http::HeaderMap) -> Response {
     if let Some(no) = gate(&s, &h, TOKEN) {
         return no;
     }
-    s.lock().unwrap().left += 1;
+    let watch = s.lock().unwrap().watch.clone();
+    let running = watch.iter().map(|a| running_of(*a).len()).sum();
+    let mut f = s.lock().unwrap();
+    f.left += 1;
+    f.running_at_leave.push(running);
     Json(json!({})).into_response()
 }
 
@@ -259,6 +267,20 @@ fn containers_of(attempt: AttemptId) -> Vec<String> {
     let out = docker(&[
         "ps",
         "-aq",
+        "--filter",
+        &format!("label={ATTEMPT_LABEL}={attempt}"),
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// The running containers of `attempt`.
+fn running_of(attempt: AttemptId) -> Vec<String> {
+    let out = docker(&[
+        "ps",
+        "-q",
         "--filter",
         &format!("label={ATTEMPT_LABEL}={attempt}"),
     ]);
@@ -502,6 +524,42 @@ fn a_member_runs_claims_reports_them_and_fences_itself() {
     // SIGTERM: the node leaves (the service requeues), then stops.
     assert_eq!(agent.term(), Some(0));
     assert_eq!(s.lock().unwrap().left, 1);
+}
+
+/// SIGTERM while a task runs: the node stops its container (here: kills it, past the
+/// leave's bound, `sleep` ignoring SIGTERM) before it tells the service it leaves, since
+/// the service requeues the task at once and its next attempt must not run beside it.
+#[test]
+fn a_leaving_member_stops_its_containers_before_it_tells_the_service() {
+    let n = TestNode::new("member-leave");
+    let s: Shared = Default::default();
+    let url = serve(s.clone());
+    let job = JobView::new(serde_json::from_value(json!({"id": "ljob"})).unwrap());
+    {
+        let mut f = s.lock().unwrap();
+        f.claims.push_back(claim_of(301, &job, "long", "sleep 300"));
+        f.watch = vec![301];
+    }
+    let agent = start_agent(&n, &url);
+    wait_for(&s, "attempt 301 running", Duration::from_secs(60), |f| {
+        reported(f, 301, "running").is_some()
+    });
+    let t = Instant::now();
+    while running_of(301).is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(20), "attempt 301 never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(agent.term(), Some(0));
+    let f = s.lock().unwrap();
+    assert_eq!(
+        f.running_at_leave,
+        [0],
+        "containers still running when the node left"
+    );
+    assert!(
+        reported(&f, 301, "completed").is_none(),
+        "a left attempt's end is not reported"
+    );
 }
 
 #[test]
