@@ -546,7 +546,10 @@ fn a_leaving_member_stops_its_containers_before_it_tells_the_service() {
     });
     let t = Instant::now();
     while running_of(301).is_empty() {
-        assert!(t.elapsed() < Duration::from_secs(20), "attempt 301 never ran");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "attempt 301 never ran"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(agent.term(), Some(0));

@@ -16,58 +16,22 @@ use berth_proto::node_protocol::{
     AdoptReply, AdoptRequest, LeaveRequest, Report, ReportEvent, Reports, ReportsReply, MAX_REPORTS,
 };
 
+/// `POST /report`: one report, recorded as `/reports` records each; 409 `AttemptFenced`
+/// when its attempt is not current.
 pub async fn report(
     State(st): State<ServiceState>,
     caller: Caller,
     Body(body): Body,
 ) -> Result<StatusCode, ApiError> {
     let r: Report = json(&body)?;
-    caller.check_epoch(r.epoch)?;
-    // A deadlock with a client's transaction (a job terminate locks in its own order) is
-    // PostgreSQL's to break; the loser here simply tries again.
-    let mut tries = 0;
-    let counted = loop {
-        tries += 1;
-        match record(&st, &caller, &r).await {
-            Err(e) if tries < 3 && is_conflict(&e) => continue,
-            other => break other?,
-        }
-    };
-    if counted == Recorded::Superseded {
-        return Err(caller.superseded());
-    }
-    if counted == Recorded::Fenced {
-        metrics::fenced();
+    let fenced = recorded(&st, &caller, std::slice::from_ref(&r)).await?;
+    if !fenced.is_empty() {
         return Err(ApiError::AttemptFenced(format!(
             "attempt {} of task {} of job {} is no longer current; kill and remove its container",
             r.attempt, r.task_id, r.job_id
         )));
     }
-    if let ReportEvent::Abandoned { reason } = &r.event {
-        tracing::info!(attempt = r.attempt, node = %caller.node.node_id, %reason,
-            "attempt abandoned by its node");
-    }
     Ok(StatusCode::OK)
-}
-
-/// Whether a transaction failed only for meeting another one (deadlock, serialisation):
-/// worth running again.
-fn is_conflict(e: &DbError) -> bool {
-    use tokio_postgres::error::SqlState;
-    matches!(e, DbError::Query(q) if q.code().is_some_and(|c| {
-        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
-    }))
-}
-
-/// What became of a report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Recorded {
-    Counted,
-    /// Its attempt is not current: nothing written.
-    Fenced,
-    /// The node was enrolled again (or removed) since the token was checked: nothing
-    /// written.
-    Superseded,
 }
 
 /// `POST /reports`: the node's reports in one transaction, in order within each job; the
@@ -84,48 +48,54 @@ pub async fn reports(
             r.reports.len()
         )));
     }
-    for one in &r.reports {
-        caller.check_epoch(one.epoch)?;
+    let fenced = recorded(&st, &caller, &r.reports).await?;
+    Ok(Json(ReportsReply { fenced }))
+}
+
+/// Records `reports` of the caller's epoch ([`record_all`]); a transaction that met
+/// another one (a deadlock with a client's terminate, which locks in its own order) is
+/// PostgreSQL's to break, and the loser here simply runs again, twice at most. The
+/// attempts not current (counted in the metrics), or 409 when the caller is superseded.
+async fn recorded(
+    st: &ServiceState,
+    caller: &Caller,
+    reports: &[Report],
+) -> Result<Vec<i64>, ApiError> {
+    for r in reports {
+        caller.check_epoch(r.epoch)?;
     }
     let mut tries = 0;
     let outcome = loop {
         tries += 1;
-        match record_all(&st, &caller, &r.reports).await {
+        match record_all(st, caller, reports).await {
             Err(e) if tries < 3 && is_conflict(&e) => continue,
             other => break other?,
         }
     };
-    let Some(fenced) = outcome else {
-        return Err(caller.superseded());
-    };
-    for one in &r.reports {
-        if fenced.contains(&one.attempt) {
+    let fenced = outcome.ok_or_else(|| caller.superseded())?;
+    for r in reports {
+        if fenced.contains(&r.attempt) {
             metrics::fenced();
-        } else if let ReportEvent::Abandoned { reason } = &one.event {
-            tracing::info!(attempt = one.attempt, node = %caller.node.node_id, %reason,
+        } else if let ReportEvent::Abandoned { reason } = &r.event {
+            tracing::info!(attempt = r.attempt, node = %caller.node.node_id, %reason,
                 "attempt abandoned by its node");
         }
     }
-    Ok(Json(ReportsReply { fenced }))
+    Ok(fenced)
 }
 
-/// Records one report in one transaction, under the node's row lock and only while the
-/// caller's enrolment is the node's.
-async fn record(st: &ServiceState, caller: &Caller, r: &Report) -> Result<Recorded, DbError> {
-    let mut conn = st.db.node_conn().await?;
-    let tx = conn.transaction().await?;
-    if !attempts::lock_node_at(&tx, &caller.node, caller.epoch).await? {
-        return Ok(Recorded::Superseded);
-    }
-    if !record_in(&tx, caller, r).await? {
-        return Ok(Recorded::Fenced);
-    }
-    tx.commit().await?;
-    Ok(Recorded::Counted)
+/// Whether a transaction failed only for meeting another one (deadlock, serialisation):
+/// worth running again.
+fn is_conflict(e: &DbError) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(e, DbError::Query(q) if q.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    }))
 }
 
-/// Records `reports` in one transaction, as [`record`] records each: the fenced attempts
-/// (which wrote nothing), or None when the caller's enrolment is no longer the node's.
+/// Records `reports` in one transaction, under the node's row lock and only while the
+/// caller's enrolment is the node's: the fenced attempts (which wrote nothing), or None
+/// when the node was enrolled again (or removed) since the token was checked.
 async fn record_all(
     st: &ServiceState,
     caller: &Caller,
