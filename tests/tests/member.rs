@@ -264,23 +264,19 @@ fn reported(f: &Fake, attempt: AttemptId, event: &str) -> Option<Report> {
 
 /// Container ids labelled with `attempt`.
 fn containers_of(attempt: AttemptId) -> Vec<String> {
-    let out = docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label={ATTEMPT_LABEL}={attempt}"),
-    ]);
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(String::from)
-        .collect()
+    listed(attempt, "-aq")
 }
 
 /// The running containers of `attempt`.
 fn running_of(attempt: AttemptId) -> Vec<String> {
+    listed(attempt, "-q")
+}
+
+/// `docker ps FLAGS` of `attempt`'s containers.
+fn listed(attempt: AttemptId, flags: &str) -> Vec<String> {
     let out = docker(&[
         "ps",
-        "-q",
+        flags,
         "--filter",
         &format!("label={ATTEMPT_LABEL}={attempt}"),
     ]);
